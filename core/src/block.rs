@@ -1,0 +1,98 @@
+//! Rules 2–4: violations, escalating temporary blocks, permanent bans.
+//!
+//! A *violation* is a window in which a key was denied at least once: a
+//! denial records a violation only if the previous one is at least one
+//! window old, so ten fast retries are one violation, not ten.
+//! `block_after` violations since the last block (within
+//! `violation_memory`) block the key; each further block within the memory
+//! lasts `block_growth` times longer, up to `max_block`. `ban_after`
+//! violations within `ban_lookback` ban it until an operator lifts it.
+
+use crate::config::BlockRules;
+use crate::entry::Entry;
+use crate::time::{age, within, Tick};
+
+/// What a denial did to the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Escalation {
+    /// Nothing beyond the denial.
+    None,
+    /// Blocked until the tick given.
+    Blocked(Tick),
+    /// Banned for good.
+    Banned,
+}
+
+/// Length of the block at `level` (0 for the first within the memory).
+pub(crate) fn block_length(rules: &BlockRules, level: u8) -> u64 {
+    let max = rules.max_block.as_ticks();
+    let mut d = rules.block_for.as_ticks().min(max);
+    for _ in 0..level {
+        if d >= max {
+            break;
+        }
+        d = d.saturating_mul(u64::from(rules.block_growth)).min(max);
+    }
+    d
+}
+
+/// Record a rate-limit denial at `now` for a key with request window
+/// `window` (ticks) and escalate as the rules say.
+pub(crate) fn on_denial<const W: usize>(
+    e: &mut Entry<W>,
+    rules: &BlockRules,
+    window: u64,
+    now: Tick,
+) -> Escalation {
+    let new_violation = match e.violations.newest() {
+        Some(last) => age(now, last) >= window,
+        None => true,
+    };
+    if !new_violation {
+        return Escalation::None;
+    }
+    e.violations.push(now);
+    if let Some(ban_after) = rules.ban_after {
+        if e.violations.count(now, rules.ban_lookback.as_ticks()) >= ban_after {
+            e.banned = true;
+            return Escalation::Banned;
+        }
+    }
+    let memory = rules.violation_memory.as_ticks();
+    let since_block = e
+        .violations
+        .iter()
+        .filter(|&t| within(now, t, memory))
+        .filter(|&t| match e.last_block_start {
+            Some(s) => t > s,
+            None => true,
+        })
+        .count();
+    if since_block < usize::try_from(rules.block_after).unwrap_or(usize::MAX) {
+        return Escalation::None;
+    }
+    let level = match e.last_block_start {
+        Some(s) if within(now, s, memory) => e.block_level,
+        _ => 0,
+    };
+    let until = now.saturating_add(block_length(rules, level));
+    e.block_until = Some(until);
+    e.block_level = level.saturating_add(1);
+    e.last_block_start = Some(now);
+    Escalation::Blocked(until)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn blocks_double_up_to_a_day() {
+        let rules = Config::default().blocks;
+        let mins: [u64; 8] =
+            core::array::from_fn(|l| embassy_time::Duration::from_ticks(block_length(&rules, l as u8)).as_secs() / 60);
+        assert_eq!(mins, [15, 30, 60, 120, 240, 480, 960, 1440]);
+        assert_eq!(block_length(&rules, u8::MAX), rules.max_block.as_ticks());
+    }
+}

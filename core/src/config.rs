@@ -1,0 +1,253 @@
+//! Every rule's knobs, with the defaults of DESIGN.md, and their checks.
+
+use crate::lists::Lists;
+use embassy_time::Duration;
+
+/// Rule 1: the sliding request window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RequestRules {
+    /// Allowed requests per window [50]. Must not exceed the log capacity `W`.
+    pub max_requests: u32,
+    /// Window length [60 s].
+    pub window: Duration,
+}
+
+/// Rules 2–4: violations, escalating blocks, permanent bans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BlockRules {
+    /// Violations (windows with a denial) since the last block that start a block [3].
+    pub block_after: u32,
+    /// How long violations and block escalation are remembered [24 h].
+    pub violation_memory: Duration,
+    /// First block length [15 min].
+    pub block_for: Duration,
+    /// Each further block within the memory lasts this many times longer [2].
+    pub block_growth: u32,
+    /// Longest block [24 h].
+    pub max_block: Duration,
+    /// Violations within `ban_lookback` that ban for good [Some(10)]; `None` disables bans.
+    pub ban_after: Option<u32>,
+    /// Ban lookback [24 h].
+    pub ban_lookback: Duration,
+}
+
+/// Rules 5 and 8: login lockout and account throttle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LoginRules {
+    /// Failures per (user, ip) and per ip that lock [10].
+    pub max_failures: u32,
+    /// Failure window [5 min].
+    pub failure_window: Duration,
+    /// Lock length [5 min].
+    pub lock_for: Duration,
+    /// A (user, ip) lock also locks the ip [true].
+    pub lock_ip_on_account_lock: bool,
+    /// Failures per username from all addresses that switch on the
+    /// full penalty for further failures [Some(50)]; `None` disables it.
+    pub account_max_failures: Option<u32>,
+    /// Account throttle window [1 h].
+    pub account_window: Duration,
+}
+
+/// Rule 6: penalty back-off `min(base × multiplier^k, max)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PenaltyRules {
+    /// First delay [1 s].
+    pub base: Duration,
+    /// Growth per earlier failure in the window [2].
+    pub multiplier: u32,
+    /// Longest delay [30 s].
+    pub max: Duration,
+}
+
+/// What a failure gets when its key has no free slot (rule 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NoSlot {
+    /// Cap the delay to `penalty.base` (the seed's behaviour) [default].
+    CapToBase,
+    /// Refuse the attempt.
+    Refuse,
+}
+
+/// Rule 7: concurrency slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SlotRules {
+    /// Slots per key [3], at most [`MAX_SLOTS`](crate::MAX_SLOTS).
+    pub slots: u32,
+    /// A slot older than this is reclaimed [60 s].
+    pub slot_ttl: Duration,
+    /// Policy without a free slot [CapToBase].
+    pub when_full: NoSlot,
+}
+
+/// What a new key gets when the table is full and nothing is evictable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OnFull {
+    /// Deny with [`Reason::TableFull`](crate::Reason::TableFull) [default].
+    Deny,
+    /// Allow without keeping state (fail-open for new keys only).
+    Allow,
+}
+
+/// All rules. `Config::default()` is DESIGN.md's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// Rule 1.
+    pub requests: RequestRules,
+    /// Rules 2–4.
+    pub blocks: BlockRules,
+    /// Rules 5 and 8.
+    pub login: LoginRules,
+    /// Rule 6.
+    pub penalty: PenaltyRules,
+    /// Rule 7.
+    pub slots: SlotRules,
+    /// Rule 9.
+    pub lists: Lists,
+    /// IPv6 addresses are aggregated to this prefix [64].
+    pub ipv6_prefix: u8,
+    /// New key, full table [Deny].
+    pub on_full: OnFull,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            requests: RequestRules { max_requests: 50, window: secs(60) },
+            blocks: BlockRules {
+                block_after: 3,
+                violation_memory: secs(24 * 3600),
+                block_for: secs(15 * 60),
+                block_growth: 2,
+                max_block: secs(24 * 3600),
+                ban_after: Some(10),
+                ban_lookback: secs(24 * 3600),
+            },
+            login: LoginRules {
+                max_failures: 10,
+                failure_window: secs(5 * 60),
+                lock_for: secs(5 * 60),
+                lock_ip_on_account_lock: true,
+                account_max_failures: Some(50),
+                account_window: secs(3600),
+            },
+            penalty: PenaltyRules { base: secs(1), multiplier: 2, max: secs(30) },
+            slots: SlotRules { slots: 3, slot_ttl: secs(60), when_full: NoSlot::CapToBase },
+            lists: Lists::new(),
+            ipv6_prefix: 64,
+            on_full: OnFull::Deny,
+        }
+    }
+}
+
+/// A configuration value that cannot work, naming the key and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The value must be at least 1.
+    Zero {
+        /// Dotted key, e.g. `requests.max_requests`.
+        key: &'static str,
+    },
+    /// The value exceeds what the chosen capacity can hold.
+    TooLarge {
+        /// Dotted key.
+        key: &'static str,
+        /// Largest accepted value.
+        max: u32,
+    },
+    /// The value is out of its range.
+    OutOfRange {
+        /// Dotted key.
+        key: &'static str,
+        /// What the range is.
+        expected: &'static str,
+    },
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::Zero { key } => write!(f, "{key}: must be greater than zero"),
+            ConfigError::TooLarge { key, max } => {
+                write!(f, "{key}: must be at most {max} (table log capacity)")
+            }
+            ConfigError::OutOfRange { key, expected } => write!(f, "{key}: must be {expected}"),
+        }
+    }
+}
+
+fn nonzero_count(key: &'static str, v: u32, max: usize) -> Result<(), ConfigError> {
+    let max = u32::try_from(max).unwrap_or(u32::MAX);
+    if v == 0 {
+        Err(ConfigError::Zero { key })
+    } else if v > max {
+        Err(ConfigError::TooLarge { key, max })
+    } else {
+        Ok(())
+    }
+}
+
+fn nonzero_time(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.as_ticks() == 0 {
+        Err(ConfigError::Zero { key })
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Check every value against itself and a log capacity of `w` timestamps.
+    pub fn validate(&self, w: usize) -> Result<(), ConfigError> {
+        let v = crate::VIOLATION_LOG;
+        nonzero_count("requests.max_requests", self.requests.max_requests, w)?;
+        nonzero_time("requests.window", self.requests.window)?;
+        nonzero_count("blocks.block_after", self.blocks.block_after, v)?;
+        nonzero_time("blocks.violation_memory", self.blocks.violation_memory)?;
+        nonzero_time("blocks.block_for", self.blocks.block_for)?;
+        nonzero_count("blocks.block_growth", self.blocks.block_growth, u32::MAX as usize)?;
+        if self.blocks.max_block < self.blocks.block_for {
+            return Err(ConfigError::OutOfRange {
+                key: "blocks.max_block",
+                expected: "at least blocks.block_for",
+            });
+        }
+        if let Some(n) = self.blocks.ban_after {
+            nonzero_count("blocks.ban_after", n, v)?;
+        }
+        nonzero_time("blocks.ban_lookback", self.blocks.ban_lookback)?;
+        nonzero_count("login.max_failures", self.login.max_failures, w)?;
+        nonzero_time("login.failure_window", self.login.failure_window)?;
+        nonzero_time("login.lock_for", self.login.lock_for)?;
+        if let Some(n) = self.login.account_max_failures {
+            nonzero_count("login.account_max_failures", n, w)?;
+        }
+        nonzero_time("login.account_window", self.login.account_window)?;
+        nonzero_count("penalty.multiplier", self.penalty.multiplier, u32::MAX as usize)?;
+        if self.penalty.max < self.penalty.base {
+            return Err(ConfigError::OutOfRange {
+                key: "penalty.max",
+                expected: "at least penalty.base",
+            });
+        }
+        nonzero_count("slots.slots", self.slots.slots, crate::MAX_SLOTS)?;
+        nonzero_time("slots.slot_ttl", self.slots.slot_ttl)?;
+        if self.ipv6_prefix > 128 {
+            return Err(ConfigError::OutOfRange { key: "ipv6_prefix", expected: "0..=128" });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! What every call answers: allow with the quota left, or deny with a
+//! reason and when to come back.
+
+use embassy_time::Duration;
+
+/// Why a request or login was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Reason {
+    /// The sliding window is full (rule 1).
+    RateLimited,
+    /// A temporary block after repeated violations (rule 3).
+    Blocked,
+    /// A permanent ban; only an operator lifts it (rule 4).
+    Banned,
+    /// The (username, address) pair is locked after login failures (rule 5).
+    AccountLocked,
+    /// The address is locked after login failures (rule 5).
+    IpLocked,
+    /// The address is on the denylist (rule 9).
+    Denylisted,
+    /// No room for a new key and nothing evictable.
+    TableFull,
+}
+
+impl Reason {
+    /// A stable snake_case name, for logs, headers and metrics labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimited => "rate_limited",
+            Reason::Blocked => "blocked",
+            Reason::Banned => "banned",
+            Reason::AccountLocked => "account_locked",
+            Reason::IpLocked => "ip_locked",
+            Reason::Denylisted => "denylisted",
+            Reason::TableFull => "table_full",
+        }
+    }
+
+    /// Every reason, for metrics.
+    pub const ALL: [Reason; 7] = [
+        Reason::RateLimited,
+        Reason::Blocked,
+        Reason::Banned,
+        Reason::AccountLocked,
+        Reason::IpLocked,
+        Reason::Denylisted,
+        Reason::TableFull,
+    ];
+
+    /// Whether a client should read this as "forbidden" (403) rather than
+    /// "slow down" (429).
+    pub const fn is_forbidden(self) -> bool {
+        matches!(self, Reason::Banned | Reason::Denylisted)
+    }
+}
+
+impl core::fmt::Display for Reason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Decision {
+    /// Go ahead. `remaining` more would be allowed now; one more unit of
+    /// quota comes back after `reset_after` (zero when nothing is used).
+    Allow {
+        /// Quota left after this call.
+        remaining: u32,
+        /// Time until the oldest counted event leaves the window.
+        reset_after: Duration,
+    },
+    /// Refused. `retry_after` is [`Duration::MAX`] for bans and denylist.
+    Deny {
+        /// Why.
+        reason: Reason,
+        /// When asking again can succeed.
+        retry_after: Duration,
+    },
+}
+
+impl Decision {
+    /// Whether the call was allowed.
+    pub const fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The reason of a denial.
+    pub const fn reason(&self) -> Option<Reason> {
+        match self {
+            Decision::Allow { .. } => None,
+            Decision::Deny { reason, .. } => Some(*reason),
+        }
+    }
+}
+
+/// What a failed login costs the caller: delay the *response* by `delay`
+/// while holding `slot` (release it afterwards), or refuse outright when
+/// `refused` (no slot free and the policy is [`NoSlot::Refuse`](crate::NoSlot::Refuse)).
+#[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Penalty {
+    /// How long to hold the response.
+    pub delay: Duration,
+    /// The concurrency slot the delay runs in, if one was free.
+    pub slot: Option<crate::SlotToken>,
+    /// No slot was free and the policy refuses rather than caps.
+    pub refused: bool,
+    /// The username's account throttle (rule 8) is on.
+    pub throttled: bool,
+}
+
+impl Penalty {
+    /// No delay, no slot.
+    pub const NONE: Penalty = Penalty {
+        delay: Duration::from_ticks(0),
+        slot: None,
+        refused: false,
+        throttled: false,
+    };
+}
+
+/// Counters a limiter keeps about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stats {
+    /// New keys refused (or let through per `on_full`) because nothing was evictable.
+    pub table_full: u64,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+    /// Entries removed by `purge`.
+    pub purged: u64,
+}

@@ -1,0 +1,61 @@
+//! The state kept per key.
+
+use crate::slots::Slots;
+use crate::time::{within, Tick};
+use crate::window::Log;
+
+/// Violation timestamps kept per key; `block_after` and `ban_after` are
+/// at most this.
+pub const VIOLATION_LOG: usize = 16;
+
+/// Everything one key remembers. Which parts are used depends on the key's
+/// [`KeyKind`](crate::KeyKind): request keys use the log for requests and the
+/// violation/block/ban parts; login keys use the log for failures, the lock
+/// and (ip keys) the slots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry<const W: usize> {
+    pub(crate) log: Log<W>,
+    pub(crate) violations: Log<VIOLATION_LOG>,
+    pub(crate) block_until: Option<Tick>,
+    pub(crate) block_level: u8,
+    pub(crate) last_block_start: Option<Tick>,
+    pub(crate) banned: bool,
+    pub(crate) lock_until: Option<Tick>,
+    pub(crate) slots: Slots,
+}
+
+impl<const W: usize> Entry<W> {
+    /// A fresh entry.
+    pub fn new() -> Self {
+        Entry::default()
+    }
+
+    /// Permanently banned.
+    pub fn is_banned(&self) -> bool {
+        self.banned
+    }
+
+    /// A block in force at `now` (ticks).
+    pub(crate) fn blocked(&self, now: Tick) -> bool {
+        matches!(self.block_until, Some(u) if u > now)
+    }
+
+    /// A lock in force at `now`.
+    pub(crate) fn locked(&self, now: Tick) -> bool {
+        matches!(self.lock_until, Some(u) if u > now)
+    }
+
+    /// Holds a ban, block, lock or live slot: never evicted.
+    pub(crate) fn pinned(&self, now: Tick, slot_ttl: u64) -> bool {
+        self.banned || self.blocked(now) || self.locked(now) || self.slots.live(now, slot_ttl) > 0
+    }
+
+    /// Nothing left that could change a decision at or after `now`, given
+    /// the window of its log and the block memory.
+    pub(crate) fn idle(&self, now: Tick, log_window: u64, memory: u64, slot_ttl: u64) -> bool {
+        !self.pinned(now, slot_ttl)
+            && self.log.count(now, log_window) == 0
+            && self.violations.count(now, memory) == 0
+            && !matches!(self.last_block_start, Some(s) if within(now, s, memory))
+    }
+}

@@ -1,0 +1,121 @@
+//! # portcullis-core
+//!
+//! The decision core of portcullis: rate limiting and brute-force lockout
+//! with no allocator, no clock, no panics and no `unsafe`. The same rules
+//! run on a 64 KiB microcontroller, inside a std server and (through the
+//! host crate's Lua port, tested differentially) in Redis.
+//!
+//! Every call takes `now` as an [`embassy_time::Instant`] and returns a
+//! [`Decision`]: `Allow { remaining, reset_after }` or
+//! `Deny { reason, retry_after }`.
+//!
+//! ```
+//! use core::net::{IpAddr, Ipv4Addr};
+//! use embassy_time::{Duration, Instant};
+//! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed};
+//!
+//! let mut config = Config::default();
+//! config.requests.max_requests = 3;
+//! config.login.account_max_failures = Some(16); // every log fits W = 16
+//! // 64 slots (56 keys), 16 timestamps per key; the seed comes from your RNG.
+//! let mut limiter: FixedLimiter<64, 16> = FixedLimiter::new(config, Seed::new([42; 16])).unwrap();
+//! let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+//! let t0 = Instant::from_secs(100);
+//! for left in [2, 1, 0] {
+//!     assert!(matches!(limiter.check_request(ip, t0), Decision::Allow { remaining, .. } if remaining == left));
+//! }
+//! assert_eq!(
+//!     limiter.check_request(ip, t0),
+//!     Decision::Deny { reason: Reason::RateLimited, retry_after: Duration::from_secs(60) }
+//! );
+//! // A minute later the window has slid past the burst.
+//! assert!(limiter.check_request(ip, t0 + Duration::from_secs(60)).is_allowed());
+//! ```
+//!
+//! ## Contents
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`config`] | every rule's knobs, DESIGN.md defaults, [`ConfigError`] |
+//! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
+//! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
+//! | [`lists`] | allow/deny [`Cidr`] lists (rule 9) |
+//! | [`window`] | sliding logs (rule 1) |
+//! | [`block`] | violations, escalating blocks, bans (rules 2–4) |
+//! | [`lockout`] | login lockout and account throttle (rules 5, 8) |
+//! | [`penalty`] | back-off delays (rule 6) |
+//! | [`slots`] | concurrency slot tokens with TTL (rule 7) |
+//! | [`entry`] | per-key state |
+//! | [`store`] | the [`Store`] trait |
+//! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, LRU eviction |
+//! | `map` | `MapStore` (feature `alloc`): hashbrown-backed, growable |
+//! | [`limiter`] | [`Limiter`], tying rules to a store |
+//! | [`record`] | export/import with wall-clock times |
+//! | `shared` | `Shared` (feature `critical-section`) |
+//!
+//! ## Memory
+//!
+//! A [`FixedLimiter<N, W>`] is `size_of` a few words plus `N` slots; one
+//! slot holds a key, links, a `W`-timestamp log, a 16-entry violation log,
+//! block/lock state and [`MAX_SLOTS`] slot tokens: `8·W + 336` bytes on
+//! 64-bit hosts (measured by the `sizes` test, which prints the table):
+//!
+//! | configuration | bytes per slot | total |
+//! | --- | --- | --- |
+//! | `FixedLimiter<32, 16>` (firmware example) | 464 | 14 912 |
+//! | `FixedLimiter<256, 16>` | 464 | 118 848 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 753 728 |
+//!
+//! At most `N - N/8` keys live at once (short probe chains).
+//!
+//! ## Features
+//!
+//! * `alloc`: `MapStore`/`MapLimiter`, a growable hashbrown table.
+//! * `defmt`: `defmt::Format` on public types.
+//! * `critical-section`: `shared::Shared`, a `Mutex<RefCell<_>>` wrapper.
+//!
+//! None pulls in `std`; CI builds all of them for `thumbv7m-none-eabi`.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod block;
+pub mod config;
+pub mod decision;
+pub mod entry;
+pub mod key;
+pub mod limiter;
+pub mod lists;
+pub mod lockout;
+#[cfg(feature = "alloc")]
+pub mod map;
+pub mod penalty;
+pub mod record;
+#[cfg(feature = "critical-section")]
+pub mod shared;
+pub mod slots;
+pub mod store;
+pub mod table;
+mod time;
+pub mod window;
+
+pub use config::{
+    BlockRules, Config, ConfigError, LoginRules, NoSlot, OnFull, PenaltyRules, RequestRules,
+    SlotRules,
+};
+pub use decision::{Decision, Penalty, Reason, Stats};
+pub use entry::{Entry, VIOLATION_LOG};
+pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
+pub use limiter::{FixedLimiter, Limiter};
+#[cfg(feature = "alloc")]
+pub use limiter::MapLimiter;
+pub use lists::{Cidr, CidrError, Lists};
+#[cfg(feature = "alloc")]
+pub use map::MapStore;
+pub use record::{ImportError, Record, WallClock};
+pub use slots::{SlotToken, MAX_SLOTS};
+pub use store::Store;
+pub use table::FixedStore;

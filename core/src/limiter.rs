@@ -1,0 +1,364 @@
+//! [`Limiter`]: the rules over a [`Store`]. Requests (rules 1–4), lists
+//! (rule 9), bans, slots (rule 7) and purge live here; logins (rules 5, 6
+//! and 8) in [`lockout`](crate::lockout); export/import in
+//! [`record`](crate::record).
+
+use core::net::IpAddr;
+use embassy_time::{Duration, Instant};
+
+use crate::block::{on_denial, Escalation};
+use crate::config::{Config, ConfigError, OnFull};
+use crate::decision::{Decision, Reason, Stats};
+use crate::entry::Entry;
+use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
+use crate::lists::Listed;
+use crate::slots::SlotToken;
+use crate::store::Store;
+use crate::table::FixedStore;
+use crate::time::{left_in_window, tick, until, Tick};
+
+/// The decision engine: one configuration, one store, one keyed hash.
+pub struct Limiter<S, const W: usize> {
+    pub(crate) config: Config,
+    pub(crate) store: S,
+    pub(crate) users: UserHasher,
+    /// The latest `now` seen: the clock never runs backwards inside.
+    pub(crate) latest: Tick,
+    pub(crate) next_slot: u32,
+    pub(crate) stats: Stats,
+}
+
+/// A limiter over the fixed-capacity table: `N` slots, `W` timestamps per log.
+pub type FixedLimiter<const N: usize, const W: usize> = Limiter<FixedStore<N, W>, W>;
+
+/// A limiter over the growable hashbrown table (feature `alloc`).
+#[cfg(feature = "alloc")]
+pub type MapLimiter<const W: usize> = Limiter<crate::map::MapStore<W>, W>;
+
+impl<const N: usize, const W: usize> Limiter<FixedStore<N, W>, W> {
+    /// A limiter over an empty fixed table, hashes keyed by `seed`.
+    pub fn new(config: Config, seed: Seed) -> Result<Self, ConfigError> {
+        Limiter::with_store(config, seed, FixedStore::new(seed))
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<const W: usize> Limiter<crate::map::MapStore<W>, W> {
+    /// A limiter over a growable table capped at `max_entries` keys.
+    pub fn new_growable(config: Config, seed: Seed, max_entries: usize) -> Result<Self, ConfigError> {
+        Limiter::with_store(config, seed, crate::map::MapStore::new(seed, max_entries))
+    }
+}
+
+/// What a key lookup for writing found.
+pub(crate) enum Slot<'a, const W: usize> {
+    Found(&'a mut Entry<W>),
+    Full,
+}
+
+impl<S: Store<W>, const W: usize> Limiter<S, W> {
+    /// A limiter over `store` (which should be empty), after checking
+    /// `config` against the log capacity `W`.
+    pub fn with_store(config: Config, seed: Seed, store: S) -> Result<Self, ConfigError> {
+        config.validate(W)?;
+        Ok(Limiter {
+            config,
+            store,
+            users: UserHasher::new(seed),
+            latest: 0,
+            next_slot: 0,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The rules in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Most keys held at once.
+    pub fn capacity(&self) -> usize {
+        self.store.capacity()
+    }
+
+    /// The keyed hash of a username (after trim + ASCII lowercase).
+    pub fn user_hash(&self, username: &str) -> u64 {
+        self.users.hash(username)
+    }
+
+    /// The aggregated address key part for `ip`.
+    pub fn addr(&self, ip: IpAddr) -> Addr {
+        Addr::from_ip(ip, self.config.ipv6_prefix)
+    }
+
+    /// The entry for `key`, if any (read-only; for inspection and tests).
+    pub fn entry(&self, key: &Key) -> Option<&Entry<W>> {
+        self.store.get(key)
+    }
+
+    /// Advance the internal clock to `now` (never backwards) and return it.
+    pub(crate) fn clock(&mut self, now: Instant) -> Tick {
+        self.latest = self.latest.max(tick(now));
+        self.latest
+    }
+
+    /// `now` as the clock would see it, without advancing it.
+    pub(crate) fn peek_clock(&self, now: Instant) -> Tick {
+        self.latest.max(tick(now))
+    }
+
+    /// The entry for `key`, created (evicting if needed) and touched.
+    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, W> {
+        if self.store.get(&key).is_some() {
+            self.store.touch(&key);
+        } else {
+            if self.store.len() >= self.store.capacity() {
+                let ttl = self.config.slots.slot_ttl.as_ticks();
+                let evicted = self.store.evict_lru(&mut |_, e| !e.pinned(now, ttl));
+                if evicted.is_none() {
+                    self.stats.table_full = self.stats.table_full.saturating_add(1);
+                    return Slot::Full;
+                }
+                self.stats.evictions = self.stats.evictions.saturating_add(1);
+            }
+            if self.store.insert(key, Entry::new()).is_err() {
+                self.stats.table_full = self.stats.table_full.saturating_add(1);
+                return Slot::Full;
+            }
+        }
+        match self.store.get_mut(&key) {
+            Some(e) => Slot::Found(e),
+            None => Slot::Full,
+        }
+    }
+
+    fn full_decision(&self) -> Decision {
+        match self.config.on_full {
+            OnFull::Deny => Decision::Deny {
+                reason: Reason::TableFull,
+                retry_after: self.config.requests.window,
+            },
+            OnFull::Allow => Decision::Allow { remaining: 0, reset_after: Duration::from_ticks(0) },
+        }
+    }
+
+    fn listed(&self, ip: IpAddr) -> Option<Decision> {
+        match self.config.lists.lookup(ip) {
+            Listed::Deny => {
+                Some(Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX })
+            }
+            Listed::Allow => Some(Decision::Allow {
+                remaining: self.config.requests.max_requests,
+                reset_after: Duration::from_ticks(0),
+            }),
+            Listed::Neither => None,
+        }
+    }
+
+    /// Rules 1–4 and 9 for one request from `ip` at `now`: counts it if allowed.
+    pub fn check_request(&mut self, ip: IpAddr, now: Instant) -> Decision {
+        if let Some(d) = self.listed(ip) {
+            return d;
+        }
+        let now = self.clock(now);
+        let key = Key::request(self.addr(ip));
+        let max = self.config.requests.max_requests;
+        let window = self.config.requests.window.as_ticks();
+        let blocks = self.config.blocks.clone();
+        let e = match self.upsert(key, now) {
+            Slot::Found(e) => e,
+            Slot::Full => return self.full_decision(),
+        };
+        if let Some(d) = standing_denial(e, now) {
+            return d;
+        }
+        e.log.prune(now, window);
+        let used = e.log.count(now, window);
+        if used < max {
+            e.log.push(now);
+            let oldest = e.log.oldest_in(now, window).unwrap_or(now);
+            return Decision::Allow {
+                remaining: max.saturating_sub(used).saturating_sub(1),
+                reset_after: left_in_window(now, oldest, window),
+            };
+        }
+        let oldest = e.log.oldest_in(now, window).unwrap_or(now);
+        match on_denial(e, &blocks, window, now) {
+            Escalation::Banned => {
+                Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX }
+            }
+            Escalation::Blocked(u) => {
+                Decision::Deny { reason: Reason::Blocked, retry_after: until(now, u) }
+            }
+            Escalation::None => Decision::Deny {
+                reason: Reason::RateLimited,
+                retry_after: left_in_window(now, oldest, window),
+            },
+        }
+    }
+
+    /// What [`check_request`](Self::check_request) would answer, consuming
+    /// nothing: `remaining` is the quota left *before* a request.
+    pub fn peek_request(&self, ip: IpAddr, now: Instant) -> Decision {
+        if let Some(d) = self.listed(ip) {
+            return d;
+        }
+        let now = self.peek_clock(now);
+        let max = self.config.requests.max_requests;
+        let window = self.config.requests.window.as_ticks();
+        let Some(e) = self.store.get(&Key::request(self.addr(ip))) else {
+            return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) };
+        };
+        if let Some(d) = standing_denial(e, now) {
+            return d;
+        }
+        let used = e.log.count(now, window);
+        let reset_after = match e.log.oldest_in(now, window) {
+            Some(t) => left_in_window(now, t, window),
+            None => Duration::from_ticks(0),
+        };
+        if used < max {
+            Decision::Allow { remaining: max.saturating_sub(used), reset_after }
+        } else {
+            Decision::Deny { reason: Reason::RateLimited, retry_after: reset_after }
+        }
+    }
+
+    /// Ban `ip` by hand. False if the table had no room for it.
+    pub fn ban(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let now = self.clock(now);
+        let key = Key::request(self.addr(ip));
+        match self.upsert(key, now) {
+            Slot::Found(e) => {
+                e.banned = true;
+                true
+            }
+            Slot::Full => false,
+        }
+    }
+
+    /// Lift a ban and any block on `ip` (an operator's decision; violation
+    /// history is forgotten too). True if there was one.
+    pub fn unban(&mut self, ip: IpAddr) -> bool {
+        let key = Key::request(self.addr(ip));
+        match self.store.get_mut(&key) {
+            Some(e) => {
+                let had = e.banned || e.block_until.is_some();
+                e.banned = false;
+                e.block_until = None;
+                e.block_level = 0;
+                e.last_block_start = None;
+                e.violations.clear();
+                had
+            }
+            None => false,
+        }
+    }
+
+    /// Visit every banned or currently blocked address with what holds it:
+    /// `None` for a ban, `Some(time left)` for a block.
+    pub fn for_each_ban(&self, now: Instant, mut f: impl FnMut(Addr, Option<Duration>)) {
+        let now = self.peek_clock(now);
+        self.store.for_each(&mut |k, e| {
+            if k.kind() != KeyKind::Request {
+                return;
+            }
+            if e.banned {
+                f(k.addr(), None);
+            } else if let Some(u) = e.block_until.filter(|&u| u > now) {
+                f(k.addr(), Some(until(now, u)));
+            }
+        });
+    }
+
+    /// Take one of `ip`'s concurrency slots for guarded work (rule 7).
+    pub fn acquire_slot(&mut self, ip: IpAddr, now: Instant) -> Option<SlotToken> {
+        let now = self.clock(now);
+        let key = Key::login_ip(self.addr(ip));
+        self.acquire_slot_at(key, now)
+    }
+
+    pub(crate) fn acquire_slot_at(&mut self, key: Key, now: Tick) -> Option<SlotToken> {
+        let id = self.next_slot;
+        let ttl = self.config.slots.slot_ttl.as_ticks();
+        let limit = self.config.slots.slots;
+        let got = match self.upsert(key, now) {
+            Slot::Found(e) => e.slots.acquire(id, now, ttl, limit),
+            Slot::Full => false,
+        };
+        if !got {
+            return None;
+        }
+        self.next_slot = id.wrapping_add(1);
+        Some(SlotToken { key, id })
+    }
+
+    /// Slots of `ip` held and not expired.
+    pub fn slots_in_use(&self, ip: IpAddr, now: Instant) -> u32 {
+        let now = self.peek_clock(now);
+        let ttl = self.config.slots.slot_ttl.as_ticks();
+        self.store
+            .get(&Key::login_ip(self.addr(ip)))
+            .map_or(0, |e| e.slots.live(now, ttl))
+    }
+
+    /// Hand a slot back. False if it had already been reclaimed by its TTL.
+    pub fn release_slot(&mut self, token: SlotToken) -> bool {
+        self.store.get_mut(&token.key).is_some_and(|e| e.slots.release(token.id))
+    }
+
+    /// Remove every entry whose state can no longer affect a decision.
+    /// O(capacity); run it on a timer, not per request.
+    pub fn purge(&mut self, now: Instant) -> usize {
+        let now = self.clock(now);
+        let c = &self.config;
+        let req = c.requests.window.as_ticks();
+        let fail = c.login.failure_window.as_ticks();
+        let acct = c.login.account_window.as_ticks();
+        let memory = c.blocks.violation_memory.max(c.blocks.ban_lookback).as_ticks();
+        let ttl = c.slots.slot_ttl.as_ticks();
+        let removed = self.store.retain(&mut |k, e| {
+            let window = match k.kind() {
+                KeyKind::Request => req,
+                KeyKind::LoginIp | KeyKind::LoginUser => fail,
+                KeyKind::Account => acct,
+            };
+            !e.idle(now, window, memory, ttl)
+        });
+        self.stats.purged = self.stats.purged.saturating_add(removed as u64);
+        removed
+    }
+
+    /// Forget every key (counters stay).
+    pub fn clear(&mut self) {
+        self.store.clear();
+    }
+}
+
+/// A ban or block that refuses any request outright.
+fn standing_denial<const W: usize>(e: &Entry<W>, now: Tick) -> Option<Decision> {
+    if e.banned {
+        return Some(Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX });
+    }
+    match e.block_until {
+        Some(u) if u > now => {
+            Some(Decision::Deny { reason: Reason::Blocked, retry_after: until(now, u) })
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,128 @@
+//! Rule 9: CIDR allowlist (never limited) and denylist (always refused).
+//!
+//! Loopback is *not* exempt unless listed: exempting it would exempt
+//! everyone behind a local reverse proxy. When an address is on both lists
+//! the denylist wins.
+
+use core::net::IpAddr;
+use core::str::FromStr;
+
+use crate::key::{mask, Addr};
+
+/// Most entries per list.
+pub const MAX_LIST: usize = 32;
+
+/// An address range, `addr/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Cidr {
+    /// Network in the 16-byte form (IPv4 mapped).
+    net: [u8; 16],
+    /// Prefix length in the 128-bit space (IPv4 /n is 96 + n).
+    bits: u8,
+}
+
+/// A CIDR that does not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CidrError {
+    /// The address part is not an IP address.
+    BadAddress,
+    /// The prefix is not a number in range (0–32 for IPv4, 0–128 for IPv6).
+    BadPrefix,
+}
+
+impl core::fmt::Display for CidrError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            CidrError::BadAddress => "not an IP address",
+            CidrError::BadPrefix => "prefix length out of range (0-32 for IPv4, 0-128 for IPv6)",
+        })
+    }
+}
+
+impl Cidr {
+    /// `ip/prefix`; host bits are cleared.
+    pub fn new(ip: IpAddr, prefix: u8) -> Result<Cidr, CidrError> {
+        let (limit, offset) = match ip {
+            IpAddr::V4(_) => (32u8, 96u8),
+            IpAddr::V6(_) => (128, 0),
+        };
+        if prefix > limit {
+            return Err(CidrError::BadPrefix);
+        }
+        let bits = prefix.saturating_add(offset);
+        let addr = Addr::from_ip(ip, 128).octets();
+        Ok(Cidr { net: mask(addr, bits), bits })
+    }
+
+    /// Whether the range holds `ip`.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        mask(Addr::from_ip(ip, 128).octets(), self.bits) == self.net
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    /// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a single host).
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let s = s.trim();
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let ip = IpAddr::from_str(a).map_err(|_| CidrError::BadAddress)?;
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().map_err(|_| CidrError::BadPrefix)?,
+            None if ip.is_ipv4() => 32,
+            None => 128,
+        };
+        Cidr::new(ip, prefix)
+    }
+}
+
+impl core::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ip = Addr::from_octets(self.net).ip();
+        let bits = if ip.is_ipv4() { self.bits.saturating_sub(96) } else { self.bits };
+        write!(f, "{ip}/{bits}")
+    }
+}
+
+/// The allow- and denylist, fixed capacity [`MAX_LIST`] each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Lists {
+    /// Never limited.
+    pub allow: heapless::Vec<Cidr, MAX_LIST>,
+    /// Always refused.
+    pub deny: heapless::Vec<Cidr, MAX_LIST>,
+}
+
+/// What the lists say about an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listed {
+    Allow,
+    Deny,
+    Neither,
+}
+
+impl Lists {
+    /// Empty lists.
+    pub const fn new() -> Lists {
+        Lists { allow: heapless::Vec::new(), deny: heapless::Vec::new() }
+    }
+
+    /// Deny first, then allow.
+    pub(crate) fn lookup(&self, ip: IpAddr) -> Listed {
+        if self.deny.iter().any(|c| c.contains(ip)) {
+            Listed::Deny
+        } else if self.allow.iter().any(|c| c.contains(ip)) {
+            Listed::Allow
+        } else {
+            Listed::Neither
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Rule 6: penalty back-off, `min(base × multiplier^k, max)`.
+//!
+//! `k` is the number of failures of the same (username, ip) in the failure
+//! window before this one, so consecutive failures cost 1, 2, 4, 8, 16, 30,
+//! 30 … seconds at the defaults. The caller delays its *response*; the
+//! server keeps serving.
+
+use embassy_time::Duration;
+
+use crate::config::PenaltyRules;
+
+/// The delay for a failure with `k` earlier failures in the window.
+pub fn delay(rules: &PenaltyRules, k: u32) -> Duration {
+    let max = rules.max.as_ticks();
+    let mut d = rules.base.as_ticks().min(max);
+    for _ in 0..k {
+        if d >= max {
+            break;
+        }
+        d = d.saturating_mul(u64::from(rules.multiplier)).min(max);
+    }
+    Duration::from_ticks(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn default_sequence_is_1_2_4_8_16_30_30() {
+        let rules = Config::default().penalty;
+        let secs: [u64; 7] = core::array::from_fn(|k| delay(&rules, k as u32).as_secs());
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(delay(&rules, u32::MAX).as_secs(), 30);
+    }
+}

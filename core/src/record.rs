@@ -1,0 +1,217 @@
+//! Export and import of all state as plain records with wall-clock times,
+//! for persistence (host: SQLite) and for firmware flash.
+//!
+//! Times in records are Unix milliseconds, so a restart restores the
+//! *remaining* block, ban and lock time whatever the new uptime. In-flight
+//! slots are not exported. Username hashes depend on the [`Seed`](crate::Seed):
+//! keep it with the records.
+
+use embassy_time::Instant;
+
+use crate::entry::{Entry, VIOLATION_LOG};
+use crate::key::Key;
+use crate::limiter::Limiter;
+use crate::store::Store;
+use crate::time::{ms_to_ticks, tick, ticks_to_ms, Tick};
+
+/// Ties the limiter's monotonic clock to wall-clock time at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct WallClock {
+    /// The monotonic instant…
+    pub now: Instant,
+    /// …and the Unix time in milliseconds at that instant.
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// Unix ms of tick `t`.
+    pub(crate) fn unix_of(self, t: Tick) -> u64 {
+        let now = tick(self.now);
+        if t <= now {
+            self.unix_ms.saturating_sub(ticks_to_ms(now.saturating_sub(t)))
+        } else {
+            self.unix_ms.saturating_add(ticks_to_ms(t.saturating_sub(now)))
+        }
+    }
+
+    /// Tick of Unix ms `ms`.
+    pub(crate) fn tick_of(self, ms: u64) -> Tick {
+        let now = tick(self.now);
+        if ms <= self.unix_ms {
+            now.saturating_sub(ms_to_ticks(self.unix_ms.saturating_sub(ms)))
+        } else {
+            now.saturating_add(ms_to_ticks(ms.saturating_sub(self.unix_ms)))
+        }
+    }
+}
+
+/// One key's state, with Unix-millisecond times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Record<const W: usize> {
+    /// Whose state.
+    pub key: Key,
+    /// Counted events (requests or failures), oldest first.
+    pub log: heapless::Vec<u64, W>,
+    /// Violations, oldest first.
+    pub violations: heapless::Vec<u64, VIOLATION_LOG>,
+    /// End of the current or last block.
+    pub block_until: Option<u64>,
+    /// Blocks so far within the memory.
+    pub block_level: u8,
+    /// Start of the last block.
+    pub last_block_start: Option<u64>,
+    /// Permanently banned.
+    pub banned: bool,
+    /// End of the current or last lock.
+    pub lock_until: Option<u64>,
+}
+
+impl<const W: usize> Record<W> {
+    /// A record with nothing but a key.
+    pub fn empty(key: Key) -> Self {
+        Record {
+            key,
+            log: heapless::Vec::new(),
+            violations: heapless::Vec::new(),
+            block_until: None,
+            block_level: 0,
+            last_block_start: None,
+            banned: false,
+            lock_until: None,
+        }
+    }
+
+    /// Whether the record holds a ban, or a block or lock still running at `unix_ms`.
+    pub fn is_pinned_at(&self, unix_ms: u64) -> bool {
+        self.banned
+            || self.block_until.is_some_and(|u| u > unix_ms)
+            || self.lock_until.is_some_and(|u| u > unix_ms)
+    }
+
+    fn check(&self) -> Result<(), &'static str> {
+        if !self.log.windows(2).all(|p| matches!(p, [a, b] if a <= b)) {
+            return Err("log times out of order");
+        }
+        if !self.violations.windows(2).all(|p| matches!(p, [a, b] if a <= b)) {
+            return Err("violation times out of order");
+        }
+        if self.block_level > 64 {
+            return Err("block level above 64");
+        }
+        if self.block_until.is_some() != self.last_block_start.is_some() {
+            return Err("block end without block start (or the reverse)");
+        }
+        if let (Some(s), Some(u)) = (self.last_block_start, self.block_until) {
+            if u < s {
+                return Err("block ends before it starts");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an import was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ImportError {
+    /// More records than the table holds.
+    TooMany {
+        /// Records offered.
+        records: usize,
+        /// Table capacity.
+        capacity: usize,
+    },
+    /// A record is inconsistent.
+    Malformed {
+        /// Position of the record.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Two records for one key (the limiter is left empty).
+    Duplicate {
+        /// Position of the second record.
+        index: usize,
+    },
+}
+
+impl core::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ImportError::TooMany { records, capacity } => {
+                write!(f, "{records} records do not fit a table of {capacity}")
+            }
+            ImportError::Malformed { index, reason } => write!(f, "record {index}: {reason}"),
+            ImportError::Duplicate { index } => write!(f, "record {index}: duplicate key"),
+        }
+    }
+}
+
+impl<S: Store<W>, const W: usize> Limiter<S, W> {
+    /// Hand every entry to `f` as a record, least recently touched first.
+    pub fn export(&self, clock: WallClock, mut f: impl FnMut(&Record<W>)) {
+        self.store.for_each(&mut |k, e| {
+            let mut r = Record::empty(*k);
+            for t in e.log.iter() {
+                let _ = r.log.push(clock.unix_of(t));
+            }
+            for t in e.violations.iter() {
+                let _ = r.violations.push(clock.unix_of(t));
+            }
+            r.block_until = e.block_until.map(|t| clock.unix_of(t));
+            r.block_level = e.block_level;
+            r.last_block_start = e.last_block_start.map(|t| clock.unix_of(t));
+            r.banned = e.banned;
+            r.lock_until = e.lock_until.map(|t| clock.unix_of(t));
+            f(&r);
+        });
+    }
+
+    /// Replace all state with `records` (in export order). Every record is
+    /// checked before anything changes; a refused import leaves the limiter
+    /// as it was, except for duplicate keys, which are found while loading
+    /// and leave it empty. Past times map back through `clock`; event times
+    /// in the future are clamped to `clock.now`.
+    pub fn import(&mut self, clock: WallClock, records: &[Record<W>]) -> Result<usize, ImportError> {
+        if records.len() > self.store.capacity() {
+            return Err(ImportError::TooMany {
+                records: records.len(),
+                capacity: self.store.capacity(),
+            });
+        }
+        for (index, r) in records.iter().enumerate() {
+            r.check().map_err(|reason| ImportError::Malformed { index, reason })?;
+        }
+        let now = self.clock(clock.now);
+        self.store.clear();
+        for (index, r) in records.iter().enumerate() {
+            if self.store.get(&r.key).is_some() {
+                self.store.clear();
+                return Err(ImportError::Duplicate { index });
+            }
+            let mut e = Entry::<W>::new();
+            for &t in r.log.iter() {
+                e.log.push(clock.tick_of(t).min(now));
+            }
+            for &t in r.violations.iter() {
+                e.violations.push(clock.tick_of(t).min(now));
+            }
+            e.block_until = r.block_until.map(|t| clock.tick_of(t));
+            e.block_level = r.block_level;
+            e.last_block_start = r.last_block_start.map(|t| clock.tick_of(t).min(now));
+            e.banned = r.banned;
+            e.lock_until = r.lock_until.map(|t| clock.tick_of(t));
+            if self.store.insert(r.key, e).is_err() {
+                self.store.clear();
+                return Err(ImportError::TooMany {
+                    records: records.len(),
+                    capacity: self.store.capacity(),
+                });
+            }
+        }
+        Ok(records.len())
+    }
+}

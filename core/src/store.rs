@@ -1,0 +1,42 @@
+//! The storage trait behind a limiter: a map from [`Key`] to [`Entry`] that
+//! also knows which entry was touched least recently.
+//!
+//! Two backends: [`FixedStore`](crate::FixedStore) (fixed array, no
+//! allocator, the default) and, with the `alloc` feature,
+//! [`MapStore`](crate::MapStore) (hashbrown, grows up to a run-time cap).
+//! Both run the same tests.
+
+use crate::entry::Entry;
+use crate::key::Key;
+
+/// Key → entry storage with least-recently-touched order.
+pub trait Store<const W: usize> {
+    /// Most entries held at once.
+    fn capacity(&self) -> usize;
+    /// Entries held.
+    fn len(&self) -> usize;
+    /// Whether empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Look up without touching.
+    fn get(&self, key: &Key) -> Option<&Entry<W>>;
+    /// Look up mutably without touching.
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>>;
+    /// Mark `key` most recently touched.
+    fn touch(&mut self, key: &Key);
+    /// Add a new key as most recently touched; hands the entry back when full
+    /// (the heapless convention, hence the large `Err`).
+    #[allow(clippy::result_large_err)]
+    fn insert(&mut self, key: Key, entry: Entry<W>) -> Result<(), Entry<W>>;
+    /// Remove a key.
+    fn remove(&mut self, key: &Key) -> Option<Entry<W>>;
+    /// Remove the least recently touched entry for which `evictable` holds.
+    fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> Option<Key>;
+    /// Keep only entries for which `keep` holds; returns how many went.
+    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> usize;
+    /// Visit every entry, least recently touched first.
+    fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W>));
+    /// Remove everything.
+    fn clear(&mut self);
+}

@@ -1,0 +1,54 @@
+//! Saturating tick arithmetic.
+//!
+//! Internally every time is a `u64` count of [`embassy_time`] ticks and every
+//! operation saturates, so `Instant::MAX`, time standing still and uptimes of
+//! years never wrap or panic.
+
+use embassy_time::{Duration, Instant};
+
+/// A point in time in ticks.
+pub(crate) type Tick = u64;
+
+/// Ticks of an instant.
+pub(crate) fn tick(i: Instant) -> Tick {
+    i.as_ticks()
+}
+
+/// Age of `t` at `now` (zero if `t` lies in the future).
+pub(crate) fn age(now: Tick, t: Tick) -> u64 {
+    now.saturating_sub(t)
+}
+
+/// Whether `t` lies in the window `(now - window, now]`.
+pub(crate) fn within(now: Tick, t: Tick, window: u64) -> bool {
+    age(now, t) < window
+}
+
+/// Time left until `t` leaves a window of `window` ticks.
+pub(crate) fn left_in_window(now: Tick, t: Tick, window: u64) -> Duration {
+    Duration::from_ticks(window.saturating_sub(age(now, t)))
+}
+
+/// Time from `now` until `deadline` (zero if passed).
+pub(crate) fn until(now: Tick, deadline: Tick) -> Duration {
+    Duration::from_ticks(deadline.saturating_sub(now))
+}
+
+/// Milliseconds to ticks, saturating (the library's own conversions
+/// overflow for huge values).
+pub(crate) fn ms_to_ticks(ms: u64) -> u64 {
+    let t = u128::from(ms)
+        .saturating_mul(u128::from(embassy_time::TICK_HZ))
+        .checked_div(1000)
+        .unwrap_or(0);
+    u64::try_from(t).unwrap_or(u64::MAX)
+}
+
+/// Ticks to milliseconds (truncating, saturating).
+pub(crate) fn ticks_to_ms(ticks: u64) -> u64 {
+    let ms = u128::from(ticks)
+        .saturating_mul(1000)
+        .checked_div(u128::from(embassy_time::TICK_HZ))
+        .unwrap_or(0);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
