@@ -90,8 +90,9 @@ mod tests {
     #[test]
     fn blocks_double_up_to_a_day() {
         let rules = Config::default().blocks;
-        let mins: [u64; 8] =
-            core::array::from_fn(|l| embassy_time::Duration::from_ticks(block_length(&rules, l as u8)).as_secs() / 60);
+        let mins: [u64; 8] = core::array::from_fn(|l| {
+            embassy_time::Duration::from_ticks(block_length(&rules, l as u8)).as_secs() / 60
+        });
         assert_eq!(mins, [15, 30, 60, 120, 240, 480, 960, 1440]);
         assert_eq!(block_length(&rules, u8::MAX), rules.max_block.as_ticks());
     }

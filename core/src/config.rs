@@ -125,7 +125,10 @@ const fn secs(s: u64) -> Duration {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            requests: RequestRules { max_requests: 50, window: secs(60) },
+            requests: RequestRules {
+                max_requests: 50,
+                window: secs(60),
+            },
             blocks: BlockRules {
                 block_after: 3,
                 violation_memory: secs(24 * 3600),
@@ -143,8 +146,16 @@ impl Default for Config {
                 account_max_failures: Some(50),
                 account_window: secs(3600),
             },
-            penalty: PenaltyRules { base: secs(1), multiplier: 2, max: secs(30) },
-            slots: SlotRules { slots: 3, slot_ttl: secs(60), when_full: NoSlot::CapToBase },
+            penalty: PenaltyRules {
+                base: secs(1),
+                multiplier: 2,
+                max: secs(30),
+            },
+            slots: SlotRules {
+                slots: 3,
+                slot_ttl: secs(60),
+                when_full: NoSlot::CapToBase,
+            },
             lists: Lists::new(),
             ipv6_prefix: 64,
             on_full: OnFull::Deny,
@@ -218,7 +229,11 @@ impl Config {
         nonzero_count("blocks.block_after", self.blocks.block_after, v)?;
         nonzero_time("blocks.violation_memory", self.blocks.violation_memory)?;
         nonzero_time("blocks.block_for", self.blocks.block_for)?;
-        nonzero_count("blocks.block_growth", self.blocks.block_growth, u32::MAX as usize)?;
+        nonzero_count(
+            "blocks.block_growth",
+            self.blocks.block_growth,
+            u32::MAX as usize,
+        )?;
         if self.blocks.max_block < self.blocks.block_for {
             return Err(ConfigError::OutOfRange {
                 key: "blocks.max_block",
@@ -236,7 +251,11 @@ impl Config {
             nonzero_count("login.account_max_failures", n, w)?;
         }
         nonzero_time("login.account_window", self.login.account_window)?;
-        nonzero_count("penalty.multiplier", self.penalty.multiplier, u32::MAX as usize)?;
+        nonzero_count(
+            "penalty.multiplier",
+            self.penalty.multiplier,
+            u32::MAX as usize,
+        )?;
         if self.penalty.max < self.penalty.base {
             return Err(ConfigError::OutOfRange {
                 key: "penalty.max",
@@ -246,7 +265,10 @@ impl Config {
         nonzero_count("slots.slots", self.slots.slots, crate::MAX_SLOTS)?;
         nonzero_time("slots.slot_ttl", self.slots.slot_ttl)?;
         if self.ipv6_prefix > 128 {
-            return Err(ConfigError::OutOfRange { key: "ipv6_prefix", expected: "0..=128" });
+            return Err(ConfigError::OutOfRange {
+                key: "ipv6_prefix",
+                expected: "0..=128",
+            });
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The state kept per key.
 
 use crate::slots::Slots;
-use crate::time::{within, Tick};
+use crate::time::{running, within, Tick};
 use crate::window::Log;
 
 /// Violation timestamps kept per key; `block_after` and `ban_after` are
@@ -37,12 +37,12 @@ impl<const W: usize> Entry<W> {
 
     /// A block in force at `now` (ticks).
     pub(crate) fn blocked(&self, now: Tick) -> bool {
-        matches!(self.block_until, Some(u) if u > now)
+        matches!(self.block_until, Some(u) if running(u, now))
     }
 
     /// A lock in force at `now`.
     pub(crate) fn locked(&self, now: Tick) -> bool {
-        matches!(self.lock_until, Some(u) if u > now)
+        matches!(self.lock_until, Some(u) if running(u, now))
     }
 
     /// Holds a ban, block, lock or live slot: never evicted.

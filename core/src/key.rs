@@ -164,7 +164,9 @@ impl Addr {
 pub(crate) fn mask(o: [u8; 16], bits: u8) -> [u8; 16] {
     let keep = u128::from_be_bytes(o);
     let bits = u32::from(bits.min(128));
-    let m = u128::MAX.checked_shl(128u32.saturating_sub(bits)).unwrap_or(0);
+    let m = u128::MAX
+        .checked_shl(128u32.saturating_sub(bits))
+        .unwrap_or(0);
     (keep & m).to_be_bytes()
 }
 
@@ -180,22 +182,38 @@ pub struct Key {
 impl Key {
     /// Requests from an address.
     pub const fn request(addr: Addr) -> Key {
-        Key { kind: KeyKind::Request, addr, user: 0 }
+        Key {
+            kind: KeyKind::Request,
+            addr,
+            user: 0,
+        }
     }
 
     /// Login failures from an address.
     pub const fn login_ip(addr: Addr) -> Key {
-        Key { kind: KeyKind::LoginIp, addr, user: 0 }
+        Key {
+            kind: KeyKind::LoginIp,
+            addr,
+            user: 0,
+        }
     }
 
     /// Login failures for (username hash, address).
     pub const fn login_user(user: u64, addr: Addr) -> Key {
-        Key { kind: KeyKind::LoginUser, addr, user }
+        Key {
+            kind: KeyKind::LoginUser,
+            addr,
+            user,
+        }
     }
 
     /// Login failures for a username hash from anywhere.
     pub const fn account(user: u64) -> Key {
-        Key { kind: KeyKind::Account, addr: Addr::NONE, user }
+        Key {
+            kind: KeyKind::Account,
+            addr: Addr::NONE,
+            user,
+        }
     }
 
     /// Rebuild a key from exported parts, refusing combinations no

@@ -15,7 +15,7 @@ use crate::lists::Listed;
 use crate::slots::SlotToken;
 use crate::store::Store;
 use crate::table::FixedStore;
-use crate::time::{left_in_window, tick, until, Tick};
+use crate::time::{left_in_window, running, tick, until, Tick};
 
 /// The decision engine: one configuration, one store, one keyed hash.
 pub struct Limiter<S, const W: usize> {
@@ -45,7 +45,11 @@ impl<const N: usize, const W: usize> Limiter<FixedStore<N, W>, W> {
 #[cfg(feature = "alloc")]
 impl<const W: usize> Limiter<crate::map::MapStore<W>, W> {
     /// A limiter over a growable table capped at `max_entries` keys.
-    pub fn new_growable(config: Config, seed: Seed, max_entries: usize) -> Result<Self, ConfigError> {
+    pub fn new_growable(
+        config: Config,
+        seed: Seed,
+        max_entries: usize,
+    ) -> Result<Self, ConfigError> {
         Limiter::with_store(config, seed, crate::map::MapStore::new(seed, max_entries))
     }
 }
@@ -66,7 +70,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             store,
             users: UserHasher::new(seed),
             latest: 0,
-            next_slot: 0,
+            next_slot: 1,
             stats: Stats::default(),
         })
     }
@@ -153,15 +157,19 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 reason: Reason::TableFull,
                 retry_after: self.config.requests.window,
             },
-            OnFull::Allow => Decision::Allow { remaining: 0, reset_after: Duration::from_ticks(0) },
+            OnFull::Allow => Decision::Allow {
+                remaining: 0,
+                reset_after: Duration::from_ticks(0),
+            },
         }
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
         match self.config.lists.lookup(ip) {
-            Listed::Deny => {
-                Some(Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX })
-            }
+            Listed::Deny => Some(Decision::Deny {
+                reason: Reason::Denylisted,
+                retry_after: Duration::MAX,
+            }),
             Listed::Allow => Some(Decision::Allow {
                 remaining: self.config.requests.max_requests,
                 reset_after: Duration::from_ticks(0),
@@ -199,12 +207,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
         let oldest = e.log.oldest_in(now, window).unwrap_or(now);
         match on_denial(e, &blocks, window, now) {
-            Escalation::Banned => {
-                Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX }
-            }
-            Escalation::Blocked(u) => {
-                Decision::Deny { reason: Reason::Blocked, retry_after: until(now, u) }
-            }
+            Escalation::Banned => Decision::Deny {
+                reason: Reason::Banned,
+                retry_after: Duration::MAX,
+            },
+            Escalation::Blocked(u) => Decision::Deny {
+                reason: Reason::Blocked,
+                retry_after: until(now, u),
+            },
             Escalation::None => Decision::Deny {
                 reason: Reason::RateLimited,
                 retry_after: left_in_window(now, oldest, window),
@@ -222,7 +232,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let max = self.config.requests.max_requests;
         let window = self.config.requests.window.as_ticks();
         let Some(e) = self.store.get(&Key::request(self.addr(ip))) else {
-            return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) };
+            return Decision::Allow {
+                remaining: max,
+                reset_after: Duration::from_ticks(0),
+            };
         };
         if let Some(d) = standing_denial(e, now) {
             return d;
@@ -233,9 +246,15 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             None => Duration::from_ticks(0),
         };
         if used < max {
-            Decision::Allow { remaining: max.saturating_sub(used), reset_after }
+            Decision::Allow {
+                remaining: max.saturating_sub(used),
+                reset_after,
+            }
         } else {
-            Decision::Deny { reason: Reason::RateLimited, retry_after: reset_after }
+            Decision::Deny {
+                reason: Reason::RateLimited,
+                retry_after: reset_after,
+            }
         }
     }
 
@@ -280,7 +299,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             }
             if e.banned {
                 f(k.addr(), None);
-            } else if let Some(u) = e.block_until.filter(|&u| u > now) {
+            } else if let Some(u) = e.block_until.filter(|&u| running(u, now)) {
                 f(k.addr(), Some(until(now, u)));
             }
         });
@@ -304,7 +323,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         if !got {
             return None;
         }
-        self.next_slot = id.wrapping_add(1);
+        self.next_slot = id.wrapping_add(1).max(1);
         Some(SlotToken { key, id })
     }
 
@@ -319,7 +338,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Hand a slot back. False if it had already been reclaimed by its TTL.
     pub fn release_slot(&mut self, token: SlotToken) -> bool {
-        self.store.get_mut(&token.key).is_some_and(|e| e.slots.release(token.id))
+        self.store
+            .get_mut(&token.key)
+            .is_some_and(|e| e.slots.release(token.id))
     }
 
     /// Remove every entry whose state can no longer affect a decision.
@@ -330,7 +351,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let req = c.requests.window.as_ticks();
         let fail = c.login.failure_window.as_ticks();
         let acct = c.login.account_window.as_ticks();
-        let memory = c.blocks.violation_memory.max(c.blocks.ban_lookback).as_ticks();
+        let memory = c
+            .blocks
+            .violation_memory
+            .max(c.blocks.ban_lookback)
+            .as_ticks();
         let ttl = c.slots.slot_ttl.as_ticks();
         let removed = self.store.retain(&mut |k, e| {
             let window = match k.kind() {
@@ -353,12 +378,16 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 /// A ban or block that refuses any request outright.
 fn standing_denial<const W: usize>(e: &Entry<W>, now: Tick) -> Option<Decision> {
     if e.banned {
-        return Some(Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX });
+        return Some(Decision::Deny {
+            reason: Reason::Banned,
+            retry_after: Duration::MAX,
+        });
     }
     match e.block_until {
-        Some(u) if u > now => {
-            Some(Decision::Deny { reason: Reason::Blocked, retry_after: until(now, u) })
-        }
+        Some(u) if running(u, now) => Some(Decision::Deny {
+            reason: Reason::Blocked,
+            retry_after: until(now, u),
+        }),
         _ => None,
     }
 }

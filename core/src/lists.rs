@@ -54,7 +54,10 @@ impl Cidr {
         }
         let bits = prefix.saturating_add(offset);
         let addr = Addr::from_ip(ip, 128).octets();
-        Ok(Cidr { net: mask(addr, bits), bits })
+        Ok(Cidr {
+            net: mask(addr, bits),
+            bits,
+        })
     }
 
     /// Whether the range holds `ip`.
@@ -86,7 +89,11 @@ impl FromStr for Cidr {
 impl core::fmt::Display for Cidr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let ip = Addr::from_octets(self.net).ip();
-        let bits = if ip.is_ipv4() { self.bits.saturating_sub(96) } else { self.bits };
+        let bits = if ip.is_ipv4() {
+            self.bits.saturating_sub(96)
+        } else {
+            self.bits
+        };
         write!(f, "{ip}/{bits}")
     }
 }
@@ -112,7 +119,10 @@ pub(crate) enum Listed {
 impl Lists {
     /// Empty lists.
     pub const fn new() -> Lists {
-        Lists { allow: heapless::Vec::new(), deny: heapless::Vec::new() }
+        Lists {
+            allow: heapless::Vec::new(),
+            deny: heapless::Vec::new(),
+        }
     }
 
     /// Deny first, then allow.

@@ -34,11 +34,11 @@ use crate::config::NoSlot;
 use crate::decision::{Decision, Penalty, Reason};
 use crate::entry::Entry;
 use crate::key::Key;
-use crate::lists::Listed;
 use crate::limiter::{Limiter, Slot};
+use crate::lists::Listed;
 use crate::penalty::delay;
 use crate::store::Store;
-use crate::time::{left_in_window, until, Tick};
+use crate::time::{left_in_window, running, until, Tick};
 
 impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// Whether a login for `username` from `ip` may proceed (rules 5 and 9).
@@ -59,18 +59,26 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let max = self.config.login.max_failures;
         match self.config.lists.lookup(ip) {
             Listed::Deny => {
-                return Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX }
+                return Decision::Deny {
+                    reason: Reason::Denylisted,
+                    retry_after: Duration::MAX,
+                }
             }
             Listed::Allow => {
-                return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) }
+                return Decision::Allow {
+                    remaining: max,
+                    reset_after: Duration::from_ticks(0),
+                }
             }
             Listed::Neither => {}
         }
         let addr = self.addr(ip);
-        let user = self.store.get(&Key::login_user(self.users.hash(username), addr));
+        let user = self
+            .store
+            .get(&Key::login_user(self.users.hash(username), addr));
         let ipe = self.store.get(&Key::login_ip(addr));
         let lock_left = |e: Option<&Entry<W>>| match e.and_then(|e| e.lock_until) {
-            Some(u) if u > now => Some(until(now, u)),
+            Some(u) if running(u, now) => Some(until(now, u)),
             _ => None,
         };
         match (lock_left(user), lock_left(ipe)) {
@@ -80,7 +88,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                     retry_after: u.max(i.unwrap_or(Duration::from_ticks(0))),
                 }
             }
-            (None, Some(i)) => return Decision::Deny { reason: Reason::IpLocked, retry_after: i },
+            (None, Some(i)) => {
+                return Decision::Deny {
+                    reason: Reason::IpLocked,
+                    retry_after: i,
+                }
+            }
             (None, None) => {}
         }
         let window = self.config.login.failure_window.as_ticks();
@@ -90,7 +103,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let reset_after = limiting
             .and_then(|e| e.log.oldest_in(now, window))
             .map_or(Duration::from_ticks(0), |t| left_in_window(now, t, window));
-        Decision::Allow { remaining: max.saturating_sub(fu.max(fi)), reset_after }
+        Decision::Allow {
+            remaining: max.saturating_sub(fu.max(fi)),
+            reset_after,
+        }
     }
 
     /// Record a failed login and return the penalty to serve (rules 5–8).
@@ -136,11 +152,16 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 e.log.prune(now, acct);
                 throttled = e.log.count(now, acct) >= m;
                 e.log.push(now);
-                e.log.truncate_front(usize::try_from(m).unwrap_or(usize::MAX));
+                e.log
+                    .truncate_front(usize::try_from(m).unwrap_or(usize::MAX));
             }
         }
         let rules = &self.config.penalty;
-        let mut d = if throttled { rules.max } else { delay(rules, k) };
+        let mut d = if throttled {
+            rules.max
+        } else {
+            delay(rules, k)
+        };
         let (base, policy) = (rules.base, self.config.slots.when_full);
         let slot = self.acquire_slot_at(ip_key, now);
         let mut refused = false;
@@ -153,7 +174,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 }
             }
         }
-        Penalty { delay: d, slot, refused, throttled }
+        Penalty {
+            delay: d,
+            slot,
+            refused,
+            throttled,
+        }
     }
 
     /// Record a successful login: the (username, ip) record is cleared, the

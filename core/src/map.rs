@@ -94,9 +94,11 @@ impl<const W: usize> Store<W> for MapStore<W> {
     }
 
     fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> Option<Key> {
-        let victim = self.order.values().copied().find(|k| {
-            self.map.get(k).is_some_and(|(_, e)| evictable(k, e))
-        })?;
+        let victim = self
+            .order
+            .values()
+            .copied()
+            .find(|k| self.map.get(k).is_some_and(|(_, e)| evictable(k, e)))?;
         self.remove(&victim);
         Some(victim)
     }

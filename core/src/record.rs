@@ -29,9 +29,11 @@ impl WallClock {
     pub(crate) fn unix_of(self, t: Tick) -> u64 {
         let now = tick(self.now);
         if t <= now {
-            self.unix_ms.saturating_sub(ticks_to_ms(now.saturating_sub(t)))
+            self.unix_ms
+                .saturating_sub(ticks_to_ms(now.saturating_sub(t)))
         } else {
-            self.unix_ms.saturating_add(ticks_to_ms(t.saturating_sub(now)))
+            self.unix_ms
+                .saturating_add(ticks_to_ms(t.saturating_sub(now)))
         }
     }
 
@@ -94,7 +96,11 @@ impl<const W: usize> Record<W> {
         if !self.log.windows(2).all(|p| matches!(p, [a, b] if a <= b)) {
             return Err("log times out of order");
         }
-        if !self.violations.windows(2).all(|p| matches!(p, [a, b] if a <= b)) {
+        if !self
+            .violations
+            .windows(2)
+            .all(|p| matches!(p, [a, b] if a <= b))
+        {
             return Err("violation times out of order");
         }
         if self.block_level > 64 {
@@ -175,7 +181,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// as it was, except for duplicate keys, which are found while loading
     /// and leave it empty. Past times map back through `clock`; event times
     /// in the future are clamped to `clock.now`.
-    pub fn import(&mut self, clock: WallClock, records: &[Record<W>]) -> Result<usize, ImportError> {
+    pub fn import(
+        &mut self,
+        clock: WallClock,
+        records: &[Record<W>],
+    ) -> Result<usize, ImportError> {
         if records.len() > self.store.capacity() {
             return Err(ImportError::TooMany {
                 records: records.len(),
@@ -183,7 +193,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             });
         }
         for (index, r) in records.iter().enumerate() {
-            r.check().map_err(|reason| ImportError::Malformed { index, reason })?;
+            r.check()
+                .map_err(|reason| ImportError::Malformed { index, reason })?;
         }
         let now = self.clock(clock.now);
         self.store.clear();

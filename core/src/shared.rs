@@ -22,7 +22,9 @@ impl core::fmt::Display for Reentered {
 impl<T> Shared<T> {
     /// Wrap `value` (usable in a `static`).
     pub const fn new(value: T) -> Self {
-        Shared { inner: critical_section::Mutex::new(RefCell::new(value)) }
+        Shared {
+            inner: critical_section::Mutex::new(RefCell::new(value)),
+        }
     }
 
     /// Run `f` on the value inside a critical section. Never panics: a

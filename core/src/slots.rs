@@ -8,7 +8,7 @@ use crate::key::Key;
 use crate::time::{within, Tick};
 
 /// Most slots a key can be configured for.
-pub const MAX_SLOTS: usize = 8;
+pub const MAX_SLOTS: usize = 4;
 
 /// Proof of a held slot. Hand it back with `release_slot`; it is not
 /// `Clone`, so it is released at most once.
@@ -29,15 +29,18 @@ impl SlotToken {
 /// One key's slots.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Slots {
-    held: [Option<(u32, Tick)>; MAX_SLOTS],
+    /// `(id, taken_at)`; id 0 marks a free slot (ids start at 1).
+    held: [(u32, Tick); MAX_SLOTS],
 }
+
+const FREE: (u32, Tick) = (0, 0);
 
 impl Slots {
     /// Drop slots older than `ttl`.
     pub(crate) fn reclaim(&mut self, now: Tick, ttl: u64) {
         for s in self.held.iter_mut() {
-            if matches!(s, Some((_, at)) if !within(now, *at, ttl)) {
-                *s = None;
+            if s.0 != 0 && !within(now, s.1, ttl) {
+                *s = FREE;
             }
         }
     }
@@ -47,7 +50,7 @@ impl Slots {
         let n = self
             .held
             .iter()
-            .filter(|s| matches!(s, Some((_, at)) if within(now, *at, ttl)))
+            .filter(|s| s.0 != 0 && within(now, s.1, ttl))
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
@@ -58,20 +61,20 @@ impl Slots {
         if self.live(now, ttl) >= limit {
             return false;
         }
-        match self.held.iter_mut().find(|s| s.is_none()) {
-            Some(free) => {
-                *free = Some((id, now));
+        match self.held.iter_mut().find(|s| s.0 == 0) {
+            Some(free) if id != 0 => {
+                *free = (id, now);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
     /// Hand back slot `id`; false if it was already reclaimed.
     pub(crate) fn release(&mut self, id: u32) -> bool {
         for s in self.held.iter_mut() {
-            if matches!(s, Some((i, _)) if *i == id) {
-                *s = None;
+            if id != 0 && s.0 == id {
+                *s = FREE;
                 return true;
             }
         }

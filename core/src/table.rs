@@ -237,7 +237,13 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         for _ in 0..N {
             if let Some(cell) = self.slots.get_mut(i) {
                 if cell.is_none() {
-                    *cell = Some(Slot { key, home: home_ix, older: None, newer: None, entry });
+                    *cell = Some(Slot {
+                        key,
+                        home: home_ix,
+                        older: None,
+                        newer: None,
+                        entry,
+                    });
                     self.len = self.len.saturating_add(1);
                     self.link_newest(i);
                     return Ok(());

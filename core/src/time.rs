@@ -52,3 +52,9 @@ pub(crate) fn ticks_to_ms(ticks: u64) -> u64 {
         .unwrap_or(0);
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
+
+/// Whether a deadline is still ahead of `now`. A deadline saturated at the
+/// end of time never passes (at `Instant::MAX` a block must still hold).
+pub(crate) fn running(deadline: Tick, now: Tick) -> bool {
+    deadline > now || deadline == Tick::MAX
+}

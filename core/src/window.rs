@@ -16,12 +16,18 @@ pub struct Log<const C: usize> {
 impl<const C: usize> Log<C> {
     /// An empty log.
     pub const fn new() -> Self {
-        Log { times: Deque::new() }
+        Log {
+            times: Deque::new(),
+        }
     }
 
     /// Events in the window at `now`, without changing anything.
     pub fn count(&self, now: Tick, window: u64) -> u32 {
-        let n = self.times.iter().filter(|&&t| within(now, t, window)).count();
+        let n = self
+            .times
+            .iter()
+            .filter(|&&t| within(now, t, window))
+            .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 

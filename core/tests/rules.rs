@@ -1,0 +1,526 @@
+//! One test per rule at DESIGN.md's defaults, run against both stores.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::panic
+)]
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use embassy_time::{Duration, Instant};
+use portcullis_core::*;
+
+const SEED: Seed = Seed::new([0x5a; 16]);
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+fn ip(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+}
+fn t(secs: u64) -> Instant {
+    Instant::from_secs(1_000_000 + secs)
+}
+fn s(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}
+fn release<S: Store<50>>(l: &mut Limiter<S, 50>, p: Penalty) -> Duration {
+    if let Some(tok) = p.slot {
+        l.release_slot(tok);
+    }
+    p.delay
+}
+
+macro_rules! rules_for {
+    ($modname:ident, $make:expr) => {
+        mod $modname {
+            use super::*;
+
+            fn limiter_with(c: Config) -> impl LimiterExt {
+                ($make)(c)
+            }
+            fn limiter() -> impl LimiterExt {
+                limiter_with(Config::default())
+            }
+
+            #[test]
+            fn window_allows_50_per_60s_and_slides() {
+                let mut l = limiter();
+                let a = ip(1);
+                for i in 0..50 {
+                    match l.lim().check_request(a, t(i)) {
+                        Decision::Allow { remaining, reset_after } => {
+                            assert_eq!(remaining, 49 - i as u32);
+                            assert_eq!(reset_after, s(60 - i));
+                        }
+                        d => panic!("request {i} denied: {d:?}"),
+                    }
+                }
+                // 51st at t=50: the oldest (t=0) leaves at t=60.
+                assert_eq!(
+                    l.lim().check_request(a, t(50)),
+                    Decision::Deny { reason: Reason::RateLimited, retry_after: s(10) }
+                );
+                // Sliding, not fixed: at t=60 exactly one slot came back (t=0 left).
+                assert!(l.lim().check_request(a, t(60)).is_allowed());
+                assert!(!l.lim().check_request(a, t(60)).is_allowed());
+                // Another address is independent.
+                assert!(l.lim().check_request(ip(2), t(60)).is_allowed());
+            }
+
+            #[test]
+            fn denied_requests_are_not_logged() {
+                let mut l = limiter();
+                for _ in 0..50 {
+                    l.lim().check_request(ip(1), t(0));
+                }
+                for _ in 0..1000 {
+                    assert!(!l.lim().check_request(ip(1), t(30)).is_allowed());
+                }
+                // Had denials been logged, t=60 would still be full.
+                assert!(l.lim().check_request(ip(1), t(60)).is_allowed());
+            }
+
+            /// Fill the window at `at` and deny once: one violation window.
+            fn violate(l: &mut impl LimiterExt, a: IpAddr, at: u64) -> Decision {
+                let mut last = Decision::Allow { remaining: 0, reset_after: s(0) };
+                for _ in 0..51 {
+                    last = l.lim().check_request(a, t(at));
+                }
+                last
+            }
+
+            #[test]
+            fn three_violation_windows_block_15_min_then_doubling() {
+                let mut l = limiter();
+                let a = ip(3);
+                // Many denials in one window are one violation.
+                assert_eq!(violate(&mut l, a, 0).reason(), Some(Reason::RateLimited));
+                for _ in 0..100 {
+                    assert_eq!(l.lim().check_request(a, t(1)).reason(), Some(Reason::RateLimited));
+                }
+                assert_eq!(violate(&mut l, a, 100).reason(), Some(Reason::RateLimited));
+                assert_eq!(
+                    violate(&mut l, a, 200),
+                    Decision::Deny { reason: Reason::Blocked, retry_after: s(15 * 60) }
+                );
+                assert_eq!(
+                    l.lim().check_request(a, t(200 + 899)),
+                    Decision::Deny { reason: Reason::Blocked, retry_after: s(1) }
+                );
+                assert!(l.lim().check_request(a, t(200 + 900)).is_allowed());
+                // Three more violation windows: the second block lasts 30 min.
+                let b = 2000;
+                violate(&mut l, a, b);
+                violate(&mut l, a, b + 100);
+                assert_eq!(
+                    violate(&mut l, a, b + 200),
+                    Decision::Deny { reason: Reason::Blocked, retry_after: s(30 * 60) }
+                );
+            }
+
+            #[test]
+            fn ten_violations_in_a_day_ban_until_lifted() {
+                let mut l = limiter();
+                let a = ip(4);
+                let mut at = 0;
+                let mut banned = false;
+                for _ in 0..10 {
+                    // Skip past any block, then violate.
+                    at += 2 * 3600;
+                    banned = violate(&mut l, a, at).reason() == Some(Reason::Banned);
+                }
+                assert!(banned, "tenth violation bans");
+                let d = l.lim().check_request(a, t(at + 10 * 24 * 3600));
+                assert_eq!(d, Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX });
+                let mut bans = 0;
+                l.lim().for_each_ban(t(at), |addr, left| {
+                    assert_eq!(addr.ip(), a);
+                    assert_eq!(left, None);
+                    bans += 1;
+                });
+                assert_eq!(bans, 1);
+                assert!(l.lim().unban(a));
+                assert!(l.lim().check_request(a, t(at + 10 * 24 * 3600)).is_allowed());
+            }
+
+            #[test]
+            fn ten_login_failures_lock_pair_and_ip_for_5_min() {
+                let mut l = limiter();
+                let a = ip(5);
+                for i in 0..10 {
+                    assert!(l.lim().check_login("alice", a, t(i)).is_allowed(), "attempt {i}");
+                    let p = l.lim().login_failed("alice", a, t(i));
+                    release(l.lim(), p);
+                }
+                assert_eq!(
+                    l.lim().check_login("alice", a, t(9)),
+                    Decision::Deny { reason: Reason::AccountLocked, retry_after: s(300) }
+                );
+                // The ip is locked too, for every username.
+                assert_eq!(
+                    l.lim().check_login("bob", a, t(10)),
+                    Decision::Deny { reason: Reason::IpLocked, retry_after: s(299) }
+                );
+                // Another ip can still log in as alice.
+                assert!(l.lim().check_login("alice", ip(6), t(10)).is_allowed());
+                assert!(l.lim().check_login("alice", a, t(9 + 300)).is_allowed());
+            }
+
+            #[test]
+            fn ip_locks_after_10_failures_across_usernames() {
+                let mut l = limiter();
+                let a = ip(7);
+                for i in 0..10u64 {
+                    let p = l.lim().login_failed(&format!("user{i}"), a, t(i));
+                    release(l.lim(), p);
+                }
+                assert_eq!(l.lim().check_login("fresh", a, t(10)).reason(), Some(Reason::IpLocked));
+            }
+
+            #[test]
+            fn success_clears_pair_and_keeps_ip() {
+                let mut l = limiter();
+                let a = ip(8);
+                for i in 0..9 {
+                    let p = l.lim().login_failed("carol", a, t(i));
+                    release(l.lim(), p);
+                }
+                assert!(matches!(l.lim().check_login("carol", a, t(9)), Decision::Allow { remaining: 1, .. }));
+                assert!(l.lim().login_succeeded("carol", a, t(9)));
+                // The ip still carries 9 failures: one more (any user) locks it.
+                assert!(matches!(l.lim().check_login("carol", a, t(9)), Decision::Allow { remaining: 1, .. }));
+                let p = l.lim().login_failed("dave", a, t(10));
+                release(l.lim(), p);
+                assert_eq!(l.lim().check_login("carol", a, t(10)).reason(), Some(Reason::IpLocked));
+                // And the pair's penalty restarted at base: a new pair.
+                let mut l = limiter();
+                for i in 0..4 {
+                    let p = l.lim().login_failed("erin", a, t(i));
+                    release(l.lim(), p);
+                }
+                l.lim().login_succeeded("erin", a, t(4));
+                let p = l.lim().login_failed("erin", a, t(5));
+                assert_eq!(release(l.lim(), p), s(1));
+            }
+
+            #[test]
+            fn penalties_are_1_2_4_8_16_30_30() {
+                let mut c = Config::default();
+                c.login.max_failures = 20;
+                let mut l = limiter_with(c);
+                let got: Vec<u64> = (0..7)
+                    .map(|i| {
+                        let p = l.lim().login_failed("frank", ip(9), t(i));
+                        release(l.lim(), p).as_secs()
+                    })
+                    .collect();
+                assert_eq!(got, [1, 2, 4, 8, 16, 30, 30]);
+            }
+
+            #[test]
+            fn three_slots_then_capped_or_refused() {
+                let mut l = limiter();
+                let a = ip(10);
+                let held: Vec<_> = (0..3).map(|_| l.lim().acquire_slot(a, t(0)).unwrap()).collect();
+                assert!(l.lim().acquire_slot(a, t(0)).is_none());
+                assert_eq!(l.lim().slots_in_use(a, t(0)), 3);
+                // Failures without a slot are capped to base, even late in the sequence.
+                for i in 0..5 {
+                    let p = l.lim().login_failed("gina", a, t(i));
+                    assert!(p.slot.is_none());
+                    assert_eq!(p.delay, s(1));
+                }
+                for tok in held {
+                    assert!(l.lim().release_slot(tok));
+                }
+                let p = l.lim().login_failed("gina", a, t(5));
+                assert!(p.slot.is_some());
+                assert_eq!(release(l.lim(), p), s(30));
+
+                let mut c = Config::default();
+                c.slots.when_full = NoSlot::Refuse;
+                let mut l = limiter_with(c);
+                let _held: Vec<_> = (0..3).map(|_| l.lim().acquire_slot(a, t(0)).unwrap()).collect();
+                let p = l.lim().login_failed("gina", a, t(0));
+                assert!(p.refused);
+            }
+
+            #[test]
+            fn lost_slots_are_reclaimed_after_ttl() {
+                let mut l = limiter();
+                let a = ip(11);
+                let lost: Vec<_> = (0..3).map(|_| l.lim().acquire_slot(a, t(0)).unwrap()).collect();
+                assert!(l.lim().acquire_slot(a, t(59)).is_none());
+                let fresh = l.lim().acquire_slot(a, t(60)).expect("reclaimed after 60 s");
+                // Releasing a reclaimed token is harmless and reported.
+                for tok in lost {
+                    assert!(!l.lim().release_slot(tok));
+                }
+                assert!(l.lim().release_slot(fresh));
+            }
+
+            #[test]
+            fn allowlist_never_limits_denylist_always_refuses_loopback_not_exempt() {
+                let mut c = Config::default();
+                c.lists.allow.push("192.168.0.0/16".parse().unwrap()).unwrap();
+                c.lists.deny.push("198.51.100.0/24".parse().unwrap()).unwrap();
+                c.lists.allow.push("198.51.100.7".parse().unwrap()).unwrap();
+                let mut l = limiter_with(c);
+                for _ in 0..500 {
+                    assert!(l.lim().check_request(v4(192, 168, 3, 4), t(0)).is_allowed());
+                }
+                let d = l.lim().check_request(v4(198, 51, 100, 7), t(0));
+                assert_eq!(d, Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX });
+                assert_eq!(l.lim().check_login("x", v4(198, 51, 100, 1), t(0)).reason(), Some(Reason::Denylisted));
+                let lo = v4(127, 0, 0, 1);
+                for _ in 0..50 {
+                    assert!(l.lim().check_request(lo, t(0)).is_allowed());
+                }
+                assert_eq!(l.lim().check_request(lo, t(0)).reason(), Some(Reason::RateLimited));
+            }
+
+            #[test]
+            fn account_throttle_across_addresses() {
+                let mut l = limiter();
+                // A botnet: 50 addresses, one failure each, on one username.
+                for i in 0..50 {
+                    let p = l.lim().login_failed("victim", ip(1000 + i), t(u64::from(i)));
+                    assert!(!p.throttled);
+                    assert_eq!(release(l.lim(), p), s(1));
+                }
+                // Every further failure on that username, from anywhere, costs the maximum.
+                let p = l.lim().login_failed("VICTIM", ip(5000), t(60));
+                assert!(p.throttled);
+                assert_eq!(release(l.lim(), p), s(30));
+                // The real user is never locked out by it.
+                assert!(l.lim().check_login("victim", ip(6000), t(61)).is_allowed());
+                // Other usernames are unaffected; after an hour it is off.
+                let p = l.lim().login_failed("other", ip(5000), t(62));
+                assert!(!p.throttled);
+                release(l.lim(), p);
+                let p = l.lim().login_failed("victim", ip(7000), t(61 + 3600));
+                assert!(!p.throttled);
+            }
+
+            #[test]
+            fn flood_of_fresh_addresses_never_launders_a_ban() {
+                let mut l = limiter();
+                let cap = l.lim().capacity();
+                let banned: Vec<IpAddr> = (0..10).map(|i| v4(172, 16, 0, i)).collect();
+                for &b in &banned {
+                    assert!(l.lim().ban(b, t(0)));
+                }
+                for i in 0..(100 * cap) as u32 {
+                    l.lim().check_request(IpAddr::V4(Ipv4Addr::from(0x6400_0000 + i)), t(1));
+                }
+                assert!(l.lim().stats().evictions > 0);
+                for &b in &banned {
+                    assert_eq!(l.lim().check_request(b, t(2)).reason(), Some(Reason::Banned));
+                }
+            }
+
+            #[test]
+            fn full_of_pinned_entries_answers_on_full_and_counts() {
+                let mut l = limiter();
+                let cap = l.lim().capacity();
+                for i in 0..cap as u32 {
+                    assert!(l.lim().ban(ip(i), t(0)));
+                }
+                assert_eq!(l.lim().check_request(ip(999_999), t(1)).reason(), Some(Reason::TableFull));
+                assert_eq!(l.lim().stats().table_full, 1);
+                let mut c = Config::default();
+                c.on_full = OnFull::Allow;
+                let mut l = limiter_with(c);
+                for i in 0..cap as u32 {
+                    l.lim().ban(ip(i), t(0));
+                }
+                assert!(l.lim().check_request(ip(999_999), t(1)).is_allowed());
+            }
+
+            #[test]
+            fn time_extremes_do_not_panic() {
+                let mut l = limiter();
+                let end = Instant::MAX;
+                for _ in 0..60 {
+                    l.lim().check_request(ip(1), end);
+                    let p = l.lim().login_failed("x", ip(1), end);
+                    release(l.lim(), p);
+                }
+                assert_eq!(l.lim().check_request(ip(1), end).reason(), Some(Reason::RateLimited));
+                assert_eq!(l.lim().check_login("x", ip(1), end).reason(), Some(Reason::AccountLocked));
+                // Time standing still at zero.
+                let mut l = limiter();
+                for _ in 0..50 {
+                    assert!(l.lim().check_request(ip(2), Instant::from_ticks(0)).is_allowed());
+                }
+                assert_eq!(l.lim().check_request(ip(2), Instant::from_ticks(0)).reason(), Some(Reason::RateLimited));
+                // Time going backwards is clamped to the latest seen.
+                assert_eq!(l.lim().check_request(ip(3), t(5)).is_allowed(), true);
+                assert!(l.lim().check_request(ip(2), Instant::from_ticks(0)).is_allowed());
+                // A 24-hour window.
+                let mut c = Config::default();
+                c.requests.window = s(24 * 3600);
+                let mut l = limiter_with(c);
+                for i in 0..50 {
+                    assert!(l.lim().check_request(ip(4), t(i * 1000)).is_allowed());
+                }
+                assert!(!l.lim().check_request(ip(4), t(24 * 3600 - 1)).is_allowed());
+                assert!(l.lim().check_request(ip(4), t(24 * 3600)).is_allowed());
+            }
+
+            #[test]
+            fn ipv6_aggregates_to_64_and_mapped_v4_is_v4() {
+                let mut l = limiter();
+                let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+                let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+                let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+                for i in 0..50 {
+                    let x = if i % 2 == 0 { a } else { b };
+                    assert!(l.lim().check_request(x, t(0)).is_allowed());
+                }
+                assert!(!l.lim().check_request(b, t(0)).is_allowed());
+                assert!(l.lim().check_request(c, t(0)).is_allowed());
+                let mapped = IpAddr::V6(Ipv4Addr::new(10, 9, 9, 9).to_ipv6_mapped());
+                for _ in 0..50 {
+                    l.lim().check_request(v4(10, 9, 9, 9), t(0));
+                }
+                assert!(!l.lim().check_request(mapped, t(0)).is_allowed());
+                let _ = Ipv6Addr::LOCALHOST;
+            }
+
+            #[test]
+            fn usernames_normalise_and_are_stored_hashed() {
+                let l = limiter();
+                let h = l.lim_ref().user_hash("Alice");
+                assert_eq!(h, l.lim_ref().user_hash("  alice\t"));
+                assert_ne!(h, l.lim_ref().user_hash("alicia"));
+                let other = FixedLimiter::<8, 50>::new(Config::default(), Seed::new([1; 16])).unwrap();
+                assert_ne!(h, other.user_hash("alice"), "hash is keyed by the seed");
+            }
+
+            #[test]
+            fn peek_consumes_nothing() {
+                let mut l = limiter();
+                let a = ip(12);
+                for _ in 0..10 {
+                    l.lim().check_request(a, t(0));
+                }
+                for _ in 0..100 {
+                    assert_eq!(
+                        l.lim().peek_request(a, t(5)),
+                        Decision::Allow { remaining: 40, reset_after: s(55) }
+                    );
+                }
+                let p = l.lim().login_failed("h", a, t(5));
+                release(l.lim(), p);
+                for _ in 0..20 {
+                    assert!(matches!(l.lim().peek_login("h", a, t(6)), Decision::Allow { remaining: 9, .. }));
+                }
+            }
+
+            #[test]
+            fn purge_drops_idle_keeps_bans_and_blocks() {
+                let mut l = limiter();
+                l.lim().ban(ip(1), t(0));
+                violate(&mut l, ip(2), 0);
+                violate(&mut l, ip(2), 100);
+                violate(&mut l, ip(2), 200);
+                for i in 10..20 {
+                    l.lim().check_request(ip(i), t(0));
+                }
+                let before = l.lim().len();
+                assert_eq!(l.lim().purge(t(100)), 0, "nothing idle yet");
+                let removed = l.lim().purge(t(500));
+                assert_eq!(removed, 10);
+                assert_eq!(l.lim().len(), before - 10);
+                assert_eq!(l.lim().check_request(ip(1), t(600)).reason(), Some(Reason::Banned));
+                assert_eq!(l.lim().check_request(ip(2), t(600)).reason(), Some(Reason::Blocked));
+            }
+
+            #[test]
+            fn export_import_restores_remaining_block_time() {
+                let mut l = limiter();
+                violate(&mut l, ip(2), 0);
+                violate(&mut l, ip(2), 100);
+                violate(&mut l, ip(2), 200); // blocked until 200 + 900
+                l.lim().ban(ip(1), t(0));
+                for i in 0..3 {
+                    let p = l.lim().login_failed("ivan", ip(3), t(300 + i));
+                    release(l.lim(), p);
+                }
+                let clock = WallClock { now: t(400), unix_ms: 1_700_000_000_000 };
+                let mut recs = Vec::new();
+                l.lim().export(clock, |r| recs.push(r.clone()));
+                assert_eq!(recs.len(), l.lim().len());
+                // Restart: uptime is now tiny, wall clock 100 s later.
+                let mut m = limiter();
+                let later = WallClock { now: Instant::from_secs(5), unix_ms: 1_700_000_100_000 };
+                assert_eq!(m.lim().import(later, &recs), Ok(recs.len()));
+                let d = m.lim().check_request(ip(2), Instant::from_secs(5));
+                assert_eq!(d, Decision::Deny { reason: Reason::Blocked, retry_after: s(1100 - 500) });
+                assert_eq!(m.lim().check_request(ip(1), Instant::from_secs(5)).reason(), Some(Reason::Banned));
+                assert!(matches!(m.lim().check_login("ivan", ip(3), Instant::from_secs(5)), Decision::Allow { remaining: 7, .. }));
+
+                // A malformed record refuses the whole import and changes nothing.
+                let mut bad = recs.clone();
+                let last = bad.len() - 1;
+                bad[last].block_until = Some(1);
+                bad[last].last_block_start = None;
+                let before = m.lim().len();
+                assert!(matches!(m.lim().import(later, &bad), Err(ImportError::Malformed { index, .. }) if index == last));
+                assert_eq!(m.lim().len(), before);
+                assert_eq!(m.lim().check_request(ip(1), Instant::from_secs(6)).reason(), Some(Reason::Banned));
+                let mut unsorted = recs.clone();
+                let k = unsorted.iter().position(|r| r.log.len() >= 2).unwrap();
+                unsorted[k].log.swap(0, 1);
+                if unsorted[k].log[0] != unsorted[k].log[1] {
+                    assert!(m.lim().import(later, &unsorted).is_err());
+                }
+                let mut dup = recs.clone();
+                dup.push(recs[0].clone());
+                assert_eq!(m.lim().import(later, &dup), Err(ImportError::Duplicate { index: recs.len() }));
+            }
+
+            #[test]
+            fn config_errors_name_the_key() {
+                let mut c = Config::default();
+                c.requests.max_requests = 0;
+                let e = c.validate(50).unwrap_err();
+                assert_eq!(e.to_string(), "requests.max_requests: must be greater than zero");
+                let mut c = Config::default();
+                c.requests.max_requests = 51;
+                assert_eq!(
+                    c.validate(50).unwrap_err().to_string(),
+                    "requests.max_requests: must be at most 50 (table log capacity)"
+                );
+                let mut c = Config::default();
+                c.penalty.max = s(0);
+                assert!(c.validate(50).unwrap_err().to_string().starts_with("penalty.max"));
+            }
+        }
+    };
+}
+
+/// Lets one test body drive either backend.
+trait LimiterExt {
+    type S: Store<50>;
+    fn lim(&mut self) -> &mut Limiter<Self::S, 50>;
+    fn lim_ref(&self) -> &Limiter<Self::S, 50>;
+}
+
+impl<S: Store<50>> LimiterExt for Limiter<S, 50> {
+    type S = S;
+    fn lim(&mut self) -> &mut Limiter<S, 50> {
+        self
+    }
+    fn lim_ref(&self) -> &Limiter<S, 50> {
+        self
+    }
+}
+
+rules_for!(fixed, |c| FixedLimiter::<128, 50>::new(c, SEED).unwrap());
+#[cfg(feature = "alloc")]
+rules_for!(growable, |c| MapLimiter::<50>::new_growable(c, SEED, 112)
+    .unwrap());
