@@ -180,10 +180,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Rules 1–4 and 9 for one request from `ip` at `now`: counts it if allowed.
     pub fn check_request(&mut self, ip: IpAddr, now: Instant) -> Decision {
+        let now = self.clock(now);
         if let Some(d) = self.listed(ip) {
             return d;
         }
-        let now = self.clock(now);
         let key = Key::request(self.addr(ip));
         let max = self.config.requests.max_requests;
         let window = self.config.requests.window.as_ticks();

@@ -111,10 +111,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Record a failed login and return the penalty to serve (rules 5–8).
     pub fn login_failed(&mut self, username: &str, ip: IpAddr, now: Instant) -> Penalty {
+        let now = self.clock(now);
         if self.config.lists.lookup(ip) != Listed::Neither {
             return Penalty::NONE;
         }
-        let now = self.clock(now);
         let login = self.config.login.clone();
         let window = login.failure_window.as_ticks();
         let lock_until = now.saturating_add(login.lock_for.as_ticks());

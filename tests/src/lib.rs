@@ -1,1 +1,4 @@
+//! Cross-crate test support for portcullis: the plain reference model the
+//! core is checked against, and helpers that start real servers.
 
+pub mod model;

@@ -1,0 +1,488 @@
+//! A reference model of DESIGN.md's rules, written for clarity: `HashMap`s,
+//! `Vec`s, full timestamp lists, no fixed capacities except the table's,
+//! no cleverness. The model-based test drives it and the core with the same
+//! operations and demands the same answers.
+//!
+//! Times are `u64` ticks; arithmetic saturates like the core's.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use embassy_time::Duration;
+use portcullis_core::{Config, Decision, NoSlot, OnFull, Reason};
+
+/// Which rule a model key belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MKey {
+    Request(u128),
+    LoginIp(u128),
+    LoginUser(String, u128),
+    Account(String),
+}
+
+#[derive(Clone, Debug, Default)]
+struct MEntry {
+    last_touch: u64,
+    log: Vec<u64>,
+    violations: Vec<u64>,
+    block_until: Option<u64>,
+    block_level: u32,
+    last_block_start: Option<u64>,
+    banned: bool,
+    lock_until: Option<u64>,
+    slots: Vec<(u32, u64)>,
+}
+
+/// A model slot token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MToken {
+    pub key: MKey,
+    pub id: u32,
+}
+
+/// The model's answer to a failed login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MPenalty {
+    pub delay: Duration,
+    pub slot: Option<MToken>,
+    pub refused: bool,
+    pub throttled: bool,
+}
+
+/// The reference model.
+pub struct Model {
+    cfg: Config,
+    capacity: usize,
+    latest: u64,
+    touches: u64,
+    next_slot: u32,
+    entries: HashMap<MKey, MEntry>,
+    pub table_full: u64,
+    pub evictions: u64,
+}
+
+fn in_window(now: u64, t: u64, window: u64) -> bool {
+    now.saturating_sub(t) < window
+}
+
+fn count(list: &[u64], now: u64, window: u64) -> u32 {
+    list.iter().filter(|&&t| in_window(now, t, window)).count() as u32
+}
+
+fn oldest(list: &[u64], now: u64, window: u64) -> Option<u64> {
+    list.iter().copied().filter(|&t| in_window(now, t, window)).min()
+}
+
+fn left(now: u64, t: u64, window: u64) -> Duration {
+    Duration::from_ticks(window.saturating_sub(now.saturating_sub(t)))
+}
+
+fn running(deadline: Option<u64>, now: u64) -> bool {
+    match deadline {
+        Some(d) => d > now || d == u64::MAX,
+        None => false,
+    }
+}
+
+/// `min(first × growth^level, max)` without overflow.
+fn grown(first: u64, growth: u32, level: u32, max: u64) -> u64 {
+    let mut value = first as u128;
+    for _ in 0..level {
+        value = (value * growth as u128).min(max as u128);
+    }
+    value.min(max as u128) as u64
+}
+
+/// IPv4 as mapped IPv6; other IPv6 cut to `prefix` bits.
+pub fn aggregate(ip: IpAddr, prefix: u8) -> u128 {
+    let v6 = match ip {
+        IpAddr::V4(v4) => return u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => v6,
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return u128::from(v4.to_ipv6_mapped());
+    }
+    let bits = u128::from(v6);
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix.min(128))))
+    }
+}
+
+/// Trim and ASCII-lowercase a username.
+pub fn normalise(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
+impl Model {
+    pub fn new(cfg: Config, capacity: usize) -> Model {
+        Model {
+            cfg,
+            capacity,
+            latest: 0,
+            touches: 0,
+            next_slot: 1,
+            entries: HashMap::new(),
+            table_full: 0,
+            evictions: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn clock(&mut self, now: u64) -> u64 {
+        self.latest = self.latest.max(now);
+        self.latest
+    }
+
+    fn listed(&self, ip: IpAddr) -> Option<bool> {
+        if self.cfg.lists.deny.iter().any(|c| c.contains(ip)) {
+            Some(false)
+        } else if self.cfg.lists.allow.iter().any(|c| c.contains(ip)) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    fn addr(&self, ip: IpAddr) -> u128 {
+        aggregate(ip, self.cfg.ipv6_prefix)
+    }
+
+    fn pinned(&self, e: &MEntry, now: u64) -> bool {
+        let ttl = self.cfg.slots.slot_ttl.as_ticks();
+        e.banned
+            || running(e.block_until, now)
+            || running(e.lock_until, now)
+            || e.slots.iter().any(|&(_, at)| in_window(now, at, ttl))
+    }
+
+    /// Find or create `key`, marking it most recently touched. `None` when
+    /// the table is full and every entry is pinned.
+    fn upsert(&mut self, key: &MKey, now: u64) -> Option<&mut MEntry> {
+        self.touches += 1;
+        let touch = self.touches;
+        if !self.entries.contains_key(key) {
+            if self.entries.len() >= self.capacity {
+                let victim = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| !self.pinned(e, now))
+                    .min_by_key(|(_, e)| e.last_touch)
+                    .map(|(k, _)| k.clone());
+                match victim {
+                    Some(k) => {
+                        self.entries.remove(&k);
+                        self.evictions += 1;
+                    }
+                    None => {
+                        self.table_full += 1;
+                        return None;
+                    }
+                }
+            }
+            self.entries.insert(key.clone(), MEntry::default());
+        }
+        let e = self.entries.get_mut(key).unwrap();
+        e.last_touch = touch;
+        Some(e)
+    }
+
+    pub fn check_request(&mut self, ip: IpAddr, now: u64) -> Decision {
+        let now = self.clock(now);
+        let max = self.cfg.requests.max_requests;
+        match self.listed(ip) {
+            Some(false) => return Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX },
+            Some(true) => return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) },
+            None => {}
+        }
+        let window = self.cfg.requests.window.as_ticks();
+        let rules = self.cfg.blocks.clone();
+        let on_full = self.cfg.on_full;
+        let key = MKey::Request(self.addr(ip));
+        let Some(e) = self.upsert(&key, now) else {
+            return match on_full {
+                OnFull::Deny => Decision::Deny { reason: Reason::TableFull, retry_after: Duration::from_ticks(window) },
+                OnFull::Allow => Decision::Allow { remaining: 0, reset_after: Duration::from_ticks(0) },
+            };
+        };
+        if e.banned {
+            return Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX };
+        }
+        if running(e.block_until, now) {
+            let until = e.block_until.unwrap();
+            return Decision::Deny { reason: Reason::Blocked, retry_after: Duration::from_ticks(until.saturating_sub(now)) };
+        }
+        let used = count(&e.log, now, window);
+        if used < max {
+            e.log.push(now);
+            let first = oldest(&e.log, now, window).unwrap();
+            return Decision::Allow { remaining: max - used - 1, reset_after: left(now, first, window) };
+        }
+        let first = oldest(&e.log, now, window).unwrap_or(now);
+        let rate_limited = Decision::Deny { reason: Reason::RateLimited, retry_after: left(now, first, window) };
+        // A violation is a window with at least one denial.
+        let new_violation = match e.violations.last() {
+            Some(&last) => now.saturating_sub(last) >= window,
+            None => true,
+        };
+        if !new_violation {
+            return rate_limited;
+        }
+        e.violations.push(now);
+        if let Some(ban_after) = rules.ban_after {
+            if count(&e.violations, now, rules.ban_lookback.as_ticks()) >= ban_after {
+                e.banned = true;
+                return Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX };
+            }
+        }
+        let memory = rules.violation_memory.as_ticks();
+        let since_last_block = e
+            .violations
+            .iter()
+            .filter(|&&t| in_window(now, t, memory))
+            .filter(|&&t| e.last_block_start.is_none_or(|s| t > s))
+            .count() as u32;
+        if since_last_block < rules.block_after {
+            return rate_limited;
+        }
+        let level = match e.last_block_start {
+            Some(s) if in_window(now, s, memory) => e.block_level,
+            _ => 0,
+        };
+        let length = grown(rules.block_for.as_ticks(), rules.block_growth, level, rules.max_block.as_ticks());
+        let until = now.saturating_add(length);
+        e.block_until = Some(until);
+        e.block_level = (level + 1).min(255);
+        e.last_block_start = Some(now);
+        Decision::Deny { reason: Reason::Blocked, retry_after: Duration::from_ticks(until - now) }
+    }
+
+    pub fn peek_request(&self, ip: IpAddr, now: u64) -> Decision {
+        let now = self.latest.max(now);
+        let max = self.cfg.requests.max_requests;
+        match self.listed(ip) {
+            Some(false) => return Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX },
+            Some(true) => return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) },
+            None => {}
+        }
+        let window = self.cfg.requests.window.as_ticks();
+        let Some(e) = self.entries.get(&MKey::Request(self.addr(ip))) else {
+            return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) };
+        };
+        if e.banned {
+            return Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX };
+        }
+        if running(e.block_until, now) {
+            let until = e.block_until.unwrap();
+            return Decision::Deny { reason: Reason::Blocked, retry_after: Duration::from_ticks(until.saturating_sub(now)) };
+        }
+        let used = count(&e.log, now, window);
+        let reset = oldest(&e.log, now, window).map_or(Duration::from_ticks(0), |t| left(now, t, window));
+        if used < max {
+            Decision::Allow { remaining: max - used, reset_after: reset }
+        } else {
+            Decision::Deny { reason: Reason::RateLimited, retry_after: reset }
+        }
+    }
+
+    pub fn check_login(&mut self, user: &str, ip: IpAddr, now: u64) -> Decision {
+        let now = self.clock(now);
+        self.login_state(user, ip, now)
+    }
+
+    pub fn peek_login(&self, user: &str, ip: IpAddr, now: u64) -> Decision {
+        self.login_state(user, ip, self.latest.max(now))
+    }
+
+    fn login_state(&self, user: &str, ip: IpAddr, now: u64) -> Decision {
+        let max = self.cfg.login.max_failures;
+        match self.listed(ip) {
+            Some(false) => return Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX },
+            Some(true) => return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) },
+            None => {}
+        }
+        let addr = self.addr(ip);
+        let pair = self.entries.get(&MKey::LoginUser(normalise(user), addr));
+        let from_ip = self.entries.get(&MKey::LoginIp(addr));
+        let lock_left = |e: Option<&MEntry>| match e {
+            Some(e) if running(e.lock_until, now) => Some(e.lock_until.unwrap().saturating_sub(now)),
+            _ => None,
+        };
+        if let Some(u) = lock_left(pair) {
+            let i = lock_left(from_ip).unwrap_or(0);
+            return Decision::Deny { reason: Reason::AccountLocked, retry_after: Duration::from_ticks(u.max(i)) };
+        }
+        if let Some(i) = lock_left(from_ip) {
+            return Decision::Deny { reason: Reason::IpLocked, retry_after: Duration::from_ticks(i) };
+        }
+        let window = self.cfg.login.failure_window.as_ticks();
+        let fails = |e: Option<&MEntry>| e.map_or(0, |e| count(&e.log, now, window));
+        let (fu, fi) = (fails(pair), fails(from_ip));
+        let limiting = if fu >= fi { pair } else { from_ip };
+        let reset = limiting
+            .and_then(|e| oldest(&e.log, now, window))
+            .map_or(Duration::from_ticks(0), |t| left(now, t, window));
+        Decision::Allow { remaining: max.saturating_sub(fu.max(fi)), reset_after: reset }
+    }
+
+    pub fn login_failed(&mut self, user: &str, ip: IpAddr, now: u64) -> MPenalty {
+        let now = self.clock(now);
+        let none = MPenalty { delay: Duration::from_ticks(0), slot: None, refused: false, throttled: false };
+        if self.listed(ip).is_some() {
+            return none;
+        }
+        let login = self.cfg.login.clone();
+        let window = login.failure_window.as_ticks();
+        let lock_until = now.saturating_add(login.lock_for.as_ticks());
+        let name = normalise(user);
+        let addr = self.addr(ip);
+
+        // (user, ip): k earlier failures in the window decide the penalty.
+        let mut k = 0;
+        let mut pair_locked = false;
+        if let Some(e) = self.upsert(&MKey::LoginUser(name.clone(), addr), now) {
+            k = count(&e.log, now, window);
+            e.log.push(now);
+            if k + 1 >= login.max_failures {
+                e.lock_until = Some(lock_until);
+                e.log.clear();
+                pair_locked = true;
+            }
+        }
+        // ip: its own count, and the pair's lock.
+        let ip_key = MKey::LoginIp(addr);
+        if let Some(e) = self.upsert(&ip_key, now) {
+            let before = count(&e.log, now, window);
+            e.log.push(now);
+            if before + 1 >= login.max_failures || (pair_locked && login.lock_ip_on_account_lock) {
+                e.lock_until = Some(lock_until);
+                e.log.clear();
+            }
+        }
+        // Username across addresses: the throttle.
+        let mut throttled = false;
+        if let Some(m) = login.account_max_failures {
+            let acct = login.account_window.as_ticks();
+            if let Some(e) = self.upsert(&MKey::Account(name), now) {
+                throttled = count(&e.log, now, acct) >= m;
+                e.log.push(now);
+            }
+        }
+        let p = &self.cfg.penalty;
+        let mut delay = if throttled {
+            p.max
+        } else {
+            Duration::from_ticks(grown(p.base.as_ticks(), p.multiplier, k, p.max.as_ticks()))
+        };
+        let base = p.base;
+        let slot = self.acquire_at(ip_key, now);
+        let mut refused = false;
+        if slot.is_none() {
+            match self.cfg.slots.when_full {
+                NoSlot::CapToBase => delay = delay.min(base),
+                NoSlot::Refuse => {
+                    refused = true;
+                    delay = Duration::from_ticks(0);
+                }
+            }
+        }
+        MPenalty { delay, slot, refused, throttled }
+    }
+
+    pub fn login_succeeded(&mut self, user: &str, ip: IpAddr, now: u64) -> bool {
+        self.clock(now);
+        let key = MKey::LoginUser(normalise(user), self.addr(ip));
+        self.entries.remove(&key).is_some()
+    }
+
+    pub fn acquire_slot(&mut self, ip: IpAddr, now: u64) -> Option<MToken> {
+        let now = self.clock(now);
+        let key = MKey::LoginIp(self.addr(ip));
+        self.acquire_at(key, now)
+    }
+
+    fn acquire_at(&mut self, key: MKey, now: u64) -> Option<MToken> {
+        let ttl = self.cfg.slots.slot_ttl.as_ticks();
+        let limit = self.cfg.slots.slots as usize;
+        let id = self.next_slot;
+        let e = self.upsert(&key, now)?;
+        e.slots.retain(|&(_, at)| in_window(now, at, ttl));
+        if e.slots.len() >= limit {
+            return None;
+        }
+        e.slots.push((id, now));
+        self.next_slot = id.wrapping_add(1).max(1);
+        Some(MToken { key, id })
+    }
+
+    pub fn release_slot(&mut self, token: MToken) -> bool {
+        match self.entries.get_mut(&token.key) {
+            Some(e) => {
+                let before = e.slots.len();
+                e.slots.retain(|&(id, _)| id != token.id);
+                e.slots.len() != before
+            }
+            None => false,
+        }
+    }
+
+    pub fn ban(&mut self, ip: IpAddr, now: u64) -> bool {
+        let now = self.clock(now);
+        let key = MKey::Request(self.addr(ip));
+        match self.upsert(&key, now) {
+            Some(e) => {
+                e.banned = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn unban(&mut self, ip: IpAddr) -> bool {
+        let key = MKey::Request(self.addr(ip));
+        match self.entries.get_mut(&key) {
+            Some(e) => {
+                let had = e.banned || e.block_until.is_some();
+                e.banned = false;
+                e.block_until = None;
+                e.block_level = 0;
+                e.last_block_start = None;
+                e.violations.clear();
+                had
+            }
+            None => false,
+        }
+    }
+
+    /// Drop entries that can no longer change any decision.
+    pub fn purge(&mut self, now: u64) -> usize {
+        let now = self.clock(now);
+        let c = self.cfg.clone();
+        let memory = c.blocks.violation_memory.max(c.blocks.ban_lookback).as_ticks();
+        let idle: Vec<MKey> = self
+            .entries
+            .iter()
+            .filter(|(k, e)| {
+                let window = match k {
+                    MKey::Request(_) => c.requests.window,
+                    MKey::LoginIp(_) | MKey::LoginUser(..) => c.login.failure_window,
+                    MKey::Account(_) => c.login.account_window,
+                }
+                .as_ticks();
+                !self.pinned(e, now)
+                    && count(&e.log, now, window) == 0
+                    && count(&e.violations, now, memory) == 0
+                    && !e.last_block_start.is_some_and(|s| in_window(now, s, memory))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &idle {
+            self.entries.remove(k);
+        }
+        idle.len()
+    }
+}
