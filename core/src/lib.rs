@@ -119,3 +119,7 @@ pub use record::{ImportError, Record, WallClock};
 pub use slots::{SlotToken, MAX_SLOTS};
 pub use store::Store;
 pub use table::FixedStore;
+
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

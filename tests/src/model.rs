@@ -70,7 +70,10 @@ fn count(list: &[u64], now: u64, window: u64) -> u32 {
 }
 
 fn oldest(list: &[u64], now: u64, window: u64) -> Option<u64> {
-    list.iter().copied().filter(|&t| in_window(now, t, window)).min()
+    list.iter()
+        .copied()
+        .filter(|&t| in_window(now, t, window))
+        .min()
 }
 
 fn left(now: u64, t: u64, window: u64) -> Duration {
@@ -131,6 +134,10 @@ impl Model {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     fn clock(&mut self, now: u64) -> u64 {
@@ -195,8 +202,18 @@ impl Model {
         let now = self.clock(now);
         let max = self.cfg.requests.max_requests;
         match self.listed(ip) {
-            Some(false) => return Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX },
-            Some(true) => return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) },
+            Some(false) => {
+                return Decision::Deny {
+                    reason: Reason::Denylisted,
+                    retry_after: Duration::MAX,
+                }
+            }
+            Some(true) => {
+                return Decision::Allow {
+                    remaining: max,
+                    reset_after: Duration::from_ticks(0),
+                }
+            }
             None => {}
         }
         let window = self.cfg.requests.window.as_ticks();
@@ -205,25 +222,43 @@ impl Model {
         let key = MKey::Request(self.addr(ip));
         let Some(e) = self.upsert(&key, now) else {
             return match on_full {
-                OnFull::Deny => Decision::Deny { reason: Reason::TableFull, retry_after: Duration::from_ticks(window) },
-                OnFull::Allow => Decision::Allow { remaining: 0, reset_after: Duration::from_ticks(0) },
+                OnFull::Deny => Decision::Deny {
+                    reason: Reason::TableFull,
+                    retry_after: Duration::from_ticks(window),
+                },
+                OnFull::Allow => Decision::Allow {
+                    remaining: 0,
+                    reset_after: Duration::from_ticks(0),
+                },
             };
         };
         if e.banned {
-            return Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX };
+            return Decision::Deny {
+                reason: Reason::Banned,
+                retry_after: Duration::MAX,
+            };
         }
         if running(e.block_until, now) {
             let until = e.block_until.unwrap();
-            return Decision::Deny { reason: Reason::Blocked, retry_after: Duration::from_ticks(until.saturating_sub(now)) };
+            return Decision::Deny {
+                reason: Reason::Blocked,
+                retry_after: Duration::from_ticks(until.saturating_sub(now)),
+            };
         }
         let used = count(&e.log, now, window);
         if used < max {
             e.log.push(now);
             let first = oldest(&e.log, now, window).unwrap();
-            return Decision::Allow { remaining: max - used - 1, reset_after: left(now, first, window) };
+            return Decision::Allow {
+                remaining: max - used - 1,
+                reset_after: left(now, first, window),
+            };
         }
         let first = oldest(&e.log, now, window).unwrap_or(now);
-        let rate_limited = Decision::Deny { reason: Reason::RateLimited, retry_after: left(now, first, window) };
+        let rate_limited = Decision::Deny {
+            reason: Reason::RateLimited,
+            retry_after: left(now, first, window),
+        };
         // A violation is a window with at least one denial.
         let new_violation = match e.violations.last() {
             Some(&last) => now.saturating_sub(last) >= window,
@@ -236,7 +271,10 @@ impl Model {
         if let Some(ban_after) = rules.ban_after {
             if count(&e.violations, now, rules.ban_lookback.as_ticks()) >= ban_after {
                 e.banned = true;
-                return Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX };
+                return Decision::Deny {
+                    reason: Reason::Banned,
+                    retry_after: Duration::MAX,
+                };
             }
         }
         let memory = rules.violation_memory.as_ticks();
@@ -253,39 +291,73 @@ impl Model {
             Some(s) if in_window(now, s, memory) => e.block_level,
             _ => 0,
         };
-        let length = grown(rules.block_for.as_ticks(), rules.block_growth, level, rules.max_block.as_ticks());
+        let length = grown(
+            rules.block_for.as_ticks(),
+            rules.block_growth,
+            level,
+            rules.max_block.as_ticks(),
+        );
         let until = now.saturating_add(length);
         e.block_until = Some(until);
         e.block_level = (level + 1).min(255);
         e.last_block_start = Some(now);
-        Decision::Deny { reason: Reason::Blocked, retry_after: Duration::from_ticks(until - now) }
+        Decision::Deny {
+            reason: Reason::Blocked,
+            retry_after: Duration::from_ticks(until - now),
+        }
     }
 
     pub fn peek_request(&self, ip: IpAddr, now: u64) -> Decision {
         let now = self.latest.max(now);
         let max = self.cfg.requests.max_requests;
         match self.listed(ip) {
-            Some(false) => return Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX },
-            Some(true) => return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) },
+            Some(false) => {
+                return Decision::Deny {
+                    reason: Reason::Denylisted,
+                    retry_after: Duration::MAX,
+                }
+            }
+            Some(true) => {
+                return Decision::Allow {
+                    remaining: max,
+                    reset_after: Duration::from_ticks(0),
+                }
+            }
             None => {}
         }
         let window = self.cfg.requests.window.as_ticks();
         let Some(e) = self.entries.get(&MKey::Request(self.addr(ip))) else {
-            return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) };
+            return Decision::Allow {
+                remaining: max,
+                reset_after: Duration::from_ticks(0),
+            };
         };
         if e.banned {
-            return Decision::Deny { reason: Reason::Banned, retry_after: Duration::MAX };
+            return Decision::Deny {
+                reason: Reason::Banned,
+                retry_after: Duration::MAX,
+            };
         }
         if running(e.block_until, now) {
             let until = e.block_until.unwrap();
-            return Decision::Deny { reason: Reason::Blocked, retry_after: Duration::from_ticks(until.saturating_sub(now)) };
+            return Decision::Deny {
+                reason: Reason::Blocked,
+                retry_after: Duration::from_ticks(until.saturating_sub(now)),
+            };
         }
         let used = count(&e.log, now, window);
-        let reset = oldest(&e.log, now, window).map_or(Duration::from_ticks(0), |t| left(now, t, window));
+        let reset =
+            oldest(&e.log, now, window).map_or(Duration::from_ticks(0), |t| left(now, t, window));
         if used < max {
-            Decision::Allow { remaining: max - used, reset_after: reset }
+            Decision::Allow {
+                remaining: max - used,
+                reset_after: reset,
+            }
         } else {
-            Decision::Deny { reason: Reason::RateLimited, retry_after: reset }
+            Decision::Deny {
+                reason: Reason::RateLimited,
+                retry_after: reset,
+            }
         }
     }
 
@@ -301,23 +373,41 @@ impl Model {
     fn login_state(&self, user: &str, ip: IpAddr, now: u64) -> Decision {
         let max = self.cfg.login.max_failures;
         match self.listed(ip) {
-            Some(false) => return Decision::Deny { reason: Reason::Denylisted, retry_after: Duration::MAX },
-            Some(true) => return Decision::Allow { remaining: max, reset_after: Duration::from_ticks(0) },
+            Some(false) => {
+                return Decision::Deny {
+                    reason: Reason::Denylisted,
+                    retry_after: Duration::MAX,
+                }
+            }
+            Some(true) => {
+                return Decision::Allow {
+                    remaining: max,
+                    reset_after: Duration::from_ticks(0),
+                }
+            }
             None => {}
         }
         let addr = self.addr(ip);
         let pair = self.entries.get(&MKey::LoginUser(normalise(user), addr));
         let from_ip = self.entries.get(&MKey::LoginIp(addr));
         let lock_left = |e: Option<&MEntry>| match e {
-            Some(e) if running(e.lock_until, now) => Some(e.lock_until.unwrap().saturating_sub(now)),
+            Some(e) if running(e.lock_until, now) => {
+                Some(e.lock_until.unwrap().saturating_sub(now))
+            }
             _ => None,
         };
         if let Some(u) = lock_left(pair) {
             let i = lock_left(from_ip).unwrap_or(0);
-            return Decision::Deny { reason: Reason::AccountLocked, retry_after: Duration::from_ticks(u.max(i)) };
+            return Decision::Deny {
+                reason: Reason::AccountLocked,
+                retry_after: Duration::from_ticks(u.max(i)),
+            };
         }
         if let Some(i) = lock_left(from_ip) {
-            return Decision::Deny { reason: Reason::IpLocked, retry_after: Duration::from_ticks(i) };
+            return Decision::Deny {
+                reason: Reason::IpLocked,
+                retry_after: Duration::from_ticks(i),
+            };
         }
         let window = self.cfg.login.failure_window.as_ticks();
         let fails = |e: Option<&MEntry>| e.map_or(0, |e| count(&e.log, now, window));
@@ -326,12 +416,20 @@ impl Model {
         let reset = limiting
             .and_then(|e| oldest(&e.log, now, window))
             .map_or(Duration::from_ticks(0), |t| left(now, t, window));
-        Decision::Allow { remaining: max.saturating_sub(fu.max(fi)), reset_after: reset }
+        Decision::Allow {
+            remaining: max.saturating_sub(fu.max(fi)),
+            reset_after: reset,
+        }
     }
 
     pub fn login_failed(&mut self, user: &str, ip: IpAddr, now: u64) -> MPenalty {
         let now = self.clock(now);
-        let none = MPenalty { delay: Duration::from_ticks(0), slot: None, refused: false, throttled: false };
+        let none = MPenalty {
+            delay: Duration::from_ticks(0),
+            slot: None,
+            refused: false,
+            throttled: false,
+        };
         if self.listed(ip).is_some() {
             return none;
         }
@@ -390,7 +488,12 @@ impl Model {
                 }
             }
         }
-        MPenalty { delay, slot, refused, throttled }
+        MPenalty {
+            delay,
+            slot,
+            refused,
+            throttled,
+        }
     }
 
     pub fn login_succeeded(&mut self, user: &str, ip: IpAddr, now: u64) -> bool {
@@ -462,7 +565,11 @@ impl Model {
     pub fn purge(&mut self, now: u64) -> usize {
         let now = self.clock(now);
         let c = self.cfg.clone();
-        let memory = c.blocks.violation_memory.max(c.blocks.ban_lookback).as_ticks();
+        let memory = c
+            .blocks
+            .violation_memory
+            .max(c.blocks.ban_lookback)
+            .as_ticks();
         let idle: Vec<MKey> = self
             .entries
             .iter()
@@ -476,7 +583,9 @@ impl Model {
                 !self.pinned(e, now)
                     && count(&e.log, now, window) == 0
                     && count(&e.violations, now, memory) == 0
-                    && !e.last_block_start.is_some_and(|s| in_window(now, s, memory))
+                    && !e
+                        .last_block_start
+                        .is_some_and(|s| in_window(now, s, memory))
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -91,10 +91,36 @@ fn secs(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
 
 fn config() -> impl Strategy<Value = Config> {
     (
-        (1u32..=W as u32, secs(1, 120), 1u32..=4, secs(60, 7200), secs(1, 900), 1u32..=3),
-        (secs(60, 86_400), proptest::option::of(2u32..=8), secs(60, 86_400)),
-        (1u32..=W as u32, secs(1, 600), secs(1, 600), any::<bool>(), proptest::option::of(1u32..=W as u32), secs(60, 7200)),
-        (1u64..=5, 1u32..=3, 5u64..=60, 1u32..=4, secs(1, 120), any::<bool>(), any::<bool>()),
+        (
+            1u32..=W as u32,
+            secs(1, 120),
+            1u32..=4,
+            secs(60, 7200),
+            secs(1, 900),
+            1u32..=3,
+        ),
+        (
+            secs(60, 86_400),
+            proptest::option::of(2u32..=8),
+            secs(60, 86_400),
+        ),
+        (
+            1u32..=W as u32,
+            secs(1, 600),
+            secs(1, 600),
+            any::<bool>(),
+            proptest::option::of(1u32..=W as u32),
+            secs(60, 7200),
+        ),
+        (
+            1u64..=5,
+            1u32..=3,
+            5u64..=60,
+            1u32..=4,
+            secs(1, 120),
+            any::<bool>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(|(r, b, l, p)| {
             let mut c = Config::default();
@@ -118,10 +144,17 @@ fn config() -> impl Strategy<Value = Config> {
             c.penalty.max = Duration::from_secs(p.2.max(p.0));
             c.slots.slots = p.3;
             c.slots.slot_ttl = p.4;
-            c.slots.when_full = if p.5 { NoSlot::CapToBase } else { NoSlot::Refuse };
+            c.slots.when_full = if p.5 {
+                NoSlot::CapToBase
+            } else {
+                NoSlot::Refuse
+            };
             c.on_full = if p.6 { OnFull::Deny } else { OnFull::Allow };
             c.lists.deny.push("192.0.2.0/24".parse().unwrap()).unwrap();
-            c.lists.allow.push("198.51.100.7/32".parse().unwrap()).unwrap();
+            c.lists
+                .allow
+                .push("198.51.100.7/32".parse().unwrap())
+                .unwrap();
             c
         })
 }
@@ -135,7 +168,12 @@ fn start() -> impl Strategy<Value = u64> {
     ]
 }
 
-fn run<S: Store<W>>(mut lim: Limiter<S, W>, cfg: Config, t0: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run<S: Store<W>>(
+    mut lim: Limiter<S, W>,
+    cfg: Config,
+    t0: u64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let ips = ips();
     let mut model = Model::new(cfg, lim.capacity());
     let mut now = t0;
@@ -151,7 +189,12 @@ fn run<S: Store<W>>(mut lim: Limiter<S, W>, cfg: Config, t0: u64, ops: &[Op]) ->
                 prop_assert_eq!(c, m, "{}", ctx());
             }
             Op::PeekRequest(ip) => {
-                prop_assert_eq!(lim.peek_request(ips[ip], at), model.peek_request(ips[ip], now), "{}", ctx());
+                prop_assert_eq!(
+                    lim.peek_request(ips[ip], at),
+                    model.peek_request(ips[ip], now),
+                    "{}",
+                    ctx()
+                );
             }
             Op::CheckLogin(u, ip) => {
                 let c = lim.check_login(USERS[u], ips[ip], at);
@@ -174,7 +217,12 @@ fn run<S: Store<W>>(mut lim: Limiter<S, W>, cfg: Config, t0: u64, ops: &[Op]) ->
             }
             Op::LoginSucceeded(u, ip) => {
                 let c = lim.login_succeeded(USERS[u], ips[ip], at);
-                prop_assert_eq!(c, model.login_succeeded(USERS[u], ips[ip], now), "{}", ctx());
+                prop_assert_eq!(
+                    c,
+                    model.login_succeeded(USERS[u], ips[ip], now),
+                    "{}",
+                    ctx()
+                );
             }
             Op::Acquire(ip) => {
                 let c = lim.acquire_slot(ips[ip], at);
@@ -210,7 +258,10 @@ fn run<S: Store<W>>(mut lim: Limiter<S, W>, cfg: Config, t0: u64, ops: &[Op]) ->
 }
 
 fn cases() -> u32 {
-    std::env::var("PORTCULLIS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    std::env::var("PORTCULLIS_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
 }
 
 proptest! {
