@@ -35,6 +35,21 @@ impl<const W: usize> Entry<W> {
         self.banned
     }
 
+    /// End of the current or last temporary block.
+    pub fn block_deadline(&self) -> Option<embassy_time::Instant> {
+        self.block_until.map(embassy_time::Instant::from_ticks)
+    }
+
+    /// End of the current or last login lock.
+    pub fn lock_deadline(&self) -> Option<embassy_time::Instant> {
+        self.lock_until.map(embassy_time::Instant::from_ticks)
+    }
+
+    /// Ban, block end and lock end: what persistence must not lose.
+    pub fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
+        (self.banned, self.block_until, self.lock_until)
+    }
+
     /// A block in force at `now` (ticks).
     pub(crate) fn blocked(&self, now: Tick) -> bool {
         matches!(self.block_until, Some(u) if running(u, now))

@@ -289,6 +289,29 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
     }
 
+    /// Lift every block, ban and login lock on `ip` (the operator's
+    /// "unban"): its request key, its login-ip key and every
+    /// (username, `ip`) key. Returns how many keys changed. O(capacity).
+    pub fn lift(&mut self, ip: IpAddr) -> usize {
+        let addr = self.addr(ip);
+        let mut changed = 0usize;
+        self.store.for_each_mut(&mut |k, e| {
+            if k.addr() != addr || k.kind() == KeyKind::Account {
+                return;
+            }
+            if e.banned || e.block_until.is_some() || e.lock_until.is_some() {
+                changed = changed.saturating_add(1);
+            }
+            e.banned = false;
+            e.block_until = None;
+            e.block_level = 0;
+            e.last_block_start = None;
+            e.violations.clear();
+            e.lock_until = None;
+        });
+        changed
+    }
+
     /// Visit every banned or currently blocked address with what holds it:
     /// `None` for a ban, `Some(time left)` for a block.
     pub fn for_each_ban(&self, now: Instant, mut f: impl FnMut(Addr, Option<Duration>)) {

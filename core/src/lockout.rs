@@ -111,6 +111,56 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Record a failed login and return the penalty to serve (rules 5–8).
     pub fn login_failed(&mut self, username: &str, ip: IpAddr, now: Instant) -> Penalty {
+        self.failure(username, ip, now, None)
+    }
+
+    /// Rule 8 alone: count a failure against `username` from any address
+    /// and say whether its throttle is on. For hosts that keep account keys
+    /// apart from address keys (sharded tables, Redis slots); pair it with
+    /// [`login_failed_pair`](Self::login_failed_pair).
+    pub fn record_account_failure(&mut self, username: &str, now: Instant) -> bool {
+        let now = self.clock(now);
+        let user = self.users.hash(username);
+        self.account_failure(user, now)
+    }
+
+    /// Rules 5–7 for a failure whose account part (rule 8) was counted
+    /// elsewhere by [`record_account_failure`](Self::record_account_failure),
+    /// which answered `throttled`.
+    pub fn login_failed_pair(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        now: Instant,
+        throttled: bool,
+    ) -> Penalty {
+        self.failure(username, ip, now, Some(throttled))
+    }
+
+    fn account_failure(&mut self, user: u64, now: Tick) -> bool {
+        let login = &self.config.login;
+        let Some(m) = login.account_max_failures else {
+            return false;
+        };
+        let acct = login.account_window.as_ticks();
+        let mut throttled = false;
+        if let Slot::Found(e) = self.upsert(Key::account(user), now) {
+            e.log.prune(now, acct);
+            throttled = e.log.count(now, acct) >= m;
+            e.log.push(now);
+            e.log
+                .truncate_front(usize::try_from(m).unwrap_or(usize::MAX));
+        }
+        throttled
+    }
+
+    fn failure(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        now: Instant,
+        account: Option<bool>,
+    ) -> Penalty {
         let now = self.clock(now);
         if self.config.lists.lookup(ip) != Listed::Neither {
             return Penalty::NONE;
@@ -145,17 +195,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 e.log.clear();
             }
         }
-        let mut throttled = false;
-        if let Some(m) = login.account_max_failures {
-            let acct = login.account_window.as_ticks();
-            if let Slot::Found(e) = self.upsert(Key::account(user), now) {
-                e.log.prune(now, acct);
-                throttled = e.log.count(now, acct) >= m;
-                e.log.push(now);
-                e.log
-                    .truncate_front(usize::try_from(m).unwrap_or(usize::MAX));
-            }
-        }
+        let throttled = match account {
+            Some(t) => t,
+            None => self.account_failure(user, now),
+        };
         let rules = &self.config.penalty;
         let mut d = if throttled {
             rules.max

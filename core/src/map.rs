@@ -124,6 +124,12 @@ impl<const W: usize> Store<W> for MapStore<W> {
         }
     }
 
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W>)) {
+        for (k, (_, e)) in self.map.iter_mut() {
+            f(k, e);
+        }
+    }
+
     fn clear(&mut self) {
         self.map.clear();
         self.order.clear();

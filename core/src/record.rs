@@ -156,24 +156,31 @@ impl core::fmt::Display for ImportError {
     }
 }
 
+fn to_record<const W: usize>(k: &Key, e: &Entry<W>, clock: WallClock) -> Record<W> {
+    let mut r = Record::empty(*k);
+    for t in e.log.iter() {
+        let _ = r.log.push(clock.unix_of(t));
+    }
+    for t in e.violations.iter() {
+        let _ = r.violations.push(clock.unix_of(t));
+    }
+    r.block_until = e.block_until.map(|t| clock.unix_of(t));
+    r.block_level = e.block_level;
+    r.last_block_start = e.last_block_start.map(|t| clock.unix_of(t));
+    r.banned = e.banned;
+    r.lock_until = e.lock_until.map(|t| clock.unix_of(t));
+    r
+}
+
 impl<S: Store<W>, const W: usize> Limiter<S, W> {
+    /// The record of one key, if held.
+    pub fn record(&self, key: &Key, clock: WallClock) -> Option<Record<W>> {
+        self.store.get(key).map(|e| to_record(key, e, clock))
+    }
+
     /// Hand every entry to `f` as a record, least recently touched first.
     pub fn export(&self, clock: WallClock, mut f: impl FnMut(&Record<W>)) {
-        self.store.for_each(&mut |k, e| {
-            let mut r = Record::empty(*k);
-            for t in e.log.iter() {
-                let _ = r.log.push(clock.unix_of(t));
-            }
-            for t in e.violations.iter() {
-                let _ = r.violations.push(clock.unix_of(t));
-            }
-            r.block_until = e.block_until.map(|t| clock.unix_of(t));
-            r.block_level = e.block_level;
-            r.last_block_start = e.last_block_start.map(|t| clock.unix_of(t));
-            r.banned = e.banned;
-            r.lock_until = e.lock_until.map(|t| clock.unix_of(t));
-            f(&r);
-        });
+        self.store.for_each(&mut |k, e| f(&to_record(k, e, clock)));
     }
 
     /// Replace all state with `records` (in export order). Every record is

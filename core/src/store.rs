@@ -37,6 +37,9 @@ pub trait Store<const W: usize> {
     fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> usize;
     /// Visit every entry, least recently touched first.
     fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W>));
+    /// Visit every entry mutably (order unspecified). O(capacity): for
+    /// operator actions, not the hot path.
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W>));
     /// Remove everything.
     fn clear(&mut self);
 }

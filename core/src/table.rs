@@ -306,6 +306,12 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         }
     }
 
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W>)) {
+        for s in self.slots.iter_mut().flatten() {
+            f(&s.key, &mut s.entry);
+        }
+    }
+
     fn clear(&mut self) {
         for s in self.slots.iter_mut() {
             *s = None;

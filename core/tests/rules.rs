@@ -524,3 +524,24 @@ rules_for!(fixed, |c| FixedLimiter::<128, 50>::new(c, SEED).unwrap());
 #[cfg(feature = "alloc")]
 rules_for!(growable, |c| MapLimiter::<50>::new_growable(c, SEED, 112)
     .unwrap());
+
+#[test]
+fn lift_clears_bans_blocks_and_locks_of_one_address() {
+    let mut l = FixedLimiter::<128, 50>::new(Config::default(), SEED).unwrap();
+    let a = ip(1);
+    l.ban(a, t(0));
+    l.ban(ip(2), t(0));
+    for i in 0..10 {
+        if let Some(tok) = l.login_failed("zoe", a, t(i)).slot {
+            l.release_slot(tok);
+        }
+    }
+    assert_eq!(
+        l.check_login("zoe", a, t(10)).reason(),
+        Some(Reason::AccountLocked)
+    );
+    assert_eq!(l.lift(a), 3);
+    assert!(l.check_request(a, t(11)).is_allowed());
+    assert!(l.check_login("zoe", a, t(11)).is_allowed());
+    assert_eq!(l.check_request(ip(2), t(11)).reason(), Some(Reason::Banned));
+}
