@@ -1,1 +1,4 @@
+//! portcullis host runtime (work in progress).
+#![forbid(unsafe_code)]
 
+pub mod fleet;

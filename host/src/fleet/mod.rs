@@ -1,0 +1,1 @@
+//! Redis fleet backend (in progress).
