@@ -112,6 +112,8 @@ pub struct Penalty {
     pub refused: bool,
     /// The username's account throttle (rule 8) is on.
     pub throttled: bool,
+    /// This failure locked the (username, ip) pair or the ip (rule 5).
+    pub locked: bool,
 }
 
 impl Penalty {
@@ -121,6 +123,7 @@ impl Penalty {
         slot: None,
         refused: false,
         throttled: false,
+        locked: false,
     };
 }
 

@@ -184,6 +184,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             }
         }
         let ip_key = Key::login_ip(addr);
+        let mut locked = user_locked;
         if let Slot::Found(e) = self.upsert(ip_key, now) {
             e.log.prune(now, window);
             let before = e.log.count(now, window);
@@ -193,6 +194,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             {
                 e.lock_until = Some(lock_until);
                 e.log.clear();
+                locked = true;
             }
         }
         let throttled = match account {

@@ -47,6 +47,7 @@ pub struct MPenalty {
     pub slot: Option<MToken>,
     pub refused: bool,
     pub throttled: bool,
+    pub locked: bool,
 }
 
 /// The reference model.
@@ -453,12 +454,14 @@ impl Model {
         }
         // ip: its own count, and the pair's lock.
         let ip_key = MKey::LoginIp(addr);
+        let mut locked = pair_locked;
         if let Some(e) = self.upsert(&ip_key, now) {
             let before = count(&e.log, now, window);
             e.log.push(now);
             if before + 1 >= login.max_failures || (pair_locked && login.lock_ip_on_account_lock) {
                 e.lock_until = Some(lock_until);
                 e.log.clear();
+                locked = true;
             }
         }
         // Username across addresses: the throttle.

@@ -210,6 +210,7 @@ fn run<S: Store<W>>(
                 prop_assert_eq!(c.delay, m.delay, "{}", ctx());
                 prop_assert_eq!(c.refused, m.refused, "{}", ctx());
                 prop_assert_eq!(c.throttled, m.throttled, "{}", ctx());
+                prop_assert_eq!(c.locked, m.locked, "{}", ctx());
                 prop_assert_eq!(c.slot.is_some(), m.slot.is_some(), "{}", ctx());
                 if let (Some(a), Some(b)) = (c.slot, m.slot) {
                     tokens.push((a, b));
