@@ -224,6 +224,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             slot,
             refused,
             throttled,
+            locked,
         }
     }
 
