@@ -430,6 +430,7 @@ impl Model {
             slot: None,
             refused: false,
             throttled: false,
+            locked: false,
         };
         if self.listed(ip).is_some() {
             return none;
@@ -496,6 +497,7 @@ impl Model {
             slot,
             refused,
             throttled,
+            locked,
         }
     }
 
