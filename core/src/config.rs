@@ -273,3 +273,5 @@ impl Config {
         Ok(())
     }
 }
+
+impl core::error::Error for ConfigError {}

@@ -328,6 +328,16 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         });
     }
 
+    /// Visit every key under a login lock at `now` with the time left.
+    pub fn for_each_lock(&self, now: Instant, mut f: impl FnMut(Key, Duration)) {
+        let now = self.peek_clock(now);
+        self.store.for_each(&mut |k, e| {
+            if let Some(u) = e.lock_until.filter(|&u| running(u, now)) {
+                f(*k, until(now, u));
+            }
+        });
+    }
+
     /// Take one of `ip`'s concurrency slots for guarded work (rule 7).
     pub fn acquire_slot(&mut self, ip: IpAddr, now: Instant) -> Option<SlotToken> {
         let now = self.clock(now);

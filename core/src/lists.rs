@@ -136,3 +136,5 @@ impl Lists {
         }
     }
 }
+
+impl core::error::Error for CidrError {}

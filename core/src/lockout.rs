@@ -118,8 +118,13 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// and say whether its throttle is on. For hosts that keep account keys
     /// apart from address keys (sharded tables, Redis slots); pair it with
     /// [`login_failed_pair`](Self::login_failed_pair).
-    pub fn record_account_failure(&mut self, username: &str, now: Instant) -> bool {
+    /// Nothing is counted for an allow- or denylisted `ip`, as in
+    /// [`login_failed`](Self::login_failed).
+    pub fn record_account_failure(&mut self, username: &str, ip: IpAddr, now: Instant) -> bool {
         let now = self.clock(now);
+        if self.config.lists.lookup(ip) != Listed::Neither {
+            return false;
+        }
         let user = self.users.hash(username);
         self.account_failure(user, now)
     }

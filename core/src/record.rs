@@ -233,3 +233,5 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         Ok(records.len())
     }
 }
+
+impl core::error::Error for ImportError {}

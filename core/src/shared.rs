@@ -36,3 +36,5 @@ impl<T> Shared<T> {
         })
     }
 }
+
+impl core::error::Error for Reentered {}

@@ -1,0 +1,185 @@
+//! [`Guard`]: the async face of a [`Limiter`]: decisions with their
+//! write-through awaited, penalties served with `tokio::time::sleep` while
+//! holding an RAII [`SlotGuard`], counters for `/metrics`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use portcullis::{Guard, Limiter, LimiterOptions};
+//! use portcullis_core::Config;
+//! use std::sync::Arc;
+//!
+//! let limiter = Arc::new(Limiter::new(Config::default(), LimiterOptions::default()).unwrap());
+//! let guard = Guard::new(limiter, None);
+//! let ip = "198.51.100.20".parse().unwrap();
+//! assert!(guard.check_login("alice", ip).await.is_allowed());
+//! let penalty = guard.login_failed("alice", ip).await;
+//! assert_eq!(penalty.delay.as_secs(), 1);
+//! drop(penalty); // releases the slot without sleeping (tests); servers call `penalty.serve().await`
+//! # }
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use embassy_time::Duration;
+use portcullis_core::{Decision, SlotToken};
+
+use crate::clock::now;
+use crate::limiter::{BanInfo, Changes, Limiter};
+use crate::metrics::Metrics;
+use crate::sqlite::SqliteStore;
+
+/// A held concurrency slot, released when dropped (and reclaimed by its
+/// TTL if it is leaked).
+pub struct SlotGuard {
+    limiter: Arc<Limiter>,
+    token: Option<SlotToken>,
+}
+
+impl SlotGuard {
+    /// Wrap a token taken from `limiter`.
+    pub fn new(limiter: Arc<Limiter>, token: SlotToken) -> Self {
+        SlotGuard { limiter, token: Some(token) }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.token.take() {
+            self.limiter.release_slot(t);
+        }
+    }
+}
+
+/// A failed login's cost.
+pub struct HostPenalty {
+    /// Delay the response by this much.
+    pub delay: Duration,
+    /// The slot the delay runs in.
+    pub slot: Option<SlotGuard>,
+    /// Refused (no slot, policy `refuse`).
+    pub refused: bool,
+    /// The account throttle is on.
+    pub throttled: bool,
+    /// This failure engaged a lock.
+    pub locked: bool,
+}
+
+impl HostPenalty {
+    /// Sleep for the delay while holding the slot, then release it.
+    pub async fn serve(self) {
+        let d = std::time::Duration::from_micros(self.delay.as_micros());
+        tokio::time::sleep(d).await;
+        drop(self.slot);
+    }
+}
+
+/// Limiter + optional SQLite write-through + counters.
+#[derive(Clone)]
+pub struct Guard {
+    limiter: Arc<Limiter>,
+    store: Option<Arc<SqliteStore>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Guard {
+    /// A guard over `limiter`, writing through to `store` if given.
+    pub fn new(limiter: Arc<Limiter>, store: Option<Arc<SqliteStore>>) -> Self {
+        Guard { limiter, store, metrics: Arc::new(Metrics::default()) }
+    }
+
+    /// The limiter.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    /// The store, if any.
+    pub fn store(&self) -> Option<&Arc<SqliteStore>> {
+        self.store.as_ref()
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Write `changes` through and wait for the commit.
+    pub async fn persist(&self, changes: Changes) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = store.write(changes.upsert).await {
+                self.metrics.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, "write-through failed");
+            }
+        }
+    }
+
+    /// A request from `ip`.
+    pub async fn check_request(&self, ip: IpAddr) -> Decision {
+        let o = self.limiter.check_request_at(ip, now());
+        self.persist(o.changes).await;
+        self.metrics.count(&o.decision);
+        o.decision
+    }
+
+    /// Whether a login may proceed.
+    pub async fn check_login(&self, user: &str, ip: IpAddr) -> Decision {
+        let d = self.limiter.check_login_at(user, ip, now());
+        self.metrics.count(&d);
+        d
+    }
+
+    /// Record a failed login; the returned penalty holds its slot.
+    pub async fn login_failed(&self, user: &str, ip: IpAddr) -> HostPenalty {
+        let o = self.limiter.login_failed_at(user, ip, now());
+        self.persist(o.changes).await;
+        self.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = o.decision;
+        HostPenalty {
+            delay: p.delay,
+            slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
+            refused: p.refused,
+            throttled: p.throttled,
+            locked: p.locked,
+        }
+    }
+
+    /// Record a successful login.
+    pub async fn login_succeeded(&self, user: &str, ip: IpAddr) {
+        let o = self.limiter.login_succeeded_at(user, ip, now());
+        self.persist(o.changes).await;
+        self.metrics.login_successes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Ban by hand.
+    pub async fn ban(&self, ip: IpAddr) -> bool {
+        let o = self.limiter.ban_at(ip, now());
+        self.persist(o.changes).await;
+        o.decision
+    }
+
+    /// Lift every block, ban and lock on `ip`, in memory and in the store.
+    pub async fn lift(&self, ip: IpAddr) -> usize {
+        let o = self.limiter.lift(ip);
+        self.persist(o.changes).await;
+        o.decision
+    }
+
+    /// Everything blocked, banned or locked.
+    pub fn bans(&self) -> Vec<BanInfo> {
+        self.limiter.bans_at(now())
+    }
+
+    /// Snapshot everything to the store.
+    pub async fn snapshot(&self) {
+        if let Some(store) = &self.store {
+            let recs = self.limiter.export(crate::clock::wall());
+            if let Err(e) = store.snapshot(recs).await {
+                self.metrics.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, "snapshot failed");
+            }
+        }
+    }
+}

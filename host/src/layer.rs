@@ -1,0 +1,213 @@
+//! The tower [`RateLimitLayer`]: works in front of any
+//! `Service<http::Request<B>>` (axum, hyper, tonic).
+//!
+//! Limited → `429 Too Many Requests` with `Retry-After` (whole seconds,
+//! rounded up); banned or denylisted → `403 Forbidden`. Every response
+//! carries the IETF structured fields (draft-ietf-httpapi-ratelimit-headers):
+//! `RateLimit-Policy: "requests";q=50;w=60` and `RateLimit: "requests";r=12;t=31`.
+//! Several named policies can be matched by path prefix (longest wins), each
+//! with its own quota. The resolved client address is put in the request's
+//! extensions as [`ClientIp`] for handlers.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{routing::get, Router};
+//! use portcullis::{layer::RateLimitLayer, Guard, Limiter, LimiterOptions};
+//! use portcullis_core::Config;
+//!
+//! # async fn run() {
+//! let guard = |q: u32| {
+//!     let mut c = Config::default();
+//!     c.requests.max_requests = q;
+//!     Guard::new(Arc::new(Limiter::new(c, LimiterOptions::default()).unwrap()), None)
+//! };
+//! let app = Router::new()
+//!     .route("/", get(|| async { "ok" }))
+//!     .route("/login", get(|| async { "login" }))
+//!     .layer(RateLimitLayer::new("requests", guard(50)).route("/login", "login", guard(5)));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
+//! # }
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::ConnectInfo;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, StatusCode};
+use portcullis_core::Decision;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::client_ip::{client_ip, PeerAddr, TrustedProxies};
+use crate::guard::Guard;
+
+/// The client address the layer limited, for handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// A named quota applied to paths starting with `prefix`.
+#[derive(Clone)]
+pub struct Policy {
+    /// Name in the RateLimit fields.
+    pub name: String,
+    /// Path prefix.
+    pub prefix: String,
+    /// The limiter enforcing it.
+    pub guard: Guard,
+}
+
+struct Shared {
+    policies: Vec<Policy>,
+    proxies: TrustedProxies,
+}
+
+impl Shared {
+    fn pick(&self, path: &str) -> Option<&Policy> {
+        self.policies
+            .iter()
+            .filter(|p| path.starts_with(&p.prefix))
+            .max_by_key(|p| p.prefix.len())
+    }
+}
+
+/// The layer.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl RateLimitLayer {
+    /// One policy named `name` for every path.
+    pub fn new(name: &str, guard: Guard) -> Self {
+        let p = Policy { name: name.into(), prefix: "/".into(), guard };
+        RateLimitLayer { shared: Arc::new(Shared { policies: vec![p], proxies: TrustedProxies::default() }) }
+    }
+
+    fn edit(self, f: impl FnOnce(&mut Shared)) -> Self {
+        let mut shared = match Arc::try_unwrap(self.shared) {
+            Ok(s) => s,
+            Err(a) => Shared { policies: a.policies.clone(), proxies: a.proxies.clone() },
+        };
+        f(&mut shared);
+        RateLimitLayer { shared: Arc::new(shared) }
+    }
+
+    /// Add a policy for paths under `prefix`.
+    pub fn route(self, prefix: &str, name: &str, guard: Guard) -> Self {
+        let p = Policy { name: name.into(), prefix: prefix.into(), guard };
+        self.edit(|s| s.policies.push(p))
+    }
+
+    /// Trust forwarding headers from these proxies.
+    pub fn trusted_proxies(self, proxies: TrustedProxies) -> Self {
+        self.edit(|s| s.proxies = proxies)
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit { inner, shared: self.shared.clone() }
+    }
+}
+
+/// The service the layer wraps around `S`.
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+fn ceil_secs(d: embassy_time::Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000)
+}
+
+/// `RateLimit-Policy` and `RateLimit` values for a decision.
+pub fn header_values(name: &str, guard: &Guard, d: &Decision) -> (String, String) {
+    let c = guard.limiter().config();
+    let policy = format!("\"{name}\";q={};w={}", c.requests.max_requests, ceil_secs(c.requests.window));
+    let state = match d {
+        Decision::Allow { remaining, reset_after } => {
+            format!("\"{name}\";r={remaining};t={}", ceil_secs(*reset_after))
+        }
+        Decision::Deny { retry_after, .. } if *retry_after == embassy_time::Duration::MAX => {
+            format!("\"{name}\";r=0")
+        }
+        Decision::Deny { retry_after, .. } => format!("\"{name}\";r=0;t={}", ceil_secs(*retry_after)),
+    };
+    (policy, state)
+}
+
+fn put(h: &mut http::HeaderMap, k: &'static str, v: String) {
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        h.insert(k, v);
+    }
+}
+
+/// The response for a denial (empty body of the service's type).
+pub fn deny_response<B: Default>(name: &str, guard: &Guard, d: &Decision) -> Response<B> {
+    let mut resp = Response::new(B::default());
+    let (policy, state) = header_values(name, guard, d);
+    if let Decision::Deny { reason, retry_after } = d {
+        if reason.is_forbidden() {
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+        } else {
+            *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            put(resp.headers_mut(), "retry-after", ceil_secs(*retry_after).to_string());
+        }
+        put(resp.headers_mut(), "x-portcullis-reason", reason.as_str().to_string());
+    }
+    put(resp.headers_mut(), "ratelimit-policy", policy);
+    put(resp.headers_mut(), "ratelimit", state);
+    resp
+}
+
+impl<S, B, RB> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<RB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let peer = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .or_else(|| req.extensions().get::<PeerAddr>().map(|p| p.0.ip()));
+            let (Some(peer), Some(policy)) = (peer, shared.pick(req.uri().path())) else {
+                tracing::error!("no peer address (serve with connect info) or no policy for the path");
+                let mut r = Response::new(RB::default());
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return Ok(r);
+            };
+            let ip = client_ip(peer, req.headers(), &shared.proxies);
+            let d = policy.guard.check_request(ip).await;
+            if !d.is_allowed() {
+                tracing::debug!(%ip, decision = ?d, "denied");
+                return Ok(deny_response(&policy.name, &policy.guard, &d));
+            }
+            req.extensions_mut().insert(ClientIp(ip));
+            let mut resp = inner.call(req).await?;
+            let (p, s) = header_values(&policy.name, &policy.guard, &d);
+            put(resp.headers_mut(), "ratelimit-policy", p);
+            put(resp.headers_mut(), "ratelimit", s);
+            Ok(resp)
+        })
+    }
+}

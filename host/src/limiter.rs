@@ -1,0 +1,392 @@
+//! [`Limiter`]: the core's rules over sharded tables, for many threads and
+//! tasks at once.
+//!
+//! Each shard is a core [`MapLimiter`] behind a mutex; an address's keys
+//! (request, login-ip, every (username, address) pair) live in the shard
+//! its keyed hash picks, and a username's account key in the shard its
+//! hash picks, so every rule runs entirely under one lock and limits are
+//! exact under contention. No rule is restated here: every decision is a
+//! core call.
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use portcullis::{Limiter, LimiterOptions};
+//! use portcullis_core::Config;
+//!
+//! let mut config = Config::default();
+//! config.requests.max_requests = 2;
+//! let limiter = Limiter::new(config, LimiterOptions::default()).unwrap();
+//! let ip: IpAddr = "203.0.113.5".parse().unwrap();
+//! let now = portcullis::clock::now();
+//! assert!(limiter.check_request_at(ip, now).decision.is_allowed());
+//! assert!(limiter.check_request_at(ip, now).decision.is_allowed());
+//! assert!(!limiter.check_request_at(ip, now).decision.is_allowed());
+//! ```
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use embassy_time::{Duration, Instant};
+use parking_lot::Mutex;
+use portcullis_core::{
+    Addr, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Record, Reason, Seed,
+    SlotToken, Stats, WallClock,
+};
+
+/// Timestamps per key log on the host: `requests.max_requests`,
+/// `login.max_failures` and `login.account_max_failures` must not exceed it.
+pub const W: usize = 64;
+
+/// One shard.
+pub type Shard = MapLimiter<W>;
+
+/// A record of one key as the host persists it.
+pub type HostRecord = Record<W>;
+
+/// Sizing.
+#[derive(Clone, Copy, Debug)]
+pub struct LimiterOptions {
+    /// Keys held across all shards [1 000 000].
+    pub max_entries: usize,
+    /// Shard count [64]; more shards, less contention.
+    pub shards: usize,
+    /// The secret seed; `None` draws one from the OS RNG.
+    pub seed: Option<Seed>,
+}
+
+impl Default for LimiterOptions {
+    fn default() -> Self {
+        LimiterOptions { max_entries: 1_000_000, shards: 64, seed: None }
+    }
+}
+
+/// Why a limiter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    /// The rules do not hold together.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The OS RNG failed.
+    #[error("no random seed: {0}")]
+    Rng(String),
+    /// Zero shards or zero entries.
+    #[error("limiter sizing: {0}")]
+    Sizing(&'static str),
+}
+
+/// What changed in state that must outlive the process (ban, block, lock):
+/// the write-through set of one call.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Records to upsert.
+    pub upsert: Vec<HostRecord>,
+}
+
+impl Changes {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty()
+    }
+}
+
+/// A decision and the persistent changes it made.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    /// The answer.
+    pub decision: T,
+    /// Write these through before answering the caller.
+    pub changes: Changes,
+}
+
+/// What a ban listing shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanInfo {
+    /// The aggregated address.
+    pub ip: IpAddr,
+    /// Which key holds it: `request` (block or ban) or `login_ip` (lock).
+    pub kind: KeyKind,
+    /// Banned, Blocked or IpLocked.
+    pub reason: Reason,
+    /// Time left; `None` for a permanent ban.
+    pub left: Option<Duration>,
+}
+
+/// Purge totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Entries removed.
+    pub removed: usize,
+    /// Entries kept.
+    pub kept: usize,
+}
+
+/// The concurrent limiter.
+pub struct Limiter {
+    shards: Box<[Mutex<Shard>]>,
+    seed: Seed,
+    route: (u64, u64),
+    config: Config,
+}
+
+fn random_seed() -> Result<Seed, LimiterError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| LimiterError::Rng(e.to_string()))?;
+    Ok(Seed::new(b))
+}
+
+impl Limiter {
+    /// A limiter with `config` and sizing `opts`.
+    pub fn new(config: Config, opts: LimiterOptions) -> Result<Limiter, LimiterError> {
+        if opts.shards == 0 {
+            return Err(LimiterError::Sizing("shards must be at least 1"));
+        }
+        if opts.max_entries == 0 {
+            return Err(LimiterError::Sizing("max_entries must be at least 1"));
+        }
+        let seed = match opts.seed {
+            Some(s) => s,
+            None => random_seed()?,
+        };
+        let per = opts.max_entries.div_ceil(opts.shards);
+        let shards = (0..opts.shards)
+            .map(|_| Shard::new_growable(config.clone(), seed, per).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_boxed_slice();
+        // Shard routing keys, derived from the seed so shard choice is as
+        // unpredictable to an attacker as the table hashes.
+        let kh = portcullis_core::key::KeyHasher::new(seed);
+        let route = (kh.hash(&Key::account(0x5348_4152_4431)), kh.hash(&Key::account(0x5348_4152_4432)));
+        Ok(Limiter { shards, seed, route, config })
+    }
+
+    /// The rules.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The seed (persist it with the records: username hashes depend on it).
+    pub fn seed(&self) -> Seed {
+        self.seed
+    }
+
+    fn index(&self, h: impl Hash) -> usize {
+        let mut s = siphasher::sip::SipHasher13::new_with_keys(self.route.0, self.route.1);
+        h.hash(&mut s);
+        (s.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn pick(&self, h: impl Hash) -> &Mutex<Shard> {
+        &self.shards[self.index(h)]
+    }
+
+    fn index_for_key(&self, key: &Key) -> usize {
+        match key.kind() {
+            KeyKind::Account => self.index(("user", key.user())),
+            _ => self.index(("addr", key.addr())),
+        }
+    }
+
+    fn addr_of(&self, ip: IpAddr) -> Addr {
+        Addr::from_ip(ip, self.config.ipv6_prefix)
+    }
+
+    fn shard_for_addr(&self, addr: Addr) -> &Mutex<Shard> {
+        self.pick(("addr", addr))
+    }
+
+    fn shard_for_user(&self, user: u64) -> &Mutex<Shard> {
+        self.pick(("user", user))
+    }
+
+    /// Which shard holds `key`.
+    pub fn shard_for_key(&self, key: &Key) -> &Mutex<Shard> {
+        &self.shards[self.index_for_key(key)]
+    }
+
+    /// Run `f` on `ip`'s shard and collect the records of `keys` whose ban,
+    /// block or lock changed.
+    fn on_addr<T>(
+        &self,
+        ip: IpAddr,
+        keys: impl Fn(&Shard, Addr) -> Vec<Key>,
+        f: impl FnOnce(&mut Shard) -> T,
+    ) -> Outcome<T> {
+        let addr = self.addr_of(ip);
+        let mut shard = self.shard_for_addr(addr).lock();
+        let keys = keys(&shard, addr);
+        let before: Vec<_> = keys.iter().map(|k| shard.entry(k).map(|e| e.pin_state())).collect();
+        let decision = f(&mut shard);
+        let mut changes = Changes::default();
+        let mut wall = None;
+        for (k, b) in keys.iter().zip(before) {
+            let after = shard.entry(k).map(|e| e.pin_state());
+            if after != b {
+                let clock = *wall.get_or_insert_with(crate::clock::wall);
+                match shard.record(k, clock) {
+                    Some(r) => changes.upsert.push(r),
+                    None => changes.upsert.push(Record::empty(*k)),
+                }
+            }
+        }
+        Outcome { decision, changes }
+    }
+
+    /// Rules 1–4 and 9 for a request from `ip` at `now`.
+    pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
+        self.on_addr(ip, |_, a| vec![Key::request(a)], |s| s.check_request(ip, now))
+    }
+
+    /// What `check_request_at` would say, consuming nothing.
+    pub fn peek_request_at(&self, ip: IpAddr, now: Instant) -> Decision {
+        self.shard_for_addr(self.addr_of(ip)).lock().peek_request(ip, now)
+    }
+
+    /// Whether a login may proceed (records nothing).
+    pub fn check_login_at(&self, user: &str, ip: IpAddr, now: Instant) -> Decision {
+        self.shard_for_addr(self.addr_of(ip)).lock().check_login(user, ip, now)
+    }
+
+    /// Record a failed login: the account throttle in the username's shard,
+    /// then the pair and ip in the address's shard.
+    pub fn login_failed_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<Penalty> {
+        let uh = self.shard_for_addr(self.addr_of(ip)).lock().user_hash(user);
+        let throttled = self.shard_for_user(uh).lock().record_account_failure(user, ip, now);
+        self.on_addr(
+            ip,
+            |_, a| vec![Key::login_user(uh, a), Key::login_ip(a)],
+            |s| s.login_failed_pair(user, ip, now, throttled),
+        )
+    }
+
+    /// Record a successful login (clears the pair).
+    pub fn login_succeeded_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<bool> {
+        let uh = self.shard_for_addr(self.addr_of(ip)).lock().user_hash(user);
+        let mut o = self.on_addr(ip, |_, _| vec![], |s| s.login_succeeded(user, ip, now));
+        if o.decision {
+            // The pair is gone: persist its removal so a stale lock cannot come back.
+            o.changes.upsert.push(Record::empty(Key::login_user(uh, self.addr_of(ip))));
+        }
+        o
+    }
+
+    /// Take a concurrency slot of `ip`.
+    pub fn acquire_slot_at(&self, ip: IpAddr, now: Instant) -> Option<SlotToken> {
+        self.shard_for_addr(self.addr_of(ip)).lock().acquire_slot(ip, now)
+    }
+
+    /// Hand a slot back.
+    pub fn release_slot(&self, token: SlotToken) -> bool {
+        self.shard_for_key(&token.key()).lock().release_slot(token)
+    }
+
+    /// Ban `ip` by hand.
+    pub fn ban_at(&self, ip: IpAddr, now: Instant) -> Outcome<bool> {
+        self.on_addr(ip, |_, a| vec![Key::request(a)], |s| s.ban(ip, now))
+    }
+
+    /// Lift every block, ban and lock on `ip`.
+    pub fn lift(&self, ip: IpAddr) -> Outcome<usize> {
+        let addr = self.addr_of(ip);
+        let mut shard = self.shard_for_addr(addr).lock();
+        let clock = crate::clock::wall();
+        let mut touched = Vec::new();
+        shard.export(clock, |r| {
+            if r.key.addr() == addr && r.key.kind() != KeyKind::Account && r.is_pinned_at(0) {
+                touched.push(r.key);
+            }
+        });
+        let n = shard.lift(ip);
+        let upsert = touched
+            .iter()
+            .map(|k| shard.record(k, clock).unwrap_or_else(|| Record::empty(*k)))
+            .collect();
+        Outcome { decision: n, changes: Changes { upsert } }
+    }
+
+    /// Every banned, blocked or locked address.
+    pub fn bans_at(&self, now: Instant) -> Vec<BanInfo> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            shard.for_each_ban(now, |addr, left| {
+                let reason = if left.is_none() { Reason::Banned } else { Reason::Blocked };
+                out.push(BanInfo { ip: addr.ip(), kind: KeyKind::Request, reason, left });
+            });
+            shard.for_each_lock(now, |key, left| {
+                if key.kind() == KeyKind::LoginIp {
+                    out.push(BanInfo {
+                        ip: key.addr().ip(),
+                        kind: KeyKind::LoginIp,
+                        reason: Reason::IpLocked,
+                        left: Some(left),
+                    });
+                }
+            });
+        }
+        out.sort_by(|a, b| a.ip.cmp(&b.ip).then(a.kind.cmp(&b.kind)));
+        out
+    }
+
+    /// Remove state that can no longer matter, shard by shard.
+    pub fn purge_at(&self, now: Instant) -> PurgeReport {
+        let mut r = PurgeReport::default();
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            r.removed += s.purge(now);
+            r.kept += s.len();
+        }
+        r
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters summed over shards.
+    pub fn stats(&self) -> Stats {
+        let mut t = Stats::default();
+        for s in self.shards.iter() {
+            let s = s.lock().stats();
+            t.table_full += s.table_full;
+            t.evictions += s.evictions;
+            t.purged += s.purged;
+        }
+        t
+    }
+
+    /// Keys held at most.
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().capacity()).sum()
+    }
+
+    /// Every record, for snapshots.
+    pub fn export(&self, clock: WallClock) -> Vec<HostRecord> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            s.lock().export(clock, |r| out.push(r.clone()));
+        }
+        out
+    }
+
+    /// Load records (from a snapshot) into their shards; all-or-nothing per
+    /// call: records are checked by the core before anything is replaced.
+    pub fn import(&self, clock: WallClock, records: &[HostRecord]) -> Result<usize, portcullis_core::ImportError> {
+        let mut by_shard: BTreeMap<usize, Vec<HostRecord>> = BTreeMap::new();
+        for r in records {
+            by_shard.entry(self.index_for_key(&r.key)).or_default().push(r.clone());
+        }
+        let mut n = 0;
+        for (i, recs) in by_shard {
+            n += self.shards[i].lock().import(clock, &recs)?;
+        }
+        Ok(n)
+    }
+}
+
