@@ -2,6 +2,7 @@
 //! run-time cap, with the same keyed hash and the same eviction order as
 //! [`FixedStore`](crate::FixedStore).
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use core::hash::BuildHasher;
 use hashbrown::HashMap;
@@ -25,7 +26,8 @@ impl BuildHasher for SipBuild {
 /// Growable key table: hashbrown for lookup, a B-tree of touch sequence
 /// numbers for least-recently-touched order (O(log n) per touch).
 pub struct MapStore<const W: usize> {
-    map: HashMap<Key, (u64, Entry<W>), SipBuild>,
+    /// Entries are boxed so the table's spare buckets cost a pointer, not an entry.
+    map: HashMap<Key, (u64, Box<Entry<W>>), SipBuild>,
     order: BTreeMap<u64, Key>,
     seq: u64,
     cap: usize,
@@ -58,11 +60,11 @@ impl<const W: usize> Store<W> for MapStore<W> {
     }
 
     fn get(&self, key: &Key) -> Option<&Entry<W>> {
-        self.map.get(key).map(|(_, e)| e)
+        self.map.get(key).map(|(_, e)| &**e)
     }
 
     fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
-        self.map.get_mut(key).map(|(_, e)| e)
+        self.map.get_mut(key).map(|(_, e)| &mut **e)
     }
 
     fn touch(&mut self, key: &Key) {
@@ -80,7 +82,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
             return Err(entry);
         }
         let seq = self.bump();
-        if let Some((old, _)) = self.map.insert(key, (seq, entry)) {
+        if let Some((old, _)) = self.map.insert(key, (seq, Box::new(entry))) {
             self.order.remove(&old);
         }
         self.order.insert(seq, key);
@@ -90,7 +92,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
     fn remove(&mut self, key: &Key) -> Option<Entry<W>> {
         let (seq, e) = self.map.remove(key)?;
         self.order.remove(&seq);
-        Some(e)
+        Some(*e)
     }
 
     fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> Option<Key> {

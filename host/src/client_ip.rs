@@ -68,11 +68,15 @@ fn chain(headers: &HeaderMap) -> Option<Result<Vec<IpAddr>, ()>> {
     if !fwd.is_empty() {
         let mut out = Vec::new();
         for h in fwd {
-            let Ok(s) = h.to_str() else { return Some(Err(())) };
+            let Ok(s) = h.to_str() else {
+                return Some(Err(()));
+            };
             for element in s.split(',') {
                 let mut found = false;
                 for pair in element.split(';') {
-                    let Some((k, v)) = pair.split_once('=') else { continue };
+                    let Some((k, v)) = pair.split_once('=') else {
+                        continue;
+                    };
                     if k.trim().eq_ignore_ascii_case("for") {
                         match forwarded_node(v) {
                             Some(ip) => out.push(ip),
@@ -94,7 +98,9 @@ fn chain(headers: &HeaderMap) -> Option<Result<Vec<IpAddr>, ()>> {
     }
     let mut out = Vec::new();
     for h in xff {
-        let Ok(s) = h.to_str() else { return Some(Err(())) };
+        let Ok(s) = h.to_str() else {
+            return Some(Err(()));
+        };
         for part in s.split(',') {
             match forwarded_node(part) {
                 Some(ip) => out.push(ip),
@@ -133,7 +139,10 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            m.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         m
     }
@@ -144,18 +153,51 @@ mod tests {
         let p: IpAddr = "10.1.1.1".parse().unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // The client claims to be 1.1.1.1, the first proxy saw 203.0.113.5.
-        assert_eq!(client_ip(p, &h(&[("x-forwarded-for", "1.1.1.1, 203.0.113.5, 10.2.2.2")]), &t), ip("203.0.113.5"));
-        assert_eq!(client_ip(p, &h(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "203.0.113.5")]), &t), ip("203.0.113.5"));
         assert_eq!(
-            client_ip(p, &h(&[("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::7]:4711\"")]), &t),
+            client_ip(
+                p,
+                &h(&[("x-forwarded-for", "1.1.1.1, 203.0.113.5, 10.2.2.2")]),
+                &t
+            ),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(
+                p,
+                &h(&[
+                    ("x-forwarded-for", "1.1.1.1"),
+                    ("x-forwarded-for", "203.0.113.5")
+                ]),
+                &t
+            ),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(
+                p,
+                &h(&[(
+                    "forwarded",
+                    "for=192.0.2.60;proto=http, for=\"[2001:db8::7]:4711\""
+                )]),
+                &t
+            ),
             ip("2001:db8::7")
         );
-        assert_eq!(client_ip(p, &h(&[("forwarded", "for=\"198.51.100.17:80\"")]), &t), ip("198.51.100.17"));
+        assert_eq!(
+            client_ip(p, &h(&[("forwarded", "for=\"198.51.100.17:80\"")]), &t),
+            ip("198.51.100.17")
+        );
         // Malformed: the peer.
-        assert_eq!(client_ip(p, &h(&[("x-forwarded-for", "1.1.1.1, garbage")]), &t), p);
+        assert_eq!(
+            client_ip(p, &h(&[("x-forwarded-for", "1.1.1.1, garbage")]), &t),
+            p
+        );
         assert_eq!(client_ip(p, &h(&[("forwarded", "by=1.2.3.4")]), &t), p);
         // All hops trusted: the leftmost.
-        assert_eq!(client_ip(p, &h(&[("x-forwarded-for", "10.9.9.9, 10.8.8.8")]), &t), ip("10.9.9.9"));
+        assert_eq!(
+            client_ip(p, &h(&[("x-forwarded-for", "10.9.9.9, 10.8.8.8")]), &t),
+            ip("10.9.9.9")
+        );
         // Untrusted peer: headers ignored.
         let q = ip("198.51.100.1");
         assert_eq!(client_ip(q, &h(&[("x-forwarded-for", "1.1.1.1")]), &t), q);

@@ -20,5 +20,8 @@ pub fn unix_ms() -> u64 {
 
 /// The monotonic now and the wall-clock now, read together.
 pub fn wall() -> WallClock {
-    WallClock { now: now(), unix_ms: unix_ms() }
+    WallClock {
+        now: now(),
+        unix_ms: unix_ms(),
+    }
 }

@@ -39,7 +39,10 @@ pub struct SlotGuard {
 impl SlotGuard {
     /// Wrap a token taken from `limiter`.
     pub fn new(limiter: Arc<Limiter>, token: SlotToken) -> Self {
-        SlotGuard { limiter, token: Some(token) }
+        SlotGuard {
+            limiter,
+            token: Some(token),
+        }
     }
 }
 
@@ -85,7 +88,11 @@ pub struct Guard {
 impl Guard {
     /// A guard over `limiter`, writing through to `store` if given.
     pub fn new(limiter: Arc<Limiter>, store: Option<Arc<SqliteStore>>) -> Self {
-        Guard { limiter, store, metrics: Arc::new(Metrics::default()) }
+        Guard {
+            limiter,
+            store,
+            metrics: Arc::new(Metrics::default()),
+        }
     }
 
     /// The limiter.
@@ -110,7 +117,9 @@ impl Guard {
         }
         if let Some(store) = &self.store {
             if let Err(e) = store.write(changes.upsert).await {
-                self.metrics.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .store_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, "write-through failed");
             }
         }
@@ -135,7 +144,9 @@ impl Guard {
     pub async fn login_failed(&self, user: &str, ip: IpAddr) -> HostPenalty {
         let o = self.limiter.login_failed_at(user, ip, now());
         self.persist(o.changes).await;
-        self.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .login_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = o.decision;
         HostPenalty {
             delay: p.delay,
@@ -150,7 +161,9 @@ impl Guard {
     pub async fn login_succeeded(&self, user: &str, ip: IpAddr) {
         let o = self.limiter.login_succeeded_at(user, ip, now());
         self.persist(o.changes).await;
-        self.metrics.login_successes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .login_successes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Ban by hand.
@@ -177,7 +190,9 @@ impl Guard {
         if let Some(store) = &self.store {
             let recs = self.limiter.export(crate::clock::wall());
             if let Err(e) = store.snapshot(recs).await {
-                self.metrics.store_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .store_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, "snapshot failed");
             }
         }

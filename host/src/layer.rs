@@ -82,22 +82,40 @@ pub struct RateLimitLayer {
 impl RateLimitLayer {
     /// One policy named `name` for every path.
     pub fn new(name: &str, guard: Guard) -> Self {
-        let p = Policy { name: name.into(), prefix: "/".into(), guard };
-        RateLimitLayer { shared: Arc::new(Shared { policies: vec![p], proxies: TrustedProxies::default() }) }
+        let p = Policy {
+            name: name.into(),
+            prefix: "/".into(),
+            guard,
+        };
+        RateLimitLayer {
+            shared: Arc::new(Shared {
+                policies: vec![p],
+                proxies: TrustedProxies::default(),
+            }),
+        }
     }
 
     fn edit(self, f: impl FnOnce(&mut Shared)) -> Self {
         let mut shared = match Arc::try_unwrap(self.shared) {
             Ok(s) => s,
-            Err(a) => Shared { policies: a.policies.clone(), proxies: a.proxies.clone() },
+            Err(a) => Shared {
+                policies: a.policies.clone(),
+                proxies: a.proxies.clone(),
+            },
         };
         f(&mut shared);
-        RateLimitLayer { shared: Arc::new(shared) }
+        RateLimitLayer {
+            shared: Arc::new(shared),
+        }
     }
 
     /// Add a policy for paths under `prefix`.
     pub fn route(self, prefix: &str, name: &str, guard: Guard) -> Self {
-        let p = Policy { name: name.into(), prefix: prefix.into(), guard };
+        let p = Policy {
+            name: name.into(),
+            prefix: prefix.into(),
+            guard,
+        };
         self.edit(|s| s.policies.push(p))
     }
 
@@ -110,7 +128,10 @@ impl RateLimitLayer {
 impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit { inner, shared: self.shared.clone() }
+        RateLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -128,15 +149,24 @@ fn ceil_secs(d: embassy_time::Duration) -> u64 {
 /// `RateLimit-Policy` and `RateLimit` values for a decision.
 pub fn header_values(name: &str, guard: &Guard, d: &Decision) -> (String, String) {
     let c = guard.limiter().config();
-    let policy = format!("\"{name}\";q={};w={}", c.requests.max_requests, ceil_secs(c.requests.window));
+    let policy = format!(
+        "\"{name}\";q={};w={}",
+        c.requests.max_requests,
+        ceil_secs(c.requests.window)
+    );
     let state = match d {
-        Decision::Allow { remaining, reset_after } => {
+        Decision::Allow {
+            remaining,
+            reset_after,
+        } => {
             format!("\"{name}\";r={remaining};t={}", ceil_secs(*reset_after))
         }
         Decision::Deny { retry_after, .. } if *retry_after == embassy_time::Duration::MAX => {
             format!("\"{name}\";r=0")
         }
-        Decision::Deny { retry_after, .. } => format!("\"{name}\";r=0;t={}", ceil_secs(*retry_after)),
+        Decision::Deny { retry_after, .. } => {
+            format!("\"{name}\";r=0;t={}", ceil_secs(*retry_after))
+        }
     };
     (policy, state)
 }
@@ -151,14 +181,26 @@ fn put(h: &mut http::HeaderMap, k: &'static str, v: String) {
 pub fn deny_response<B: Default>(name: &str, guard: &Guard, d: &Decision) -> Response<B> {
     let mut resp = Response::new(B::default());
     let (policy, state) = header_values(name, guard, d);
-    if let Decision::Deny { reason, retry_after } = d {
+    if let Decision::Deny {
+        reason,
+        retry_after,
+    } = d
+    {
         if reason.is_forbidden() {
             *resp.status_mut() = StatusCode::FORBIDDEN;
         } else {
             *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            put(resp.headers_mut(), "retry-after", ceil_secs(*retry_after).to_string());
+            put(
+                resp.headers_mut(),
+                "retry-after",
+                ceil_secs(*retry_after).to_string(),
+            );
         }
-        put(resp.headers_mut(), "x-portcullis-reason", reason.as_str().to_string());
+        put(
+            resp.headers_mut(),
+            "x-portcullis-reason",
+            reason.as_str().to_string(),
+        );
     }
     put(resp.headers_mut(), "ratelimit-policy", policy);
     put(resp.headers_mut(), "ratelimit", state);
@@ -191,7 +233,9 @@ where
                 .map(|c| c.0.ip())
                 .or_else(|| req.extensions().get::<PeerAddr>().map(|p| p.0.ip()));
             let (Some(peer), Some(policy)) = (peer, shared.pick(req.uri().path())) else {
-                tracing::error!("no peer address (serve with connect info) or no policy for the path");
+                tracing::error!(
+                    "no peer address (serve with connect info) or no policy for the path"
+                );
                 let mut r = Response::new(RB::default());
                 *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 return Ok(r);

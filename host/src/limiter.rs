@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use embassy_time::{Duration, Instant};
 use parking_lot::Mutex;
 use portcullis_core::{
-    Addr, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Record, Reason, Seed,
+    Addr, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Reason, Record, Seed,
     SlotToken, Stats, WallClock,
 };
 
@@ -47,7 +47,7 @@ pub type HostRecord = Record<W>;
 /// Sizing.
 #[derive(Clone, Copy, Debug)]
 pub struct LimiterOptions {
-    /// Keys held across all shards [1 000 000].
+    /// Keys held across all shards [1 000 000] (each shard gets 10 % headroom).
     pub max_entries: usize,
     /// Shard count [64]; more shards, less contention.
     pub shards: usize,
@@ -57,7 +57,11 @@ pub struct LimiterOptions {
 
 impl Default for LimiterOptions {
     fn default() -> Self {
-        LimiterOptions { max_entries: 1_000_000, shards: 64, seed: None }
+        LimiterOptions {
+            max_entries: 1_000_000,
+            shards: 64,
+            seed: None,
+        }
     }
 }
 
@@ -148,7 +152,11 @@ impl Limiter {
             Some(s) => s,
             None => random_seed()?,
         };
-        let per = opts.max_entries.div_ceil(opts.shards);
+        // Keyed hashing spreads keys evenly but not exactly: give each shard
+        // 10 % (and at least 64 keys) of headroom so `max_entries` keys fit
+        // without evictions. The total may exceed `max_entries` by that much.
+        let even = opts.max_entries.div_ceil(opts.shards);
+        let per = even + (even / 10).max(64);
         let shards = (0..opts.shards)
             .map(|_| Shard::new_growable(config.clone(), seed, per).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?
@@ -156,8 +164,16 @@ impl Limiter {
         // Shard routing keys, derived from the seed so shard choice is as
         // unpredictable to an attacker as the table hashes.
         let kh = portcullis_core::key::KeyHasher::new(seed);
-        let route = (kh.hash(&Key::account(0x5348_4152_4431)), kh.hash(&Key::account(0x5348_4152_4432)));
-        Ok(Limiter { shards, seed, route, config })
+        let route = (
+            kh.hash(&Key::account(0x5348_4152_4431)),
+            kh.hash(&Key::account(0x5348_4152_4432)),
+        );
+        Ok(Limiter {
+            shards,
+            seed,
+            route,
+            config,
+        })
     }
 
     /// The rules.
@@ -215,7 +231,10 @@ impl Limiter {
         let addr = self.addr_of(ip);
         let mut shard = self.shard_for_addr(addr).lock();
         let keys = keys(&shard, addr);
-        let before: Vec<_> = keys.iter().map(|k| shard.entry(k).map(|e| e.pin_state())).collect();
+        let before: Vec<_> = keys
+            .iter()
+            .map(|k| shard.entry(k).map(|e| e.pin_state()))
+            .collect();
         let decision = f(&mut shard);
         let mut changes = Changes::default();
         let mut wall = None;
@@ -234,24 +253,35 @@ impl Limiter {
 
     /// Rules 1–4 and 9 for a request from `ip` at `now`.
     pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
-        self.on_addr(ip, |_, a| vec![Key::request(a)], |s| s.check_request(ip, now))
+        self.on_addr(
+            ip,
+            |_, a| vec![Key::request(a)],
+            |s| s.check_request(ip, now),
+        )
     }
 
     /// What `check_request_at` would say, consuming nothing.
     pub fn peek_request_at(&self, ip: IpAddr, now: Instant) -> Decision {
-        self.shard_for_addr(self.addr_of(ip)).lock().peek_request(ip, now)
+        self.shard_for_addr(self.addr_of(ip))
+            .lock()
+            .peek_request(ip, now)
     }
 
     /// Whether a login may proceed (records nothing).
     pub fn check_login_at(&self, user: &str, ip: IpAddr, now: Instant) -> Decision {
-        self.shard_for_addr(self.addr_of(ip)).lock().check_login(user, ip, now)
+        self.shard_for_addr(self.addr_of(ip))
+            .lock()
+            .check_login(user, ip, now)
     }
 
     /// Record a failed login: the account throttle in the username's shard,
     /// then the pair and ip in the address's shard.
     pub fn login_failed_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<Penalty> {
         let uh = self.shard_for_addr(self.addr_of(ip)).lock().user_hash(user);
-        let throttled = self.shard_for_user(uh).lock().record_account_failure(user, ip, now);
+        let throttled = self
+            .shard_for_user(uh)
+            .lock()
+            .record_account_failure(user, ip, now);
         self.on_addr(
             ip,
             |_, a| vec![Key::login_user(uh, a), Key::login_ip(a)],
@@ -265,14 +295,18 @@ impl Limiter {
         let mut o = self.on_addr(ip, |_, _| vec![], |s| s.login_succeeded(user, ip, now));
         if o.decision {
             // The pair is gone: persist its removal so a stale lock cannot come back.
-            o.changes.upsert.push(Record::empty(Key::login_user(uh, self.addr_of(ip))));
+            o.changes
+                .upsert
+                .push(Record::empty(Key::login_user(uh, self.addr_of(ip))));
         }
         o
     }
 
     /// Take a concurrency slot of `ip`.
     pub fn acquire_slot_at(&self, ip: IpAddr, now: Instant) -> Option<SlotToken> {
-        self.shard_for_addr(self.addr_of(ip)).lock().acquire_slot(ip, now)
+        self.shard_for_addr(self.addr_of(ip))
+            .lock()
+            .acquire_slot(ip, now)
     }
 
     /// Hand a slot back.
@@ -301,7 +335,10 @@ impl Limiter {
             .iter()
             .map(|k| shard.record(k, clock).unwrap_or_else(|| Record::empty(*k)))
             .collect();
-        Outcome { decision: n, changes: Changes { upsert } }
+        Outcome {
+            decision: n,
+            changes: Changes { upsert },
+        }
     }
 
     /// Every banned, blocked or locked address.
@@ -310,8 +347,17 @@ impl Limiter {
         for shard in self.shards.iter() {
             let shard = shard.lock();
             shard.for_each_ban(now, |addr, left| {
-                let reason = if left.is_none() { Reason::Banned } else { Reason::Blocked };
-                out.push(BanInfo { ip: addr.ip(), kind: KeyKind::Request, reason, left });
+                let reason = if left.is_none() {
+                    Reason::Banned
+                } else {
+                    Reason::Blocked
+                };
+                out.push(BanInfo {
+                    ip: addr.ip(),
+                    kind: KeyKind::Request,
+                    reason,
+                    left,
+                });
             });
             shard.for_each_lock(now, |key, left| {
                 if key.kind() == KeyKind::LoginIp {
@@ -377,10 +423,17 @@ impl Limiter {
 
     /// Load records (from a snapshot) into their shards; all-or-nothing per
     /// call: records are checked by the core before anything is replaced.
-    pub fn import(&self, clock: WallClock, records: &[HostRecord]) -> Result<usize, portcullis_core::ImportError> {
+    pub fn import(
+        &self,
+        clock: WallClock,
+        records: &[HostRecord],
+    ) -> Result<usize, portcullis_core::ImportError> {
         let mut by_shard: BTreeMap<usize, Vec<HostRecord>> = BTreeMap::new();
         for r in records {
-            by_shard.entry(self.index_for_key(&r.key)).or_default().push(r.clone());
+            by_shard
+                .entry(self.index_for_key(&r.key))
+                .or_default()
+                .push(r.clone());
         }
         let mut n = 0;
         for (i, recs) in by_shard {
@@ -389,4 +442,3 @@ impl Limiter {
         Ok(n)
     }
 }
-

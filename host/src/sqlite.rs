@@ -78,20 +78,31 @@ pub struct SqliteStore {
 }
 
 fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite { path: path.to_path_buf(), source }
+    move |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Open (creating if missing) and migrate, refusing unknown versions.
 pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let e = sql(path);
     let conn = Connection::open(path).map_err(&e)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(&e)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&e)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(&e)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(&e)?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::UnknownVersion { path: path.to_path_buf(), found: version });
+        return Err(StoreError::UnknownVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
     }
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(&e)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(&e)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(&e)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&e)?;
     if version < 1 {
         conn.execute_batch(
             "BEGIN;
@@ -134,7 +145,11 @@ fn holds_state(r: &HostRecord) -> bool {
 }
 
 fn upsert(tx: &rusqlite::Transaction<'_>, r: &HostRecord) -> rusqlite::Result<()> {
-    let (kind, addr, user) = (r.key.kind().tag(), r.key.addr().octets(), r.key.user() as i64);
+    let (kind, addr, user) = (
+        r.key.kind().tag(),
+        r.key.addr().octets(),
+        r.key.user() as i64,
+    );
     if !holds_state(r) {
         tx.execute(
             "DELETE FROM entries WHERE kind = ?1 AND addr = ?2 AND user = ?3",
@@ -166,26 +181,37 @@ fn upsert(tx: &rusqlite::Transaction<'_>, r: &HostRecord) -> rusqlite::Result<()
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// Read the seed and every record; any malformed row refuses the load.
 pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
     let e = sql(path);
     let seed: Option<Vec<u8>> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'seed'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'seed'", [], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(&e)?;
     let seed = match seed {
         Some(b) => {
-            let arr: [u8; 16] = b.try_into().map_err(|_| corrupt(path, "seed is not 16 bytes"))?;
+            let arr: [u8; 16] = b
+                .try_into()
+                .map_err(|_| corrupt(path, "seed is not 16 bytes"))?;
             Seed::new(arr)
         }
         None => {
             let mut b = [0u8; 16];
-            getrandom::getrandom(&mut b).map_err(|err| corrupt(path, format!("no RNG for a seed: {err}")))?;
-            conn.execute("INSERT INTO meta (key, value) VALUES ('seed', ?1)", params![b.as_slice()])
-                .map_err(&e)?;
+            getrandom::getrandom(&mut b)
+                .map_err(|err| corrupt(path, format!("no RNG for a seed: {err}")))?;
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('seed', ?1)",
+                params![b.as_slice()],
+            )
+            .map_err(&e)?;
             Seed::new(b)
         }
     };
@@ -198,25 +224,36 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
         let n = records.len();
         let bad = |what: &str| corrupt(path, format!("row {n}: {what}"));
         let kind: i64 = row.get(0).map_err(&e)?;
-        let kind = u8::try_from(kind).ok().and_then(KeyKind::from_tag).ok_or_else(|| bad("unknown kind"))?;
+        let kind = u8::try_from(kind)
+            .ok()
+            .and_then(KeyKind::from_tag)
+            .ok_or_else(|| bad("unknown kind"))?;
         let addr: Vec<u8> = row.get(1).map_err(|_| bad("addr is not a blob"))?;
         let addr: [u8; 16] = addr.try_into().map_err(|_| bad("addr is not 16 bytes"))?;
         let user: i64 = row.get(2).map_err(&e)?;
-        let key = Key::from_parts(kind, Addr::from_octets(addr), user as u64).ok_or_else(|| bad("impossible key"))?;
+        let key = Key::from_parts(kind, Addr::from_octets(addr), user as u64)
+            .ok_or_else(|| bad("impossible key"))?;
         let mut rec = HostRecord::empty(key);
         let log: String = row.get(3).map_err(&e)?;
-        let log: Vec<u64> = serde_json::from_str(&log).map_err(|err| bad(&format!("log: {err}")))?;
+        let log: Vec<u64> =
+            serde_json::from_str(&log).map_err(|err| bad(&format!("log: {err}")))?;
         for t in log {
-            rec.log.push(t).map_err(|_| bad("log longer than the table's log capacity"))?;
+            rec.log
+                .push(t)
+                .map_err(|_| bad("log longer than the table's log capacity"))?;
         }
         let v: String = row.get(4).map_err(&e)?;
-        let v: Vec<u64> = serde_json::from_str(&v).map_err(|err| bad(&format!("violations: {err}")))?;
+        let v: Vec<u64> =
+            serde_json::from_str(&v).map_err(|err| bad(&format!("violations: {err}")))?;
         for t in v {
-            rec.violations.push(t).map_err(|_| bad("too many violations"))?;
+            rec.violations
+                .push(t)
+                .map_err(|_| bad("too many violations"))?;
         }
         let opt = |i: usize| -> Result<Option<u64>, StoreError> {
             let v: Option<i64> = row.get(i).map_err(&e)?;
-            v.map(|x| u64::try_from(x).map_err(|_| bad("negative time"))).transpose()
+            v.map(|x| u64::try_from(x).map_err(|_| bad("negative time")))
+                .transpose()
         };
         rec.block_until = opt(5)?;
         let level: i64 = row.get(6).map_err(&e)?;
@@ -257,7 +294,14 @@ impl SqliteStore {
                 tracing::debug!(path = %path.display(), "sqlite writer stopped");
             })
             .map_err(|err| corrupt(&path, format!("cannot start writer thread: {err}")))?;
-        Ok((SqliteStore { path, tx, thread: parking_lot::Mutex::new(Some(thread)) }, loaded))
+        Ok((
+            SqliteStore {
+                path,
+                tx,
+                thread: parking_lot::Mutex::new(Some(thread)),
+            },
+            loaded,
+        ))
     }
 
     /// The file.
@@ -265,7 +309,10 @@ impl SqliteStore {
         &self.path
     }
 
-    fn send(&self, job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job) -> oneshot::Receiver<Result<(), StoreError>> {
+    fn send(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
         let (ack, rx) = oneshot::channel();
         let _ = self.tx.send(job(ack));
         rx
@@ -274,25 +321,41 @@ impl SqliteStore {
     /// Write records through; resolves once they are committed.
     pub async fn write(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Upsert(records, ack));
-        rx.await.unwrap_or_else(|_| Err(StoreError::Closed { path: self.path.clone() }))
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
     }
 
     /// Replace everything with `records`; resolves once committed.
     pub async fn snapshot(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Snapshot(records, ack));
-        rx.await.unwrap_or_else(|_| Err(StoreError::Closed { path: self.path.clone() }))
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
     }
 
     /// [`snapshot`](Self::snapshot) for non-async callers.
     pub fn snapshot_blocking(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Snapshot(records, ack));
-        rx.blocking_recv().unwrap_or_else(|_| Err(StoreError::Closed { path: self.path.clone() }))
+        rx.blocking_recv().unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
     }
 
     /// [`write`](Self::write) for non-async callers.
     pub fn write_blocking(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Upsert(records, ack));
-        rx.blocking_recv().unwrap_or_else(|_| Err(StoreError::Closed { path: self.path.clone() }))
+        rx.blocking_recv().unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
     }
 
     /// Stop the writer after the queued jobs, and wait for it.
@@ -310,7 +373,12 @@ impl Drop for SqliteStore {
     }
 }
 
-fn write(conn: &mut Connection, path: &Path, recs: &[HostRecord], replace: bool) -> Result<(), StoreError> {
+fn write(
+    conn: &mut Connection,
+    path: &Path,
+    recs: &[HostRecord],
+    replace: bool,
+) -> Result<(), StoreError> {
     let e = sql(path);
     let tx = conn.transaction().map_err(&e)?;
     if replace {
