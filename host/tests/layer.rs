@@ -1,0 +1,175 @@
+//! The tower layer in front of a real axum app on a real socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::{routing::get, Router};
+use portcullis::client_ip::TrustedProxies;
+use portcullis::layer::{ClientIp, RateLimitLayer};
+use portcullis::{Guard, Limiter, LimiterOptions};
+use portcullis_core::Config;
+
+fn guard(max: u32, f: impl FnOnce(&mut Config)) -> Guard {
+    let mut c = Config::default();
+    c.requests.max_requests = max;
+    f(&mut c);
+    let opts = LimiterOptions {
+        max_entries: 1000,
+        shards: 4,
+        seed: None,
+    };
+    Guard::new(Arc::new(Limiter::new(c, opts).unwrap()), None)
+}
+
+async fn serve(layer: RateLimitLayer) -> String {
+    let app = Router::new()
+        .route(
+            "/",
+            get(|ip: axum::Extension<ClientIp>| async move { format!("ok {}", ip.0 .0) }),
+        )
+        .route("/login", get(|| async { "login" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+fn h<'a>(r: &'a reqwest::Response, k: &str) -> &'a str {
+    r.headers()
+        .get(k)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn limits_with_429_retry_after_and_structured_fields() {
+    let base = serve(RateLimitLayer::new("requests", guard(3, |_| {}))).await;
+    let c = reqwest::Client::new();
+    for left in [2, 1, 0] {
+        let r = c.get(&base).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(h(&r, "ratelimit-policy"), "\"requests\";q=3;w=60");
+        assert!(
+            h(&r, "ratelimit").starts_with(&format!("\"requests\";r={left};t=")),
+            "{}",
+            h(&r, "ratelimit")
+        );
+        assert_eq!(r.text().await.unwrap(), "ok 127.0.0.1");
+    }
+    let r = c.get(&base).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = h(&r, "retry-after").parse().unwrap();
+    assert!((59..=60).contains(&retry), "{retry}");
+    assert_eq!(h(&r, "ratelimit"), format!("\"requests\";r=0;t={retry}"));
+    assert_eq!(h(&r, "ratelimit-policy"), "\"requests\";q=3;w=60");
+}
+
+#[tokio::test]
+async fn bans_and_denylist_get_403() {
+    let g = guard(3, |c| {
+        c.lists.deny.push("127.0.0.2/32".parse().unwrap()).unwrap()
+    });
+    g.ban("127.0.0.1".parse().unwrap()).await;
+    let base = serve(RateLimitLayer::new("requests", g)).await;
+    let r = reqwest::get(&base).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(h(&r, "retry-after"), "");
+    assert_eq!(h(&r, "ratelimit"), "\"requests\";r=0");
+    // 127.0.0.2 is denylisted: connect from it.
+    let c = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = c.get(&base).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(h(&r, "x-portcullis-reason"), "denylisted");
+}
+
+#[tokio::test]
+async fn per_route_policy_for_login() {
+    let layer = RateLimitLayer::new("requests", guard(50, |_| {})).route(
+        "/login",
+        "login",
+        guard(2, |_| {}),
+    );
+    let base = serve(layer).await;
+    let c = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = c.get(format!("{base}/login")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(h(&r, "ratelimit-policy"), "\"login\";q=2;w=60");
+    }
+    assert_eq!(
+        c.get(format!("{base}/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    let r = c.get(&base).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the default policy is separate");
+    assert_eq!(h(&r, "ratelimit-policy"), "\"requests\";q=50;w=60");
+}
+
+#[tokio::test]
+async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let layer = RateLimitLayer::new("requests", guard(2, |_| {}))
+        .trusted_proxies(TrustedProxies::parse(&["10.0.0.0/8"]).unwrap());
+    let base = serve(layer).await;
+    let c = reqwest::Client::new();
+    for i in 0..2 {
+        let r = c
+            .get(&base)
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "ok 127.0.0.1");
+    }
+    // Rotating the header does not buy a fresh quota.
+    let r = c
+        .get(&base)
+        .header("x-forwarded-for", "198.51.100.99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test]
+async fn trusted_proxy_headers_name_the_client_and_malformed_ones_fall_back() {
+    let layer = RateLimitLayer::new("requests", guard(5, |_| {}))
+        .trusted_proxies(TrustedProxies::parse(&["127.0.0.0/8"]).unwrap());
+    let base = serve(layer).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .get(&base)
+        .header("x-forwarded-for", "203.0.113.5, 127.0.0.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok 203.0.113.5");
+    let r = c
+        .get(&base)
+        .header("forwarded", "for=\"[2001:db8::1]:443\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok 2001:db8::1");
+    let r = c
+        .get(&base)
+        .header("x-forwarded-for", "not-an-ip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok 127.0.0.1");
+}
