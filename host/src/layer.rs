@@ -42,7 +42,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::client_ip::{client_ip, PeerAddr, TrustedProxies};
-use crate::guard::Guard;
+use crate::engine::Engine;
 
 /// The client address the layer limited, for handlers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +55,8 @@ pub struct Policy {
     pub name: String,
     /// Path prefix.
     pub prefix: String,
-    /// The limiter enforcing it.
-    pub guard: Guard,
+    /// The backend enforcing it.
+    pub engine: Arc<dyn Engine>,
 }
 
 struct Shared {
@@ -81,11 +81,16 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// One policy named `name` for every path.
-    pub fn new(name: &str, guard: Guard) -> Self {
+    pub fn new(name: &str, engine: impl Engine) -> Self {
+        Self::with_engine(name, Arc::new(engine))
+    }
+
+    /// One policy for every path, backed by a shared engine.
+    pub fn with_engine(name: &str, engine: Arc<dyn Engine>) -> Self {
         let p = Policy {
             name: name.into(),
             prefix: "/".into(),
-            guard,
+            engine,
         };
         RateLimitLayer {
             shared: Arc::new(Shared {
@@ -110,11 +115,11 @@ impl RateLimitLayer {
     }
 
     /// Add a policy for paths under `prefix`.
-    pub fn route(self, prefix: &str, name: &str, guard: Guard) -> Self {
+    pub fn route(self, prefix: &str, name: &str, engine: impl Engine) -> Self {
         let p = Policy {
             name: name.into(),
             prefix: prefix.into(),
-            guard,
+            engine: Arc::new(engine),
         };
         self.edit(|s| s.policies.push(p))
     }
@@ -147,13 +152,9 @@ fn ceil_secs(d: embassy_time::Duration) -> u64 {
 }
 
 /// `RateLimit-Policy` and `RateLimit` values for a decision.
-pub fn header_values(name: &str, guard: &Guard, d: &Decision) -> (String, String) {
-    let c = guard.limiter().config();
-    let policy = format!(
-        "\"{name}\";q={};w={}",
-        c.requests.max_requests,
-        ceil_secs(c.requests.window)
-    );
+pub fn header_values(name: &str, engine: &dyn Engine, d: &Decision) -> (String, String) {
+    let (q, w) = engine.quota();
+    let policy = format!("\"{name}\";q={q};w={}", ceil_secs(w));
     let state = match d {
         Decision::Allow {
             remaining,
@@ -178,9 +179,9 @@ fn put(h: &mut http::HeaderMap, k: &'static str, v: String) {
 }
 
 /// The response for a denial (empty body of the service's type).
-pub fn deny_response<B: Default>(name: &str, guard: &Guard, d: &Decision) -> Response<B> {
+pub fn deny_response<B: Default>(name: &str, engine: &dyn Engine, d: &Decision) -> Response<B> {
     let mut resp = Response::new(B::default());
-    let (policy, state) = header_values(name, guard, d);
+    let (policy, state) = header_values(name, engine, d);
     if let Decision::Deny {
         reason,
         retry_after,
@@ -241,14 +242,14 @@ where
                 return Ok(r);
             };
             let ip = client_ip(peer, req.headers(), &shared.proxies);
-            let d = policy.guard.check_request(ip).await;
+            let d = policy.engine.check_request(ip).await;
             if !d.is_allowed() {
                 tracing::debug!(%ip, decision = ?d, "denied");
-                return Ok(deny_response(&policy.name, &policy.guard, &d));
+                return Ok(deny_response(&policy.name, policy.engine.as_ref(), &d));
             }
             req.extensions_mut().insert(ClientIp(ip));
             let mut resp = inner.call(req).await?;
-            let (p, s) = header_values(&policy.name, &policy.guard, &d);
+            let (p, s) = header_values(&policy.name, policy.engine.as_ref(), &d);
             put(resp.headers_mut(), "ratelimit-policy", p);
             put(resp.headers_mut(), "ratelimit", s);
             Ok(resp)

@@ -8,24 +8,29 @@
 //! | --- | --- |
 //! | [`limiter`] | [`Limiter`]: sharded core tables, exact under contention |
 //! | [`guard`] | async helpers: write-through, RAII slot guard, penalty sleep |
+//! | [`engine`] | the [`engine::Engine`] trait: local or fleet backend |
 //! | [`cleanup`] | the tokio purge/snapshot task |
 //! | [`sqlite`] | SQLite persistence (WAL, versioned schema, writer thread) |
 //! | [`layer`] | the tower `Layer`: 429/403, RateLimit headers, per-route policies |
 //! | [`client_ip`] | client address from the peer or trusted proxies |
 //! | [`fleet`] | Redis backend for fleets |
+//! | [`server`] | the `portcullis` binary: config, HTTP service, admin CLI |
 //! | [`clock`] | monotonic and wall-clock time |
 //! | [`metrics`] | counters in Prometheus text |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cleanup;
+pub mod engine;
 pub mod client_ip;
 pub mod clock;
 pub mod fleet;
+pub mod fleet_engine;
 pub mod guard;
 pub mod layer;
 pub mod limiter;
 pub mod metrics;
+pub mod server;
 pub mod sqlite;
 
 pub use guard::{Guard, SlotGuard};

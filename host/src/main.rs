@@ -1,1 +1,148 @@
-fn main() {}
+//! `portcullis`: the rate-limit and lockout server, and its admin CLI.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis::server::cli::{self, Target};
+use portcullis::server::config::ServerConfig;
+
+/// Rate limiting and brute-force lockout: a demo service with a login
+/// endpoint, and the tools to inspect and lift bans.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about, long_about = None, after_help = "\
+CONFIG: TOML sections [server] [store] [requests] [login] [penalty] [slots] [lists] [[users]];
+every key can be set as PORTCULLIS_<SECTION>__<KEY> (e.g. PORTCULLIS_REQUESTS__MAX_REQUESTS=5).
+Durations are strings like \"60s\", \"15m\", \"24h\". A bad config exits with code 2 naming the key.
+Logs: PORTCULLIS_LOG (or RUST_LOG), e.g. PORTCULLIS_LOG=debug.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Remote {
+    /// Server to ask (its admin API).
+    #[arg(long, env = "PORTCULLIS_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Admin token (server.admin_token).
+    #[arg(long, env = "PORTCULLIS_TOKEN")]
+    token: Option<String>,
+    /// Work on this SQLite store file instead of a server (only when no server runs on it).
+    #[arg(long, conflicts_with = "url")]
+    db: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server: GET /, POST /login, GET /metrics, /admin/... (default 127.0.0.1:8080, ./portcullis.db).
+    Serve {
+        /// TOML config file.
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List blocked, banned and locked addresses.
+    Bans(Remote),
+    /// Lift every block, ban and lock on an address.
+    Unban {
+        /// The address.
+        ip: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show table, store and decision counters.
+    Status(Remote),
+    /// Read a password from stdin and print its argon2id PHC hash for [[users]].
+    HashPassword,
+}
+
+fn target(r: &Remote) -> Target<'_> {
+    match &r.db {
+        Some(p) => Target::Db(p),
+        None => Target::Url { url: &r.url, token: r.token.as_deref() },
+    }
+}
+
+fn init_logs() {
+    let filter = std::env::var("PORTCULLIS_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.cmd {
+        Cmd::Serve { config } => {
+            let cfg = match ServerConfig::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logs();
+            match rt.block_on(portcullis::server::serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::HashPassword => {
+            let mut pw = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut pw) {
+                eprintln!("portcullis: cannot read stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let pw = pw.strip_suffix('\n').unwrap_or(&pw);
+            let pw = pw.strip_suffix('\r').unwrap_or(pw);
+            match portcullis::server::passwords::hash_password(pw) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Bans(r) => report(rt.block_on(cli::bans(&target(&r))), r.json, cli::bans_table),
+        Cmd::Status(r) => report(rt.block_on(cli::status(&target(&r))), r.json, cli::kv_table),
+        Cmd::Unban { ip, remote } => report(rt.block_on(cli::unban(&target(&remote), &ip, 64)), remote.json, cli::kv_table),
+    }
+}
+
+fn report(r: Result<serde_json::Value, cli::CliError>, json: bool, table: fn(&serde_json::Value) -> String) -> ExitCode {
+    match r {
+        Ok(v) if json => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", table(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

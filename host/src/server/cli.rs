@@ -1,0 +1,186 @@
+//! The admin CLI: `bans`, `unban`, `status` against a running server
+//! (`--url`, `--token`) or directly on a store file (`--db`, when no server
+//! runs), human tables by default and `--json` for scripts.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use portcullis_core::{Addr, KeyKind};
+use serde_json::{json, Value};
+
+use crate::sqlite;
+
+/// Where a CLI command goes.
+pub enum Target<'a> {
+    /// A running server.
+    Url {
+        /// Base URL.
+        url: &'a str,
+        /// Admin token.
+        token: Option<&'a str>,
+    },
+    /// A store file.
+    Db(&'a Path),
+}
+
+/// A failed CLI command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// HTTP trouble.
+    #[error("{url}: {reason}")]
+    Http {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Store trouble.
+    #[error(transparent)]
+    Store(#[from] sqlite::StoreError),
+    /// Bad argument.
+    #[error("{0}")]
+    Usage(String),
+}
+
+async fn call(method: reqwest::Method, url: &str, path: &str, token: Option<&str>) -> Result<Value, CliError> {
+    let full = format!("{}{path}", url.trim_end_matches('/'));
+    let err = |reason: String| CliError::Http { url: full.clone(), reason };
+    let mut req = reqwest::Client::new().request(method, &full);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.map_err(|e| err(e.to_string()))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = body.get("error").and_then(Value::as_str).unwrap_or("");
+        return Err(err(format!("{status} {msg}")));
+    }
+    Ok(body)
+}
+
+fn now_ms() -> u64 {
+    crate::clock::unix_ms()
+}
+
+/// The ban list from a store file, in the admin API's JSON shape.
+fn db_bans(path: &Path) -> Result<Value, CliError> {
+    let loaded = sqlite::read_only(path)?;
+    let now = now_ms();
+    let mut out = Vec::new();
+    for r in &loaded.records {
+        let left = |u: Option<u64>| u.filter(|&u| u > now).map(|u| (u - now).div_ceil(1000));
+        let (reason, secs) = match r.key.kind() {
+            KeyKind::Request if r.banned => ("banned", None),
+            KeyKind::Request => match left(r.block_until) {
+                Some(s) => ("blocked", Some(s)),
+                None => continue,
+            },
+            KeyKind::LoginIp => match left(r.lock_until) {
+                Some(s) => ("ip_locked", Some(s)),
+                None => continue,
+            },
+            KeyKind::LoginUser => match left(r.lock_until) {
+                Some(s) => ("account_locked", Some(s)),
+                None => continue,
+            },
+            KeyKind::Account => continue,
+        };
+        out.push(json!({
+            "ip": r.key.addr().ip().to_string(),
+            "kind": r.key.kind().as_str(),
+            "reason": reason,
+            "seconds_left": secs,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Lift everything on `ip` in a store file.
+fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
+    let loaded = sqlite::read_only(path)?;
+    let addr = Addr::from_ip(ip, v6_prefix);
+    let now = now_ms();
+    let mut changed = Vec::new();
+    for r in loaded.records {
+        if r.key.addr() != addr || r.key.kind() == KeyKind::Account || !r.is_pinned_at(now) {
+            continue;
+        }
+        let mut r = r;
+        r.banned = false;
+        r.block_until = None;
+        r.last_block_start = None;
+        r.block_level = 0;
+        r.violations.clear();
+        r.lock_until = None;
+        changed.push(r);
+    }
+    let n = changed.len();
+    sqlite::apply(path, &changed)?;
+    Ok(json!({ "ip": ip.to_string(), "lifted": n }))
+}
+
+fn db_status(path: &Path) -> Result<Value, CliError> {
+    let loaded = sqlite::read_only(path)?;
+    let bans = db_bans(path)?;
+    Ok(json!({
+        "backend": "file",
+        "store": path.display().to_string(),
+        "entries": loaded.records.len(),
+        "bans": bans.as_array().map_or(0, Vec::len),
+        "schema_version": sqlite::SCHEMA_VERSION,
+    }))
+}
+
+/// `portcullis bans`.
+pub async fn bans(t: &Target<'_>) -> Result<Value, CliError> {
+    match t {
+        Target::Url { url, token } => call(reqwest::Method::GET, url, "/admin/bans", *token).await,
+        Target::Db(p) => db_bans(p),
+    }
+}
+
+/// `portcullis unban <ip>`.
+pub async fn unban(t: &Target<'_>, ip: &str, v6_prefix: u8) -> Result<Value, CliError> {
+    let ip: IpAddr = ip.parse().map_err(|_| CliError::Usage(format!("{ip:?} is not an IP address")))?;
+    match t {
+        Target::Url { url, token } => {
+            call(reqwest::Method::DELETE, url, &format!("/admin/bans/{ip}"), *token).await
+        }
+        Target::Db(p) => db_unban(p, ip, v6_prefix),
+    }
+}
+
+/// `portcullis status`.
+pub async fn status(t: &Target<'_>) -> Result<Value, CliError> {
+    match t {
+        Target::Url { url, token } => call(reqwest::Method::GET, url, "/admin/status", *token).await,
+        Target::Db(p) => db_status(p),
+    }
+}
+
+/// A ban list as an aligned table.
+pub fn bans_table(v: &Value) -> String {
+    let mut out = format!("{:<40} {:<11} {:<15} {}\n", "ADDRESS", "KIND", "REASON", "TIME LEFT");
+    let rows = v.as_array().cloned().unwrap_or_default();
+    for b in &rows {
+        let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let left = match b.get("seconds_left").and_then(Value::as_u64) {
+            Some(n) => format!("{}m{:02}s", n / 60, n % 60),
+            None => "permanent".into(),
+        };
+        out.push_str(&format!("{:<40} {:<11} {:<15} {}\n", s("ip"), s("kind"), s("reason"), left));
+    }
+    if rows.is_empty() {
+        out.push_str("(no bans, blocks or locks)\n");
+    }
+    out
+}
+
+/// A flat JSON object as `key: value` lines.
+pub fn kv_table(v: &Value) -> String {
+    match v.as_object() {
+        Some(o) => o.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect(),
+        None => format!("{v}\n"),
+    }
+}

@@ -1,0 +1,147 @@
+//! The `portcullis` binary's pieces: configuration, the HTTP service (demo
+//! page, login, metrics, admin API) and the admin CLI.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod passwords;
+pub mod ui;
+
+use std::sync::Arc;
+
+use crate::cleanup::{Cleanup, DEFAULT_INTERVAL};
+use crate::engine::Engine;
+use crate::guard::Guard;
+use crate::limiter::{Limiter, LimiterOptions};
+use crate::sqlite::SqliteStore;
+use config::{ServerConfig, StoreKind};
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Store trouble (names the file).
+    #[error(transparent)]
+    Store(#[from] crate::sqlite::StoreError),
+    /// Rules or sizing.
+    #[error(transparent)]
+    Limiter(#[from] crate::limiter::LimiterError),
+    /// Saved state the rules refuse.
+    #[error("{path}: saved state refused: {source}")]
+    Import {
+        /// The file.
+        path: String,
+        /// Why.
+        source: portcullis_core::ImportError,
+    },
+    /// Cannot listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Redis backend trouble.
+    #[error("redis: {0}")]
+    Fleet(String),
+    /// The HTTP server failed.
+    #[error("http: {0}")]
+    Http(std::io::Error),
+}
+
+/// Everything a running server holds.
+pub struct Backend {
+    /// The decision engine the layer and handlers use.
+    pub engine: Arc<dyn Engine>,
+    /// Local guard (also the fallback of a fleet backend).
+    pub local: Guard,
+    /// Running cleanup task.
+    pub cleanup: Option<Cleanup>,
+    /// Store kind label.
+    pub kind: &'static str,
+}
+
+/// Build the backend the config asks for.
+pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
+    let opts = |seed| LimiterOptions { seed, ..LimiterOptions::default() };
+    match cfg.store {
+        StoreKind::Sqlite => {
+            let path = cfg.path.clone();
+            let (store, loaded) = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|e| ServeError::Fleet(e.to_string()))??;
+            let limiter = Limiter::new(cfg.rules.clone(), opts(Some(loaded.seed)))?;
+            let n = limiter
+                .import(crate::clock::wall(), &loaded.records)
+                .map_err(|source| ServeError::Import { path: cfg.path.display().to_string(), source })?;
+            tracing::info!(path = %cfg.path.display(), records = n, "sqlite store loaded");
+            let guard = Guard::new(Arc::new(limiter), Some(Arc::new(store)));
+            let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
+            Ok(Backend { engine: Arc::new(guard.clone()), local: guard, cleanup: Some(cleanup), kind: "sqlite" })
+        }
+        StoreKind::Memory => {
+            let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
+            let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
+            Ok(Backend { engine: Arc::new(guard.clone()), local: guard, cleanup: Some(cleanup), kind: "memory" })
+        }
+        StoreKind::Redis => {
+            let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
+            let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
+            let engine = crate::fleet_engine::connect(cfg, guard.clone())
+                .await
+                .map_err(ServeError::Fleet)?;
+            Ok(Backend { engine, local: guard, cleanup: Some(cleanup), kind: "redis" })
+        }
+    }
+}
+
+/// Run `portcullis serve` until SIGINT/SIGTERM, then shut down gracefully:
+/// in-flight requests finish, the snapshot is saved.
+pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
+    let backend = backend(&cfg).await?;
+    let users = passwords::Users::from_config(&cfg.users);
+    if cfg.users.is_empty() {
+        tracing::warn!("no [[users]] configured: demo user `demo` with password `demo-password` is active");
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let app = http::router(&cfg, backend.engine.clone(), users, backend.kind);
+    tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Http)?;
+    tracing::info!("shutting down");
+    if let Some(c) = backend.cleanup {
+        c.shutdown().await;
+    }
+    if let Some(store) = backend.local.store() {
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
