@@ -291,7 +291,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Lift every block, ban and login lock on `ip` (the operator's
     /// "unban"): its request key, its login-ip key and every
-    /// (username, `ip`) key. Returns how many keys changed. O(capacity).
+    /// (username, `ip`) key, and forget their counts so the address is
+    /// allowed at once. Returns how many keys held a ban, block or lock.
+    /// O(capacity).
     pub fn lift(&mut self, ip: IpAddr) -> usize {
         let addr = self.addr(ip);
         let mut changed = 0usize;
@@ -302,6 +304,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if e.banned || e.block_until.is_some() || e.lock_until.is_some() {
                 changed = changed.saturating_add(1);
             }
+            // A fresh start: the address works again at once.
+            e.log.clear();
             e.banned = false;
             e.block_until = None;
             e.block_level = 0;

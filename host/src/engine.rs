@@ -76,7 +76,8 @@ impl Engine for Guard {
         Box::pin(async move {
             let l = self.limiter();
             let s = l.stats();
-            self.metrics().render(l.len(), l.capacity(), s.evictions, s.table_full, &[])
+            self.metrics()
+                .render(l.len(), l.capacity(), s.evictions, s.table_full, &[])
         })
     }
 }

@@ -21,9 +21,9 @@
 #![deny(missing_docs)]
 
 pub mod cleanup;
-pub mod engine;
 pub mod client_ip;
 pub mod clock;
+pub mod engine;
 pub mod fleet;
 pub mod fleet_engine;
 pub mod guard;

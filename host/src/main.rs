@@ -63,7 +63,10 @@ enum Cmd {
 fn target(r: &Remote) -> Target<'_> {
     match &r.db {
         Some(p) => Target::Db(p),
-        None => Target::Url { url: &r.url, token: r.token.as_deref() },
+        None => Target::Url {
+            url: &r.url,
+            token: r.token.as_deref(),
+        },
     }
 }
 
@@ -74,12 +77,16 @@ fn init_logs() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start runtime: {e}");
@@ -126,11 +133,19 @@ fn main() -> ExitCode {
         }
         Cmd::Bans(r) => report(rt.block_on(cli::bans(&target(&r))), r.json, cli::bans_table),
         Cmd::Status(r) => report(rt.block_on(cli::status(&target(&r))), r.json, cli::kv_table),
-        Cmd::Unban { ip, remote } => report(rt.block_on(cli::unban(&target(&remote), &ip, 64)), remote.json, cli::kv_table),
+        Cmd::Unban { ip, remote } => report(
+            rt.block_on(cli::unban(&target(&remote), &ip, 64)),
+            remote.json,
+            cli::kv_table,
+        ),
     }
 }
 
-fn report(r: Result<serde_json::Value, cli::CliError>, json: bool, table: fn(&serde_json::Value) -> String) -> ExitCode {
+fn report(
+    r: Result<serde_json::Value, cli::CliError>,
+    json: bool,
+    table: fn(&serde_json::Value) -> String,
+) -> ExitCode {
     match r {
         Ok(v) if json => {
             println!("{v}");

@@ -42,9 +42,17 @@ pub enum CliError {
     Usage(String),
 }
 
-async fn call(method: reqwest::Method, url: &str, path: &str, token: Option<&str>) -> Result<Value, CliError> {
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Value, CliError> {
     let full = format!("{}{path}", url.trim_end_matches('/'));
-    let err = |reason: String| CliError::Http { url: full.clone(), reason };
+    let err = |reason: String| CliError::Http {
+        url: full.clone(),
+        reason,
+    };
     let mut req = reqwest::Client::new().request(method, &full);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -113,6 +121,7 @@ fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
         r.block_level = 0;
         r.violations.clear();
         r.lock_until = None;
+        r.log.clear();
         changed.push(r);
     }
     let n = changed.len();
@@ -142,10 +151,18 @@ pub async fn bans(t: &Target<'_>) -> Result<Value, CliError> {
 
 /// `portcullis unban <ip>`.
 pub async fn unban(t: &Target<'_>, ip: &str, v6_prefix: u8) -> Result<Value, CliError> {
-    let ip: IpAddr = ip.parse().map_err(|_| CliError::Usage(format!("{ip:?} is not an IP address")))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| CliError::Usage(format!("{ip:?} is not an IP address")))?;
     match t {
         Target::Url { url, token } => {
-            call(reqwest::Method::DELETE, url, &format!("/admin/bans/{ip}"), *token).await
+            call(
+                reqwest::Method::DELETE,
+                url,
+                &format!("/admin/bans/{ip}"),
+                *token,
+            )
+            .await
         }
         Target::Db(p) => db_unban(p, ip, v6_prefix),
     }
@@ -154,14 +171,19 @@ pub async fn unban(t: &Target<'_>, ip: &str, v6_prefix: u8) -> Result<Value, Cli
 /// `portcullis status`.
 pub async fn status(t: &Target<'_>) -> Result<Value, CliError> {
     match t {
-        Target::Url { url, token } => call(reqwest::Method::GET, url, "/admin/status", *token).await,
+        Target::Url { url, token } => {
+            call(reqwest::Method::GET, url, "/admin/status", *token).await
+        }
         Target::Db(p) => db_status(p),
     }
 }
 
 /// A ban list as an aligned table.
 pub fn bans_table(v: &Value) -> String {
-    let mut out = format!("{:<40} {:<11} {:<15} {}\n", "ADDRESS", "KIND", "REASON", "TIME LEFT");
+    let mut out = format!(
+        "{:<40} {:<11} {:<15} {}\n",
+        "ADDRESS", "KIND", "REASON", "TIME LEFT"
+    );
     let rows = v.as_array().cloned().unwrap_or_default();
     for b in &rows {
         let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -169,7 +191,13 @@ pub fn bans_table(v: &Value) -> String {
             Some(n) => format!("{}m{:02}s", n / 60, n % 60),
             None => "permanent".into(),
         };
-        out.push_str(&format!("{:<40} {:<11} {:<15} {}\n", s("ip"), s("kind"), s("reason"), left));
+        out.push_str(&format!(
+            "{:<40} {:<11} {:<15} {}\n",
+            s("ip"),
+            s("kind"),
+            s("reason"),
+            left
+        ));
     }
     if rows.is_empty() {
         out.push_str("(no bans, blocks or locks)\n");

@@ -20,6 +20,10 @@ use super::passwords::Users;
 use crate::client_ip::TrustedProxies;
 use crate::engine::Engine;
 use crate::layer::{ClientIp, RateLimitLayer};
+use crate::{Guard, Limiter, LimiterOptions};
+
+/// Requests per minute per address on `/admin` (its own state).
+pub const ADMIN_QUOTA: u32 = 60;
 
 #[derive(Clone)]
 struct App {
@@ -31,7 +35,12 @@ struct App {
 }
 
 /// The whole service.
-pub fn router(cfg: &ServerConfig, engine: Arc<dyn Engine>, users: Users, kind: &'static str) -> Router {
+pub fn router(
+    cfg: &ServerConfig,
+    engine: Arc<dyn Engine>,
+    users: Users,
+    kind: &'static str,
+) -> Router {
     let app = App {
         engine: engine.clone(),
         users,
@@ -39,8 +48,25 @@ pub fn router(cfg: &ServerConfig, engine: Arc<dyn Engine>, users: Users, kind: &
         started: Instant::now(),
         kind,
     };
-    let layer = RateLimitLayer::with_engine("requests", engine)
+    // The admin API has its own quota and state: an operator whose address
+    // is blocked on the service can still lift the block, and token guessing
+    // is limited (and escalates) on its own.
+    let admin_opts = LimiterOptions {
+        max_entries: 10_000,
+        shards: 4,
+        seed: None,
+    };
+    let mut layer = RateLimitLayer::with_engine("requests", engine)
         .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.clone()));
+    let mut admin_rules = cfg.rules.clone();
+    admin_rules.requests.max_requests = ADMIN_QUOTA;
+    admin_rules.requests.window = embassy_time::Duration::from_secs(60);
+    match Limiter::new(admin_rules, admin_opts) {
+        Ok(l) => layer = layer.route("/admin", "admin", Guard::new(Arc::new(l), None)),
+        Err(e) => {
+            tracing::error!(error = %e, "admin policy unavailable; /admin shares the requests quota")
+        }
+    }
     Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/login", post(login))
@@ -64,7 +90,11 @@ fn error(status: StatusCode, msg: &str) -> Response {
 
 /// 429 (or 403) for a login refused before the password is looked at.
 fn refused(d: &Decision) -> Response {
-    let Decision::Deny { reason, retry_after } = d else {
+    let Decision::Deny {
+        reason,
+        retry_after,
+    } = d
+    else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "not a denial");
     };
     if reason.is_forbidden() {
@@ -88,9 +118,16 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(app): State<App>, Extension(ClientIp(ip)): Extension<ClientIp>, body: Bytes) -> Response {
+async fn login(
+    State(app): State<App>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    body: Bytes,
+) -> Response {
     let Ok(LoginBody { username, password }) = serde_json::from_slice::<LoginBody>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "expected JSON {\"username\": \"...\", \"password\": \"...\"}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"username\": \"...\", \"password\": \"...\"}",
+        );
     };
     if username.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "username is empty");
@@ -102,15 +139,24 @@ async fn login(State(app): State<App>, Extension(ClientIp(ip)): Extension<Client
     }
     let users = app.users.clone();
     let (u, p) = (username.clone(), password);
-    let ok = tokio::task::spawn_blocking(move || users.check(&u, &p)).await.unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || users.check(&u, &p))
+        .await
+        .unwrap_or(false);
     if ok {
         app.engine.login_succeeded(&username, ip).await;
-        return (StatusCode::OK, Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() }))).into_response();
+        return (
+            StatusCode::OK,
+            Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() })),
+        )
+            .into_response();
     }
     let penalty = app.engine.login_failed(&username, ip).await;
     tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked = penalty.locked, "login failed");
     if penalty.refused {
-        return error(StatusCode::TOO_MANY_REQUESTS, "too many penalised attempts in flight");
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many penalised attempts in flight",
+        );
     }
     penalty.serve().await;
     error(StatusCode::UNAUTHORIZED, "invalid credentials")
@@ -122,9 +168,13 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 /// Constant-time comparison of the bearer token.
+#[allow(clippy::result_large_err)]
 fn token_ok(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &app.admin_token else {
-        return Err(error(StatusCode::NOT_FOUND, "admin API is off (no server.admin_token)"));
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "admin API is off (no server.admin_token)",
+        ));
     };
     let given = headers
         .get("authorization")
@@ -136,7 +186,10 @@ fn token_ok(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     {
         Ok(())
     } else {
-        Err(error(StatusCode::UNAUTHORIZED, "bad or missing admin token"))
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "bad or missing admin token",
+        ))
     }
 }
 
@@ -161,7 +214,11 @@ async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
     Json(bans_json(app.engine.as_ref()).await).into_response()
 }
 
-async fn admin_unban(State(app): State<App>, headers: HeaderMap, Path(ip): Path<String>) -> Response {
+async fn admin_unban(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(ip): Path<String>,
+) -> Response {
     if let Err(r) = token_ok(&app, &headers) {
         return r;
     }

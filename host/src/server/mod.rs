@@ -63,7 +63,10 @@ pub struct Backend {
 
 /// Build the backend the config asks for.
 pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
-    let opts = |seed| LimiterOptions { seed, ..LimiterOptions::default() };
+    let opts = |seed| LimiterOptions {
+        seed,
+        ..LimiterOptions::default()
+    };
     match cfg.store {
         StoreKind::Sqlite => {
             let path = cfg.path.clone();
@@ -73,16 +76,29 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
             let limiter = Limiter::new(cfg.rules.clone(), opts(Some(loaded.seed)))?;
             let n = limiter
                 .import(crate::clock::wall(), &loaded.records)
-                .map_err(|source| ServeError::Import { path: cfg.path.display().to_string(), source })?;
+                .map_err(|source| ServeError::Import {
+                    path: cfg.path.display().to_string(),
+                    source,
+                })?;
             tracing::info!(path = %cfg.path.display(), records = n, "sqlite store loaded");
             let guard = Guard::new(Arc::new(limiter), Some(Arc::new(store)));
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
-            Ok(Backend { engine: Arc::new(guard.clone()), local: guard, cleanup: Some(cleanup), kind: "sqlite" })
+            Ok(Backend {
+                engine: Arc::new(guard.clone()),
+                local: guard,
+                cleanup: Some(cleanup),
+                kind: "sqlite",
+            })
         }
         StoreKind::Memory => {
             let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
-            Ok(Backend { engine: Arc::new(guard.clone()), local: guard, cleanup: Some(cleanup), kind: "memory" })
+            Ok(Backend {
+                engine: Arc::new(guard.clone()),
+                local: guard,
+                cleanup: Some(cleanup),
+                kind: "memory",
+            })
         }
         StoreKind::Redis => {
             let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
@@ -90,7 +106,12 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
             let engine = crate::fleet_engine::connect(cfg, guard.clone())
                 .await
                 .map_err(ServeError::Fleet)?;
-            Ok(Backend { engine, local: guard, cleanup: Some(cleanup), kind: "redis" })
+            Ok(Backend {
+                engine,
+                local: guard,
+                cleanup: Some(cleanup),
+                kind: "redis",
+            })
         }
     }
 }
@@ -101,18 +122,26 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
     let backend = backend(&cfg).await?;
     let users = passwords::Users::from_config(&cfg.users);
     if cfg.users.is_empty() {
-        tracing::warn!("no [[users]] configured: demo user `demo` with password `demo-password` is active");
+        tracing::warn!(
+            "no [[users]] configured: demo user `demo` with password `demo-password` is active"
+        );
     }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| ServeError::Listen { addr: cfg.listen, source })?;
+        .map_err(|source| ServeError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let app = http::router(&cfg, backend.engine.clone(), users, backend.kind);
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Http)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(ServeError::Http)?;
     tracing::info!("shutting down");
     if let Some(c) = backend.cleanup {
         c.shutdown().await;

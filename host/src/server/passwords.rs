@@ -29,7 +29,9 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 fn verify(hash: &str, password: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -42,10 +44,16 @@ impl Users {
             hashes.insert(u.name.clone(), u.password_hash.clone());
         }
         if hashes.is_empty() {
-            hashes.insert("demo".into(), hash_password("demo-password").unwrap_or_default());
+            hashes.insert(
+                "demo".into(),
+                hash_password("demo-password").unwrap_or_default(),
+            );
         }
         let dummy = hash_password("not a real password").unwrap_or_default();
-        Users { hashes: Arc::new(hashes), dummy: Arc::new(dummy) }
+        Users {
+            hashes: Arc::new(hashes),
+            dummy: Arc::new(dummy),
+        }
     }
 
     /// Check a password (blocking; call from `spawn_blocking`).

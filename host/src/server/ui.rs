@@ -35,9 +35,16 @@ pub fn csrf_ok(headers: &HeaderMap) -> Result<(), Response> {
     if headers.contains_key("authorization") {
         return Ok(());
     }
-    match headers.get("x-requested-with").and_then(|v| v.to_str().ok()) {
+    match headers
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("portcullis") => Ok(()),
-        _ => Err((StatusCode::FORBIDDEN, "missing X-Requested-With: portcullis (CSRF guard)").into_response()),
+        _ => Err((
+            StatusCode::FORBIDDEN,
+            "missing X-Requested-With: portcullis (CSRF guard)",
+        )
+            .into_response()),
     }
 }
 
