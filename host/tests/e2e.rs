@@ -469,7 +469,8 @@ fn bad_config_exits_2_naming_the_key() {
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         )
     };
-    let cases: Vec<(Vec<(&str, &str)>, Option<&str>, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![],
             Some("[requests]\nmax_request = 5\n"),
