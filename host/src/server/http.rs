@@ -74,7 +74,12 @@ pub fn router(
         .route("/admin/bans", get(admin_bans))
         .route("/admin/bans/{ip}", delete(admin_unban))
         .route("/admin/status", get(admin_status))
-        .merge(super::ui::routes())
+        .merge(super::ui::routes(super::ui::UiContext {
+            engine: app.engine.clone(),
+            admin_token: app.admin_token.clone(),
+            metrics: metrics_source.clone(),
+            kind,
+        }))
         .with_state(app)
         .layer(layer)
 }

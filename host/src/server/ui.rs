@@ -48,7 +48,21 @@ pub fn csrf_ok(headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// What the dashboard reads.
+#[derive(Clone)]
+pub struct UiContext {
+    /// The decision backend (bans, lift, status).
+    pub engine: std::sync::Arc<dyn crate::engine::Engine>,
+    /// The admin token (none: dashboard off).
+    pub admin_token: Option<std::sync::Arc<String>>,
+    /// The counters of the main guard.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Store kind label.
+    pub kind: &'static str,
+}
+
 /// Dashboard routes (none yet).
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub fn routes<S: Clone + Send + Sync + 'static>(ctx: UiContext) -> Router<S> {
+    let _ = ctx;
     Router::new()
 }
