@@ -40,6 +40,7 @@ pub fn router(
     engine: Arc<dyn Engine>,
     users: Users,
     kind: &'static str,
+    metrics_source: Arc<crate::metrics::Metrics>,
 ) -> Router {
     let app = App {
         engine: engine.clone(),
