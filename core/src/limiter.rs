@@ -128,9 +128,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// The entry for `key`, created (evicting if needed) and touched.
     pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, W> {
-        if self.store.get(&key).is_some() {
-            self.store.touch(&key);
-        } else {
+        // Existing key: one lookup that also touches it.
+        if self.store.get(&key).is_none() {
             if self.store.len() >= self.store.capacity() {
                 let ttl = self.config.slots.slot_ttl.as_ticks();
                 let evicted = self.store.evict_lru(&mut |_, e| !e.pinned(now, ttl));
@@ -145,7 +144,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 return Slot::Full;
             }
         }
-        match self.store.get_mut(&key) {
+        match self.store.touch_get_mut(&key) {
             Some(e) => Slot::Found(e),
             None => Slot::Full,
         }

@@ -25,6 +25,12 @@ pub trait Store<const W: usize> {
     fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>>;
     /// Mark `key` most recently touched.
     fn touch(&mut self, key: &Key);
+    /// Mark `key` most recently touched and return its entry (one lookup
+    /// where the store can).
+    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
+        self.touch(key);
+        self.get_mut(key)
+    }
     /// Add a new key as most recently touched; hands the entry back when full
     /// (the heapless convention, hence the large `Err`).
     #[allow(clippy::result_large_err)]

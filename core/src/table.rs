@@ -218,6 +218,15 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
     }
 
     #[allow(clippy::result_large_err)]
+    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
+        let i = self.find(key)?;
+        if self.newest != Self::ix(i) {
+            self.unlink(i);
+            self.link_newest(i);
+        }
+        self.slot_mut(i).map(|s| &mut s.entry)
+    }
+
     fn insert(&mut self, key: Key, entry: Entry<W>) -> Result<(), Entry<W>> {
         if let Some(i) = self.find(&key) {
             if let Some(s) = self.slot_mut(i) {
