@@ -1,0 +1,1 @@
+//! Benchmark support for portcullis (see BENCHMARKS.md).
