@@ -10,7 +10,7 @@
 
 use crate::config::BlockRules;
 use crate::entry::Entry;
-use crate::time::{age, within, Tick};
+use crate::time::{age, grown, within, Tick};
 
 /// What a denial did to the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,15 +25,12 @@ pub(crate) enum Escalation {
 
 /// Length of the block at `level` (0 for the first within the memory).
 pub(crate) fn block_length(rules: &BlockRules, level: u8) -> u64 {
-    let max = rules.max_block.as_ticks();
-    let mut d = rules.block_for.as_ticks().min(max);
-    for _ in 0..level {
-        if d >= max {
-            break;
-        }
-        d = d.saturating_mul(u64::from(rules.block_growth)).min(max);
-    }
-    d
+    grown(
+        rules.block_for.as_ticks(),
+        rules.block_growth,
+        u32::from(level),
+        rules.max_block.as_ticks(),
+    )
 }
 
 /// Record a rate-limit denial at `now` for a key with request window

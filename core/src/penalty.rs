@@ -8,18 +8,16 @@
 use embassy_time::Duration;
 
 use crate::config::PenaltyRules;
+use crate::time::grown;
 
 /// The delay for a failure with `k` earlier failures in the window.
 pub fn delay(rules: &PenaltyRules, k: u32) -> Duration {
-    let max = rules.max.as_ticks();
-    let mut d = rules.base.as_ticks().min(max);
-    for _ in 0..k {
-        if d >= max {
-            break;
-        }
-        d = d.saturating_mul(u64::from(rules.multiplier)).min(max);
-    }
-    Duration::from_ticks(d)
+    Duration::from_ticks(grown(
+        rules.base.as_ticks(),
+        rules.multiplier,
+        k,
+        rules.max.as_ticks(),
+    ))
 }
 
 #[cfg(test)]

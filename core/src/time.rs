@@ -58,3 +58,16 @@ pub(crate) fn ticks_to_ms(ticks: u64) -> u64 {
 pub(crate) fn running(deadline: Tick, now: Tick) -> bool {
     deadline > now || deadline == Tick::MAX
 }
+
+/// `min(first × growth^n, max)`, saturating, in at most 64 steps (the
+/// escalation of blocks and of penalty delays).
+pub(crate) fn grown(first: u64, growth: u32, n: u32, max: u64) -> u64 {
+    let mut d = first.min(max);
+    for _ in 0..n.min(64) {
+        if d >= max {
+            break;
+        }
+        d = d.saturating_mul(u64::from(growth)).min(max);
+    }
+    d
+}
