@@ -22,6 +22,8 @@ pub enum Reason {
     Denylisted,
     /// No room for a new key and nothing evictable.
     TableFull,
+    /// The shared store is unreachable and the host fails closed.
+    Unavailable,
 }
 
 impl Reason {
@@ -35,11 +37,12 @@ impl Reason {
             Reason::IpLocked => "ip_locked",
             Reason::Denylisted => "denylisted",
             Reason::TableFull => "table_full",
+            Reason::Unavailable => "unavailable",
         }
     }
 
     /// Every reason, for metrics.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::RateLimited,
         Reason::Blocked,
         Reason::Banned,
@@ -47,6 +50,7 @@ impl Reason {
         Reason::IpLocked,
         Reason::Denylisted,
         Reason::TableFull,
+        Reason::Unavailable,
     ];
 
     /// Whether a client should read this as "forbidden" (403) rather than

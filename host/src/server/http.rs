@@ -107,8 +107,13 @@ fn refused(d: &Decision) -> Response {
         return error(StatusCode::FORBIDDEN, reason.as_str());
     }
     let secs = ceil_secs(*retry_after);
+    let status = if *reason == portcullis_core::Reason::Unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
     let mut r = (
-        StatusCode::TOO_MANY_REQUESTS,
+        status,
         Json(json!({ "error": reason.as_str(), "retry_after": secs })),
     )
         .into_response();
