@@ -13,6 +13,7 @@ pub const VIOLATION_LOG: usize = 16;
 /// violation/block/ban parts; login keys use the log for failures, the lock
 /// and (ip keys) the slots.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Entry<const W: usize> {
     pub(crate) log: Log<W>,
     pub(crate) violations: Log<VIOLATION_LOG>,

@@ -28,6 +28,7 @@ impl SlotToken {
 
 /// One key's slots.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub(crate) struct Slots {
     /// `(id, taken_at)`; id 0 marks a free slot (ids start at 1).
     held: [(u32, Tick); MAX_SLOTS],
