@@ -566,6 +566,33 @@ impl Model {
         }
     }
 
+    /// The operator's unban: clear bans, blocks, locks and counts of every
+    /// key of this address (not the account keys).
+    pub fn lift(&mut self, ip: IpAddr) -> usize {
+        let addr = self.addr(ip);
+        let mut changed = 0;
+        for (k, e) in self.entries.iter_mut() {
+            let mine = match k {
+                MKey::Request(a) | MKey::LoginIp(a) | MKey::LoginUser(_, a) => *a == addr,
+                MKey::Account(_) => false,
+            };
+            if !mine {
+                continue;
+            }
+            if e.banned || e.block_until.is_some() || e.lock_until.is_some() {
+                changed += 1;
+            }
+            e.banned = false;
+            e.block_until = None;
+            e.block_level = 0;
+            e.last_block_start = None;
+            e.violations.clear();
+            e.lock_until = None;
+            e.log.clear();
+        }
+        changed
+    }
+
     /// Drop entries that can no longer change any decision.
     pub fn purge(&mut self, now: u64) -> usize {
         let now = self.clock(now);

@@ -48,6 +48,7 @@ enum Op {
     Release(usize),
     Ban(usize),
     Unban(usize),
+    Lift(usize),
     Purge,
     Advance(u64),
     Back(u64),
@@ -78,7 +79,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => ip.clone().prop_map(Op::Acquire),
         2 => (0usize..8).prop_map(Op::Release),
         1 => ip.clone().prop_map(Op::Ban),
-        1 => ip.prop_map(Op::Unban),
+        1 => ip.clone().prop_map(Op::Unban),
+        1 => ip.prop_map(Op::Lift),
         1 => Just(Op::Purge),
         6 => step().prop_map(Op::Advance),
         1 => (1u64..5_000_000).prop_map(Op::Back),
@@ -244,6 +246,9 @@ fn run<S: Store<W>>(
             }
             Op::Unban(ip) => {
                 prop_assert_eq!(lim.unban(ips[ip]), model.unban(ips[ip]), "{}", ctx());
+            }
+            Op::Lift(ip) => {
+                prop_assert_eq!(lim.lift(ips[ip]), model.lift(ips[ip]), "{}", ctx());
             }
             Op::Purge => {
                 prop_assert_eq!(lim.purge(at), model.purge(now), "{}", ctx());
