@@ -91,6 +91,11 @@ impl<const C: usize> Log<C> {
 #[cfg(feature = "defmt")]
 impl<const C: usize> defmt::Format for Log<C> {
     fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "Log {{ len: {=usize}, newest: {=?} }}", self.times.len(), self.newest());
+        defmt::write!(
+            f,
+            "Log {{ len: {=usize}, newest: {=?} }}",
+            self.times.len(),
+            self.newest()
+        );
     }
 }

@@ -191,7 +191,11 @@ pub fn deny_response<B: Default>(name: &str, engine: &dyn Engine, d: &Decision) 
             *resp.status_mut() = StatusCode::FORBIDDEN;
         } else if *reason == portcullis_core::Reason::Unavailable {
             *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            put(resp.headers_mut(), "retry-after", ceil_secs(*retry_after).to_string());
+            put(
+                resp.headers_mut(),
+                "retry-after",
+                ceil_secs(*retry_after).to_string(),
+            );
         } else {
             *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             put(

@@ -133,7 +133,13 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
-    let app = http::router(&cfg, backend.engine.clone(), users, backend.kind, backend.local.metrics().clone());
+    let app = http::router(
+        &cfg,
+        backend.engine.clone(),
+        users,
+        backend.kind,
+        backend.local.metrics().clone(),
+    );
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
     axum::serve(
         listener,
