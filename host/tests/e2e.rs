@@ -549,3 +549,43 @@ async fn users_from_hash_password_and_the_sample_config() {
     let s = Server::start_with(&db, &[], Some(&sample));
     assert_eq!(get(&s, "/").await.status(), 200);
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_saves_the_snapshot() {
+    let (_d, db) = tmp();
+    let s = Server::start(
+        &db,
+        &[
+            ("PORTCULLIS_PENALTY__BASE", "1500ms"),
+            ("PORTCULLIS_PENALTY__MAX", "2s"),
+        ],
+    );
+    for _ in 0..3 {
+        get(&s, "/").await;
+    }
+    // A wrong password: the 401 waits 1.5 s. Stop the server meanwhile.
+    let url = s.url("/login");
+    let in_flight = tokio::spawn(async move {
+        client()
+            .post(url)
+            .json(&serde_json::json!({"username": "demo", "password": "nope"}))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = s.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let r = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completed");
+    assert_eq!(r.status(), 401);
+    assert!(s.stop().success(), "exit 0 after SIGTERM");
+    // The snapshot holds the request log: three requests from 127.0.0.1.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let log: String = c
+        .query_row("SELECT log FROM entries WHERE kind = 0", [], |r| r.get(0))
+        .unwrap();
+    let n = serde_json::from_str::<Vec<u64>>(&log).unwrap().len();
+    assert_eq!(n, 4, "three GETs and the POST were counted and saved");
+}
