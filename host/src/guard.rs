@@ -129,14 +129,14 @@ impl Guard {
     pub async fn check_request(&self, ip: IpAddr) -> Decision {
         let o = self.limiter.check_request_at(ip, now());
         self.persist(o.changes).await;
-        self.metrics.count(&o.decision);
+        self.metrics.count_from(ip, &o.decision);
         o.decision
     }
 
     /// Whether a login may proceed.
     pub async fn check_login(&self, user: &str, ip: IpAddr) -> Decision {
         let d = self.limiter.check_login_at(user, ip, now());
-        self.metrics.count(&d);
+        self.metrics.count_from(ip, &d);
         d
     }
 
