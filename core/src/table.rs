@@ -45,7 +45,7 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
         #[allow(clippy::let_unit_value)]
         let () = Self::VALID;
         FixedStore {
-            slots: core::array::from_fn(|_| None),
+            slots: [const { None }; N],
             len: 0,
             newest: None,
             oldest: None,
