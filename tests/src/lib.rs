@@ -2,3 +2,4 @@
 //! core is checked against, and helpers that start real servers.
 
 pub mod model;
+pub mod redis_server;

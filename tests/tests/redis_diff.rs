@@ -1,0 +1,427 @@
+//! Differential test: portcullis-core and the Redis Lua port
+//! (`host/src/fleet/rules.lua` behind `portcullis::fleet::RedisLimiter`)
+//! must agree decision for decision on random configurations, operation
+//! sequences over a few addresses (IPv4, IPv6 sharing a /64, IPv4-mapped,
+//! denylisted, allowlisted) and users (" ALICE " is "alice"), and time steps
+//! from zero to days, starting at a realistic Unix time in microseconds.
+//!
+//! The core is a growable `MapLimiter` large enough never to evict (Redis
+//! has TTLs instead of eviction); failed logins go through
+//! `record_account_failure` + `login_failed_pair`, the two calls Redis makes.
+//! Time never runs backwards here (the clamp differs by design: global in
+//! the core, per key in Redis). `purge` runs on the core side only: it
+//! removes nothing that can affect a decision.
+//!
+//! One redis-server per run, FLUSHDB and a fresh key namespace per case.
+//! Cases: 32 by default; `PORTCULLIS_PROPTEST_CASES=500` for more.
+//! Without redis-server: SKIP, or a failure under `CI=true`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration as StdDuration;
+
+use embassy_time::{Duration, Instant};
+use portcullis::fleet::{FleetSlot, RedisLimiter};
+use portcullis_core::{Config, MapLimiter, NoSlot, Reason, Seed, SlotToken};
+use portcullis_tests::redis_server::RedisServer;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
+
+const W: u32 = 8;
+const SEED: Seed = Seed::new([9; 16]);
+
+fn ips() -> Vec<IpAddr> {
+    [
+        "10.0.0.1",
+        "10.0.0.2",
+        "2001:db8:0:1::1",
+        "2001:db8:0:1::ffff", // same /64 as the one above
+        "2001:db8:0:2::1",
+        "::ffff:10.0.0.1", // IPv4-mapped: the same key as 10.0.0.1
+        "192.0.2.66",      // denylisted
+        "198.51.100.7",    // allowlisted
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+const USERS: [&str; 4] = ["alice", " ALICE ", "bob", "carol"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Request(usize),
+    PeekRequest(usize),
+    CheckLogin(usize, usize),
+    LoginFailed(usize, usize),
+    LoginSucceeded(usize, usize),
+    Acquire(usize),
+    Release(usize),
+    Ban(usize),
+    Lift(usize),
+    Bans,
+    Purge,
+    Advance(u64),
+}
+
+fn step() -> impl Strategy<Value = u64> {
+    let ms = 1_000u64; // µs per ms
+    prop_oneof![
+        4 => Just(0u64),
+        4 => (1u64..2_000).prop_map(move |x| x * ms),
+        3 => (1u64..120).prop_map(move |x| x * 1000 * ms),
+        2 => (1u64..90).prop_map(move |x| x * 60_000 * ms),
+        1 => (1u64..48).prop_map(move |x| x * 3_600_000 * ms),
+        1 => (1u64..30).prop_map(move |x| x * 86_400_000 * ms),
+        1 => 1u64..1_000_000,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = ips().len();
+    let ip = 0..n;
+    let user = 0..USERS.len();
+    prop_oneof![
+        12 => ip.clone().prop_map(Op::Request),
+        2 => ip.clone().prop_map(Op::PeekRequest),
+        3 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::CheckLogin(u, i)),
+        6 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginFailed(u, i)),
+        2 => (user, ip.clone()).prop_map(|(u, i)| Op::LoginSucceeded(u, i)),
+        2 => ip.clone().prop_map(Op::Acquire),
+        2 => (0usize..8).prop_map(Op::Release),
+        1 => ip.clone().prop_map(Op::Ban),
+        1 => ip.prop_map(Op::Lift),
+        1 => Just(Op::Bans),
+        1 => Just(Op::Purge),
+        7 => step().prop_map(Op::Advance),
+    ]
+}
+
+fn secs(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
+    (lo..=hi).prop_map(Duration::from_secs)
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        (
+            1u32..=W,
+            secs(1, 120),
+            1u32..=4,
+            secs(60, 7200),
+            secs(1, 900),
+            1u32..=3,
+        ),
+        (
+            secs(60, 86_400),
+            proptest::option::of(2u32..=8),
+            secs(60, 86_400),
+            prop_oneof![Just(64u8), Just(48u8), Just(128u8)],
+        ),
+        (
+            1u32..=W,
+            secs(1, 600),
+            secs(1, 600),
+            any::<bool>(),
+            proptest::option::of(1u32..=W),
+            secs(60, 7200),
+        ),
+        (
+            (1u64..=5_000_000).prop_map(Duration::from_micros),
+            1u32..=3,
+            5u64..=60,
+            1u32..=4,
+            secs(1, 120),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(|(r, b, l, p)| {
+            let mut c = Config::default();
+            c.requests.max_requests = r.0;
+            c.requests.window = r.1;
+            c.blocks.block_after = r.2;
+            c.blocks.violation_memory = r.3;
+            c.blocks.block_for = r.4;
+            c.blocks.block_growth = r.5;
+            c.blocks.max_block = b.0.max(r.4);
+            c.blocks.ban_after = b.1;
+            c.blocks.ban_lookback = b.2;
+            c.ipv6_prefix = b.3;
+            c.login.max_failures = l.0;
+            c.login.failure_window = l.1;
+            c.login.lock_for = l.2;
+            c.login.lock_ip_on_account_lock = l.3;
+            c.login.account_max_failures = l.4;
+            c.login.account_window = l.5;
+            c.penalty.base = p.0;
+            c.penalty.multiplier = p.1;
+            c.penalty.max = Duration::from_secs(p.2).max(p.0);
+            c.slots.slots = p.3;
+            c.slots.slot_ttl = p.4;
+            c.slots.when_full = if p.5 {
+                NoSlot::CapToBase
+            } else {
+                NoSlot::Refuse
+            };
+            if let Ok(deny) = "192.0.2.0/24".parse() {
+                let _ = c.lists.deny.push(deny);
+            }
+            if let Ok(allow) = "198.51.100.7/32".parse() {
+                let _ = c.lists.allow.push(allow);
+            }
+            c
+        })
+}
+
+/// A realistic Unix time in µs (2023–2024).
+fn start() -> impl Strategy<Value = u64> {
+    1_700_000_000_000_000u64..1_730_000_000_000_000u64
+}
+
+fn cases() -> u32 {
+    std::env::var("PORTCULLIS_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32)
+}
+
+static CASE: AtomicU64 = AtomicU64::new(0);
+
+/// How often each interesting outcome was compared (printed at the end, so
+/// a run shows that blocks, bans, locks and throttles were exercised).
+static SEEN: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+const SEEN_NAMES: [&str; 10] = [
+    "allow",
+    "rate_limited",
+    "blocked",
+    "banned",
+    "account_locked",
+    "ip_locked",
+    "denylisted",
+    "penalty_throttled",
+    "penalty_locked",
+    "penalty_no_slot",
+];
+
+fn seen(i: usize) {
+    SEEN[i].fetch_add(1, Ordering::Relaxed);
+}
+
+fn seen_decision(d: &portcullis_core::Decision) {
+    seen(match d.reason() {
+        None => 0,
+        Some(Reason::RateLimited) => 1,
+        Some(Reason::Blocked) => 2,
+        Some(Reason::Banned) => 3,
+        Some(Reason::AccountLocked) => 4,
+        Some(Reason::IpLocked) => 5,
+        Some(_) => 6,
+    });
+}
+
+type BanRow = (IpAddr, Reason, Option<Duration>);
+
+fn core_bans(lim: &MapLimiter<64>, at: Instant) -> Vec<BanRow> {
+    let mut v = Vec::new();
+    lim.for_each_ban(at, |a, d| {
+        v.push(match d {
+            None => (a.ip(), Reason::Banned, None),
+            Some(d) => (a.ip(), Reason::Blocked, Some(d)),
+        })
+    });
+    lim.for_each_lock(at, |k, d| {
+        let reason = match k.kind() {
+            portcullis_core::KeyKind::LoginIp => Reason::IpLocked,
+            portcullis_core::KeyKind::LoginUser => Reason::AccountLocked,
+            _ => return,
+        };
+        v.push((k.addr().ip(), reason, Some(d)));
+    });
+    v
+}
+
+fn sorted(mut v: Vec<BanRow>) -> Vec<String> {
+    let mut s: Vec<String> = v.drain(..).map(|r| format!("{r:?}")).collect();
+    s.sort();
+    s
+}
+
+async fn flushdb(url: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_tokio_connection().await?;
+    redis::cmd("FLUSHDB").query_async(&mut con).await
+}
+
+async fn run_case(
+    url: &str,
+    cfg: Config,
+    t0: u64,
+    ops: &[Op],
+    with_purge: bool,
+) -> Result<(), TestCaseError> {
+    let ips = ips();
+    let ns = format!("diff{}", CASE.fetch_add(1, Ordering::Relaxed));
+    // Earlier cases' keys would only slow down SCAN (`bans`, `lift`).
+    flushdb(url)
+        .await
+        .map_err(|e| TestCaseError::fail(format!("FLUSHDB: {e}")))?;
+    let fleet = RedisLimiter::connect(url, cfg.clone(), SEED, &ns, StdDuration::from_secs(5))
+        .await
+        .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?
+        // Simulated time runs far ahead of real time: keep keys for the
+        // whole run so that only the script's rules decide.
+        .with_ttl_slack(StdDuration::from_secs(3600));
+    let mut core = MapLimiter::<64>::new_growable(cfg, SEED, 100_000)
+        .map_err(|e| TestCaseError::fail(format!("config: {e}")))?;
+    let mut now = t0;
+    let mut tokens: Vec<(SlotToken, FleetSlot)> = Vec::new();
+    // Purge drops stale records that cannot change a decision, so after it
+    // "was there a record" answers (login_succeeded, lift counts, releases
+    // of expired slots) may differ.
+    let mut purged = false;
+    macro_rules! r {
+        ($e:expr) => {
+            $e.await
+                .map_err(|e| TestCaseError::fail(format!("redis: {e}")))?
+        };
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let at = Instant::from_ticks(now);
+        let ctx = format!("op {i}: {op:?} at {now} (t0 + {} µs)", now - t0);
+        match *op {
+            Op::Request(ip) => {
+                let c = core.check_request(ips[ip], at);
+                let f = r!(fleet.check_request(ips[ip], now));
+                seen_decision(&c);
+                prop_assert_eq!(c, f, "{}", ctx);
+            }
+            Op::PeekRequest(ip) => {
+                let c = core.peek_request(ips[ip], at);
+                let f = r!(fleet.peek_request(ips[ip], now));
+                prop_assert_eq!(c, f, "{}", ctx);
+            }
+            Op::CheckLogin(u, ip) => {
+                let c = core.check_login(USERS[u], ips[ip], at);
+                let f = r!(fleet.check_login(USERS[u], ips[ip], now));
+                seen_decision(&c);
+                prop_assert_eq!(c, f, "{}", ctx);
+            }
+            Op::LoginFailed(u, ip) => {
+                let t = core.record_account_failure(USERS[u], ips[ip], at);
+                let c = core.login_failed_pair(USERS[u], ips[ip], at, t);
+                let f = r!(fleet.login_failed(USERS[u], ips[ip], now));
+                prop_assert_eq!(c.delay, f.delay, "delay, {}", ctx);
+                prop_assert_eq!(c.throttled, f.throttled, "throttled, {}", ctx);
+                prop_assert_eq!(c.refused, f.refused, "refused, {}", ctx);
+                prop_assert_eq!(c.locked, f.locked, "locked, {}", ctx);
+                prop_assert_eq!(c.slot.is_some(), f.slot.is_some(), "slot, {}", ctx);
+                if c.throttled {
+                    seen(7);
+                }
+                if c.locked {
+                    seen(8);
+                }
+                if c.slot.is_none() {
+                    seen(9);
+                }
+                if let (Some(a), Some(b)) = (c.slot, f.slot) {
+                    tokens.push((a, b));
+                }
+            }
+            Op::LoginSucceeded(u, ip) => {
+                let c = core.login_succeeded(USERS[u], ips[ip], at);
+                let f = r!(fleet.login_succeeded(USERS[u], ips[ip], now));
+                if !purged {
+                    prop_assert_eq!(c, f, "{}", ctx);
+                }
+            }
+            Op::Acquire(ip) => {
+                let c = core.acquire_slot(ips[ip], at);
+                let f = r!(fleet.acquire_slot(ips[ip], now));
+                prop_assert_eq!(c.is_some(), f.is_some(), "{}", ctx);
+                if let (Some(a), Some(b)) = (c, f) {
+                    tokens.push((a, b));
+                }
+            }
+            Op::Release(k) => {
+                if !tokens.is_empty() {
+                    let (a, b) = tokens.remove(k % tokens.len());
+                    let c = core.release_slot(a);
+                    let f = r!(fleet.release_slot(b));
+                    if !purged {
+                        prop_assert_eq!(c, f, "{}", ctx);
+                    }
+                }
+            }
+            Op::Ban(ip) => {
+                let c = core.ban(ips[ip], at);
+                let f = r!(fleet.ban(ips[ip], now));
+                prop_assert_eq!(c, f, "{}", ctx);
+            }
+            Op::Lift(ip) => {
+                let c = core.lift(ips[ip]);
+                let f = r!(fleet.lift(ips[ip], now));
+                if !purged {
+                    prop_assert_eq!(c, f, "{}", ctx);
+                }
+            }
+            Op::Bans => {
+                let c = sorted(core_bans(&core, at));
+                let f = sorted(r!(fleet.bans(now)));
+                prop_assert_eq!(c, f, "{}", ctx);
+            }
+            Op::Purge => {
+                if with_purge {
+                    core.purge(at);
+                    purged = true;
+                }
+            }
+            Op::Advance(d) => now = now.saturating_add(d),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn redis_agrees_with_core() {
+    let Some(server) = RedisServer::start_or_skip("redis_agrees_with_core") else {
+        return;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("tokio runtime: {e}"),
+    };
+    let url = server.url();
+    let n = cases();
+    let mut runner = TestRunner::new(PtConfig {
+        cases: n,
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    let strategy = (
+        config(),
+        start(),
+        proptest::collection::vec(op(), 1..150),
+        any::<bool>(),
+    );
+    let began = std::time::Instant::now();
+    let result = runner.run(&strategy, |(cfg, t0, ops, with_purge)| {
+        rt.block_on(run_case(&url, cfg, t0, &ops, with_purge))
+    });
+    eprintln!(
+        "redis_diff: {n} cases in {:.2?} (namespaces used: {})",
+        began.elapsed(),
+        CASE.load(Ordering::Relaxed)
+    );
+    let counts: Vec<String> = SEEN_NAMES
+        .iter()
+        .zip(SEEN.iter())
+        .map(|(n, c)| format!("{n}={}", c.load(Ordering::Relaxed)))
+        .collect();
+    eprintln!("redis_diff: compared outcomes: {}", counts.join(" "));
+    if let Err(e) = result {
+        panic!("core and Redis disagree: {e}");
+    }
+}
