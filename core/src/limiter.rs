@@ -194,17 +194,18 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         if let Some(d) = standing_denial(e, now) {
             return d;
         }
+        // After the prune every stored time lies in the window: O(1).
         e.log.prune(now, window);
-        let used = e.log.count(now, window);
+        let used = u32::try_from(e.log.len()).unwrap_or(u32::MAX);
         if used < max {
             e.log.push(now);
-            let oldest = e.log.oldest_in(now, window).unwrap_or(now);
+            let oldest = e.log.oldest().unwrap_or(now);
             return Decision::Allow {
                 remaining: max.saturating_sub(used).saturating_sub(1),
                 reset_after: left_in_window(now, oldest, window),
             };
         }
-        let oldest = e.log.oldest_in(now, window).unwrap_or(now);
+        let oldest = e.log.oldest().unwrap_or(now);
         match on_denial(e, &blocks, window, now) {
             Escalation::Banned => Decision::Deny {
                 reason: Reason::Banned,

@@ -46,6 +46,12 @@ impl<const C: usize> Log<C> {
         self.times.iter().copied().find(|&t| within(now, t, window))
     }
 
+    /// Oldest stored event (after a [`prune`](Self::prune): the oldest in
+    /// the window).
+    pub fn oldest(&self) -> Option<Tick> {
+        self.times.front().copied()
+    }
+
     /// Newest event.
     pub fn newest(&self) -> Option<Tick> {
         self.times.back().copied()

@@ -222,30 +222,29 @@ impl Limiter {
 
     /// Run `f` on `ip`'s shard and collect the records of `keys` whose ban,
     /// block or lock changed.
-    fn on_addr<T>(
+    fn on_addr<T, const K: usize>(
         &self,
         ip: IpAddr,
-        keys: impl Fn(&Shard, Addr) -> Vec<Key>,
+        keys: impl Fn(Addr) -> [Key; K],
         f: impl FnOnce(&mut Shard) -> T,
     ) -> Outcome<T> {
+        // A missing entry holds nothing worth persisting: the same as a
+        // fresh one. (Comparing `None` with `Some(unpinned)` would write
+        // every new address through to the store.)
+        const UNPINNED: (bool, Option<u64>, Option<u64>) = (false, None, None);
         let addr = self.addr_of(ip);
         let mut shard = self.shard_for_addr(addr).lock();
-        let keys = keys(&shard, addr);
-        let before: Vec<_> = keys
-            .iter()
-            .map(|k| shard.entry(k).map(|e| e.pin_state()))
-            .collect();
+        let keys = keys(addr);
+        let before = keys.map(|k| shard.entry(&k).map_or(UNPINNED, |e| e.pin_state()));
         let decision = f(&mut shard);
         let mut changes = Changes::default();
-        let mut wall = None;
         for (k, b) in keys.iter().zip(before) {
-            let after = shard.entry(k).map(|e| e.pin_state());
+            let after = shard.entry(k).map_or(UNPINNED, |e| e.pin_state());
             if after != b {
-                let clock = *wall.get_or_insert_with(crate::clock::wall);
-                match shard.record(k, clock) {
-                    Some(r) => changes.upsert.push(r),
-                    None => changes.upsert.push(Record::empty(*k)),
-                }
+                let clock = crate::clock::wall();
+                changes
+                    .upsert
+                    .push(shard.record(k, clock).unwrap_or_else(|| Record::empty(*k)));
             }
         }
         Outcome { decision, changes }
@@ -253,11 +252,7 @@ impl Limiter {
 
     /// Rules 1–4 and 9 for a request from `ip` at `now`.
     pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
-        self.on_addr(
-            ip,
-            |_, a| vec![Key::request(a)],
-            |s| s.check_request(ip, now),
-        )
+        self.on_addr(ip, |a| [Key::request(a)], |s| s.check_request(ip, now))
     }
 
     /// What `check_request_at` would say, consuming nothing.
@@ -284,7 +279,7 @@ impl Limiter {
             .record_account_failure(user, ip, now);
         self.on_addr(
             ip,
-            |_, a| vec![Key::login_user(uh, a), Key::login_ip(a)],
+            |a| [Key::login_user(uh, a), Key::login_ip(a)],
             |s| s.login_failed_pair(user, ip, now, throttled),
         )
     }
@@ -292,14 +287,13 @@ impl Limiter {
     /// Record a successful login (clears the pair).
     pub fn login_succeeded_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<bool> {
         let uh = self.shard_for_addr(self.addr_of(ip)).lock().user_hash(user);
-        let mut o = self.on_addr(ip, |_, _| vec![], |s| s.login_succeeded(user, ip, now));
-        if o.decision {
-            // The pair is gone: persist its removal so a stale lock cannot come back.
-            o.changes
-                .upsert
-                .push(Record::empty(Key::login_user(uh, self.addr_of(ip))));
-        }
-        o
+        // A lock the pair held is persisted; its removal is written through
+        // (an empty record deletes the row) so it cannot come back.
+        self.on_addr(
+            ip,
+            |a| [Key::login_user(uh, a)],
+            |s| s.login_succeeded(user, ip, now),
+        )
     }
 
     /// Take a concurrency slot of `ip`.
@@ -316,7 +310,7 @@ impl Limiter {
 
     /// Ban `ip` by hand.
     pub fn ban_at(&self, ip: IpAddr, now: Instant) -> Outcome<bool> {
-        self.on_addr(ip, |_, a| vec![Key::request(a)], |s| s.ban(ip, now))
+        self.on_addr(ip, |a| [Key::request(a)], |s| s.ban(ip, now))
     }
 
     /// Lift every block, ban and lock on `ip`.

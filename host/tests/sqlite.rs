@@ -223,3 +223,31 @@ fn crash_test_sigkill_loses_no_ban() {
         );
     });
 }
+
+#[tokio::test]
+async fn only_bans_blocks_and_locks_are_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quiet.db");
+    let g = open(&path);
+    // A flood of fresh addresses, each allowed: nothing to persist.
+    for i in 0..200u8 {
+        let o = g
+            .limiter()
+            .check_request_at(IpAddr::from([10, 1, 0, i]), portcullis::clock::now());
+        assert!(
+            o.changes.is_empty(),
+            "a new, unpinned key is not written through"
+        );
+    }
+    let o = g
+        .limiter()
+        .ban_at("10.9.9.9".parse().unwrap(), portcullis::clock::now());
+    assert_eq!(o.changes.upsert.len(), 1, "a ban is");
+    let rows = || {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    g.persist(o.changes).await;
+    assert_eq!(rows(), 1);
+}
