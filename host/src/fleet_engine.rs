@@ -1,13 +1,335 @@
-//! The fleet [`Engine`](crate::engine::Engine): decisions in Redis, with the
-//! local limiter as the fallback when Redis is away.
+//! The fleet [`Engine`]: every decision in Redis ([`RedisLimiter`]), and
+//! when Redis is away (down, hung past the timeout, answering garbage) the
+//! local in-process limiter decides instead — or, with `fail_closed`, the
+//! request is refused with `503` ([`Reason::Unavailable`]). Never fail open
+//! silently: each outage is logged once when it starts and once when it
+//! ends, and every degraded decision is counted in `/metrics`
+//! (`portcullis_fallbacks_total`, `portcullis_fail_closed_total`,
+//! `portcullis_fallback_active`).
+//!
+//! The fleet's seed (username hashes must agree across servers) lives in
+//! Redis itself (`<ns>:seed`, set once with `SET NX`). If Redis is
+//! unreachable at start-up the server starts degraded and keeps trying to
+//! connect in the background.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use embassy_time::Duration;
+use futures_util::future::BoxFuture;
+use parking_lot::RwLock;
+use portcullis_core::{Decision, KeyKind, Reason, Seed};
 
 use crate::engine::Engine;
-use crate::guard::Guard;
+use crate::fleet::{unix_now_us, FleetError, RedisLimiter};
+use crate::guard::{Guard, HostPenalty, SlotGuard};
+use crate::limiter::BanInfo;
 use crate::server::config::ServerConfig;
 
-/// Connect to Redis per `cfg`, falling back to `local`.
-pub async fn connect(_cfg: &ServerConfig, _local: Guard) -> Result<Arc<dyn Engine>, String> {
-    Err("the redis store is not wired into the server yet".into())
+/// Key namespace of the bundled server's fleet.
+pub const NAMESPACE: &str = "portcullis";
+
+/// Redis with a local fallback.
+pub struct FleetEngine {
+    redis: RwLock<Option<RedisLimiter>>,
+    local: Guard,
+    fail_closed: bool,
+    down: AtomicBool,
+}
+
+/// The seed shared by the fleet, created by the first server.
+async fn fleet_seed(url: &str, timeout: StdDuration) -> Result<Seed, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let work = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let mut fresh = [0u8; 16];
+        getrandom::getrandom(&mut fresh)
+            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+        let key = format!("{NAMESPACE}:seed");
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(fresh.as_slice())
+            .arg("NX")
+            .query_async(&mut con)
+            .await?;
+        let got: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+        Ok::<_, redis::RedisError>(got)
+    };
+    let bytes = tokio::time::timeout(timeout.max(StdDuration::from_millis(500)), work)
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let arr: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| format!("{NAMESPACE}:seed is not 16 bytes"))?;
+    Ok(Seed::new(arr))
+}
+
+async fn try_connect(cfg: &ServerConfig) -> Result<RedisLimiter, String> {
+    let seed = fleet_seed(&cfg.redis_url, cfg.redis_timeout).await?;
+    RedisLimiter::connect(
+        &cfg.redis_url,
+        cfg.rules.clone(),
+        seed,
+        NAMESPACE,
+        cfg.redis_timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Connect per `cfg` (or start degraded and keep trying), falling back to `local`.
+pub async fn connect(cfg: &ServerConfig, local: Guard) -> Result<Arc<dyn Engine>, String> {
+    let engine = Arc::new(FleetEngine {
+        redis: RwLock::new(None),
+        local,
+        fail_closed: cfg.fail_closed,
+        down: AtomicBool::new(false),
+    });
+    match try_connect(cfg).await {
+        Ok(r) => {
+            tracing::info!(url = %redact(&cfg.redis_url), fail_closed = cfg.fail_closed, "fleet store: redis connected");
+            *engine.redis.write() = Some(r);
+        }
+        Err(e) => {
+            engine.outage(&e);
+            let (weak, cfg) = (Arc::downgrade(&engine), cfg.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(StdDuration::from_secs(1)).await;
+                    let Some(engine) = weak.upgrade() else { return };
+                    if let Ok(r) = try_connect(&cfg).await {
+                        *engine.redis.write() = Some(r);
+                        engine.recovered();
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    Ok(engine)
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+impl FleetEngine {
+    fn redis(&self) -> Option<RedisLimiter> {
+        self.redis.read().clone()
+    }
+
+    fn outage(&self, e: &dyn std::fmt::Display) {
+        self.local.metrics().store_errors.fetch_add(1, Relaxed);
+        if !self.down.swap(true, Relaxed) {
+            if self.fail_closed {
+                tracing::error!(error = %e, "redis unavailable: failing closed (503) until it is back");
+            } else {
+                tracing::warn!(error = %e, "redis unavailable: deciding with the local limiter until it is back");
+            }
+        }
+    }
+
+    fn recovered(&self) {
+        if self.down.swap(false, Relaxed) {
+            tracing::info!("redis is back: decisions return to the fleet store");
+        }
+    }
+
+    /// Run `op` on Redis; `None` when there is no Redis or it failed.
+    async fn on_redis<T, F>(&self, op: impl FnOnce(RedisLimiter) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = Result<T, FleetError>>,
+    {
+        let Some(r) = self.redis() else {
+            self.outage(&"not connected");
+            return None;
+        };
+        match op(r).await {
+            Ok(v) => {
+                self.recovered();
+                Some(v)
+            }
+            Err(e) => {
+                self.outage(&e);
+                None
+            }
+        }
+    }
+
+    fn closed(&self) -> Decision {
+        self.local.metrics().fail_closed.fetch_add(1, Relaxed);
+        Decision::Deny {
+            reason: Reason::Unavailable,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    fn fallback(&self) {
+        self.local.metrics().fallbacks.fetch_add(1, Relaxed);
+    }
+}
+
+impl Engine for FleetEngine {
+    fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
+        Box::pin(async move {
+            if let Some(d) = self
+                .on_redis(|r| async move { r.check_request(ip, unix_now_us()).await })
+                .await
+            {
+                self.local.metrics().count_from(ip, &d);
+                return d;
+            }
+            if self.fail_closed {
+                let d = self.closed();
+                self.local.metrics().count_from(ip, &d);
+                return d;
+            }
+            self.fallback();
+            self.local.check_request(ip).await
+        })
+    }
+
+    fn quota(&self) -> (u32, Duration) {
+        let c = self.local.limiter().config();
+        (c.requests.max_requests, c.requests.window)
+    }
+
+    fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
+        Box::pin(async move {
+            if let Some(d) = self
+                .on_redis(|r| async move { r.check_login(user, ip, unix_now_us()).await })
+                .await
+            {
+                self.local.metrics().count_from(ip, &d);
+                return d;
+            }
+            if self.fail_closed {
+                return self.closed();
+            }
+            self.fallback();
+            self.local.check_login(user, ip).await
+        })
+    }
+
+    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
+        Box::pin(async move {
+            self.local.metrics().login_failures.fetch_add(1, Relaxed);
+            if let Some(p) = self
+                .on_redis(|r| async move { r.login_failed(user, ip, unix_now_us()).await })
+                .await
+            {
+                let slot = match (p.slot, self.redis()) {
+                    (Some(s), Some(r)) => Some(SlotGuard::from_fn(move || {
+                        if let Ok(h) = tokio::runtime::Handle::try_current() {
+                            h.spawn(async move {
+                                let _ = r.release_slot(s).await;
+                            });
+                        }
+                    })),
+                    _ => None,
+                };
+                return HostPenalty {
+                    delay: p.delay,
+                    slot,
+                    refused: p.refused,
+                    throttled: p.throttled,
+                    locked: p.locked,
+                };
+            }
+            // Fallback (or fail-closed: the attempt was refused before the
+            // password was checked, so this is not reached for it).
+            self.fallback();
+            self.local.login_failed(user, ip).await
+        })
+    }
+
+    fn login_succeeded<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.local.metrics().login_successes.fetch_add(1, Relaxed);
+            if self
+                .on_redis(|r| async move { r.login_succeeded(user, ip, unix_now_us()).await })
+                .await
+                .is_none()
+            {
+                self.fallback();
+            }
+            // Clear any state the fallback gathered too.
+            let _ = self
+                .local
+                .limiter()
+                .login_succeeded_at(user, ip, crate::clock::now());
+        })
+    }
+
+    fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            let remote = self
+                .on_redis(|r| async move { r.lift(ip, unix_now_us()).await })
+                .await
+                .unwrap_or(0);
+            remote + self.local.lift(ip).await
+        })
+    }
+
+    fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
+        Box::pin(async move {
+            match self
+                .on_redis(|r| async move { r.bans(unix_now_us()).await })
+                .await
+            {
+                Some(rows) => rows
+                    .into_iter()
+                    .map(|(ip, reason, left)| BanInfo {
+                        ip,
+                        kind: match reason {
+                            Reason::IpLocked => KeyKind::LoginIp,
+                            Reason::AccountLocked => KeyKind::LoginUser,
+                            _ => KeyKind::Request,
+                        },
+                        reason,
+                        left,
+                    })
+                    .collect(),
+                None => self.local.bans(),
+            }
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let mut s = Engine::status(&self.local).await;
+            if let Some(o) = s.as_object_mut() {
+                o.insert("backend".into(), "redis".into());
+                o.insert("fallback_active".into(), self.down.load(Relaxed).into());
+                o.insert("fail_closed".into(), self.fail_closed.into());
+                o.insert("namespace".into(), NAMESPACE.into());
+            }
+            s
+        })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let l = self.local.limiter();
+            let st = l.stats();
+            let active = u64::from(self.down.load(Relaxed));
+            self.local.metrics().render(
+                l.len(),
+                l.capacity(),
+                st.evictions,
+                st.table_full,
+                &[(
+                    "portcullis_fallback_active",
+                    "1 while the fleet store is unavailable.",
+                    active,
+                )],
+            )
+        })
+    }
 }

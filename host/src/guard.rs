@@ -32,24 +32,29 @@ use crate::sqlite::SqliteStore;
 /// A held concurrency slot, released when dropped (and reclaimed by its
 /// TTL if it is leaked).
 pub struct SlotGuard {
-    limiter: Arc<Limiter>,
-    token: Option<SlotToken>,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl SlotGuard {
     /// Wrap a token taken from `limiter`.
     pub fn new(limiter: Arc<Limiter>, token: SlotToken) -> Self {
+        SlotGuard::from_fn(move || {
+            limiter.release_slot(token);
+        })
+    }
+
+    /// A slot released by calling `release` (for other backends).
+    pub fn from_fn(release: impl FnOnce() + Send + Sync + 'static) -> Self {
         SlotGuard {
-            limiter,
-            token: Some(token),
+            release: Some(Box::new(release)),
         }
     }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        if let Some(t) = self.token.take() {
-            self.limiter.release_slot(t);
+        if let Some(f) = self.release.take() {
+            f();
         }
     }
 }

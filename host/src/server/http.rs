@@ -22,7 +22,7 @@ use crate::engine::Engine;
 use crate::layer::{ClientIp, RateLimitLayer};
 use crate::{Guard, Limiter, LimiterOptions};
 
-/// Requests per minute per address on `/admin` (its own state).
+/// Requests per minute per address on `/admin` and `/metrics` (each its own state).
 pub const ADMIN_QUOTA: u32 = 60;
 
 #[derive(Clone)]
@@ -62,10 +62,14 @@ pub fn router(
     let mut admin_rules = cfg.rules.clone();
     admin_rules.requests.max_requests = ADMIN_QUOTA;
     admin_rules.requests.window = embassy_time::Duration::from_secs(60);
-    match Limiter::new(admin_rules, admin_opts) {
-        Ok(l) => layer = layer.route("/admin", "admin", Guard::new(Arc::new(l), None)),
-        Err(e) => {
-            tracing::error!(error = %e, "admin policy unavailable; /admin shares the requests quota")
+    // `/metrics` too: monitoring must keep working while the service's
+    // address is blocked or a fleet store is down (fail-closed).
+    for (prefix, name) in [("/admin", "admin"), ("/metrics", "metrics")] {
+        match Limiter::new(admin_rules.clone(), admin_opts) {
+            Ok(l) => layer = layer.route(prefix, name, Guard::new(Arc::new(l), None)),
+            Err(e) => {
+                tracing::error!(error = %e, "{name} policy unavailable; {prefix} shares the requests quota")
+            }
         }
     }
     Router::new()
