@@ -141,4 +141,7 @@ pub struct Stats {
     pub evictions: u64,
     /// Entries removed by `purge`.
     pub purged: u64,
+    /// Bans, blocks and locks set or lifted: a host compares this before
+    /// and after a call to know whether to persist, without extra lookups.
+    pub pin_changes: u64,
 }

@@ -206,7 +206,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             };
         }
         let oldest = e.log.oldest().unwrap_or(now);
-        match on_denial(e, &blocks, window, now) {
+        let escalation = on_denial(e, &blocks, window, now);
+        if escalation != Escalation::None {
+            self.pinned_changed();
+        }
+        match escalation {
             Escalation::Banned => Decision::Deny {
                 reason: Reason::Banned,
                 retry_after: Duration::MAX,
@@ -262,20 +266,29 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn ban(&mut self, ip: IpAddr, now: Instant) -> bool {
         let now = self.clock(now);
         let key = Key::request(self.addr(ip));
-        match self.upsert(key, now) {
+        let done = match self.upsert(key, now) {
             Slot::Found(e) => {
                 e.banned = true;
                 true
             }
             Slot::Full => false,
+        };
+        if done {
+            self.pinned_changed();
         }
+        done
+    }
+
+    /// Count a ban, block or lock set or lifted.
+    pub(crate) fn pinned_changed(&mut self) {
+        self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
     }
 
     /// Lift a ban and any block on `ip` (an operator's decision; violation
     /// history is forgotten too). True if there was one.
     pub fn unban(&mut self, ip: IpAddr) -> bool {
         let key = Key::request(self.addr(ip));
-        match self.store.get_mut(&key) {
+        let had = match self.store.get_mut(&key) {
             Some(e) => {
                 let had = e.banned || e.block_until.is_some();
                 e.banned = false;
@@ -286,7 +299,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 had
             }
             None => false,
+        };
+        if had {
+            self.pinned_changed();
         }
+        had
     }
 
     /// Lift every block, ban and login lock on `ip` (the operator's
@@ -313,6 +330,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             e.violations.clear();
             e.lock_until = None;
         });
+        if changed > 0 {
+            self.pinned_changed();
+        }
         changed
     }
 

@@ -202,6 +202,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 locked = true;
             }
         }
+        if locked {
+            self.pinned_changed();
+        }
         let throttled = match account {
             Some(t) => t,
             None => self.account_failure(user, now),
@@ -238,6 +241,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn login_succeeded(&mut self, username: &str, ip: IpAddr, now: Instant) -> bool {
         self.clock(now);
         let key = Key::login_user(self.users.hash(username), self.addr(ip));
-        self.store.remove(&key).is_some()
+        match self.store.remove(&key) {
+            Some(e) => {
+                if e.lock_until.is_some() {
+                    self.pinned_changed();
+                }
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -204,6 +204,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 .map_err(|reason| ImportError::Malformed { index, reason })?;
         }
         let now = self.clock(clock.now);
+        self.pinned_changed();
         self.store.clear();
         for (index, r) in records.iter().enumerate() {
             if self.store.get(&r.key).is_some() {

@@ -24,7 +24,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use embassy_time::{Duration, Instant};
@@ -186,20 +185,21 @@ impl Limiter {
         self.seed
     }
 
-    fn index(&self, h: impl Hash) -> usize {
-        let mut s = siphasher::sip::SipHasher13::new_with_keys(self.route.0, self.route.1);
-        h.hash(&mut s);
-        (s.finish() % self.shards.len() as u64) as usize
-    }
-
-    fn pick(&self, h: impl Hash) -> &Mutex<Shard> {
-        &self.shards[self.index(h)]
+    /// Shard of a 128-bit value: a seeded multiplicative mix, not a keyed
+    /// hash. The tables inside each shard are keyed (HashDoS-safe); a skew
+    /// of keys over shards only costs contention, so the cheap mix will do.
+    fn mix(&self, x: u128) -> usize {
+        let x = x ^ (u128::from(self.route.0) << 64 | u128::from(self.route.1));
+        let folded = (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+        let h = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Top 32 bits, scaled to the shard count (uniform for any count).
+        (((h >> 32) * self.shards.len() as u64) >> 32) as usize
     }
 
     fn index_for_key(&self, key: &Key) -> usize {
         match key.kind() {
-            KeyKind::Account => self.index(("user", key.user())),
-            _ => self.index(("addr", key.addr())),
+            KeyKind::Account => self.mix(u128::from(key.user()) << 1 | 1),
+            _ => self.mix(u128::from_be_bytes(key.addr().octets()) << 1),
         }
     }
 
@@ -208,11 +208,11 @@ impl Limiter {
     }
 
     fn shard_for_addr(&self, addr: Addr) -> &Mutex<Shard> {
-        self.pick(("addr", addr))
+        &self.shards[self.index_for_key(&Key::request(addr))]
     }
 
     fn shard_for_user(&self, user: u64) -> &Mutex<Shard> {
-        self.pick(("user", user))
+        &self.shards[self.index_for_key(&Key::account(user))]
     }
 
     /// Which shard holds `key`.
@@ -228,23 +228,19 @@ impl Limiter {
         keys: impl Fn(Addr) -> [Key; K],
         f: impl FnOnce(&mut Shard) -> T,
     ) -> Outcome<T> {
-        // A missing entry holds nothing worth persisting: the same as a
-        // fresh one. (Comparing `None` with `Some(unpinned)` would write
-        // every new address through to the store.)
-        const UNPINNED: (bool, Option<u64>, Option<u64>) = (false, None, None);
+        // The core counts every ban, block and lock it sets or lifts: only
+        // when that count moves are the keys' records written through.
         let addr = self.addr_of(ip);
         let mut shard = self.shard_for_addr(addr).lock();
-        let keys = keys(addr);
-        let before = keys.map(|k| shard.entry(&k).map_or(UNPINNED, |e| e.pin_state()));
+        let before = shard.stats().pin_changes;
         let decision = f(&mut shard);
         let mut changes = Changes::default();
-        for (k, b) in keys.iter().zip(before) {
-            let after = shard.entry(k).map_or(UNPINNED, |e| e.pin_state());
-            if after != b {
-                let clock = crate::clock::wall();
+        if shard.stats().pin_changes != before {
+            let clock = crate::clock::wall();
+            for k in keys(addr) {
                 changes
                     .upsert
-                    .push(shard.record(k, clock).unwrap_or_else(|| Record::empty(*k)));
+                    .push(shard.record(&k, clock).unwrap_or_else(|| Record::empty(k)));
             }
         }
         Outcome { decision, changes }
