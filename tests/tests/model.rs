@@ -6,35 +6,14 @@
 //!
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
-use std::net::IpAddr;
-
-use embassy_time::{Duration, Instant};
-use portcullis_core::{
-    Config, FixedLimiter, Limiter, MapLimiter, NoSlot, OnFull, Seed, SlotToken, Store,
-};
+use embassy_time::Instant;
+use portcullis_core::{Config, FixedLimiter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store};
+use portcullis_tests::gen::{self, ips, step, USERS};
 use portcullis_tests::model::{MToken, Model};
 use proptest::prelude::*;
 
 const W: usize = 8;
 const N: usize = 16; // 14 live keys: small enough that eviction happens
-
-fn ips() -> Vec<IpAddr> {
-    [
-        "10.0.0.1",
-        "10.0.0.2",
-        "2001:db8:0:1::1",
-        "2001:db8:0:1::ffff", // same /64 as the one above
-        "2001:db8:0:2::1",
-        "::ffff:10.0.0.1", // IPv4-mapped: the same key as 10.0.0.1
-        "192.0.2.66",      // denylisted
-        "198.51.100.7",    // allowlisted
-    ]
-    .iter()
-    .map(|s| s.parse().unwrap())
-    .collect()
-}
-
-const USERS: [&str; 4] = ["alice", " ALICE ", "bob", "carol"];
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -52,18 +31,6 @@ enum Op {
     Purge,
     Advance(u64),
     Back(u64),
-}
-
-fn step() -> impl Strategy<Value = u64> {
-    let ms = 1_000u64; // ticks per ms at the default 1 MHz tick rate
-    prop_oneof![
-        4 => Just(0u64),
-        4 => (1u64..2_000).prop_map(move |x| x * ms),
-        3 => (1u64..120).prop_map(move |x| x * 1000 * ms),
-        2 => (1u64..90).prop_map(move |x| x * 60_000 * ms),
-        1 => (1u64..48).prop_map(move |x| x * 3_600_000 * ms),
-        1 => (1u64..30).prop_map(move |x| x * 86_400_000 * ms),
-    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -87,78 +54,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn secs(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
-    (lo..=hi).prop_map(Duration::from_secs)
-}
-
+/// The shared random configuration, plus what only a table has: `on_full`.
 fn config() -> impl Strategy<Value = Config> {
-    (
-        (
-            1u32..=W as u32,
-            secs(1, 120),
-            1u32..=4,
-            secs(60, 7200),
-            secs(1, 900),
-            1u32..=3,
-        ),
-        (
-            secs(60, 86_400),
-            proptest::option::of(2u32..=8),
-            secs(60, 86_400),
-        ),
-        (
-            1u32..=W as u32,
-            secs(1, 600),
-            secs(1, 600),
-            any::<bool>(),
-            proptest::option::of(1u32..=W as u32),
-            secs(60, 7200),
-        ),
-        (
-            1u64..=5,
-            1u32..=3,
-            5u64..=60,
-            1u32..=4,
-            secs(1, 120),
-            any::<bool>(),
-            any::<bool>(),
-        ),
-    )
-        .prop_map(|(r, b, l, p)| {
-            let mut c = Config::default();
-            c.requests.max_requests = r.0;
-            c.requests.window = r.1;
-            c.blocks.block_after = r.2;
-            c.blocks.violation_memory = r.3;
-            c.blocks.block_for = r.4;
-            c.blocks.block_growth = r.5;
-            c.blocks.max_block = b.0.max(r.4);
-            c.blocks.ban_after = b.1;
-            c.blocks.ban_lookback = b.2;
-            c.login.max_failures = l.0;
-            c.login.failure_window = l.1;
-            c.login.lock_for = l.2;
-            c.login.lock_ip_on_account_lock = l.3;
-            c.login.account_max_failures = l.4;
-            c.login.account_window = l.5;
-            c.penalty.base = Duration::from_secs(p.0);
-            c.penalty.multiplier = p.1;
-            c.penalty.max = Duration::from_secs(p.2.max(p.0));
-            c.slots.slots = p.3;
-            c.slots.slot_ttl = p.4;
-            c.slots.when_full = if p.5 {
-                NoSlot::CapToBase
-            } else {
-                NoSlot::Refuse
-            };
-            c.on_full = if p.6 { OnFull::Deny } else { OnFull::Allow };
-            c.lists.deny.push("192.0.2.0/24".parse().unwrap()).unwrap();
-            c.lists
-                .allow
-                .push("198.51.100.7/32".parse().unwrap())
-                .unwrap();
-            c
-        })
+    (gen::config(W as u32), any::<bool>()).prop_map(|(mut c, deny)| {
+        c.on_full = if deny { OnFull::Deny } else { OnFull::Allow };
+        c
+    })
 }
 
 fn start() -> impl Strategy<Value = u64> {
@@ -263,15 +164,8 @@ fn run<S: Store<W>>(
     Ok(())
 }
 
-fn cases() -> u32 {
-    std::env::var("PORTCULLIS_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 4096, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: gen::cases(64), max_shrink_iters: 4096, ..ProptestConfig::default() })]
 
     #[test]
     fn fixed_store_matches_model(cfg in config(), t0 in start(), ops in proptest::collection::vec(op(), 1..400), seed in any::<[u8; 16]>()) {

@@ -22,31 +22,14 @@ use std::time::Duration as StdDuration;
 
 use embassy_time::{Duration, Instant};
 use portcullis::fleet::{FleetSlot, RedisLimiter};
-use portcullis_core::{Config, MapLimiter, NoSlot, Reason, Seed, SlotToken};
+use portcullis_core::{Config, MapLimiter, Reason, Seed, SlotToken};
+use portcullis_tests::gen::{cases as cases_or, config, ips, step, USERS};
 use portcullis_tests::redis_server::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
 const W: u32 = 8;
 const SEED: Seed = Seed::new([9; 16]);
-
-fn ips() -> Vec<IpAddr> {
-    [
-        "10.0.0.1",
-        "10.0.0.2",
-        "2001:db8:0:1::1",
-        "2001:db8:0:1::ffff", // same /64 as the one above
-        "2001:db8:0:2::1",
-        "::ffff:10.0.0.1", // IPv4-mapped: the same key as 10.0.0.1
-        "192.0.2.66",      // denylisted
-        "198.51.100.7",    // allowlisted
-    ]
-    .iter()
-    .filter_map(|s| s.parse().ok())
-    .collect()
-}
-
-const USERS: [&str; 4] = ["alice", " ALICE ", "bob", "carol"];
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -62,19 +45,6 @@ enum Op {
     Bans,
     Purge,
     Advance(u64),
-}
-
-fn step() -> impl Strategy<Value = u64> {
-    let ms = 1_000u64; // µs per ms
-    prop_oneof![
-        4 => Just(0u64),
-        4 => (1u64..2_000).prop_map(move |x| x * ms),
-        3 => (1u64..120).prop_map(move |x| x * 1000 * ms),
-        2 => (1u64..90).prop_map(move |x| x * 60_000 * ms),
-        1 => (1u64..48).prop_map(move |x| x * 3_600_000 * ms),
-        1 => (1u64..30).prop_map(move |x| x * 86_400_000 * ms),
-        1 => 1u64..1_000_000,
-    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -97,91 +67,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn secs(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
-    (lo..=hi).prop_map(Duration::from_secs)
-}
-
-fn config() -> impl Strategy<Value = Config> {
-    (
-        (
-            1u32..=W,
-            secs(1, 120),
-            1u32..=4,
-            secs(60, 7200),
-            secs(1, 900),
-            1u32..=3,
-        ),
-        (
-            secs(60, 86_400),
-            proptest::option::of(2u32..=8),
-            secs(60, 86_400),
-            prop_oneof![Just(64u8), Just(48u8), Just(128u8)],
-        ),
-        (
-            1u32..=W,
-            secs(1, 600),
-            secs(1, 600),
-            any::<bool>(),
-            proptest::option::of(1u32..=W),
-            secs(60, 7200),
-        ),
-        (
-            (1u64..=5_000_000).prop_map(Duration::from_micros),
-            1u32..=3,
-            5u64..=60,
-            1u32..=4,
-            secs(1, 120),
-            any::<bool>(),
-        ),
-    )
-        .prop_map(|(r, b, l, p)| {
-            let mut c = Config::default();
-            c.requests.max_requests = r.0;
-            c.requests.window = r.1;
-            c.blocks.block_after = r.2;
-            c.blocks.violation_memory = r.3;
-            c.blocks.block_for = r.4;
-            c.blocks.block_growth = r.5;
-            c.blocks.max_block = b.0.max(r.4);
-            c.blocks.ban_after = b.1;
-            c.blocks.ban_lookback = b.2;
-            c.ipv6_prefix = b.3;
-            c.login.max_failures = l.0;
-            c.login.failure_window = l.1;
-            c.login.lock_for = l.2;
-            c.login.lock_ip_on_account_lock = l.3;
-            c.login.account_max_failures = l.4;
-            c.login.account_window = l.5;
-            c.penalty.base = p.0;
-            c.penalty.multiplier = p.1;
-            c.penalty.max = Duration::from_secs(p.2).max(p.0);
-            c.slots.slots = p.3;
-            c.slots.slot_ttl = p.4;
-            c.slots.when_full = if p.5 {
-                NoSlot::CapToBase
-            } else {
-                NoSlot::Refuse
-            };
-            if let Ok(deny) = "192.0.2.0/24".parse() {
-                let _ = c.lists.deny.push(deny);
-            }
-            if let Ok(allow) = "198.51.100.7/32".parse() {
-                let _ = c.lists.allow.push(allow);
-            }
-            c
-        })
-}
-
 /// A realistic Unix time in µs (2023–2024).
 fn start() -> impl Strategy<Value = u64> {
     1_700_000_000_000_000u64..1_730_000_000_000_000u64
-}
-
-fn cases() -> u32 {
-    std::env::var("PORTCULLIS_PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32)
 }
 
 static CASE: AtomicU64 = AtomicU64::new(0);
@@ -394,14 +282,14 @@ fn redis_agrees_with_core() {
         Err(e) => panic!("tokio runtime: {e}"),
     };
     let url = server.url();
-    let n = cases();
+    let n = cases_or(32);
     let mut runner = TestRunner::new(PtConfig {
         cases: n,
         failure_persistence: None,
         ..PtConfig::default()
     });
     let strategy = (
-        config(),
+        config(W),
         start(),
         proptest::collection::vec(op(), 1..150),
         any::<bool>(),

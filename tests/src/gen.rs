@@ -1,0 +1,129 @@
+//! Proptest generators shared by the model-based test and the Redis
+//! differential test: the addresses, usernames, time steps and random
+//! configurations both drive through the core and its counterpart.
+
+use std::net::IpAddr;
+
+use embassy_time::Duration;
+use portcullis_core::{Config, NoSlot};
+use proptest::prelude::*;
+
+/// A few addresses: IPv4, two in one IPv6 /64, an IPv4-mapped alias, a
+/// denylisted and an allowlisted one (see [`config`]).
+pub fn ips() -> Vec<IpAddr> {
+    [
+        "10.0.0.1",
+        "10.0.0.2",
+        "2001:db8:0:1::1",
+        "2001:db8:0:1::ffff", // same /64 as the one above
+        "2001:db8:0:2::1",
+        "::ffff:10.0.0.1", // IPv4-mapped: the same key as 10.0.0.1
+        "192.0.2.66",      // denylisted
+        "198.51.100.7",    // allowlisted
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+/// Usernames; the first two are one account after normalisation.
+pub const USERS: [&str; 4] = ["alice", " ALICE ", "bob", "carol"];
+
+/// A time step: mostly small, sometimes hours or days, sometimes sub-ms.
+pub fn step() -> impl Strategy<Value = u64> {
+    let ms = 1_000u64; // µs per ms
+    prop_oneof![
+        4 => Just(0u64),
+        4 => (1u64..2_000).prop_map(move |x| x * ms),
+        3 => (1u64..120).prop_map(move |x| x * 1000 * ms),
+        2 => (1u64..90).prop_map(move |x| x * 60_000 * ms),
+        1 => (1u64..48).prop_map(move |x| x * 3_600_000 * ms),
+        1 => (1u64..30).prop_map(move |x| x * 86_400_000 * ms),
+        1 => 1u64..1_000_000,
+    ]
+}
+
+/// Whole seconds in `lo..=hi`.
+pub fn secs(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
+    (lo..=hi).prop_map(Duration::from_secs)
+}
+
+/// A random valid configuration whose logs fit `w` timestamps.
+pub fn config(w: u32) -> impl Strategy<Value = Config> {
+    (
+        (
+            1u32..=w,
+            secs(1, 120),
+            1u32..=4,
+            secs(60, 7200),
+            secs(1, 900),
+            1u32..=3,
+        ),
+        (
+            secs(60, 86_400),
+            proptest::option::of(2u32..=8),
+            secs(60, 86_400),
+            prop_oneof![Just(64u8), Just(48u8), Just(128u8)],
+        ),
+        (
+            1u32..=w,
+            secs(1, 600),
+            secs(1, 600),
+            any::<bool>(),
+            proptest::option::of(1u32..=w),
+            secs(60, 7200),
+        ),
+        (
+            (1u64..=5_000_000).prop_map(Duration::from_micros),
+            1u32..=3,
+            5u64..=60,
+            1u32..=4,
+            secs(1, 120),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(|(r, b, l, p)| {
+            let mut c = Config::default();
+            c.requests.max_requests = r.0;
+            c.requests.window = r.1;
+            c.blocks.block_after = r.2;
+            c.blocks.violation_memory = r.3;
+            c.blocks.block_for = r.4;
+            c.blocks.block_growth = r.5;
+            c.blocks.max_block = b.0.max(r.4);
+            c.blocks.ban_after = b.1;
+            c.blocks.ban_lookback = b.2;
+            c.ipv6_prefix = b.3;
+            c.login.max_failures = l.0;
+            c.login.failure_window = l.1;
+            c.login.lock_for = l.2;
+            c.login.lock_ip_on_account_lock = l.3;
+            c.login.account_max_failures = l.4;
+            c.login.account_window = l.5;
+            c.penalty.base = p.0;
+            c.penalty.multiplier = p.1;
+            c.penalty.max = Duration::from_secs(p.2).max(p.0);
+            c.slots.slots = p.3;
+            c.slots.slot_ttl = p.4;
+            c.slots.when_full = if p.5 {
+                NoSlot::CapToBase
+            } else {
+                NoSlot::Refuse
+            };
+            if let Ok(deny) = "192.0.2.0/24".parse() {
+                let _ = c.lists.deny.push(deny);
+            }
+            if let Ok(allow) = "198.51.100.7/32".parse() {
+                let _ = c.lists.allow.push(allow);
+            }
+            c
+        })
+}
+
+/// Cases per proptest: the given default, or `PORTCULLIS_PROPTEST_CASES`.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PORTCULLIS_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
