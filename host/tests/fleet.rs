@@ -9,7 +9,7 @@ mod common;
 #[path = "../../tests/src/redis_server.rs"]
 mod redis_server;
 
-use common::{Server, TOKEN};
+use common::{admin_json, Server, TOKEN};
 use redis_server::RedisServer;
 
 fn client() -> reqwest::Client {
@@ -97,15 +97,7 @@ async fn two_servers_share_limits_bans_and_unbans() {
     }
     assert_eq!(last, 403, "banned after the second violation window");
     assert_eq!(hit(&b, "203.0.113.2").await, 403, "B enforces A's ban");
-    let bans: serde_json::Value = client()
-        .get(b.url("/admin/bans"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bans: serde_json::Value = admin_json(&b, "/admin/bans").await;
     assert!(
         bans.as_array()
             .unwrap()
@@ -122,15 +114,7 @@ async fn two_servers_share_limits_bans_and_unbans() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(hit(&a, "203.0.113.2").await, 200, "lifted on A too");
-    let st: serde_json::Value = client()
-        .get(a.url("/admin/status"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: serde_json::Value = admin_json(&a, "/admin/status").await;
     assert_eq!(st["backend"], "redis");
     assert_eq!(st["fallback_active"], false);
 }

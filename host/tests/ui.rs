@@ -10,87 +10,29 @@
 //! screenshot goes to a temporary directory; with `UPDATE_SCREENSHOT=1` it
 //! also replaces `docs/dashboard.png` (the README's picture).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-const TOKEN: &str = "ui-test-token";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{admin_json, Server, TOKEN};
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// The real binary on a free loopback port: SQLite in `db`, the admin
-    /// token, 3 requests a minute, blocked (15 min) after one violation.
-    fn start(db: &Path) -> Server {
-        let port = free_port();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .env_clear()
-            .env("PORTCULLIS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("PORTCULLIS_STORE__PATH", db)
-            .env("PORTCULLIS_SERVER__ADMIN_TOKEN", TOKEN)
-            .env("PORTCULLIS_REQUESTS__MAX_REQUESTS", "3")
-            .env("PORTCULLIS_REQUESTS__WINDOW", "60s")
-            .env("PORTCULLIS_REQUESTS__BLOCK_AFTER", "1")
-            .env("PORTCULLIS_REQUESTS__BAN_AFTER", "0")
-            .env("PORTCULLIS_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains("listening on") => break,
-                Ok(_) => continue,
-                Err(_) => panic!("server did not start: {:?}", child.try_wait()),
-            }
-        }
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in rx {});
-        Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary: SQLite in `db`, the admin token, 3 requests a minute,
+/// blocked (15 min) after one violation.
+fn start(db: &Path) -> Server {
+    Server::start(
+        db,
+        &[
+            ("PORTCULLIS_REQUESTS__MAX_REQUESTS", "3"),
+            ("PORTCULLIS_REQUESTS__WINDOW", "60s"),
+            ("PORTCULLIS_REQUESTS__BLOCK_AFTER", "1"),
+            ("PORTCULLIS_REQUESTS__BAN_AFTER", "0"),
+        ],
+    )
 }
 
 fn client() -> reqwest::Client {
@@ -117,15 +59,7 @@ async fn provoke_block(s: &Server) {
         statuses.push(c.get(s.url("/")).send().await.unwrap().status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
-    let bans: Value = c
-        .get(s.url("/admin/bans"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bans: Value = admin_json(s, "/admin/bans").await;
     let row = bans
         .as_array()
         .unwrap()
@@ -146,7 +80,7 @@ fn repo_root() -> PathBuf {
 #[tokio::test]
 async fn dashboard_http_contract() {
     let d = tempfile::tempdir().unwrap();
-    let s = Server::start(&d.path().join("portcullis.db"));
+    let s = start(&d.path().join("portcullis.db"));
     provoke_block(&s).await;
     let c = client();
 
@@ -255,15 +189,7 @@ async fn dashboard_http_contract() {
     assert_eq!(r.status(), 200);
     // A second later the decisions of the block show up in the history.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let data: Value = c
-        .get(s.url("/admin/ui/data"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let data: Value = admin_json(&s, "/admin/ui/data").await;
     assert_eq!(
         data["history"]["totals"]["allow"], 3,
         "{}",
@@ -347,7 +273,7 @@ async fn dashboard_in_headless_chromium() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let s = Server::start(&d.path().join("portcullis.db"));
+    let s = start(&d.path().join("portcullis.db"));
     provoke_block(&s).await;
     let c = client();
 

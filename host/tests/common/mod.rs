@@ -100,3 +100,16 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `GET path` on the admin API with the test token, as JSON.
+pub async fn admin_json(s: &Server, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(s.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
