@@ -173,3 +173,44 @@ async fn trusted_proxy_headers_name_the_client_and_malformed_ones_fall_back() {
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "ok 127.0.0.1");
 }
+
+/// Not only axum: any `Service<http::Request<B>>` whose response body is
+/// `Default` (hyper, tonic, plain tower) takes the layer; the peer comes
+/// from the `PeerAddr` extension the server inserts.
+#[tokio::test]
+async fn plain_tower_service_with_peer_addr_extension() {
+    use portcullis::client_ip::PeerAddr;
+    use tower::{Layer, Service, ServiceExt};
+
+    let layer = RateLimitLayer::new("requests", guard(1, |_| {}));
+    let mut svc = layer.layer(tower::service_fn(|req: http::Request<()>| async move {
+        let ip = req
+            .extensions()
+            .get::<ClientIp>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(http::Response::new(ip))
+    }));
+    let req = || {
+        let mut r = http::Request::new(());
+        r.extensions_mut()
+            .insert(PeerAddr("192.0.2.7:5555".parse().unwrap()));
+        r
+    };
+    let r = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.body(), "192.0.2.7");
+    assert_eq!(r.headers()["ratelimit"], "\"requests\";r=0;t=60");
+    let r = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+    // Without any peer address the layer refuses to guess.
+    let r = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+}
