@@ -51,6 +51,18 @@ impl<const W: usize> Entry<W> {
         (self.banned, self.block_until, self.lock_until)
     }
 
+    /// Forget any ban, block, escalation and violation history (the
+    /// operator's unban); true if a ban or block was recorded.
+    pub(crate) fn clear_block_and_ban(&mut self) -> bool {
+        let had = self.banned || self.block_until.is_some();
+        self.banned = false;
+        self.block_until = None;
+        self.block_level = 0;
+        self.last_block_start = None;
+        self.violations.clear();
+        had
+    }
+
     /// A block in force at `now` (ticks).
     pub(crate) fn blocked(&self, now: Tick) -> bool {
         matches!(self.block_until, Some(u) if running(u, now))

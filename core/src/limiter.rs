@@ -289,15 +289,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn unban(&mut self, ip: IpAddr) -> bool {
         let key = Key::request(self.addr(ip));
         let had = match self.store.get_mut(&key) {
-            Some(e) => {
-                let had = e.banned || e.block_until.is_some();
-                e.banned = false;
-                e.block_until = None;
-                e.block_level = 0;
-                e.last_block_start = None;
-                e.violations.clear();
-                had
-            }
+            Some(e) => e.clear_block_and_ban(),
             None => false,
         };
         if had {
@@ -318,17 +310,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if k.addr() != addr || k.kind() == KeyKind::Account {
                 return;
             }
-            if e.banned || e.block_until.is_some() || e.lock_until.is_some() {
+            // A fresh start: the address works again at once.
+            let locked = e.lock_until.take().is_some();
+            if e.clear_block_and_ban() || locked {
                 changed = changed.saturating_add(1);
             }
-            // A fresh start: the address works again at once.
             e.log.clear();
-            e.banned = false;
-            e.block_until = None;
-            e.block_level = 0;
-            e.last_block_start = None;
-            e.violations.clear();
-            e.lock_until = None;
         });
         if changed > 0 {
             self.pinned_changed();

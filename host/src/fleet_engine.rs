@@ -23,7 +23,7 @@ use parking_lot::RwLock;
 use portcullis_core::{Decision, KeyKind, Reason, Seed};
 
 use crate::engine::Engine;
-use crate::fleet::{unix_now_us, FleetError, RedisLimiter};
+use crate::fleet::{redact, unix_now_us, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, SlotGuard};
 use crate::limiter::BanInfo;
 use crate::server::config::ServerConfig;
@@ -110,13 +110,6 @@ pub async fn connect(cfg: &ServerConfig, local: Guard) -> Result<Arc<dyn Engine>
         }
     }
     Ok(engine)
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
 }
 
 impl FleetEngine {

@@ -147,7 +147,8 @@ pub struct RateLimit<S> {
     shared: Arc<Shared>,
 }
 
-fn ceil_secs(d: embassy_time::Duration) -> u64 {
+/// Whole seconds, rounded up (`Retry-After`, `t=`, `seconds_left`).
+pub(crate) fn ceil_secs(d: embassy_time::Duration) -> u64 {
     d.as_micros().div_ceil(1_000_000)
 }
 

@@ -88,6 +88,21 @@ fn running(deadline: Option<u64>, now: u64) -> bool {
     }
 }
 
+/// A ban or a running block refuses every request.
+fn standing_denial(e: &MEntry, now: u64) -> Option<Decision> {
+    if e.banned {
+        return Some(Decision::Deny {
+            reason: Reason::Banned,
+            retry_after: Duration::MAX,
+        });
+    }
+    let until = e.block_until.filter(|_| running(e.block_until, now))?;
+    Some(Decision::Deny {
+        reason: Reason::Blocked,
+        retry_after: Duration::from_ticks(until.saturating_sub(now)),
+    })
+}
+
 /// `min(first × growth^level, max)` without overflow.
 fn grown(first: u64, growth: u32, level: u32, max: u64) -> u64 {
     let mut value = first as u128;
@@ -156,6 +171,20 @@ impl Model {
         }
     }
 
+    /// What the lists alone answer: denylisted, or allowlisted with the full quota.
+    fn listed_decision(&self, ip: IpAddr, max: u32) -> Option<Decision> {
+        match self.listed(ip)? {
+            false => Some(Decision::Deny {
+                reason: Reason::Denylisted,
+                retry_after: Duration::MAX,
+            }),
+            true => Some(Decision::Allow {
+                remaining: max,
+                reset_after: Duration::from_ticks(0),
+            }),
+        }
+    }
+
     fn addr(&self, ip: IpAddr) -> u128 {
         aggregate(ip, self.cfg.ipv6_prefix)
     }
@@ -202,20 +231,8 @@ impl Model {
     pub fn check_request(&mut self, ip: IpAddr, now: u64) -> Decision {
         let now = self.clock(now);
         let max = self.cfg.requests.max_requests;
-        match self.listed(ip) {
-            Some(false) => {
-                return Decision::Deny {
-                    reason: Reason::Denylisted,
-                    retry_after: Duration::MAX,
-                }
-            }
-            Some(true) => {
-                return Decision::Allow {
-                    remaining: max,
-                    reset_after: Duration::from_ticks(0),
-                }
-            }
-            None => {}
+        if let Some(d) = self.listed_decision(ip, max) {
+            return d;
         }
         let window = self.cfg.requests.window.as_ticks();
         let rules = self.cfg.blocks.clone();
@@ -233,18 +250,8 @@ impl Model {
                 },
             };
         };
-        if e.banned {
-            return Decision::Deny {
-                reason: Reason::Banned,
-                retry_after: Duration::MAX,
-            };
-        }
-        if running(e.block_until, now) {
-            let until = e.block_until.unwrap();
-            return Decision::Deny {
-                reason: Reason::Blocked,
-                retry_after: Duration::from_ticks(until.saturating_sub(now)),
-            };
+        if let Some(d) = standing_denial(e, now) {
+            return d;
         }
         let used = count(&e.log, now, window);
         if used < max {
@@ -311,20 +318,8 @@ impl Model {
     pub fn peek_request(&self, ip: IpAddr, now: u64) -> Decision {
         let now = self.latest.max(now);
         let max = self.cfg.requests.max_requests;
-        match self.listed(ip) {
-            Some(false) => {
-                return Decision::Deny {
-                    reason: Reason::Denylisted,
-                    retry_after: Duration::MAX,
-                }
-            }
-            Some(true) => {
-                return Decision::Allow {
-                    remaining: max,
-                    reset_after: Duration::from_ticks(0),
-                }
-            }
-            None => {}
+        if let Some(d) = self.listed_decision(ip, max) {
+            return d;
         }
         let window = self.cfg.requests.window.as_ticks();
         let Some(e) = self.entries.get(&MKey::Request(self.addr(ip))) else {
@@ -333,18 +328,8 @@ impl Model {
                 reset_after: Duration::from_ticks(0),
             };
         };
-        if e.banned {
-            return Decision::Deny {
-                reason: Reason::Banned,
-                retry_after: Duration::MAX,
-            };
-        }
-        if running(e.block_until, now) {
-            let until = e.block_until.unwrap();
-            return Decision::Deny {
-                reason: Reason::Blocked,
-                retry_after: Duration::from_ticks(until.saturating_sub(now)),
-            };
+        if let Some(d) = standing_denial(e, now) {
+            return d;
         }
         let used = count(&e.log, now, window);
         let reset =
@@ -373,20 +358,8 @@ impl Model {
 
     fn login_state(&self, user: &str, ip: IpAddr, now: u64) -> Decision {
         let max = self.cfg.login.max_failures;
-        match self.listed(ip) {
-            Some(false) => {
-                return Decision::Deny {
-                    reason: Reason::Denylisted,
-                    retry_after: Duration::MAX,
-                }
-            }
-            Some(true) => {
-                return Decision::Allow {
-                    remaining: max,
-                    reset_after: Duration::from_ticks(0),
-                }
-            }
-            None => {}
+        if let Some(d) = self.listed_decision(ip, max) {
+            return d;
         }
         let addr = self.addr(ip);
         let pair = self.entries.get(&MKey::LoginUser(normalise(user), addr));

@@ -210,7 +210,7 @@ pub fn unix_now_us() -> u64 {
 }
 
 /// `url` with any password hidden.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

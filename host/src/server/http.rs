@@ -19,6 +19,7 @@ use super::config::ServerConfig;
 use super::passwords::Users;
 use crate::client_ip::TrustedProxies;
 use crate::engine::Engine;
+use crate::layer::ceil_secs;
 use crate::layer::{ClientIp, RateLimitLayer};
 use crate::{Guard, Limiter, LimiterOptions};
 
@@ -87,10 +88,6 @@ pub fn router(
         }))
         .with_state(app)
         .layer(layer)
-}
-
-fn ceil_secs(d: embassy_time::Duration) -> u64 {
-    d.as_micros().div_ceil(1_000_000)
 }
 
 /// JSON error with a status.

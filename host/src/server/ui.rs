@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
+use crate::layer::ceil_secs;
 use crate::metrics::{series_names, Metrics, HISTORY_SECS, SERIES};
 
 /// Name of the admin session cookie (`HttpOnly; SameSite=Strict`).
@@ -280,10 +281,6 @@ async fn data_handler(State(ctx): State<UiContext>, headers: HeaderMap) -> Respo
         Json(data(&ctx).await),
     )
         .into_response()
-}
-
-fn ceil_secs(d: embassy_time::Duration) -> u64 {
-    d.as_micros().div_ceil(1_000_000)
 }
 
 /// Everything the dashboard shows, as one JSON document:
