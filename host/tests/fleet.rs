@@ -194,7 +194,12 @@ async fn redis_outage_falls_back_or_fails_closed_and_recovers() {
         assert!(Instant::now() < deadline, "did not return to redis");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(open.logs().iter().any(|l| l.contains("redis is back")));
+    // The flag flips before the log line crosses the stderr pipe: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !open.logs().iter().any(|l| l.contains("redis is back")) {
+        assert!(Instant::now() < deadline, "no \"redis is back\" log line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     while hit(&closed, "198.51.100.3").await != 200 {
         assert!(
