@@ -9,7 +9,7 @@
 //! violations within `ban_lookback` ban it until an operator lifts it.
 
 use crate::config::BlockRules;
-use crate::entry::Entry;
+use crate::entry::{ColdPart, Entry};
 use crate::time::{age, grown, within, Tick};
 
 /// What a denial did to the key.
@@ -35,19 +35,20 @@ pub(crate) fn block_length(rules: &BlockRules, level: u8) -> u64 {
 
 /// Record a rate-limit denial at `now` for a key with request window
 /// `window` (ticks) and escalate as the rules say.
-pub(crate) fn on_denial<const W: usize>(
-    e: &mut Entry<W>,
+pub(crate) fn on_denial<const W: usize, C: ColdPart>(
+    e: &mut Entry<W, C>,
     rules: &BlockRules,
     window: u64,
     now: Tick,
 ) -> Escalation {
-    let new_violation = match e.violations.newest() {
+    let new_violation = match e.cold().violations.newest() {
         Some(last) => age(now, last) >= window,
         None => true,
     };
     if !new_violation {
         return Escalation::None;
     }
+    let e = e.cold.make();
     e.violations.push(now);
     if let Some(ban_after) = rules.ban_after {
         if e.violations.count(now, rules.ban_lookback.as_ticks()) >= ban_after {

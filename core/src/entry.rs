@@ -1,4 +1,12 @@
-//! The state kept per key.
+//! The state kept per key: a hot sliding log, and a cold part most keys
+//! never use.
+//!
+//! Every key has a log; only keys that were denied, blocked, banned, locked
+//! or hold slots need the rest. [`Entry`] therefore keeps that rest in a
+//! [`ColdPart`]: inline ([`Cold`], the fixed tables: no allocator) or boxed
+//! on first use ([`BoxedCold`], feature `alloc`: a million quiet keys cost
+//! one pointer each instead of the whole record). An absent cold part and a
+//! default one mean the same thing.
 
 use crate::slots::Slots;
 use crate::time::{running, within, Tick};
@@ -8,14 +16,10 @@ use crate::window::Log;
 /// at most this.
 pub const VIOLATION_LOG: usize = 16;
 
-/// Everything one key remembers. Which parts are used depends on the key's
-/// [`KeyKind`](crate::KeyKind): request keys use the log for requests and the
-/// violation/block/ban parts; login keys use the log for failures, the lock
-/// and (ip keys) the slots.
+/// The rarely used part of an entry: violations, block, ban, lock, slots.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Entry<const W: usize> {
-    pub(crate) log: Log<W>,
+pub struct Cold {
     pub(crate) violations: Log<VIOLATION_LOG>,
     pub(crate) block_until: Option<Tick>,
     pub(crate) block_level: u8,
@@ -25,65 +29,177 @@ pub struct Entry<const W: usize> {
     pub(crate) slots: Slots,
 }
 
-impl<const W: usize> Entry<W> {
+/// The cold part with nothing in it.
+static EMPTY: Cold = Cold {
+    violations: Log::new(),
+    block_until: None,
+    block_level: 0,
+    last_block_start: None,
+    banned: false,
+    lock_until: None,
+    slots: Slots::new(),
+};
+
+impl Cold {
+    /// Whether it holds nothing (what an absent cold part means).
+    fn is_empty(&self) -> bool {
+        *self == EMPTY
+    }
+}
+
+/// How an [`Entry`] holds its [`Cold`] part.
+pub trait ColdPart: Default + Clone + core::fmt::Debug {
+    /// The cold part, if one is held.
+    fn get(&self) -> Option<&Cold>;
+    /// The cold part mutably, if one is held.
+    fn get_mut(&mut self) -> Option<&mut Cold>;
+    /// The cold part, created empty if absent.
+    fn make(&mut self) -> &mut Cold;
+    /// Give the storage back if the cold part holds nothing.
+    fn shrink(&mut self);
+}
+
+impl ColdPart for Cold {
+    fn get(&self) -> Option<&Cold> {
+        Some(self)
+    }
+    fn get_mut(&mut self) -> Option<&mut Cold> {
+        Some(self)
+    }
+    fn make(&mut self) -> &mut Cold {
+        self
+    }
+    fn shrink(&mut self) {}
+}
+
+/// A cold part allocated on first use (feature `alloc`).
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct BoxedCold(Option<alloc::boxed::Box<Cold>>);
+
+#[cfg(feature = "alloc")]
+impl ColdPart for BoxedCold {
+    fn get(&self) -> Option<&Cold> {
+        self.0.as_deref()
+    }
+    fn get_mut(&mut self) -> Option<&mut Cold> {
+        self.0.as_deref_mut()
+    }
+    fn make(&mut self) -> &mut Cold {
+        self.0.get_or_insert_with(Default::default)
+    }
+    fn shrink(&mut self) {
+        if self.0.as_deref().is_some_and(Cold::is_empty) {
+            self.0 = None;
+        }
+    }
+}
+
+#[cfg(all(feature = "alloc", feature = "defmt"))]
+impl defmt::Format for BoxedCold {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=?}", self.0.as_deref());
+    }
+}
+
+/// Everything one key remembers. Which parts are used depends on the key's
+/// [`KeyKind`](crate::KeyKind): request keys use the log for requests and the
+/// violation/block/ban parts; login keys use the log for failures, the lock
+/// and (ip keys) the slots.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Entry<const W: usize, C: ColdPart = Cold> {
+    pub(crate) log: Log<W>,
+    pub(crate) cold: C,
+}
+
+impl<const W: usize, C: ColdPart> PartialEq for Entry<W, C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.log == other.log && self.cold() == other.cold()
+    }
+}
+
+impl<const W: usize, C: ColdPart> Eq for Entry<W, C> {}
+
+impl<const W: usize, C: ColdPart> Entry<W, C> {
     /// A fresh entry.
     pub fn new() -> Self {
         Entry::default()
     }
 
+    /// The cold part (empty if none is held).
+    pub(crate) fn cold(&self) -> &Cold {
+        self.cold.get().unwrap_or(&EMPTY)
+    }
+
     /// Permanently banned.
     pub fn is_banned(&self) -> bool {
-        self.banned
+        self.cold().banned
     }
 
     /// End of the current or last temporary block.
     pub fn block_deadline(&self) -> Option<embassy_time::Instant> {
-        self.block_until.map(embassy_time::Instant::from_ticks)
+        self.cold()
+            .block_until
+            .map(embassy_time::Instant::from_ticks)
     }
 
     /// End of the current or last login lock.
     pub fn lock_deadline(&self) -> Option<embassy_time::Instant> {
-        self.lock_until.map(embassy_time::Instant::from_ticks)
+        self.cold().lock_until.map(embassy_time::Instant::from_ticks)
     }
 
     /// Ban, block end and lock end: what persistence must not lose.
     pub fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
-        (self.banned, self.block_until, self.lock_until)
+        let c = self.cold();
+        (c.banned, c.block_until, c.lock_until)
     }
 
     /// Forget any ban, block, escalation and violation history (the
     /// operator's unban); true if a ban or block was recorded.
     pub(crate) fn clear_block_and_ban(&mut self) -> bool {
-        let had = self.banned || self.block_until.is_some();
-        self.banned = false;
-        self.block_until = None;
-        self.block_level = 0;
-        self.last_block_start = None;
-        self.violations.clear();
+        let Some(c) = self.cold.get_mut() else {
+            return false;
+        };
+        let had = c.banned || c.block_until.is_some();
+        c.banned = false;
+        c.block_until = None;
+        c.block_level = 0;
+        c.last_block_start = None;
+        c.violations.clear();
+        self.cold.shrink();
         had
     }
 
-    /// A block in force at `now` (ticks).
-    pub(crate) fn blocked(&self, now: Tick) -> bool {
-        matches!(self.block_until, Some(u) if running(u, now))
-    }
-
-    /// A lock in force at `now`.
-    pub(crate) fn locked(&self, now: Tick) -> bool {
-        matches!(self.lock_until, Some(u) if running(u, now))
+    /// Lift a login lock; true if one was recorded.
+    pub(crate) fn clear_lock(&mut self) -> bool {
+        let had = self
+            .cold
+            .get_mut()
+            .is_some_and(|c| c.lock_until.take().is_some());
+        self.cold.shrink();
+        had
     }
 
     /// Holds a ban, block, lock or live slot: never evicted.
     pub(crate) fn pinned(&self, now: Tick, slot_ttl: u64) -> bool {
-        self.banned || self.blocked(now) || self.locked(now) || self.slots.live(now, slot_ttl) > 0
+        let Some(c) = self.cold.get() else {
+            return false;
+        };
+        c.banned
+            || matches!(c.block_until, Some(u) if running(u, now))
+            || matches!(c.lock_until, Some(u) if running(u, now))
+            || c.slots.live(now, slot_ttl) > 0
     }
 
     /// Nothing left that could change a decision at or after `now`, given
     /// the window of its log and the block memory.
     pub(crate) fn idle(&self, now: Tick, log_window: u64, memory: u64, slot_ttl: u64) -> bool {
-        !self.pinned(now, slot_ttl)
-            && self.log.count(now, log_window) == 0
-            && self.violations.count(now, memory) == 0
-            && !matches!(self.last_block_start, Some(s) if within(now, s, memory))
+        if self.log.count(now, log_window) != 0 || self.pinned(now, slot_ttl) {
+            return false;
+        }
+        let c = self.cold();
+        c.violations.count(now, memory) == 0
+            && !matches!(c.last_block_start, Some(s) if within(now, s, memory))
     }
 }

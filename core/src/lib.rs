@@ -107,7 +107,9 @@ pub use config::{
     SlotRules,
 };
 pub use decision::{Decision, Penalty, Reason, Stats};
-pub use entry::{Entry, VIOLATION_LOG};
+#[cfg(feature = "alloc")]
+pub use entry::BoxedCold;
+pub use entry::{Cold, ColdPart, Entry, VIOLATION_LOG};
 pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 #[cfg(feature = "alloc")]
 pub use limiter::MapLimiter;

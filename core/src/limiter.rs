@@ -9,7 +9,7 @@ use embassy_time::{Duration, Instant};
 use crate::block::{on_denial, Escalation};
 use crate::config::{Config, ConfigError, OnFull};
 use crate::decision::{Decision, Reason, Stats};
-use crate::entry::Entry;
+use crate::entry::{ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
@@ -55,8 +55,8 @@ impl<const W: usize> Limiter<crate::map::MapStore<W>, W> {
 }
 
 /// What a key lookup for writing found.
-pub(crate) enum Slot<'a, const W: usize> {
-    Found(&'a mut Entry<W>),
+pub(crate) enum Slot<'a, const W: usize, C: ColdPart> {
+    Found(&'a mut Entry<W, C>),
     Full,
 }
 
@@ -111,7 +111,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     /// The entry for `key`, if any (read-only; for inspection and tests).
-    pub fn entry(&self, key: &Key) -> Option<&Entry<W>> {
+    pub fn entry(&self, key: &Key) -> Option<&Entry<W, S::Cold>> {
         self.store.get(key)
     }
 
@@ -127,7 +127,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     /// The entry for `key`, created (evicting if needed) and touched.
-    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, W> {
+    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, W, S::Cold> {
         // Existing key: one lookup that also touches it.
         if self.store.get(&key).is_none() {
             if self.store.len() >= self.store.capacity() {
@@ -268,7 +268,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let key = Key::request(self.addr(ip));
         let done = match self.upsert(key, now) {
             Slot::Found(e) => {
-                e.banned = true;
+                e.cold.make().banned = true;
                 true
             }
             Slot::Full => false,
@@ -311,7 +311,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 return;
             }
             // A fresh start: the address works again at once.
-            let locked = e.lock_until.take().is_some();
+            let locked = e.clear_lock();
             if e.clear_block_and_ban() || locked {
                 changed = changed.saturating_add(1);
             }
@@ -331,9 +331,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if k.kind() != KeyKind::Request {
                 return;
             }
-            if e.banned {
+            let c = e.cold();
+            if c.banned {
                 f(k.addr(), None);
-            } else if let Some(u) = e.block_until.filter(|&u| running(u, now)) {
+            } else if let Some(u) = c.block_until.filter(|&u| running(u, now)) {
                 f(k.addr(), Some(until(now, u)));
             }
         });
@@ -343,7 +344,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn for_each_lock(&self, now: Instant, mut f: impl FnMut(Key, Duration)) {
         let now = self.peek_clock(now);
         self.store.for_each(&mut |k, e| {
-            if let Some(u) = e.lock_until.filter(|&u| running(u, now)) {
+            if let Some(u) = e.cold().lock_until.filter(|&u| running(u, now)) {
                 f(*k, until(now, u));
             }
         });
@@ -361,7 +362,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         let limit = self.config.slots.slots;
         let got = match self.upsert(key, now) {
-            Slot::Found(e) => e.slots.acquire(id, now, ttl, limit),
+            Slot::Found(e) => e.cold.make().slots.acquire(id, now, ttl, limit),
             Slot::Full => false,
         };
         if !got {
@@ -377,14 +378,16 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         self.store
             .get(&Key::login_ip(self.addr(ip)))
-            .map_or(0, |e| e.slots.live(now, ttl))
+            .map_or(0, |e| e.cold().slots.live(now, ttl))
     }
 
     /// Hand a slot back. False if it had already been reclaimed by its TTL.
     pub fn release_slot(&mut self, token: SlotToken) -> bool {
-        self.store
-            .get_mut(&token.key)
-            .is_some_and(|e| e.slots.release(token.id))
+        self.store.get_mut(&token.key).is_some_and(|e| {
+            let released = e.cold.get_mut().is_some_and(|c| c.slots.release(token.id));
+            e.cold.shrink();
+            released
+        })
     }
 
     /// Remove every entry whose state can no longer affect a decision.
@@ -420,7 +423,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 }
 
 /// A ban or block that refuses any request outright.
-fn standing_denial<const W: usize>(e: &Entry<W>, now: Tick) -> Option<Decision> {
+fn standing_denial<const W: usize, C: ColdPart>(e: &Entry<W, C>, now: Tick) -> Option<Decision> {
+    let e = e.cold.get()?;
     if e.banned {
         return Some(Decision::Deny {
             reason: Reason::Banned,

@@ -32,7 +32,7 @@ use embassy_time::{Duration, Instant};
 
 use crate::config::NoSlot;
 use crate::decision::{Decision, Penalty, Reason};
-use crate::entry::Entry;
+use crate::entry::{ColdPart, Entry};
 use crate::key::Key;
 use crate::limiter::{Limiter, Slot};
 use crate::lists::Listed;
@@ -77,7 +77,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             .store
             .get(&Key::login_user(self.users.hash(username), addr));
         let ipe = self.store.get(&Key::login_ip(addr));
-        let lock_left = |e: Option<&Entry<W>>| match e.and_then(|e| e.lock_until) {
+        let lock_left = |e: Option<&Entry<W, S::Cold>>| match e.and_then(|e| e.cold().lock_until) {
             Some(u) if running(u, now) => Some(until(now, u)),
             _ => None,
         };
@@ -97,7 +97,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             (None, None) => {}
         }
         let window = self.config.login.failure_window.as_ticks();
-        let count = |e: Option<&Entry<W>>| e.map_or(0, |e| e.log.count(now, window));
+        let count = |e: Option<&Entry<W, S::Cold>>| e.map_or(0, |e| e.log.count(now, window));
         let (fu, fi) = (count(user), count(ipe));
         let limiting = if fu >= fi { user } else { ipe };
         let reset_after = limiting
@@ -183,7 +183,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             k = e.log.count(now, window);
             e.log.push(now);
             if k.saturating_add(1) >= login.max_failures {
-                e.lock_until = Some(lock_until);
+                e.cold.make().lock_until = Some(lock_until);
                 e.log.clear();
                 user_locked = true;
             }
@@ -197,7 +197,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if before.saturating_add(1) >= login.max_failures
                 || (user_locked && login.lock_ip_on_account_lock)
             {
-                e.lock_until = Some(lock_until);
+                e.cold.make().lock_until = Some(lock_until);
                 e.log.clear();
                 locked = true;
             }
@@ -243,7 +243,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let key = Key::login_user(self.users.hash(username), self.addr(ip));
         match self.store.remove(&key) {
             Some(e) => {
-                if e.lock_until.is_some() {
+                if e.cold().lock_until.is_some() {
                     self.pinned_changed();
                 }
                 true

@@ -13,7 +13,7 @@ use core::hash::BuildHasher;
 use hashbrown::HashMap;
 use siphasher::sip::SipHasher13;
 
-use crate::entry::Entry;
+use crate::entry::{BoxedCold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
 use crate::store::Store;
 
@@ -32,7 +32,7 @@ struct Node<const W: usize> {
     key: Key,
     older: Option<u32>,
     newer: Option<u32>,
-    entry: Box<Entry<W>>,
+    entry: Box<Entry<W, BoxedCold>>,
 }
 
 /// Growable key table: keyed hashbrown index over a slab linked in touch order.
@@ -115,6 +115,8 @@ impl<const W: usize> MapStore<W> {
 }
 
 impl<const W: usize> Store<W> for MapStore<W> {
+    type Cold = BoxedCold;
+
     fn capacity(&self) -> usize {
         self.cap
     }
@@ -123,12 +125,12 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.index.len()
     }
 
-    fn get(&self, key: &Key) -> Option<&Entry<W>> {
+    fn get(&self, key: &Key) -> Option<&Entry<W, BoxedCold>> {
         let i = *self.index.get(key)?;
         self.node(i).map(|n| &*n.entry)
     }
 
-    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, BoxedCold>> {
         let i = *self.index.get(key)?;
         self.node_mut(i).map(|n| &mut *n.entry)
     }
@@ -142,7 +144,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         }
     }
 
-    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
+    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, BoxedCold>> {
         let i = *self.index.get(key)?;
         if self.newest != Some(i) {
             self.unlink(i);
@@ -152,7 +154,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
     }
 
     #[allow(clippy::result_large_err)]
-    fn insert(&mut self, key: Key, entry: Entry<W>) -> Result<(), Entry<W>> {
+    fn insert(&mut self, key: Key, entry: Entry<W, BoxedCold>) -> Result<(), Entry<W, BoxedCold>> {
         if let Some(&i) = self.index.get(&key) {
             if let Some(n) = self.node_mut(i) {
                 *n.entry = entry;
@@ -189,12 +191,12 @@ impl<const W: usize> Store<W> for MapStore<W> {
         Ok(())
     }
 
-    fn remove(&mut self, key: &Key) -> Option<Entry<W>> {
+    fn remove(&mut self, key: &Key) -> Option<Entry<W, BoxedCold>> {
         let i = *self.index.get(key)?;
         self.remove_at(i).map(|n| *n.entry)
     }
 
-    fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> Option<Key> {
+    fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>) -> bool) -> Option<Key> {
         let mut cur = self.oldest;
         while let Some(i) = cur {
             let n = self.node(i)?;
@@ -208,7 +210,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         None
     }
 
-    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> usize {
+    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>) -> bool) -> usize {
         let mut removed = 0usize;
         for i in 0..self.nodes.len() {
             let Ok(i) = u32::try_from(i) else { break };
@@ -221,7 +223,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         removed
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>)) {
         let mut cur = self.oldest;
         while let Some(i) = cur {
             let Some(n) = self.node(i) else { return };
@@ -230,7 +232,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         }
     }
 
-    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W>)) {
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W, BoxedCold>)) {
         for n in self.nodes.iter_mut().flatten() {
             f(&n.key, &mut n.entry);
         }

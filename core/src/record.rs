@@ -8,7 +8,7 @@
 
 use embassy_time::Instant;
 
-use crate::entry::{Entry, VIOLATION_LOG};
+use crate::entry::{ColdPart, Entry, VIOLATION_LOG};
 use crate::key::Key;
 use crate::limiter::Limiter;
 use crate::store::Store;
@@ -156,11 +156,16 @@ impl core::fmt::Display for ImportError {
     }
 }
 
-fn to_record<const W: usize>(k: &Key, e: &Entry<W>, clock: WallClock) -> Record<W> {
+fn to_record<const W: usize, C: ColdPart>(
+    k: &Key,
+    e: &Entry<W, C>,
+    clock: WallClock,
+) -> Record<W> {
     let mut r = Record::empty(*k);
     for t in e.log.iter() {
         let _ = r.log.push(clock.unix_of(t));
     }
+    let e = e.cold();
     for t in e.violations.iter() {
         let _ = r.violations.push(clock.unix_of(t));
     }
@@ -211,10 +216,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 self.store.clear();
                 return Err(ImportError::Duplicate { index });
             }
-            let mut e = Entry::<W>::new();
+            let mut entry = Entry::<W, S::Cold>::new();
             for &t in r.log.iter() {
-                e.log.push(clock.tick_of(t).min(now));
+                entry.log.push(clock.tick_of(t).min(now));
             }
+            let e = entry.cold.make();
             for &t in r.violations.iter() {
                 e.violations.push(clock.tick_of(t).min(now));
             }
@@ -223,7 +229,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             e.last_block_start = r.last_block_start.map(|t| clock.tick_of(t).min(now));
             e.banned = r.banned;
             e.lock_until = r.lock_until.map(|t| clock.tick_of(t));
-            if self.store.insert(r.key, e).is_err() {
+            entry.cold.shrink();
+            if self.store.insert(r.key, entry).is_err() {
                 self.store.clear();
                 return Err(ImportError::TooMany {
                     records: records.len(),

@@ -37,6 +37,13 @@ pub(crate) struct Slots {
 const FREE: (u32, Tick) = (0, 0);
 
 impl Slots {
+    /// No slot held.
+    pub(crate) const fn new() -> Self {
+        Slots {
+            held: [FREE; MAX_SLOTS],
+        }
+    }
+
     /// Drop slots older than `ttl`.
     pub(crate) fn reclaim(&mut self, now: Tick, ttl: u64) {
         for s in self.held.iter_mut() {

@@ -8,7 +8,7 @@
 //! only past pinned entries. At most [`FixedStore::MAX_ENTRIES`]
 //! (`N - N/8`) keys live at once, which keeps probe chains short.
 
-use crate::entry::Entry;
+use crate::entry::{Cold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
 use crate::store::Store;
 
@@ -191,6 +191,8 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
 }
 
 impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
+    type Cold = Cold;
+
     fn capacity(&self) -> usize {
         Self::MAX_ENTRIES
     }
