@@ -13,7 +13,7 @@ use crate::entry::{ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
-use crate::store::Store;
+use crate::store::{Store, Upsert};
 use crate::table::FixedStore;
 use crate::time::{left_in_window, running, tick, until, Tick};
 
@@ -128,25 +128,18 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// The entry for `key`, created (evicting if needed) and touched.
     pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, W, S::Cold> {
-        // Existing key: one lookup that also touches it.
-        if self.store.get(&key).is_none() {
-            if self.store.len() >= self.store.capacity() {
-                let ttl = self.config.slots.slot_ttl.as_ticks();
-                let evicted = self.store.evict_lru(&mut |_, e| !e.pinned(now, ttl));
-                if evicted.is_none() {
-                    self.stats.table_full = self.stats.table_full.saturating_add(1);
-                    return Slot::Full;
+        let ttl = self.config.slots.slot_ttl.as_ticks();
+        match self.store.upsert(key, &mut |_, e| !e.pinned(now, ttl)) {
+            Upsert::Found { entry, evicted } => {
+                if evicted {
+                    self.stats.evictions = self.stats.evictions.saturating_add(1);
                 }
-                self.stats.evictions = self.stats.evictions.saturating_add(1);
+                Slot::Found(entry)
             }
-            if self.store.insert(key, Entry::new()).is_err() {
+            Upsert::Full => {
                 self.stats.table_full = self.stats.table_full.saturating_add(1);
-                return Slot::Full;
+                Slot::Full
             }
-        }
-        match self.store.touch_get_mut(&key) {
-            Some(e) => Slot::Found(e),
-            None => Slot::Full,
         }
     }
 

@@ -125,8 +125,18 @@ impl Lists {
         }
     }
 
-    /// Deny first, then allow.
+    /// Deny first, then allow. Empty lists (the common case) cost two
+    /// length checks.
+    #[inline]
     pub(crate) fn lookup(&self, ip: IpAddr) -> Listed {
+        if self.deny.is_empty() && self.allow.is_empty() {
+            return Listed::Neither;
+        }
+        self.search(ip)
+    }
+
+    #[inline(never)]
+    fn search(&self, ip: IpAddr) -> Listed {
         if self.deny.iter().any(|c| c.contains(ip)) {
             Listed::Deny
         } else if self.allow.iter().any(|c| c.contains(ip)) {

@@ -9,6 +9,20 @@
 use crate::entry::{ColdPart, Entry};
 use crate::key::Key;
 
+/// What [`Store::upsert`] found.
+#[derive(Debug)]
+pub enum Upsert<'a, E> {
+    /// The entry (new or old); `evicted` if another key made room for it.
+    Found {
+        /// The entry, touched.
+        entry: &'a mut E,
+        /// Whether an entry was evicted to make room.
+        evicted: bool,
+    },
+    /// No room: the store is full of entries that may not be evicted.
+    Full,
+}
+
 /// Key → entry storage with least-recently-touched order.
 pub trait Store<const W: usize> {
     /// How entries hold their cold part (inline or boxed).
@@ -32,6 +46,32 @@ pub trait Store<const W: usize> {
     fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, Self::Cold>> {
         self.touch(key);
         self.get_mut(key)
+    }
+    /// The entry for `key`, touched; when absent, a fresh one is inserted,
+    /// first evicting the least recently touched entry for which
+    /// `evictable` holds if the store is full. One lookup where the store
+    /// can (the default does two).
+    fn upsert(
+        &mut self,
+        key: Key,
+        evictable: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>) -> bool,
+    ) -> Upsert<'_, Entry<W, Self::Cold>> {
+        let mut evicted = false;
+        if self.get(&key).is_none() {
+            if self.len() >= self.capacity() {
+                if self.evict_lru(evictable).is_none() {
+                    return Upsert::Full;
+                }
+                evicted = true;
+            }
+            if self.insert(key, Entry::new()).is_err() {
+                return Upsert::Full;
+            }
+        }
+        match self.touch_get_mut(&key) {
+            Some(e) => Upsert::Found { entry: e, evicted },
+            None => Upsert::Full,
+        }
     }
     /// Add a new key as most recently touched; hands the entry back when full
     /// (the heapless convention, hence the large `Err`).

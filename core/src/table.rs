@@ -10,7 +10,7 @@
 
 use crate::entry::{Cold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
-use crate::store::Store;
+use crate::store::{Store, Upsert};
 
 /// Slot index type (`N` ≤ 32 768).
 type Ix = u16;
@@ -216,6 +216,53 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
                 self.unlink(i);
                 self.link_newest(i);
             }
+        }
+    }
+
+    fn upsert(
+        &mut self,
+        key: Key,
+        evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool,
+    ) -> Upsert<'_, Entry<W>> {
+        let i = match self.find(&key) {
+            Some(i) => {
+                if self.newest != Self::ix(i) {
+                    self.unlink(i);
+                    self.link_newest(i);
+                }
+                i
+            }
+            None => {
+                let mut evicted = false;
+                if self.len >= Self::MAX_ENTRIES {
+                    if self.evict_lru(evictable).is_none() {
+                        return Upsert::Full;
+                    }
+                    evicted = true;
+                }
+                if self.insert(key, Entry::new()).is_err() {
+                    return Upsert::Full;
+                }
+                // The insert linked it as newest; find its (possibly
+                // shifted) slot once more.
+                let Some(i) = self.find(&key) else {
+                    return Upsert::Full;
+                };
+                return match self.slot_mut(i) {
+                    Some(s) => Upsert::Found {
+                        entry: &mut s.entry,
+                        evicted,
+                    },
+                    None => Upsert::Full,
+                };
+            }
+        };
+        match self.slot_mut(i) {
+            Some(s) => Upsert::Found {
+                entry: &mut s.entry,
+                evicted: false,
+            },
+            None => Upsert::Full,
         }
     }
 
