@@ -146,7 +146,9 @@ impl<const W: usize, C: ColdPart> Entry<W, C> {
 
     /// End of the current or last login lock.
     pub fn lock_deadline(&self) -> Option<embassy_time::Instant> {
-        self.cold().lock_until.map(embassy_time::Instant::from_ticks)
+        self.cold()
+            .lock_until
+            .map(embassy_time::Instant::from_ticks)
     }
 
     /// Ban, block end and lock end: what persistence must not lose.

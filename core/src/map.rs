@@ -196,7 +196,10 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.remove_at(i).map(|n| *n.entry)
     }
 
-    fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>) -> bool) -> Option<Key> {
+    fn evict_lru(
+        &mut self,
+        evictable: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>) -> bool,
+    ) -> Option<Key> {
         let mut cur = self.oldest;
         while let Some(i) = cur {
             let n = self.node(i)?;

@@ -156,11 +156,7 @@ impl core::fmt::Display for ImportError {
     }
 }
 
-fn to_record<const W: usize, C: ColdPart>(
-    k: &Key,
-    e: &Entry<W, C>,
-    clock: WallClock,
-) -> Record<W> {
+fn to_record<const W: usize, C: ColdPart>(k: &Key, e: &Entry<W, C>, clock: WallClock) -> Record<W> {
     let mut r = Record::empty(*k);
     for t in e.log.iter() {
         let _ = r.log.push(clock.unix_of(t));

@@ -76,11 +76,15 @@ pub trait Store<const W: usize> {
     /// Add a new key as most recently touched; hands the entry back when full
     /// (the heapless convention, hence the large `Err`).
     #[allow(clippy::result_large_err)]
-    fn insert(&mut self, key: Key, entry: Entry<W, Self::Cold>) -> Result<(), Entry<W, Self::Cold>>;
+    fn insert(&mut self, key: Key, entry: Entry<W, Self::Cold>)
+        -> Result<(), Entry<W, Self::Cold>>;
     /// Remove a key.
     fn remove(&mut self, key: &Key) -> Option<Entry<W, Self::Cold>>;
     /// Remove the least recently touched entry for which `evictable` holds.
-    fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>) -> bool) -> Option<Key>;
+    fn evict_lru(
+        &mut self,
+        evictable: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>) -> bool,
+    ) -> Option<Key>;
     /// Keep only entries for which `keep` holds; returns how many went.
     fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>) -> bool) -> usize;
     /// Visit every entry, least recently touched first.
