@@ -11,6 +11,7 @@
 use crate::config::BlockRules;
 use crate::entry::{ColdPart, Entry};
 use crate::time::{age, grown, within, Tick};
+use crate::window::TimeLog;
 
 /// What a denial did to the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +36,8 @@ pub(crate) fn block_length(rules: &BlockRules, level: u8) -> u64 {
 
 /// Record a rate-limit denial at `now` for a key with request window
 /// `window` (ticks) and escalate as the rules say.
-pub(crate) fn on_denial<const W: usize, C: ColdPart>(
-    e: &mut Entry<W, C>,
+pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
+    e: &mut Entry<W, C, L>,
     rules: &BlockRules,
     window: u64,
     now: Tick,

@@ -10,7 +10,7 @@
 
 use crate::slots::Slots;
 use crate::time::{running, within, Tick};
-use crate::window::Log;
+use crate::window::{Log, TimeLog};
 
 /// Violation timestamps kept per key; `block_after` and `ban_after` are
 /// at most this.
@@ -40,6 +40,7 @@ static EMPTY: Cold = Cold {
     slots: Slots::new(),
 };
 
+#[cfg(feature = "alloc")]
 impl Cold {
     /// Whether it holds nothing (what an absent cold part means).
     fn is_empty(&self) -> bool {
@@ -108,20 +109,20 @@ impl defmt::Format for BoxedCold {
 /// and (ip keys) the slots.
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Entry<const W: usize, C: ColdPart = Cold> {
-    pub(crate) log: Log<W>,
+pub struct Entry<const W: usize, C: ColdPart = Cold, L: TimeLog = Log<W>> {
+    pub(crate) log: L,
     pub(crate) cold: C,
 }
 
-impl<const W: usize, C: ColdPart> PartialEq for Entry<W, C> {
+impl<const W: usize, C: ColdPart, L: TimeLog> PartialEq for Entry<W, C, L> {
     fn eq(&self, other: &Self) -> bool {
         self.log == other.log && self.cold() == other.cold()
     }
 }
 
-impl<const W: usize, C: ColdPart> Eq for Entry<W, C> {}
+impl<const W: usize, C: ColdPart, L: TimeLog> Eq for Entry<W, C, L> {}
 
-impl<const W: usize, C: ColdPart> Entry<W, C> {
+impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     /// A fresh entry.
     pub fn new() -> Self {
         Entry::default()

@@ -119,8 +119,11 @@ pub use lists::{Cidr, CidrError, Lists};
 pub use map::MapStore;
 pub use record::{ImportError, Record, WallClock};
 pub use slots::{SlotToken, MAX_SLOTS};
-pub use store::Store;
+pub use store::{EntryOf, Store, Upsert};
 pub use table::FixedStore;
+#[cfg(feature = "alloc")]
+pub use window::GrowLog;
+pub use window::{Log, TimeLog};
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

@@ -13,9 +13,10 @@ use crate::entry::{ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
-use crate::store::{Store, Upsert};
+use crate::store::{EntryOf, Store, Upsert};
 use crate::table::FixedStore;
 use crate::time::{left_in_window, running, tick, until, Tick};
+use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
 pub struct Limiter<S, const W: usize> {
@@ -55,8 +56,8 @@ impl<const W: usize> Limiter<crate::map::MapStore<W>, W> {
 }
 
 /// What a key lookup for writing found.
-pub(crate) enum Slot<'a, const W: usize, C: ColdPart> {
-    Found(&'a mut Entry<W, C>),
+pub(crate) enum Slot<'a, E> {
+    Found(&'a mut E),
     Full,
 }
 
@@ -111,7 +112,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     /// The entry for `key`, if any (read-only; for inspection and tests).
-    pub fn entry(&self, key: &Key) -> Option<&Entry<W, S::Cold>> {
+    pub fn entry(&self, key: &Key) -> Option<&EntryOf<S, W>> {
         self.store.get(key)
     }
 
@@ -127,7 +128,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     /// The entry for `key`, created (evicting if needed) and touched.
-    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, W, S::Cold> {
+    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, EntryOf<S, W>> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         match self.store.upsert(key, &mut |_, e| !e.pinned(now, ttl)) {
             Upsert::Found { entry, evicted } => {
@@ -416,7 +417,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 }
 
 /// A ban or block that refuses any request outright.
-fn standing_denial<const W: usize, C: ColdPart>(e: &Entry<W, C>, now: Tick) -> Option<Decision> {
+fn standing_denial<const W: usize, C: ColdPart, L: TimeLog>(
+    e: &Entry<W, C, L>,
+    now: Tick,
+) -> Option<Decision> {
     let e = e.cold.get()?;
     if e.banned {
         return Some(Decision::Deny {

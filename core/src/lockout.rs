@@ -32,13 +32,14 @@ use embassy_time::{Duration, Instant};
 
 use crate::config::NoSlot;
 use crate::decision::{Decision, Penalty, Reason};
-use crate::entry::{ColdPart, Entry};
+use crate::entry::ColdPart;
 use crate::key::Key;
 use crate::limiter::{Limiter, Slot};
 use crate::lists::Listed;
 use crate::penalty::delay;
-use crate::store::Store;
+use crate::store::{EntryOf, Store};
 use crate::time::{left_in_window, running, until, Tick};
+use crate::window::TimeLog;
 
 impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// Whether a login for `username` from `ip` may proceed (rules 5 and 9).
@@ -77,7 +78,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             .store
             .get(&Key::login_user(self.users.hash(username), addr));
         let ipe = self.store.get(&Key::login_ip(addr));
-        let lock_left = |e: Option<&Entry<W, S::Cold>>| match e.and_then(|e| e.cold().lock_until) {
+        let lock_left = |e: Option<&EntryOf<S, W>>| match e.and_then(|e| e.cold().lock_until) {
             Some(u) if running(u, now) => Some(until(now, u)),
             _ => None,
         };
@@ -97,7 +98,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             (None, None) => {}
         }
         let window = self.config.login.failure_window.as_ticks();
-        let count = |e: Option<&Entry<W, S::Cold>>| e.map_or(0, |e| e.log.count(now, window));
+        let count = |e: Option<&EntryOf<S, W>>| e.map_or(0, |e| e.log.count(now, window));
         let (fu, fi) = (count(user), count(ipe));
         let limiting = if fu >= fi { user } else { ipe };
         let reset_after = limiting

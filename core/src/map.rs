@@ -16,6 +16,7 @@ use siphasher::sip::SipHasher13;
 use crate::entry::{BoxedCold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
 use crate::store::Store;
+use crate::window::GrowLog;
 
 /// Builds keyed SipHash-1-3 hashers for hashbrown.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +33,7 @@ struct Node<const W: usize> {
     key: Key,
     older: Option<u32>,
     newer: Option<u32>,
-    entry: Box<Entry<W, BoxedCold>>,
+    entry: Box<Entry<W, BoxedCold, GrowLog<W>>>,
 }
 
 /// Growable key table: keyed hashbrown index over a slab linked in touch order.
@@ -116,6 +117,7 @@ impl<const W: usize> MapStore<W> {
 
 impl<const W: usize> Store<W> for MapStore<W> {
     type Cold = BoxedCold;
+    type Log = GrowLog<W>;
 
     fn capacity(&self) -> usize {
         self.cap
@@ -125,12 +127,12 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.index.len()
     }
 
-    fn get(&self, key: &Key) -> Option<&Entry<W, BoxedCold>> {
+    fn get(&self, key: &Key) -> Option<&Entry<W, BoxedCold, GrowLog<W>>> {
         let i = *self.index.get(key)?;
         self.node(i).map(|n| &*n.entry)
     }
 
-    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, BoxedCold>> {
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, BoxedCold, GrowLog<W>>> {
         let i = *self.index.get(key)?;
         self.node_mut(i).map(|n| &mut *n.entry)
     }
@@ -144,7 +146,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         }
     }
 
-    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, BoxedCold>> {
+    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, BoxedCold, GrowLog<W>>> {
         let i = *self.index.get(key)?;
         if self.newest != Some(i) {
             self.unlink(i);
@@ -154,7 +156,11 @@ impl<const W: usize> Store<W> for MapStore<W> {
     }
 
     #[allow(clippy::result_large_err)]
-    fn insert(&mut self, key: Key, entry: Entry<W, BoxedCold>) -> Result<(), Entry<W, BoxedCold>> {
+    fn insert(
+        &mut self,
+        key: Key,
+        entry: Entry<W, BoxedCold, GrowLog<W>>,
+    ) -> Result<(), Entry<W, BoxedCold, GrowLog<W>>> {
         if let Some(&i) = self.index.get(&key) {
             if let Some(n) = self.node_mut(i) {
                 *n.entry = entry;
@@ -191,14 +197,14 @@ impl<const W: usize> Store<W> for MapStore<W> {
         Ok(())
     }
 
-    fn remove(&mut self, key: &Key) -> Option<Entry<W, BoxedCold>> {
+    fn remove(&mut self, key: &Key) -> Option<Entry<W, BoxedCold, GrowLog<W>>> {
         let i = *self.index.get(key)?;
         self.remove_at(i).map(|n| *n.entry)
     }
 
     fn evict_lru(
         &mut self,
-        evictable: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>) -> bool,
+        evictable: &mut dyn FnMut(&Key, &Entry<W, BoxedCold, GrowLog<W>>) -> bool,
     ) -> Option<Key> {
         let mut cur = self.oldest;
         while let Some(i) = cur {
@@ -213,7 +219,10 @@ impl<const W: usize> Store<W> for MapStore<W> {
         None
     }
 
-    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>) -> bool) -> usize {
+    fn retain(
+        &mut self,
+        keep: &mut dyn FnMut(&Key, &Entry<W, BoxedCold, GrowLog<W>>) -> bool,
+    ) -> usize {
         let mut removed = 0usize;
         for i in 0..self.nodes.len() {
             let Ok(i) = u32::try_from(i) else { break };
@@ -226,7 +235,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         removed
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W, BoxedCold>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W, BoxedCold, GrowLog<W>>)) {
         let mut cur = self.oldest;
         while let Some(i) = cur {
             let Some(n) = self.node(i) else { return };
@@ -235,7 +244,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         }
     }
 
-    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W, BoxedCold>)) {
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W, BoxedCold, GrowLog<W>>)) {
         for n in self.nodes.iter_mut().flatten() {
             f(&n.key, &mut n.entry);
         }

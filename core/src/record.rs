@@ -11,8 +11,9 @@ use embassy_time::Instant;
 use crate::entry::{ColdPart, Entry, VIOLATION_LOG};
 use crate::key::Key;
 use crate::limiter::Limiter;
-use crate::store::Store;
+use crate::store::{EntryOf, Store};
 use crate::time::{ms_to_ticks, tick, ticks_to_ms, Tick};
+use crate::window::TimeLog;
 
 /// Ties the limiter's monotonic clock to wall-clock time at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +157,11 @@ impl core::fmt::Display for ImportError {
     }
 }
 
-fn to_record<const W: usize, C: ColdPart>(k: &Key, e: &Entry<W, C>, clock: WallClock) -> Record<W> {
+fn to_record<const W: usize, C: ColdPart, L: TimeLog>(
+    k: &Key,
+    e: &Entry<W, C, L>,
+    clock: WallClock,
+) -> Record<W> {
     let mut r = Record::empty(*k);
     for t in e.log.iter() {
         let _ = r.log.push(clock.unix_of(t));
@@ -212,7 +217,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 self.store.clear();
                 return Err(ImportError::Duplicate { index });
             }
-            let mut entry = Entry::<W, S::Cold>::new();
+            let mut entry = EntryOf::<S, W>::new();
             for &t in r.log.iter() {
                 entry.log.push(clock.tick_of(t).min(now));
             }

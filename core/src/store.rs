@@ -8,6 +8,10 @@
 
 use crate::entry::{ColdPart, Entry};
 use crate::key::Key;
+use crate::window::TimeLog;
+
+/// The entry type of store `S`.
+pub type EntryOf<S, const W: usize> = Entry<W, <S as Store<W>>::Cold, <S as Store<W>>::Log>;
 
 /// What [`Store::upsert`] found.
 #[derive(Debug)]
@@ -27,6 +31,8 @@ pub enum Upsert<'a, E> {
 pub trait Store<const W: usize> {
     /// How entries hold their cold part (inline or boxed).
     type Cold: ColdPart;
+    /// How entries hold their log (inline or growing).
+    type Log: TimeLog;
     /// Most entries held at once.
     fn capacity(&self) -> usize;
     /// Entries held.
@@ -36,14 +42,14 @@ pub trait Store<const W: usize> {
         self.len() == 0
     }
     /// Look up without touching.
-    fn get(&self, key: &Key) -> Option<&Entry<W, Self::Cold>>;
+    fn get(&self, key: &Key) -> Option<&EntryOf<Self, W>>;
     /// Look up mutably without touching.
-    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, Self::Cold>>;
+    fn get_mut(&mut self, key: &Key) -> Option<&mut EntryOf<Self, W>>;
     /// Mark `key` most recently touched.
     fn touch(&mut self, key: &Key);
     /// Mark `key` most recently touched and return its entry (one lookup
     /// where the store can).
-    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W, Self::Cold>> {
+    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut EntryOf<Self, W>> {
         self.touch(key);
         self.get_mut(key)
     }
@@ -54,8 +60,8 @@ pub trait Store<const W: usize> {
     fn upsert(
         &mut self,
         key: Key,
-        evictable: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>) -> bool,
-    ) -> Upsert<'_, Entry<W, Self::Cold>> {
+        evictable: &mut dyn FnMut(&Key, &EntryOf<Self, W>) -> bool,
+    ) -> Upsert<'_, EntryOf<Self, W>> {
         let mut evicted = false;
         if self.get(&key).is_none() {
             if self.len() >= self.capacity() {
@@ -76,22 +82,21 @@ pub trait Store<const W: usize> {
     /// Add a new key as most recently touched; hands the entry back when full
     /// (the heapless convention, hence the large `Err`).
     #[allow(clippy::result_large_err)]
-    fn insert(&mut self, key: Key, entry: Entry<W, Self::Cold>)
-        -> Result<(), Entry<W, Self::Cold>>;
+    fn insert(&mut self, key: Key, entry: EntryOf<Self, W>) -> Result<(), EntryOf<Self, W>>;
     /// Remove a key.
-    fn remove(&mut self, key: &Key) -> Option<Entry<W, Self::Cold>>;
+    fn remove(&mut self, key: &Key) -> Option<EntryOf<Self, W>>;
     /// Remove the least recently touched entry for which `evictable` holds.
     fn evict_lru(
         &mut self,
-        evictable: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>) -> bool,
+        evictable: &mut dyn FnMut(&Key, &EntryOf<Self, W>) -> bool,
     ) -> Option<Key>;
     /// Keep only entries for which `keep` holds; returns how many went.
-    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>) -> bool) -> usize;
+    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &EntryOf<Self, W>) -> bool) -> usize;
     /// Visit every entry, least recently touched first.
-    fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W, Self::Cold>));
+    fn for_each(&self, f: &mut dyn FnMut(&Key, &EntryOf<Self, W>));
     /// Visit every entry mutably (order unspecified). O(capacity): for
     /// operator actions, not the hot path.
-    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W, Self::Cold>));
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut EntryOf<Self, W>));
     /// Remove everything.
     fn clear(&mut self);
 }

@@ -11,6 +11,7 @@
 use crate::entry::{Cold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
 use crate::store::{Store, Upsert};
+use crate::window::Log;
 
 /// Slot index type (`N` ≤ 32 768).
 type Ix = u16;
@@ -192,6 +193,7 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
 
 impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
     type Cold = Cold;
+    type Log = Log<W>;
 
     fn capacity(&self) -> usize {
         Self::MAX_ENTRIES
