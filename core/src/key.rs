@@ -171,12 +171,25 @@ pub(crate) fn mask(o: [u8; 16], bits: u8) -> [u8; 16] {
 }
 
 /// A table key: a kind, an aggregated address and a username hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// 25 bytes with alignment 1 (the hash is kept as big-endian bytes, which
+/// order like the number), so a table node does not pay for padding.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Key {
     kind: KeyKind,
     addr: Addr,
-    user: u64,
+    user: [u8; 8],
+}
+
+impl core::fmt::Debug for Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Key")
+            .field("kind", &self.kind)
+            .field("addr", &self.addr)
+            .field("user", &self.user())
+            .finish()
+    }
 }
 
 /// Hashes the key's 25 bytes as three aligned words and the kind tag (the
@@ -187,7 +200,7 @@ impl core::hash::Hash for Key {
         let a = u128::from_be_bytes(self.addr.0);
         h.write_u64((a >> 64) as u64);
         h.write_u64(a as u64);
-        h.write_u64(self.user);
+        h.write_u64(self.user());
         h.write_u8(self.kind.tag());
     }
 }
@@ -198,7 +211,7 @@ impl Key {
         Key {
             kind: KeyKind::Request,
             addr,
-            user: 0,
+            user: [0; 8],
         }
     }
 
@@ -207,7 +220,7 @@ impl Key {
         Key {
             kind: KeyKind::LoginIp,
             addr,
-            user: 0,
+            user: [0; 8],
         }
     }
 
@@ -216,7 +229,7 @@ impl Key {
         Key {
             kind: KeyKind::LoginUser,
             addr,
-            user,
+            user: user.to_be_bytes(),
         }
     }
 
@@ -225,7 +238,7 @@ impl Key {
         Key {
             kind: KeyKind::Account,
             addr: Addr::NONE,
-            user,
+            user: user.to_be_bytes(),
         }
     }
 
@@ -237,7 +250,11 @@ impl Key {
             KeyKind::LoginUser => true,
             KeyKind::Account => addr == Addr::NONE,
         };
-        ok.then_some(Key { kind, addr, user })
+        ok.then_some(Key {
+            kind,
+            addr,
+            user: user.to_be_bytes(),
+        })
     }
 
     /// The rule this key is counted for.
@@ -252,7 +269,7 @@ impl Key {
 
     /// The username hash (0 for address-only keys).
     pub const fn user(&self) -> u64 {
-        self.user
+        u64::from_be_bytes(self.user)
     }
 }
 

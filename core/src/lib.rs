@@ -62,9 +62,9 @@
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` (firmware example) | 473 | 16 456 |
-//! | `FixedLimiter<256, 16>` | 472 | 122 184 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 744 | 763 208 |
+//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 200 |
+//! | `FixedLimiter<256, 16>` | 464 | 120 136 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 016 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
