@@ -120,21 +120,51 @@ impl<const C: usize> TimeLog for Log<C> {
     }
 }
 
-/// A ring of at most `W` timestamps on the heap that grows (doubling from
-/// 4) as events arrive and shrinks as they leave (feature `alloc`): memory
-/// follows use, with 16 bytes of header when empty.
+/// A log of at most `W` timestamps whose storage follows use (feature
+/// `alloc`): up to two events inline, more in a heap ring that doubles from
+/// 4 as events arrive and is cut back as they leave. 24 bytes plus the
+/// ring; most keys of a large table never allocate.
 #[cfg(feature = "alloc")]
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GrowLog<const W: usize> {
-    buf: alloc::boxed::Box<[Tick]>,
-    head: u16,
-    len: u16,
+    repr: Repr,
+}
+
+/// Where a [`GrowLog`] keeps its events.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug)]
+enum Repr {
+    /// `t[..len]`, oldest first.
+    Inline { t: [Tick; INLINE], len: u8 },
+    /// A ring: `len` events from `head`.
+    Heap {
+        buf: alloc::boxed::Box<[Tick]>,
+        head: u16,
+        len: u16,
+    },
+}
+
+/// Events kept without allocating.
+#[cfg(feature = "alloc")]
+const INLINE: usize = 2;
+
+#[cfg(feature = "alloc")]
+impl<const W: usize> Default for GrowLog<W> {
+    fn default() -> Self {
+        GrowLog {
+            repr: Repr::Inline {
+                t: [0; INLINE],
+                len: 0,
+            },
+        }
+    }
 }
 
 #[cfg(feature = "alloc")]
 impl<const W: usize> GrowLog<W> {
     const VALID: () = assert!(W <= u16::MAX as usize, "GrowLog: W must fit a u16");
-    const MIN: usize = if W < 4 { W } else { 4 };
+    /// Smallest heap ring.
+    const MIN: usize = 4;
 
     /// An empty log (no allocation).
     pub fn new() -> Self {
@@ -143,49 +173,99 @@ impl<const W: usize> GrowLog<W> {
         GrowLog::default()
     }
 
+    /// The `i`-th event, oldest first.
     fn at(&self, i: usize) -> Option<Tick> {
-        let cap = self.buf.len();
-        let j = usize::from(self.head).wrapping_add(i).checked_rem(cap)?;
-        self.buf.get(j).copied()
+        match &self.repr {
+            Repr::Inline { t, len } => {
+                if i < usize::from(*len) {
+                    t.get(i).copied()
+                } else {
+                    None
+                }
+            }
+            Repr::Heap { buf, head, len } => {
+                if i >= usize::from(*len) {
+                    return None;
+                }
+                let j = usize::from(*head).wrapping_add(i).checked_rem(buf.len())?;
+                buf.get(j).copied()
+            }
+        }
     }
 
-    /// Drop the oldest event, keeping the buffer.
+    /// Heap slots, 0 when inline.
+    #[cfg(test)]
+    fn heap_cap(&self) -> usize {
+        match &self.repr {
+            Repr::Inline { .. } => 0,
+            Repr::Heap { buf, .. } => buf.len(),
+        }
+    }
+
+    /// Drop the oldest event, keeping the storage.
     fn pop_raw(&mut self) {
-        if self.len == 0 {
+        match &mut self.repr {
+            Repr::Inline { t, len } => {
+                if *len > 0 {
+                    t.rotate_left(1);
+                    *len = len.saturating_sub(1);
+                }
+            }
+            Repr::Heap { buf, head, len } => {
+                if *len > 0 {
+                    *len = len.saturating_sub(1);
+                    let next = usize::from(*head)
+                        .wrapping_add(1)
+                        .checked_rem(buf.len())
+                        .unwrap_or(0);
+                    *head = u16::try_from(next).unwrap_or(0);
+                }
+            }
+        }
+    }
+
+    /// When a quarter or less of the ring is used, move to a ring of twice
+    /// the events, or inline if they fit.
+    fn shrink(&mut self) {
+        if let Repr::Heap { buf, len, .. } = &self.repr {
+            let (cap, len) = (buf.len(), usize::from(*len));
+            if len.saturating_mul(4) <= cap {
+                self.relocate(len.saturating_mul(2));
+            }
+        }
+    }
+
+    /// Move the events, oldest first, inline (if `cap` <= [`INLINE`]) or
+    /// into a ring of `cap` (>= len, >= [`Self::MIN`]) slots.
+    fn relocate(&mut self, cap: usize) {
+        let n = self.len();
+        if cap <= INLINE {
+            let mut t = [0; INLINE];
+            for (d, s) in t.iter_mut().zip(self.iter()) {
+                *d = s;
+            }
+            self.repr = Repr::Inline {
+                t,
+                len: u8::try_from(n.min(INLINE)).unwrap_or(0),
+            };
             return;
         }
-        self.len = self.len.saturating_sub(1);
-        let next = usize::from(self.head)
-            .wrapping_add(1)
-            .checked_rem(self.buf.len())
-            .unwrap_or(0);
-        self.head = u16::try_from(next).unwrap_or(0);
-    }
-
-    /// Cut the buffer to twice the events when a quarter or less of it is used (never below
-    /// the minimum: a quiet key that comes back does not reallocate).
-    fn shrink(&mut self) {
-        let cap = self.buf.len();
-        let len = usize::from(self.len);
-        if cap > Self::MIN && len.saturating_mul(4) <= cap {
-            self.resize(len.saturating_mul(2).max(Self::MIN));
-        }
-    }
-
-    /// Move the events into a buffer of `cap` (>= len) slots, oldest first.
-    fn resize(&mut self, cap: usize) {
+        let cap = cap.max(Self::MIN);
         let mut buf = alloc::vec::Vec::with_capacity(cap);
         buf.extend(self.iter());
         buf.resize(cap, 0);
-        self.buf = buf.into_boxed_slice();
-        self.head = 0;
+        self.repr = Repr::Heap {
+            buf: buf.into_boxed_slice(),
+            head: 0,
+            len: u16::try_from(n).unwrap_or(0),
+        };
     }
 }
 
 #[cfg(feature = "alloc")]
 impl<const W: usize> PartialEq for GrowLog<W> {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
+        self.iter().eq(other.iter())
     }
 }
 
@@ -197,16 +277,11 @@ impl<const W: usize> TimeLog for GrowLog<W> {
     const CAPACITY: usize = W;
 
     fn oldest(&self) -> Option<Tick> {
-        if self.len == 0 {
-            return None;
-        }
         self.at(0)
     }
 
     fn newest(&self) -> Option<Tick> {
-        usize::from(self.len)
-            .checked_sub(1)
-            .and_then(|i| self.at(i))
+        self.len().checked_sub(1).and_then(|i| self.at(i))
     }
 
     fn pop_oldest(&mut self) {
@@ -225,7 +300,7 @@ impl<const W: usize> TimeLog for GrowLog<W> {
     }
 
     fn truncate_front(&mut self, n: usize) {
-        while usize::from(self.len) > n {
+        while self.len() > n {
             self.pop_raw();
         }
         self.shrink();
@@ -235,22 +310,37 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         if W == 0 {
             return;
         }
-        if usize::from(self.len) >= W {
-            self.pop_oldest();
+        if self.len() >= W {
+            self.pop_raw();
         }
-        let cap = self.buf.len();
-        let len = usize::from(self.len);
-        if len >= cap {
-            self.resize(cap.saturating_mul(2).clamp(Self::MIN, W));
+        let full = match &self.repr {
+            Repr::Inline { len, .. } => usize::from(*len) >= INLINE,
+            Repr::Heap { buf, len, .. } => usize::from(*len) >= buf.len(),
+        };
+        if full {
+            let cap = match &self.repr {
+                Repr::Inline { .. } => Self::MIN,
+                Repr::Heap { buf, .. } => buf.len().saturating_mul(2),
+            };
+            self.relocate(cap.min(W));
         }
-        let cap = self.buf.len();
-        let j = usize::from(self.head)
-            .wrapping_add(len)
-            .checked_rem(cap)
-            .unwrap_or(0);
-        if let Some(slot) = self.buf.get_mut(j) {
-            *slot = t;
-            self.len = self.len.saturating_add(1);
+        match &mut self.repr {
+            Repr::Inline { t: times, len } => {
+                if let Some(slot) = times.get_mut(usize::from(*len)) {
+                    *slot = t;
+                    *len = len.saturating_add(1);
+                }
+            }
+            Repr::Heap { buf, head, len } => {
+                let j = usize::from(*head)
+                    .wrapping_add(usize::from(*len))
+                    .checked_rem(buf.len())
+                    .unwrap_or(0);
+                if let Some(slot) = buf.get_mut(j) {
+                    *slot = t;
+                    *len = len.saturating_add(1);
+                }
+            }
         }
     }
 
@@ -259,11 +349,14 @@ impl<const W: usize> TimeLog for GrowLog<W> {
     }
 
     fn len(&self) -> usize {
-        usize::from(self.len)
+        match &self.repr {
+            Repr::Inline { len, .. } => usize::from(*len),
+            Repr::Heap { len, .. } => usize::from(*len),
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = Tick> + '_ {
-        (0..usize::from(self.len)).filter_map(move |i| self.at(i))
+        (0..self.len()).filter_map(move |i| self.at(i))
     }
 }
 
@@ -272,8 +365,8 @@ impl<const W: usize> defmt::Format for GrowLog<W> {
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(
             f,
-            "GrowLog {{ len: {=u16}, newest: {=?} }}",
-            self.len,
+            "GrowLog {{ len: {=usize}, newest: {=?} }}",
+            self.len(),
             self.newest()
         );
     }
@@ -334,13 +427,14 @@ mod tests {
             assert_eq!(fixed.oldest(), grow.oldest());
             assert_eq!(fixed.newest(), grow.newest());
             assert_eq!(fixed.count(now, 50), grow.count(now, 50));
-            let cap = grow.buf.len();
-            assert!(cap <= 40 && grow.len() <= cap);
+            let cap = grow.heap_cap();
+            assert!(cap <= 40 && (cap == 0 || grow.len() <= cap));
             assert!(
-                cap <= 4 || grow.len() * 4 > cap,
+                cap == 0 || grow.len() * 4 > cap,
                 "len {} cap {cap}",
                 grow.len()
             );
+            assert!(cap > 0 || grow.len() <= INLINE);
         }
     }
 }
