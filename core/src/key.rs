@@ -192,16 +192,11 @@ impl core::fmt::Debug for Key {
     }
 }
 
-/// Hashes the key's 25 bytes as three aligned words and the kind tag (the
-/// derive would feed 40 bytes in four writes; a leading tag byte would
-/// misalign every word after it).
+/// Hashes the key's 25 bytes in one write (the derive would feed 40 bytes
+/// in four writes).
 impl core::hash::Hash for Key {
     fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
-        let a = u128::from_be_bytes(self.addr.0);
-        h.write_u64((a >> 64) as u64);
-        h.write_u64(a as u64);
-        h.write_u64(self.user());
-        h.write_u8(self.kind.tag());
+        h.write(&self.bytes());
     }
 }
 
@@ -267,6 +262,21 @@ impl Key {
         self.addr
     }
 
+    /// The key as 25 bytes: address, username hash, kind tag.
+    pub fn bytes(&self) -> [u8; 25] {
+        let mut b = [0u8; 25];
+        if let Some((addr, rest)) = b.split_first_chunk_mut::<16>() {
+            *addr = self.addr.0;
+            if let Some((user, rest)) = rest.split_first_chunk_mut::<8>() {
+                *user = self.user;
+                if let Some(tag) = rest.first_mut() {
+                    *tag = self.kind.tag();
+                }
+            }
+        }
+        b
+    }
+
     /// The username hash (0 for address-only keys).
     pub const fn user(&self) -> u64 {
         u64::from_be_bytes(self.user)
@@ -289,9 +299,8 @@ impl KeyHasher {
 
     /// The keyed hash of `key`.
     pub fn hash(&self, key: &Key) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        core::hash::Hash::hash(key, &mut h);
-        h.finish()
+        // The one-shot form: no streaming buffer bookkeeping.
+        SipHasher13::new_with_keys(self.k0, self.k1).hash(&key.bytes())
     }
 
     /// A fresh `core::hash::Hasher` with this hasher's keys.
