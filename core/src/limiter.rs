@@ -130,18 +130,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// The entry for `key`, created (evicting if needed) and touched.
     pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, EntryOf<S, W>> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
-        match self.store.upsert(key, &mut |_, e| !e.pinned(now, ttl)) {
-            Upsert::Found { entry, evicted } => {
-                if evicted {
-                    self.stats.evictions = self.stats.evictions.saturating_add(1);
-                }
-                Slot::Found(entry)
-            }
-            Upsert::Full => {
-                self.stats.table_full = self.stats.table_full.saturating_add(1);
-                Slot::Full
-            }
-        }
+        upsert_in(&mut self.store, &mut self.stats, key, now, ttl)
     }
 
     fn full_decision(&self) -> Decision {
@@ -178,10 +167,16 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             return d;
         }
         let key = Key::request(self.addr(ip));
-        let max = self.config.requests.max_requests;
-        let window = self.config.requests.window.as_ticks();
-        let blocks = self.config.blocks.clone();
-        let e = match self.upsert(key, now) {
+        let Limiter {
+            config,
+            store,
+            stats,
+            ..
+        } = self;
+        let max = config.requests.max_requests;
+        let window = config.requests.window.as_ticks();
+        let ttl = config.slots.slot_ttl.as_ticks();
+        let e = match upsert_in(store, stats, key, now, ttl) {
             Slot::Found(e) => e,
             Slot::Full => return self.full_decision(),
         };
@@ -200,7 +195,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             };
         }
         let oldest = e.log.oldest().unwrap_or(now);
-        let escalation = on_denial(e, &blocks, window, now);
+        let escalation = on_denial(e, &config.blocks, window, now);
         if escalation != Escalation::None {
             self.pinned_changed();
         }
@@ -413,6 +408,30 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// Forget every key (counters stay).
     pub fn clear(&mut self) {
         self.store.clear();
+    }
+}
+
+/// The entry for `key` in `store`, created (evicting the least recently
+/// touched unpinned entry if full) and touched; counts evictions and
+/// refusals in `stats`.
+fn upsert_in<'a, S: Store<W>, const W: usize>(
+    store: &'a mut S,
+    stats: &mut Stats,
+    key: Key,
+    now: Tick,
+    ttl: u64,
+) -> Slot<'a, EntryOf<S, W>> {
+    match store.upsert(key, &mut |_, e| !e.pinned(now, ttl)) {
+        Upsert::Found { entry, evicted } => {
+            if evicted {
+                stats.evictions = stats.evictions.saturating_add(1);
+            }
+            Slot::Found(entry)
+        }
+        Upsert::Full => {
+            stats.table_full = stats.table_full.saturating_add(1);
+            Slot::Full
+        }
     }
 }
 
