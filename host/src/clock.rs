@@ -1,13 +1,32 @@
-//! Time for the host: the monotonic clock the core reads (embassy-time's
-//! std driver) tied to wall-clock time for persistence.
+//! Time for the host: the monotonic clock fed to the core, tied to
+//! wall-clock time for persistence.
+//!
+//! `now` reads the CPU's time-stamp counter through `quanta` (what
+//! governor uses; calibrated against the OS clock, falls back to it where
+//! the TSC is unusable): a few nanoseconds and no lock. embassy-time's std
+//! driver takes a process-wide mutex on every read, which two threads
+//! deciding at once would fight over.
 
 use embassy_time::Instant;
 use portcullis_core::WallClock;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The monotonic now.
+/// The clock and its zero, set on first use.
+fn clock() -> &'static (quanta::Clock, quanta::Instant) {
+    static CLOCK: OnceLock<(quanta::Clock, quanta::Instant)> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        let c = quanta::Clock::new();
+        let zero = c.now();
+        (c, zero)
+    })
+}
+
+/// The monotonic now: microseconds since the first read.
 pub fn now() -> Instant {
-    Instant::now()
+    let (c, zero) = clock();
+    let us = c.now().saturating_duration_since(*zero).as_micros();
+    Instant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
 }
 
 /// Unix time in milliseconds.
