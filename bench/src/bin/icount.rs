@@ -20,6 +20,9 @@
 //!   (LRU eviction + insert).
 //! * `host-hot`, `host-cold`: the same through the host `portcullis::Limiter`
 //!   (64 shards over `MapLimiter<64>`), hot key and new keys.
+//! * `host-uniform`: 1 000 000 keys seen once, then requests on random
+//!   ones of them (for cache profiles with `--cache-sim=yes`; not in
+//!   `icount.sh`).
 //! * `governor-hot`, `governor-cold` (feature `governor`): governor's keyed
 //!   limiter (DashMap, default quanta clock), hot key and new keys.
 
@@ -105,6 +108,27 @@ fn run(mode: &str, n: u64) -> Result<u64, String> {
             let keys = cold_keys(&cold, n)?;
             measured(n, |i| {
                 l.check_request_at(black_box(keys[i as usize]), at(i))
+                    .decision
+                    .is_allowed()
+            })
+        }
+        "host-uniform" => {
+            // 1 000 000 keys seen once, then N requests on random ones of
+            // them (the criterion workload 2, for cache profiles:
+            // `--cache-sim=yes`).
+            let l = host_limiter(KEYS);
+            let keys = distinct_ipv4(KEYS, 1);
+            for (t, k) in keys.iter().enumerate() {
+                l.check_request_at(*k, at(t as u64));
+            }
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let base = KEYS as u64;
+            measured(n, |i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let k = keys[(x % KEYS as u64) as usize];
+                l.check_request_at(black_box(k), at(base + i))
                     .decision
                     .is_allowed()
             })
