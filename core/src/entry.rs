@@ -206,3 +206,36 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
             && !matches!(c.last_block_start, Some(s) if within(now, s, memory))
     }
 }
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use crate::window::GrowLog;
+
+    type MapEntry = Entry<8, BoxedCold, GrowLog<8>>;
+
+    /// The boxed cold part exists only while it holds something, and an
+    /// empty one equals an absent one.
+    #[test]
+    fn boxed_cold_part_comes_and_goes() {
+        let mut e = MapEntry::new();
+        assert!(e.cold.get().is_none());
+        assert!(!e.clear_block_and_ban() && !e.clear_lock());
+        e.cold.make().banned = true;
+        assert!(e.is_banned() && e.pinned(0, 1));
+        assert!(e.clear_block_and_ban());
+        assert!(e.cold.get().is_none(), "unban frees the cold part");
+        e.cold.make().lock_until = Some(5);
+        assert_eq!(e.pin_state(), (false, None, Some(5)));
+        assert!(e.clear_lock());
+        assert!(e.cold.get().is_none(), "lifting the lock frees it");
+        let mut f = MapEntry::new();
+        f.cold.make();
+        assert_eq!(e, f);
+        // Something left (a violation) keeps the part.
+        e.cold.make().violations.push(1);
+        e.cold.make().lock_until = Some(9);
+        assert!(e.clear_lock());
+        assert!(e.cold.get().is_some());
+    }
+}

@@ -188,6 +188,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let used = u32::try_from(e.log.len()).unwrap_or(u32::MAX);
         if used < max {
             e.log.push(now);
+            if used.saturating_add(1) >= max {
+                // At its limit: the log holds this many events for a
+                // while; give back the spare room a growing log took.
+                e.log.fit();
+            }
             let oldest = e.log.oldest().unwrap_or(now);
             return Decision::Allow {
                 remaining: max.saturating_sub(used).saturating_sub(1),

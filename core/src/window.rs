@@ -57,6 +57,9 @@ pub trait TimeLog: Default + Clone + core::fmt::Debug + PartialEq {
             self.pop_oldest();
         }
     }
+    /// Give back storage beyond the events held (a log that reached its
+    /// limit stays there for a while). Nothing for fixed logs.
+    fn fit(&mut self) {}
     /// Forget everything.
     fn clear(&mut self);
     /// Number of stored events (in window or not).
@@ -344,6 +347,16 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         }
     }
 
+    fn fit(&mut self) {
+        if let Repr::Heap { buf, len, .. } = &self.repr {
+            let len = usize::from(*len);
+            let need = if len <= INLINE { 0 } else { len.max(Self::MIN) };
+            if need < buf.len() {
+                self.relocate(len);
+            }
+        }
+    }
+
     fn clear(&mut self) {
         *self = GrowLog::default();
     }
@@ -412,7 +425,13 @@ mod tests {
                     fixed.prune(now, w);
                     grow.prune(now, w);
                 }
-                90..=97 => {
+                90..=93 => {
+                    fixed.fit();
+                    grow.fit();
+                    let cap = grow.heap_cap();
+                    assert!(cap == 0 || cap == grow.len().max(4), "fit: {cap}");
+                }
+                94..=97 => {
                     let n = (x % 50) as usize;
                     fixed.truncate_front(n);
                     grow.truncate_front(n);
