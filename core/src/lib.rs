@@ -40,15 +40,15 @@
 //! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
 //! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
 //! | [`lists`] | allow/deny [`Cidr`] lists (rule 9) |
-//! | [`window`] | sliding logs (rule 1) |
+//! | [`window`] | sliding logs (rule 1): fixed [`Log`], growing `GrowLog` |
 //! | [`block`] | violations, escalating blocks, bans (rules 2–4) |
 //! | [`lockout`] | login lockout and account throttle (rules 5, 8) |
 //! | [`penalty`] | back-off delays (rule 6) |
 //! | [`slots`] | concurrency slot tokens with TTL (rule 7) |
-//! | [`entry`] | per-key state |
+//! | [`entry`] | per-key state: the log, and a [`Cold`] part (violations, block, ban, lock, slots) held inline or boxed on first use |
 //! | [`store`] | the [`Store`] trait |
 //! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, LRU eviction |
-//! | `map` | `MapStore` (feature `alloc`): hashbrown-backed, growable |
+//! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under a hashbrown index |
 //! | [`limiter`] | [`Limiter`], tying rules to a store |
 //! | [`record`] | export/import with wall-clock times |
 //! | `shared` | `Shared` (feature `critical-section`) |
@@ -57,7 +57,7 @@
 //!
 //! A [`FixedLimiter<N, W>`] is `size_of` a few words plus `N` slots; one
 //! slot holds a key, links, a `W`-timestamp log, a 16-entry violation log,
-//! block/lock state and [`MAX_SLOTS`] slot tokens: about `8·W + 345` bytes
+//! block/lock state and [`MAX_SLOTS`] slot tokens: about `8·W + 337` bytes
 //! on 64-bit hosts (measured by the `sizes` test, which prints the table):
 //!
 //! | configuration | bytes per slot | total |
@@ -67,6 +67,13 @@
 //! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 016 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
+//!
+//! A `MapStore` key (feature `alloc`) is one 64-byte node (key, LRU
+//! stamp, two timestamps inline, a pointer to its cold part) plus its share
+//! of the index: about 80 bytes at 1 000 000 keys with one event each.
+//! Logs longer than two events live in a heap ring sized to their events;
+//! the cold part is allocated only for keys that were denied, blocked,
+//! banned, locked or hold slots.
 //!
 //! ## Features
 //!
