@@ -55,12 +55,6 @@ impl<const W: usize> Limiter<crate::map::MapStore<W>, W> {
     }
 }
 
-/// What a key lookup for writing found.
-pub(crate) enum Slot<'a, E> {
-    Found(&'a mut E),
-    Full,
-}
-
 impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// A limiter over `store` (which should be empty), after checking
     /// `config` against the log capacity `W`.
@@ -127,8 +121,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         self.latest.max(tick(now))
     }
 
-    /// The entry for `key`, created (evicting if needed) and touched.
-    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Slot<'_, EntryOf<S, W>> {
+    /// The entry for `key`, created (evicting if needed) and touched;
+    /// `None` when the table is full of entries that may not be evicted.
+    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Option<&mut EntryOf<S, W>> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         upsert_in(&mut self.store, &mut self.stats, key, now, ttl)
     }
@@ -177,8 +172,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let window = config.requests.window.as_ticks();
         let ttl = config.slots.slot_ttl.as_ticks();
         let e = match upsert_in(store, stats, key, now, ttl) {
-            Slot::Found(e) => e,
-            Slot::Full => return self.full_decision(),
+            Some(e) => e,
+            None => return self.full_decision(),
         };
         if let Some(d) = standing_denial(e, now) {
             return d;
@@ -261,11 +256,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let now = self.clock(now);
         let key = Key::request(self.addr(ip));
         let done = match self.upsert(key, now) {
-            Slot::Found(e) => {
+            Some(e) => {
                 e.cold.make().banned = true;
                 true
             }
-            Slot::Full => false,
+            None => false,
         };
         if done {
             self.pinned_changed();
@@ -356,8 +351,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         let limit = self.config.slots.slots;
         let got = match self.upsert(key, now) {
-            Slot::Found(e) => e.cold.make().slots.acquire(id, now, ttl, limit),
-            Slot::Full => false,
+            Some(e) => e.cold.make().slots.acquire(id, now, ttl, limit),
+            None => false,
         };
         if !got {
             return None;
@@ -425,17 +420,17 @@ fn upsert_in<'a, S: Store<W>, const W: usize>(
     key: Key,
     now: Tick,
     ttl: u64,
-) -> Slot<'a, EntryOf<S, W>> {
+) -> Option<&'a mut EntryOf<S, W>> {
     match store.upsert(key, &mut |_, e| !e.pinned(now, ttl)) {
         Upsert::Found { entry, evicted } => {
             if evicted {
                 stats.evictions = stats.evictions.saturating_add(1);
             }
-            Slot::Found(entry)
+            Some(entry)
         }
         Upsert::Full => {
             stats.table_full = stats.table_full.saturating_add(1);
-            Slot::Full
+            None
         }
     }
 }

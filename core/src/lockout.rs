@@ -34,7 +34,7 @@ use crate::config::NoSlot;
 use crate::decision::{Decision, Penalty, Reason};
 use crate::entry::ColdPart;
 use crate::key::Key;
-use crate::limiter::{Limiter, Slot};
+use crate::limiter::Limiter;
 use crate::lists::Listed;
 use crate::penalty::delay;
 use crate::store::{EntryOf, Store};
@@ -150,7 +150,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         };
         let acct = login.account_window.as_ticks();
         let mut throttled = false;
-        if let Slot::Found(e) = self.upsert(Key::account(user), now) {
+        if let Some(e) = self.upsert(Key::account(user), now) {
             e.log.prune(now, acct);
             throttled = e.log.count(now, acct) >= m;
             e.log.push(now);
@@ -179,7 +179,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
         let mut k = 0;
         let mut user_locked = false;
-        if let Slot::Found(e) = self.upsert(Key::login_user(user, addr), now) {
+        if let Some(e) = self.upsert(Key::login_user(user, addr), now) {
             e.log.prune(now, window);
             k = e.log.count(now, window);
             e.log.push(now);
@@ -191,7 +191,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
         let ip_key = Key::login_ip(addr);
         let mut locked = user_locked;
-        if let Slot::Found(e) = self.upsert(ip_key, now) {
+        if let Some(e) = self.upsert(ip_key, now) {
             e.log.prune(now, window);
             let before = e.log.count(now, window);
             e.log.push(now);
