@@ -302,9 +302,4 @@ impl KeyHasher {
         // The one-shot form: no streaming buffer bookkeeping.
         SipHasher13::new_with_keys(self.k0, self.k1).hash(&key.bytes())
     }
-
-    /// A fresh `core::hash::Hasher` with this hasher's keys.
-    pub fn build(&self) -> SipHasher13 {
-        SipHasher13::new_with_keys(self.k0, self.k1)
-    }
 }

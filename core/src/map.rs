@@ -27,25 +27,12 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::hash::BuildHasher;
 use hashbrown::HashTable;
-use siphasher::sip::SipHasher13;
 
 use crate::entry::{BoxedCold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
 use crate::store::{Store, Upsert};
 use crate::window::GrowLog;
-
-/// Builds keyed SipHash-1-3 hashers for hashbrown.
-#[derive(Clone, Copy, Debug)]
-pub struct SipBuild(KeyHasher);
-
-impl BuildHasher for SipBuild {
-    type Hasher = SipHasher13;
-    fn build_hasher(&self) -> SipHasher13 {
-        self.0.build()
-    }
-}
 
 /// Target chunk size in bytes.
 const CHUNK_BYTES: usize = 16384;
