@@ -15,7 +15,7 @@ use crate::lists::Listed;
 use crate::slots::SlotToken;
 use crate::store::{EntryOf, Store, Upsert};
 use crate::table::FixedStore;
-use crate::time::{left_in_window, running, tick, until, Tick};
+use crate::time::{age, left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
@@ -213,6 +213,44 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 retry_after: left_in_window(now, oldest, window),
             },
         }
+    }
+
+    /// [`check_request`](Self::check_request)'s answer when that answer
+    /// changes nothing but the clock: a listed address, or a denial (ban,
+    /// block, or a full window that records no new violation) of a key that
+    /// already is the most recently touched. `None`: call `check_request`.
+    ///
+    /// For hosts that keep the limiter under a read-write lock: a client
+    /// hammering one key is denied under the shared lock, so its
+    /// connections do not queue for the exclusive one. The answer is the
+    /// one `check_request` gives at `now`; the clock is not advanced, which
+    /// only lets a later call with an earlier `now` be decided at its own
+    /// time, as if it had come first (it could change nothing this answer
+    /// depends on: its window holds no fewer events and its last violation
+    /// is no older).
+    pub fn check_request_if_unchanged(&self, ip: IpAddr, now: Instant) -> Option<Decision> {
+        let now = self.peek_clock(now);
+        if let Some(d) = self.listed(ip) {
+            return Some(d);
+        }
+        let e = self.store.get_if_newest(&Key::request(self.addr(ip)))?;
+        if let Some(d) = standing_denial(e, now) {
+            return Some(d);
+        }
+        let window = self.config.requests.window.as_ticks();
+        let oldest = e.log.oldest_in(now, window)?;
+        let expired = e.log.iter().take_while(|&t| t < oldest).count();
+        let used = e.log.len().saturating_sub(expired);
+        if used < usize::try_from(self.config.requests.max_requests).unwrap_or(usize::MAX) {
+            return None;
+        }
+        if !matches!(e.cold().violations.newest(), Some(last) if age(now, last) < window) {
+            return None;
+        }
+        Some(Decision::Deny {
+            reason: Reason::RateLimited,
+            retry_after: left_in_window(now, oldest, window),
+        })
     }
 
     /// What [`check_request`](Self::check_request) would answer, consuming

@@ -423,6 +423,14 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.node(self.locate(key)?).map(|n| &n.entry)
     }
 
+    fn get_if_newest(&self, key: &Key) -> Option<&MapEntry<W>> {
+        // The last record is the newest node's, if that node still holds
+        // its stamp: no hashing, one (hot) node read.
+        let len = self.order.len();
+        let n = self.node(*self.order.back()?)?;
+        (n.key == *key && n.stamp == self.stamp_at(len).wrapping_sub(1)).then_some(&n.entry)
+    }
+
     fn get_mut(&mut self, key: &Key) -> Option<&mut MapEntry<W>> {
         let i = self.locate(key)?;
         self.node_mut(i).map(|n| &mut n.entry)

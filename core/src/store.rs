@@ -45,6 +45,12 @@ pub trait Store<const W: usize> {
     fn get(&self, key: &Key) -> Option<&EntryOf<Self, W>>;
     /// Look up mutably without touching.
     fn get_mut(&mut self, key: &Key) -> Option<&mut EntryOf<Self, W>>;
+    /// The entry for `key` if it is the most recently touched (so touching
+    /// it again would change nothing). `None` otherwise, and by default.
+    fn get_if_newest(&self, key: &Key) -> Option<&EntryOf<Self, W>> {
+        let _ = key;
+        None
+    }
     /// Mark `key` most recently touched.
     fn touch(&mut self, key: &Key);
     /// Mark `key` most recently touched and return its entry (one lookup

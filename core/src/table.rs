@@ -212,6 +212,12 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         self.slot_mut(i).map(|s| &mut s.entry)
     }
 
+    fn get_if_newest(&self, key: &Key) -> Option<&Entry<W>> {
+        // No hashing: compare with the newest slot's key.
+        let s = self.slot(usize::from(self.newest?))?;
+        (s.key == *key).then_some(&s.entry)
+    }
+
     fn touch(&mut self, key: &Key) {
         if let Some(i) = self.find(key) {
             if self.newest != Self::ix(i) {

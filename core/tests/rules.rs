@@ -545,3 +545,51 @@ fn lift_clears_bans_blocks_and_locks_of_one_address() {
     assert!(l.check_login("zoe", a, t(11)).is_allowed());
     assert_eq!(l.check_request(ip(2), t(11)).reason(), Some(Reason::Banned));
 }
+
+/// `check_request_if_unchanged` answers only when `check_request` would
+/// change nothing, and then answers the same, on both stores.
+#[test]
+fn unchanged_denials_answer_as_check_request() {
+    fn run<S: Store<50>>(mut l: Limiter<S, 50>) -> (u32, u32) {
+        let (mut answered, mut denials) = (0, 0);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut now = 0u64;
+        for i in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly one hot address, sometimes two others; steps of
+            // 0–2 s, now and then a step back in time (clamped).
+            let addr = ip(if x % 10 < 8 { 0 } else { (x % 3) as u32 });
+            now = (now + x % 2000).saturating_sub(if x % 97 == 0 { 5000 } else { 0 });
+            let at = Instant::from_millis(1_000_000_000 + now);
+            let ro = l.check_request_if_unchanged(addr, at);
+            let stats = l.stats();
+            let full = l.check_request(addr, at);
+            if let Some(d) = ro {
+                assert_eq!(d, full, "call {i}");
+                assert_eq!(
+                    l.stats(),
+                    stats,
+                    "call {i}: a read-only answer changed counters"
+                );
+                answered += 1;
+            }
+            denials += u32::from(!full.is_allowed());
+        }
+        (answered, denials)
+    }
+    let mut c = Config::default();
+    c.requests.max_requests = 10;
+    c.blocks.block_after = 3;
+    c.blocks.block_for = s(30);
+    for (answered, denials) in [
+        run(FixedLimiter::<64, 50>::new(c.clone(), SEED).unwrap()),
+        run(MapLimiter::<50>::new_growable(c.clone(), SEED, 100).unwrap()),
+    ] {
+        assert!(
+            denials > 500 && answered > denials / 2,
+            "{answered} of {denials}"
+        );
+    }
+}

@@ -1,12 +1,14 @@
 //! [`Limiter`]: the core's rules over sharded tables, for many threads and
 //! tasks at once.
 //!
-//! Each shard is a core [`MapLimiter`] behind a mutex; an address's keys
+//! Each shard is a core [`MapLimiter`] behind a read-write lock; an address's keys
 //! (request, login-ip, every (username, address) pair) live in the shard
 //! its keyed hash picks, and a username's account key in the shard its
 //! hash picks, so every rule runs entirely under one lock and limits are
-//! exact under contention. No rule is restated here: every decision is a
-//! core call.
+//! exact under contention. Requests whose answer changes nothing (a client
+//! already denied, hammering) are decided under the shared lock
+//! ([`MapLimiter::check_request_if_unchanged`]); everything else takes the
+//! exclusive one. No rule is restated here: every decision is a core call.
 //!
 //! ```
 //! use std::net::IpAddr;
@@ -27,7 +29,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use embassy_time::{Duration, Instant};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use portcullis_core::{
     Addr, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Reason, Record, Seed,
     SlotToken, Stats, WallClock,
@@ -126,7 +128,7 @@ pub struct PurgeReport {
 
 /// The concurrent limiter.
 pub struct Limiter {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[RwLock<Shard>]>,
     seed: Seed,
     route: (u64, u64),
     config: Config,
@@ -157,7 +159,7 @@ impl Limiter {
         let even = opts.max_entries.div_ceil(opts.shards);
         let per = even + (even / 10).max(64);
         let shards = (0..opts.shards)
-            .map(|_| Shard::new_growable(config.clone(), seed, per).map(Mutex::new))
+            .map(|_| Shard::new_growable(config.clone(), seed, per).map(RwLock::new))
             .collect::<Result<Vec<_>, _>>()?
             .into_boxed_slice();
         // Shard routing keys, derived from the seed so shard choice is as
@@ -207,16 +209,16 @@ impl Limiter {
         Addr::from_ip(ip, self.config.ipv6_prefix)
     }
 
-    fn shard_for_addr(&self, addr: Addr) -> &Mutex<Shard> {
+    fn shard_for_addr(&self, addr: Addr) -> &RwLock<Shard> {
         &self.shards[self.index_for_key(&Key::request(addr))]
     }
 
-    fn shard_for_user(&self, user: u64) -> &Mutex<Shard> {
+    fn shard_for_user(&self, user: u64) -> &RwLock<Shard> {
         &self.shards[self.index_for_key(&Key::account(user))]
     }
 
     /// Which shard holds `key`.
-    pub fn shard_for_key(&self, key: &Key) -> &Mutex<Shard> {
+    pub fn shard_for_key(&self, key: &Key) -> &RwLock<Shard> {
         &self.shards[self.index_for_key(key)]
     }
 
@@ -228,10 +230,19 @@ impl Limiter {
         keys: impl Fn(Addr) -> [Key; K],
         f: impl FnOnce(&mut Shard) -> T,
     ) -> Outcome<T> {
+        self.on(self.addr_of(ip), keys, f)
+    }
+
+    /// [`on_addr`](Self::on_addr) for an address already aggregated.
+    fn on<T, const K: usize>(
+        &self,
+        addr: Addr,
+        keys: impl Fn(Addr) -> [Key; K],
+        f: impl FnOnce(&mut Shard) -> T,
+    ) -> Outcome<T> {
         // The core counts every ban, block and lock it sets or lifts: only
         // when that count moves are the keys' records written through.
-        let addr = self.addr_of(ip);
-        let mut shard = self.shard_for_addr(addr).lock();
+        let mut shard = self.shard_for_addr(addr).write();
         let before = shard.stats().pin_changes;
         let decision = f(&mut shard);
         let mut changes = Changes::default();
@@ -247,31 +258,46 @@ impl Limiter {
     }
 
     /// Rules 1–4 and 9 for a request from `ip` at `now`.
+    ///
+    /// A denial that changes nothing (a key already denied and most
+    /// recently seen: a client hammering) is decided under the shard's
+    /// shared lock, so such requests do not queue for the exclusive one.
     pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
-        self.on_addr(ip, |a| [Key::request(a)], |s| s.check_request(ip, now))
+        let addr = self.addr_of(ip);
+        if let Some(decision) = self
+            .shard_for_addr(addr)
+            .read()
+            .check_request_if_unchanged(ip, now)
+        {
+            return Outcome {
+                decision,
+                changes: Changes::default(),
+            };
+        }
+        self.on(addr, |a| [Key::request(a)], |s| s.check_request(ip, now))
     }
 
     /// What `check_request_at` would say, consuming nothing.
     pub fn peek_request_at(&self, ip: IpAddr, now: Instant) -> Decision {
         self.shard_for_addr(self.addr_of(ip))
-            .lock()
+            .read()
             .peek_request(ip, now)
     }
 
     /// Whether a login may proceed (records nothing).
     pub fn check_login_at(&self, user: &str, ip: IpAddr, now: Instant) -> Decision {
         self.shard_for_addr(self.addr_of(ip))
-            .lock()
+            .write()
             .check_login(user, ip, now)
     }
 
     /// Record a failed login: the account throttle in the username's shard,
     /// then the pair and ip in the address's shard.
     pub fn login_failed_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<Penalty> {
-        let uh = self.shard_for_addr(self.addr_of(ip)).lock().user_hash(user);
+        let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
         let throttled = self
             .shard_for_user(uh)
-            .lock()
+            .write()
             .record_account_failure(user, ip, now);
         self.on_addr(
             ip,
@@ -282,7 +308,7 @@ impl Limiter {
 
     /// Record a successful login (clears the pair).
     pub fn login_succeeded_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<bool> {
-        let uh = self.shard_for_addr(self.addr_of(ip)).lock().user_hash(user);
+        let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
         // A lock the pair held is persisted; its removal is written through
         // (an empty record deletes the row) so it cannot come back.
         self.on_addr(
@@ -295,13 +321,13 @@ impl Limiter {
     /// Take a concurrency slot of `ip`.
     pub fn acquire_slot_at(&self, ip: IpAddr, now: Instant) -> Option<SlotToken> {
         self.shard_for_addr(self.addr_of(ip))
-            .lock()
+            .write()
             .acquire_slot(ip, now)
     }
 
     /// Hand a slot back.
     pub fn release_slot(&self, token: SlotToken) -> bool {
-        self.shard_for_key(&token.key()).lock().release_slot(token)
+        self.shard_for_key(&token.key()).write().release_slot(token)
     }
 
     /// Ban `ip` by hand.
@@ -312,7 +338,7 @@ impl Limiter {
     /// Lift every block, ban and lock on `ip`.
     pub fn lift(&self, ip: IpAddr) -> Outcome<usize> {
         let addr = self.addr_of(ip);
-        let mut shard = self.shard_for_addr(addr).lock();
+        let mut shard = self.shard_for_addr(addr).write();
         let clock = crate::clock::wall();
         let mut touched = Vec::new();
         shard.export(clock, |r| {
@@ -335,7 +361,7 @@ impl Limiter {
     pub fn bans_at(&self, now: Instant) -> Vec<BanInfo> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock();
+            let shard = shard.read();
             shard.for_each_ban(now, |addr, left| {
                 let reason = if left.is_none() {
                     Reason::Banned
@@ -368,7 +394,7 @@ impl Limiter {
     pub fn purge_at(&self, now: Instant) -> PurgeReport {
         let mut r = PurgeReport::default();
         for shard in self.shards.iter() {
-            let mut s = shard.lock();
+            let mut s = shard.write();
             r.removed += s.purge(now);
             r.kept += s.len();
         }
@@ -377,7 +403,7 @@ impl Limiter {
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Whether no key is held.
@@ -389,7 +415,7 @@ impl Limiter {
     pub fn stats(&self) -> Stats {
         let mut t = Stats::default();
         for s in self.shards.iter() {
-            let s = s.lock().stats();
+            let s = s.read().stats();
             t.table_full += s.table_full;
             t.evictions += s.evictions;
             t.purged += s.purged;
@@ -399,14 +425,14 @@ impl Limiter {
 
     /// Keys held at most.
     pub fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().capacity()).sum()
+        self.shards.iter().map(|s| s.read().capacity()).sum()
     }
 
     /// Every record, for snapshots.
     pub fn export(&self, clock: WallClock) -> Vec<HostRecord> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
-            s.lock().export(clock, |r| out.push(r.clone()));
+            s.read().export(clock, |r| out.push(r.clone()));
         }
         out
     }
@@ -427,7 +453,7 @@ impl Limiter {
         }
         let mut n = 0;
         for (i, recs) in by_shard {
-            n += self.shards[i].lock().import(clock, &recs)?;
+            n += self.shards[i].write().import(clock, &recs)?;
         }
         Ok(n)
     }
