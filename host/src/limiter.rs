@@ -34,6 +34,7 @@ use portcullis_core::{
     Addr, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Reason, Record, Seed,
     SlotToken, Stats, WallClock,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Timestamps per key log on the host: `requests.max_requests`,
 /// `login.max_failures` and `login.account_max_failures` must not exceed it.
@@ -129,6 +130,8 @@ pub struct PurgeReport {
 /// The concurrent limiter.
 pub struct Limiter {
     shards: Box<[RwLock<Shard>]>,
+    /// Per shard, a mark of the address it denied last (0: none).
+    denied: Box<[AtomicU64]>,
     seed: Seed,
     route: (u64, u64),
     config: Config,
@@ -169,8 +172,10 @@ impl Limiter {
             kh.hash(&Key::account(0x5348_4152_4431)),
             kh.hash(&Key::account(0x5348_4152_4432)),
         );
+        let denied = (0..shards.len()).map(|_| AtomicU64::new(0)).collect();
         Ok(Limiter {
             shards,
+            denied,
             seed,
             route,
             config,
@@ -262,19 +267,28 @@ impl Limiter {
     /// A denial that changes nothing (a key already denied and most
     /// recently seen: a client hammering) is decided under the shard's
     /// shared lock, so such requests do not queue for the exclusive one.
+    /// The shared attempt is made only for the address the shard denied
+    /// last (a hint, one relaxed load), so other requests pay nothing for it.
     pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
         let addr = self.addr_of(ip);
-        if let Some(decision) = self
-            .shard_for_addr(addr)
-            .read()
-            .check_request_if_unchanged(ip, now)
-        {
-            return Outcome {
-                decision,
-                changes: Changes::default(),
-            };
+        let a = u128::from_be_bytes(addr.octets());
+        // Never 0, the empty hint.
+        let mark = ((a as u64) ^ ((a >> 64) as u64).rotate_left(32)) | 1;
+        let i = self.index_for_key(&Key::request(addr));
+        let hint = &self.denied[i];
+        if hint.load(Ordering::Relaxed) == mark {
+            if let Some(decision) = self.shards[i].read().check_request_if_unchanged(ip, now) {
+                return Outcome {
+                    decision,
+                    changes: Changes::default(),
+                };
+            }
         }
-        self.on(addr, |a| [Key::request(a)], |s| s.check_request(ip, now))
+        let out = self.on(addr, |a| [Key::request(a)], |s| s.check_request(ip, now));
+        if !out.decision.is_allowed() && hint.load(Ordering::Relaxed) != mark {
+            hint.store(mark, Ordering::Relaxed);
+        }
+        out
     }
 
     /// What `check_request_at` would say, consuming nothing.
