@@ -9,7 +9,7 @@
 //! violations within `ban_lookback` ban it until an operator lifts it.
 
 use crate::config::BlockRules;
-use crate::entry::{ColdPart, Entry};
+use crate::entry::{Cold, ColdPart, Entry};
 use crate::time::{age, grown, within, Tick};
 use crate::window::TimeLog;
 
@@ -34,6 +34,15 @@ pub(crate) fn block_length(rules: &BlockRules, level: u8) -> u64 {
     )
 }
 
+/// Whether a denial at `now` is a new violation: none yet, or the last
+/// one at least a window old.
+pub(crate) fn is_new_violation(c: &Cold, window: u64, now: Tick) -> bool {
+    match c.violations.newest() {
+        Some(last) => age(now, last) >= window,
+        None => true,
+    }
+}
+
 /// Record a rate-limit denial at `now` for a key with request window
 /// `window` (ticks) and escalate as the rules say.
 pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
@@ -42,11 +51,7 @@ pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
     window: u64,
     now: Tick,
 ) -> Escalation {
-    let new_violation = match e.cold().violations.newest() {
-        Some(last) => age(now, last) >= window,
-        None => true,
-    };
-    if !new_violation {
+    if !is_new_violation(e.cold(), window, now) {
         return Escalation::None;
     }
     let e = e.cold.make();

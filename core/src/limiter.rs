@@ -6,7 +6,7 @@
 use core::net::IpAddr;
 use embassy_time::{Duration, Instant};
 
-use crate::block::{on_denial, Escalation};
+use crate::block::{is_new_violation, on_denial, Escalation};
 use crate::config::{Config, ConfigError, OnFull};
 use crate::decision::{Decision, Reason, Stats};
 use crate::entry::{ColdPart, Entry};
@@ -15,7 +15,7 @@ use crate::lists::Listed;
 use crate::slots::SlotToken;
 use crate::store::{EntryOf, Store, Upsert};
 use crate::table::FixedStore;
-use crate::time::{age, left_in_window, running, tick, until, Tick};
+use crate::time::{left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
@@ -244,7 +244,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         if used < usize::try_from(self.config.requests.max_requests).unwrap_or(usize::MAX) {
             return None;
         }
-        if !matches!(e.cold().violations.newest(), Some(last) if age(now, last) < window) {
+        if is_new_violation(e.cold(), window, now) {
             return None;
         }
         Some(Decision::Deny {
