@@ -232,13 +232,13 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         key: Key,
         evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool,
     ) -> Upsert<'_, Entry<W>> {
-        let i = match self.find(&key) {
+        let (i, evicted) = match self.find(&key) {
             Some(i) => {
                 if self.newest != Self::ix(i) {
                     self.unlink(i);
                     self.link_newest(i);
                 }
-                i
+                (i, false)
             }
             None => {
                 let mut evicted = false;
@@ -256,19 +256,13 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
                 let Some(i) = self.find(&key) else {
                     return Upsert::Full;
                 };
-                return match self.slot_mut(i) {
-                    Some(s) => Upsert::Found {
-                        entry: &mut s.entry,
-                        evicted,
-                    },
-                    None => Upsert::Full,
-                };
+                (i, evicted)
             }
         };
         match self.slot_mut(i) {
             Some(s) => Upsert::Found {
                 entry: &mut s.entry,
-                evicted: false,
+                evicted,
             },
             None => Upsert::Full,
         }

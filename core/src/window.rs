@@ -22,8 +22,6 @@ use crate::time::{within, Tick};
 
 /// What the rules need of a sliding log. Events are pushed in time order.
 pub trait TimeLog: Default + Clone + core::fmt::Debug + PartialEq {
-    /// Most events held; a push beyond drops the oldest.
-    const CAPACITY: usize;
     /// Events in the window at `now`, without changing anything.
     fn count(&self, now: Tick, window: u64) -> u32 {
         let n = self.iter().filter(|&t| within(now, t, window)).count();
@@ -88,8 +86,6 @@ impl<const C: usize> Log<C> {
 }
 
 impl<const C: usize> TimeLog for Log<C> {
-    const CAPACITY: usize = C;
-
     fn oldest(&self) -> Option<Tick> {
         self.times.front().copied()
     }
@@ -154,6 +150,10 @@ const INLINE: usize = 2;
 #[cfg(feature = "alloc")]
 impl<const W: usize> Default for GrowLog<W> {
     fn default() -> Self {
+        // Evaluated here, where every entry's log is made (`Entry::new`
+        // goes through `Default`), so an oversized `W` fails to compile.
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID;
         GrowLog {
             repr: Repr::Inline {
                 t: [0; INLINE],
@@ -171,8 +171,6 @@ impl<const W: usize> GrowLog<W> {
 
     /// An empty log (no allocation).
     pub fn new() -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::VALID;
         GrowLog::default()
     }
 
@@ -277,8 +275,6 @@ impl<const W: usize> Eq for GrowLog<W> {}
 
 #[cfg(feature = "alloc")]
 impl<const W: usize> TimeLog for GrowLog<W> {
-    const CAPACITY: usize = W;
-
     fn oldest(&self) -> Option<Tick> {
         self.at(0)
     }

@@ -235,19 +235,22 @@ impl Limiter {
         keys: impl Fn(Addr) -> [Key; K],
         f: impl FnOnce(&mut Shard) -> T,
     ) -> Outcome<T> {
-        self.on(self.addr_of(ip), keys, f)
+        let addr = self.addr_of(ip);
+        self.on(self.index_for_key(&Key::request(addr)), addr, keys, f)
     }
 
-    /// [`on_addr`](Self::on_addr) for an address already aggregated.
+    /// [`on_addr`](Self::on_addr) for an address already aggregated and
+    /// routed to shard `i`.
     fn on<T, const K: usize>(
         &self,
+        i: usize,
         addr: Addr,
         keys: impl Fn(Addr) -> [Key; K],
         f: impl FnOnce(&mut Shard) -> T,
     ) -> Outcome<T> {
         // The core counts every ban, block and lock it sets or lifts: only
         // when that count moves are the keys' records written through.
-        let mut shard = self.shard_for_addr(addr).write();
+        let mut shard = self.shards[i].write();
         let before = shard.stats().pin_changes;
         let decision = f(&mut shard);
         let mut changes = Changes::default();
@@ -284,7 +287,7 @@ impl Limiter {
                 };
             }
         }
-        let out = self.on(addr, |a| [Key::request(a)], |s| s.check_request(ip, now));
+        let out = self.on(i, addr, |a| [Key::request(a)], |s| s.check_request(ip, now));
         if !out.decision.is_allowed() && hint.load(Ordering::Relaxed) != mark {
             hint.store(mark, Ordering::Relaxed);
         }
