@@ -24,15 +24,14 @@
 //! 24 hash bits index 16 M keys per store without sharing; beyond that
 //! keys begin to share index hashes and lookups compare a few more keys.
 
-use alloc::boxed::Box;
-use alloc::collections::VecDeque;
-use alloc::vec::Vec;
-use hashbrown::HashTable;
-
 use crate::entry::{BoxedCold, Entry};
+use crate::index::{SlotIndex, MAX_SLOT};
 use crate::key::{Key, KeyHasher, Seed};
 use crate::store::{Store, Upsert};
 use crate::window::GrowLog;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 /// Target chunk size in bytes.
 const CHUNK_BYTES: usize = 16384;
@@ -67,12 +66,6 @@ impl<const W: usize> Node<W> {
 
 type Chunk<const W: usize> = Box<[Option<Node<W>>]>;
 
-/// Spread a 24-bit hash over the 64 bits hashbrown reads (low bits pick
-/// the bucket, the top 7 bits are the tag).
-fn spread(h: u32) -> u64 {
-    u64::from(h).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
 /// Most records the order queue may hold for `live` keys before compaction.
 fn limit(live: usize) -> usize {
     live.saturating_add(live / 2).saturating_add(SLACK).min(
@@ -82,10 +75,10 @@ fn limit(live: usize) -> usize {
     )
 }
 
-/// Growable key table: keyed hashbrown index over a chunked slab, with a
+/// Growable key table: keyed open-addressing index over a chunked slab, with a
 /// stamped queue for least-recently-touched order.
 pub struct MapStore<const W: usize> {
-    index: HashTable<u32>,
+    index: SlotIndex,
     chunks: Vec<Chunk<W>>,
     /// Nodes per chunk is `1 << chunk_bits`.
     chunk_bits: u32,
@@ -104,7 +97,7 @@ pub struct MapStore<const W: usize> {
 impl<const W: usize> MapStore<W> {
     /// An empty store holding at most `max_entries` keys.
     pub fn new(seed: Seed, max_entries: usize) -> Self {
-        let cap = max_entries.min(usize::try_from(u32::MAX).unwrap_or(usize::MAX));
+        let cap = max_entries.min(MAX_SLOT as usize);
         // Chunks of about CHUNK_BYTES, fewer nodes for small stores:
         // min(floor(log2(CHUNK_BYTES / node)), ceil(log2(cap))).
         let per = CHUNK_BYTES
@@ -116,7 +109,7 @@ impl<const W: usize> MapStore<W> {
             .wrapping_sub(per.leading_zeros());
         let by_cap = usize::BITS.wrapping_sub(cap.saturating_sub(1).leading_zeros());
         MapStore {
-            index: HashTable::new(),
+            index: SlotIndex::default(),
             chunks: Vec::new(),
             chunk_bits: by_size.min(by_cap),
             free: Vec::new(),
@@ -173,19 +166,17 @@ impl<const W: usize> MapStore<W> {
         Self::node_mut_in(&mut self.chunks, self.chunk_bits, i)
     }
 
-    /// Index hash of the node in slot `i` (for hashbrown's rehash).
-    fn rehash_in(chunks: &[Chunk<W>], bits: u32, i: u32) -> u64 {
-        Self::node_in(chunks, bits, i).map_or(0, |n| spread(n.hash()))
+    /// Cached hash of the node in slot `i` (for the index's rehash).
+    fn hash_in(chunks: &[Chunk<W>], bits: u32, i: u32) -> u32 {
+        Self::node_in(chunks, bits, i).map_or(0, Node::hash)
     }
 
     /// The slot holding `key`, whose 24-bit hash is `h`.
     fn find(&self, key: &Key, h: u32) -> Option<u32> {
         let (chunks, bits) = (&self.chunks, self.chunk_bits);
-        self.index
-            .find(spread(h), |&i| {
-                Self::node_in(chunks, bits, i).is_some_and(|n| n.key == *key)
-            })
-            .copied()
+        self.index.find(h, |i| {
+            Self::node_in(chunks, bits, i).is_some_and(|n| n.key == *key)
+        })
     }
 
     /// The slot holding `key`.
@@ -278,7 +269,9 @@ impl<const W: usize> MapStore<W> {
         if self.free.is_empty() {
             let base = self.slots();
             let n = self.chunk_len();
-            let end = u32::try_from(base.checked_add(n)?).ok()?;
+            let end = u32::try_from(base.checked_add(n)?)
+                .ok()
+                .filter(|&e| e <= MAX_SLOT.saturating_add(1))?;
             let base = u32::try_from(base).ok()?;
             let chunk: Vec<Option<Node<W>>> = (0..n).map(|_| None).collect();
             self.chunks.push(chunk.into_boxed_slice());
@@ -292,9 +285,9 @@ impl<const W: usize> MapStore<W> {
     /// queue record goes stale.
     fn remove_at(&mut self, i: u32) -> Option<Node<W>> {
         let node = Self::slot_mut_in(&mut self.chunks, self.chunk_bits, i)?.take()?;
-        if let Ok(e) = self.index.find_entry(spread(node.hash()), |&j| j == i) {
-            e.remove();
-        }
+        let (chunks, bits) = (&self.chunks, self.chunk_bits);
+        self.index
+            .remove(node.hash(), i, |j| Self::hash_in(chunks, bits, j));
         self.free.push(i);
         Some(node)
     }
@@ -347,11 +340,8 @@ impl<const W: usize> MapStore<W> {
             }
         }
         self.free.shrink_to_fit();
-        if self.index.capacity() > live.saturating_mul(4).max(64) {
-            let (chunks, bits) = (&self.chunks, self.chunk_bits);
-            self.index
-                .shrink_to(0, |&i| Self::rehash_in(chunks, bits, i));
-        }
+        let (chunks, bits) = (&self.chunks, self.chunk_bits);
+        self.index.shrink(|i| Self::hash_in(chunks, bits, i));
     }
 
     /// Move the node in slot `from` to the empty slot `to`.
@@ -364,9 +354,7 @@ impl<const W: usize> MapStore<W> {
         else {
             return;
         };
-        if let Some(j) = self.index.find_mut(spread(node.hash()), |&j| j == from) {
-            *j = to;
-        }
+        self.index.replace(node.hash(), from, to);
         let pos = node.stamp.wrapping_sub(self.head) as usize;
         if let Some(r) = self.order.get_mut(pos) {
             *r = to;
@@ -399,8 +387,13 @@ impl<const W: usize> MapStore<W> {
             entry,
         });
         let (chunks, bits) = (&self.chunks, self.chunk_bits);
-        self.index
-            .insert_unique(spread(h), i, |&j| Self::rehash_in(chunks, bits, j));
+        if !self.index.insert(h, i, |j| Self::hash_in(chunks, bits, j)) {
+            // Unreachable: `alloc_slot` never hands out a slot past MAX_SLOT.
+            let node =
+                Self::slot_mut_in(&mut self.chunks, self.chunk_bits, i).and_then(Option::take);
+            self.free.push(i);
+            return node.map_or(Err(MapEntry::new()), |n| Err(n.entry));
+        }
         self.push(i);
         self.maybe_compact();
         Ok(i)
@@ -887,7 +880,7 @@ mod tests {
         let want: Vec<u64> = before.into_iter().filter(|u| u % 10 == 0).collect();
         assert_eq!(order(&s), want);
         assert!(s.slots() <= 200 + s.chunk_len(), "{} slots", s.slots());
-        assert!(s.index.capacity() < 800);
+        assert!(s.index.buckets() < 800);
         check(&s);
         for k in 0..200 {
             s.remove(&key(k * 10));
