@@ -48,7 +48,7 @@
 //! | [`entry`] | per-key state: the log, and a [`Cold`] part (violations, block, ban, lock, slots) held inline or boxed on first use |
 //! | [`store`] | the [`Store`] trait |
 //! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, LRU eviction |
-//! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under a hashbrown index |
+//! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under an open-addressing index |
 //! | [`limiter`] | [`Limiter`], tying rules to a store |
 //! | [`record`] | export/import with wall-clock times |
 //! | `shared` | `Shared` (feature `critical-section`) |
@@ -69,15 +69,15 @@
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
 //! A `MapStore` key (feature `alloc`) is one 64-byte node (key, LRU
-//! stamp, two timestamps inline, a pointer to its cold part) plus its share
-//! of the index: about 80 bytes at 1 000 000 keys with one event each.
-//! Logs longer than two events live in a heap ring sized to their events;
+//! stamp, up to four timestamps inline, a pointer to its cold part) plus
+//! its share of the index: about 80 bytes at 1 000 000 keys with one event
+//! each. Logs longer than four events live in a heap ring sized to them;
 //! the cold part is allocated only for keys that were denied, blocked,
 //! banned, locked or hold slots.
 //!
 //! ## Features
 //!
-//! * `alloc`: `MapStore`/`MapLimiter`, a growable hashbrown table.
+//! * `alloc`: `MapStore`/`MapLimiter`, a growable table.
 //! * `defmt`: `defmt::Format` on public types.
 //! * `critical-section`: `shared::Shared`, a `Mutex<RefCell<_>>` wrapper.
 //!

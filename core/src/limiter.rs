@@ -32,7 +32,7 @@ pub struct Limiter<S, const W: usize> {
 /// A limiter over the fixed-capacity table: `N` slots, `W` timestamps per log.
 pub type FixedLimiter<const N: usize, const W: usize> = Limiter<FixedStore<N, W>, W>;
 
-/// A limiter over the growable hashbrown table (feature `alloc`).
+/// A limiter over the growable table (feature `alloc`).
 #[cfg(feature = "alloc")]
 pub type MapLimiter<const W: usize> = Limiter<crate::map::MapStore<W>, W>;
 

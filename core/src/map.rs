@@ -6,10 +6,11 @@
 //!   64-byte line with the boxed-cold, growing-log entry) live inline in
 //!   chunks of 16 KiB, so growth never moves a node and unused room is at
 //!   most one chunk; freed slots are reused.
-//! * Index: a hashbrown `HashTable<u32>` of slab slots (5 bytes a bucket),
-//!   hashed with the tables' keyed SipHash (its top 24 bits, which the node
-//!   caches for rehashing and removal without hashing again). `upsert`
-//!   hashes once per request.
+//! * Index: a [`SlotIndex`](crate::index) of slab slots (4 bytes a bucket:
+//!   an 8-bit tag and the slot, probed linearly, so a lookup reads one
+//!   index line before the node), hashed with the tables' keyed SipHash
+//!   (its top 24 bits, which the node caches for rehashing and removal
+//!   without hashing again). `upsert` hashes once per request.
 //! * Order: no linked list (a touch would dirty two neighbours). `order` is
 //!   a queue of slot numbers; the record at position `p` has stamp
 //!   `head + p` (mod 2³²) and is live iff its node's `stamp` equals it, so a

@@ -3,7 +3,7 @@
 //!
 //! Two backends: [`FixedStore`](crate::FixedStore) (fixed array, no
 //! allocator, the default) and, with the `alloc` feature,
-//! [`MapStore`](crate::MapStore) (hashbrown, grows up to a run-time cap).
+//! [`MapStore`](crate::MapStore) (grows up to a run-time cap).
 //! Both run the same tests.
 
 use crate::entry::{ColdPart, Entry};

@@ -1,7 +1,7 @@
 //! Sliding logs: timestamps oldest first, in a fixed-capacity deque
 //! ([`Log`], inline, no allocator) or a ring that grows with use up to its
-//! cap ([`GrowLog`], feature `alloc`: a key with two requests in its window
-//! holds two timestamps' worth, not `W`). Both are a [`TimeLog`].
+//! cap ([`GrowLog`], feature `alloc`: up to four events inline, then a
+//! ring sized to the events, not to `W`). Both are a [`TimeLog`].
 //!
 //! An event counts iff it lies in `(now - window, now]`. Logs are kept in
 //! time order because a limiter never moves its clock backwards.
@@ -120,9 +120,10 @@ impl<const C: usize> TimeLog for Log<C> {
 }
 
 /// A log of at most `W` timestamps whose storage follows use (feature
-/// `alloc`): up to two events inline, more in a heap ring that doubles from
-/// 4 as events arrive and is cut back as they leave. 24 bytes plus the
-/// ring; most keys of a large table never allocate.
+/// `alloc`): up to four events inline (the oldest, then 32-bit offsets
+/// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
+/// a heap ring that doubles from 4 as events arrive and is cut back as they
+/// leave. 24 bytes plus the ring; most keys of a large table never allocate.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct GrowLog<const W: usize> {
@@ -133,8 +134,12 @@ pub struct GrowLog<const W: usize> {
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 enum Repr {
-    /// `t[..len]`, oldest first.
-    Inline { t: [Tick; INLINE], len: u8 },
+    /// `len` events, oldest first: `base`, then `base + off[i]`.
+    Inline {
+        base: Tick,
+        off: [u32; INLINE - 1],
+        len: u8,
+    },
     /// A ring: `len` events from `head`.
     Heap {
         buf: alloc::boxed::Box<[Tick]>,
@@ -145,7 +150,7 @@ enum Repr {
 
 /// Events kept without allocating.
 #[cfg(feature = "alloc")]
-const INLINE: usize = 2;
+const INLINE: usize = 4;
 
 #[cfg(feature = "alloc")]
 impl<const W: usize> Default for GrowLog<W> {
@@ -156,7 +161,8 @@ impl<const W: usize> Default for GrowLog<W> {
         let () = Self::VALID;
         GrowLog {
             repr: Repr::Inline {
-                t: [0; INLINE],
+                base: 0,
+                off: [0; INLINE - 1],
                 len: 0,
             },
         }
@@ -177,11 +183,13 @@ impl<const W: usize> GrowLog<W> {
     /// The `i`-th event, oldest first.
     fn at(&self, i: usize) -> Option<Tick> {
         match &self.repr {
-            Repr::Inline { t, len } => {
-                if i < usize::from(*len) {
-                    t.get(i).copied()
-                } else {
+            Repr::Inline { base, off, len } => {
+                if i >= usize::from(*len) {
                     None
+                } else if let Some(j) = i.checked_sub(1) {
+                    off.get(j).map(|&o| base.wrapping_add(u64::from(o)))
+                } else {
+                    Some(*base)
                 }
             }
             Repr::Heap { buf, head, len } => {
@@ -206,11 +214,17 @@ impl<const W: usize> GrowLog<W> {
     /// Drop the oldest event, keeping the storage.
     fn pop_raw(&mut self) {
         match &mut self.repr {
-            Repr::Inline { t, len } => {
-                if *len > 0 {
-                    t.rotate_left(1);
-                    *len = len.saturating_sub(1);
+            Repr::Inline { base, off, len } => {
+                if *len > 1 {
+                    // The second event becomes the base.
+                    let [d, ..] = *off;
+                    *base = base.wrapping_add(u64::from(d));
+                    off.rotate_left(1);
+                    for o in off.iter_mut() {
+                        *o = o.wrapping_sub(d);
+                    }
                 }
+                *len = len.saturating_sub(1);
             }
             Repr::Heap { buf, head, len } => {
                 if *len > 0 {
@@ -236,22 +250,50 @@ impl<const W: usize> GrowLog<W> {
         }
     }
 
-    /// Move the events, oldest first, inline (if `cap` <= [`INLINE`]) or
-    /// into a ring of `cap` (>= len, >= [`Self::MIN`]) slots.
-    fn relocate(&mut self, cap: usize) {
+    /// The events inline, if they fit: at most [`INLINE`], each within
+    /// `u32::MAX` ticks of the oldest.
+    fn inline(&self) -> Option<Repr> {
         let n = self.len();
-        if cap <= INLINE {
-            let mut t = [0; INLINE];
-            for (d, s) in t.iter_mut().zip(self.iter()) {
-                *d = s;
-            }
-            self.repr = Repr::Inline {
-                t,
-                len: u8::try_from(n.min(INLINE)).unwrap_or(0),
-            };
-            return;
+        if n > INLINE {
+            return None;
         }
-        let cap = cap.max(Self::MIN);
+        let base = self.oldest().unwrap_or(0);
+        let mut off = [0u32; INLINE - 1];
+        for (d, t) in off.iter_mut().zip(self.iter().skip(1)) {
+            *d = u32::try_from(t.checked_sub(base)?).ok()?;
+        }
+        Some(Repr::Inline {
+            base,
+            off,
+            len: u8::try_from(n).ok()?,
+        })
+    }
+
+    /// Whether `t` can join an inline log holding `len` events from `base`.
+    fn fits_inline(base: Tick, len: u8, t: Tick) -> bool {
+        usize::from(len) < INLINE
+            && (len == 0
+                || t.checked_sub(base)
+                    .is_some_and(|d| u32::try_from(d).is_ok()))
+    }
+
+    /// Move the events, oldest first, inline (if `cap` <= [`INLINE`] and
+    /// they fit) or into a ring of `cap` (>= len, >= [`Self::MIN`]) slots.
+    fn relocate(&mut self, cap: usize) {
+        if cap <= INLINE {
+            if let Some(r) = self.inline() {
+                self.repr = r;
+                return;
+            }
+        }
+        self.move_to_heap(cap);
+    }
+
+    /// Move the events, oldest first, into a ring of `cap` (at least the
+    /// events and [`Self::MIN`]) slots.
+    fn move_to_heap(&mut self, cap: usize) {
+        let n = self.len();
+        let cap = cap.max(Self::MIN).max(n);
         let mut buf = alloc::vec::Vec::with_capacity(cap);
         buf.extend(self.iter());
         buf.resize(cap, 0);
@@ -313,20 +355,26 @@ impl<const W: usize> TimeLog for GrowLog<W> {
             self.pop_raw();
         }
         let full = match &self.repr {
-            Repr::Inline { len, .. } => usize::from(*len) >= INLINE,
+            Repr::Inline { base, len, .. } => !Self::fits_inline(*base, *len, t),
             Repr::Heap { buf, len, .. } => usize::from(*len) >= buf.len(),
         };
         if full {
+            // Room for one more: a ring (inline was full, or `t` is too far
+            // from its oldest for an offset), or a ring twice the size.
             let cap = match &self.repr {
                 Repr::Inline { .. } => Self::MIN,
-                Repr::Heap { buf, .. } => buf.len().saturating_mul(2),
+                Repr::Heap { buf, .. } => buf.len().saturating_mul(2).min(W),
             };
-            self.relocate(cap.min(W));
+            self.move_to_heap(cap.max(self.len().saturating_add(1)));
         }
         match &mut self.repr {
-            Repr::Inline { t: times, len } => {
-                if let Some(slot) = times.get_mut(usize::from(*len)) {
-                    *slot = t;
+            Repr::Inline { base, off, len } => {
+                if *len == 0 {
+                    *base = t;
+                    *len = 1;
+                } else if let Some(slot) = off.get_mut(usize::from(*len).wrapping_sub(1)) {
+                    // Fits: checked by `fits_inline` above.
+                    *slot = u32::try_from(t.wrapping_sub(*base)).unwrap_or(u32::MAX);
                     *len = len.saturating_add(1);
                 }
             }
@@ -346,7 +394,11 @@ impl<const W: usize> TimeLog for GrowLog<W> {
     fn fit(&mut self) {
         if let Repr::Heap { buf, len, .. } = &self.repr {
             let len = usize::from(*len);
-            let need = if len <= INLINE { 0 } else { len.max(Self::MIN) };
+            let need = if self.inline().is_some() {
+                0
+            } else {
+                len.max(Self::MIN)
+            };
             if need < buf.len() {
                 self.relocate(len);
             }
@@ -399,25 +451,29 @@ mod tests {
     use super::*;
 
     /// A growing log answers exactly as the fixed one under the same
-    /// pushes, prunes, truncations and clears, and its buffer follows use.
+    /// pushes, prunes, truncations and clears (with gaps too wide for
+    /// inline offsets), and its buffer follows use.
     #[test]
     fn grow_log_matches_fixed_log() {
         let mut fixed = Log::<40>::new();
         let mut grow = GrowLog::<40>::new();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut now = 0;
+        let mut spilled = 0usize;
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            now += x % 7;
+            // Now and then a gap wider than an inline offset (2^32 ticks
+            // after two of them), so logs spill to the heap for distance.
+            now += if x % 61 == 0 { 1 << 31 } else { x % 7 };
             match x % 100 {
                 0..=69 => {
                     fixed.push(now);
                     grow.push(now);
                 }
                 70..=89 => {
-                    let w = x % 200;
+                    let w = if x % 3 == 0 { 1 << 33 } else { x % 200 };
                     fixed.prune(now, w);
                     grow.prune(now, w);
                 }
@@ -450,6 +506,8 @@ mod tests {
                 grow.len()
             );
             assert!(cap > 0 || grow.len() <= INLINE);
+            spilled += usize::from(cap > 0 && grow.len() <= INLINE && grow.len() >= 2);
         }
+        assert!(spilled > 0, "no log went to the heap for distance");
     }
 }

@@ -3,10 +3,12 @@
 //! a development aid between criterion runs, not a result.
 //!
 //! ```sh
-//! cargo run --release -p portcullis-bench --features governor --bin steady [PASSES]
+//! cargo run --release -p portcullis-bench --features governor --bin steady [PASSES [THREADS]]
 //! ```
 //! Each pass is 1 000 000 calls on random keys (so about one more event
 //! per key per pass); both limiters see the same keys in the same order.
+//! With THREADS > 1 each block of the stream is split between that many
+//! threads (wall time per block, so ns/op falls as threads help).
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -20,6 +22,11 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(8);
+    let threads: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let keys = distinct_ipv4(KEYS, 1);
     let mut s = 42u64;
     let stream: Vec<IpAddr> = (0..KEYS)
@@ -42,20 +49,46 @@ fn main() {
         // falls on both alike.
         let (mut ours, mut theirs, mut ok) = (0u128, 0u128, 0u64);
         for block in stream.chunks(50_000) {
+            let per = block.len().div_ceil(threads);
+            let t0 = t;
             let start = Instant::now();
-            for k in block {
-                ok += u64::from(
-                    l.check_request_at(black_box(*k), at(t))
-                        .decision
-                        .is_allowed(),
-                );
-                t += 1;
-            }
+            ok += std::thread::scope(|sc| {
+                let hs: Vec<_> = block
+                    .chunks(per)
+                    .enumerate()
+                    .map(|(j, part)| {
+                        let l = &l;
+                        sc.spawn(move || {
+                            let mut ok = 0u64;
+                            for (n, k) in part.iter().enumerate() {
+                                let now = at(t0 + (j * per + n) as u64);
+                                ok += u64::from(
+                                    l.check_request_at(black_box(*k), now).decision.is_allowed(),
+                                );
+                            }
+                            ok
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0)).sum::<u64>()
+            });
             ours += start.elapsed().as_nanos();
+            t += block.len() as u64;
             let start = Instant::now();
-            for k in block {
-                ok += u64::from(g.check_key(black_box(k)).is_ok());
-            }
+            ok += std::thread::scope(|sc| {
+                let hs: Vec<_> = block
+                    .chunks(per)
+                    .map(|part| {
+                        let g = &g;
+                        sc.spawn(move || {
+                            part.iter()
+                                .filter(|k| g.check_key(black_box(k)).is_ok())
+                                .count() as u64
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0)).sum::<u64>()
+            });
             theirs += start.elapsed().as_nanos();
         }
         let (ours, theirs) = (ours as f64 / KEYS as f64, theirs as f64 / KEYS as f64);
