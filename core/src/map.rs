@@ -6,7 +6,7 @@
 //!   64-byte line with the boxed-cold, growing-log entry) live inline in
 //!   chunks of 16 KiB, so growth never moves a node and unused room is at
 //!   most one chunk; freed slots are reused.
-//! * Index: a [`SlotIndex`](crate::index) of slab slots (4 bytes a bucket:
+//! * Index: a `SlotIndex` (`index.rs`) of slab slots (4 bytes a bucket:
 //!   an 8-bit tag and the slot, probed linearly, so a lookup reads one
 //!   index line before the node), hashed with the tables' keyed SipHash
 //!   (its top 24 bits, which the node caches for rehashing and removal
