@@ -203,21 +203,33 @@ impl Limiter {
         self.seed
     }
 
-    /// Shard of a 128-bit value: a seeded multiplicative mix, not a keyed
-    /// hash. The tables inside each shard are keyed (HashDoS-safe); a skew
-    /// of keys over shards only costs contention, so the cheap mix will do.
-    fn mix(&self, x: u128) -> usize {
-        let x = x ^ (u128::from(self.route.0) << 64 | u128::from(self.route.1));
-        let folded = (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+    /// Shard of a 128-bit value given as two words: a seeded
+    /// multiplicative mix, not a keyed hash. The tables inside each shard
+    /// are keyed (HashDoS-safe); a skew of keys over shards only costs
+    /// contention, so the cheap mix will do.
+    fn mix(&self, hi: u64, lo: u64) -> usize {
+        let folded = (lo ^ self.route.1) ^ (hi ^ self.route.0).rotate_left(29);
         let h = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // Top 32 bits, scaled to the shard count (uniform for any count).
         (((h >> 32) * self.shards.len() as u64) >> 32) as usize
     }
 
+    /// Shard of an address's keys (and its denial mark: never 0, the
+    /// empty hint), from the address's two 64-bit halves.
+    fn route_addr(&self, addr: Addr) -> (usize, u64) {
+        let o = addr.octets();
+        let (hi, lo) = o.split_at(8);
+        let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+        let (hi, lo) = (word(hi), word(lo));
+        (self.mix(hi, lo), (lo ^ hi.rotate_left(32)) | 1)
+    }
+
     fn index_for_key(&self, key: &Key) -> usize {
         match key.kind() {
-            KeyKind::Account => self.mix(u128::from(key.user()) << 1 | 1),
-            _ => self.mix(u128::from_be_bytes(key.addr().octets()) << 1),
+            // All ones in the high word: no address key has that (IPv4 is
+            // mapped, IPv6 prefixes are cut), so accounts mix apart.
+            KeyKind::Account => self.mix(u64::MAX, key.user()),
+            _ => self.route_addr(key.addr()).0,
         }
     }
 
@@ -285,10 +297,7 @@ impl Limiter {
     /// last (a hint, one relaxed load), so other requests pay nothing for it.
     pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
         let addr = self.addr_of(ip);
-        let a = u128::from_be_bytes(addr.octets());
-        // Never 0, the empty hint.
-        let mark = ((a as u64) ^ ((a >> 64) as u64).rotate_left(32)) | 1;
-        let i = self.index_for_key(&Key::request(addr));
+        let (i, mark) = self.route_addr(addr);
         let hint = &self.shards[i].denied;
         if hint.load(Ordering::Relaxed) == mark {
             if let Some(decision) = self.shards[i]
