@@ -8,7 +8,9 @@
 //! Each pass is 1 000 000 calls on random keys (so about one more event
 //! per key per pass); both limiters see the same keys in the same order.
 //! With THREADS > 1 each block of the stream is split between that many
-//! threads (wall time per block, so ns/op falls as threads help).
+//! threads (wall time per block, so ns/op falls as threads help);
+//! `SPLIT=1` gives each of two threads the keys of its own half of the
+//! shards (a diagnostic of what sharing shard state between cores costs).
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -16,6 +18,7 @@ use std::num::NonZeroU32;
 use std::time::Instant;
 
 use portcullis_bench::{at, distinct_ipv4, host_limiter, splitmix64, KEYS, PER_MINUTE};
+use portcullis_core::{Addr, Key};
 
 fn main() {
     let passes: usize = std::env::args()
@@ -34,6 +37,18 @@ fn main() {
         .collect();
 
     let l = host_limiter(KEYS);
+    // SPLIT=1 (with THREADS = 2): the first thread gets only keys of one
+    // half of the shards, the second only keys of the other half, so no
+    // shard's state is shared between cores (a diagnostic: a server cannot
+    // choose which thread sees which client).
+    let split = std::env::var_os("SPLIT").is_some();
+    let shard =
+        |k: &IpAddr| l.shard_for_key(&Key::request(Addr::from_ip(*k, 64))) as *const _ as usize;
+    let mut shards: Vec<usize> = keys.iter().map(shard).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let mid = shards[shards.len() / 2];
+    let low = |k: &IpAddr| shard(k) < mid;
     let g: governor::DefaultKeyedRateLimiter<IpAddr> = governor::RateLimiter::keyed(
         governor::Quota::per_minute(NonZeroU32::new(PER_MINUTE).unwrap_or(NonZeroU32::MIN)),
     );
@@ -49,6 +64,20 @@ fn main() {
         // falls on both alike.
         let (mut ours, mut theirs, mut ok) = (0u128, 0u128, 0u64);
         for block in stream.chunks(50_000) {
+            let mut sorted: Vec<IpAddr>;
+            let block: &[IpAddr] = if split {
+                sorted = block.iter().filter(|k| low(k)).copied().collect();
+                let n = sorted.len();
+                sorted.extend(block.iter().filter(|k| !low(k)).copied());
+                // Equal halves: both cut to the smaller one.
+                let m = n.min(sorted.len() - n);
+                let hi: Vec<IpAddr> = sorted[n..n + m].to_vec();
+                sorted.truncate(m);
+                sorted.extend(hi);
+                &sorted
+            } else {
+                block
+            };
             let per = block.len().div_ceil(threads);
             let t0 = t;
             let start = Instant::now();
