@@ -122,8 +122,8 @@ impl<const C: usize> TimeLog for Log<C> {
 /// A log of at most `W` timestamps whose storage follows use (feature
 /// `alloc`): up to four events inline (the oldest, then 32-bit offsets
 /// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
-/// a heap ring that doubles from 4 as events arrive and is cut back as they
-/// leave. 24 bytes plus the ring; most keys of a large table never allocate.
+/// a heap ring of 8 that doubles as events arrive and is cut back as they
+/// leave (and fitted to its events when the key reaches its limit). 24 bytes plus the ring; most keys of a large table never allocate.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct GrowLog<const W: usize> {
@@ -362,7 +362,8 @@ impl<const W: usize> TimeLog for GrowLog<W> {
             // Room for one more: a ring (inline was full, or `t` is too far
             // from its oldest for an offset), or a ring twice the size.
             let cap = match &self.repr {
-                Repr::Inline { .. } => Self::MIN,
+                // Twice the inline room (4 -> 8 -> 16 ...).
+                Repr::Inline { .. } => INLINE.saturating_mul(2).min(W),
                 Repr::Heap { buf, .. } => buf.len().saturating_mul(2).min(W),
             };
             self.move_to_heap(cap.max(self.len().saturating_add(1)));
