@@ -1,7 +1,9 @@
 //! What every call answers: allow with the quota left, or deny with a
 //! reason and when to come back.
 
-use embassy_time::Duration;
+use embassy_time::{Duration, Instant};
+
+use crate::time::{tick, until, Tick};
 
 /// Why a request or login was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,4 +146,70 @@ pub struct Stats {
     /// Bans, blocks and locks set or lifted: a host compares this before
     /// and after a call to know whether to persist, without extra lookups.
     pub pin_changes: u64,
+}
+
+/// A denial that stays the same, but for its countdown, until
+/// `holds_until` or until the limiter changes: what
+/// [`Limiter::standing_denial`](crate::Limiter::standing_denial) finds for a
+/// key that is banned, blocked, denylisted, or rate limited with no new
+/// violation due. A host may keep one beside its lock and answer a
+/// hammering client from it, for as long as nothing took the lock to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StandingDenial {
+    pub(crate) reason: Reason,
+    /// `retry_after` counts down to this tick; `None`: `Duration::MAX`.
+    pub(crate) deadline: Option<Tick>,
+    /// First tick at which the answer may differ.
+    pub(crate) holds_until: Tick,
+    /// The limiter's clock when found (an earlier `now` reads as this).
+    pub(crate) clock: Tick,
+}
+
+impl StandingDenial {
+    /// The limiter's answer at `now`, if the denial still holds then.
+    pub fn decision_at(&self, now: Instant) -> Option<Decision> {
+        let now = tick(now).max(self.clock);
+        if now >= self.holds_until {
+            return None;
+        }
+        Some(Decision::Deny {
+            reason: self.reason,
+            retry_after: self.deadline.map_or(Duration::MAX, |d| until(now, d)),
+        })
+    }
+
+    /// The reason it gives.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// Four words, for hosts that keep it in atomics.
+    pub fn to_words(&self) -> [u64; 4] {
+        let code = Reason::ALL
+            .iter()
+            .position(|&r| r == self.reason)
+            .unwrap_or(0) as u64;
+        let has = u64::from(self.deadline.is_some()) << 8;
+        [
+            code | has,
+            self.deadline.unwrap_or(0),
+            self.holds_until,
+            self.clock,
+        ]
+    }
+
+    /// Back from [`to_words`](Self::to_words); `None` for words it never made.
+    pub fn from_words(w: [u64; 4]) -> Option<StandingDenial> {
+        let [head, deadline, holds_until, clock] = w;
+        if head >> 9 != 0 {
+            return None;
+        }
+        let reason = *Reason::ALL.get(usize::try_from(head & 0xFF).ok()?)?;
+        Some(StandingDenial {
+            reason,
+            deadline: (head & 0x100 != 0).then_some(deadline),
+            holds_until,
+            clock,
+        })
+    }
 }

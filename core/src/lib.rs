@@ -115,7 +115,7 @@ pub use config::{
     BlockRules, Config, ConfigError, LoginRules, NoSlot, OnFull, PenaltyRules, RequestRules,
     SlotRules,
 };
-pub use decision::{Decision, Penalty, Reason, Stats};
+pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
 #[cfg(feature = "alloc")]
 pub use entry::BoxedCold;
 pub use entry::{Cold, ColdPart, Entry, VIOLATION_LOG};

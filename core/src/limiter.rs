@@ -8,7 +8,7 @@ use embassy_time::{Duration, Instant};
 
 use crate::block::{is_new_violation, on_denial, Escalation};
 use crate::config::{Config, ConfigError, OnFull};
-use crate::decision::{Decision, Reason, Stats};
+use crate::decision::{Decision, Reason, StandingDenial, Stats};
 use crate::entry::{ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
@@ -229,13 +229,36 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// depends on: its window holds no fewer events and its last violation
     /// is no older).
     pub fn check_request_if_unchanged(&self, ip: IpAddr, now: Instant) -> Option<Decision> {
-        let now = self.peek_clock(now);
-        if let Some(d) = self.listed(ip) {
+        if let Some(d @ Decision::Allow { .. }) = self.listed(ip) {
             return Some(d);
         }
+        self.standing_denial(ip, now)?.decision_at(now)
+    }
+
+    /// The denial [`check_request`](Self::check_request) would give `ip`
+    /// at `now` while changing nothing but the clock (as
+    /// [`check_request_if_unchanged`](Self::check_request_if_unchanged)),
+    /// with how long it holds: until its block ends, its oldest counted
+    /// request leaves the window, or its next violation would count, and
+    /// only while nothing else changes the limiter.
+    pub fn standing_denial(&self, ip: IpAddr, now: Instant) -> Option<StandingDenial> {
+        let now = self.peek_clock(now);
+        let denial = |reason, deadline, holds_until| {
+            Some(StandingDenial {
+                reason,
+                deadline,
+                holds_until,
+                clock: now,
+            })
+        };
+        match self.config.lists.lookup(ip) {
+            Listed::Deny => return denial(Reason::Denylisted, None, Tick::MAX),
+            Listed::Allow => return None,
+            Listed::Neither => {}
+        }
         let e = self.store.get_if_newest(&Key::request(self.addr(ip)))?;
-        if let Some(d) = standing_denial(e, now) {
-            return Some(d);
+        if let Some((reason, deadline)) = standing(e, now) {
+            return denial(reason, deadline, deadline.unwrap_or(Tick::MAX));
         }
         let window = self.config.requests.window.as_ticks();
         let oldest = e.log.oldest_in(now, window)?;
@@ -247,10 +270,15 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         if is_new_violation(e.cold(), window, now) {
             return None;
         }
-        Some(Decision::Deny {
-            reason: Reason::RateLimited,
-            retry_after: left_in_window(now, oldest, window),
-        })
+        // Not new: so there is a last violation, and it counts as new
+        // from `last + window` on.
+        let last = e.cold().violations.newest()?;
+        let reset = oldest.saturating_add(window);
+        denial(
+            Reason::RateLimited,
+            Some(reset),
+            reset.min(last.saturating_add(window)),
+        )
     }
 
     /// What [`check_request`](Self::check_request) would answer, consuming
@@ -473,23 +501,29 @@ fn upsert_in<'a, S: Store<W>, const W: usize>(
     }
 }
 
-/// A ban or block that refuses any request outright.
+/// A ban or block that refuses any request outright: its reason and the
+/// end of the block (`None`: a ban, forever).
+fn standing<const W: usize, C: ColdPart, L: TimeLog>(
+    e: &Entry<W, C, L>,
+    now: Tick,
+) -> Option<(Reason, Option<Tick>)> {
+    let e = e.cold.get()?;
+    if e.banned {
+        return Some((Reason::Banned, None));
+    }
+    match e.block_until {
+        Some(u) if running(u, now) => Some((Reason::Blocked, Some(u))),
+        _ => None,
+    }
+}
+
+/// [`standing`] as the decision it gives at `now`.
 fn standing_denial<const W: usize, C: ColdPart, L: TimeLog>(
     e: &Entry<W, C, L>,
     now: Tick,
 ) -> Option<Decision> {
-    let e = e.cold.get()?;
-    if e.banned {
-        return Some(Decision::Deny {
-            reason: Reason::Banned,
-            retry_after: Duration::MAX,
-        });
-    }
-    match e.block_until {
-        Some(u) if running(u, now) => Some(Decision::Deny {
-            reason: Reason::Blocked,
-            retry_after: until(now, u),
-        }),
-        _ => None,
-    }
+    standing(e, now).map(|(reason, deadline)| Decision::Deny {
+        reason,
+        retry_after: deadline.map_or(Duration::MAX, |u| until(now, u)),
+    })
 }

@@ -547,11 +547,16 @@ fn lift_clears_bans_blocks_and_locks_of_one_address() {
 }
 
 /// `check_request_if_unchanged` answers only when `check_request` would
-/// change nothing, and then answers the same, on both stores.
+/// change nothing, and then answers the same, on both stores; the
+/// `standing_denial` it rests on, kept while the key is only denied,
+/// answers later calls as `check_request` does until it says it no longer
+/// holds.
 #[test]
 fn unchanged_denials_answer_as_check_request() {
     fn run<S: Store<50>>(mut l: Limiter<S, 50>) -> (u32, u32) {
-        let (mut answered, mut denials) = (0, 0);
+        let (mut answered, mut denials, mut held_answers) = (0, 0, 0);
+        let mut held_reasons = Vec::new();
+        let mut held: Option<(IpAddr, StandingDenial)> = None;
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut now = 0u64;
         for i in 0..3000 {
@@ -563,7 +568,15 @@ fn unchanged_denials_answer_as_check_request() {
             let addr = ip(if x % 10 < 8 { 0 } else { (x % 3) as u32 });
             now = (now + x % 2000).saturating_sub(if x % 97 == 0 { 5000 } else { 0 });
             let at = Instant::from_millis(1_000_000_000 + now);
+            let from_held = held
+                .filter(|(a, _)| *a == addr)
+                .and_then(|(_, h)| h.decision_at(at));
+            let standing = l.standing_denial(addr, at);
             let ro = l.check_request_if_unchanged(addr, at);
+            assert_eq!(ro, standing.and_then(|h| h.decision_at(at)), "call {i}");
+            if let Some(h) = standing {
+                assert_eq!(StandingDenial::from_words(h.to_words()), Some(h));
+            }
             let stats = l.stats();
             let full = l.check_request(addr, at);
             if let Some(d) = ro {
@@ -575,8 +588,28 @@ fn unchanged_denials_answer_as_check_request() {
                 );
                 answered += 1;
             }
+            if let Some(d) = from_held {
+                assert_eq!(d, full, "call {i}: a held denial answered wrong");
+                held_answers += 1;
+                if let Decision::Deny { reason, .. } = d {
+                    if !held_reasons.contains(&reason) {
+                        held_reasons.push(reason);
+                    }
+                }
+            }
+            // Kept only while calls change nothing but the clock.
+            held = if ro.is_some() {
+                standing.map(|h| (addr, h))
+            } else {
+                None
+            };
             denials += u32::from(!full.is_allowed());
         }
+        assert!(held_answers > 300, "{held_answers} held answers");
+        assert!(
+            held_reasons.contains(&Reason::RateLimited) && held_reasons.contains(&Reason::Blocked),
+            "{held_reasons:?}"
+        );
         (answered, denials)
     }
     let mut c = Config::default();

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod fleet;
 pub mod fleet_engine;
 pub mod guard;
+pub mod held;
 pub mod layer;
 pub mod limiter;
 pub mod metrics;

@@ -6,9 +6,11 @@
 //! its keyed hash picks, and a username's account key in the shard its
 //! hash picks, so every rule runs entirely under one lock and limits are
 //! exact under contention. Requests whose answer changes nothing (a client
-//! already denied, hammering) are decided under the shared lock
-//! ([`MapLimiter::check_request_if_unchanged`]); everything else takes the
-//! exclusive one. No rule is restated here: every decision is a core call.
+//! already denied, hammering) are answered from the shard's
+//! [`HeldDenial`] or under the shared lock
+//! ([`MapLimiter::standing_denial`]); everything else takes the exclusive
+//! one, which clears the held denial first. No rule is restated here: every
+//! decision is a core call.
 //!
 //! ```
 //! use std::net::IpAddr;
@@ -29,7 +31,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use embassy_time::{Duration, Instant};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::held::HeldDenial;
 use portcullis_core::{
     Addr, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Reason, Record, Seed,
     SlotToken, Stats, WallClock,
@@ -127,14 +131,32 @@ pub struct PurgeReport {
     pub kept: usize,
 }
 
-/// One shard with its denial hint, on cache lines of its own so two
-/// threads on neighbouring shards do not share a line (128: the pair of
-/// lines adjacent-line prefetchers fetch together).
+/// One shard with its denial hint and held denial, on cache lines of its
+/// own so two threads on neighbouring shards do not share a line (128: the
+/// pair of lines adjacent-line prefetchers fetch together).
 #[repr(align(128))]
-struct ShardSlot {
+pub struct ShardSlot {
+    /// The standing denial of the address this shard denied last, for
+    /// answers without the lock.
+    held: HeldDenial,
     /// A mark of the address this shard denied last (0: none).
     denied: AtomicU64,
     lock: RwLock<Shard>,
+}
+
+impl ShardSlot {
+    /// The shard, shared.
+    pub fn read(&self) -> RwLockReadGuard<'_, Shard> {
+        self.lock.read()
+    }
+
+    /// The shard, exclusively: the held denial is cleared first, since
+    /// whatever the caller does may change it.
+    pub fn write(&self) -> RwLockWriteGuard<'_, Shard> {
+        let guard = self.lock.write();
+        self.held.clear();
+        guard
+    }
 }
 
 /// The concurrent limiter.
@@ -172,6 +194,7 @@ impl Limiter {
         let shards = (0..opts.shards)
             .map(|_| {
                 Shard::new_growable(config.clone(), seed, per).map(|s| ShardSlot {
+                    held: HeldDenial::default(),
                     denied: AtomicU64::new(0),
                     lock: RwLock::new(s),
                 })
@@ -237,17 +260,17 @@ impl Limiter {
         Addr::from_ip(ip, self.config.ipv6_prefix)
     }
 
-    fn shard_for_addr(&self, addr: Addr) -> &RwLock<Shard> {
-        &self.shards[self.index_for_key(&Key::request(addr))].lock
+    fn shard_for_addr(&self, addr: Addr) -> &ShardSlot {
+        &self.shards[self.index_for_key(&Key::request(addr))]
     }
 
-    fn shard_for_user(&self, user: u64) -> &RwLock<Shard> {
-        &self.shards[self.index_for_key(&Key::account(user))].lock
+    fn shard_for_user(&self, user: u64) -> &ShardSlot {
+        &self.shards[self.index_for_key(&Key::account(user))]
     }
 
     /// Which shard holds `key`.
-    pub fn shard_for_key(&self, key: &Key) -> &RwLock<Shard> {
-        &self.shards[self.index_for_key(key)].lock
+    pub fn shard_for_key(&self, key: &Key) -> &ShardSlot {
+        &self.shards[self.index_for_key(key)]
     }
 
     /// Run `f` on `ip`'s shard and collect the records of `keys` whose ban,
@@ -273,7 +296,7 @@ impl Limiter {
     ) -> Outcome<T> {
         // The core counts every ban, block and lock it sets or lifts: only
         // when that count moves are the keys' records written through.
-        let mut shard = self.shards[i].lock.write();
+        let mut shard = self.shards[i].write();
         let before = shard.stats().pin_changes;
         let decision = f(&mut shard);
         let mut changes = Changes::default();
@@ -291,20 +314,24 @@ impl Limiter {
     /// Rules 1–4 and 9 for a request from `ip` at `now`.
     ///
     /// A denial that changes nothing (a key already denied and most
-    /// recently seen: a client hammering) is decided under the shard's
-    /// shared lock, so such requests do not queue for the exclusive one.
-    /// The shared attempt is made only for the address the shard denied
-    /// last (a hint, one relaxed load), so other requests pay nothing for it.
+    /// recently seen: a client hammering) is decided without the exclusive
+    /// lock: from the shard's [`HeldDenial`] while it holds (no lock at
+    /// all), else under the shared lock, which then holds the new standing
+    /// denial. That is tried only for the address the shard denied last (a
+    /// hint, one relaxed load), so other requests pay nothing for it.
     pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
         let addr = self.addr_of(ip);
         let (i, mark) = self.route_addr(addr);
-        let hint = &self.shards[i].denied;
-        if hint.load(Ordering::Relaxed) == mark {
-            if let Some(decision) = self.shards[i]
-                .lock
-                .read()
-                .check_request_if_unchanged(ip, now)
-            {
+        let slot = &self.shards[i];
+        if slot.denied.load(Ordering::Relaxed) == mark {
+            let held = slot.held.get(mark).and_then(|h| h.decision_at(now));
+            let decision = held.or_else(|| {
+                let shard = slot.read();
+                let standing = shard.standing_denial(ip, now)?;
+                slot.held.set(mark, &standing);
+                standing.decision_at(now)
+            });
+            if let Some(decision) = decision {
                 return Outcome {
                     decision,
                     changes: Changes::default(),
@@ -312,8 +339,8 @@ impl Limiter {
             }
         }
         let out = self.on(i, addr, |a| [Key::request(a)], |s| s.check_request(ip, now));
-        if !out.decision.is_allowed() && hint.load(Ordering::Relaxed) != mark {
-            hint.store(mark, Ordering::Relaxed);
+        if !out.decision.is_allowed() && slot.denied.load(Ordering::Relaxed) != mark {
+            slot.denied.store(mark, Ordering::Relaxed);
         }
         out
     }
@@ -402,7 +429,7 @@ impl Limiter {
     pub fn bans_at(&self, now: Instant) -> Vec<BanInfo> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock.read();
+            let shard = shard.read();
             shard.for_each_ban(now, |addr, left| {
                 let reason = if left.is_none() {
                     Reason::Banned
@@ -435,7 +462,7 @@ impl Limiter {
     pub fn purge_at(&self, now: Instant) -> PurgeReport {
         let mut r = PurgeReport::default();
         for shard in self.shards.iter() {
-            let mut s = shard.lock.write();
+            let mut s = shard.write();
             r.removed += s.purge(now);
             r.kept += s.len();
         }
@@ -444,7 +471,7 @@ impl Limiter {
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock.read().len()).sum()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Whether no key is held.
@@ -456,7 +483,7 @@ impl Limiter {
     pub fn stats(&self) -> Stats {
         let mut t = Stats::default();
         for s in self.shards.iter() {
-            let s = s.lock.read().stats();
+            let s = s.read().stats();
             t.table_full += s.table_full;
             t.evictions += s.evictions;
             t.purged += s.purged;
@@ -466,14 +493,14 @@ impl Limiter {
 
     /// Keys held at most.
     pub fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.lock.read().capacity()).sum()
+        self.shards.iter().map(|s| s.read().capacity()).sum()
     }
 
     /// Every record, for snapshots.
     pub fn export(&self, clock: WallClock) -> Vec<HostRecord> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
-            s.lock.read().export(clock, |r| out.push(r.clone()));
+            s.read().export(clock, |r| out.push(r.clone()));
         }
         out
     }
@@ -494,7 +521,7 @@ impl Limiter {
         }
         let mut n = 0;
         for (i, recs) in by_shard {
-            n += self.shards[i].lock.write().import(clock, &recs)?;
+            n += self.shards[i].write().import(clock, &recs)?;
         }
         Ok(n)
     }

@@ -1,0 +1,158 @@
+//! [`HeldDenial`]: one shard's standing denial, readable without the
+//! shard's lock.
+//!
+//! A client hammering one address is refused the same way, counting down,
+//! until its block ends, its window frees up, its next violation is due,
+//! or anything else changes the shard; the core finds that denial and how
+//! long it holds ([`MapLimiter::standing_denial`]). A shard keeps the last
+//! one here, in atomics behind a sequence number (a seqlock), so requests
+//! from that address are answered with a few loads of a line only this
+//! cell writes, instead of taking the shard's lock, whose line every core
+//! would pass around. Every exclusive lock of the shard clears it before
+//! anything changes, so an answer read here is one the limiter would have
+//! given just before that write.
+//!
+//! [`MapLimiter::standing_denial`]: portcullis_core::Limiter::standing_denial
+//!
+//! ```
+//! use portcullis::held::HeldDenial;
+//! let cell = HeldDenial::default();
+//! assert!(cell.get(7).is_none()); // nothing held
+//! cell.clear();
+//! assert!(cell.get(7).is_none());
+//! ```
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use portcullis_core::StandingDenial;
+
+/// A seqlock cell holding one address's [`StandingDenial`] (on a cache line
+/// of its own).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct HeldDenial {
+    /// Even: stable; odd: being written.
+    seq: AtomicU64,
+    /// Mark of the address held (0: none).
+    mark: AtomicU64,
+    words: [AtomicU64; 4],
+}
+
+impl HeldDenial {
+    /// The denial held for the address marked `mark` (non-zero), if any.
+    pub fn get(&self, mark: u64) -> Option<StandingDenial> {
+        let before = self.seq.load(Ordering::Acquire);
+        if before & 1 != 0 {
+            return None;
+        }
+        let held = self.mark.load(Ordering::Relaxed);
+        let words = [0, 1, 2, 3].map(|i| self.words[i].load(Ordering::Relaxed));
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != before || held != mark || mark == 0 {
+            return None;
+        }
+        StandingDenial::from_words(words)
+    }
+
+    /// Hold `denial` for the address marked `mark`. Call with the shard
+    /// locked (shared is enough): nothing may have changed since the core
+    /// found `denial`. Two callers at once: one wins, the other skips.
+    pub fn set(&self, mark: u64, denial: &StandingDenial) {
+        self.write(|cell| {
+            for (w, v) in cell.words.iter().zip(denial.to_words()) {
+                w.store(v, Ordering::Relaxed);
+            }
+            cell.mark.store(mark, Ordering::Relaxed);
+        });
+    }
+
+    /// Forget the denial held. Call with the shard locked exclusively,
+    /// before changing it.
+    pub fn clear(&self) {
+        // Under the exclusive lock nobody else writes: a plain load tells
+        // whether there is anything to clear (the common case is not).
+        if self.mark.load(Ordering::Relaxed) != 0 {
+            self.write(|cell| cell.mark.store(0, Ordering::Relaxed));
+        }
+    }
+
+    /// Run `f` as the one writer, if no other is at it.
+    fn write(&self, f: impl FnOnce(&Self)) {
+        let s = self.seq.load(Ordering::Relaxed);
+        if s & 1 != 0
+            || self
+                .seq
+                .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        fence(Ordering::Release);
+        f(self);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embassy_time::Instant;
+    use portcullis_core::{Config, FixedLimiter, Seed};
+    use std::net::IpAddr;
+
+    fn denial() -> StandingDenial {
+        let mut c = Config::default();
+        c.requests.max_requests = 1;
+        let mut l: FixedLimiter<8, 64> = FixedLimiter::new(c, Seed::new([1; 16])).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t = Instant::from_secs(100);
+        assert!(l.check_request(ip, t).is_allowed());
+        assert!(!l.check_request(ip, t).is_allowed()); // first violation
+        l.standing_denial(ip, t).expect("a standing denial")
+    }
+
+    #[test]
+    fn holds_one_mark_until_cleared() {
+        let cell = HeldDenial::default();
+        let d = denial();
+        cell.set(5, &d);
+        assert_eq!(cell.get(5), Some(d));
+        assert_eq!(cell.get(6), None);
+        assert_eq!(cell.get(0), None);
+        cell.clear();
+        assert_eq!(cell.get(5), None);
+    }
+
+    /// Readers racing a writer see either a whole denial for their mark or
+    /// nothing, never a mix of two.
+    #[test]
+    fn readers_never_see_a_torn_write() {
+        let cell = HeldDenial::default();
+        let d = denial();
+        let mut other = d.to_words();
+        other[2] = other[2].wrapping_add(12_345);
+        let e = StandingDenial::from_words(other).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..200_000u64 {
+                    if i % 3 == 0 {
+                        cell.clear();
+                    } else {
+                        cell.set(9, if i % 2 == 0 { &d } else { &e });
+                    }
+                }
+            });
+            s.spawn(|| {
+                let mut seen = 0u32;
+                for _ in 0..200_000 {
+                    if let Some(x) = cell.get(9) {
+                        assert!(x == d || x == e, "torn: {x:?}");
+                        seen += 1;
+                    }
+                }
+                // Not asserted > 0: the writer may finish before the reader starts.
+                let _ = seen;
+            });
+        });
+    }
+}
