@@ -70,7 +70,7 @@
 //!
 //! A `MapStore` key (feature `alloc`) is one 64-byte node (key, LRU
 //! stamp, up to four timestamps inline, a pointer to its cold part) plus
-//! its share of the index: about 80 bytes at 1 000 000 keys with one event
+//! its share of the index: about 77 bytes at 1 000 000 keys with one event
 //! each. Logs longer than four events live in a heap ring sized to them;
 //! the cold part is allocated only for keys that were denied, blocked,
 //! banned, locked or hold slots.
