@@ -14,17 +14,22 @@
 //!
 //! [`MapLimiter::standing_denial`]: portcullis_core::Limiter::standing_denial
 //!
+//! The cell is keyed by the whole address (its 16 bytes as two words), not
+//! by a hash of it: two addresses never share an answer.
+//!
 //! ```
 //! use portcullis::held::HeldDenial;
+//! use portcullis_core::Addr;
 //! let cell = HeldDenial::default();
-//! assert!(cell.get(7).is_none()); // nothing held
+//! let addr = Addr::from_ip("192.0.2.1".parse().unwrap(), 64);
+//! assert!(cell.get(addr).is_none()); // nothing held
 //! cell.clear();
-//! assert!(cell.get(7).is_none());
+//! assert!(cell.get(addr).is_none());
 //! ```
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use portcullis_core::StandingDenial;
+use portcullis_core::{Addr, StandingDenial};
 
 /// A seqlock cell holding one address's [`StandingDenial`] (on a cache line
 /// of its own).
@@ -33,36 +38,50 @@ use portcullis_core::StandingDenial;
 pub struct HeldDenial {
     /// Even: stable; odd: being written.
     seq: AtomicU64,
-    /// Mark of the address held (0: none).
-    mark: AtomicU64,
+    /// 1 while a denial is held.
+    present: AtomicU64,
+    /// The address it is for, as two words.
+    addr: [AtomicU64; 2],
     words: [AtomicU64; 4],
 }
 
+/// An address as two words (a bijection of its 16 bytes).
+fn words_of(addr: Addr) -> [u64; 2] {
+    let o = addr.octets();
+    let (hi, lo) = o.split_at(8);
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+    [word(hi), word(lo)]
+}
+
 impl HeldDenial {
-    /// The denial held for the address marked `mark` (non-zero), if any.
-    pub fn get(&self, mark: u64) -> Option<StandingDenial> {
+    /// The denial held for `addr`, if any.
+    pub fn get(&self, addr: Addr) -> Option<StandingDenial> {
         let before = self.seq.load(Ordering::Acquire);
         if before & 1 != 0 {
             return None;
         }
-        let held = self.mark.load(Ordering::Relaxed);
+        let present = self.present.load(Ordering::Relaxed);
+        let held = [0, 1].map(|i| self.addr[i].load(Ordering::Relaxed));
         let words = [0, 1, 2, 3].map(|i| self.words[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
-        if self.seq.load(Ordering::Relaxed) != before || held != mark || mark == 0 {
+        if self.seq.load(Ordering::Relaxed) != before || present != 1 || held != words_of(addr) {
             return None;
         }
         StandingDenial::from_words(words)
     }
 
-    /// Hold `denial` for the address marked `mark`. Call with the shard
-    /// locked (shared is enough): nothing may have changed since the core
-    /// found `denial`. Two callers at once: one wins, the other skips.
-    pub fn set(&self, mark: u64, denial: &StandingDenial) {
+    /// Hold `denial` for `addr`. Call with the shard locked (shared is
+    /// enough): nothing may have changed since the core found `denial`.
+    /// Two callers at once: one wins, the other skips.
+    pub fn set(&self, addr: Addr, denial: &StandingDenial) {
         self.write(|cell| {
             for (w, v) in cell.words.iter().zip(denial.to_words()) {
                 w.store(v, Ordering::Relaxed);
             }
-            cell.mark.store(mark, Ordering::Relaxed);
+            for (w, v) in cell.addr.iter().zip(words_of(addr)) {
+                w.store(v, Ordering::Relaxed);
+            }
+            cell.present.store(1, Ordering::Relaxed);
         });
     }
 
@@ -71,8 +90,8 @@ impl HeldDenial {
     pub fn clear(&self) {
         // Under the exclusive lock nobody else writes: a plain load tells
         // whether there is anything to clear (the common case is not).
-        if self.mark.load(Ordering::Relaxed) != 0 {
-            self.write(|cell| cell.mark.store(0, Ordering::Relaxed));
+        if self.present.load(Ordering::Relaxed) != 0 {
+            self.write(|cell| cell.present.store(0, Ordering::Relaxed));
         }
     }
 
@@ -98,6 +117,10 @@ mod tests {
     use super::*;
     use embassy_time::Instant;
     use portcullis_core::{Config, FixedLimiter, Seed};
+
+    fn addr(s: &str) -> Addr {
+        Addr::from_ip(s.parse().unwrap(), 64)
+    }
     use std::net::IpAddr;
 
     fn denial() -> StandingDenial {
@@ -112,15 +135,36 @@ mod tests {
     }
 
     #[test]
-    fn holds_one_mark_until_cleared() {
+    fn holds_one_address_until_cleared() {
         let cell = HeldDenial::default();
         let d = denial();
-        cell.set(5, &d);
-        assert_eq!(cell.get(5), Some(d));
-        assert_eq!(cell.get(6), None);
-        assert_eq!(cell.get(0), None);
+        let (a, b) = (addr("192.0.2.1"), addr("192.0.2.2"));
+        cell.set(a, &d);
+        assert_eq!(cell.get(a), Some(d));
+        assert_eq!(cell.get(b), None);
         cell.clear();
-        assert_eq!(cell.get(5), None);
+        assert_eq!(cell.get(a), None);
+    }
+
+    /// Addresses whose 64-bit folds agree (the host's denial hint) are
+    /// still told apart: /64 prefixes that differ in one bit of the high
+    /// word, which `(lo ^ hi.rotate_left(32)) | 1` maps to one value.
+    #[test]
+    fn addresses_with_one_hint_do_not_share_a_denial() {
+        let cell = HeldDenial::default();
+        let d = denial();
+        let (a, b) = (addr("2001:db8::1"), addr("2001:db8:100::1"));
+        let fold = |x: Addr| {
+            let [hi, lo] = words_of(x);
+            (lo ^ hi.rotate_left(32)) | 1
+        };
+        assert_ne!(words_of(a), words_of(b));
+        if cfg!(target_endian = "little") {
+            assert_eq!(fold(a), fold(b), "the example should collide");
+        }
+        cell.set(a, &d);
+        assert_eq!(cell.get(a), Some(d));
+        assert_eq!(cell.get(b), None);
     }
 
     /// Readers racing a writer see either a whole denial for their mark or
@@ -132,20 +176,21 @@ mod tests {
         let mut other = d.to_words();
         other[2] = other[2].wrapping_add(12_345);
         let e = StandingDenial::from_words(other).unwrap();
+        let nine = addr("192.0.2.9");
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..200_000u64 {
                     if i % 3 == 0 {
                         cell.clear();
                     } else {
-                        cell.set(9, if i % 2 == 0 { &d } else { &e });
+                        cell.set(nine, if i % 2 == 0 { &d } else { &e });
                     }
                 }
             });
             s.spawn(|| {
                 let mut seen = 0u32;
                 for _ in 0..200_000 {
-                    if let Some(x) = cell.get(9) {
+                    if let Some(x) = cell.get(nine) {
                         assert!(x == d || x == e, "torn: {x:?}");
                         seen += 1;
                     }

@@ -237,8 +237,9 @@ impl Limiter {
         (((h >> 32) * self.shards.len() as u64) >> 32) as usize
     }
 
-    /// Shard of an address's keys (and its denial mark: never 0, the
-    /// empty hint), from the address's two 64-bit halves.
+    /// Shard of an address's keys and its denial mark (a 64-bit fold of
+    /// the address, never 0, the empty hint: only a hint, two addresses
+    /// may share it), from the address's two 64-bit halves.
     fn route_addr(&self, addr: Addr) -> (usize, u64) {
         let o = addr.octets();
         let (hi, lo) = o.split_at(8);
@@ -324,11 +325,11 @@ impl Limiter {
         let (i, mark) = self.route_addr(addr);
         let slot = &self.shards[i];
         if slot.denied.load(Ordering::Relaxed) == mark {
-            let held = slot.held.get(mark).and_then(|h| h.decision_at(now));
+            let held = slot.held.get(addr).and_then(|h| h.decision_at(now));
             let decision = held.or_else(|| {
                 let shard = slot.read();
                 let standing = shard.standing_denial(ip, now)?;
-                slot.held.set(mark, &standing);
+                slot.held.set(addr, &standing);
                 standing.decision_at(now)
             });
             if let Some(decision) = decision {

@@ -119,3 +119,44 @@ fn an_unban_is_seen_by_every_thread_after_it_returns() {
         });
     }
 }
+
+/// Two /64 prefixes whose 64-bit folds agree (the shard's denial hint)
+/// in one shard: the held ban of one is never the other's answer.
+#[test]
+fn a_held_ban_is_for_its_own_address_only() {
+    let host = Limiter::new(
+        config(),
+        LimiterOptions {
+            max_entries: 100,
+            shards: 1,
+            seed: Some(SEED),
+        },
+    )
+    .unwrap();
+    let (a, b): (IpAddr, IpAddr) = (
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8:100::1".parse().unwrap(),
+    );
+    let t = Instant::from_secs(1000);
+    assert!(host.ban_at(a, t).decision);
+    for _ in 0..3 {
+        // Denied through the write path, then from the held denial.
+        let d = host.check_request_at(a, t).decision;
+        assert!(matches!(
+            d,
+            Decision::Deny {
+                reason: Reason::Banned,
+                ..
+            }
+        ));
+    }
+    assert!(host.check_request_at(b, t).decision.is_allowed());
+    let d = host.check_request_at(a, t).decision;
+    assert!(matches!(
+        d,
+        Decision::Deny {
+            reason: Reason::Banned,
+            ..
+        }
+    ));
+}
