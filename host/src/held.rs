@@ -46,7 +46,7 @@ pub struct HeldDenial {
 }
 
 /// An address as two words (a bijection of its 16 bytes).
-fn words_of(addr: Addr) -> [u64; 2] {
+pub(crate) fn words_of(addr: Addr) -> [u64; 2] {
     let o = addr.octets();
     let (hi, lo) = o.split_at(8);
     let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));

@@ -241,17 +241,14 @@ impl Limiter {
     /// the address, never 0, the empty hint: only a hint, two addresses
     /// may share it), from the address's two 64-bit halves.
     fn route_addr(&self, addr: Addr) -> (usize, u64) {
-        let o = addr.octets();
-        let (hi, lo) = o.split_at(8);
-        let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
-        let (hi, lo) = (word(hi), word(lo));
+        let [hi, lo] = crate::held::words_of(addr);
         (self.mix(hi, lo), (lo ^ hi.rotate_left(32)) | 1)
     }
 
     fn index_for_key(&self, key: &Key) -> usize {
         match key.kind() {
-            // All ones in the high word: no address key has that (IPv4 is
-            // mapped, IPv6 prefixes are cut), so accounts mix apart.
+            // All ones in the high word, which an address rarely has (and
+            // sharing a shard with one costs only contention).
             KeyKind::Account => self.mix(u64::MAX, key.user()),
             _ => self.route_addr(key.addr()).0,
         }
