@@ -10,7 +10,10 @@
 //! With THREADS > 1 each block of the stream is split between that many
 //! threads (wall time per block, so ns/op falls as threads help);
 //! `SPLIT=1` gives each of two threads the keys of its own half of the
-//! shards (a diagnostic of what sharing shard state between cores costs).
+//! shards (a diagnostic of what sharing shard state between cores costs);
+//! `PEEK=1` times `peek_request_at` (the same lookups, shared lock, nothing
+//! written) in place of `check_request_at`, to split a decision's cost
+//! into finding the key and changing it.
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -42,6 +45,7 @@ fn main() {
     // shard's state is shared between cores (a diagnostic: a server cannot
     // choose which thread sees which client).
     let split = std::env::var_os("SPLIT").is_some();
+    let peek = std::env::var_os("PEEK").is_some();
     let shard =
         |k: &IpAddr| l.shard_for_key(&Key::request(Addr::from_ip(*k, 64))) as *const _ as usize;
     let mut shards: Vec<usize> = keys.iter().map(shard).collect();
@@ -91,9 +95,11 @@ fn main() {
                             let mut ok = 0u64;
                             for (n, k) in part.iter().enumerate() {
                                 let now = at(t0 + (j * per + n) as u64);
-                                ok += u64::from(
-                                    l.check_request_at(black_box(*k), now).decision.is_allowed(),
-                                );
+                                ok += u64::from(if peek {
+                                    l.peek_request_at(black_box(*k), now).is_allowed()
+                                } else {
+                                    l.check_request_at(black_box(*k), now).decision.is_allowed()
+                                });
                             }
                             ok
                         })
