@@ -96,7 +96,8 @@ pub struct MapStore<const W: usize> {
 }
 
 impl<const W: usize> MapStore<W> {
-    /// An empty store holding at most `max_entries` keys.
+    /// An empty store holding at most `max_entries` keys (at most
+    /// 16 777 214, what the index can address: more is cut to that).
     pub fn new(seed: Seed, max_entries: usize) -> Self {
         let cap = max_entries.min(MAX_SLOT as usize);
         // Chunks of about CHUNK_BYTES, fewer nodes for small stores:
