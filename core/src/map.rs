@@ -22,8 +22,8 @@
 //! * Shrinking: when the slab is less than half full, trailing chunks are
 //!   emptied into free slots lower down and released.
 //!
-//! 24 hash bits index 16 M keys per store without sharing; beyond that
-//! keys begin to share index hashes and lookups compare a few more keys.
+//! Slots are 24 bits, so a store holds at most 16 777 214 keys; keys whose
+//! 8-bit index tags agree are told apart by comparing the keys.
 
 use crate::entry::{BoxedCold, Entry};
 use crate::index::{SlotIndex, MAX_SLOT};

@@ -123,7 +123,8 @@ impl<const C: usize> TimeLog for Log<C> {
 /// `alloc`): up to four events inline (the oldest, then 32-bit offsets
 /// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
 /// a heap ring of 8 that doubles as events arrive and is cut back as they
-/// leave (and fitted to its events when the key reaches its limit). 24 bytes plus the ring; most keys of a large table never allocate.
+/// leave (and fitted to its events when the key reaches its limit). 24
+/// bytes plus the ring; most keys of a large table never allocate.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct GrowLog<const W: usize> {
@@ -260,7 +261,7 @@ impl<const W: usize> GrowLog<W> {
         let base = self.oldest().unwrap_or(0);
         let mut off = [0u32; INLINE - 1];
         for (d, t) in off.iter_mut().zip(self.iter().skip(1)) {
-            *d = u32::try_from(t.checked_sub(base)?).ok()?;
+            *d = Self::offset(base, t)?;
         }
         Some(Repr::Inline {
             base,
@@ -269,12 +270,14 @@ impl<const W: usize> GrowLog<W> {
         })
     }
 
+    /// `t` as an inline offset from `base`, if it is one.
+    fn offset(base: Tick, t: Tick) -> Option<u32> {
+        u32::try_from(t.checked_sub(base)?).ok()
+    }
+
     /// Whether `t` can join an inline log holding `len` events from `base`.
     fn fits_inline(base: Tick, len: u8, t: Tick) -> bool {
-        usize::from(len) < INLINE
-            && (len == 0
-                || t.checked_sub(base)
-                    .is_some_and(|d| u32::try_from(d).is_ok()))
+        usize::from(len) < INLINE && (len == 0 || Self::offset(base, t).is_some())
     }
 
     /// Move the events, oldest first, inline (if `cap` <= [`INLINE`] and
@@ -375,7 +378,7 @@ impl<const W: usize> TimeLog for GrowLog<W> {
                     *len = 1;
                 } else if let Some(slot) = off.get_mut(usize::from(*len).wrapping_sub(1)) {
                     // Fits: checked by `fits_inline` above.
-                    *slot = u32::try_from(t.wrapping_sub(*base)).unwrap_or(u32::MAX);
+                    *slot = Self::offset(*base, t).unwrap_or(u32::MAX);
                     *len = len.saturating_add(1);
                 }
             }
@@ -394,14 +397,11 @@ impl<const W: usize> TimeLog for GrowLog<W> {
 
     fn fit(&mut self) {
         if let Repr::Heap { buf, len, .. } = &self.repr {
-            let len = usize::from(*len);
-            let need = if self.inline().is_some() {
-                0
-            } else {
-                len.max(Self::MIN)
-            };
-            if need < buf.len() {
-                self.relocate(len);
+            let (len, cap) = (usize::from(*len), buf.len());
+            if let Some(inline) = self.inline() {
+                self.repr = inline;
+            } else if len.max(Self::MIN) < cap {
+                self.move_to_heap(len);
             }
         }
     }
