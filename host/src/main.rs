@@ -105,8 +105,8 @@ fn main() -> ExitCode {
             init_logs();
             match rt.block_on(portcullis::server::serve(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
+                // One line, once: the log would repeat it.
                 Err(e) => {
-                    tracing::error!("{e}");
                     eprintln!("portcullis: {e}");
                     ExitCode::FAILURE
                 }

@@ -7,7 +7,21 @@
 //! so a restart restores the *remaining* time. `synchronous = NORMAL` in
 //! WAL mode survives a killed process (`kill -9`), which is what the crash
 //! test checks; power loss may drop the last commits.
+//!
+//! The file is exclusively ours and writable, or it is refused untouched:
+//! - one process at a time: an exclusive advisory lock (`flock`) on the
+//!   sibling `<file>.lock`, held for as long as the store is open, taken
+//!   by the server and by the CLI's `--db` mode alike;
+//! - nothing is written to a file before it is validated (read-only) as
+//!   empty (no tables, `user_version` 0) or as ours ([`APPLICATION_ID`]
+//!   and a known version); anything else is [`StoreError::Foreign`];
+//! - opening probes a real write (`BEGIN IMMEDIATE`, a meta row, commit),
+//!   so a file this process cannot write is refused at start-up;
+//! - a snapshot never deletes rows it did not load or write: it upserts
+//!   the current records and deletes only the keys this process knows of
+//!   that are no longer present, in one transaction.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -20,6 +34,12 @@ use crate::limiter::HostRecord;
 
 /// Schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a portcullis store ("PCLS").
+pub const APPLICATION_ID: i32 = 0x5043_4c53;
+
+/// The tables of schema version 1, as `sqlite_master` lists them.
+const V1_TABLES: &[&str] = &["entries", "meta"];
 
 /// What went wrong with the store, always naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +74,128 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// The file is some other program's (or not empty and not ours).
+    #[error("{path}: not a portcullis store ({reason}); refusing to touch it")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        reason: String,
+    },
+    /// This process cannot write the file.
+    #[error("{path}: store is not writable ({source}); refusing to use it")]
+    NotWritable {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's error on the probe write.
+        source: rusqlite::Error,
+    },
+    /// Another process holds the store's lock.
+    #[error("{path}: store in use by a running server ({holder}, lock file {lock}); stop it first, or use --url to talk to it", holder = match pid { Some(p) => format!("pid {p}"), None => "pid unknown".to_string() }, lock = lock.display())]
+    Locked {
+        /// The file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
+    /// The lock file cannot be opened or locked.
+    #[error("{path}: cannot lock {lock}: {source}", lock = lock.display())]
+    Lock {
+        /// The file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not exist (CLI `--db` never creates one).
+    #[error("{path}: no such file")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Exclusive use of a store file for as long as it lives: an advisory
+/// `flock` on `<file>.lock`, which holds the holder's pid. The kernel drops
+/// it when the process dies, `kill -9` included. The lock file itself stays
+/// (removing it would race with the next opener).
+pub struct StoreLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl StoreLock {
+    /// Take the lock on `path`'s store, or say who holds it.
+    pub fn acquire(path: &Path) -> Result<StoreLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock = PathBuf::from(name);
+        let fail = |source: std::io::Error| StoreError::Lock {
+            path: path.to_path_buf(),
+            lock: lock.clone(),
+            source,
+        };
+        // A lock file this user may only read still locks (flock needs no
+        // write access); it just keeps the holder's pid unrecorded.
+        let (mut file, writable) = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+        {
+            Ok(f) => (f, true),
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                (std::fs::File::open(&lock).map_err(|_| fail(err))?, false)
+            }
+            Err(err) => return Err(fail(err)),
+        };
+        if let Err(err) = try_lock(&file) {
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(fail(err));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StoreError::Locked {
+                path: path.to_path_buf(),
+                lock,
+                pid: text.trim().parse().ok(),
+            });
+        }
+        if writable {
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| writeln!(file, "{}", std::process::id()))
+                .map_err(fail)?;
+        }
+        Ok(StoreLock {
+            path: path.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// The store file this lock is for.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(unix)]
+fn try_lock(file: &std::fs::File) -> std::io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    flock(file, FlockOperation::NonBlockingLockExclusive).map_err(std::io::Error::from)
+}
+
+#[cfg(not(unix))]
+fn try_lock(_file: &std::fs::File) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "store locking needs a unix system",
+    ))
 }
 
 enum Job {
@@ -74,7 +216,7 @@ pub struct Loaded {
 pub struct SqliteStore {
     path: PathBuf,
     tx: mpsc::Sender<Job>,
-    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    thread: parking_lot::Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
 }
 
 fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -84,30 +226,96 @@ fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     }
 }
 
-/// Open (creating if missing) and migrate, refusing unknown versions.
-pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+/// What a file holds, judged without writing to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    /// Missing, zero bytes, or a database with no tables and version 0.
+    Empty,
+    /// A portcullis store of this version; `stamped` if it carries our
+    /// `application_id` (stores written before it existed do not).
+    Ours { stamped: bool },
+}
+
+/// Open `path` read-only (creating nothing) and decide whether it is empty,
+/// ours, or to be refused.
+fn inspect(path: &Path) -> Result<Contents, StoreError> {
     let e = sql(path);
-    let conn = Connection::open(path).map_err(&e)?;
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Contents::Empty),
+        Ok(m) if m.len() == 0 => return Ok(Contents::Empty),
+        _ => {}
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(&e)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(&e)?;
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(&e)?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(&e)?;
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .map_err(&e)?;
+    let tables = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(&e)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(&e)?;
+    let foreign = |reason: String| StoreError::Foreign {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if app != 0 && app != APPLICATION_ID {
+        return Err(foreign(format!("application_id {app:#x}")));
+    }
     if version > SCHEMA_VERSION {
         return Err(StoreError::UnknownVersion {
             path: path.to_path_buf(),
             found: version,
         });
     }
-    conn.pragma_update(None, "journal_mode", "WAL")
+    if app == 0 && version == 0 && tables.is_empty() {
+        return Ok(Contents::Empty);
+    }
+    if version == SCHEMA_VERSION && tables == V1_TABLES {
+        return Ok(Contents::Ours {
+            stamped: app == APPLICATION_ID,
+        });
+    }
+    Err(foreign(format!(
+        "user_version {version}, tables [{}]",
+        tables.join(", ")
+    )))
+}
+
+/// Open (creating if missing) a validated, writable store; see the module
+/// docs. The caller holds the file's [`StoreLock`].
+pub fn open_connection(lock: &StoreLock) -> Result<Connection, StoreError> {
+    let path = lock.path();
+    let e = sql(path);
+    let contents = inspect(path)?;
+    let mut conn = Connection::open(path).map_err(&e)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(&e)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(&e)?;
-    if version < 1 {
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS entries (
+    // The probe: a real write in a transaction. The schema of an empty
+    // file goes in the same transaction, so a refused file stays empty.
+    let not_writable = |source| StoreError::NotWritable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(not_writable)?;
+    let mut setup = String::new();
+    if contents == Contents::Empty {
+        setup.push_str(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE entries (
                  kind INTEGER NOT NULL,
                  addr BLOB NOT NULL,
                  user INTEGER NOT NULL,
@@ -120,11 +328,27 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
                  lock_until INTEGER,
                  PRIMARY KEY (kind, addr, user)
              ) WITHOUT ROWID;
-             PRAGMA user_version = 1;
-             COMMIT;",
-        )
-        .map_err(&e)?;
+             PRAGMA user_version = 1;",
+        );
     }
+    if contents != (Contents::Ours { stamped: true }) {
+        setup.push_str(&format!("PRAGMA application_id = {APPLICATION_ID};"));
+    }
+    tx.execute_batch(&setup).map_err(not_writable)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', ?1)",
+        params![format!(
+            "pid {} at {} ms",
+            std::process::id(),
+            crate::clock::unix_ms()
+        )],
+    )
+    .map_err(not_writable)?;
+    tx.commit().map_err(not_writable)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(&e)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&e)?;
     Ok(conn)
 }
 
@@ -203,6 +427,8 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
                 .map_err(|_| corrupt(path, "seed is not 16 bytes"))?;
             Seed::new(arr)
         }
+        // A read-only look (CLI `--db`) needs no seed and writes nothing.
+        None if conn.is_readonly(rusqlite::DatabaseName::Main).map_err(&e)? => Seed::new([0; 16]),
         None => {
             let mut b = [0u8; 16];
             getrandom::getrandom(&mut b)
@@ -267,11 +493,14 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
 }
 
 impl SqliteStore {
-    /// Open `path`, load it, and start the writer thread.
+    /// Lock `path`, validate it (see the module docs), load it, and start
+    /// the writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<(SqliteStore, Loaded), StoreError> {
         let path = path.as_ref().to_path_buf();
-        let mut conn = open_connection(&path)?;
+        let lock = StoreLock::acquire(&path)?;
+        let mut conn = open_connection(&lock)?;
         let loaded = load(&conn, &path)?;
+        let mut known: HashSet<Key> = loaded.records.iter().map(|r| r.key).collect();
         let (tx, rx) = mpsc::channel::<Job>();
         let thread_path = path.clone();
         let thread = std::thread::Builder::new()
@@ -281,17 +510,24 @@ impl SqliteStore {
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::Upsert(recs, ack) => {
-                            let r = write(&mut conn, &path, &recs, false);
+                            let r = write(&mut conn, &path, &recs, &mut known, false);
                             let _ = ack.send(r);
                         }
                         Job::Snapshot(recs, ack) => {
-                            let r = write(&mut conn, &path, &recs, true);
+                            let r = write(&mut conn, &path, &recs, &mut known, true);
                             let _ = ack.send(r);
                         }
                         Job::Stop => break,
                     }
                 }
+                let closed = conn.close().map_err(|(_, source)| StoreError::Sqlite {
+                    path: path.clone(),
+                    source,
+                });
                 tracing::debug!(path = %path.display(), "sqlite writer stopped");
+                // The lock goes only once the connection is closed.
+                drop(lock);
+                closed
             })
             .map_err(|err| corrupt(&path, format!("cannot start writer thread: {err}")))?;
         Ok((
@@ -358,49 +594,107 @@ impl SqliteStore {
         })
     }
 
-    /// Stop the writer after the queued jobs, and wait for it.
-    pub fn close(&self) {
+    /// Stop the writer after the queued jobs, close the file (its final
+    /// WAL checkpoint) and release the lock; the error if closing failed or
+    /// the writer died. Closing again is a no-op.
+    pub fn close(&self) -> Result<(), StoreError> {
         let _ = self.tx.send(Job::Stop);
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
+        let Some(t) = self.thread.lock().take() else {
+            return Ok(());
+        };
+        t.join().unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
     }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.close();
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the store failed");
+        }
     }
 }
 
+/// Upsert `recs`; with `snapshot`, also delete the rows of keys in `known`
+/// (loaded or written by this process) that `recs` no longer holds. Rows
+/// this process never saw are left alone. `known` follows the commit.
 fn write(
     conn: &mut Connection,
     path: &Path,
     recs: &[HostRecord],
-    replace: bool,
+    known: &mut HashSet<Key>,
+    snapshot: bool,
 ) -> Result<(), StoreError> {
     let e = sql(path);
     let tx = conn.transaction().map_err(&e)?;
-    if replace {
-        tx.execute("DELETE FROM entries", []).map_err(&e)?;
-    }
     for r in recs {
+        // A snapshot's empty record deletes a row only if it is ours.
+        if snapshot && !holds_state(r) && !known.contains(&r.key) {
+            continue;
+        }
         upsert(&tx, r).map_err(&e)?;
     }
-    tx.commit().map_err(&e)
+    let present: HashSet<Key> = recs.iter().map(|r| r.key).collect();
+    if snapshot {
+        for k in known.iter().filter(|k| !present.contains(k)) {
+            tx.execute(
+                "DELETE FROM entries WHERE kind = ?1 AND addr = ?2 AND user = ?3",
+                params![
+                    k.kind().tag(),
+                    k.addr().octets().as_slice(),
+                    k.user() as i64
+                ],
+            )
+            .map_err(&e)?;
+        }
+    }
+    tx.commit().map_err(&e)?;
+    if snapshot {
+        known.retain(|k| present.contains(k));
+    }
+    for r in recs {
+        if holds_state(r) {
+            known.insert(r.key);
+        } else {
+            known.remove(&r.key);
+        }
+    }
+    Ok(())
 }
 
-/// Read-only view for the CLI's `--db` mode (no server running).
-pub fn read_only(path: &Path) -> Result<Loaded, StoreError> {
+/// Read-only view for the CLI's `--db` mode; the caller holds the lock, so
+/// no server runs on the file. Writes nothing, creates nothing.
+pub fn read_only(lock: &StoreLock) -> Result<Loaded, StoreError> {
+    let path = lock.path();
     if !path.exists() {
-        return Err(corrupt(path, "no such file"));
+        return Err(StoreError::Missing {
+            path: path.to_path_buf(),
+        });
     }
-    let conn = open_connection(path)?;
+    if inspect(path)? == Contents::Empty {
+        return Ok(Loaded {
+            seed: Seed::new([0; 16]),
+            records: Vec::new(),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql(path))?;
     load(&conn, path)
 }
 
-/// Apply a change to a store file directly (CLI `unban --db`).
-pub fn apply(path: &Path, records: &[HostRecord]) -> Result<(), StoreError> {
-    let mut conn = open_connection(path)?;
-    write(&mut conn, path, records, false)
+/// Apply a change to a store file directly (CLI `unban --db`); the caller
+/// holds the lock. Nothing to apply writes nothing.
+pub fn apply(lock: &StoreLock, records: &[HostRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut conn = open_connection(lock)?;
+    let mut known = HashSet::new();
+    write(&mut conn, lock.path(), records, &mut known, false)
 }

@@ -71,9 +71,25 @@ fn now_ms() -> u64 {
     crate::clock::unix_ms()
 }
 
+/// Exclusive use of a store file for one command: refused while a server
+/// (or another `--db` command) has it.
+fn lock(path: &Path) -> Result<sqlite::StoreLock, CliError> {
+    if !path.exists() {
+        return Err(sqlite::StoreError::Missing {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(sqlite::StoreLock::acquire(path)?)
+}
+
 /// The ban list from a store file, in the admin API's JSON shape.
 fn db_bans(path: &Path) -> Result<Value, CliError> {
-    let loaded = sqlite::read_only(path)?;
+    let lock = lock(path)?;
+    Ok(bans_of(&sqlite::read_only(&lock)?))
+}
+
+fn bans_of(loaded: &sqlite::Loaded) -> Value {
     let now = now_ms();
     let mut out = Vec::new();
     for r in &loaded.records {
@@ -101,12 +117,13 @@ fn db_bans(path: &Path) -> Result<Value, CliError> {
             "seconds_left": secs,
         }));
     }
-    Ok(Value::Array(out))
+    Value::Array(out)
 }
 
 /// Lift everything on `ip` in a store file.
 fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
-    let loaded = sqlite::read_only(path)?;
+    let lock = lock(path)?;
+    let loaded = sqlite::read_only(&lock)?;
     let addr = Addr::from_ip(ip, v6_prefix);
     let now = now_ms();
     let mut changed = Vec::new();
@@ -125,13 +142,14 @@ fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
         changed.push(r);
     }
     let n = changed.len();
-    sqlite::apply(path, &changed)?;
+    sqlite::apply(&lock, &changed)?;
     Ok(json!({ "ip": ip.to_string(), "lifted": n }))
 }
 
 fn db_status(path: &Path) -> Result<Value, CliError> {
-    let loaded = sqlite::read_only(path)?;
-    let bans = db_bans(path)?;
+    let lock = lock(path)?;
+    let loaded = sqlite::read_only(&lock)?;
+    let bans = bans_of(&loaded);
     Ok(json!({
         "backend": "file",
         "store": path.display().to_string(),
