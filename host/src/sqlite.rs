@@ -110,6 +110,14 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// The last snapshot before closing failed (its state is not saved).
+    #[error("last snapshot failed: {reason}")]
+    SnapshotFailed {
+        /// The file.
+        path: PathBuf,
+        /// The snapshot's error (names the file).
+        reason: String,
+    },
     /// The file does not exist (CLI `--db` never creates one).
     #[error("{path}: no such file")]
     Missing {
@@ -507,6 +515,8 @@ impl SqliteStore {
             .name("portcullis-sqlite".into())
             .spawn(move || {
                 let path = thread_path;
+                // The last snapshot's failure, reported again by `close`.
+                let mut last_snapshot: Option<String> = None;
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::Upsert(recs, ack) => {
@@ -515,6 +525,7 @@ impl SqliteStore {
                         }
                         Job::Snapshot(recs, ack) => {
                             let r = write(&mut conn, &path, &recs, &mut known, true);
+                            last_snapshot = r.as_ref().err().map(ToString::to_string);
                             let _ = ack.send(r);
                         }
                         Job::Stop => break,
@@ -524,6 +535,13 @@ impl SqliteStore {
                     path: path.clone(),
                     source,
                 });
+                let closed = match last_snapshot {
+                    Some(reason) => Err(StoreError::SnapshotFailed {
+                        path: path.clone(),
+                        reason,
+                    }),
+                    None => closed,
+                };
                 tracing::debug!(path = %path.display(), "sqlite writer stopped");
                 // The lock goes only once the connection is closed.
                 drop(lock);
@@ -595,8 +613,10 @@ impl SqliteStore {
     }
 
     /// Stop the writer after the queued jobs, close the file (its final
-    /// WAL checkpoint) and release the lock; the error if closing failed or
-    /// the writer died. Closing again is a no-op.
+    /// WAL checkpoint) and release the lock. An error if the last snapshot
+    /// taken failed ([`StoreError::SnapshotFailed`]: the shutdown did not
+    /// save the state, so the process should exit non-zero), if closing
+    /// failed, or if the writer died. Closing again is a no-op.
     pub fn close(&self) -> Result<(), StoreError> {
         let _ = self.tx.send(Job::Stop);
         let Some(t) = self.thread.lock().take() else {

@@ -288,3 +288,39 @@ async fn a_snapshot_keeps_rows_it_never_loaded_or_wrote() {
         .unwrap();
     assert_eq!(other, vec![0xAA; 16], "the other row is still there");
 }
+
+#[tokio::test]
+async fn close_reports_a_failed_last_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fail.db");
+    let (store, _) = SqliteStore::open(&db).unwrap();
+    let rec = |i: u8| {
+        let lim = Limiter::new(
+            portcullis_core::Config::default(),
+            LimiterOptions::default(),
+        )
+        .unwrap();
+        lim.ban_at(
+            std::net::IpAddr::from([192, 0, 2, i]),
+            portcullis::clock::now(),
+        );
+        lim.export(portcullis::clock::wall())
+    };
+    store.snapshot(rec(1)).await.unwrap();
+    // Break the file under the store: every snapshot from now on fails.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE entries")
+        .unwrap();
+    let err = store.snapshot(rec(2)).await.unwrap_err();
+    assert!(err.to_string().contains("fail.db"), "{err}");
+    let err = tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, portcullis::sqlite::StoreError::SnapshotFailed { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("fail.db"), "{err}");
+}
