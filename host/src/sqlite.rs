@@ -41,6 +41,23 @@ pub const APPLICATION_ID: i32 = 0x5043_4c53;
 /// The tables of schema version 1, as `sqlite_master` lists them.
 const V1_TABLES: &[&str] = &["entries", "meta"];
 
+/// The columns of version 1's `entries`, in order.
+const V1_ENTRIES: &[&str] = &[
+    "kind",
+    "addr",
+    "user",
+    "log",
+    "violations",
+    "block_until",
+    "block_level",
+    "last_block_start",
+    "banned",
+    "lock_until",
+];
+
+/// The columns of version 1's `meta`.
+const V1_META: &[&str] = &["key", "value"];
+
 /// What went wrong with the store, always naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -139,7 +156,24 @@ impl StoreLock {
     /// Take the lock on `path`'s store, or say who holds it.
     pub fn acquire(path: &Path) -> Result<StoreLock, StoreError> {
         use std::io::{Read, Seek, Write};
-        let mut name = path.as_os_str().to_owned();
+        // Beside the real file, so two paths to one file (a symlink, `./`)
+        // meet at one lock.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| {
+            match (path.parent(), path.file_name()) {
+                (Some(dir), Some(file)) => {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    std::fs::canonicalize(dir)
+                        .map(|d| d.join(file))
+                        .unwrap_or_else(|_| path.to_path_buf())
+                }
+                _ => path.to_path_buf(),
+            }
+        });
+        let mut name = real.into_os_string();
         name.push(".lock");
         let lock = PathBuf::from(name);
         let fail = |source: std::io::Error| StoreError::Lock {
@@ -266,14 +300,21 @@ fn inspect(path: &Path) -> Result<Contents, StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(&e)?;
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .map_err(&e)?;
-    let tables = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .map_err(&e)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(&e)?;
+    let strings = |q: &str| -> Result<Vec<String>, StoreError> {
+        let mut stmt = conn.prepare(q).map_err(&e)?;
+        let v = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(&e)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&e);
+        v
+    };
+    // Every schema object (tables, indexes, views, triggers) but SQLite's own.
+    let objects = strings("SELECT name FROM sqlite_master WHERE substr(name, 1, 7) != 'sqlite_'")?;
+    let tables = strings(
+        "SELECT name FROM sqlite_master WHERE type = 'table' \
+         AND substr(name, 1, 7) != 'sqlite_' ORDER BY name",
+    )?;
     let foreign = |reason: String| StoreError::Foreign {
         path: path.to_path_buf(),
         reason,
@@ -287,10 +328,14 @@ fn inspect(path: &Path) -> Result<Contents, StoreError> {
             found: version,
         });
     }
-    if app == 0 && version == 0 && tables.is_empty() {
+    if app == 0 && version == 0 && objects.is_empty() {
         return Ok(Contents::Empty);
     }
-    if version == SCHEMA_VERSION && tables == V1_TABLES {
+    if version == SCHEMA_VERSION
+        && tables == V1_TABLES
+        && strings("SELECT name FROM pragma_table_info('entries')")? == V1_ENTRIES
+        && strings("SELECT name FROM pragma_table_info('meta')")? == V1_META
+    {
         return Ok(Contents::Ours {
             stamped: app == APPLICATION_ID,
         });

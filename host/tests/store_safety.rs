@@ -4,6 +4,7 @@
 //! not a portcullis store (which it leaves byte for byte as it was); the
 //! CLI's `--db` mode refuses a store in use; a snapshot never deletes rows
 //! it did not load or write.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -169,6 +170,17 @@ async fn a_second_server_on_a_store_in_use_is_refused_and_the_ban_survives() {
     let line = the_line(&lines, &db, "in use by a running server");
     assert!(line.contains(&format!("pid {pid2}")), "{line}");
 
+    // Another path to the same file meets the same lock.
+    let alias = dir.path().join("alias.db");
+    std::os::unix::fs::symlink(&db, &alias).unwrap();
+    let alias2 = alias.clone();
+    let (status, lines) =
+        tokio::task::spawn_blocking(move || refused(serve(Path::new(BIN), &alias2)))
+            .await
+            .unwrap();
+    assert!(!status.success(), "{status:?}");
+    the_line(&lines, &alias, "in use by a running server");
+
     // The CLI's file mode is refused too, and says why.
     let out = Command::new(BIN)
         .args(["bans", "--json", "--db"])
@@ -323,4 +335,37 @@ async fn close_reports_a_failed_last_snapshot() {
         "{err}"
     );
     assert!(err.to_string().contains("fail.db"), "{err}");
+}
+
+#[test]
+fn a_store_from_before_application_id_still_opens_and_gets_stamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    {
+        // Version 1 exactly as earlier builds wrote it: no application_id.
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE entries (
+                 kind INTEGER NOT NULL, addr BLOB NOT NULL, user INTEGER NOT NULL,
+                 log TEXT NOT NULL, violations TEXT NOT NULL, block_until INTEGER,
+                 block_level INTEGER NOT NULL, last_block_start INTEGER,
+                 banned INTEGER NOT NULL, lock_until INTEGER,
+                 PRIMARY KEY (kind, addr, user)
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 1;
+             INSERT INTO entries VALUES (0, zeroblob(16), 0, '[]', '[]', NULL, 0, NULL, 1, NULL);",
+        )
+        .unwrap();
+    }
+    let (store, loaded) = SqliteStore::open(&db).unwrap();
+    assert_eq!(loaded.records.len(), 1);
+    assert!(loaded.records[0].banned);
+    store.close().unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let a: i64 = c
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(a, i64::from(portcullis::sqlite::APPLICATION_ID));
 }
