@@ -108,7 +108,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// Another process holds the store's lock.
-    #[error("{path}: store in use by a running server ({holder}, lock file {lock}); stop it first, or use --url to talk to it", holder = match pid { Some(p) => format!("pid {p}"), None => "pid unknown".to_string() }, lock = lock.display())]
+    #[error("{path}: store in use by a running server ({holder}, lock file {lock})", holder = match pid { Some(p) => format!("pid {p}"), None => "pid unknown".to_string() }, lock = lock.display())]
     Locked {
         /// The file.
         path: PathBuf,
@@ -271,7 +271,7 @@ fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 /// What a file holds, judged without writing to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contents {
-    /// Missing, zero bytes, or a database with no tables and version 0.
+    /// Missing, zero bytes, or a database with no schema objects and version 0.
     Empty,
     /// A portcullis store of this version; `stamped` if it carries our
     /// `application_id` (stores written before it existed do not).

@@ -194,7 +194,8 @@ async fn a_second_server_on_a_store_in_use_is_refused_and_the_ban_survives() {
     assert!(
         err.contains(&db.display().to_string())
             && err.contains("in use by a running server")
-            && err.contains(&format!("pid {pid}")),
+            && err.contains(&format!("pid {pid}"))
+            && err.contains("--url"),
         "{err}"
     );
 

@@ -37,6 +37,9 @@ pub enum CliError {
     /// Store trouble.
     #[error(transparent)]
     Store(#[from] sqlite::StoreError),
+    /// A server holds the store file: ask it over HTTP instead.
+    #[error("{0}; ask it with --url instead")]
+    InUse(sqlite::StoreError),
     /// Bad argument.
     #[error("{0}")]
     Usage(String),
@@ -80,7 +83,10 @@ fn lock(path: &Path) -> Result<sqlite::StoreLock, CliError> {
         }
         .into());
     }
-    Ok(sqlite::StoreLock::acquire(path)?)
+    sqlite::StoreLock::acquire(path).map_err(|e| match e {
+        sqlite::StoreError::Locked { .. } => CliError::InUse(e),
+        e => CliError::Store(e),
+    })
 }
 
 /// The ban list from a store file, in the admin API's JSON shape.
