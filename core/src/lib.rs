@@ -124,6 +124,7 @@ pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 pub use limiter::MapLimiter;
 pub use limiter::{FixedLimiter, Limiter};
 pub use lists::{Cidr, CidrError, Lists};
+pub use lockout::{Attempt, AttemptId};
 #[cfg(feature = "alloc")]
 pub use map::MapStore;
 pub use record::{ImportError, Record, WallClock};

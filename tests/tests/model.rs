@@ -7,9 +7,11 @@
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
 use embassy_time::Instant;
-use portcullis_core::{Config, FixedLimiter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store};
+use portcullis_core::{
+    AttemptId, Config, FixedLimiter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store,
+};
 use portcullis_tests::gen::{self, ips, step, USERS};
-use portcullis_tests::model::{MToken, Model};
+use portcullis_tests::model::{MAttempt, MToken, Model};
 use proptest::prelude::*;
 
 const W: usize = 8;
@@ -23,6 +25,10 @@ enum Op {
     PeekLogin(usize, usize),
     LoginFailed(usize, usize),
     LoginSucceeded(usize, usize),
+    /// Reserve an attempt (`begin_login`).
+    Begin(usize, usize),
+    /// Settle the k-th attempt in flight: wrong (false) or right (true) password.
+    Settle(usize, bool),
     Acquire(usize),
     Release(usize),
     Ban(usize),
@@ -42,7 +48,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::CheckLogin(u, i)),
         1 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::PeekLogin(u, i)),
         6 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginFailed(u, i)),
-        2 => (user, ip.clone()).prop_map(|(u, i)| Op::LoginSucceeded(u, i)),
+        2 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginSucceeded(u, i)),
+        6 => (user, ip.clone()).prop_map(|(u, i)| Op::Begin(u, i)),
+        5 => (0usize..8, any::<bool>()).prop_map(|(k, ok)| Op::Settle(k, ok)),
         2 => ip.clone().prop_map(Op::Acquire),
         2 => (0usize..8).prop_map(Op::Release),
         1 => ip.clone().prop_map(Op::Ban),
@@ -81,6 +89,7 @@ fn run<S: Store<W>>(
     let mut model = Model::new(cfg, lim.capacity());
     let mut now = t0;
     let mut tokens: Vec<(SlotToken, MToken)> = Vec::new();
+    let mut flight: Vec<(usize, usize, AttemptId, MAttempt)> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         let at = Instant::from_ticks(now);
         let here = now;
@@ -127,6 +136,39 @@ fn run<S: Store<W>>(
                     "{}",
                     ctx()
                 );
+            }
+            Op::Begin(u, ip) => {
+                let c = lim.begin_login(USERS[u], ips[ip], at);
+                let m = model.begin_login(USERS[u], ips[ip], now);
+                match (c, m) {
+                    (Ok(c), Ok(m)) => {
+                        let (cp, mp) = (&c.penalty, &m.penalty);
+                        prop_assert_eq!(cp.delay, mp.delay, "{}", ctx());
+                        prop_assert_eq!(cp.refused, mp.refused, "{}", ctx());
+                        prop_assert_eq!(cp.throttled, mp.throttled, "{}", ctx());
+                        prop_assert_eq!(cp.slot.is_some(), mp.slot.is_some(), "{}", ctx());
+                        if let (Some(a), Some(b)) = (c.penalty.slot, m.penalty.slot.clone()) {
+                            tokens.push((a, b));
+                        }
+                        flight.push((u, ip, c.id, m));
+                    }
+                    (Err(c), Err(m)) => prop_assert_eq!(c, m, "{}", ctx()),
+                    (c, m) => prop_assert!(false, "{}: core {:?} model {:?}", ctx(), c, m),
+                }
+            }
+            Op::Settle(k, ok) => {
+                if !flight.is_empty() {
+                    let (u, ip, id, m) = flight.remove(k % flight.len());
+                    if ok {
+                        let c = lim.login_attempt_succeeded(USERS[u], ips[ip], id, at);
+                        let mm = model.login_attempt_succeeded(USERS[u], ips[ip], &m, now);
+                        prop_assert_eq!(c, mm, "{}", ctx());
+                    } else {
+                        let c = lim.login_attempt_failed(USERS[u], ips[ip], id, at);
+                        let mm = model.login_attempt_failed(USERS[u], ips[ip], &m, now);
+                        prop_assert_eq!(c, mm, "{}", ctx());
+                    }
+                }
             }
             Op::Acquire(ip) => {
                 let c = lim.acquire_slot(ips[ip], at);
