@@ -144,34 +144,53 @@ async fn login(
     if username.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "username is empty");
     }
-    let d = app.engine.check_login(&username, ip).await;
-    if !d.is_allowed() {
-        tracing::info!(%ip, decision = ?d, "login refused before password check");
-        return refused(&d);
-    }
-    let users = app.users.clone();
-    let (u, p) = (username.clone(), password);
-    let ok = tokio::task::spawn_blocking(move || users.check(&u, &p))
-        .await
-        .unwrap_or(false);
-    if ok {
-        app.engine.login_succeeded(&username, ip).await;
-        return (
-            StatusCode::OK,
-            Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() })),
-        )
-            .into_response();
-    }
-    let penalty = app.engine.login_failed(&username, ip).await;
-    tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked = penalty.locked, "login failed");
-    if penalty.refused {
+    // Reserve the attempt before the password is looked at: it counts as a
+    // failure from now on, so N parallel guesses get at most
+    // `max_failures` password checks (DESIGN rule 5).
+    let attempt = match app.engine.begin_login(&username, ip).await {
+        Ok(a) => a,
+        Err(d) => {
+            tracing::info!(%ip, decision = ?d, "login refused before password check");
+            return refused(&d);
+        }
+    };
+    if attempt.penalty.refused {
+        // No slot for the penalty and the policy refuses: the password is
+        // not checked; the reservation stays a failure.
+        app.engine
+            .finish_login(&username, ip, attempt.ticket, false)
+            .await;
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many penalised attempts in flight",
         );
     }
-    penalty.serve().await;
-    error(StatusCode::UNAUTHORIZED, "invalid credentials")
+    // The check, the settlement and the penalty run in a task of their own:
+    // a client that hangs up cannot cut the penalty short, free its slot
+    // early or leave the attempt unsettled.
+    let engine = app.engine.clone();
+    let users = app.users.clone();
+    let task = tokio::spawn(async move {
+        let (u, p) = (username.clone(), password);
+        let ok = tokio::task::spawn_blocking(move || users.check(&u, &p))
+            .await
+            .unwrap_or(false);
+        let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
+        if ok {
+            drop(attempt.penalty);
+            return (
+                StatusCode::OK,
+                Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() })),
+            )
+                .into_response();
+        }
+        let penalty = attempt.penalty;
+        tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked, "login failed");
+        penalty.serve().await;
+        error(StatusCode::UNAUTHORIZED, "invalid credentials")
+    });
+    task.await
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"))
 }
 
 async fn metrics(State(app): State<App>) -> Response {
