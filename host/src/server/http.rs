@@ -26,6 +26,9 @@ use crate::{Guard, Limiter, LimiterOptions};
 /// Requests per minute per address on `/admin` and `/metrics` (each its own state).
 pub const ADMIN_QUOTA: u32 = 60;
 
+/// Shards of each `/admin` and `/metrics` table.
+pub const ADMIN_SHARDS: usize = 4;
+
 #[derive(Clone)]
 struct App {
     engine: Arc<dyn Engine>,
@@ -33,6 +36,8 @@ struct App {
     admin_token: Option<Arc<String>>,
     started: Instant,
     kind: &'static str,
+    max_entries: usize,
+    admin_max_entries: usize,
 }
 
 /// The whole service.
@@ -49,17 +54,20 @@ pub fn router(
         admin_token: cfg.admin_token.clone().map(Arc::new),
         started: Instant::now(),
         kind,
+        max_entries: cfg.max_entries,
+        admin_max_entries: cfg.admin_max_entries,
     };
     // The admin API has its own quota and state: an operator whose address
     // is blocked on the service can still lift the block, and token guessing
     // is limited (and escalates) on its own.
     let admin_opts = LimiterOptions {
-        max_entries: 10_000,
-        shards: 4,
+        max_entries: cfg.admin_max_entries,
+        shards: ADMIN_SHARDS,
         seed: None,
     };
-    let mut layer = RateLimitLayer::with_engine("requests", engine)
-        .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.clone()));
+    let mut layer = RateLimitLayer::with_engine("requests", engine).trusted_proxies(
+        TrustedProxies::new(cfg.trusted_proxies.clone()).header(cfg.client_ip_header.clone()),
+    );
     let mut admin_rules = cfg.rules.clone();
     admin_rules.requests.max_requests = ADMIN_QUOTA;
     admin_rules.requests.window = embassy_time::Duration::from_secs(60);
@@ -255,6 +263,8 @@ async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
         o.insert("uptime_s".into(), json!(app.started.elapsed().as_secs()));
         o.insert("store_kind".into(), json!(app.kind));
         o.insert("bans".into(), json!(app.engine.bans().await.len()));
+        o.insert("max_entries".into(), json!(app.max_entries));
+        o.insert("admin_max_entries".into(), json!(app.admin_max_entries));
     }
     Json(s).into_response()
 }
