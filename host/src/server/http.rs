@@ -33,7 +33,7 @@ pub const ADMIN_SHARDS: usize = 4;
 struct App {
     engine: Arc<dyn Engine>,
     users: Users,
-    admin_token: Option<Arc<String>>,
+    admin: Option<Arc<super::ui::AdminAuth>>,
     started: Instant,
     kind: &'static str,
     max_entries: usize,
@@ -51,7 +51,14 @@ pub fn router(
     let app = App {
         engine: engine.clone(),
         users,
-        admin_token: cfg.admin_token.clone().map(Arc::new),
+        admin: cfg.admin_token.as_deref().and_then(|t| {
+            super::ui::AdminAuth::new(t)
+                .map_err(
+                    |e| tracing::error!(error = %e, "no randomness for admin auth; admin API off"),
+                )
+                .ok()
+                .map(Arc::new)
+        }),
         started: Instant::now(),
         kind,
         max_entries: cfg.max_entries,
@@ -90,7 +97,7 @@ pub fn router(
         .route("/admin/status", get(admin_status))
         .merge(super::ui::routes(super::ui::UiContext {
             engine: app.engine.clone(),
-            admin_token: app.admin_token.clone(),
+            admin: app.admin.clone(),
             metrics: metrics_source.clone(),
             kind,
         }))
@@ -187,30 +194,11 @@ async fn metrics(State(app): State<App>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Constant-time comparison of the bearer token.
+/// The bearer token or a dashboard session; a state-changing call on a
+/// session also needs `X-Requested-With` (see [`super::ui::authorize`]).
 #[allow(clippy::result_large_err)]
-fn token_ok(app: &App, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &app.admin_token else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "admin API is off (no server.admin_token)",
-        ));
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if crate::server::ui::same(given.as_bytes(), expected.as_bytes())
-        || crate::server::ui::cookie_ok(headers, expected)
-    {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "bad or missing admin token",
-        ))
-    }
+fn token_ok(app: &App, headers: &HeaderMap, changes_state: bool) -> Result<(), Response> {
+    super::ui::authorize(app.admin.as_deref(), headers, changes_state).map(|_| ())
 }
 
 /// The ban list as JSON values.
@@ -228,7 +216,7 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
 }
 
 async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
+    if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
     Json(bans_json(app.engine.as_ref()).await).into_response()
@@ -239,10 +227,7 @@ async fn admin_unban(
     headers: HeaderMap,
     Path(ip): Path<String>,
 ) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
-        return r;
-    }
-    if let Err(r) = crate::server::ui::csrf_ok(&headers) {
+    if let Err(r) = token_ok(&app, &headers, true) {
         return r;
     }
     let Ok(ip) = ip.parse::<IpAddr>() else {
@@ -254,7 +239,7 @@ async fn admin_unban(
 }
 
 async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
+    if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
     let mut s = app.engine.status().await;
