@@ -8,6 +8,8 @@ use std::time::Duration as StdDuration;
 
 use embassy_time::Duration;
 use portcullis_core::{Cidr, Config, ConfigError};
+
+use crate::client_ip::ForwardingHeader;
 use toml::{Table, Value};
 
 /// Where state lives.
@@ -37,6 +39,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header naming the client behind a trusted proxy [X-Forwarded-For].
+    pub client_ip_header: ForwardingHeader,
+    /// Keys held by each `/admin` and `/metrics` table [10 000].
+    pub admin_max_entries: usize,
     /// Bearer token for `/admin` (none: admin API off).
     pub admin_token: Option<String>,
     /// Store kind [sqlite].
@@ -49,6 +55,8 @@ pub struct ServerConfig {
     pub fail_closed: bool,
     /// Per-decision Redis timeout [50ms].
     pub redis_timeout: StdDuration,
+    /// Keys held by the main table [1 000 000].
+    pub max_entries: usize,
     /// The rules.
     pub rules: Config,
     /// Users (empty: the demo user).
@@ -71,6 +79,15 @@ impl std::fmt::Display for BadConfig {
 }
 
 impl std::error::Error for BadConfig {}
+
+/// Most keys the main table may be configured to hold: the limiter spreads
+/// keys over 64 shards with 10 % headroom each, and one shard's store
+/// addresses at most 16 777 214 keys (`MapStore::new`), so 64 x 15 000 000
+/// fits (a test checks the built limiter's capacity covers it).
+pub const MAX_TABLE_ENTRIES: u32 = 960_000_000;
+
+/// Most keys each admin table may hold: the same bound for its 4 shards.
+pub const MAX_ADMIN_ENTRIES: u32 = 60_000_000;
 
 fn bad(key: impl Into<String>, reason: impl Into<String>) -> BadConfig {
     BadConfig {
@@ -120,10 +137,26 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
 }
 
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("server", &["listen", "trusted_proxies", "admin_token"]),
+    (
+        "server",
+        &[
+            "listen",
+            "trusted_proxies",
+            "client_ip_header",
+            "admin_token",
+            "admin_max_entries",
+        ],
+    ),
     (
         "store",
-        &["kind", "path", "redis_url", "fail_closed", "redis_timeout"],
+        &[
+            "kind",
+            "path",
+            "redis_url",
+            "fail_closed",
+            "redis_timeout",
+            "max_entries",
+        ],
     ),
     (
         "requests",
@@ -219,6 +252,18 @@ impl<'a> Reader<'a> {
                 self.key(k),
                 format!("expected an integer, got {}", v.type_str()),
             )),
+        }
+    }
+
+    /// A table size: 1 to `max`.
+    fn entries(&self, k: &str, max: u32) -> Result<Option<usize>, BadConfig> {
+        match self.uint(k)? {
+            None => Ok(None),
+            Some(0) => Err(bad(self.key(k), "must be greater than zero")),
+            Some(n) if n > max => Err(bad(self.key(k), format!("must be at most {max}"))),
+            Some(n) => usize::try_from(n)
+                .map(Some)
+                .map_err(|_| bad(self.key(k), "too large for this platform")),
         }
     }
 
@@ -516,6 +561,13 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen,
             trusted_proxies: server.cidrs("trusted_proxies")?.unwrap_or_default(),
+            client_ip_header: match server.string("client_ip_header")? {
+                Some(h) => h.parse().map_err(|e| bad("server.client_ip_header", e))?,
+                None => ForwardingHeader::default(),
+            },
+            admin_max_entries: server
+                .entries("admin_max_entries", MAX_ADMIN_ENTRIES)?
+                .unwrap_or(10_000),
             admin_token: server
                 .string("admin_token")?
                 .filter(|s| !s.is_empty())
@@ -525,6 +577,9 @@ impl ServerConfig {
             redis_url,
             fail_closed: store.boolean("fail_closed")?.unwrap_or(false),
             redis_timeout,
+            max_entries: store
+                .entries("max_entries", MAX_TABLE_ENTRIES)?
+                .unwrap_or(1_000_000),
             rules: c,
             users,
         })
@@ -592,5 +647,62 @@ mod tests {
         assert!(e("[lists]\nallow = [\"10.0.0.0/33\"]\n", &[])
             .starts_with("config error: lists.allow:"));
         assert!(e("[bogus]\n", &[]).starts_with("config error: bogus: unknown section"));
+    }
+
+    #[test]
+    fn table_sizes_and_client_ip_header() {
+        let c = load("", &[]).unwrap();
+        assert_eq!((c.max_entries, c.admin_max_entries), (1_000_000, 10_000));
+        assert_eq!(c.client_ip_header, ForwardingHeader::XForwardedFor);
+        let c = load(
+            "[store]\nmax_entries = 500\n[server]\nadmin_max_entries = 7\nclient_ip_header = \"Forwarded\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.max_entries, c.admin_max_entries), (500, 7));
+        assert_eq!(c.client_ip_header, ForwardingHeader::Forwarded);
+        let c = load("", &[("PORTCULLIS_SERVER__CLIENT_IP_HEADER", "X-Real-IP")]).unwrap();
+        assert_eq!(c.client_ip_header.to_string(), "x-real-ip");
+        let e = |t: &str| load(t, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e("[store]\nmax_entries = 0\n"),
+            "config error: store.max_entries: must be greater than zero"
+        );
+        assert_eq!(
+            e("[server]\nadmin_max_entries = 0\n"),
+            "config error: server.admin_max_entries: must be greater than zero"
+        );
+        assert_eq!(
+            e("[store]\nmax_entries = 960000001\n"),
+            "config error: store.max_entries: must be at most 960000000"
+        );
+        assert!(e("[store]\nmax_entries = -1\n").starts_with("config error: store.max_entries:"));
+        assert!(e("[server]\nclient_ip_header = \"X Real\"\n")
+            .starts_with("config error: server.client_ip_header: "));
+    }
+
+    #[test]
+    fn the_largest_table_fits_the_limiter() {
+        let opts = crate::limiter::LimiterOptions {
+            max_entries: MAX_TABLE_ENTRIES as usize,
+            ..Default::default()
+        };
+        let l = crate::limiter::Limiter::new(Config::default(), opts).unwrap();
+        assert!(
+            l.capacity() >= MAX_TABLE_ENTRIES as usize,
+            "{}",
+            l.capacity()
+        );
+        let opts = crate::limiter::LimiterOptions {
+            max_entries: MAX_ADMIN_ENTRIES as usize,
+            shards: crate::server::http::ADMIN_SHARDS,
+            seed: None,
+        };
+        let l = crate::limiter::Limiter::new(Config::default(), opts).unwrap();
+        assert!(
+            l.capacity() >= MAX_ADMIN_ENTRIES as usize,
+            "{}",
+            l.capacity()
+        );
     }
 }

@@ -26,13 +26,18 @@ use crate::{Guard, Limiter, LimiterOptions};
 /// Requests per minute per address on `/admin` and `/metrics` (each its own state).
 pub const ADMIN_QUOTA: u32 = 60;
 
+/// Shards of each `/admin` and `/metrics` table.
+pub const ADMIN_SHARDS: usize = 4;
+
 #[derive(Clone)]
 struct App {
     engine: Arc<dyn Engine>,
     users: Users,
-    admin_token: Option<Arc<String>>,
+    admin: Option<Arc<super::ui::AdminAuth>>,
     started: Instant,
     kind: &'static str,
+    max_entries: usize,
+    admin_max_entries: usize,
 }
 
 /// The whole service.
@@ -46,20 +51,30 @@ pub fn router(
     let app = App {
         engine: engine.clone(),
         users,
-        admin_token: cfg.admin_token.clone().map(Arc::new),
+        admin: cfg.admin_token.as_deref().and_then(|t| {
+            super::ui::AdminAuth::new(t)
+                .map_err(
+                    |e| tracing::error!(error = %e, "no randomness for admin auth; admin API off"),
+                )
+                .ok()
+                .map(Arc::new)
+        }),
         started: Instant::now(),
         kind,
+        max_entries: cfg.max_entries,
+        admin_max_entries: cfg.admin_max_entries,
     };
     // The admin API has its own quota and state: an operator whose address
     // is blocked on the service can still lift the block, and token guessing
     // is limited (and escalates) on its own.
     let admin_opts = LimiterOptions {
-        max_entries: 10_000,
-        shards: 4,
+        max_entries: cfg.admin_max_entries,
+        shards: ADMIN_SHARDS,
         seed: None,
     };
-    let mut layer = RateLimitLayer::with_engine("requests", engine)
-        .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.clone()));
+    let mut layer = RateLimitLayer::with_engine("requests", engine).trusted_proxies(
+        TrustedProxies::new(cfg.trusted_proxies.clone()).header(cfg.client_ip_header.clone()),
+    );
     let mut admin_rules = cfg.rules.clone();
     admin_rules.requests.max_requests = ADMIN_QUOTA;
     admin_rules.requests.window = embassy_time::Duration::from_secs(60);
@@ -82,7 +97,7 @@ pub fn router(
         .route("/admin/status", get(admin_status))
         .merge(super::ui::routes(super::ui::UiContext {
             engine: app.engine.clone(),
-            admin_token: app.admin_token.clone(),
+            admin: app.admin.clone(),
             metrics: metrics_source.clone(),
             kind,
         }))
@@ -198,30 +213,11 @@ async fn metrics(State(app): State<App>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Constant-time comparison of the bearer token.
+/// The bearer token or a dashboard session; a state-changing call on a
+/// session also needs `X-Requested-With` (see [`super::ui::authorize`]).
 #[allow(clippy::result_large_err)]
-fn token_ok(app: &App, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &app.admin_token else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "admin API is off (no server.admin_token)",
-        ));
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if crate::server::ui::same(given.as_bytes(), expected.as_bytes())
-        || crate::server::ui::cookie_ok(headers, expected)
-    {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "bad or missing admin token",
-        ))
-    }
+fn token_ok(app: &App, headers: &HeaderMap, changes_state: bool) -> Result<(), Response> {
+    super::ui::authorize(app.admin.as_deref(), headers, changes_state).map(|_| ())
 }
 
 /// The ban list as JSON values.
@@ -239,7 +235,7 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
 }
 
 async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
+    if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
     Json(bans_json(app.engine.as_ref()).await).into_response()
@@ -250,10 +246,7 @@ async fn admin_unban(
     headers: HeaderMap,
     Path(ip): Path<String>,
 ) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
-        return r;
-    }
-    if let Err(r) = crate::server::ui::csrf_ok(&headers) {
+    if let Err(r) = token_ok(&app, &headers, true) {
         return r;
     }
     let Ok(ip) = ip.parse::<IpAddr>() else {
@@ -265,7 +258,7 @@ async fn admin_unban(
 }
 
 async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
+    if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
     let mut s = app.engine.status().await;
@@ -274,6 +267,8 @@ async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
         o.insert("uptime_s".into(), json!(app.started.elapsed().as_secs()));
         o.insert("store_kind".into(), json!(app.kind));
         o.insert("bans".into(), json!(app.engine.bans().await.len()));
+        o.insert("max_entries".into(), json!(app.max_entries));
+        o.insert("admin_max_entries".into(), json!(app.admin_max_entries));
     }
     Json(s).into_response()
 }

@@ -65,6 +65,7 @@ pub struct Backend {
 pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
     let opts = |seed| LimiterOptions {
         seed,
+        max_entries: cfg.max_entries,
         ..LimiterOptions::default()
     };
     match cfg.store {
