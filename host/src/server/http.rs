@@ -149,11 +149,13 @@ async fn login(
         tracing::info!(%ip, decision = ?d, "login refused before password check");
         return refused(&d);
     }
-    let users = app.users.clone();
-    let (u, p) = (username.clone(), password);
-    let ok = tokio::task::spawn_blocking(move || users.check(&u, &p))
-        .await
-        .unwrap_or(false);
+    let ok = match app.users.check_bounded(&username, &password).await {
+        Ok(ok) => ok,
+        Err(busy) => {
+            tracing::warn!(%ip, "login refused: password checks busy");
+            return busy.into_response();
+        }
+    };
     if ok {
         app.engine.login_succeeded(&username, ip).await;
         return (

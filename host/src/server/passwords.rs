@@ -1,27 +1,83 @@
 //! Password checks for the demo login (argon2id), off the async executor,
 //! with the same work for unknown users so timing does not tell them apart.
+//! At most `login.max_concurrent_hashes` checks run at once (each holds
+//! argon2's memory, 19 MiB by default) and at most `login.hash_queue`
+//! wait; further logins get [`Busy`] (`503`, `Retry-After: 1`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
 
-use super::config::User;
+use super::config::{Hashing, User};
+use crate::metrics::Metrics;
 
 /// Usernames (normalised) to PHC hashes.
 #[derive(Clone)]
 pub struct Users {
     hashes: Arc<HashMap<String, String>>,
     dummy: Arc<String>,
+    /// Permits for checks running or waiting (`max_concurrent + queue`).
+    admission: Arc<Semaphore>,
+    /// Permits for checks running (`max_concurrent`).
+    running: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
-/// An argon2id PHC string for `password`.
+/// No room to check a password now: too many checks running and waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks in progress; retry shortly")]
+pub struct Busy;
+
+impl IntoResponse for Busy {
+    /// `503` with `Retry-After: 1` and a JSON error.
+    fn into_response(self) -> Response {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": "busy", "retry_after": 1 })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        r
+    }
+}
+
+/// A gauge held up while this lives.
+struct Held(Arc<Metrics>, fn(&Metrics) -> &AtomicU64);
+
+impl Held {
+    fn new(m: Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicU64) -> Self {
+        gauge(&m).fetch_add(1, Relaxed);
+        Held(m, gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, Relaxed);
+    }
+}
+
+/// An argon2id PHC string for `password` with the OWASP-recommended
+/// default parameters (m = 19 MiB, t = 2, p = 1).
 pub fn hash_password(password: &str) -> Result<String, String> {
+    hash_password_with(password, &Params::default())
+}
+
+/// An argon2id PHC string for `password` with `params`.
+pub fn hash_password_with(password: &str, params: &Params) -> Result<String, String> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).map_err(|e| e.to_string())?;
     let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
-    Argon2::default()
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
@@ -37,8 +93,18 @@ fn verify(hash: &str, password: &str) -> bool {
 }
 
 impl Users {
-    /// From config; no users → the demo user `demo` / `demo-password`.
+    /// From config with the default limits; no users → the demo user
+    /// `demo` / `demo-password`.
     pub fn from_config(users: &[User]) -> Users {
+        Users::new(users, &Hashing::default(), Arc::new(Metrics::default()))
+    }
+
+    /// From config: the users (none → the demo user `demo` /
+    /// `demo-password`), the check limits and argon2 parameters of
+    /// `hashing` (the demo user's and the dummy hash use them), counted in
+    /// `metrics`.
+    pub fn new(users: &[User], hashing: &Hashing, metrics: Arc<Metrics>) -> Users {
+        let params = hashing.params().unwrap_or_default();
         let mut hashes = HashMap::new();
         for u in users {
             hashes.insert(u.name.clone(), u.password_hash.clone());
@@ -46,14 +112,50 @@ impl Users {
         if hashes.is_empty() {
             hashes.insert(
                 "demo".into(),
-                hash_password("demo-password").unwrap_or_default(),
+                hash_password_with("demo-password", &params).unwrap_or_default(),
             );
         }
-        let dummy = hash_password("not a real password").unwrap_or_default();
+        let dummy = hash_password_with("not a real password", &params).unwrap_or_default();
+        let running = hashing.max_concurrent.max(1) as usize;
+        let admitted = running.saturating_add(hashing.queue as usize);
         Users {
             hashes: Arc::new(hashes),
             dummy: Arc::new(dummy),
+            admission: Arc::new(Semaphore::new(admitted.min(Semaphore::MAX_PERMITS))),
+            running: Arc::new(Semaphore::new(running.min(Semaphore::MAX_PERMITS))),
+            metrics,
         }
+    }
+
+    /// Check a password on the blocking pool, at most
+    /// `max_concurrent_hashes` at once; [`Busy`] (nothing checked) when
+    /// `hash_queue` logins are already waiting. The permits go with the
+    /// check, so a client that hangs up does not free its slot before
+    /// argon2 is done.
+    pub async fn check_bounded(&self, username: &str, password: &str) -> Result<bool, Busy> {
+        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
+            self.metrics.hash_busy.fetch_add(1, Relaxed);
+            return Err(Busy);
+        };
+        let waiting = Held::new(self.metrics.clone(), |m| &m.hashes_waiting);
+        let run = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Busy)?;
+        drop(waiting);
+        let running = Held::new(self.metrics.clone(), |m| &m.hashes_running);
+        let users = self.clone();
+        let (u, p) = (username.to_string(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = users.check(&u, &p);
+            drop((run, admitted, running));
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        Ok(ok)
     }
 
     /// Check a password (blocking; call from `spawn_blocking`).
