@@ -41,6 +41,8 @@ pub struct Metrics {
     pub refused_max_connections: AtomicU64,
     /// Connections closed at accept: `max_connections_per_ip` reached.
     pub refused_per_ip: AtomicU64,
+    /// Waiting connections closed to make room at `max_connections`.
+    pub evicted: AtomicU64,
     /// Connections closed for an incomplete request head.
     pub header_timeouts: AtomicU64,
     /// Keep-alive connections closed for idleness.
@@ -241,18 +243,19 @@ impl Metrics {
                 "portcullis_connections_refused_total",
                 "Connections closed at accept, by the cap reached.",
                 "reason",
-                [
+                vec![
                     ("max_connections", &self.refused_max_connections),
                     ("per_ip", &self.refused_per_ip),
                 ],
             ),
             (
                 "portcullis_connections_timed_out_total",
-                "Connections closed by a read timeout, by phase.",
+                "Connections closed while waiting: read timeout (header, idle) or evicted at max_connections.",
                 "phase",
-                [
+                vec![
                     ("header", &self.header_timeouts),
                     ("idle", &self.idle_timeouts),
+                    ("evicted", &self.evicted),
                 ],
             ),
         ];

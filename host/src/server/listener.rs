@@ -9,7 +9,11 @@
 //! - At most `max_connections` connections are open (capped by the file
 //!   descriptor limit, which is raised to its hard limit at start-up), at
 //!   most `max_connections_per_ip` per client address (IPv6: per /64).
-//!   Connections beyond a cap are accepted and closed at once; failed
+//!   At the total cap the connection that has waited longest for a
+//!   complete request head (or idled longest) is closed to make room, so
+//!   stalled clients cannot lock others out; if every connection has a
+//!   request in flight, or the address is at its own cap, the new
+//!   connection is accepted and closed at once. Failed
 //!   `accept` calls (`EMFILE`) back off briefly and the loop goes on.
 //! - On shutdown the listener closes, idle connections close, in-flight
 //!   requests get `shutdown_grace`, then every connection left is dropped.
@@ -91,11 +95,17 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Connections admitted over the cap while the ones evicted for them close.
+const EVICTION_SLACK: u64 = 32;
+
 /// Open connections, in all and per address.
 struct Counts {
     max: u64,
     per_ip: u32,
     by_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Open connections by id, for eviction at the cap.
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -103,6 +113,8 @@ struct Counts {
 struct Ticket {
     counts: Arc<Counts>,
     key: IpAddr,
+    id: u64,
+    state: Arc<ConnState>,
 }
 
 impl Counts {
@@ -114,28 +126,57 @@ impl Counts {
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
         let key = ip_key(ip);
         let mut map = self.by_ip.lock();
-        if self.open() >= self.max {
-            drop(map);
-            self.metrics.refused_max_connections.fetch_add(1, Relaxed);
-            return None;
-        }
-        let n = map.entry(key).or_insert(0);
-        if *n >= self.per_ip {
+        if map.get(&key).is_some_and(|n| *n >= self.per_ip) {
             drop(map);
             self.metrics.refused_per_ip.fetch_add(1, Relaxed);
             return None;
         }
-        *n += 1;
+        let open = self.open();
+        if open >= self.max && (open >= self.max + EVICTION_SLACK || !self.evict_one()) {
+            drop(map);
+            self.metrics.refused_max_connections.fetch_add(1, Relaxed);
+            return None;
+        }
+        *map.entry(key).or_insert(0) += 1;
+        drop(map);
         self.metrics.connections_open.fetch_add(1, Relaxed);
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let state = Arc::new(ConnState::new());
+        self.conns.lock().insert(id, state.clone());
         Some(Ticket {
             counts: self.clone(),
             key,
+            id,
+            state,
         })
+    }
+
+    /// Close the connection that has waited longest for a request head,
+    /// else the one idle longest; none with a request in flight.
+    fn evict_one(&self) -> bool {
+        let conns = self.conns.lock();
+        let victim = conns
+            .values()
+            .filter(|c| c.in_flight.load(Relaxed) == 0 && !c.evicted.load(Relaxed))
+            .max_by_key(|c| {
+                let waited = c.waiting_ms();
+                (c.head_started.load(Relaxed) != 0, waited)
+            });
+        match victim {
+            Some(c) => {
+                c.evicted.store(true, Relaxed);
+                c.kill.notify_one();
+                self.metrics.evicted.fetch_add(1, Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        self.counts.conns.lock().remove(&self.id);
         let mut map = self.counts.by_ip.lock();
         if let Some(n) = map.get_mut(&self.key) {
             *n = n.saturating_sub(1);
@@ -157,6 +198,10 @@ struct ConnState {
     head_started: AtomicU64,
     /// Last byte read or written, or last response (ms since `epoch`).
     last_activity: AtomicU64,
+    /// Chosen for eviction at the connection cap.
+    evicted: std::sync::atomic::AtomicBool,
+    /// Wakes the connection's task to close it.
+    kill: tokio::sync::Notify,
 }
 
 enum Expired {
@@ -172,7 +217,18 @@ impl ConnState {
             // A new connection must send its first head within the header timeout.
             head_started: AtomicU64::new(1),
             last_activity: AtomicU64::new(0),
+            evicted: std::sync::atomic::AtomicBool::new(false),
+            kill: tokio::sync::Notify::new(),
         }
+    }
+
+    /// How long this connection has waited for a head (or idled).
+    fn waiting_ms(&self) -> u64 {
+        let since = match self.head_started.load(Relaxed) {
+            0 => self.last_activity.load(Relaxed),
+            s => s - 1,
+        };
+        self.ms().saturating_sub(since)
     }
 
     fn ms(&self) -> u64 {
@@ -377,7 +433,7 @@ async fn serve_conn(
     ticket: Ticket,
 ) {
     let metrics = ticket.counts.metrics.clone();
-    let state = Arc::new(ConnState::new());
+    let state = ticket.state.clone();
     let io = TokioIo::new(TimedIo {
         inner: stream,
         state: state.clone(),
@@ -428,6 +484,10 @@ async fn serve_conn(
                     None => {}
                 }
             }
+            _ = state.kill.notified() => {
+                tracing::debug!(%peer, "connection cap reached; closing this waiting connection");
+                break;
+            }
             _ = stop.changed(), if hard_stop.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 hard_stop = Some(tokio::time::Instant::now() + cfg.shutdown_grace);
@@ -451,6 +511,8 @@ pub async fn run(
         max: u64::from(fd_budget(cfg.max_connections)),
         per_ip: cfg.max_connections_per_ip,
         by_ip: Mutex::new(HashMap::new()),
+        conns: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
         metrics: metrics.clone(),
     });
     let cfg = Arc::new(cfg);
