@@ -781,3 +781,53 @@ mod tests {
         assert!(e("[bogus]\n", &[]).starts_with("config error: bogus: unknown section"));
     }
 }
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
+        ServerConfig::from_str_env(
+            "",
+            "test.toml",
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn connection_and_hashing_keys() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.conn, ConnLimits::default());
+        assert_eq!(c.conn.header_read_timeout, StdDuration::from_secs(10));
+        assert_eq!(c.hashing.memory_kib, 19456);
+        assert!(c.hashing.max_concurrent >= 1);
+        let c = load(&[
+            ("PORTCULLIS_SERVER__IDLE_TIMEOUT", "5s"),
+            ("PORTCULLIS_SERVER__SHUTDOWN_GRACE", "0s"),
+            ("PORTCULLIS_LOGIN__HASH_QUEUE", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.conn.idle_timeout, StdDuration::from_secs(5));
+        assert_eq!(c.conn.shutdown_grace, StdDuration::ZERO);
+        assert_eq!(c.hashing.queue, 0);
+        let e = |env: &[(&str, &str)]| load(env).unwrap_err().to_string();
+        assert_eq!(
+            e(&[("PORTCULLIS_SERVER__HEADER_READ_TIMEOUT", "0s")]),
+            "config error: server.header_read_timeout: must be greater than zero"
+        );
+        assert_eq!(
+            e(&[("PORTCULLIS_SERVER__MAX_CONNECTIONS_PER_IP", "0")]),
+            "config error: server.max_connections_per_ip: must be greater than zero"
+        );
+        assert_eq!(
+            e(&[("PORTCULLIS_LOGIN__MAX_CONCURRENT_HASHES", "0")]),
+            "config error: login.max_concurrent_hashes: must be greater than zero"
+        );
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_ITERATIONS", "0")])
+            .starts_with("config error: login.argon2_iterations:"));
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_MEMORY_KIB", "4")])
+            .starts_with("config error: login.argon2_memory_kib:"));
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_MEMORY_KIB", "300000")])
+            .starts_with("config error: login.argon2_memory_kib: must be at most 262144"));
+    }
+}
