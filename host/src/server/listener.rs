@@ -106,6 +106,8 @@ struct Counts {
     /// Open connections by id, for eviction at the cap.
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     next_id: AtomicU64,
+    /// Evicted connections not closed yet.
+    evicting: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -122,20 +124,24 @@ impl Counts {
         self.metrics.connections_open.load(Relaxed)
     }
 
-    /// Admit a connection from `ip`, or count why not.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
+    /// Admit a connection from `ip`, or count why not; `Err(true)` when
+    /// evicted connections are still closing (worth a brief wait).
+    fn admit(self: &Arc<Self>, ip: IpAddr, last_try: bool) -> Result<Ticket, bool> {
         let key = ip_key(ip);
         let mut map = self.by_ip.lock();
         if map.get(&key).is_some_and(|n| *n >= self.per_ip) {
             drop(map);
             self.metrics.refused_per_ip.fetch_add(1, Relaxed);
-            return None;
+            return Err(false);
         }
         let open = self.open();
+        if open >= self.max + EVICTION_SLACK && !last_try && self.evicting.load(Relaxed) > 0 {
+            return Err(true);
+        }
         if open >= self.max && (open >= self.max + EVICTION_SLACK || !self.evict_one()) {
             drop(map);
             self.metrics.refused_max_connections.fetch_add(1, Relaxed);
-            return None;
+            return Err(false);
         }
         *map.entry(key).or_insert(0) += 1;
         drop(map);
@@ -143,7 +149,7 @@ impl Counts {
         let id = self.next_id.fetch_add(1, Relaxed);
         let state = Arc::new(ConnState::new());
         self.conns.lock().insert(id, state.clone());
-        Some(Ticket {
+        Ok(Ticket {
             counts: self.clone(),
             key,
             id,
@@ -165,6 +171,7 @@ impl Counts {
         match victim {
             Some(c) => {
                 c.evicted.store(true, Relaxed);
+                self.evicting.fetch_add(1, Relaxed);
                 c.kill.notify_one();
                 self.metrics.evicted.fetch_add(1, Relaxed);
                 true
@@ -177,6 +184,9 @@ impl Counts {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.counts.conns.lock().remove(&self.id);
+        if self.state.evicted.load(Relaxed) {
+            self.counts.evicting.fetch_sub(1, Relaxed);
+        }
         let mut map = self.counts.by_ip.lock();
         if let Some(n) = map.get_mut(&self.key) {
             *n = n.saturating_sub(1);
@@ -513,6 +523,7 @@ pub async fn run(
         by_ip: Mutex::new(HashMap::new()),
         conns: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
+        evicting: AtomicU64::new(0),
         metrics: metrics.clone(),
     });
     let cfg = Arc::new(cfg);
@@ -524,7 +535,17 @@ pub async fn run(
             _ = &mut signal => break,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let Some(ticket) = counts.admit(peer.ip()) else {
+                    // At the cap with evictions still closing: give them a
+                    // few milliseconds rather than refuse.
+                    let mut admitted = counts.admit(peer.ip(), false);
+                    for tries in 1..=20 {
+                        if !matches!(admitted, Err(true)) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        admitted = counts.admit(peer.ip(), tries == 20);
+                    }
+                    let Ok(ticket) = admitted else {
                         tracing::debug!(%peer, "connection cap reached; closing");
                         drop(stream);
                         continue;

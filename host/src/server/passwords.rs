@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,35 @@ pub struct Users {
     admission: Arc<Semaphore>,
     /// Permits for checks running (`max_concurrent`).
     running: Arc<Semaphore>,
+    /// The checking threads: `max_concurrent` of them, so argon2's memory
+    /// is reused by the same few threads (allocator arenas) instead of
+    /// being left behind on every thread of tokio's blocking pool.
+    pool: std::sync::mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// `n` threads running jobs from one queue.
+fn pool(n: usize) -> std::sync::mpsc::Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(parking_lot::Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("password-check-{i}"))
+            .spawn(move || loop {
+                let job = rx.lock().recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => break,
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a password-check thread");
+        }
+    }
+    tx
 }
 
 /// No room to check a password now: too many checks running and waiting.
@@ -83,13 +111,52 @@ pub fn hash_password_with(password: &str, params: &Params) -> Result<String, Str
         .map_err(|e| e.to_string())
 }
 
+thread_local! {
+    /// argon2's working memory, kept by each checking thread (grown to the
+    /// largest `m` it has met, at most 256 MiB by config) so the allocator
+    /// never holds several freed copies.
+    static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Verify `password` against the PHC string `hash` with the hash's own
+/// parameters, in this thread's reused memory; the comparison is constant
+/// time.
 fn verify(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(h) => Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
-    }
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(alg), Ok(params), Some(salt), Some(expected)) = (
+        Algorithm::try_from(h.algorithm),
+        Params::try_from(&h),
+        h.salt,
+        h.hash,
+    ) else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let mut out = vec![0u8; expected.len()];
+    let hashed = MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < blocks {
+            m.resize(blocks, argon2::Block::default());
+        }
+        Argon2::new(alg, version, params).hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut out,
+            &mut m[..blocks],
+        )
+    });
+    hashed.is_ok() && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 impl Users {
@@ -123,11 +190,12 @@ impl Users {
             dummy: Arc::new(dummy),
             admission: Arc::new(Semaphore::new(admitted.min(Semaphore::MAX_PERMITS))),
             running: Arc::new(Semaphore::new(running.min(Semaphore::MAX_PERMITS))),
+            pool: pool(running.min(1024)),
             metrics,
         }
     }
 
-    /// Check a password on the blocking pool, at most
+    /// Check a password on the checking threads, at most
     /// `max_concurrent_hashes` at once; [`Busy`] (nothing checked) when
     /// `hash_queue` logins are already waiting. The permits go with the
     /// check, so a client that hangs up does not free its slot before
@@ -148,14 +216,17 @@ impl Users {
         let running = Held::new(self.metrics.clone(), |m| &m.hashes_running);
         let users = self.clone();
         let (u, p) = (username.to_string(), password.to_string());
-        let ok = tokio::task::spawn_blocking(move || {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let ok = users.check(&u, &p);
             drop((run, admitted, running));
-            ok
-        })
-        .await
-        .unwrap_or(false);
-        Ok(ok)
+            let _ = tx.send(ok);
+        });
+        if self.pool.send(job).is_err() {
+            tracing::error!("password-check threads are gone");
+            return Ok(false);
+        }
+        Ok(rx.await.unwrap_or(false))
     }
 
     /// Check a password (blocking; call from `spawn_blocking`).
