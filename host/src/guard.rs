@@ -269,8 +269,14 @@ impl Guard {
         self.limiter.bans_at(now())
     }
 
-    /// Snapshot everything to the store.
+    /// Snapshot everything to the store; a failure is logged and counted.
     pub async fn snapshot(&self) {
+        let _ = self.try_snapshot().await;
+    }
+
+    /// Snapshot everything to the store; a failure is logged, counted and
+    /// returned (the final snapshot at shutdown must not fail silently).
+    pub async fn try_snapshot(&self) -> Result<(), crate::sqlite::StoreError> {
         if let Some(store) = &self.store {
             let recs = self.limiter.export(crate::clock::wall());
             if let Err(e) = store.snapshot(recs).await {
@@ -278,7 +284,9 @@ impl Guard {
                     .store_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, "snapshot failed");
+                return Err(e);
             }
         }
+        Ok(())
     }
 }

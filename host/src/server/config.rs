@@ -61,6 +61,81 @@ pub struct ServerConfig {
     pub rules: Config,
     /// Users (empty: the demo user).
     pub users: Vec<User>,
+    /// Connection limits and timeouts of the listener.
+    pub conn: ConnLimits,
+    /// Password checking: concurrency, queue and argon2 parameters.
+    pub hashing: Hashing,
+}
+
+/// Connection limits and timeouts (`[server]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// A request head must be complete this long after the connection
+    /// opens or the next request's first byte arrives [10s].
+    pub header_read_timeout: StdDuration,
+    /// A request body must be complete this long after its head [30s].
+    pub body_read_timeout: StdDuration,
+    /// A keep-alive connection with no request is closed after this [60s].
+    pub idle_timeout: StdDuration,
+    /// Open connections at most [4096] (capped at start-up by the fd limit).
+    pub max_connections: u32,
+    /// Open connections per client address (IPv6: per /64) at most [64].
+    pub max_connections_per_ip: u32,
+    /// SIGTERM: in-flight requests get this long before they are dropped [10s].
+    pub shutdown_grace: StdDuration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: StdDuration::from_secs(10),
+            body_read_timeout: StdDuration::from_secs(30),
+            idle_timeout: StdDuration::from_secs(60),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            shutdown_grace: StdDuration::from_secs(10),
+        }
+    }
+}
+
+/// Largest argon2 memory cost (KiB) a configured or stored hash may ask
+/// for: 256 MiB.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+
+/// Password checking (`[login]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hashing {
+    /// argon2 verifications running at once at most [number of cores].
+    pub max_concurrent: u32,
+    /// Logins waiting for a verification at most; more get `503` [64].
+    pub queue: u32,
+    /// argon2id memory cost in KiB [19456] for new hashes and the dummy hash.
+    pub memory_kib: u32,
+    /// argon2id iterations [2].
+    pub iterations: u32,
+    /// argon2id lanes [1].
+    pub parallelism: u32,
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Hashing {
+            max_concurrent: std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1),
+            queue: 64,
+            memory_kib: argon2::Params::DEFAULT_M_COST,
+            iterations: argon2::Params::DEFAULT_T_COST,
+            parallelism: argon2::Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+impl Hashing {
+    /// The argon2 parameters (checked at load).
+    pub fn params(&self) -> Result<argon2::Params, argon2::Error> {
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+    }
 }
 
 /// A configuration that cannot be used.
@@ -145,6 +220,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "client_ip_header",
             "admin_token",
             "admin_max_entries",
+            "header_read_timeout",
+            "body_read_timeout",
+            "idle_timeout",
+            "max_connections",
+            "max_connections_per_ip",
+            "shutdown_grace",
         ],
     ),
     (
@@ -181,6 +262,11 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "lock_ip_on_account_lock",
             "account_max_failures",
             "account_window",
+            "max_concurrent_hashes",
+            "hash_queue",
+            "argon2_memory_kib",
+            "argon2_iterations",
+            "argon2_parallelism",
         ],
     ),
     ("penalty", &["base", "multiplier", "max"]),
@@ -305,6 +391,23 @@ impl<'a> Reader<'a> {
                     v.type_str()
                 ),
             )),
+        }
+    }
+
+    fn std_duration(&self, k: &str, nonzero: bool) -> Result<Option<StdDuration>, BadConfig> {
+        match self.duration(k)? {
+            Some(d) if nonzero && d.as_ticks() == 0 => {
+                Err(bad(self.key(k), "must be greater than zero"))
+            }
+            Some(d) => Ok(Some(StdDuration::from_micros(d.as_micros()))),
+            None => Ok(None),
+        }
+    }
+
+    fn positive(&self, k: &str) -> Result<Option<u32>, BadConfig> {
+        match self.uint(k)? {
+            Some(0) => Err(bad(self.key(k), "must be greater than zero")),
+            v => Ok(v),
         }
     }
 
@@ -504,6 +607,62 @@ impl ServerConfig {
             bad(k, r)
         })?;
 
+        let mut conn = ConnLimits::default();
+        if let Some(d) = server.std_duration("header_read_timeout", true)? {
+            conn.header_read_timeout = d;
+        }
+        if let Some(d) = server.std_duration("body_read_timeout", true)? {
+            conn.body_read_timeout = d;
+        }
+        if let Some(d) = server.std_duration("idle_timeout", true)? {
+            conn.idle_timeout = d;
+        }
+        if let Some(d) = server.std_duration("shutdown_grace", false)? {
+            conn.shutdown_grace = d;
+        }
+        set!(server, "max_connections", positive, conn.max_connections);
+        set!(
+            server,
+            "max_connections_per_ip",
+            positive,
+            conn.max_connections_per_ip
+        );
+        let mut hashing = Hashing::default();
+        set!(
+            login,
+            "max_concurrent_hashes",
+            positive,
+            hashing.max_concurrent
+        );
+        set!(login, "hash_queue", uint, hashing.queue);
+        set!(login, "argon2_memory_kib", uint, hashing.memory_kib);
+        set!(login, "argon2_iterations", uint, hashing.iterations);
+        set!(login, "argon2_parallelism", uint, hashing.parallelism);
+        if hashing.memory_kib > MAX_ARGON2_MEMORY_KIB {
+            return Err(bad(
+                "login.argon2_memory_kib",
+                format!("must be at most {MAX_ARGON2_MEMORY_KIB} (256 MiB)"),
+            ));
+        }
+        hashing.params().map_err(|e| {
+            let key = match e {
+                argon2::Error::TimeTooSmall => "login.argon2_iterations",
+                argon2::Error::ThreadsTooFew | argon2::Error::ThreadsTooMany => {
+                    "login.argon2_parallelism"
+                }
+                _ => "login.argon2_memory_kib",
+            };
+            let reason = match e {
+                argon2::Error::MemoryTooLittle => format!(
+                    "{e}: at least 8 KiB per lane ({} KiB for argon2_parallelism = {})",
+                    8 * u64::from(hashing.parallelism),
+                    hashing.parallelism
+                ),
+                e => e.to_string(),
+            };
+            bad(key, reason)
+        })?;
+
         let mut users = Vec::new();
         match doc.get("users") {
             None => {}
@@ -543,12 +702,31 @@ impl ServerConfig {
                             ))
                         }
                     };
-                    argon2::PasswordHash::new(&hash).map_err(|e| {
+                    let phc = argon2::PasswordHash::new(&hash).map_err(|e| {
                         bad(
                             format!("users[{i}].password_hash"),
                             format!("not a PHC string: {e}"),
                         )
                     })?;
+                    // Verification uses the hash's own parameters: bound
+                    // them so one entry cannot make every login allocate
+                    // gigabytes.
+                    let m = argon2::Params::try_from(&phc)
+                        .map(|p| p.m_cost())
+                        .map_err(|e| {
+                            bad(
+                                format!("users[{i}].password_hash"),
+                                format!("bad argon2 parameters: {e}"),
+                            )
+                        })?;
+                    if m > MAX_ARGON2_MEMORY_KIB {
+                        return Err(bad(
+                            format!("users[{i}].password_hash"),
+                            format!(
+                                "m={m} KiB is more than {MAX_ARGON2_MEMORY_KIB} KiB (256 MiB) per check"
+                            ),
+                        ));
+                    }
                     users.push(User {
                         name,
                         password_hash: hash,
@@ -582,6 +760,8 @@ impl ServerConfig {
                 .unwrap_or(1_000_000),
             rules: c,
             users,
+            conn,
+            hashing,
         })
     }
 }
@@ -704,5 +884,55 @@ mod tests {
             "{}",
             l.capacity()
         );
+    }
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
+        ServerConfig::from_str_env(
+            "",
+            "test.toml",
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn connection_and_hashing_keys() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.conn, ConnLimits::default());
+        assert_eq!(c.conn.header_read_timeout, StdDuration::from_secs(10));
+        assert_eq!(c.hashing.memory_kib, 19456);
+        assert!(c.hashing.max_concurrent >= 1);
+        let c = load(&[
+            ("PORTCULLIS_SERVER__IDLE_TIMEOUT", "5s"),
+            ("PORTCULLIS_SERVER__SHUTDOWN_GRACE", "0s"),
+            ("PORTCULLIS_LOGIN__HASH_QUEUE", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.conn.idle_timeout, StdDuration::from_secs(5));
+        assert_eq!(c.conn.shutdown_grace, StdDuration::ZERO);
+        assert_eq!(c.hashing.queue, 0);
+        let e = |env: &[(&str, &str)]| load(env).unwrap_err().to_string();
+        assert_eq!(
+            e(&[("PORTCULLIS_SERVER__HEADER_READ_TIMEOUT", "0s")]),
+            "config error: server.header_read_timeout: must be greater than zero"
+        );
+        assert_eq!(
+            e(&[("PORTCULLIS_SERVER__MAX_CONNECTIONS_PER_IP", "0")]),
+            "config error: server.max_connections_per_ip: must be greater than zero"
+        );
+        assert_eq!(
+            e(&[("PORTCULLIS_LOGIN__MAX_CONCURRENT_HASHES", "0")]),
+            "config error: login.max_concurrent_hashes: must be greater than zero"
+        );
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_ITERATIONS", "0")])
+            .starts_with("config error: login.argon2_iterations:"));
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_MEMORY_KIB", "4")])
+            .starts_with("config error: login.argon2_memory_kib:"));
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_MEMORY_KIB", "300000")])
+            .starts_with("config error: login.argon2_memory_kib: must be at most 262144"));
     }
 }

@@ -159,6 +159,15 @@ async fn login(
     if username.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "username is empty");
     }
+    // A place among the password checks first: a busy server answers 503
+    // without counting the attempt against anybody.
+    let admitted = match app.users.admit() {
+        Ok(a) => a,
+        Err(busy) => {
+            tracing::warn!(%ip, "login refused: password checks busy");
+            return busy.into_response();
+        }
+    };
     // Reserve the attempt before the password is looked at: it counts as a
     // failure from now on, so N parallel guesses get at most
     // `max_failures` password checks (DESIGN rule 5).
@@ -184,12 +193,8 @@ async fn login(
     // a client that hangs up cannot cut the penalty short, free its slot
     // early or leave the attempt unsettled.
     let engine = app.engine.clone();
-    let users = app.users.clone();
     let task = tokio::spawn(async move {
-        let (u, p) = (username.clone(), password);
-        let ok = tokio::task::spawn_blocking(move || users.check(&u, &p))
-            .await
-            .unwrap_or(false);
+        let ok = admitted.check(&username, &password).await;
         let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
         if ok {
             drop(attempt.penalty);
