@@ -89,3 +89,29 @@ async fn a_restart_keeps_the_age_of_saved_history() {
     );
     assert!(!s.logs().iter().any(|l| l.contains("panicked")));
 }
+
+/// A lookback longer than the limiter can place saved history is a config
+/// error naming the key.
+#[test]
+fn a_lookback_beyond_3650_days_is_a_config_error() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |v: &str| {
+        let out = std::process::Command::new(common::BIN)
+            .arg("serve")
+            .env_clear()
+            .env("PORTCULLIS_STORE__PATH", d.path().join("x.db"))
+            .env("PORTCULLIS_REQUESTS__BAN_LOOKBACK", v)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let (code, err) = run("87601h");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("config error: requests.ban_lookback: must be at most 3650 days"),
+        "{err:?}"
+    );
+}
