@@ -148,7 +148,9 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
         self.cold().lock_until.map(crate::time::instant)
     }
 
-    /// Ban, block end and lock end: what persistence must not lose.
+    /// Ban, block end and lock end: what persistence must not lose (ends
+    /// in the limiter's internal ticks, for comparing; see
+    /// [`block_deadline`](Self::block_deadline) for instants).
     pub fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
         let c = self.cold();
         (c.banned, c.block_until, c.lock_until)

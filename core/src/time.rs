@@ -109,3 +109,30 @@ pub(crate) fn grown(first: u64, growth: u32, n: u32, max: u64) -> u64 {
     }
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_ticks_run_max_lookback_ahead_and_back() {
+        assert_eq!(tick(Instant::from_ticks(0)), EPOCH);
+        assert_eq!(MAX_LOOKBACK, Duration::from_secs(3650 * 86_400));
+        for t in [0, 1, 12_345, u64::MAX / 2] {
+            assert_eq!(
+                instant(tick(Instant::from_ticks(t))),
+                Instant::from_ticks(t)
+            );
+        }
+        // The end of time stays there; before the caller's zero reads as zero.
+        assert_eq!(tick(Instant::MAX), Tick::MAX);
+        assert_eq!(instant(Tick::MAX), Instant::MAX);
+        assert_eq!(instant(0), Instant::from_ticks(0));
+        // Tick 0 is older than any allowed lookback at any now.
+        assert!(!within(
+            tick(Instant::from_ticks(0)),
+            0,
+            MAX_LOOKBACK.as_ticks()
+        ));
+    }
+}
