@@ -131,6 +131,7 @@ pub use record::{ImportError, Record, WallClock};
 pub use slots::{SlotToken, MAX_SLOTS};
 pub use store::{EntryOf, Store, Upsert};
 pub use table::FixedStore;
+pub use time::MAX_LOOKBACK;
 #[cfg(feature = "alloc")]
 pub use window::GrowLog;
 pub use window::{Log, TimeLog};
