@@ -220,14 +220,28 @@ fn nonzero_time(key: &'static str, d: Duration) -> Result<(), ConfigError> {
     }
 }
 
+/// A lookback: nonzero and at most [`MAX_LOOKBACK`](crate::MAX_LOOKBACK),
+/// so that restored history older than the clock's zero is representable
+/// (see the `time` rule in [`record`](crate::record)).
+fn lookback(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    nonzero_time(key, d)?;
+    if d > crate::MAX_LOOKBACK {
+        return Err(ConfigError::OutOfRange {
+            key,
+            expected: "at most 3650 days",
+        });
+    }
+    Ok(())
+}
+
 impl Config {
     /// Check every value against itself and a log capacity of `w` timestamps.
     pub fn validate(&self, w: usize) -> Result<(), ConfigError> {
         let v = crate::VIOLATION_LOG;
         nonzero_count("requests.max_requests", self.requests.max_requests, w)?;
-        nonzero_time("requests.window", self.requests.window)?;
+        lookback("requests.window", self.requests.window)?;
         nonzero_count("blocks.block_after", self.blocks.block_after, v)?;
-        nonzero_time("blocks.violation_memory", self.blocks.violation_memory)?;
+        lookback("blocks.violation_memory", self.blocks.violation_memory)?;
         nonzero_time("blocks.block_for", self.blocks.block_for)?;
         nonzero_count(
             "blocks.block_growth",
@@ -243,14 +257,14 @@ impl Config {
         if let Some(n) = self.blocks.ban_after {
             nonzero_count("blocks.ban_after", n, v)?;
         }
-        nonzero_time("blocks.ban_lookback", self.blocks.ban_lookback)?;
+        lookback("blocks.ban_lookback", self.blocks.ban_lookback)?;
         nonzero_count("login.max_failures", self.login.max_failures, w)?;
-        nonzero_time("login.failure_window", self.login.failure_window)?;
+        lookback("login.failure_window", self.login.failure_window)?;
         nonzero_time("login.lock_for", self.login.lock_for)?;
         if let Some(n) = self.login.account_max_failures {
             nonzero_count("login.account_max_failures", n, w)?;
         }
-        nonzero_time("login.account_window", self.login.account_window)?;
+        lookback("login.account_window", self.login.account_window)?;
         nonzero_count(
             "penalty.multiplier",
             self.penalty.multiplier,

@@ -140,19 +140,17 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
 
     /// End of the current or last temporary block.
     pub fn block_deadline(&self) -> Option<embassy_time::Instant> {
-        self.cold()
-            .block_until
-            .map(embassy_time::Instant::from_ticks)
+        self.cold().block_until.map(crate::time::instant)
     }
 
     /// End of the current or last login lock.
     pub fn lock_deadline(&self) -> Option<embassy_time::Instant> {
-        self.cold()
-            .lock_until
-            .map(embassy_time::Instant::from_ticks)
+        self.cold().lock_until.map(crate::time::instant)
     }
 
-    /// Ban, block end and lock end: what persistence must not lose.
+    /// Ban, block end and lock end: what persistence must not lose (ends
+    /// in the limiter's internal ticks, for comparing; see
+    /// [`block_deadline`](Self::block_deadline) for instants).
     pub fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
         let c = self.cold();
         (c.banned, c.block_until, c.lock_until)

@@ -124,12 +124,14 @@ pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 pub use limiter::MapLimiter;
 pub use limiter::{FixedLimiter, Limiter};
 pub use lists::{Cidr, CidrError, Lists};
+pub use lockout::{Attempt, AttemptId};
 #[cfg(feature = "alloc")]
 pub use map::MapStore;
 pub use record::{ImportError, Record, WallClock};
 pub use slots::{SlotToken, MAX_SLOTS};
 pub use store::{EntryOf, Store, Upsert};
 pub use table::FixedStore;
+pub use time::MAX_LOOKBACK;
 #[cfg(feature = "alloc")]
 pub use window::GrowLog;
 pub use window::{Log, TimeLog};

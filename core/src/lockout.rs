@@ -41,6 +41,35 @@ use crate::store::{EntryOf, Store};
 use crate::time::{left_in_window, running, until, Tick};
 use crate::window::TimeLog;
 
+/// A login attempt reserved by [`Limiter::begin_login`]: already counted as
+/// a failure; settle it once the password is checked.
+#[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Attempt {
+    /// Names the reservation when it is settled.
+    pub id: AttemptId,
+    /// What a wrong password costs: the delay to hold the response, in a
+    /// slot taken now (release it whatever the outcome).
+    pub penalty: Penalty,
+}
+
+/// Which reserved attempt to settle: the instant its failure was counted
+/// at (opaque; only meaningful to the limiter that made it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AttemptId {
+    at: Tick,
+    counted: bool,
+}
+
+impl AttemptId {
+    /// An attempt nothing was counted for (allowlisted address).
+    pub const NOT_COUNTED: AttemptId = AttemptId {
+        at: 0,
+        counted: false,
+    };
+}
+
 impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// Whether a login for `username` from `ip` may proceed (rules 5 and 9).
     /// Records nothing; call [`login_failed`](Self::login_failed) or
@@ -100,6 +129,27 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let window = self.config.login.failure_window.as_ticks();
         let count = |e: Option<&EntryOf<S, W>>| e.map_or(0, |e| e.log.count(now, window));
         let (fu, fi) = (count(user), count(ipe));
+        // Attempts reserved by `begin_login` and not yet settled count as
+        // failures: with `max_failures` of them in flight the next one waits
+        // (a lock clears the log, so settled failures never reach this).
+        let full = |e: Option<&EntryOf<S, W>>, n: u32| {
+            (n >= max).then(|| {
+                e.and_then(|e| e.log.oldest_in(now, window))
+                    .map_or(Duration::from_ticks(0), |t| left_in_window(now, t, window))
+            })
+        };
+        if let Some(retry_after) = full(user, fu) {
+            return Decision::Deny {
+                reason: Reason::AccountLocked,
+                retry_after,
+            };
+        }
+        if let Some(retry_after) = full(ipe, fi) {
+            return Decision::Deny {
+                reason: Reason::IpLocked,
+                retry_after,
+            };
+        }
         let limiting = if fu >= fi { user } else { ipe };
         let reset_after = limiting
             .and_then(|e| e.log.oldest_in(now, window))
@@ -210,6 +260,208 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             Some(t) => t,
             None => self.account_failure(user, now),
         };
+        Penalty {
+            locked,
+            ..self.penalty(k, throttled, ip_key, now)
+        }
+    }
+
+    /// Reserve a login attempt before its password is checked (rule 5, the
+    /// race-free way): the attempt is counted as a failure of the
+    /// (username, ip) pair, the ip and the account at once, so `N` parallel
+    /// guesses get at most `max_failures` password checks. `Err` is the
+    /// denial (locked, listed, or `max_failures` attempts already in
+    /// flight); nothing is recorded then. Settle an `Ok` attempt with
+    /// [`login_attempt_failed`](Self::login_attempt_failed) or
+    /// [`login_attempt_succeeded`](Self::login_attempt_succeeded); one never
+    /// settled stays a failure (fail-closed). Release the penalty's slot
+    /// either way.
+    pub fn begin_login(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Result<Attempt, Decision> {
+        self.begin(username, ip, now, None)
+    }
+
+    /// [`begin_login`](Self::begin_login) for hosts that keep account keys
+    /// apart (sharded tables, Redis): the account part was reserved by
+    /// [`reserve_account`](Self::reserve_account), which answered
+    /// `throttled`. If this refuses, hand that reservation back with
+    /// [`cancel_account`](Self::cancel_account).
+    pub fn begin_login_pair(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        now: Instant,
+        throttled: bool,
+    ) -> Result<Attempt, Decision> {
+        self.begin(username, ip, now, Some(throttled))
+    }
+
+    /// Rule 8 for a reserved attempt: count it against `username` from any
+    /// address and say whether the throttle is on; the id undoes it with
+    /// [`cancel_account`](Self::cancel_account) if the attempt is refused
+    /// or succeeds.
+    pub fn reserve_account(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        now: Instant,
+    ) -> (bool, AttemptId) {
+        let now = self.clock(now);
+        if self.config.lists.lookup(ip) != Listed::Neither {
+            return (false, AttemptId::NOT_COUNTED);
+        }
+        let user = self.users.hash(username);
+        let counted = self.config.login.account_max_failures.is_some();
+        (
+            self.account_failure(user, now),
+            AttemptId { at: now, counted },
+        )
+    }
+
+    /// Take back the account failure [`reserve_account`](Self::reserve_account)
+    /// counted.
+    pub fn cancel_account(&mut self, username: &str, id: AttemptId) -> bool {
+        if !id.counted {
+            return false;
+        }
+        let key = Key::account(self.users.hash(username));
+        self.store
+            .get_mut(&key)
+            .is_some_and(|e| e.log.remove_one(id.at))
+    }
+
+    fn begin(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        now: Instant,
+        account: Option<bool>,
+    ) -> Result<Attempt, Decision> {
+        let now = self.clock(now);
+        let d = self.login_state(username, ip, now);
+        if !d.is_allowed() {
+            return Err(d);
+        }
+        if self.config.lists.lookup(ip) != Listed::Neither {
+            return Ok(Attempt {
+                id: AttemptId::NOT_COUNTED,
+                penalty: Penalty::NONE,
+            });
+        }
+        let window = self.config.login.failure_window.as_ticks();
+        let user = self.users.hash(username);
+        let addr = self.addr(ip);
+        let mut k = 0;
+        if let Some(e) = self.upsert(Key::login_user(user, addr), now) {
+            e.log.prune(now, window);
+            k = e.log.count(now, window);
+            e.log.push(now);
+        }
+        let ip_key = Key::login_ip(addr);
+        if let Some(e) = self.upsert(ip_key, now) {
+            e.log.prune(now, window);
+            e.log.push(now);
+        }
+        let throttled = match account {
+            Some(t) => t,
+            None => self.account_failure(user, now),
+        };
+        let penalty = self.penalty(k, throttled, ip_key, now);
+        Ok(Attempt {
+            id: AttemptId {
+                at: now,
+                counted: true,
+            },
+            penalty,
+        })
+    }
+
+    /// The reserved attempt `id` had a wrong password: lock the pair and
+    /// the ip if their counts (this attempt included) reached
+    /// `max_failures`. True if that locked anything.
+    pub fn login_attempt_failed(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        id: AttemptId,
+        now: Instant,
+    ) -> bool {
+        let now = self.clock(now);
+        if !id.counted || self.config.lists.lookup(ip) != Listed::Neither {
+            return false;
+        }
+        let login = self.config.login.clone();
+        let window = login.failure_window.as_ticks();
+        let lock_until = now.saturating_add(login.lock_for.as_ticks());
+        let addr = self.addr(ip);
+        let key = Key::login_user(self.users.hash(username), addr);
+        let mut user_locked = false;
+        if let Some(e) = self.store.get_mut(&key) {
+            if e.log.count(now, window) >= login.max_failures {
+                e.cold.make().lock_until = Some(lock_until);
+                e.log.clear();
+                user_locked = true;
+            }
+        }
+        let mut locked = user_locked;
+        if let Some(e) = self.store.get_mut(&Key::login_ip(addr)) {
+            if e.log.count(now, window) >= login.max_failures
+                || (user_locked && login.lock_ip_on_account_lock)
+            {
+                e.cold.make().lock_until = Some(lock_until);
+                e.log.clear();
+                locked = true;
+            }
+        }
+        if locked {
+            self.pinned_changed();
+        }
+        locked
+    }
+
+    /// The reserved attempt `id` had the right password: the (username, ip)
+    /// record is cleared (as [`login_succeeded`](Self::login_succeeded)),
+    /// and the failure reserved on the ip and the account is taken back.
+    /// True if a pair record was cleared.
+    pub fn login_attempt_succeeded(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        id: AttemptId,
+        now: Instant,
+    ) -> bool {
+        let cleared = self.login_attempt_succeeded_pair(username, ip, id, now);
+        self.cancel_account(username, id);
+        cleared
+    }
+
+    /// [`login_attempt_succeeded`](Self::login_attempt_succeeded) without
+    /// the account part (take that back with
+    /// [`cancel_account`](Self::cancel_account) where the account lives).
+    pub fn login_attempt_succeeded_pair(
+        &mut self,
+        username: &str,
+        ip: IpAddr,
+        id: AttemptId,
+        now: Instant,
+    ) -> bool {
+        let cleared = self.login_succeeded(username, ip, now);
+        if id.counted {
+            let key = Key::login_ip(self.addr(ip));
+            if let Some(e) = self.store.get_mut(&key) {
+                e.log.remove_one(id.at);
+            }
+        }
+        cleared
+    }
+
+    /// Rules 6 and 7: the delay for a failure with `k` earlier ones of its
+    /// pair in the window, run in a slot of `ip_key`.
+    fn penalty(&mut self, k: u32, throttled: bool, ip_key: Key, now: Tick) -> Penalty {
         let rules = &self.config.penalty;
         let mut d = if throttled {
             rules.max
@@ -233,7 +485,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             slot,
             refused,
             throttled,
-            locked,
+            locked: false,
         }
     }
 

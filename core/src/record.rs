@@ -5,6 +5,20 @@
 //! *remaining* block, ban and lock time whatever the new uptime. In-flight
 //! slots are not exported. Username hashes depend on the [`Seed`](crate::Seed):
 //! keep it with the records.
+//!
+//! **Import keeps each time's wall-clock age.** A time `a` ms before
+//! `clock.unix_ms` becomes the tick `a` ms before `clock.now`, even when
+//! that is before the new process's (or boot's) clock zero: the limiter's
+//! ticks run [`MAX_LOOKBACK`](crate::MAX_LOOKBACK) ahead of the caller's
+//! `Instant`, and every configured lookback is at most that long. A time
+//! older still is placed at the limiter's tick 0, which at any `now` is
+//! older than every lookback, so it counts for nothing, as its true time
+//! would. So after a restart a key whose requests or failures left the
+//! window is clean, violations older than `violation_memory` or
+//! `ban_lookback` no longer count, an old block start no longer escalates,
+//! and a running block or lock keeps its remaining time. Times keep
+//! millisecond resolution: an export truncates each age to whole
+//! milliseconds (an event reads up to 1 ms younger, never older).
 
 use embassy_time::Instant;
 
@@ -38,7 +52,8 @@ impl WallClock {
         }
     }
 
-    /// Tick of Unix ms `ms`.
+    /// Tick of Unix ms `ms`; tick 0 ("older than every lookback") for a
+    /// time before the limiter's tick 0 (see the module doc).
     pub(crate) fn tick_of(self, ms: u64) -> Tick {
         let now = tick(self.now);
         if ms <= self.unix_ms {

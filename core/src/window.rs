@@ -58,6 +58,25 @@ pub trait TimeLog: Default + Clone + core::fmt::Debug + PartialEq {
     /// Give back storage beyond the events held (a log that reached its
     /// limit stays there for a while). Nothing for fixed logs.
     fn fit(&mut self) {}
+    /// Remove one event at exactly `t` (a reserved login attempt turned
+    /// into a success), keeping the others in order. False if none is there.
+    /// Rebuilds the log: rare, so kept simple rather than fast.
+    fn remove_one(&mut self, t: Tick) -> bool {
+        if !self.iter().any(|x| x == t) {
+            return false;
+        }
+        let old = self.clone();
+        self.clear();
+        let mut skipped = false;
+        for x in old.iter() {
+            if !skipped && x == t {
+                skipped = true;
+            } else {
+                self.push(x);
+            }
+        }
+        true
+    }
     /// Forget everything.
     fn clear(&mut self);
     /// Number of stored events (in window or not).
@@ -451,6 +470,20 @@ mod tests {
     #![allow(clippy::arithmetic_side_effects)]
     use super::*;
 
+    /// `remove_one` takes out one event equal to `t`, keeping the order.
+    #[test]
+    fn remove_one_keeps_the_rest_in_order() {
+        let mut log = Log::<8>::new();
+        for t in [1, 2, 2, 5, 9] {
+            log.push(t);
+        }
+        assert!(log.remove_one(2));
+        assert!(log.iter().eq([1, 2, 5, 9]));
+        assert!(log.remove_one(9));
+        assert!(!log.remove_one(7));
+        assert!(log.iter().eq([1, 2, 5]));
+    }
+
     /// A growing log answers exactly as the fixed one under the same
     /// pushes, prunes, truncations and clears (with gaps too wide for
     /// inline offsets), and its buffer follows use.
@@ -488,6 +521,15 @@ mod tests {
                     let n = (x % 50) as usize;
                     fixed.truncate_front(n);
                     grow.truncate_front(n);
+                }
+                98 => {
+                    // An event that is there (a middle one when there are
+                    // several), or one that is not.
+                    let t = fixed.iter().nth(fixed.len() / 2).unwrap_or(now + 1);
+                    let before = fixed.len();
+                    let removed = fixed.remove_one(t);
+                    assert_eq!(removed, grow.remove_one(t));
+                    assert_eq!(fixed.len(), before - usize::from(removed));
                 }
                 _ => {
                     fixed.clear();

@@ -179,6 +179,69 @@ macro_rules! rules_for {
                 assert_eq!(l.lim().check_login("fresh", a, t(10)).reason(), Some(Reason::IpLocked));
             }
 
+            /// Fifty guesses in flight at once (all reserved before any
+            /// password is checked): exactly `max_failures` get through;
+            /// settling them as failures locks the pair and the ip.
+            #[test]
+            fn reserved_attempts_bound_parallel_guesses() {
+                let mut l = limiter();
+                let a = ip(30);
+                let mut flight = Vec::new();
+                let mut refused = 0;
+                for _ in 0..50 {
+                    match l.lim().begin_login("mallory", a, t(0)) {
+                        Ok(att) => flight.push(att),
+                        Err(d) => {
+                            assert_eq!(d.reason(), Some(Reason::AccountLocked));
+                            assert_eq!(d, Decision::Deny { reason: Reason::AccountLocked, retry_after: s(300) });
+                            refused += 1;
+                        }
+                    }
+                }
+                assert_eq!((flight.len(), refused), (10, 40));
+                // Another user from the same address: the ip has 10 in flight too.
+                assert_eq!(l.lim().begin_login("other", a, t(0)).err().and_then(|d| d.reason()), Some(Reason::IpLocked));
+                let mut locked = false;
+                for att in flight {
+                    locked |= l.lim().login_attempt_failed("mallory", a, att.id, t(1));
+                    release(l.lim(), att.penalty);
+                }
+                assert!(locked);
+                assert_eq!(
+                    l.lim().check_login("mallory", a, t(1)),
+                    Decision::Deny { reason: Reason::AccountLocked, retry_after: s(300) }
+                );
+                assert_eq!(l.lim().check_login("other", a, t(1)).reason(), Some(Reason::IpLocked));
+            }
+
+            /// A reserved attempt with the right password is a success:
+            /// the pair is cleared and the ip and account keep only the
+            /// real failures, so a user who typed it right never locks
+            /// their address by logging in.
+            #[test]
+            fn right_password_takes_the_reservation_back() {
+                let mut l = limiter();
+                let a = ip(31);
+                for i in 0..30 {
+                    let att = l.lim().begin_login("walt", a, t(i)).unwrap();
+                    assert_eq!(att.penalty.delay, s(1), "no failure counted before");
+                    assert!(l.lim().login_attempt_succeeded("walt", a, att.id, t(i)));
+                    release(l.lim(), att.penalty);
+                }
+                assert!(matches!(l.lim().check_login("walt", a, t(30)), Decision::Allow { remaining: 10, .. }));
+                // Nine wrong, then right: allowed, and the ip is not locked.
+                for i in 0..9 {
+                    let att = l.lim().begin_login("walt", a, t(40 + i)).unwrap();
+                    l.lim().login_attempt_failed("walt", a, att.id, t(40 + i));
+                    release(l.lim(), att.penalty);
+                }
+                let att = l.lim().begin_login("walt", a, t(50)).unwrap();
+                assert_eq!(att.penalty.delay, s(30), "9 earlier failures: capped back-off");
+                l.lim().login_attempt_succeeded("walt", a, att.id, t(50));
+                release(l.lim(), att.penalty);
+                assert!(matches!(l.lim().check_login("zoe", a, t(50)), Decision::Allow { remaining: 1, .. }));
+            }
+
             #[test]
             fn success_clears_pair_and_keeps_ip() {
                 let mut l = limiter();

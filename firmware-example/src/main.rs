@@ -8,9 +8,10 @@
 //!
 //! The service (port [`PORT`], one command per line, replies end in `\n`)
 //! is described in [`proto`]. Every line is one request through the core's
-//! `check_request` for the peer address; `LOGIN` goes through
-//! `check_login`, `login_failed` (penalty delay served while holding one
-//! of the address's concurrency slots) and `login_succeeded`.
+//! `check_request` for the peer address; `LOGIN` reserves the attempt with
+//! `begin_login` before the password is compared, then settles it with
+//! `login_attempt_succeeded` or `login_attempt_failed` (penalty delay
+//! served while holding one of the address's concurrency slots).
 //!
 //! Behind QEMU's user-mode network (SLIRP) every client appears as the
 //! gateway 10.0.2.2, so all clients share one address's limits — which is

@@ -240,21 +240,30 @@ pub async fn handle(line: Line<'_>, peer: IpAddr, limiter: &SharedLimiter) -> Re
 }
 
 async fn login(user: &str, password: &str, peer: IpAddr, limiter: &SharedLimiter) -> Reply {
-    let Ok(d) = limiter.with(|l| l.check_login(user, peer, Instant::now())) else {
+    // The attempt is reserved (counted as a failure) before the password is
+    // compared, and settled after: the same rule as the host's.
+    let Ok(begun) = limiter.with(|l| l.begin_login(user, peer, Instant::now())) else {
         return Reply::Busy(0);
     };
-    if !d.is_allowed() {
-        return Reply::denied(&d);
-    }
+    let attempt = match begun {
+        Ok(a) => a,
+        Err(d) => return Reply::denied(&d),
+    };
     let good =
         user.trim().eq_ignore_ascii_case(DEMO_USER) & ct_eq(password.as_bytes(), DEMO_PASSWORD);
+    let (id, mut penalty) = (attempt.id, attempt.penalty);
     if good {
-        let _ = limiter.with(|l| l.login_succeeded(user, peer, Instant::now()));
+        let _ = limiter.with(|l| {
+            l.login_attempt_succeeded(user, peer, id, Instant::now());
+            if let Some(slot) = penalty.slot.take() {
+                l.release_slot(slot);
+            }
+        });
         return Reply::Ok;
     }
-    let Ok(penalty) = limiter.with(|l| l.login_failed(user, peer, Instant::now())) else {
-        return Reply::Busy(0);
-    };
+    penalty.locked = limiter
+        .with(|l| l.login_attempt_failed(user, peer, id, Instant::now()))
+        .unwrap_or(false);
     let base = limiter
         .with(|l| l.config().penalty.base)
         .unwrap_or(Duration::from_secs(1));

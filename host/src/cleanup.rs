@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::now;
 use crate::guard::Guard;
+use crate::sqlite::StoreError;
 
 /// Default interval (the 003 seed's 30 minutes).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
@@ -16,7 +17,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// A running cleanup task.
 pub struct Cleanup {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), StoreError>>,
 }
 
 /// One purge + snapshot run.
@@ -50,17 +51,36 @@ impl Cleanup {
                     _ = stopped.changed() => break,
                 }
             }
-            guard.snapshot().await;
-            tracing::info!("cleanup task stopped; final snapshot taken");
+            let last = guard.try_snapshot().await;
+            if last.is_ok() {
+                tracing::info!("cleanup task stopped; final snapshot taken");
+            }
+            last
         });
         Cleanup { stop, task }
     }
 
-    /// Stop and wait for the task to finish its last snapshot.
-    pub async fn shutdown(self) {
+    /// Stop and wait for the task to finish its last snapshot; its error
+    /// if that snapshot failed.
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
         let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "cleanup task failed");
+        match self.task.await {
+            Ok(r) => r.map_err(ShutdownError::Snapshot),
+            Err(e) => {
+                tracing::error!(error = %e, "cleanup task failed");
+                Err(ShutdownError::Task(e.to_string()))
+            }
         }
     }
+}
+
+/// Why the final snapshot was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// The store refused the snapshot.
+    #[error("final snapshot failed: {0}")]
+    Snapshot(StoreError),
+    /// The cleanup task panicked or was cancelled.
+    #[error("cleanup task failed before the final snapshot: {0}")]
+    Task(String),
 }

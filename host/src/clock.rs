@@ -1,6 +1,12 @@
 //! Time for the host: the monotonic clock fed to the core, tied to
 //! wall-clock time for persistence.
 //!
+//! The clock starts near zero at process start, so a snapshot's history
+//! lies before it; the core places such times at their wall-clock age
+//! anyway (its ticks run `portcullis_core::MAX_LOOKBACK` ahead of ours:
+//! see `portcullis_core::record`), which is why [`wall`] is all an import
+//! or export needs.
+//!
 //! `now` reads the CPU's time-stamp counter through `quanta` (what
 //! governor uses; calibrated against the OS clock, falls back to it where
 //! the TSC is unusable): a few nanoseconds and no lock. embassy-time's std

@@ -8,7 +8,7 @@ use embassy_time::Duration;
 use futures_util::future::BoxFuture;
 use portcullis_core::Decision;
 
-use crate::guard::{Guard, HostPenalty};
+use crate::guard::{Guard, HostPenalty, LoginAttempt, Ticket};
 use crate::limiter::BanInfo;
 
 /// A decision backend.
@@ -19,6 +19,22 @@ pub trait Engine: Send + Sync + 'static {
     fn quota(&self) -> (u32, Duration);
     /// Whether a login may proceed.
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision>;
+    /// Reserve a login attempt before the password is checked (counted as
+    /// a failure now); `Err` is the denial.
+    fn begin_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>>;
+    /// Settle a reserved attempt (`ok`: right password); true if a wrong
+    /// one locked the pair or the ip.
+    fn finish_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+        ticket: Ticket,
+        ok: bool,
+    ) -> BoxFuture<'a, bool>;
     /// Record a failed login.
     fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty>;
     /// Record a successful login.
@@ -43,6 +59,22 @@ impl Engine for Guard {
     }
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
         Box::pin(Guard::check_login(self, user, ip))
+    }
+    fn begin_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
+        Box::pin(Guard::begin_login(self, user, ip))
+    }
+    fn finish_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+        ticket: Ticket,
+        ok: bool,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(Guard::finish_login(self, user, ip, ticket, ok))
     }
     fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
         Box::pin(Guard::login_failed(self, user, ip))

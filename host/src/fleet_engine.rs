@@ -24,7 +24,7 @@ use portcullis_core::{Decision, KeyKind, Reason, Seed};
 
 use crate::engine::Engine;
 use crate::fleet::{redact, unix_now_us, FleetError, RedisLimiter};
-use crate::guard::{Guard, HostPenalty, SlotGuard};
+use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
 use crate::server::config::ServerConfig;
 
@@ -239,6 +239,97 @@ impl Engine for FleetEngine {
             // password was checked, so this is not reached for it).
             self.fallback();
             self.local.login_failed(user, ip).await
+        })
+    }
+
+    fn begin_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
+        Box::pin(async move {
+            if let Some(r) = self
+                .on_redis(|r| async move { r.begin_login(user, ip, unix_now_us()).await })
+                .await
+            {
+                return match r {
+                    Ok(a) => {
+                        let p = a.penalty;
+                        let slot = match (p.slot, self.redis()) {
+                            (Some(s), Some(r)) => Some(SlotGuard::from_fn(move || {
+                                if let Ok(h) = tokio::runtime::Handle::try_current() {
+                                    h.spawn(async move {
+                                        let _ = r.release_slot(s).await;
+                                    });
+                                }
+                            })),
+                            _ => None,
+                        };
+                        Ok(LoginAttempt {
+                            penalty: HostPenalty {
+                                delay: p.delay,
+                                slot,
+                                refused: p.refused,
+                                throttled: p.throttled,
+                                locked: false,
+                            },
+                            ticket: Ticket::Fleet(a.id),
+                        })
+                    }
+                    Err(d) => {
+                        self.local.metrics().count_from(ip, &d);
+                        Err(d)
+                    }
+                };
+            }
+            if self.fail_closed {
+                return Err(self.closed());
+            }
+            self.fallback();
+            self.local.begin_login(user, ip).await
+        })
+    }
+
+    fn finish_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+        ticket: Ticket,
+        ok: bool,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Ticket::Fleet(id) = ticket else {
+                // Reserved by the local fallback: settled there.
+                return self.local.finish_login(user, ip, ticket, ok).await;
+            };
+            let counter = if ok {
+                &self.local.metrics().login_successes
+            } else {
+                &self.local.metrics().login_failures
+            };
+            counter.fetch_add(1, Relaxed);
+            let settled = self
+                .on_redis(|r| async move {
+                    if ok {
+                        r.login_attempt_succeeded(user, ip, id, unix_now_us()).await
+                    } else {
+                        r.login_attempt_failed(user, ip, id, unix_now_us()).await
+                    }
+                })
+                .await;
+            // Redis gone since the reservation: a wrong attempt stays counted
+            // there as a failure (it was reserved as one); a right one is
+            // logged and its reservation ages out of the window.
+            if settled.is_none() {
+                tracing::warn!(%ip, ok, "could not settle a login attempt in redis");
+            }
+            if ok {
+                let _ = self
+                    .local
+                    .limiter()
+                    .login_succeeded_at(user, ip, crate::clock::now());
+            }
+            !ok && settled.unwrap_or(false)
         })
     }
 

@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use embassy_time::Duration;
-use portcullis_core::{Decision, SlotToken};
+use portcullis_core::{AttemptId, Decision, SlotToken};
 
 use crate::clock::now;
 use crate::limiter::{BanInfo, Changes, Limiter};
@@ -80,6 +80,28 @@ impl HostPenalty {
         tokio::time::sleep(d).await;
         drop(self.slot);
     }
+}
+
+/// Which backend holds a reserved login attempt, and its ids there.
+#[derive(Clone, Copy, Debug)]
+pub enum Ticket {
+    /// The local limiter (address shard, username shard).
+    Local {
+        /// The pair/ip reservation.
+        pair: AttemptId,
+        /// The account reservation.
+        account: AttemptId,
+    },
+    /// The Redis fleet store.
+    Fleet(crate::fleet::FleetAttemptId),
+}
+
+/// A login attempt reserved before its password is checked.
+pub struct LoginAttempt {
+    /// What a wrong password costs; the slot is held from now.
+    pub penalty: HostPenalty,
+    /// How to settle it.
+    pub ticket: Ticket,
 }
 
 /// Limiter + optional SQLite write-through + counters.
@@ -162,6 +184,63 @@ impl Guard {
         }
     }
 
+    /// Reserve a login attempt before the password is checked: counted as
+    /// a failure now, so parallel guesses get at most `max_failures`
+    /// checks. `Err` is the denial (answer it without checking anything).
+    /// Settle the attempt with [`finish_login`](Self::finish_login).
+    pub async fn begin_login(&self, user: &str, ip: IpAddr) -> Result<LoginAttempt, Decision> {
+        let o = self.limiter.begin_login_at(user, ip, now());
+        self.persist(o.changes).await;
+        match o.decision {
+            Ok(a) => {
+                self.metrics.count_from(
+                    ip,
+                    &Decision::Allow {
+                        remaining: 0,
+                        reset_after: Duration::from_ticks(0),
+                    },
+                );
+                let p = a.penalty;
+                Ok(LoginAttempt {
+                    penalty: HostPenalty {
+                        delay: p.delay,
+                        slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
+                        refused: p.refused,
+                        throttled: p.throttled,
+                        locked: false,
+                    },
+                    ticket: Ticket::Local {
+                        pair: a.pair,
+                        account: a.account,
+                    },
+                })
+            }
+            Err(d) => {
+                self.metrics.count_from(ip, &d);
+                Err(d)
+            }
+        }
+    }
+
+    /// Settle an attempt [`begin_login`](Self::begin_login) reserved:
+    /// `ok` when the password was right. A wrong one may lock (true).
+    pub async fn finish_login(&self, user: &str, ip: IpAddr, ticket: Ticket, ok: bool) -> bool {
+        let Ticket::Local { pair, account } = ticket else {
+            return false;
+        };
+        let o = self
+            .limiter
+            .finish_login_at(user, ip, pair, account, ok, now());
+        self.persist(o.changes).await;
+        let counter = if ok {
+            &self.metrics.login_successes
+        } else {
+            &self.metrics.login_failures
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        !ok && o.decision
+    }
+
     /// Record a successful login.
     pub async fn login_succeeded(&self, user: &str, ip: IpAddr) {
         let o = self.limiter.login_succeeded_at(user, ip, now());
@@ -190,8 +269,14 @@ impl Guard {
         self.limiter.bans_at(now())
     }
 
-    /// Snapshot everything to the store.
+    /// Snapshot everything to the store; a failure is logged and counted.
     pub async fn snapshot(&self) {
+        let _ = self.try_snapshot().await;
+    }
+
+    /// Snapshot everything to the store; a failure is logged, counted and
+    /// returned (the final snapshot at shutdown must not fail silently).
+    pub async fn try_snapshot(&self) -> Result<(), crate::sqlite::StoreError> {
         if let Some(store) = &self.store {
             let recs = self.limiter.export(crate::clock::wall());
             if let Err(e) = store.snapshot(recs).await {
@@ -199,7 +284,9 @@ impl Guard {
                     .store_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, "snapshot failed");
+                return Err(e);
             }
         }
+        Ok(())
     }
 }

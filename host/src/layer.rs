@@ -6,8 +6,10 @@
 //! carries the IETF structured fields (draft-ietf-httpapi-ratelimit-headers):
 //! `RateLimit-Policy: "requests";q=50;w=60` and `RateLimit: "requests";r=12;t=31`.
 //! Several named policies can be matched by path prefix (longest wins), each
-//! with its own quota. The resolved client address is put in the request's
-//! extensions as [`ClientIp`] for handlers.
+//! with its own quota. The client address is the peer's, or, from a
+//! trusted proxy, the one named by the single configured forwarding header
+//! ([`TrustedProxies::header`], rule in [`crate::client_ip`]); it is put in
+//! the request's extensions as [`ClientIp`] for handlers.
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -35,8 +35,8 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::held::HeldDenial;
 use portcullis_core::{
-    Addr, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Reason, Record, Seed,
-    SlotToken, Stats, WallClock,
+    Addr, AttemptId, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Reason,
+    Record, Seed, SlotToken, Stats, WallClock,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,6 +49,19 @@ pub type Shard = MapLimiter<W>;
 
 /// A record of one key as the host persists it.
 pub type HostRecord = Record<W>;
+
+/// A login attempt reserved by [`Limiter::begin_login_at`]: the ids to
+/// settle it with and the penalty a wrong password costs (its slot is
+/// held; release it either way).
+#[derive(Debug)]
+pub struct HostAttempt {
+    /// The pair/ip reservation (address shard).
+    pub pair: AttemptId,
+    /// The account reservation (username shard).
+    pub account: AttemptId,
+    /// Delay and slot.
+    pub penalty: Penalty,
+}
 
 /// Sizing.
 #[derive(Clone, Copy, Debug)]
@@ -370,6 +383,74 @@ impl Limiter {
             |a| [Key::login_user(uh, a), Key::login_ip(a)],
             |s| s.login_failed_pair(user, ip, now, throttled),
         )
+    }
+
+    /// Reserve a login attempt before its password is checked (core
+    /// `begin_login`, split like [`login_failed_at`](Self::login_failed_at)):
+    /// the account failure in the username's shard, then the pair and ip
+    /// in the address's shard, atomically there; a refusal hands the
+    /// account failure back. `Err` is the denial.
+    pub fn begin_login_at(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Outcome<Result<HostAttempt, Decision>> {
+        let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
+        let account = self.shard_for_user(uh);
+        let (throttled, acct) = account.write().reserve_account(user, ip, now);
+        let out = self.on_addr(
+            ip,
+            |a| [Key::login_user(uh, a), Key::login_ip(a)],
+            |s| s.begin_login_pair(user, ip, now, throttled),
+        );
+        let decision = match out.decision {
+            Ok(a) => Ok(HostAttempt {
+                pair: a.id,
+                account: acct,
+                penalty: a.penalty,
+            }),
+            Err(d) => {
+                account.write().cancel_account(user, acct);
+                Err(d)
+            }
+        };
+        Outcome {
+            decision,
+            changes: out.changes,
+        }
+    }
+
+    /// Settle a reserved attempt: `ok` (right password) clears the pair and
+    /// takes the failure back from the ip and the account; a wrong one
+    /// locks what reached `max_failures`. True if the pair was cleared
+    /// (`ok`) or something was locked (wrong).
+    pub fn finish_login_at(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        pair: AttemptId,
+        account: AttemptId,
+        ok: bool,
+        now: Instant,
+    ) -> Outcome<bool> {
+        let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
+        if !ok {
+            return self.on_addr(
+                ip,
+                |a| [Key::login_user(uh, a), Key::login_ip(a)],
+                |s| s.login_attempt_failed(user, ip, pair, now),
+            );
+        }
+        let out = self.on_addr(
+            ip,
+            |a| [Key::login_user(uh, a)],
+            |s| s.login_attempt_succeeded_pair(user, ip, pair, now),
+        );
+        self.shard_for_user(uh)
+            .write()
+            .cancel_account(user, account);
+        out
     }
 
     /// Record a successful login (clears the pair).

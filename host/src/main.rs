@@ -56,8 +56,13 @@ enum Cmd {
     },
     /// Show table, store and decision counters.
     Status(Remote),
-    /// Read a password from stdin and print its argon2id PHC hash for [[users]].
-    HashPassword,
+    /// Read a password from stdin and print its argon2id PHC hash for [[users]]
+    /// (parameters from [login] argon2_memory_kib, argon2_iterations, argon2_parallelism).
+    HashPassword {
+        /// TOML config file (for the argon2 parameters).
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn target(r: &Remote) -> Target<'_> {
@@ -112,7 +117,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::HashPassword => {
+        Cmd::HashPassword { config } => {
+            let cfg = match ServerConfig::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let params = match cfg.hashing.params() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("portcullis: argon2 parameters: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let mut pw = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut pw) {
                 eprintln!("portcullis: cannot read stdin: {e}");
@@ -120,7 +139,7 @@ fn main() -> ExitCode {
             }
             let pw = pw.strip_suffix('\n').unwrap_or(&pw);
             let pw = pw.strip_suffix('\r').unwrap_or(pw);
-            match portcullis::server::passwords::hash_password(pw) {
+            match portcullis::server::passwords::hash_password_with(pw, &params) {
                 Ok(h) => {
                     println!("{h}");
                     ExitCode::SUCCESS

@@ -35,6 +35,26 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     /// Successful logins.
     pub login_successes: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections closed at accept: `max_connections` reached.
+    pub refused_max_connections: AtomicU64,
+    /// Connections closed at accept: `max_connections_per_ip` reached.
+    pub refused_per_ip: AtomicU64,
+    /// Waiting connections closed to make room at `max_connections`.
+    pub evicted: AtomicU64,
+    /// Connections closed for an incomplete request head.
+    pub header_timeouts: AtomicU64,
+    /// Keep-alive connections closed for idleness.
+    pub idle_timeouts: AtomicU64,
+    /// Failed `accept` calls (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
+    /// Password checks running now.
+    pub hashes_running: AtomicU64,
+    /// Logins waiting for a password check now.
+    pub hashes_waiting: AtomicU64,
+    /// Logins answered `503` because the password-check queue was full.
+    pub hash_busy: AtomicU64,
     /// Decisions per second, last [`HISTORY_SECS`] seconds.
     pub history: History,
     /// Addresses denied most, last [`HISTORY_SECS`] seconds.
@@ -182,6 +202,68 @@ impl Metrics {
         ];
         for (name, help, v, kind) in gauges {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let conn = [
+            (
+                "portcullis_connections_open",
+                "Connections open now.",
+                self.connections_open.load(Relaxed),
+                "gauge",
+            ),
+            (
+                "portcullis_accept_errors_total",
+                "Failed accept calls (e.g. out of file descriptors).",
+                self.accept_errors.load(Relaxed),
+                "counter",
+            ),
+            (
+                "portcullis_password_checks_running",
+                "Password checks running now.",
+                self.hashes_running.load(Relaxed),
+                "gauge",
+            ),
+            (
+                "portcullis_password_checks_waiting",
+                "Logins waiting for a password check now.",
+                self.hashes_waiting.load(Relaxed),
+                "gauge",
+            ),
+            (
+                "portcullis_password_checks_busy_total",
+                "Logins answered 503 because the password-check queue was full.",
+                self.hash_busy.load(Relaxed),
+                "counter",
+            ),
+        ];
+        for (name, help, v, kind) in conn {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let labelled = [
+            (
+                "portcullis_connections_refused_total",
+                "Connections closed at accept, by the cap reached.",
+                "reason",
+                vec![
+                    ("max_connections", &self.refused_max_connections),
+                    ("per_ip", &self.refused_per_ip),
+                ],
+            ),
+            (
+                "portcullis_connections_timed_out_total",
+                "Connections closed while waiting: read timeout (header, idle) or evicted at max_connections.",
+                "phase",
+                vec![
+                    ("header", &self.header_timeouts),
+                    ("idle", &self.idle_timeouts),
+                    ("evicted", &self.evicted),
+                ],
+            ),
+        ];
+        for (name, help, label, values) in labelled {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (v, n) in values {
+                let _ = writeln!(s, "{name}{{{label}=\"{v}\"}} {}", n.load(Relaxed));
+            }
         }
         for (name, help, v) in extra {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

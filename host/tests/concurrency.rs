@@ -104,3 +104,87 @@ fn first_lock_is_the_tenth_failure() {
         }
     }
 }
+
+/// Issue 14, finding 1: 50 guesses racing from one address against one
+/// user get exactly `max_failures` reservations (password checks); the
+/// rest are refused before anything is checked, and settling the checked
+/// ones as wrong locks the pair.
+#[test]
+fn parallel_guesses_get_exactly_max_failures_checks() {
+    let lim = limiter(Config::default());
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+    let now = Instant::from_secs(1_000);
+    let barrier = Arc::new(std::sync::Barrier::new(50));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let (lim, barrier) = (lim.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                lim.begin_login_at("victim", ip, now).decision.ok()
+            })
+        })
+        .collect();
+    let reserved: Vec<_> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(reserved.len(), 10, "max_failures password checks, no more");
+    for a in reserved {
+        lim.finish_login_at("victim", ip, a.pair, a.account, false, now);
+        if let Some(t) = a.penalty.slot {
+            lim.release_slot(t);
+        }
+    }
+    let d = lim.check_login_at("victim", ip, now);
+    assert_eq!(d.reason(), Some(Reason::AccountLocked), "{d:?}");
+}
+
+/// The account throttle across addresses holds under a race too: 40
+/// addresses guess one account at once; exactly `account_max_failures`
+/// attempts escape the throttle (full penalty for every other one).
+#[test]
+fn parallel_guesses_across_addresses_respect_the_account_throttle() {
+    let mut c = Config::default();
+    c.login.account_max_failures = Some(5);
+    let lim = limiter(c);
+    let now = Instant::from_secs(1_000);
+    let barrier = Arc::new(std::sync::Barrier::new(40));
+    let handles: Vec<_> = (0..40u8)
+        .map(|i| {
+            let (lim, barrier) = (lim.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let ip = IpAddr::from([198, 51, 100, i]);
+                barrier.wait();
+                let a = lim.begin_login_at("ceo", ip, now).decision.unwrap();
+                a.penalty.throttled
+            })
+        })
+        .collect();
+    let throttled = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|&t| t)
+        .count();
+    assert_eq!(throttled, 35);
+}
+
+/// A right password takes its reservation back: a user who logs in
+/// successfully over and over never locks their address.
+#[test]
+fn successes_do_not_accumulate_as_failures() {
+    let lim = limiter(Config::default());
+    let ip: IpAddr = "203.0.113.8".parse().unwrap();
+    for i in 0..100 {
+        let now = Instant::from_secs(1_000 + i);
+        let a = lim.begin_login_at("alice", ip, now).decision.unwrap();
+        lim.finish_login_at("alice", ip, a.pair, a.account, true, now);
+        if let Some(t) = a.penalty.slot {
+            lim.release_slot(t);
+        }
+    }
+    let d = lim.check_login_at("bob", ip, Instant::from_secs(1_100));
+    assert!(
+        matches!(d, portcullis_core::Decision::Allow { remaining: 10, .. }),
+        "{d:?}"
+    );
+}

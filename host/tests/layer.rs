@@ -146,7 +146,7 @@ async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
 }
 
 #[tokio::test]
-async fn trusted_proxy_headers_name_the_client_and_malformed_ones_fall_back() {
+async fn trusted_proxy_headers_name_the_client_and_malformed_ones_are_unidentified() {
     let layer = RateLimitLayer::new("requests", guard(5, |_| {}))
         .trusted_proxies(TrustedProxies::parse(&["127.0.0.0/8"]).unwrap());
     let base = serve(layer).await;
@@ -160,18 +160,27 @@ async fn trusted_proxy_headers_name_the_client_and_malformed_ones_fall_back() {
     assert_eq!(r.text().await.unwrap(), "ok 203.0.113.5");
     let r = c
         .get(&base)
-        .header("forwarded", "for=\"[2001:db8::1]:443\"")
+        .header("x-forwarded-for", "[2001:db8::1]:443")
         .send()
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "ok 2001:db8::1");
+    // Only the configured header (X-Forwarded-For by default) counts.
+    let r = c
+        .get(&base)
+        .header("forwarded", "for=198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok 127.0.0.1");
+    // Not an address where the client should be: one fixed key, not the proxy.
     let r = c
         .get(&base)
         .header("x-forwarded-for", "not-an-ip")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.text().await.unwrap(), "ok 127.0.0.1");
+    assert_eq!(r.text().await.unwrap(), "ok 100::");
 }
 
 /// Not only axum: any `Service<http::Request<B>>` whose response body is

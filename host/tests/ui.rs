@@ -139,14 +139,25 @@ async fn dashboard_http_contract() {
     assert_eq!(r.status(), 303);
     assert_eq!(hdr(&r, "location"), "/admin/ui");
     let set = hdr(&r, "set-cookie");
+    // The cookie holds a random session id, never the token.
+    let id = set
+        .strip_prefix("portcullis_admin=")
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("{set}"));
     assert!(
-        set.starts_with(&format!("portcullis_admin={TOKEN};")),
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
         "{set}"
     );
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+    assert!(!set.contains(TOKEN), "{set}");
+    for attr in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/admin",
+        "Max-Age=43200",
+    ] {
         assert!(set.contains(attr), "{set}");
     }
-    let cookie = format!("portcullis_admin={TOKEN}");
+    let cookie = format!("portcullis_admin={id}");
 
     // Signed in: the dashboard page and its data.
     let r = c
@@ -238,6 +249,14 @@ async fn dashboard_http_contract() {
     assert_eq!(out.status(), 204);
     assert!(hdr(&out, "set-cookie").contains("portcullis_admin=;"));
     assert!(hdr(&out, "set-cookie").contains("Max-Age=0"));
+    // The session is over on the server too: the old cookie is refused.
+    let r = c
+        .get(s.url("/admin/ui/data"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 /// What the browser test needs, or why it cannot run.

@@ -50,6 +50,14 @@ pub struct MPenalty {
     pub locked: bool,
 }
 
+/// A reserved login attempt in the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MAttempt {
+    pub at: u64,
+    pub counted: bool,
+    pub penalty: MPenalty,
+}
+
 /// The reference model.
 pub struct Model {
     cfg: Config,
@@ -386,6 +394,23 @@ impl Model {
         let window = self.cfg.login.failure_window.as_ticks();
         let fails = |e: Option<&MEntry>| e.map_or(0, |e| count(&e.log, now, window));
         let (fu, fi) = (fails(pair), fails(from_ip));
+        // Reserved, unsettled attempts: `max` of them in flight refuse the next.
+        let reset_of = |e: Option<&MEntry>| {
+            e.and_then(|e| oldest(&e.log, now, window))
+                .map_or(Duration::from_ticks(0), |t| left(now, t, window))
+        };
+        if fu >= max {
+            return Decision::Deny {
+                reason: Reason::AccountLocked,
+                retry_after: reset_of(pair),
+            };
+        }
+        if fi >= max {
+            return Decision::Deny {
+                reason: Reason::IpLocked,
+                retry_after: reset_of(from_ip),
+            };
+        }
         let limiting = if fu >= fi { pair } else { from_ip };
         let reset = limiting
             .and_then(|e| oldest(&e.log, now, window))
@@ -445,6 +470,9 @@ impl Model {
             if let Some(e) = self.upsert(&MKey::Account(name), now) {
                 throttled = count(&e.log, now, acct) >= m;
                 e.log.push(now);
+                // Only the newest `m` matter to the rule; the core keeps no more.
+                let extra = e.log.len().saturating_sub(m as usize);
+                e.log.drain(..extra);
             }
         }
         let p = &self.cfg.penalty;
@@ -472,6 +500,140 @@ impl Model {
             throttled,
             locked,
         }
+    }
+
+    /// Reserve an attempt: refused as `login_state` says, else counted as a
+    /// failure of the pair, the ip and the account, with its penalty.
+    pub fn begin_login(&mut self, user: &str, ip: IpAddr, now: u64) -> Result<MAttempt, Decision> {
+        let now = self.clock(now);
+        let d = self.login_state(user, ip, now);
+        if !d.is_allowed() {
+            return Err(d);
+        }
+        let none = MPenalty {
+            delay: Duration::from_ticks(0),
+            slot: None,
+            refused: false,
+            throttled: false,
+            locked: false,
+        };
+        if self.listed(ip).is_some() {
+            return Ok(MAttempt {
+                at: 0,
+                counted: false,
+                penalty: none,
+            });
+        }
+        let login = self.cfg.login.clone();
+        let window = login.failure_window.as_ticks();
+        let name = normalise(user);
+        let addr = self.addr(ip);
+        let mut k = 0;
+        if let Some(e) = self.upsert(&MKey::LoginUser(name.clone(), addr), now) {
+            k = count(&e.log, now, window);
+            e.log.push(now);
+        }
+        let ip_key = MKey::LoginIp(addr);
+        if let Some(e) = self.upsert(&ip_key, now) {
+            e.log.push(now);
+        }
+        let mut throttled = false;
+        if let Some(m) = login.account_max_failures {
+            let acct = login.account_window.as_ticks();
+            if let Some(e) = self.upsert(&MKey::Account(name), now) {
+                throttled = count(&e.log, now, acct) >= m;
+                e.log.push(now);
+                let extra = e.log.len().saturating_sub(m as usize);
+                e.log.drain(..extra);
+            }
+        }
+        let p = &self.cfg.penalty;
+        let mut delay = if throttled {
+            p.max
+        } else {
+            Duration::from_ticks(grown(p.base.as_ticks(), p.multiplier, k, p.max.as_ticks()))
+        };
+        let base = p.base;
+        let slot = self.acquire_at(ip_key, now);
+        let mut refused = false;
+        if slot.is_none() {
+            match self.cfg.slots.when_full {
+                NoSlot::CapToBase => delay = delay.min(base),
+                NoSlot::Refuse => {
+                    refused = true;
+                    delay = Duration::from_ticks(0);
+                }
+            }
+        }
+        Ok(MAttempt {
+            at: now,
+            counted: true,
+            penalty: MPenalty {
+                delay,
+                slot,
+                refused,
+                throttled,
+                locked: false,
+            },
+        })
+    }
+
+    /// A reserved attempt was wrong: lock what reached `max_failures`.
+    pub fn login_attempt_failed(&mut self, user: &str, ip: IpAddr, a: &MAttempt, now: u64) -> bool {
+        let now = self.clock(now);
+        if !a.counted || self.listed(ip).is_some() {
+            return false;
+        }
+        let login = self.cfg.login.clone();
+        let window = login.failure_window.as_ticks();
+        let lock_until = now.saturating_add(login.lock_for.as_ticks());
+        let addr = self.addr(ip);
+        let mut pair_locked = false;
+        if let Some(e) = self
+            .entries
+            .get_mut(&MKey::LoginUser(normalise(user), addr))
+        {
+            if count(&e.log, now, window) >= login.max_failures {
+                e.lock_until = Some(lock_until);
+                e.log.clear();
+                pair_locked = true;
+            }
+        }
+        let mut locked = pair_locked;
+        if let Some(e) = self.entries.get_mut(&MKey::LoginIp(addr)) {
+            if count(&e.log, now, window) >= login.max_failures
+                || (pair_locked && login.lock_ip_on_account_lock)
+            {
+                e.lock_until = Some(lock_until);
+                e.log.clear();
+                locked = true;
+            }
+        }
+        locked
+    }
+
+    /// A reserved attempt was right: clear the pair, take the failure back
+    /// from the ip and the account.
+    pub fn login_attempt_succeeded(
+        &mut self,
+        user: &str,
+        ip: IpAddr,
+        a: &MAttempt,
+        now: u64,
+    ) -> bool {
+        let cleared = self.login_succeeded(user, ip, now);
+        if a.counted {
+            let name = normalise(user);
+            let addr = self.addr(ip);
+            for key in [MKey::LoginIp(addr), MKey::Account(name)] {
+                if let Some(e) = self.entries.get_mut(&key) {
+                    if let Some(i) = e.log.iter().position(|&t| t == a.at) {
+                        e.log.remove(i);
+                    }
+                }
+            }
+        }
+        cleared
     }
 
     pub fn login_succeeded(&mut self, user: &str, ip: IpAddr, now: u64) -> bool {

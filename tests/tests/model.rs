@@ -2,14 +2,18 @@
 //! in `portcullis_tests::model` must agree decision for decision on random
 //! operation sequences, keys, configurations and time steps (including
 //! jumps of hours and days, and clocks that start years into uptime or
-//! just short of `Instant::MAX`).
+//! just short of `Instant::MAX`). The model is fed the core's internal
+//! ticks: the caller's plus `MAX_LOOKBACK`.
 //!
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
 use embassy_time::Instant;
-use portcullis_core::{Config, FixedLimiter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store};
+use portcullis_core::{
+    AttemptId, Config, FixedLimiter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store,
+    MAX_LOOKBACK,
+};
 use portcullis_tests::gen::{self, ips, step, USERS};
-use portcullis_tests::model::{MToken, Model};
+use portcullis_tests::model::{MAttempt, MToken, Model};
 use proptest::prelude::*;
 
 const W: usize = 8;
@@ -23,6 +27,10 @@ enum Op {
     PeekLogin(usize, usize),
     LoginFailed(usize, usize),
     LoginSucceeded(usize, usize),
+    /// Reserve an attempt (`begin_login`).
+    Begin(usize, usize),
+    /// Settle the k-th attempt in flight: wrong (false) or right (true) password.
+    Settle(usize, bool),
     Acquire(usize),
     Release(usize),
     Ban(usize),
@@ -42,7 +50,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::CheckLogin(u, i)),
         1 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::PeekLogin(u, i)),
         6 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginFailed(u, i)),
-        2 => (user, ip.clone()).prop_map(|(u, i)| Op::LoginSucceeded(u, i)),
+        2 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginSucceeded(u, i)),
+        6 => (user, ip.clone()).prop_map(|(u, i)| Op::Begin(u, i)),
+        5 => (0usize..8, any::<bool>()).prop_map(|(k, ok)| Op::Settle(k, ok)),
         2 => ip.clone().prop_map(Op::Acquire),
         2 => (0usize..8).prop_map(Op::Release),
         1 => ip.clone().prop_map(Op::Ban),
@@ -81,35 +91,39 @@ fn run<S: Store<W>>(
     let mut model = Model::new(cfg, lim.capacity());
     let mut now = t0;
     let mut tokens: Vec<(SlotToken, MToken)> = Vec::new();
+    let mut flight: Vec<(usize, usize, AttemptId, MAttempt)> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         let at = Instant::from_ticks(now);
+        // The core's ticks run MAX_LOOKBACK ahead of its caller's (so that
+        // restored history is representable): the model sees those ticks.
+        let mt = now.saturating_add(MAX_LOOKBACK.as_ticks());
         let here = now;
         let ctx = || format!("op {i}: {op:?} at {here}");
         match *op {
             Op::Request(ip) => {
                 let c = lim.check_request(ips[ip], at);
-                let m = model.check_request(ips[ip], now);
+                let m = model.check_request(ips[ip], mt);
                 prop_assert_eq!(c, m, "{}", ctx());
             }
             Op::PeekRequest(ip) => {
                 prop_assert_eq!(
                     lim.peek_request(ips[ip], at),
-                    model.peek_request(ips[ip], now),
+                    model.peek_request(ips[ip], mt),
                     "{}",
                     ctx()
                 );
             }
             Op::CheckLogin(u, ip) => {
                 let c = lim.check_login(USERS[u], ips[ip], at);
-                prop_assert_eq!(c, model.check_login(USERS[u], ips[ip], now), "{}", ctx());
+                prop_assert_eq!(c, model.check_login(USERS[u], ips[ip], mt), "{}", ctx());
             }
             Op::PeekLogin(u, ip) => {
                 let c = lim.peek_login(USERS[u], ips[ip], at);
-                prop_assert_eq!(c, model.peek_login(USERS[u], ips[ip], now), "{}", ctx());
+                prop_assert_eq!(c, model.peek_login(USERS[u], ips[ip], mt), "{}", ctx());
             }
             Op::LoginFailed(u, ip) => {
                 let c = lim.login_failed(USERS[u], ips[ip], at);
-                let m = model.login_failed(USERS[u], ips[ip], now);
+                let m = model.login_failed(USERS[u], ips[ip], mt);
                 prop_assert_eq!(c.delay, m.delay, "{}", ctx());
                 prop_assert_eq!(c.refused, m.refused, "{}", ctx());
                 prop_assert_eq!(c.throttled, m.throttled, "{}", ctx());
@@ -121,16 +135,44 @@ fn run<S: Store<W>>(
             }
             Op::LoginSucceeded(u, ip) => {
                 let c = lim.login_succeeded(USERS[u], ips[ip], at);
-                prop_assert_eq!(
-                    c,
-                    model.login_succeeded(USERS[u], ips[ip], now),
-                    "{}",
-                    ctx()
-                );
+                prop_assert_eq!(c, model.login_succeeded(USERS[u], ips[ip], mt), "{}", ctx());
+            }
+            Op::Begin(u, ip) => {
+                let c = lim.begin_login(USERS[u], ips[ip], at);
+                let m = model.begin_login(USERS[u], ips[ip], mt);
+                match (c, m) {
+                    (Ok(c), Ok(m)) => {
+                        let (cp, mp) = (&c.penalty, &m.penalty);
+                        prop_assert_eq!(cp.delay, mp.delay, "{}", ctx());
+                        prop_assert_eq!(cp.refused, mp.refused, "{}", ctx());
+                        prop_assert_eq!(cp.throttled, mp.throttled, "{}", ctx());
+                        prop_assert_eq!(cp.slot.is_some(), mp.slot.is_some(), "{}", ctx());
+                        if let (Some(a), Some(b)) = (c.penalty.slot, m.penalty.slot.clone()) {
+                            tokens.push((a, b));
+                        }
+                        flight.push((u, ip, c.id, m));
+                    }
+                    (Err(c), Err(m)) => prop_assert_eq!(c, m, "{}", ctx()),
+                    (c, m) => prop_assert!(false, "{}: core {:?} model {:?}", ctx(), c, m),
+                }
+            }
+            Op::Settle(k, ok) => {
+                if !flight.is_empty() {
+                    let (u, ip, id, m) = flight.remove(k % flight.len());
+                    if ok {
+                        let c = lim.login_attempt_succeeded(USERS[u], ips[ip], id, at);
+                        let mm = model.login_attempt_succeeded(USERS[u], ips[ip], &m, mt);
+                        prop_assert_eq!(c, mm, "{}", ctx());
+                    } else {
+                        let c = lim.login_attempt_failed(USERS[u], ips[ip], id, at);
+                        let mm = model.login_attempt_failed(USERS[u], ips[ip], &m, mt);
+                        prop_assert_eq!(c, mm, "{}", ctx());
+                    }
+                }
             }
             Op::Acquire(ip) => {
                 let c = lim.acquire_slot(ips[ip], at);
-                let m = model.acquire_slot(ips[ip], now);
+                let m = model.acquire_slot(ips[ip], mt);
                 prop_assert_eq!(c.is_some(), m.is_some(), "{}", ctx());
                 if let (Some(a), Some(b)) = (c, m) {
                     tokens.push((a, b));
@@ -143,7 +185,7 @@ fn run<S: Store<W>>(
                 }
             }
             Op::Ban(ip) => {
-                prop_assert_eq!(lim.ban(ips[ip], at), model.ban(ips[ip], now), "{}", ctx());
+                prop_assert_eq!(lim.ban(ips[ip], at), model.ban(ips[ip], mt), "{}", ctx());
             }
             Op::Unban(ip) => {
                 prop_assert_eq!(lim.unban(ips[ip]), model.unban(ips[ip]), "{}", ctx());
@@ -152,7 +194,7 @@ fn run<S: Store<W>>(
                 prop_assert_eq!(lim.lift(ips[ip]), model.lift(ips[ip]), "{}", ctx());
             }
             Op::Purge => {
-                prop_assert_eq!(lim.purge(at), model.purge(now), "{}", ctx());
+                prop_assert_eq!(lim.purge(at), model.purge(mt), "{}", ctx());
             }
             Op::Advance(d) => now = now.saturating_add(d),
             Op::Back(d) => now = now.saturating_sub(d),

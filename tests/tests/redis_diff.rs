@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use embassy_time::{Duration, Instant};
-use portcullis::fleet::{FleetSlot, RedisLimiter};
-use portcullis_core::{Config, MapLimiter, Reason, Seed, SlotToken};
+use portcullis::fleet::{FleetAttemptId, FleetSlot, RedisLimiter};
+use portcullis_core::{AttemptId, Config, MapLimiter, Reason, Seed, SlotToken};
 use portcullis_tests::gen::{cases as cases_or, config, ips, step, USERS};
 use portcullis_tests::redis_server::RedisServer;
 use proptest::prelude::*;
@@ -38,6 +38,10 @@ enum Op {
     CheckLogin(usize, usize),
     LoginFailed(usize, usize),
     LoginSucceeded(usize, usize),
+    /// Reserve a login attempt before the password check.
+    Begin(usize, usize),
+    /// Settle the k-th reserved attempt: right (true) or wrong password.
+    Settle(usize, bool),
     Acquire(usize),
     Release(usize),
     Ban(usize),
@@ -56,7 +60,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => ip.clone().prop_map(Op::PeekRequest),
         3 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::CheckLogin(u, i)),
         6 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginFailed(u, i)),
-        2 => (user, ip.clone()).prop_map(|(u, i)| Op::LoginSucceeded(u, i)),
+        2 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginSucceeded(u, i)),
+        5 => (user, ip.clone()).prop_map(|(u, i)| Op::Begin(u, i)),
+        4 => (0usize..8, any::<bool>()).prop_map(|(k, ok)| Op::Settle(k, ok)),
         2 => ip.clone().prop_map(Op::Acquire),
         2 => (0usize..8).prop_map(Op::Release),
         1 => ip.clone().prop_map(Op::Ban),
@@ -162,6 +168,7 @@ async fn run_case(
         .map_err(|e| TestCaseError::fail(format!("config: {e}")))?;
     let mut now = t0;
     let mut tokens: Vec<(SlotToken, FleetSlot)> = Vec::new();
+    let mut flight: Vec<(usize, usize, AttemptId, AttemptId, FleetAttemptId)> = Vec::new();
     // Purge drops stale records that cannot change a decision, so after it
     // "was there a record" answers (login_succeeded, lift counts, releases
     // of expired slots) may differ.
@@ -220,6 +227,53 @@ async fn run_case(
                 let f = r!(fleet.login_succeeded(USERS[u], ips[ip], now));
                 if !purged {
                     prop_assert_eq!(c, f, "{}", ctx);
+                }
+            }
+            Op::Begin(u, ip) => {
+                // The two calls Redis makes: the account, then the pair.
+                let (t, acct) = core.reserve_account(USERS[u], ips[ip], at);
+                let c = core.begin_login_pair(USERS[u], ips[ip], at, t);
+                if c.is_err() {
+                    core.cancel_account(USERS[u], acct);
+                }
+                let f = r!(fleet.begin_login(USERS[u], ips[ip], now));
+                match (c, f) {
+                    (Ok(c), Ok(f)) => {
+                        let (cp, fp) = (&c.penalty, &f.penalty);
+                        prop_assert_eq!(cp.delay, fp.delay, "delay, {}", ctx);
+                        prop_assert_eq!(cp.throttled, fp.throttled, "throttled, {}", ctx);
+                        prop_assert_eq!(cp.refused, fp.refused, "refused, {}", ctx);
+                        prop_assert_eq!(cp.slot.is_some(), fp.slot.is_some(), "slot, {}", ctx);
+                        if let (Some(a), Some(b)) = (c.penalty.slot, f.penalty.slot) {
+                            tokens.push((a, b));
+                        }
+                        flight.push((u, ip, c.id, acct, f.id));
+                    }
+                    (Err(c), Err(f)) => {
+                        seen_decision(&c);
+                        prop_assert_eq!(c, f, "{}", ctx);
+                    }
+                    (c, f) => prop_assert!(false, "{}: core {:?} fleet {:?}", ctx, c, f),
+                }
+            }
+            Op::Settle(k, ok) => {
+                if !flight.is_empty() {
+                    let (u, ip, pair, acct, fid) = flight.remove(k % flight.len());
+                    if ok {
+                        let c = core.login_attempt_succeeded_pair(USERS[u], ips[ip], pair, at);
+                        core.cancel_account(USERS[u], acct);
+                        let f = r!(fleet.login_attempt_succeeded(USERS[u], ips[ip], fid, now));
+                        if !purged {
+                            prop_assert_eq!(c, f, "{}", ctx);
+                        }
+                    } else {
+                        let c = core.login_attempt_failed(USERS[u], ips[ip], pair, at);
+                        let f = r!(fleet.login_attempt_failed(USERS[u], ips[ip], fid, now));
+                        if c {
+                            seen(8);
+                        }
+                        prop_assert_eq!(c, f, "{}", ctx);
+                    }
                 }
             }
             Op::Acquire(ip) => {

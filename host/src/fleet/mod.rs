@@ -169,6 +169,31 @@ impl FleetPenalty {
     };
 }
 
+/// Which reservation to settle: the Redis times its failure was counted
+/// at on the pair/ip keys and on the account key (`None`: not counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetAttemptId {
+    pair_at: Option<u64>,
+    acct_at: Option<u64>,
+}
+
+/// A login attempt reserved in Redis (core `Attempt`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct FleetAttempt {
+    /// Names the reservation when it is settled.
+    pub id: FleetAttemptId,
+    /// What a wrong password costs; the slot is held now.
+    pub penalty: FleetPenalty,
+}
+
+fn flag(v: i64, what: &str) -> Result<bool, FleetError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(FleetError::Unexpected(format!("{what} flag {v}"))),
+    }
+}
+
 /// What the allow/deny lists say.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Listed {
@@ -590,6 +615,139 @@ impl RedisLimiter {
             refused: flag(refused, "refused")?,
             locked: flag(locked, "locked")?,
         })
+    }
+
+    /// Reserve a login attempt before its password is checked (core
+    /// `reserve_account` + `begin_login_pair`, two calls): counted as a
+    /// failure at once, so parallel guesses get at most `max_failures`
+    /// checks fleet-wide. `Ok(Err(_))` is the denial (nothing stays counted).
+    /// Settle with [`login_attempt_failed`](Self::login_attempt_failed) or
+    /// [`login_attempt_succeeded`](Self::login_attempt_succeeded).
+    pub async fn begin_login(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        now_us: u64,
+    ) -> Result<Result<FleetAttempt, Decision>, FleetError> {
+        match self.listed(ip) {
+            Listed::Deny => {
+                return Ok(Err(self.listed_decision(ip, 0).unwrap_or(Decision::Deny {
+                    reason: Reason::Denylisted,
+                    retry_after: Duration::MAX,
+                })))
+            }
+            Listed::Allow => {
+                return Ok(Ok(FleetAttempt {
+                    id: FleetAttemptId::default(),
+                    penalty: FleetPenalty::NONE,
+                }))
+            }
+            Listed::Neither => {}
+        }
+        let (throttled, acct_at) = if self.config.login.account_max_failures.is_some() {
+            let r: Vec<i64> = self
+                .call(&[self.account_key(username)], self.args("racct", now_us))
+                .await?;
+            let [t, at] = r[..] else {
+                return Err(FleetError::Unexpected(format!("account reply {r:?}")));
+            };
+            (flag(t, "throttled")?, Some(nat(at, "account time")?))
+        } else {
+            (false, None)
+        };
+        let ip_key = self.login_ip_key(ip);
+        let keys = [self.login_user_key(username, ip), ip_key.clone()];
+        let mut args = self.args("begin", now_us);
+        args.push(u8::from(throttled).to_string());
+        let reply: Vec<i64> = self.call(&keys, args).await?;
+        match reply[..] {
+            [0, d, t, refused, slot, at] => {
+                let slot = nat(slot, "slot id")?;
+                Ok(Ok(FleetAttempt {
+                    id: FleetAttemptId {
+                        pair_at: Some(nat(at, "attempt time")?),
+                        acct_at,
+                    },
+                    penalty: FleetPenalty {
+                        delay: micros(d, "delay")?,
+                        throttled: flag(t, "throttled")?,
+                        slot: (slot != 0).then_some(FleetSlot {
+                            key: ip_key,
+                            id: slot,
+                        }),
+                        refused: flag(refused, "refused")?,
+                        locked: false,
+                    },
+                }))
+            }
+            _ => {
+                let d = decision(&reply)?;
+                if let Some(at) = acct_at {
+                    self.cancel_account(username, at).await?;
+                }
+                Ok(Err(d))
+            }
+        }
+    }
+
+    async fn cancel_account(&self, username: &str, at: u64) -> Result<bool, FleetError> {
+        let mut args = self.args("unacct", unix_now_us());
+        args.push(at.to_string());
+        let r: i64 = self.call(&[self.account_key(username)], args).await?;
+        Ok(r == 1)
+    }
+
+    async fn settle(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        at: u64,
+        ok: bool,
+        now_us: u64,
+    ) -> Result<bool, FleetError> {
+        let keys = [self.login_user_key(username, ip), self.login_ip_key(ip)];
+        let mut args = self.args("settle", now_us);
+        args.push(u8::from(ok).to_string());
+        args.push(at.to_string());
+        let r: i64 = self.call(&keys, args).await?;
+        Ok(r > 0)
+    }
+
+    /// The reserved attempt had a wrong password: lock what reached
+    /// `max_failures`. True if that locked the pair or the ip.
+    pub async fn login_attempt_failed(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        id: FleetAttemptId,
+        now_us: u64,
+    ) -> Result<bool, FleetError> {
+        match id.pair_at {
+            Some(at) if self.listed(ip) == Listed::Neither => {
+                self.settle(username, ip, at, false, now_us).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The reserved attempt had the right password: the pair is deleted and
+    /// the failure reserved on the ip and the account taken back. True if
+    /// a pair record existed.
+    pub async fn login_attempt_succeeded(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        id: FleetAttemptId,
+        now_us: u64,
+    ) -> Result<bool, FleetError> {
+        let cleared = match id.pair_at {
+            Some(at) => self.settle(username, ip, at, true, now_us).await?,
+            None => self.login_succeeded(username, ip, now_us).await?,
+        };
+        if let Some(at) = id.acct_at {
+            self.cancel_account(username, at).await?;
+        }
+        Ok(cleared)
     }
 
     /// Record a successful login: the (username, ip) record is deleted, the

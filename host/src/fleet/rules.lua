@@ -256,6 +256,57 @@ local function acquire(e, now)
   return id
 end
 
+-- Remove one event equal to `t` (a reservation taken back), keeping order.
+local function remove_one(log, t)
+  for j, x in ipairs(log) do
+    if x == t then
+      table.remove(log, j)
+      return log, true
+    end
+  end
+  return log, false
+end
+
+-- Rule 5 check on a pair and its ip: nil when the login may proceed, else
+-- the denial reply. Reserved, unsettled attempts count as failures.
+local function login_denial(u, i, now)
+  local ul, il = lock_left(u, now), lock_left(i, now)
+  if ul ~= nil then return { 4, math.max(ul, il or 0) } end
+  if il ~= nil then return { 5, il } end
+  local function reset(e)
+    local oldest = oldest_in(e.l, now, FAIL_WIN)
+    if oldest == nil then return 0 end
+    return left_in_window(now, oldest, FAIL_WIN)
+  end
+  if count(u.l, now, FAIL_WIN) >= MAX_FAIL then return { 4, reset(u) } end
+  if count(i.l, now, FAIL_WIN) >= MAX_FAIL then return { 5, reset(i) } end
+  return nil
+end
+
+-- Rules 6-7: the delay after `k` earlier failures, in a slot of `i`:
+-- delay, refused (0/1), slot id or 0.
+local function penalty(i, k, throttled, now)
+  local d
+  if throttled == 1 then d = P_MAX else d = grown(P_BASE, P_MULT, k, P_MAX) end
+  local slot = acquire(i, now)
+  local refused = 0
+  if slot == 0 then
+    if REFUSE == 1 then
+      refused = 1
+      d = 0
+    else
+      d = math.min(d, P_BASE)
+    end
+  end
+  return d, refused, slot
+end
+
+local function flag_arg(n)
+  local x = tonumber(ARGV[n])
+  if x ~= 0 and x ~= 1 then return nil end
+  return x
+end
+
 if op == 'req' then
   local k = KEYS[1]
   local e = load(k)
@@ -292,9 +343,8 @@ elseif op == 'login' then
   local u = load(KEYS[1])
   local i = load(KEYS[2])
   local now = clock(clock(NOW, u), i)
-  local ul, il = lock_left(u, now), lock_left(i, now)
-  if ul ~= nil then return { 4, math.max(ul, il or 0) } end
-  if il ~= nil then return { 5, il } end
+  local denied = login_denial(u, i, now)
+  if denied then return denied end
   local fu, fi = count(u.l, now, FAIL_WIN), count(i.l, now, FAIL_WIN)
   local limiting = i
   if fu >= fi then limiting = u end
@@ -343,23 +393,95 @@ elseif op == 'fail' then
     i.l = {}
     locked = true
   end
-  local d
-  if throttled == 1 then d = P_MAX else d = grown(P_BASE, P_MULT, k, P_MAX) end
-  local slot = acquire(i, now)
-  local refused = 0
-  if slot == 0 then
-    if REFUSE == 1 then
-      refused = 1
-      d = 0
-    else
-      d = math.min(d, P_BASE)
-    end
-  end
+  local d, refused, slot = penalty(i, k, throttled, now)
   save(uk, u, now)
   save(ik, i, now)
   local lk = 0
   if locked then lk = 1 end
   return { d, throttled, refused, lk, slot }
+elseif op == 'racct' then
+  -- Rule 8 for a reserved attempt: {throttled, time counted at}.
+  if ACCT_MAX == 0 then return { 0, NOW } end
+  local k = KEYS[1]
+  local e = load(k)
+  local now = clock(NOW, e)
+  e.l = prune(e.l, now, ACCT_WIN)
+  local throttled = 0
+  if count(e.l, now, ACCT_WIN) >= ACCT_MAX then throttled = 1 end
+  e.l = push(e.l, now, ACCT_MAX)
+  save(k, e, now)
+  return { throttled, now }
+elseif op == 'unacct' then
+  -- Take back the account failure counted at ARGV[26]; 1 if it was there.
+  local t = tonumber(ARGV[26])
+  if t == nil or not is_int(t) then return redis.error_reply('PORTCULLIS bad argument 26') end
+  local k = KEYS[1]
+  local e, found = load(k)
+  if not found then return 0 end
+  local removed
+  e.l, removed = remove_one(e.l, t)
+  if not removed then return 0 end
+  redis.call('SET', k, cmsgpack.pack(e), 'KEEPTTL')
+  return 1
+elseif op == 'begin' then
+  -- Reserve an attempt (core begin_login_pair): the denial reply
+  -- {4|5, retry}, or {0, delay, throttled, refused, slot id or 0, time}.
+  local throttled = flag_arg(26)
+  if throttled == nil then return redis.error_reply('PORTCULLIS bad argument 26') end
+  local uk, ik = KEYS[1], KEYS[2]
+  local u = load(uk)
+  local i = load(ik)
+  local now = clock(clock(NOW, u), i)
+  local denied = login_denial(u, i, now)
+  if denied then return denied end
+  u.l = prune(u.l, now, FAIL_WIN)
+  local k = count(u.l, now, FAIL_WIN)
+  u.l = push(u.l, now, nil)
+  i.l = prune(i.l, now, FAIL_WIN)
+  i.l = push(i.l, now, nil)
+  local d, refused, slot = penalty(i, k, throttled, now)
+  save(uk, u, now)
+  save(ik, i, now)
+  return { 0, d, throttled, refused, slot, now }
+elseif op == 'settle' then
+  -- Settle the attempt reserved at ARGV[27]: ARGV[26] = 1 right password
+  -- (delete the pair, take the failure back from the ip; 1 if the pair
+  -- existed), 0 wrong (lock what reached max_failures; 1 if locked).
+  local ok = flag_arg(26)
+  local t = tonumber(ARGV[27])
+  if ok == nil then return redis.error_reply('PORTCULLIS bad argument 26') end
+  if t == nil or not is_int(t) then return redis.error_reply('PORTCULLIS bad argument 27') end
+  local uk, ik = KEYS[1], KEYS[2]
+  if ok == 1 then
+    local n = redis.call('DEL', uk)
+    local i, found = load(ik)
+    if found then
+      local removed
+      i.l, removed = remove_one(i.l, t)
+      if removed then redis.call('SET', ik, cmsgpack.pack(i), 'KEEPTTL') end
+    end
+    return n
+  end
+  local u, ufound = load(uk)
+  local i, ifound = load(ik)
+  local now = clock(clock(NOW, u), i)
+  local lock_until = sat_add(now, LOCK_FOR)
+  local user_locked = false
+  if ufound and count(u.l, now, FAIL_WIN) >= MAX_FAIL then
+    u.lk = lock_until
+    u.l = {}
+    user_locked = true
+    save(uk, u, now)
+  end
+  local locked = user_locked
+  if ifound and (count(i.l, now, FAIL_WIN) >= MAX_FAIL or (user_locked and LOCK_IP == 1)) then
+    i.lk = lock_until
+    i.l = {}
+    locked = true
+    save(ik, i, now)
+  end
+  if locked then return 1 end
+  return 0
 elseif op == 'acquire' then
   local k = KEYS[1]
   local e = load(k)

@@ -8,6 +8,8 @@ use std::time::Duration as StdDuration;
 
 use embassy_time::Duration;
 use portcullis_core::{Cidr, Config, ConfigError};
+
+use crate::client_ip::ForwardingHeader;
 use toml::{Table, Value};
 
 /// Where state lives.
@@ -37,6 +39,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header naming the client behind a trusted proxy [X-Forwarded-For].
+    pub client_ip_header: ForwardingHeader,
+    /// Keys held by each `/admin` and `/metrics` table [10 000].
+    pub admin_max_entries: usize,
     /// Bearer token for `/admin` (none: admin API off).
     pub admin_token: Option<String>,
     /// Store kind [sqlite].
@@ -49,10 +55,87 @@ pub struct ServerConfig {
     pub fail_closed: bool,
     /// Per-decision Redis timeout [50ms].
     pub redis_timeout: StdDuration,
+    /// Keys held by the main table [1 000 000].
+    pub max_entries: usize,
     /// The rules.
     pub rules: Config,
     /// Users (empty: the demo user).
     pub users: Vec<User>,
+    /// Connection limits and timeouts of the listener.
+    pub conn: ConnLimits,
+    /// Password checking: concurrency, queue and argon2 parameters.
+    pub hashing: Hashing,
+}
+
+/// Connection limits and timeouts (`[server]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// A request head must be complete this long after the connection
+    /// opens or the next request's first byte arrives [10s].
+    pub header_read_timeout: StdDuration,
+    /// A request body must be complete this long after its head [30s].
+    pub body_read_timeout: StdDuration,
+    /// A keep-alive connection with no request is closed after this [60s].
+    pub idle_timeout: StdDuration,
+    /// Open connections at most [4096] (capped at start-up by the fd limit).
+    pub max_connections: u32,
+    /// Open connections per client address (IPv6: per /64) at most [64].
+    pub max_connections_per_ip: u32,
+    /// SIGTERM: in-flight requests get this long before they are dropped [10s].
+    pub shutdown_grace: StdDuration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: StdDuration::from_secs(10),
+            body_read_timeout: StdDuration::from_secs(30),
+            idle_timeout: StdDuration::from_secs(60),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            shutdown_grace: StdDuration::from_secs(10),
+        }
+    }
+}
+
+/// Largest argon2 memory cost (KiB) a configured or stored hash may ask
+/// for: 256 MiB.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+
+/// Password checking (`[login]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hashing {
+    /// argon2 verifications running at once at most [number of cores].
+    pub max_concurrent: u32,
+    /// Logins waiting for a verification at most; more get `503` [64].
+    pub queue: u32,
+    /// argon2id memory cost in KiB [19456] for new hashes and the dummy hash.
+    pub memory_kib: u32,
+    /// argon2id iterations [2].
+    pub iterations: u32,
+    /// argon2id lanes [1].
+    pub parallelism: u32,
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Hashing {
+            max_concurrent: std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1),
+            queue: 64,
+            memory_kib: argon2::Params::DEFAULT_M_COST,
+            iterations: argon2::Params::DEFAULT_T_COST,
+            parallelism: argon2::Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+impl Hashing {
+    /// The argon2 parameters (checked at load).
+    pub fn params(&self) -> Result<argon2::Params, argon2::Error> {
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+    }
 }
 
 /// A configuration that cannot be used.
@@ -71,6 +154,15 @@ impl std::fmt::Display for BadConfig {
 }
 
 impl std::error::Error for BadConfig {}
+
+/// Most keys the main table may be configured to hold: the limiter spreads
+/// keys over 64 shards with 10 % headroom each, and one shard's store
+/// addresses at most 16 777 214 keys (`MapStore::new`), so 64 x 15 000 000
+/// fits (a test checks the built limiter's capacity covers it).
+pub const MAX_TABLE_ENTRIES: u32 = 960_000_000;
+
+/// Most keys each admin table may hold: the same bound for its 4 shards.
+pub const MAX_ADMIN_ENTRIES: u32 = 60_000_000;
 
 fn bad(key: impl Into<String>, reason: impl Into<String>) -> BadConfig {
     BadConfig {
@@ -120,10 +212,32 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
 }
 
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("server", &["listen", "trusted_proxies", "admin_token"]),
+    (
+        "server",
+        &[
+            "listen",
+            "trusted_proxies",
+            "client_ip_header",
+            "admin_token",
+            "admin_max_entries",
+            "header_read_timeout",
+            "body_read_timeout",
+            "idle_timeout",
+            "max_connections",
+            "max_connections_per_ip",
+            "shutdown_grace",
+        ],
+    ),
     (
         "store",
-        &["kind", "path", "redis_url", "fail_closed", "redis_timeout"],
+        &[
+            "kind",
+            "path",
+            "redis_url",
+            "fail_closed",
+            "redis_timeout",
+            "max_entries",
+        ],
     ),
     (
         "requests",
@@ -148,6 +262,11 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "lock_ip_on_account_lock",
             "account_max_failures",
             "account_window",
+            "max_concurrent_hashes",
+            "hash_queue",
+            "argon2_memory_kib",
+            "argon2_iterations",
+            "argon2_parallelism",
         ],
     ),
     ("penalty", &["base", "multiplier", "max"]),
@@ -222,6 +341,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A table size: 1 to `max`.
+    fn entries(&self, k: &str, max: u32) -> Result<Option<usize>, BadConfig> {
+        match self.uint(k)? {
+            None => Ok(None),
+            Some(0) => Err(bad(self.key(k), "must be greater than zero")),
+            Some(n) if n > max => Err(bad(self.key(k), format!("must be at most {max}"))),
+            Some(n) => usize::try_from(n)
+                .map(Some)
+                .map_err(|_| bad(self.key(k), "too large for this platform")),
+        }
+    }
+
     fn boolean(&self, k: &str) -> Result<Option<bool>, BadConfig> {
         match self.get(k) {
             None => Ok(None),
@@ -260,6 +391,23 @@ impl<'a> Reader<'a> {
                     v.type_str()
                 ),
             )),
+        }
+    }
+
+    fn std_duration(&self, k: &str, nonzero: bool) -> Result<Option<StdDuration>, BadConfig> {
+        match self.duration(k)? {
+            Some(d) if nonzero && d.as_ticks() == 0 => {
+                Err(bad(self.key(k), "must be greater than zero"))
+            }
+            Some(d) => Ok(Some(StdDuration::from_micros(d.as_micros()))),
+            None => Ok(None),
+        }
+    }
+
+    fn positive(&self, k: &str) -> Result<Option<u32>, BadConfig> {
+        match self.uint(k)? {
+            Some(0) => Err(bad(self.key(k), "must be greater than zero")),
+            v => Ok(v),
         }
     }
 
@@ -459,6 +607,62 @@ impl ServerConfig {
             bad(k, r)
         })?;
 
+        let mut conn = ConnLimits::default();
+        if let Some(d) = server.std_duration("header_read_timeout", true)? {
+            conn.header_read_timeout = d;
+        }
+        if let Some(d) = server.std_duration("body_read_timeout", true)? {
+            conn.body_read_timeout = d;
+        }
+        if let Some(d) = server.std_duration("idle_timeout", true)? {
+            conn.idle_timeout = d;
+        }
+        if let Some(d) = server.std_duration("shutdown_grace", false)? {
+            conn.shutdown_grace = d;
+        }
+        set!(server, "max_connections", positive, conn.max_connections);
+        set!(
+            server,
+            "max_connections_per_ip",
+            positive,
+            conn.max_connections_per_ip
+        );
+        let mut hashing = Hashing::default();
+        set!(
+            login,
+            "max_concurrent_hashes",
+            positive,
+            hashing.max_concurrent
+        );
+        set!(login, "hash_queue", uint, hashing.queue);
+        set!(login, "argon2_memory_kib", uint, hashing.memory_kib);
+        set!(login, "argon2_iterations", uint, hashing.iterations);
+        set!(login, "argon2_parallelism", uint, hashing.parallelism);
+        if hashing.memory_kib > MAX_ARGON2_MEMORY_KIB {
+            return Err(bad(
+                "login.argon2_memory_kib",
+                format!("must be at most {MAX_ARGON2_MEMORY_KIB} (256 MiB)"),
+            ));
+        }
+        hashing.params().map_err(|e| {
+            let key = match e {
+                argon2::Error::TimeTooSmall => "login.argon2_iterations",
+                argon2::Error::ThreadsTooFew | argon2::Error::ThreadsTooMany => {
+                    "login.argon2_parallelism"
+                }
+                _ => "login.argon2_memory_kib",
+            };
+            let reason = match e {
+                argon2::Error::MemoryTooLittle => format!(
+                    "{e}: at least 8 KiB per lane ({} KiB for argon2_parallelism = {})",
+                    8 * u64::from(hashing.parallelism),
+                    hashing.parallelism
+                ),
+                e => e.to_string(),
+            };
+            bad(key, reason)
+        })?;
+
         let mut users = Vec::new();
         match doc.get("users") {
             None => {}
@@ -498,12 +702,31 @@ impl ServerConfig {
                             ))
                         }
                     };
-                    argon2::PasswordHash::new(&hash).map_err(|e| {
+                    let phc = argon2::PasswordHash::new(&hash).map_err(|e| {
                         bad(
                             format!("users[{i}].password_hash"),
                             format!("not a PHC string: {e}"),
                         )
                     })?;
+                    // Verification uses the hash's own parameters: bound
+                    // them so one entry cannot make every login allocate
+                    // gigabytes.
+                    let m = argon2::Params::try_from(&phc)
+                        .map(|p| p.m_cost())
+                        .map_err(|e| {
+                            bad(
+                                format!("users[{i}].password_hash"),
+                                format!("bad argon2 parameters: {e}"),
+                            )
+                        })?;
+                    if m > MAX_ARGON2_MEMORY_KIB {
+                        return Err(bad(
+                            format!("users[{i}].password_hash"),
+                            format!(
+                                "m={m} KiB is more than {MAX_ARGON2_MEMORY_KIB} KiB (256 MiB) per check"
+                            ),
+                        ));
+                    }
                     users.push(User {
                         name,
                         password_hash: hash,
@@ -516,6 +739,13 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen,
             trusted_proxies: server.cidrs("trusted_proxies")?.unwrap_or_default(),
+            client_ip_header: match server.string("client_ip_header")? {
+                Some(h) => h.parse().map_err(|e| bad("server.client_ip_header", e))?,
+                None => ForwardingHeader::default(),
+            },
+            admin_max_entries: server
+                .entries("admin_max_entries", MAX_ADMIN_ENTRIES)?
+                .unwrap_or(10_000),
             admin_token: server
                 .string("admin_token")?
                 .filter(|s| !s.is_empty())
@@ -525,8 +755,13 @@ impl ServerConfig {
             redis_url,
             fail_closed: store.boolean("fail_closed")?.unwrap_or(false),
             redis_timeout,
+            max_entries: store
+                .entries("max_entries", MAX_TABLE_ENTRIES)?
+                .unwrap_or(1_000_000),
             rules: c,
             users,
+            conn,
+            hashing,
         })
     }
 }
@@ -592,5 +827,112 @@ mod tests {
         assert!(e("[lists]\nallow = [\"10.0.0.0/33\"]\n", &[])
             .starts_with("config error: lists.allow:"));
         assert!(e("[bogus]\n", &[]).starts_with("config error: bogus: unknown section"));
+    }
+
+    #[test]
+    fn table_sizes_and_client_ip_header() {
+        let c = load("", &[]).unwrap();
+        assert_eq!((c.max_entries, c.admin_max_entries), (1_000_000, 10_000));
+        assert_eq!(c.client_ip_header, ForwardingHeader::XForwardedFor);
+        let c = load(
+            "[store]\nmax_entries = 500\n[server]\nadmin_max_entries = 7\nclient_ip_header = \"Forwarded\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.max_entries, c.admin_max_entries), (500, 7));
+        assert_eq!(c.client_ip_header, ForwardingHeader::Forwarded);
+        let c = load("", &[("PORTCULLIS_SERVER__CLIENT_IP_HEADER", "X-Real-IP")]).unwrap();
+        assert_eq!(c.client_ip_header.to_string(), "x-real-ip");
+        let e = |t: &str| load(t, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e("[store]\nmax_entries = 0\n"),
+            "config error: store.max_entries: must be greater than zero"
+        );
+        assert_eq!(
+            e("[server]\nadmin_max_entries = 0\n"),
+            "config error: server.admin_max_entries: must be greater than zero"
+        );
+        assert_eq!(
+            e("[store]\nmax_entries = 960000001\n"),
+            "config error: store.max_entries: must be at most 960000000"
+        );
+        assert!(e("[store]\nmax_entries = -1\n").starts_with("config error: store.max_entries:"));
+        assert!(e("[server]\nclient_ip_header = \"X Real\"\n")
+            .starts_with("config error: server.client_ip_header: "));
+    }
+
+    #[test]
+    fn the_largest_table_fits_the_limiter() {
+        let opts = crate::limiter::LimiterOptions {
+            max_entries: MAX_TABLE_ENTRIES as usize,
+            ..Default::default()
+        };
+        let l = crate::limiter::Limiter::new(Config::default(), opts).unwrap();
+        assert!(
+            l.capacity() >= MAX_TABLE_ENTRIES as usize,
+            "{}",
+            l.capacity()
+        );
+        let opts = crate::limiter::LimiterOptions {
+            max_entries: MAX_ADMIN_ENTRIES as usize,
+            shards: crate::server::http::ADMIN_SHARDS,
+            seed: None,
+        };
+        let l = crate::limiter::Limiter::new(Config::default(), opts).unwrap();
+        assert!(
+            l.capacity() >= MAX_ADMIN_ENTRIES as usize,
+            "{}",
+            l.capacity()
+        );
+    }
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
+        ServerConfig::from_str_env(
+            "",
+            "test.toml",
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn connection_and_hashing_keys() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.conn, ConnLimits::default());
+        assert_eq!(c.conn.header_read_timeout, StdDuration::from_secs(10));
+        assert_eq!(c.hashing.memory_kib, 19456);
+        assert!(c.hashing.max_concurrent >= 1);
+        let c = load(&[
+            ("PORTCULLIS_SERVER__IDLE_TIMEOUT", "5s"),
+            ("PORTCULLIS_SERVER__SHUTDOWN_GRACE", "0s"),
+            ("PORTCULLIS_LOGIN__HASH_QUEUE", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.conn.idle_timeout, StdDuration::from_secs(5));
+        assert_eq!(c.conn.shutdown_grace, StdDuration::ZERO);
+        assert_eq!(c.hashing.queue, 0);
+        let e = |env: &[(&str, &str)]| load(env).unwrap_err().to_string();
+        assert_eq!(
+            e(&[("PORTCULLIS_SERVER__HEADER_READ_TIMEOUT", "0s")]),
+            "config error: server.header_read_timeout: must be greater than zero"
+        );
+        assert_eq!(
+            e(&[("PORTCULLIS_SERVER__MAX_CONNECTIONS_PER_IP", "0")]),
+            "config error: server.max_connections_per_ip: must be greater than zero"
+        );
+        assert_eq!(
+            e(&[("PORTCULLIS_LOGIN__MAX_CONCURRENT_HASHES", "0")]),
+            "config error: login.max_concurrent_hashes: must be greater than zero"
+        );
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_ITERATIONS", "0")])
+            .starts_with("config error: login.argon2_iterations:"));
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_MEMORY_KIB", "4")])
+            .starts_with("config error: login.argon2_memory_kib:"));
+        assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_MEMORY_KIB", "300000")])
+            .starts_with("config error: login.argon2_memory_kib: must be at most 262144"));
     }
 }

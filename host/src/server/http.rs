@@ -26,13 +26,18 @@ use crate::{Guard, Limiter, LimiterOptions};
 /// Requests per minute per address on `/admin` and `/metrics` (each its own state).
 pub const ADMIN_QUOTA: u32 = 60;
 
+/// Shards of each `/admin` and `/metrics` table.
+pub const ADMIN_SHARDS: usize = 4;
+
 #[derive(Clone)]
 struct App {
     engine: Arc<dyn Engine>,
     users: Users,
-    admin_token: Option<Arc<String>>,
+    admin: Option<Arc<super::ui::AdminAuth>>,
     started: Instant,
     kind: &'static str,
+    max_entries: usize,
+    admin_max_entries: usize,
 }
 
 /// The whole service.
@@ -46,20 +51,30 @@ pub fn router(
     let app = App {
         engine: engine.clone(),
         users,
-        admin_token: cfg.admin_token.clone().map(Arc::new),
+        admin: cfg.admin_token.as_deref().and_then(|t| {
+            super::ui::AdminAuth::new(t)
+                .map_err(
+                    |e| tracing::error!(error = %e, "no randomness for admin auth; admin API off"),
+                )
+                .ok()
+                .map(Arc::new)
+        }),
         started: Instant::now(),
         kind,
+        max_entries: cfg.max_entries,
+        admin_max_entries: cfg.admin_max_entries,
     };
     // The admin API has its own quota and state: an operator whose address
     // is blocked on the service can still lift the block, and token guessing
     // is limited (and escalates) on its own.
     let admin_opts = LimiterOptions {
-        max_entries: 10_000,
-        shards: 4,
+        max_entries: cfg.admin_max_entries,
+        shards: ADMIN_SHARDS,
         seed: None,
     };
-    let mut layer = RateLimitLayer::with_engine("requests", engine)
-        .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.clone()));
+    let mut layer = RateLimitLayer::with_engine("requests", engine).trusted_proxies(
+        TrustedProxies::new(cfg.trusted_proxies.clone()).header(cfg.client_ip_header.clone()),
+    );
     let mut admin_rules = cfg.rules.clone();
     admin_rules.requests.max_requests = ADMIN_QUOTA;
     admin_rules.requests.window = embassy_time::Duration::from_secs(60);
@@ -82,7 +97,7 @@ pub fn router(
         .route("/admin/status", get(admin_status))
         .merge(super::ui::routes(super::ui::UiContext {
             engine: app.engine.clone(),
-            admin_token: app.admin_token.clone(),
+            admin: app.admin.clone(),
             metrics: metrics_source.clone(),
             kind,
         }))
@@ -144,34 +159,58 @@ async fn login(
     if username.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "username is empty");
     }
-    let d = app.engine.check_login(&username, ip).await;
-    if !d.is_allowed() {
-        tracing::info!(%ip, decision = ?d, "login refused before password check");
-        return refused(&d);
-    }
-    let users = app.users.clone();
-    let (u, p) = (username.clone(), password);
-    let ok = tokio::task::spawn_blocking(move || users.check(&u, &p))
-        .await
-        .unwrap_or(false);
-    if ok {
-        app.engine.login_succeeded(&username, ip).await;
-        return (
-            StatusCode::OK,
-            Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() })),
-        )
-            .into_response();
-    }
-    let penalty = app.engine.login_failed(&username, ip).await;
-    tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked = penalty.locked, "login failed");
-    if penalty.refused {
+    // A place among the password checks first: a busy server answers 503
+    // without counting the attempt against anybody.
+    let admitted = match app.users.admit() {
+        Ok(a) => a,
+        Err(busy) => {
+            tracing::warn!(%ip, "login refused: password checks busy");
+            return busy.into_response();
+        }
+    };
+    // Reserve the attempt before the password is looked at: it counts as a
+    // failure from now on, so N parallel guesses get at most
+    // `max_failures` password checks (DESIGN rule 5).
+    let attempt = match app.engine.begin_login(&username, ip).await {
+        Ok(a) => a,
+        Err(d) => {
+            tracing::info!(%ip, decision = ?d, "login refused before password check");
+            return refused(&d);
+        }
+    };
+    if attempt.penalty.refused {
+        // No slot for the penalty and the policy refuses: the password is
+        // not checked; the reservation stays a failure.
+        app.engine
+            .finish_login(&username, ip, attempt.ticket, false)
+            .await;
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many penalised attempts in flight",
         );
     }
-    penalty.serve().await;
-    error(StatusCode::UNAUTHORIZED, "invalid credentials")
+    // The check, the settlement and the penalty run in a task of their own:
+    // a client that hangs up cannot cut the penalty short, free its slot
+    // early or leave the attempt unsettled.
+    let engine = app.engine.clone();
+    let task = tokio::spawn(async move {
+        let ok = admitted.check(&username, &password).await;
+        let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
+        if ok {
+            drop(attempt.penalty);
+            return (
+                StatusCode::OK,
+                Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() })),
+            )
+                .into_response();
+        }
+        let penalty = attempt.penalty;
+        tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked, "login failed");
+        penalty.serve().await;
+        error(StatusCode::UNAUTHORIZED, "invalid credentials")
+    });
+    task.await
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"))
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -179,30 +218,11 @@ async fn metrics(State(app): State<App>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Constant-time comparison of the bearer token.
+/// The bearer token or a dashboard session; a state-changing call on a
+/// session also needs `X-Requested-With` (see [`super::ui::authorize`]).
 #[allow(clippy::result_large_err)]
-fn token_ok(app: &App, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &app.admin_token else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "admin API is off (no server.admin_token)",
-        ));
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if crate::server::ui::same(given.as_bytes(), expected.as_bytes())
-        || crate::server::ui::cookie_ok(headers, expected)
-    {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "bad or missing admin token",
-        ))
-    }
+fn token_ok(app: &App, headers: &HeaderMap, changes_state: bool) -> Result<(), Response> {
+    super::ui::authorize(app.admin.as_deref(), headers, changes_state).map(|_| ())
 }
 
 /// The ban list as JSON values.
@@ -220,7 +240,7 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
 }
 
 async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
+    if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
     Json(bans_json(app.engine.as_ref()).await).into_response()
@@ -231,10 +251,7 @@ async fn admin_unban(
     headers: HeaderMap,
     Path(ip): Path<String>,
 ) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
-        return r;
-    }
-    if let Err(r) = crate::server::ui::csrf_ok(&headers) {
+    if let Err(r) = token_ok(&app, &headers, true) {
         return r;
     }
     let Ok(ip) = ip.parse::<IpAddr>() else {
@@ -246,7 +263,7 @@ async fn admin_unban(
 }
 
 async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = token_ok(&app, &headers) {
+    if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
     let mut s = app.engine.status().await;
@@ -255,6 +272,8 @@ async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
         o.insert("uptime_s".into(), json!(app.started.elapsed().as_secs()));
         o.insert("store_kind".into(), json!(app.kind));
         o.insert("bans".into(), json!(app.engine.bans().await.len()));
+        o.insert("max_entries".into(), json!(app.max_entries));
+        o.insert("admin_max_entries".into(), json!(app.admin_max_entries));
     }
     Json(s).into_response()
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod listener;
 pub mod passwords;
 pub mod ui;
 
@@ -47,6 +48,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("http: {0}")]
     Http(std::io::Error),
+    /// The final snapshot at shutdown was not saved.
+    #[error(transparent)]
+    Shutdown(#[from] crate::cleanup::ShutdownError),
 }
 
 /// Everything a running server holds.
@@ -65,6 +69,7 @@ pub struct Backend {
 pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
     let opts = |seed| LimiterOptions {
         seed,
+        max_entries: cfg.max_entries,
         ..LimiterOptions::default()
     };
     match cfg.store {
@@ -116,11 +121,12 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
     }
 }
 
-/// Run `portcullis serve` until SIGINT/SIGTERM, then shut down gracefully:
-/// in-flight requests finish, the snapshot is saved.
+/// Run `portcullis serve` until SIGINT/SIGTERM, then shut down: stop
+/// accepting, give in-flight requests `server.shutdown_grace`, drop the
+/// rest, save the snapshot (an error if that fails).
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
     let backend = backend(&cfg).await?;
-    let users = passwords::Users::from_config(&cfg.users);
+    let users = passwords::Users::new(&cfg.users, &cfg.hashing, backend.local.metrics().clone());
     if cfg.users.is_empty() {
         tracing::warn!(
             "no [[users]] configured: demo user `demo` with password `demo-password` is active"
@@ -141,21 +147,24 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
         backend.local.metrics().clone(),
     );
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
-    axum::serve(
+    listener::run(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app,
+        cfg.conn.clone(),
+        backend.local.metrics().clone(),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(ServeError::Http)?;
+    .await;
     tracing::info!("shutting down");
-    if let Some(c) = backend.cleanup {
-        c.shutdown().await;
-    }
+    let last = match backend.cleanup {
+        Some(c) => c.shutdown().await,
+        None => Ok(()),
+    };
     if let Some(store) = backend.local.store() {
         let store = store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
+    last?;
     tracing::info!("bye");
     Ok(())
 }

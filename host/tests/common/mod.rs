@@ -30,6 +30,16 @@ impl Server {
     }
 
     pub fn start_with(db: &Path, env: &[(&str, &str)], config: Option<&Path>) -> Server {
+        Self::start_custom(db, env, config, |_| {})
+    }
+
+    /// Like `start_with`, with a last say on the command (e.g. limits).
+    pub fn start_custom(
+        db: &Path,
+        env: &[(&str, &str)],
+        config: Option<&Path>,
+        customize: impl FnOnce(&mut Command),
+    ) -> Server {
         let port = free_port();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
@@ -46,6 +56,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        customize(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let err = child.stderr.take().unwrap();

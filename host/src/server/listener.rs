@@ -1,0 +1,610 @@
+//! The HTTP/1 listener: an accept loop over hyper connections that slow or
+//! idle clients cannot starve (finding 4 of issue 14) and that SIGTERM
+//! stops within a bounded grace period (finding 5).
+//!
+//! - A request head must be complete within `header_read_timeout` of the
+//!   connection opening or of the next request's first byte; a keep-alive
+//!   connection without a request is closed after `idle_timeout`; a request
+//!   body must be complete within `body_read_timeout` of its head.
+//! - At most `max_connections` connections are open (capped by the file
+//!   descriptor limit, which is raised to its hard limit at start-up), at
+//!   most `max_connections_per_ip` per client address (IPv6: per /64).
+//!   At the total cap the connection that has waited longest for a
+//!   complete request head (or idled longest) is closed to make room, so
+//!   stalled clients cannot lock others out; if every connection has a
+//!   request in flight, or the address is at its own cap, the new
+//!   connection is accepted and closed at once. Failed
+//!   `accept` calls (`EMFILE`) back off briefly and the loop goes on.
+//! - On shutdown the listener closes, idle connections close, in-flight
+//!   requests get `shutdown_grace`, then every connection left is dropped.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::Request;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::config::ConnLimits;
+use crate::metrics::Metrics;
+
+/// File descriptors kept back from client connections (store, logs,
+/// Redis, the listener itself).
+pub const FD_HEADROOM: u64 = 64;
+
+/// Raise the soft file descriptor limit to the hard one and return
+/// `max_connections` capped to what the limit allows (minus
+/// [`FD_HEADROOM`]); a cap is logged.
+pub fn fd_budget(max_connections: u32) -> u32 {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the file descriptor limit");
+            match rlimit::Resource::NOFILE.get() {
+                Ok((soft, _)) => soft,
+                Err(_) => return max_connections,
+            }
+        }
+    };
+    let allowed = soft.saturating_sub(FD_HEADROOM).max(1);
+    if u64::from(max_connections) > allowed {
+        let capped = u32::try_from(allowed).unwrap_or(u32::MAX);
+        tracing::warn!(
+            configured = max_connections,
+            fd_limit = soft,
+            max_connections = capped,
+            "server.max_connections capped by the file descriptor limit"
+        );
+        capped
+    } else {
+        tracing::info!(fd_limit = soft, max_connections, "connection cap");
+        max_connections
+    }
+}
+
+/// The key connections are counted under: the address, IPv4-mapped IPv6
+/// as IPv4, other IPv6 by its /64.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(
+                u128::from(v6) & 0xffff_ffff_ffff_ffff_0000_0000_0000_0000,
+            )),
+        },
+    }
+}
+
+/// Connections admitted over the cap while the ones evicted for them close.
+const EVICTION_SLACK: u64 = 32;
+
+/// Open connections, in all and per address.
+struct Counts {
+    max: u64,
+    per_ip: u32,
+    by_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Open connections by id, for eviction at the cap.
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    next_id: AtomicU64,
+    /// Evicted connections not closed yet.
+    evicting: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// One admitted connection; its counts are given back on drop.
+struct Ticket {
+    counts: Arc<Counts>,
+    key: IpAddr,
+    id: u64,
+    state: Arc<ConnState>,
+}
+
+impl Counts {
+    fn open(&self) -> u64 {
+        self.metrics.connections_open.load(Relaxed)
+    }
+
+    /// Admit a connection from `ip`, or count why not; `Err(true)` when
+    /// evicted connections are still closing (worth a brief wait).
+    fn admit(self: &Arc<Self>, ip: IpAddr, last_try: bool) -> Result<Ticket, bool> {
+        let key = ip_key(ip);
+        let mut map = self.by_ip.lock();
+        if map.get(&key).is_some_and(|n| *n >= self.per_ip) {
+            drop(map);
+            self.metrics.refused_per_ip.fetch_add(1, Relaxed);
+            return Err(false);
+        }
+        let open = self.open();
+        if open >= self.max + EVICTION_SLACK && !last_try && self.evicting.load(Relaxed) > 0 {
+            return Err(true);
+        }
+        if open >= self.max && (open >= self.max + EVICTION_SLACK || !self.evict_one()) {
+            drop(map);
+            self.metrics.refused_max_connections.fetch_add(1, Relaxed);
+            return Err(false);
+        }
+        *map.entry(key).or_insert(0) += 1;
+        drop(map);
+        self.metrics.connections_open.fetch_add(1, Relaxed);
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let state = Arc::new(ConnState::new());
+        self.conns.lock().insert(id, state.clone());
+        Ok(Ticket {
+            counts: self.clone(),
+            key,
+            id,
+            state,
+        })
+    }
+
+    /// Close the connection that has waited longest for a request head,
+    /// else the one idle longest; none with a request in flight.
+    fn evict_one(&self) -> bool {
+        let conns = self.conns.lock();
+        let victim = conns
+            .values()
+            .filter(|c| c.in_flight.load(Relaxed) == 0 && !c.evicted.load(Relaxed))
+            .max_by_key(|c| {
+                let waited = c.waiting_ms();
+                (c.head_started.load(Relaxed) != 0, waited)
+            });
+        match victim {
+            Some(c) => {
+                c.evicted.store(true, Relaxed);
+                self.evicting.fetch_add(1, Relaxed);
+                c.kill.notify_one();
+                self.metrics.evicted.fetch_add(1, Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.counts.conns.lock().remove(&self.id);
+        if self.state.evicted.load(Relaxed) {
+            self.counts.evicting.fetch_sub(1, Relaxed);
+        }
+        let mut map = self.counts.by_ip.lock();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+        self.counts.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What a connection is doing, for its read timeouts.
+struct ConnState {
+    epoch: Instant,
+    /// Requests handed to the service and not yet answered.
+    in_flight: AtomicU64,
+    /// When the current request head began (ms since `epoch`, plus one;
+    /// 0 = no head being read).
+    head_started: AtomicU64,
+    /// Last byte read or written, or last response (ms since `epoch`).
+    last_activity: AtomicU64,
+    /// Chosen for eviction at the connection cap.
+    evicted: std::sync::atomic::AtomicBool,
+    /// Wakes the connection's task to close it.
+    kill: tokio::sync::Notify,
+}
+
+enum Expired {
+    Header,
+    Idle,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        ConnState {
+            epoch: Instant::now(),
+            in_flight: AtomicU64::new(0),
+            // A new connection must send its first head within the header timeout.
+            head_started: AtomicU64::new(1),
+            last_activity: AtomicU64::new(0),
+            evicted: std::sync::atomic::AtomicBool::new(false),
+            kill: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// How long this connection has waited for a head (or idled).
+    fn waiting_ms(&self) -> u64 {
+        let since = match self.head_started.load(Relaxed) {
+            0 => self.last_activity.load(Relaxed),
+            s => s - 1,
+        };
+        self.ms().saturating_sub(since)
+    }
+
+    fn ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn on_read(&self) {
+        let now = self.ms();
+        self.last_activity.store(now, Relaxed);
+        if self.in_flight.load(Relaxed) == 0 && self.head_started.load(Relaxed) == 0 {
+            self.head_started.store(now.saturating_add(1), Relaxed);
+        }
+    }
+
+    fn on_write(&self) {
+        self.last_activity.store(self.ms(), Relaxed);
+    }
+
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.head_started.store(0, Relaxed);
+    }
+
+    fn end(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        self.on_write();
+    }
+
+    fn expired(&self, cfg: &ConnLimits) -> Option<Expired> {
+        if self.in_flight.load(Relaxed) > 0 {
+            return None; // the body timeout and the handler bound the request
+        }
+        let now = self.ms();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match self.head_started.load(Relaxed) {
+            0 => (now.saturating_sub(self.last_activity.load(Relaxed)) >= ms(cfg.idle_timeout))
+                .then_some(Expired::Idle),
+            started => (now.saturating_sub(started - 1) >= ms(cfg.header_read_timeout))
+                .then_some(Expired::Header),
+        }
+    }
+}
+
+/// The socket, noting reads and writes in the connection's state.
+struct TimedIo {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.on_read();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.on_write();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.on_write();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request body that must be complete within a deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within {0:?}")]
+pub struct BodyTimeout(Duration);
+
+pin_project_lite::pin_project! {
+    struct TimedBody {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        limit: Duration,
+    }
+}
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(f) => Poll::Ready(f.map(|r| r.map_err(Into::into))),
+            Poll::Pending => match this.deadline.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(*this.limit).into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Marks a request answered when dropped (also when cancelled).
+struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The router for one connection: peer address as `ConnectInfo`, body
+/// deadline, in-flight tracking.
+#[derive(Clone)]
+struct ConnService {
+    router: Router,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    body_timeout: Duration,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.state.begin();
+        let busy = InFlight(self.state.clone());
+        let limit = self.body_timeout;
+        let mut req = req.map(|inner| {
+            axum::body::Body::new(TimedBody {
+                inner,
+                deadline: tokio::time::sleep(limit),
+                limit,
+            })
+        });
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let fut = self.router.clone().oneshot(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(busy);
+            r
+        })
+    }
+}
+
+/// How often a connection checks its read timeouts.
+fn tick(cfg: &ConnLimits) -> Duration {
+    (cfg.header_read_timeout.min(cfg.idle_timeout) / 4)
+        .clamp(Duration::from_millis(25), Duration::from_millis(500))
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    cfg: Arc<ConnLimits>,
+    mut stop: watch::Receiver<bool>,
+    ticket: Ticket,
+) {
+    let metrics = ticket.counts.metrics.clone();
+    let state = ticket.state.clone();
+    let io = TokioIo::new(TimedIo {
+        inner: stream,
+        state: state.clone(),
+    });
+    let svc = ConnService {
+        router,
+        peer,
+        state: state.clone(),
+        body_timeout: cfg.body_read_timeout,
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // Header and idle timeouts are ours (hyper's header timer also runs
+    // while a keep-alive connection is idle).
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let every = tick(&cfg);
+    let mut hard_stop: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = tokio::time::Instant::now() + every;
+        let wake = hard_stop.map_or(wake, |h| h.min(wake));
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if hard_stop.is_some_and(|h| tokio::time::Instant::now() >= h) {
+                    tracing::info!(%peer, "shutdown grace over; dropping connection");
+                    break;
+                }
+                match state.expired(&cfg) {
+                    Some(Expired::Header) => {
+                        metrics.header_timeouts.fetch_add(1, Relaxed);
+                        tracing::debug!(%peer, "request head not complete in time; closing");
+                        break;
+                    }
+                    Some(Expired::Idle) => {
+                        metrics.idle_timeouts.fetch_add(1, Relaxed);
+                        tracing::debug!(%peer, "idle keep-alive connection; closing");
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            _ = state.kill.notified() => {
+                tracing::debug!(%peer, "connection cap reached; closing this waiting connection");
+                break;
+            }
+            _ = stop.changed(), if hard_stop.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                hard_stop = Some(tokio::time::Instant::now() + cfg.shutdown_grace);
+            }
+        }
+    }
+    drop(ticket);
+}
+
+/// Serve `router` on `listener` under `cfg`'s limits until `signal`
+/// resolves, then stop accepting, give in-flight requests
+/// `cfg.shutdown_grace` and drop whatever is left.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    cfg: ConnLimits,
+    metrics: Arc<Metrics>,
+    signal: impl Future<Output = ()>,
+) {
+    let counts = Arc::new(Counts {
+        max: u64::from(fd_budget(cfg.max_connections)),
+        per_ip: cfg.max_connections_per_ip,
+        by_ip: Mutex::new(HashMap::new()),
+        conns: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+        evicting: AtomicU64::new(0),
+        metrics: metrics.clone(),
+    });
+    let cfg = Arc::new(cfg);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(signal);
+    let mut warned: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    // At the cap with evictions still closing: give them a
+                    // few milliseconds rather than refuse.
+                    let mut admitted = counts.admit(peer.ip(), false);
+                    for tries in 1..=20 {
+                        if !matches!(admitted, Err(true)) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        admitted = counts.admit(peer.ip(), tries == 20);
+                    }
+                    let Ok(ticket) = admitted else {
+                        tracing::debug!(%peer, "connection cap reached; closing");
+                        drop(stream);
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_conn(
+                        stream,
+                        peer,
+                        router.clone(),
+                        cfg.clone(),
+                        stop_rx.clone(),
+                        ticket,
+                    ));
+                }
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: keep accepting after a
+                    // short pause (open connections free descriptors as
+                    // their timeouts fire).
+                    metrics.accept_errors.fetch_add(1, Relaxed);
+                    if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                        warned = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        open = counts.open(),
+        grace_ms = u64::try_from(cfg.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
+        "stopped accepting; waiting for in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    let deadline = Instant::now() + cfg.shutdown_grace + Duration::from_millis(500);
+    while counts.open() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if counts.open() > 0 {
+        tracing::warn!(
+            open = counts.open(),
+            "connections still open after the grace period"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_connections_count_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(ip_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+}
