@@ -370,3 +370,32 @@ fn a_store_from_before_application_id_still_opens_and_gets_stamped() {
         .unwrap();
     assert_eq!(a, i64::from(portcullis::sqlite::APPLICATION_ID));
 }
+
+#[tokio::test]
+async fn a_failed_final_snapshot_makes_sigterm_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lost.db");
+    let mut s = Server::start(&db, &[]);
+    // A request log to save at shutdown.
+    assert_eq!(reqwest::get(s.url("/")).await.unwrap().status(), 200);
+    // Break the file under the running server: the final snapshot fails.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE entries")
+        .unwrap();
+    let pid = s.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = s.child.wait().unwrap();
+    assert!(!status.success(), "the state was not saved: {status:?}");
+    let lines = s.logs();
+    let errors: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("portcullis: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    assert!(
+        errors[0].contains("snapshot failed") && errors[0].contains("lost.db"),
+        "{}",
+        errors[0]
+    );
+}

@@ -160,11 +160,19 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
         Some(c) => c.shutdown().await,
         None => Ok(()),
     };
-    if let Some(store) = backend.local.store() {
-        let store = store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.close()).await;
-    }
+    // Closing reports the last snapshot's failure again, and a failed
+    // final checkpoint; the cleanup's own error comes first.
+    let closed = match backend.local.store() {
+        Some(store) => {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.close())
+                .await
+                .unwrap_or(Ok(()))
+        }
+        None => Ok(()),
+    };
     last?;
+    closed?;
     tracing::info!("bye");
     Ok(())
 }
