@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::now;
 use crate::guard::Guard;
-use crate::sqlite::StoreError;
+use crate::persist::PersistError as StoreError;
 
 /// Default interval (the 003 seed's 30 minutes).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);

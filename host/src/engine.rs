@@ -94,7 +94,7 @@ impl Engine for Guard {
             let s = l.stats();
             serde_json::json!({
                 "backend": "local",
-                "store": self.store().map(|s| s.path().display().to_string()),
+                "store": self.store().map(|s| s.location()),
                 "entries": l.len(),
                 "capacity": l.capacity(),
                 "evictions": s.evictions,

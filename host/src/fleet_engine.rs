@@ -26,10 +26,22 @@ use crate::engine::Engine;
 use crate::fleet::{redact, unix_now_us, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
-use crate::server::config::ServerConfig;
 
 /// Key namespace of the bundled server's fleet.
 pub const NAMESPACE: &str = "portcullis";
+
+/// How to reach the fleet's Redis and what to do without it.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// `redis://…` URL.
+    pub redis_url: String,
+    /// Longest wait for one Redis call before it counts as an outage.
+    pub redis_timeout: StdDuration,
+    /// Redis unavailable: `true` answers 503, `false` decides locally.
+    pub fail_closed: bool,
+    /// The rules (the same as the local limiter's).
+    pub rules: portcullis_core::Config,
+}
 
 /// Redis with a local fallback.
 pub struct FleetEngine {
@@ -67,7 +79,7 @@ async fn fleet_seed(url: &str, timeout: StdDuration) -> Result<Seed, String> {
     Ok(Seed::new(arr))
 }
 
-async fn try_connect(cfg: &ServerConfig) -> Result<RedisLimiter, String> {
+async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
     let seed = fleet_seed(&cfg.redis_url, cfg.redis_timeout).await?;
     RedisLimiter::connect(
         &cfg.redis_url,
@@ -81,7 +93,7 @@ async fn try_connect(cfg: &ServerConfig) -> Result<RedisLimiter, String> {
 }
 
 /// Connect per `cfg` (or start degraded and keep trying), falling back to `local`.
-pub async fn connect(cfg: &ServerConfig, local: Guard) -> Result<Arc<dyn Engine>, String> {
+pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, String> {
     let engine = Arc::new(FleetEngine {
         redis: RwLock::new(None),
         local,

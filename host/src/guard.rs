@@ -27,7 +27,7 @@ use portcullis_core::{AttemptId, Decision, SlotToken};
 use crate::clock::now;
 use crate::limiter::{BanInfo, Changes, Limiter};
 use crate::metrics::Metrics;
-use crate::sqlite::SqliteStore;
+use crate::persist::{Persist, PersistError};
 
 /// A held concurrency slot, released when dropped (and reclaimed by its
 /// TTL if it is leaked).
@@ -93,6 +93,7 @@ pub enum Ticket {
         account: AttemptId,
     },
     /// The Redis fleet store.
+    #[cfg(feature = "redis")]
     Fleet(crate::fleet::FleetAttemptId),
 }
 
@@ -104,17 +105,17 @@ pub struct LoginAttempt {
     pub ticket: Ticket,
 }
 
-/// Limiter + optional SQLite write-through + counters.
+/// Limiter + optional write-through ([`Persist`], e.g. SQLite) + counters.
 #[derive(Clone)]
 pub struct Guard {
     limiter: Arc<Limiter>,
-    store: Option<Arc<SqliteStore>>,
+    store: Option<Arc<dyn Persist>>,
     metrics: Arc<Metrics>,
 }
 
 impl Guard {
     /// A guard over `limiter`, writing through to `store` if given.
-    pub fn new(limiter: Arc<Limiter>, store: Option<Arc<SqliteStore>>) -> Self {
+    pub fn new(limiter: Arc<Limiter>, store: Option<Arc<dyn Persist>>) -> Self {
         Guard {
             limiter,
             store,
@@ -128,7 +129,7 @@ impl Guard {
     }
 
     /// The store, if any.
-    pub fn store(&self) -> Option<&Arc<SqliteStore>> {
+    pub fn store(&self) -> Option<&Arc<dyn Persist>> {
         self.store.as_ref()
     }
 
@@ -225,8 +226,10 @@ impl Guard {
     /// Settle an attempt [`begin_login`](Self::begin_login) reserved:
     /// `ok` when the password was right. A wrong one may lock (true).
     pub async fn finish_login(&self, user: &str, ip: IpAddr, ticket: Ticket, ok: bool) -> bool {
-        let Ticket::Local { pair, account } = ticket else {
-            return false;
+        let (pair, account) = match ticket {
+            Ticket::Local { pair, account } => (pair, account),
+            #[cfg(feature = "redis")]
+            Ticket::Fleet(_) => return false,
         };
         let o = self
             .limiter
@@ -276,7 +279,7 @@ impl Guard {
 
     /// Snapshot everything to the store; a failure is logged, counted and
     /// returned (the final snapshot at shutdown must not fail silently).
-    pub async fn try_snapshot(&self) -> Result<(), crate::sqlite::StoreError> {
+    pub async fn try_snapshot(&self) -> Result<(), PersistError> {
         if let Some(store) = &self.store {
             let recs = self.limiter.export(crate::clock::wall());
             if let Err(e) = store.snapshot(recs).await {

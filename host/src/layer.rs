@@ -11,7 +11,10 @@
 //! ([`TrustedProxies::header`], rule in [`crate::client_ip`]); it is put in
 //! the request's extensions as [`ClientIp`] for handlers.
 //!
+//! With axum (feature `axum`, which reads its `ConnectInfo`):
+//!
 //! ```no_run
+//! # #[cfg(feature = "axum")] mod m {
 //! use std::sync::Arc;
 //! use axum::{routing::get, Router};
 //! use portcullis::{layer::RateLimitLayer, Guard, Limiter, LimiterOptions};
@@ -30,13 +33,16 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
 //! # }
+//! # }
 //! ```
+//!
+//! Without axum (hyper, tonic, any tower stack): insert the connection's
+//! address as a [`PeerAddr`] request extension before the layer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::ConnectInfo;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode};
 use portcullis_core::Decision;
@@ -150,7 +156,7 @@ pub struct RateLimit<S> {
 }
 
 /// Whole seconds, rounded up (`Retry-After`, `t=`, `seconds_left`).
-pub(crate) fn ceil_secs(d: embassy_time::Duration) -> u64 {
+pub fn ceil_secs(d: embassy_time::Duration) -> u64 {
     d.as_micros().div_ceil(1_000_000)
 }
 
@@ -238,11 +244,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         Box::pin(async move {
-            let peer = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-                .or_else(|| req.extensions().get::<PeerAddr>().map(|p| p.0.ip()));
+            let peer = peer_of(&req);
             let (Some(peer), Some(policy)) = (peer, shared.pick(req.uri().path())) else {
                 tracing::error!(
                     "no peer address (serve with connect info) or no policy for the path"
@@ -265,4 +267,17 @@ where
             Ok(resp)
         })
     }
+}
+
+/// The peer address: axum's `ConnectInfo<SocketAddr>` (feature `axum`) or
+/// a [`PeerAddr`] extension.
+fn peer_of<B>(req: &Request<B>) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(c) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(c.0.ip());
+    }
+    req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
 }

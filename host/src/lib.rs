@@ -1,8 +1,14 @@
 //! # portcullis
 //!
 //! The std runtime around [`portcullis_core`]: the same rules, shared by
-//! many threads, persisted in SQLite, shared by a fleet through Redis, in
-//! front of any tower service, and the `portcullis` server binary.
+//! many threads, persisted (SQLite, feature `sqlite`), shared by a fleet
+//! through Redis (feature `redis`), in front of any tower service. The
+//! `portcullis` server binary is a separate crate (`portcullis-server`)
+//! built on this library.
+//!
+//! Features: `sqlite` and `axum` (default), `redis`. With
+//! `--no-default-features` the crate is the sharded limiter, [`Guard`],
+//! the tower layer and the cleanup task.
 //!
 //! | module | holds |
 //! | --- | --- |
@@ -10,11 +16,11 @@
 //! | [`guard`] | async helpers: write-through, RAII slot guard, penalty sleep |
 //! | [`engine`] | the [`engine::Engine`] trait: local or fleet backend |
 //! | [`cleanup`] | the tokio purge/snapshot task |
-//! | [`sqlite`] | SQLite persistence (WAL, versioned schema, writer thread) |
+//! | [`persist`] | the [`persist::Persist`] trait: where write-through goes |
+//! | `sqlite` | SQLite persistence (feature `sqlite`: WAL, versioned schema, writer thread) |
 //! | [`layer`] | the tower `Layer`: 429/403, RateLimit headers, per-route policies |
 //! | [`client_ip`] | client address from the peer or trusted proxies |
-//! | [`fleet`] | Redis backend for fleets |
-//! | [`server`] | the `portcullis` binary: config, HTTP service, admin CLI |
+//! | `fleet`, `fleet_engine` | Redis backend for fleets, with local fallback (feature `redis`) |
 //! | [`clock`] | monotonic and wall-clock time |
 //! | [`metrics`] | counters in Prometheus text |
 #![forbid(unsafe_code)]
@@ -24,14 +30,17 @@ pub mod cleanup;
 pub mod client_ip;
 pub mod clock;
 pub mod engine;
+#[cfg(feature = "redis")]
 pub mod fleet;
+#[cfg(feature = "redis")]
 pub mod fleet_engine;
 pub mod guard;
 pub mod held;
 pub mod layer;
 pub mod limiter;
 pub mod metrics;
-pub mod server;
+pub mod persist;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use guard::{Guard, SlotGuard};

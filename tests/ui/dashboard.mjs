@@ -1,5 +1,5 @@
 // End-to-end test of the portcullis dashboard in Debian's chromium, driven
-// by playwright-core. Run by host/tests/ui.rs after it has started the
+// by playwright-core. Run by host/server/tests/ui.rs after it has started the
 // server and provoked a block of 127.0.0.1:
 //
 //   node tests/ui/dashboard.mjs <base-url> <admin-token> <screenshot.png>

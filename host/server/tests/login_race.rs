@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod common;
 #[allow(dead_code)]
-#[path = "../../tests/src/redis_server.rs"]
+#[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
 
 use common::Server;

@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::config::ConnLimits;
-use crate::metrics::Metrics;
+use portcullis::metrics::Metrics;
 
 /// File descriptors kept back from client connections (store, logs,
 /// Redis, the listener itself).

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::config::{Hashing, User};
-use crate::metrics::Metrics;
+use portcullis::metrics::Metrics;
 
 /// Usernames (normalised) to PHC hashes.
 #[derive(Clone)]

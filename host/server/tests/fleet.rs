@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 #[allow(dead_code)]
-#[path = "../../tests/src/redis_server.rs"]
+#[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
 
 use common::{admin_json, Server, TOKEN};

@@ -8,7 +8,7 @@ use std::path::Path;
 use portcullis_core::{Addr, KeyKind};
 use serde_json::{json, Value};
 
-use crate::sqlite;
+use portcullis::sqlite;
 
 /// Where a CLI command goes.
 pub enum Target<'a> {
@@ -71,7 +71,7 @@ async fn call(
 }
 
 fn now_ms() -> u64 {
-    crate::clock::unix_ms()
+    portcullis::clock::unix_ms()
 }
 
 /// Exclusive use of a store file for one command: refused while a server

@@ -9,7 +9,7 @@ use std::time::Duration as StdDuration;
 use embassy_time::Duration;
 use portcullis_core::{Cidr, Config, ConfigError};
 
-use crate::client_ip::ForwardingHeader;
+use portcullis::client_ip::ForwardingHeader;
 use toml::{Table, Value};
 
 /// Where state lives.
@@ -602,7 +602,7 @@ impl ServerConfig {
                 }
             }
         }
-        c.validate(crate::limiter::W).map_err(|e| {
+        c.validate(portcullis::limiter::W).map_err(|e| {
             let (k, r) = core_key(&e);
             bad(k, r)
         })?;
@@ -863,22 +863,22 @@ mod tests {
 
     #[test]
     fn the_largest_table_fits_the_limiter() {
-        let opts = crate::limiter::LimiterOptions {
+        let opts = portcullis::limiter::LimiterOptions {
             max_entries: MAX_TABLE_ENTRIES as usize,
             ..Default::default()
         };
-        let l = crate::limiter::Limiter::new(Config::default(), opts).unwrap();
+        let l = portcullis::limiter::Limiter::new(Config::default(), opts).unwrap();
         assert!(
             l.capacity() >= MAX_TABLE_ENTRIES as usize,
             "{}",
             l.capacity()
         );
-        let opts = crate::limiter::LimiterOptions {
+        let opts = portcullis::limiter::LimiterOptions {
             max_entries: MAX_ADMIN_ENTRIES as usize,
-            shards: crate::server::http::ADMIN_SHARDS,
+            shards: crate::http::ADMIN_SHARDS,
             seed: None,
         };
-        let l = crate::limiter::Limiter::new(Config::default(), opts).unwrap();
+        let l = portcullis::limiter::Limiter::new(Config::default(), opts).unwrap();
         assert!(
             l.capacity() >= MAX_ADMIN_ENTRIES as usize,
             "{}",

@@ -37,9 +37,9 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::Engine;
-use crate::layer::ceil_secs;
-use crate::metrics::{series_names, Metrics, HISTORY_SECS, SERIES};
+use portcullis::engine::Engine;
+use portcullis::layer::ceil_secs;
+use portcullis::metrics::{series_names, Metrics, HISTORY_SECS, SERIES};
 
 /// Name of the admin session cookie (`HttpOnly; SameSite=Strict`).
 pub const COOKIE: &str = "portcullis_admin";

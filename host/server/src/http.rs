@@ -17,11 +17,11 @@ use serde_json::json;
 
 use super::config::ServerConfig;
 use super::passwords::Users;
-use crate::client_ip::TrustedProxies;
-use crate::engine::Engine;
-use crate::layer::ceil_secs;
-use crate::layer::{ClientIp, RateLimitLayer};
-use crate::{Guard, Limiter, LimiterOptions};
+use portcullis::client_ip::TrustedProxies;
+use portcullis::engine::Engine;
+use portcullis::layer::ceil_secs;
+use portcullis::layer::{ClientIp, RateLimitLayer};
+use portcullis::{Guard, Limiter, LimiterOptions};
 
 /// Requests per minute per address on `/admin` and `/metrics` (each its own state).
 pub const ADMIN_QUOTA: u32 = 60;
@@ -46,7 +46,7 @@ pub fn router(
     engine: Arc<dyn Engine>,
     users: Users,
     kind: &'static str,
-    metrics_source: Arc<crate::metrics::Metrics>,
+    metrics_source: Arc<portcullis::metrics::Metrics>,
 ) -> Router {
     let app = App {
         engine: engine.clone(),

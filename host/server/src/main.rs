@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portcullis::server::cli::{self, Target};
-use portcullis::server::config::ServerConfig;
+use portcullis_server::cli::{self, Target};
+use portcullis_server::config::ServerConfig;
 
 /// Rate limiting and brute-force lockout: a demo service with a login
 /// endpoint, and the tools to inspect and lift bans.
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logs();
-            match rt.block_on(portcullis::server::serve(cfg)) {
+            match rt.block_on(portcullis_server::serve(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 // One line, once: the log would repeat it.
                 Err(e) => {
@@ -139,7 +139,7 @@ fn main() -> ExitCode {
             }
             let pw = pw.strip_suffix('\n').unwrap_or(&pw);
             let pw = pw.strip_suffix('\r').unwrap_or(pw);
-            match portcullis::server::passwords::hash_password_with(pw, &params) {
+            match portcullis_server::passwords::hash_password_with(pw, &params) {
                 Ok(h) => {
                     println!("{h}");
                     ExitCode::SUCCESS

@@ -10,22 +10,22 @@ pub mod ui;
 
 use std::sync::Arc;
 
-use crate::cleanup::{Cleanup, DEFAULT_INTERVAL};
-use crate::engine::Engine;
-use crate::guard::Guard;
-use crate::limiter::{Limiter, LimiterOptions};
-use crate::sqlite::SqliteStore;
 use config::{ServerConfig, StoreKind};
+use portcullis::cleanup::{Cleanup, DEFAULT_INTERVAL};
+use portcullis::engine::Engine;
+use portcullis::guard::Guard;
+use portcullis::limiter::{Limiter, LimiterOptions};
+use portcullis::sqlite::SqliteStore;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// Store trouble (names the file).
     #[error(transparent)]
-    Store(#[from] crate::sqlite::StoreError),
+    Store(#[from] portcullis::sqlite::StoreError),
     /// Rules or sizing.
     #[error(transparent)]
-    Limiter(#[from] crate::limiter::LimiterError),
+    Limiter(#[from] portcullis::limiter::LimiterError),
     /// Saved state the rules refuse.
     #[error("{path}: saved state refused: {source}")]
     Import {
@@ -50,7 +50,7 @@ pub enum ServeError {
     Http(std::io::Error),
     /// The final snapshot at shutdown was not saved.
     #[error(transparent)]
-    Shutdown(#[from] crate::cleanup::ShutdownError),
+    Shutdown(#[from] portcullis::cleanup::ShutdownError),
 }
 
 /// Everything a running server holds.
@@ -63,6 +63,8 @@ pub struct Backend {
     pub cleanup: Option<Cleanup>,
     /// Store kind label.
     pub kind: &'static str,
+    /// The SQLite store, closed at shutdown.
+    pub sqlite: Option<Arc<SqliteStore>>,
 }
 
 /// Build the backend the config asks for.
@@ -80,19 +82,21 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 .map_err(|e| ServeError::Fleet(e.to_string()))??;
             let limiter = Limiter::new(cfg.rules.clone(), opts(Some(loaded.seed)))?;
             let n = limiter
-                .import(crate::clock::wall(), &loaded.records)
+                .import(portcullis::clock::wall(), &loaded.records)
                 .map_err(|source| ServeError::Import {
                     path: cfg.path.display().to_string(),
                     source,
                 })?;
             tracing::info!(path = %cfg.path.display(), records = n, "sqlite store loaded");
-            let guard = Guard::new(Arc::new(limiter), Some(Arc::new(store)));
+            let store = Arc::new(store);
+            let guard = Guard::new(Arc::new(limiter), Some(store.clone()));
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
             Ok(Backend {
                 engine: Arc::new(guard.clone()),
                 local: guard,
                 cleanup: Some(cleanup),
                 kind: "sqlite",
+                sqlite: Some(store),
             })
         }
         StoreKind::Memory => {
@@ -103,12 +107,19 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 local: guard,
                 cleanup: Some(cleanup),
                 kind: "memory",
+                sqlite: None,
             })
         }
         StoreKind::Redis => {
             let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
-            let engine = crate::fleet_engine::connect(cfg, guard.clone())
+            let fleet = portcullis::fleet_engine::FleetOptions {
+                redis_url: cfg.redis_url.clone(),
+                redis_timeout: cfg.redis_timeout,
+                fail_closed: cfg.fail_closed,
+                rules: cfg.rules.clone(),
+            };
+            let engine = portcullis::fleet_engine::connect(&fleet, guard.clone())
                 .await
                 .map_err(ServeError::Fleet)?;
             Ok(Backend {
@@ -116,6 +127,7 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 local: guard,
                 cleanup: Some(cleanup),
                 kind: "redis",
+                sqlite: None,
             })
         }
     }
@@ -162,7 +174,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
     };
     // Closing reports the last snapshot's failure again, and a failed
     // final checkpoint; the cleanup's own error comes first.
-    let closed = match backend.local.store() {
+    let closed = match &backend.sqlite {
         Some(store) => {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.close())

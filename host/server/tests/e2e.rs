@@ -457,7 +457,7 @@ async fn users_from_hash_password_and_the_sample_config() {
     assert_eq!(login(&s, "demo", "demo-password").await.status(), 401);
     drop(s);
     // The README's sample config starts a server as documented.
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../portcullis.example.toml");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../portcullis.example.toml");
     let s = Server::start_with(&db, &[], Some(&sample));
     assert_eq!(get(&s, "/").await.status(), 200);
 }
