@@ -28,6 +28,7 @@ pub async fn run_once(guard: &Guard) -> crate::limiter::PurgeReport {
         .await
         .unwrap_or_default();
     guard.snapshot().await;
+    guard.record_table_metrics();
     tracing::info!(
         removed = report.removed,
         kept = report.kept,
@@ -42,14 +43,16 @@ impl Cleanup {
     pub fn start(guard: Guard, every: Duration) -> Cleanup {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // the first tick is immediate
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { run_once(&guard).await; }
-                    _ = stopped.changed() => break,
-                }
+            // A run every `every`; a late run delays the next (no burst).
+            let mut next = tokio::time::Instant::now() + every;
+            // `changed` is cancel-safe: a stop (or a dropped sender) wins
+            // over the deadline it races.
+            while tokio::time::timeout_at(next, stopped.changed())
+                .await
+                .is_err()
+            {
+                run_once(&guard).await;
+                next = (next + every).max(tokio::time::Instant::now());
             }
             let last = guard.try_snapshot().await;
             if last.is_ok() {
@@ -75,12 +78,30 @@ impl Cleanup {
 }
 
 /// Why the final snapshot was not taken.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ShutdownError {
     /// The store refused the snapshot.
-    #[error("final snapshot failed: {0}")]
     Snapshot(StoreError),
     /// The cleanup task panicked or was cancelled.
-    #[error("cleanup task failed before the final snapshot: {0}")]
     Task(String),
+}
+
+impl std::fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShutdownError::Snapshot(e) => write!(f, "final snapshot failed: {e}"),
+            ShutdownError::Task(e) => {
+                write!(f, "cleanup task failed before the final snapshot: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShutdownError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ShutdownError::Snapshot(e) => Some(&**e),
+            ShutdownError::Task(_) => None,
+        }
+    }
 }

@@ -7,31 +7,26 @@
 //! see `portcullis_core::record`), which is why [`wall`] is all an import
 //! or export needs.
 //!
-//! `now` reads the CPU's time-stamp counter through `quanta` (what
-//! governor uses; calibrated against the OS clock, falls back to it where
-//! the TSC is unusable): a few nanoseconds and no lock. embassy-time's std
-//! driver takes a process-wide mutex on every read, which two threads
-//! deciding at once would fight over.
+//! `now` reads `std::time::Instant` (the OS monotonic clock, a vDSO call
+//! on Linux: no lock, no syscall). embassy-time's std driver takes a
+//! process-wide mutex on every read, which two threads deciding at once
+//! would fight over, so the library never calls `embassy_time::Instant::now`
+//! and does not enable that driver.
 
 use embassy_time::Instant;
 use portcullis_core::WallClock;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The clock and its zero, set on first use.
-fn clock() -> &'static (quanta::Clock, quanta::Instant) {
-    static CLOCK: OnceLock<(quanta::Clock, quanta::Instant)> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        let c = quanta::Clock::new();
-        let zero = c.now();
-        (c, zero)
-    })
+/// The clock's zero, set on first use.
+fn zero() -> std::time::Instant {
+    static ZERO: OnceLock<std::time::Instant> = OnceLock::new();
+    *ZERO.get_or_init(std::time::Instant::now)
 }
 
 /// The monotonic now: microseconds since the first read.
 pub fn now() -> Instant {
-    let (c, zero) = clock();
-    let us = c.now().saturating_duration_since(*zero).as_micros();
+    let us = zero().elapsed().as_micros();
     Instant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
 }
 

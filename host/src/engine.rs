@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::BoxFuture;
 use embassy_time::Duration;
-use futures_util::future::BoxFuture;
 use portcullis_core::Decision;
 
 use crate::guard::{Guard, HostPenalty, LoginAttempt, Ticket};
@@ -43,10 +43,63 @@ pub trait Engine: Send + Sync + 'static {
     fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize>;
     /// Everything blocked, banned or locked.
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>>;
-    /// JSON status for `/admin/status`.
-    fn status(&self) -> BoxFuture<'_, serde_json::Value>;
-    /// Prometheus text for `/metrics`.
-    fn metrics(&self) -> BoxFuture<'_, String>;
+    /// What the backend holds and how it fares, for status pages. It also
+    /// publishes the table gauges to the metrics recorder (see
+    /// [`crate::metrics`]), so a `/metrics` handler calls it first.
+    fn status(&self) -> BoxFuture<'_, Status>;
+}
+
+/// A backend's state: the local table and, for a fleet backend, the
+/// shared store's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// `"local"` or `"redis"`.
+    pub backend: &'static str,
+    /// Where records are persisted ([`Persist::location`](crate::persist::Persist::location)), if anywhere.
+    pub store: Option<String>,
+    /// Keys held by the local table.
+    pub entries: usize,
+    /// Keys the local table holds at most.
+    pub capacity: usize,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+    /// New keys refused for lack of room.
+    pub table_full: u64,
+    /// Entries removed by purges.
+    pub purged: u64,
+    /// Store reads/writes that failed.
+    pub store_errors: u64,
+    /// The fleet store's state (`None`: not a fleet backend).
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet backend's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetStatus {
+    /// The fleet store is unavailable: decisions are local (or refused).
+    pub fallback_active: bool,
+    /// Without the fleet store, requests are refused (503).
+    pub fail_closed: bool,
+    /// The key namespace in the fleet store.
+    pub namespace: &'static str,
+}
+
+/// A guard's [`Status`] (local backend).
+pub(crate) fn local_status(guard: &Guard) -> Status {
+    let l = guard.limiter();
+    let s = l.stats();
+    guard.record_table_metrics();
+    Status {
+        backend: "local",
+        store: guard.store().map(|s| s.location()),
+        entries: l.len(),
+        capacity: l.capacity(),
+        evictions: s.evictions,
+        table_full: s.table_full,
+        purged: s.purged,
+        store_errors: guard.metrics().store_errors(),
+        fleet: None,
+    }
 }
 
 impl Engine for Guard {
@@ -88,28 +141,7 @@ impl Engine for Guard {
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
         Box::pin(async move { Guard::bans(self) })
     }
-    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
-        Box::pin(async move {
-            let l = self.limiter();
-            let s = l.stats();
-            serde_json::json!({
-                "backend": "local",
-                "store": self.store().map(|s| s.location()),
-                "entries": l.len(),
-                "capacity": l.capacity(),
-                "evictions": s.evictions,
-                "table_full": s.table_full,
-                "purged": s.purged,
-                "store_errors": self.metrics().store_errors.load(std::sync::atomic::Ordering::Relaxed),
-            })
-        })
-    }
-    fn metrics(&self) -> BoxFuture<'_, String> {
-        Box::pin(async move {
-            let l = self.limiter();
-            let s = l.stats();
-            self.metrics()
-                .render(l.len(), l.capacity(), s.evictions, s.table_full, &[])
-        })
+    fn status(&self) -> BoxFuture<'_, Status> {
+        Box::pin(async move { local_status(self) })
     }
 }

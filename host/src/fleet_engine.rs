@@ -3,9 +3,9 @@
 //! local in-process limiter decides instead — or, with `fail_closed`, the
 //! request is refused with `503` ([`Reason::Unavailable`]). Never fail open
 //! silently: each outage is logged once when it starts and once when it
-//! ends, and every degraded decision is counted in `/metrics`
-//! (`portcullis_fallbacks_total`, `portcullis_fail_closed_total`,
-//! `portcullis_fallback_active`).
+//! ends, and every degraded decision is counted
+//! through the `metrics` facade (`portcullis_fallbacks_total`,
+//! `portcullis_fail_closed_total`, `portcullis_fallback_active`).
 //!
 //! The fleet's seed (username hashes must agree across servers) lives in
 //! Redis itself (`<ns>:seed`, set once with `SET NX`). If Redis is
@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use crate::BoxFuture;
 use embassy_time::Duration;
-use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 use portcullis_core::{Decision, KeyKind, Reason, Seed};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, FleetStatus, Status};
 use crate::fleet::{redact, unix_now_us, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
@@ -100,6 +100,7 @@ pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>
         fail_closed: cfg.fail_closed,
         down: AtomicBool::new(false),
     });
+    engine.local.metrics().set_fallback_active(false);
     match try_connect(cfg).await {
         Ok(r) => {
             tracing::info!(url = %redact(&cfg.redis_url), fail_closed = cfg.fail_closed, "fleet store: redis connected");
@@ -130,8 +131,9 @@ impl FleetEngine {
     }
 
     fn outage(&self, e: &dyn std::fmt::Display) {
-        self.local.metrics().store_errors.fetch_add(1, Relaxed);
+        self.local.metrics().store_error();
         if !self.down.swap(true, Relaxed) {
+            self.local.metrics().set_fallback_active(true);
             if self.fail_closed {
                 tracing::error!(error = %e, "redis unavailable: failing closed (503) until it is back");
             } else {
@@ -142,6 +144,7 @@ impl FleetEngine {
 
     fn recovered(&self) {
         if self.down.swap(false, Relaxed) {
+            self.local.metrics().set_fallback_active(false);
             tracing::info!("redis is back: decisions return to the fleet store");
         }
     }
@@ -168,7 +171,7 @@ impl FleetEngine {
     }
 
     fn closed(&self) -> Decision {
-        self.local.metrics().fail_closed.fetch_add(1, Relaxed);
+        self.local.metrics().fail_closed();
         Decision::Deny {
             reason: Reason::Unavailable,
             retry_after: Duration::from_secs(1),
@@ -176,7 +179,7 @@ impl FleetEngine {
     }
 
     fn fallback(&self) {
-        self.local.metrics().fallbacks.fetch_add(1, Relaxed);
+        self.local.metrics().fallback();
     }
 }
 
@@ -224,7 +227,7 @@ impl Engine for FleetEngine {
 
     fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
         Box::pin(async move {
-            self.local.metrics().login_failures.fetch_add(1, Relaxed);
+            self.local.metrics().login_failure();
             if let Some(p) = self
                 .on_redis(|r| async move { r.login_failed(user, ip, unix_now_us()).await })
                 .await
@@ -314,12 +317,11 @@ impl Engine for FleetEngine {
                 // Reserved by the local fallback: settled there.
                 return self.local.finish_login(user, ip, ticket, ok).await;
             };
-            let counter = if ok {
-                &self.local.metrics().login_successes
+            if ok {
+                self.local.metrics().login_success();
             } else {
-                &self.local.metrics().login_failures
-            };
-            counter.fetch_add(1, Relaxed);
+                self.local.metrics().login_failure();
+            }
             let settled = self
                 .on_redis(|r| async move {
                     if ok {
@@ -347,7 +349,7 @@ impl Engine for FleetEngine {
 
     fn login_succeeded<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            self.local.metrics().login_successes.fetch_add(1, Relaxed);
+            self.local.metrics().login_success();
             if self
                 .on_redis(|r| async move { r.login_succeeded(user, ip, unix_now_us()).await })
                 .await
@@ -397,35 +399,19 @@ impl Engine for FleetEngine {
         })
     }
 
-    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
+    fn status(&self) -> BoxFuture<'_, Status> {
         Box::pin(async move {
-            let mut s = Engine::status(&self.local).await;
-            if let Some(o) = s.as_object_mut() {
-                o.insert("backend".into(), "redis".into());
-                o.insert("fallback_active".into(), self.down.load(Relaxed).into());
-                o.insert("fail_closed".into(), self.fail_closed.into());
-                o.insert("namespace".into(), NAMESPACE.into());
+            let down = self.down.load(Relaxed);
+            self.local.metrics().set_fallback_active(down);
+            Status {
+                backend: "redis",
+                fleet: Some(FleetStatus {
+                    fallback_active: down,
+                    fail_closed: self.fail_closed,
+                    namespace: NAMESPACE,
+                }),
+                ..crate::engine::local_status(&self.local)
             }
-            s
-        })
-    }
-
-    fn metrics(&self) -> BoxFuture<'_, String> {
-        Box::pin(async move {
-            let l = self.local.limiter();
-            let st = l.stats();
-            let active = u64::from(self.down.load(Relaxed));
-            self.local.metrics().render(
-                l.len(),
-                l.capacity(),
-                st.evictions,
-                st.table_full,
-                &[(
-                    "portcullis_fallback_active",
-                    "1 while the fleet store is unavailable.",
-                    active,
-                )],
-            )
         })
     }
 }

@@ -1,6 +1,7 @@
 //! [`Guard`]: the async face of a [`Limiter`]: decisions with their
 //! write-through awaited, penalties served with `tokio::time::sleep` while
-//! holding an RAII [`SlotGuard`], counters for `/metrics`.
+//! holding an RAII [`SlotGuard`], counters through the `metrics` facade
+//! ([`crate::metrics`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -133,9 +134,26 @@ impl Guard {
         self.store.as_ref()
     }
 
+    /// The same guard counting into `metrics`, e.g.
+    /// [`Metrics::for_policy`] for a second limiter in the process.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Arc::new(metrics);
+        self
+    }
+
     /// The counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Publish the table gauges (entries, capacity, evictions, table full)
+    /// to the metrics recorder: call before rendering metrics (the cleanup
+    /// task does on each run).
+    pub fn record_table_metrics(&self) {
+        let l = &self.limiter;
+        let s = l.stats();
+        self.metrics
+            .record_table(l.len(), l.capacity(), s.evictions, s.table_full);
     }
 
     /// Write `changes` through and wait for the commit.
@@ -145,9 +163,7 @@ impl Guard {
         }
         if let Some(store) = &self.store {
             if let Err(e) = store.write(changes.upsert).await {
-                self.metrics
-                    .store_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.store_error();
                 tracing::error!(error = %e, "write-through failed");
             }
         }
@@ -172,9 +188,7 @@ impl Guard {
     pub async fn login_failed(&self, user: &str, ip: IpAddr) -> HostPenalty {
         let o = self.limiter.login_failed_at(user, ip, now());
         self.persist(o.changes).await;
-        self.metrics
-            .login_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.login_failure();
         let p = o.decision;
         HostPenalty {
             delay: p.delay,
@@ -235,12 +249,11 @@ impl Guard {
             .limiter
             .finish_login_at(user, ip, pair, account, ok, now());
         self.persist(o.changes).await;
-        let counter = if ok {
-            &self.metrics.login_successes
+        if ok {
+            self.metrics.login_success();
         } else {
-            &self.metrics.login_failures
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.login_failure();
+        }
         !ok && o.decision
     }
 
@@ -248,9 +261,7 @@ impl Guard {
     pub async fn login_succeeded(&self, user: &str, ip: IpAddr) {
         let o = self.limiter.login_succeeded_at(user, ip, now());
         self.persist(o.changes).await;
-        self.metrics
-            .login_successes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.login_success();
     }
 
     /// Ban by hand.
@@ -283,9 +294,7 @@ impl Guard {
         if let Some(store) = &self.store {
             let recs = self.limiter.export(crate::clock::wall());
             if let Err(e) = store.snapshot(recs).await {
-                self.metrics
-                    .store_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.store_error();
                 tracing::error!(error = %e, "snapshot failed");
                 return Err(e);
             }

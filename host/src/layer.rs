@@ -43,7 +43,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
+use crate::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode};
 use portcullis_core::Decision;
 use tower_layer::Layer;

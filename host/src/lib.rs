@@ -22,7 +22,7 @@
 //! | [`client_ip`] | client address from the peer or trusted proxies |
 //! | `fleet`, `fleet_engine` | Redis backend for fleets, with local fallback (feature `redis`) |
 //! | [`clock`] | monotonic and wall-clock time |
-//! | [`metrics`] | counters in Prometheus text |
+//! | [`metrics`] | counters through the `metrics` facade; the dashboard's history and offenders |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -44,5 +44,10 @@ pub mod persist;
 pub mod sqlite;
 
 pub use guard::{Guard, SlotGuard};
+
+/// A boxed, `Send` future borrowing for `'a`: what [`engine::Engine`],
+/// [`persist::Persist`] and the layer hand back (the same shape as
+/// `futures::future::BoxFuture`, without the dependency).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 pub use limiter::{Limiter, LimiterOptions};
 pub use portcullis_core as core_rules;

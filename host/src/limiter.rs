@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use embassy_time::{Duration, Instant};
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::held::HeldDenial;
 use portcullis_core::{
@@ -85,17 +85,39 @@ impl Default for LimiterOptions {
 }
 
 /// Why a limiter could not be built.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum LimiterError {
     /// The rules do not hold together.
-    #[error("{0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The OS RNG failed.
-    #[error("no random seed: {0}")]
     Rng(String),
     /// Zero shards or zero entries.
-    #[error("limiter sizing: {0}")]
     Sizing(&'static str),
+}
+
+impl std::fmt::Display for LimiterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimiterError::Config(e) => write!(f, "{e}"),
+            LimiterError::Rng(e) => write!(f, "no random seed: {e}"),
+            LimiterError::Sizing(e) => write!(f, "limiter sizing: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LimiterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LimiterError::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for LimiterError {
+    fn from(e: ConfigError) -> Self {
+        LimiterError::Config(e)
+    }
 }
 
 /// What changed in state that must outlive the process (ban, block, lock):
@@ -160,13 +182,15 @@ pub struct ShardSlot {
 impl ShardSlot {
     /// The shard, shared.
     pub fn read(&self) -> RwLockReadGuard<'_, Shard> {
-        self.lock.read()
+        // The core never panics, so a poisoned lock still holds a
+        // consistent shard.
+        self.lock.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The shard, exclusively: the held denial is cleared first, since
     /// whatever the caller does may change it.
     pub fn write(&self) -> RwLockWriteGuard<'_, Shard> {
-        let guard = self.lock.write();
+        let guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
         self.held.clear();
         guard
     }

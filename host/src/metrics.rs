@@ -1,14 +1,37 @@
-//! Counters, rendered in the Prometheus text format, plus what the
-//! dashboard draws: a per-second [`History`] of decisions by outcome and
-//! reason over the last [`HISTORY_SECS`] seconds, and the top
-//! [`Offenders`] by client address.
+//! What a guard counts, exported through the [`metrics`](https://docs.rs/metrics)
+//! facade so whichever recorder the application installs (Prometheus,
+//! StatsD, OpenTelemetry…) sees it, plus what the dashboard draws: a
+//! per-second [`History`] of decisions by outcome and reason over the last
+//! [`HISTORY_SECS`] seconds, and the top [`Offenders`] by client address.
+//!
+//! Names and labels (each series also carries `policy="<name>"` when the
+//! [`Metrics`] was made with [`Metrics::for_policy`]):
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `portcullis_decisions_total` | counter | `outcome` (`allow`/`deny`), `reason` (`""` for allow) |
+//! | `portcullis_login_failures_total`, `portcullis_login_successes_total` | counter | |
+//! | `portcullis_store_errors_total` | counter | store reads/writes that failed |
+//! | `portcullis_fallbacks_total`, `portcullis_fail_closed_total` | counter | fleet store down: decided locally / denied |
+//! | `portcullis_fallback_active` | gauge | 1 while the fleet store is unavailable (fleet only) |
+//! | `portcullis_table_entries`, `portcullis_table_capacity` | gauge | |
+//! | `portcullis_evictions_total`, `portcullis_table_full_total` | counter | |
+//!
+//! Counters are recorded as they happen. The table gauges are read from
+//! the limiter, so they are published by [`Metrics::record_table`]: the
+//! cleanup task does so on each run, and a `/metrics` handler should
+//! just before it renders (`Guard::record_table_metrics`).
+//!
+//! Totals are also kept in process (atomics, [`History`], [`Offenders`])
+//! for status pages and the dashboard, which need recent per-second
+//! series and top offenders that a metrics recorder does not hand back.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 
-use parking_lot::Mutex;
+use metrics::{Label, SharedString};
 use portcullis_core::{Decision, Reason};
 
 /// Seconds of per-second decision history kept (10 minutes).
@@ -20,45 +43,95 @@ pub const SERIES: usize = 1 + Reason::ALL.len();
 /// Addresses the offender table remembers at most.
 pub const OFFENDER_CAPACITY: usize = 512;
 
-/// Counters a guard keeps.
-#[derive(Debug, Default)]
+/// Decisions by outcome and reason.
+pub const DECISIONS: &str = "portcullis_decisions_total";
+/// Failed logins.
+pub const LOGIN_FAILURES: &str = "portcullis_login_failures_total";
+/// Successful logins.
+pub const LOGIN_SUCCESSES: &str = "portcullis_login_successes_total";
+/// Store reads/writes that failed.
+pub const STORE_ERRORS: &str = "portcullis_store_errors_total";
+/// Decisions made locally because the fleet store was down.
+pub const FALLBACKS: &str = "portcullis_fallbacks_total";
+/// Decisions denied because the fleet store was down.
+pub const FAIL_CLOSED: &str = "portcullis_fail_closed_total";
+/// 1 while the fleet store is unavailable.
+pub const FALLBACK_ACTIVE: &str = "portcullis_fallback_active";
+/// Keys held.
+pub const TABLE_ENTRIES: &str = "portcullis_table_entries";
+/// Keys held at most.
+pub const TABLE_CAPACITY: &str = "portcullis_table_capacity";
+/// Entries evicted to make room.
+pub const EVICTIONS: &str = "portcullis_evictions_total";
+/// New keys refused for lack of room.
+pub const TABLE_FULL: &str = "portcullis_table_full_total";
+
+/// Give the installed recorder the help text of every metric above
+/// (idempotent; [`Metrics`] calls it when made).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(DECISIONS, "Decisions by outcome and reason.");
+    describe_counter!(LOGIN_FAILURES, "Failed logins.");
+    describe_counter!(LOGIN_SUCCESSES, "Successful logins.");
+    describe_counter!(STORE_ERRORS, "Store reads/writes that failed.");
+    describe_counter!(
+        FALLBACKS,
+        "Decisions made locally because the fleet store was down."
+    );
+    describe_counter!(
+        FAIL_CLOSED,
+        "Decisions denied because the fleet store was down."
+    );
+    describe_gauge!(FALLBACK_ACTIVE, "1 while the fleet store is unavailable.");
+    describe_gauge!(TABLE_ENTRIES, "Keys held.");
+    describe_gauge!(TABLE_CAPACITY, "Keys held at most.");
+    describe_counter!(EVICTIONS, "Entries evicted to make room.");
+    describe_counter!(TABLE_FULL, "New keys refused for lack of room.");
+}
+
+/// What a guard counts: recorded through the `metrics` facade and kept in
+/// process for status pages and the dashboard.
+#[derive(Debug)]
 pub struct Metrics {
+    /// `policy` label on every series (`None`: no label).
+    policy: Option<SharedString>,
     allowed: AtomicU64,
     denied: [AtomicU64; Reason::ALL.len()],
-    /// Store write failures.
-    pub store_errors: AtomicU64,
-    /// Decisions served by the local fallback while the fleet store was down.
-    pub fallbacks: AtomicU64,
-    /// Decisions denied because the fleet store was down and `fail_closed` is set.
-    pub fail_closed: AtomicU64,
-    /// Failed logins.
-    pub login_failures: AtomicU64,
-    /// Successful logins.
-    pub login_successes: AtomicU64,
-    /// Connections open now.
+    store_errors: AtomicU64,
+    fallbacks: AtomicU64,
+    fail_closed: AtomicU64,
+    login_failures: AtomicU64,
+    login_successes: AtomicU64,
+    /// Connections open now (kept by the server's listener, which exports it).
     pub connections_open: AtomicU64,
-    /// Connections closed at accept: `max_connections` reached.
+    /// Connections closed at accept: `max_connections` reached (server).
     pub refused_max_connections: AtomicU64,
-    /// Connections closed at accept: `max_connections_per_ip` reached.
+    /// Connections closed at accept: `max_connections_per_ip` reached (server).
     pub refused_per_ip: AtomicU64,
-    /// Waiting connections closed to make room at `max_connections`.
+    /// Waiting connections closed to make room at `max_connections` (server).
     pub evicted: AtomicU64,
-    /// Connections closed for an incomplete request head.
+    /// Connections closed for an incomplete request head (server).
     pub header_timeouts: AtomicU64,
-    /// Keep-alive connections closed for idleness.
+    /// Keep-alive connections closed for idleness (server).
     pub idle_timeouts: AtomicU64,
-    /// Failed `accept` calls (e.g. out of file descriptors).
+    /// Failed `accept` calls, e.g. out of file descriptors (server).
     pub accept_errors: AtomicU64,
-    /// Password checks running now.
+    /// Password checks running now (server).
     pub hashes_running: AtomicU64,
-    /// Logins waiting for a password check now.
+    /// Logins waiting for a password check now (server).
     pub hashes_waiting: AtomicU64,
-    /// Logins answered `503` because the password-check queue was full.
+    /// Logins answered `503` because the password-check queue was full (server).
     pub hash_busy: AtomicU64,
     /// Decisions per second, last [`HISTORY_SECS`] seconds.
     pub history: History,
     /// Addresses denied most, last [`HISTORY_SECS`] seconds.
     pub offenders: Offenders,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::with_policy(None)
+    }
 }
 
 fn index(r: Reason) -> usize {
@@ -83,11 +156,101 @@ pub fn series_names() -> [&'static str; SERIES] {
 }
 
 impl Metrics {
+    /// Metrics whose series all carry `policy="<policy>"`: for a second
+    /// limiter in the same process (e.g. a stricter table in front of an
+    /// admin API), so its counts do not add to the main ones.
+    pub fn for_policy(policy: impl Into<SharedString>) -> Self {
+        Metrics::with_policy(Some(policy.into()))
+    }
+
+    fn with_policy(policy: Option<SharedString>) -> Self {
+        describe();
+        let m = Metrics {
+            policy,
+            allowed: AtomicU64::new(0),
+            denied: Default::default(),
+            store_errors: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            fail_closed: AtomicU64::new(0),
+            login_failures: AtomicU64::new(0),
+            login_successes: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            refused_max_connections: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            hashes_running: AtomicU64::new(0),
+            hashes_waiting: AtomicU64::new(0),
+            hash_busy: AtomicU64::new(0),
+            history: History::default(),
+            offenders: Offenders::default(),
+        };
+        // Register every counter at zero, so an exporter shows the series
+        // (e.g. `reason="banned"`) before the first such event.
+        m.counter(DECISIONS, &[("outcome", "allow"), ("reason", "")])
+            .increment(0);
+        for r in Reason::ALL {
+            m.counter(DECISIONS, &[("outcome", "deny"), ("reason", r.as_str())])
+                .increment(0);
+        }
+        for name in [
+            LOGIN_FAILURES,
+            LOGIN_SUCCESSES,
+            STORE_ERRORS,
+            FALLBACKS,
+            FAIL_CLOSED,
+        ] {
+            m.counter(name, &[]).increment(0);
+        }
+        m
+    }
+
+    /// The `policy` label, if any.
+    pub fn policy(&self) -> Option<&str> {
+        self.policy.as_deref()
+    }
+
+    fn labels(&self, labels: &[(&'static str, &'static str)]) -> Vec<Label> {
+        let mut out: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::from_static_parts(k, v))
+            .collect();
+        if let Some(p) = &self.policy {
+            out.push(Label::new("policy", p.clone()));
+        }
+        out
+    }
+
+    fn counter(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> metrics::Counter {
+        metrics::counter!(name, self.labels(labels))
+    }
+
+    fn gauge(&self, name: &'static str) -> metrics::Gauge {
+        metrics::gauge!(name, self.labels(&[]))
+    }
+
     /// Count one decision (totals and the per-second history).
     pub fn count(&self, d: &Decision) {
         match d {
-            Decision::Allow { .. } => self.allowed.fetch_add(1, Relaxed),
-            Decision::Deny { reason, .. } => self.denied[index(*reason)].fetch_add(1, Relaxed),
+            Decision::Allow { .. } => {
+                self.allowed.fetch_add(1, Relaxed);
+                self.counter(DECISIONS, &[("outcome", "allow"), ("reason", "")])
+                    .increment(1);
+            }
+            Decision::Deny { reason, .. } => {
+                self.denied[index(*reason)].fetch_add(1, Relaxed);
+                self.counter(
+                    DECISIONS,
+                    &[("outcome", "deny"), ("reason", reason.as_str())],
+                )
+                .increment(1);
+            }
         };
         self.history.record(self.history.now(), series(d));
     }
@@ -99,6 +262,50 @@ impl Metrics {
         if let Decision::Deny { reason, .. } = d {
             self.offenders.record(ip, *reason, self.history.now());
         }
+    }
+
+    /// Count a failed login.
+    pub fn login_failure(&self) {
+        self.login_failures.fetch_add(1, Relaxed);
+        self.counter(LOGIN_FAILURES, &[]).increment(1);
+    }
+
+    /// Count a successful login.
+    pub fn login_success(&self) {
+        self.login_successes.fetch_add(1, Relaxed);
+        self.counter(LOGIN_SUCCESSES, &[]).increment(1);
+    }
+
+    /// Count a failed store read or write.
+    pub fn store_error(&self) {
+        self.store_errors.fetch_add(1, Relaxed);
+        self.counter(STORE_ERRORS, &[]).increment(1);
+    }
+
+    /// Count a decision made locally because the fleet store was down.
+    pub fn fallback(&self) {
+        self.fallbacks.fetch_add(1, Relaxed);
+        self.counter(FALLBACKS, &[]).increment(1);
+    }
+
+    /// Count a decision denied because the fleet store was down.
+    pub fn fail_closed(&self) {
+        self.fail_closed.fetch_add(1, Relaxed);
+        self.counter(FAIL_CLOSED, &[]).increment(1);
+    }
+
+    /// Set `portcullis_fallback_active` (fleet backends).
+    pub fn set_fallback_active(&self, active: bool) {
+        self.gauge(FALLBACK_ACTIVE).set(f64::from(u8::from(active)));
+    }
+
+    /// Publish the table gauges and counters read from a limiter
+    /// (`Limiter::len`, `Limiter::capacity`, `Limiter::stats`).
+    pub fn record_table(&self, entries: usize, capacity: usize, evictions: u64, table_full: u64) {
+        self.gauge(TABLE_ENTRIES).set(entries as f64);
+        self.gauge(TABLE_CAPACITY).set(capacity as f64);
+        self.counter(EVICTIONS, &[]).absolute(evictions);
+        self.counter(TABLE_FULL, &[]).absolute(table_full);
     }
 
     /// The `n` addresses denied most in the last [`HISTORY_SECS`] seconds.
@@ -116,159 +323,29 @@ impl Metrics {
         self.denied[index(reason)].load(Relaxed)
     }
 
-    /// Prometheus text for these counters plus table gauges.
-    pub fn render(
-        &self,
-        entries: usize,
-        capacity: usize,
-        evictions: u64,
-        table_full: u64,
-        extra: &[(&str, &str, u64)],
-    ) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP portcullis_decisions_total Decisions by outcome and reason."
-        );
-        let _ = writeln!(s, "# TYPE portcullis_decisions_total counter");
-        let _ = writeln!(
-            s,
-            "portcullis_decisions_total{{outcome=\"allow\",reason=\"\"}} {}",
-            self.allowed()
-        );
-        for r in Reason::ALL {
-            let _ = writeln!(
-                s,
-                "portcullis_decisions_total{{outcome=\"deny\",reason=\"{}\"}} {}",
-                r.as_str(),
-                self.denied(r)
-            );
-        }
-        let gauges = [
-            (
-                "portcullis_table_entries",
-                "Keys held.",
-                entries as u64,
-                "gauge",
-            ),
-            (
-                "portcullis_table_capacity",
-                "Keys held at most.",
-                capacity as u64,
-                "gauge",
-            ),
-            (
-                "portcullis_evictions_total",
-                "Entries evicted to make room.",
-                evictions,
-                "counter",
-            ),
-            (
-                "portcullis_table_full_total",
-                "New keys refused for lack of room.",
-                table_full,
-                "counter",
-            ),
-            (
-                "portcullis_store_errors_total",
-                "Store reads/writes that failed.",
-                self.store_errors.load(Relaxed),
-                "counter",
-            ),
-            (
-                "portcullis_fallbacks_total",
-                "Decisions made locally because the fleet store was down.",
-                self.fallbacks.load(Relaxed),
-                "counter",
-            ),
-            (
-                "portcullis_fail_closed_total",
-                "Decisions denied because the fleet store was down.",
-                self.fail_closed.load(Relaxed),
-                "counter",
-            ),
-            (
-                "portcullis_login_failures_total",
-                "Failed logins.",
-                self.login_failures.load(Relaxed),
-                "counter",
-            ),
-            (
-                "portcullis_login_successes_total",
-                "Successful logins.",
-                self.login_successes.load(Relaxed),
-                "counter",
-            ),
-        ];
-        for (name, help, v, kind) in gauges {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
-        let conn = [
-            (
-                "portcullis_connections_open",
-                "Connections open now.",
-                self.connections_open.load(Relaxed),
-                "gauge",
-            ),
-            (
-                "portcullis_accept_errors_total",
-                "Failed accept calls (e.g. out of file descriptors).",
-                self.accept_errors.load(Relaxed),
-                "counter",
-            ),
-            (
-                "portcullis_password_checks_running",
-                "Password checks running now.",
-                self.hashes_running.load(Relaxed),
-                "gauge",
-            ),
-            (
-                "portcullis_password_checks_waiting",
-                "Logins waiting for a password check now.",
-                self.hashes_waiting.load(Relaxed),
-                "gauge",
-            ),
-            (
-                "portcullis_password_checks_busy_total",
-                "Logins answered 503 because the password-check queue was full.",
-                self.hash_busy.load(Relaxed),
-                "counter",
-            ),
-        ];
-        for (name, help, v, kind) in conn {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
-        let labelled = [
-            (
-                "portcullis_connections_refused_total",
-                "Connections closed at accept, by the cap reached.",
-                "reason",
-                vec![
-                    ("max_connections", &self.refused_max_connections),
-                    ("per_ip", &self.refused_per_ip),
-                ],
-            ),
-            (
-                "portcullis_connections_timed_out_total",
-                "Connections closed while waiting: read timeout (header, idle) or evicted at max_connections.",
-                "phase",
-                vec![
-                    ("header", &self.header_timeouts),
-                    ("idle", &self.idle_timeouts),
-                    ("evicted", &self.evicted),
-                ],
-            ),
-        ];
-        for (name, help, label, values) in labelled {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (v, n) in values {
-                let _ = writeln!(s, "{name}{{{label}=\"{v}\"}} {}", n.load(Relaxed));
-            }
-        }
-        for (name, help, v) in extra {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        s
+    /// Failed logins so far.
+    pub fn login_failures(&self) -> u64 {
+        self.login_failures.load(Relaxed)
+    }
+
+    /// Successful logins so far.
+    pub fn login_successes(&self) -> u64 {
+        self.login_successes.load(Relaxed)
+    }
+
+    /// Failed store reads/writes so far.
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.load(Relaxed)
+    }
+
+    /// Decisions made locally while the fleet store was down, so far.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Relaxed)
+    }
+
+    /// Decisions denied while the fleet store was down, so far.
+    pub fn fail_closed_count(&self) -> u64 {
+        self.fail_closed.load(Relaxed)
     }
 }
 
@@ -428,7 +505,14 @@ pub struct Offenders {
 impl std::fmt::Debug for Offenders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Offenders")
-            .field("addresses", &self.map.lock().len())
+            .field(
+                "addresses",
+                &self
+                    .map
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len(),
+            )
             .finish()
     }
 }
@@ -440,7 +524,7 @@ fn stale(last: u64, now: u64) -> bool {
 impl Offenders {
     /// Count a denial of `ip` for `reason` at second `now`.
     pub fn record(&self, ip: IpAddr, reason: Reason, now: u64) {
-        let mut map = self.map.lock();
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(e) = map.get_mut(&ip) {
             if stale(e.last, now) {
                 e.denials = 0;
@@ -473,7 +557,7 @@ impl Offenders {
     /// The `n` addresses with the most denials denied within the last
     /// [`HISTORY_SECS`] seconds before `now`, most first.
     pub fn top(&self, n: usize, now: u64) -> Vec<Offender> {
-        let map = self.map.lock();
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<Offender> = map
             .iter()
             .filter(|(_, e)| !stale(e.last, now))
@@ -597,7 +681,7 @@ mod tests {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             o.record(ip, Reason::RateLimited, 20);
         }
-        assert_eq!(o.map.lock().len(), OFFENDER_CAPACITY);
+        assert_eq!(o.map.lock().unwrap().len(), OFFENDER_CAPACITY);
         let top = o.top(3, 20);
         assert_eq!(
             top[0].ip, heavy,

@@ -3,7 +3,7 @@
 //! `sqlite`) is one; a library user can bring their own (a file, a
 //! database they already run) without taking SQLite.
 
-use futures_util::future::BoxFuture;
+use crate::BoxFuture;
 
 use crate::limiter::HostRecord;
 

@@ -18,9 +18,10 @@ use serde_json::json;
 use super::config::ServerConfig;
 use super::passwords::Users;
 use portcullis::client_ip::TrustedProxies;
-use portcullis::engine::Engine;
+use portcullis::engine::{Engine, Status};
 use portcullis::layer::ceil_secs;
 use portcullis::layer::{ClientIp, RateLimitLayer};
+use portcullis::metrics::Metrics;
 use portcullis::{Guard, Limiter, LimiterOptions};
 
 /// Requests per minute per address on `/admin` and `/metrics` (each its own state).
@@ -38,6 +39,7 @@ struct App {
     kind: &'static str,
     max_entries: usize,
     admin_max_entries: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// The whole service.
@@ -63,6 +65,7 @@ pub fn router(
         kind,
         max_entries: cfg.max_entries,
         admin_max_entries: cfg.admin_max_entries,
+        metrics: metrics_source.clone(),
     };
     // The admin API has its own quota and state: an operator whose address
     // is blocked on the service can still lift the block, and token guessing
@@ -82,7 +85,12 @@ pub fn router(
     // address is blocked or a fleet store is down (fail-closed).
     for (prefix, name) in [("/admin", "admin"), ("/metrics", "metrics")] {
         match Limiter::new(admin_rules.clone(), admin_opts) {
-            Ok(l) => layer = layer.route(prefix, name, Guard::new(Arc::new(l), None)),
+            // Its own `policy` label: these tables' counts stay out of
+            // the main series.
+            Ok(l) => {
+                let guard = Guard::new(Arc::new(l), None).with_metrics(Metrics::for_policy(name));
+                layer = layer.route(prefix, name, guard)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "{name} policy unavailable; {prefix} shares the requests quota")
             }
@@ -214,7 +222,9 @@ async fn login(
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let body = app.engine.metrics().await;
+    // The status read publishes the table gauges.
+    let _ = app.engine.status().await;
+    let body = super::exporter::render(&app.metrics);
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -223,6 +233,27 @@ async fn metrics(State(app): State<App>) -> Response {
 #[allow(clippy::result_large_err)]
 fn token_ok(app: &App, headers: &HeaderMap, changes_state: bool) -> Result<(), Response> {
     super::ui::authorize(app.admin.as_deref(), headers, changes_state).map(|_| ())
+}
+
+/// A backend's status as the JSON `/admin/status` starts from; the fleet
+/// fields only for a fleet backend.
+pub(crate) fn status_json(s: &Status) -> serde_json::Value {
+    let mut v = json!({
+        "backend": s.backend,
+        "store": s.store,
+        "entries": s.entries,
+        "capacity": s.capacity,
+        "evictions": s.evictions,
+        "table_full": s.table_full,
+        "purged": s.purged,
+        "store_errors": s.store_errors,
+    });
+    if let (Some(f), Some(o)) = (&s.fleet, v.as_object_mut()) {
+        o.insert("fallback_active".into(), json!(f.fallback_active));
+        o.insert("fail_closed".into(), json!(f.fail_closed));
+        o.insert("namespace".into(), json!(f.namespace));
+    }
+    v
 }
 
 /// The ban list as JSON values.
@@ -266,7 +297,7 @@ async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
-    let mut s = app.engine.status().await;
+    let mut s = status_json(&app.engine.status().await);
     if let Some(o) = s.as_object_mut() {
         o.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
         o.insert("uptime_s".into(), json!(app.started.elapsed().as_secs()));

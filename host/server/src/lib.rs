@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod exporter;
 pub mod http;
 pub mod listener;
 pub mod passwords;
@@ -137,6 +138,8 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
 /// accepting, give in-flight requests `server.shutdown_grace`, drop the
 /// rest, save the snapshot (an error if that fails).
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
+    // Before any guard registers its series.
+    exporter::install();
     let backend = backend(&cfg).await?;
     let users = passwords::Users::new(&cfg.users, &cfg.hashing, backend.local.metrics().clone());
     if cfg.users.is_empty() {

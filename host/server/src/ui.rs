@@ -433,7 +433,7 @@ async fn data_handler(State(ctx): State<UiContext>, headers: HeaderMap) -> Respo
 /// * `history`: `{names, step_s, len, series: {name: [count per second, oldest first]}, totals}`
 ///   over the last complete [`HISTORY_SECS`] seconds; series that are all zero are left out;
 /// * `offenders`: `[{ip, denials, reason, last_seen_s}]`, the top [`TOP_OFFENDERS`];
-/// * `table`: `{entries, capacity, evictions, table_full}` (each `null` when the backend has no table);
+/// * `table`: `{entries, capacity, evictions, table_full}` (the local table's);
 /// * `store`: `{kind, fallback_active (null: not applicable), errors, fallbacks, path}`.
 pub async fn data(ctx: &UiContext) -> Value {
     let bans = ctx.engine.bans().await;
@@ -481,11 +481,6 @@ pub async fn data(ctx: &UiContext) -> Value {
         })
         .collect();
 
-    let field = |k: &str| status.get(k).filter(|v| !v.is_null()).cloned();
-    let num = |k: &str| field(k).unwrap_or(Value::Null);
-    let fallback_active = field("fallback_active")
-        .and_then(|v| v.as_bool())
-        .map_or(Value::Null, Value::Bool);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "bans": bans,
@@ -498,18 +493,18 @@ pub async fn data(ctx: &UiContext) -> Value {
         },
         "offenders": offenders,
         "table": {
-            "entries": num("entries"),
-            "capacity": num("capacity"),
-            "evictions": num("evictions"),
-            "table_full": num("table_full"),
+            "entries": status.entries,
+            "capacity": status.capacity,
+            "evictions": status.evictions,
+            "table_full": status.table_full,
         },
         "store": {
             "kind": ctx.kind,
-            "backend": num("backend"),
-            "path": num("store"),
-            "fallback_active": fallback_active,
-            "errors": field("store_errors").unwrap_or_else(|| json!(m.store_errors.load(std::sync::atomic::Ordering::Relaxed))),
-            "fallbacks": m.fallbacks.load(std::sync::atomic::Ordering::Relaxed),
+            "backend": status.backend,
+            "path": status.store,
+            "fallback_active": status.fleet.as_ref().map(|f| f.fallback_active),
+            "errors": status.store_errors,
+            "fallbacks": m.fallbacks(),
         },
         "totals": {
             "allowed": m.allowed(),

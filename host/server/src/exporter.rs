@@ -1,0 +1,85 @@
+//! `/metrics`: the library records through the `metrics` facade; the server
+//! installs `metrics-exporter-prometheus` as the process's recorder (a
+//! handle to render from, no HTTP listener of its own) and renders the
+//! Prometheus text from it. The connection and password-check figures the
+//! server keeps itself are published to the same recorder just before
+//! each render.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use portcullis::metrics::Metrics;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the Prometheus recorder (once per process; later calls return
+/// the same handle). Call it before any guard is built, so the library's
+/// series are registered with it from the start.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            // Another recorder is in place (a process embedding the
+            // server): everything goes to it, and `/metrics` stays empty.
+            tracing::warn!("a metrics recorder is already installed; /metrics will be empty");
+        }
+        describe();
+        portcullis::metrics::describe();
+        handle
+    })
+}
+
+const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
+const ACCEPT_ERRORS: &str = "portcullis_accept_errors_total";
+const CHECKS_RUNNING: &str = "portcullis_password_checks_running";
+const CHECKS_WAITING: &str = "portcullis_password_checks_waiting";
+const CHECKS_BUSY: &str = "portcullis_password_checks_busy_total";
+const REFUSED: &str = "portcullis_connections_refused_total";
+const TIMED_OUT: &str = "portcullis_connections_timed_out_total";
+
+fn describe() {
+    describe_gauge!(CONNECTIONS_OPEN, "Connections open now.");
+    describe_counter!(
+        ACCEPT_ERRORS,
+        "Failed accept calls (e.g. out of file descriptors)."
+    );
+    describe_gauge!(CHECKS_RUNNING, "Password checks running now.");
+    describe_gauge!(CHECKS_WAITING, "Logins waiting for a password check now.");
+    describe_counter!(
+        CHECKS_BUSY,
+        "Logins answered 503 because the password-check queue was full."
+    );
+    describe_counter!(REFUSED, "Connections closed at accept, by the cap reached.");
+    describe_counter!(
+        TIMED_OUT,
+        "Connections closed while waiting: read timeout (header, idle) or evicted at max_connections."
+    );
+}
+
+/// Publish the listener's and the password checker's figures, kept in
+/// `m`, to the recorder.
+fn publish_server(m: &Metrics) {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    gauge!(CONNECTIONS_OPEN).set(get(&m.connections_open) as f64);
+    counter!(ACCEPT_ERRORS).absolute(get(&m.accept_errors));
+    gauge!(CHECKS_RUNNING).set(get(&m.hashes_running) as f64);
+    gauge!(CHECKS_WAITING).set(get(&m.hashes_waiting) as f64);
+    counter!(CHECKS_BUSY).absolute(get(&m.hash_busy));
+    counter!(REFUSED, "reason" => "max_connections").absolute(get(&m.refused_max_connections));
+    counter!(REFUSED, "reason" => "per_ip").absolute(get(&m.refused_per_ip));
+    counter!(TIMED_OUT, "phase" => "header").absolute(get(&m.header_timeouts));
+    counter!(TIMED_OUT, "phase" => "idle").absolute(get(&m.idle_timeouts));
+    counter!(TIMED_OUT, "phase" => "evicted").absolute(get(&m.evicted));
+}
+
+/// The Prometheus text: everything recorded, after publishing the
+/// server's own figures from `m`. The caller asks the engine for its
+/// status first, which publishes the table gauges.
+pub fn render(m: &Metrics) -> String {
+    let handle = install();
+    publish_server(m);
+    handle.render()
+}
