@@ -187,8 +187,12 @@ impl Metrics {
             history: History::default(),
             offenders: Offenders::default(),
         };
-        // Register every counter at zero, so an exporter shows the series
-        // (e.g. `reason="banned"`) before the first such event.
+        // Register the main counters at zero, so an exporter shows each
+        // series (e.g. `reason="banned"`) before its first event; a
+        // policy's series appear as they happen.
+        if m.policy.is_some() {
+            return m;
+        }
         m.counter(DECISIONS, &[("outcome", "allow"), ("reason", "")])
             .increment(0);
         for r in Reason::ALL {
