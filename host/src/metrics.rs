@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 
-use metrics::{Label, SharedString};
+use metrics::{Key, Label, Level, Metadata, SharedString};
 use portcullis_core::{Decision, Reason};
 
 /// Seconds of per-second decision history kept (10 minutes).
@@ -89,12 +89,77 @@ pub fn describe() {
     describe_counter!(TABLE_FULL, "New keys refused for lack of room.");
 }
 
+/// Metadata of every series recorded here.
+static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The series' keys, built once per [`Metrics`] so that recording is a
+/// registry lookup by a hashed key: no allocation on the decision path.
+#[derive(Debug)]
+struct Keys {
+    /// By [`series`]: allow, then each reason.
+    decisions: Vec<Key>,
+    login_failures: Key,
+    login_successes: Key,
+    store_errors: Key,
+    fallbacks: Key,
+    fail_closed: Key,
+    fallback_active: Key,
+    table_entries: Key,
+    table_capacity: Key,
+    evictions: Key,
+    table_full: Key,
+}
+
+impl Keys {
+    fn new(policy: Option<&SharedString>) -> Keys {
+        let key = |name: &'static str, labels: &[(&'static str, &'static str)]| {
+            let mut l: Vec<Label> = labels
+                .iter()
+                .map(|(k, v)| Label::from_static_parts(k, v))
+                .collect();
+            if let Some(p) = policy {
+                l.push(Label::new("policy", p.clone()));
+            }
+            Key::from_parts(name, l)
+        };
+        let mut decisions = vec![key(DECISIONS, &[("outcome", "allow"), ("reason", "")])];
+        for r in Reason::ALL {
+            decisions.push(key(
+                DECISIONS,
+                &[("outcome", "deny"), ("reason", r.as_str())],
+            ));
+        }
+        Keys {
+            decisions,
+            login_failures: key(LOGIN_FAILURES, &[]),
+            login_successes: key(LOGIN_SUCCESSES, &[]),
+            store_errors: key(STORE_ERRORS, &[]),
+            fallbacks: key(FALLBACKS, &[]),
+            fail_closed: key(FAIL_CLOSED, &[]),
+            fallback_active: key(FALLBACK_ACTIVE, &[]),
+            table_entries: key(TABLE_ENTRIES, &[]),
+            table_capacity: key(TABLE_CAPACITY, &[]),
+            evictions: key(EVICTIONS, &[]),
+            table_full: key(TABLE_FULL, &[]),
+        }
+    }
+}
+
+fn counter(k: &Key) -> metrics::Counter {
+    metrics::with_recorder(|r| r.register_counter(k, &META))
+}
+
+fn gauge(k: &Key) -> metrics::Gauge {
+    metrics::with_recorder(|r| r.register_gauge(k, &META))
+}
+
 /// What a guard counts: recorded through the `metrics` facade and kept in
 /// process for status pages and the dashboard.
 #[derive(Debug)]
 pub struct Metrics {
     /// `policy` label on every series (`None`: no label).
     policy: Option<SharedString>,
+    keys: Keys,
     allowed: AtomicU64,
     denied: [AtomicU64; Reason::ALL.len()],
     store_errors: AtomicU64,
@@ -166,6 +231,7 @@ impl Metrics {
     fn with_policy(policy: Option<SharedString>) -> Self {
         describe();
         let m = Metrics {
+            keys: Keys::new(policy.as_ref()),
             policy,
             allowed: AtomicU64::new(0),
             denied: Default::default(),
@@ -193,20 +259,15 @@ impl Metrics {
         if m.policy.is_some() {
             return m;
         }
-        m.counter(DECISIONS, &[("outcome", "allow"), ("reason", "")])
-            .increment(0);
-        for r in Reason::ALL {
-            m.counter(DECISIONS, &[("outcome", "deny"), ("reason", r.as_str())])
-                .increment(0);
-        }
-        for name in [
-            LOGIN_FAILURES,
-            LOGIN_SUCCESSES,
-            STORE_ERRORS,
-            FALLBACKS,
-            FAIL_CLOSED,
-        ] {
-            m.counter(name, &[]).increment(0);
+        let k = &m.keys;
+        for key in k.decisions.iter().chain([
+            &k.login_failures,
+            &k.login_successes,
+            &k.store_errors,
+            &k.fallbacks,
+            &k.fail_closed,
+        ]) {
+            counter(key).increment(0);
         }
         m
     }
@@ -216,47 +277,17 @@ impl Metrics {
         self.policy.as_deref()
     }
 
-    fn labels(&self, labels: &[(&'static str, &'static str)]) -> Vec<Label> {
-        let mut out: Vec<Label> = labels
-            .iter()
-            .map(|(k, v)| Label::from_static_parts(k, v))
-            .collect();
-        if let Some(p) = &self.policy {
-            out.push(Label::new("policy", p.clone()));
-        }
-        out
-    }
-
-    fn counter(
-        &self,
-        name: &'static str,
-        labels: &[(&'static str, &'static str)],
-    ) -> metrics::Counter {
-        metrics::counter!(name, self.labels(labels))
-    }
-
-    fn gauge(&self, name: &'static str) -> metrics::Gauge {
-        metrics::gauge!(name, self.labels(&[]))
-    }
-
     /// Count one decision (totals and the per-second history).
     pub fn count(&self, d: &Decision) {
         match d {
-            Decision::Allow { .. } => {
-                self.allowed.fetch_add(1, Relaxed);
-                self.counter(DECISIONS, &[("outcome", "allow"), ("reason", "")])
-                    .increment(1);
-            }
-            Decision::Deny { reason, .. } => {
-                self.denied[index(*reason)].fetch_add(1, Relaxed);
-                self.counter(
-                    DECISIONS,
-                    &[("outcome", "deny"), ("reason", reason.as_str())],
-                )
-                .increment(1);
-            }
+            Decision::Allow { .. } => self.allowed.fetch_add(1, Relaxed),
+            Decision::Deny { reason, .. } => self.denied[index(*reason)].fetch_add(1, Relaxed),
         };
-        self.history.record(self.history.now(), series(d));
+        let i = series(d);
+        if let Some(k) = self.keys.decisions.get(i) {
+            counter(k).increment(1);
+        }
+        self.history.record(self.history.now(), i);
     }
 
     /// Count one decision about `ip`; a denial also counts against `ip` in
@@ -271,45 +302,45 @@ impl Metrics {
     /// Count a failed login.
     pub fn login_failure(&self) {
         self.login_failures.fetch_add(1, Relaxed);
-        self.counter(LOGIN_FAILURES, &[]).increment(1);
+        counter(&self.keys.login_failures).increment(1);
     }
 
     /// Count a successful login.
     pub fn login_success(&self) {
         self.login_successes.fetch_add(1, Relaxed);
-        self.counter(LOGIN_SUCCESSES, &[]).increment(1);
+        counter(&self.keys.login_successes).increment(1);
     }
 
     /// Count a failed store read or write.
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Relaxed);
-        self.counter(STORE_ERRORS, &[]).increment(1);
+        counter(&self.keys.store_errors).increment(1);
     }
 
     /// Count a decision made locally because the fleet store was down.
     pub fn fallback(&self) {
         self.fallbacks.fetch_add(1, Relaxed);
-        self.counter(FALLBACKS, &[]).increment(1);
+        counter(&self.keys.fallbacks).increment(1);
     }
 
     /// Count a decision denied because the fleet store was down.
     pub fn fail_closed(&self) {
         self.fail_closed.fetch_add(1, Relaxed);
-        self.counter(FAIL_CLOSED, &[]).increment(1);
+        counter(&self.keys.fail_closed).increment(1);
     }
 
     /// Set `portcullis_fallback_active` (fleet backends).
     pub fn set_fallback_active(&self, active: bool) {
-        self.gauge(FALLBACK_ACTIVE).set(f64::from(u8::from(active)));
+        gauge(&self.keys.fallback_active).set(f64::from(u8::from(active)));
     }
 
     /// Publish the table gauges and counters read from a limiter
     /// (`Limiter::len`, `Limiter::capacity`, `Limiter::stats`).
     pub fn record_table(&self, entries: usize, capacity: usize, evictions: u64, table_full: u64) {
-        self.gauge(TABLE_ENTRIES).set(entries as f64);
-        self.gauge(TABLE_CAPACITY).set(capacity as f64);
-        self.counter(EVICTIONS, &[]).absolute(evictions);
-        self.counter(TABLE_FULL, &[]).absolute(table_full);
+        gauge(&self.keys.table_entries).set(entries as f64);
+        gauge(&self.keys.table_capacity).set(capacity as f64);
+        counter(&self.keys.evictions).absolute(evictions);
+        counter(&self.keys.table_full).absolute(table_full);
     }
 
     /// The `n` addresses denied most in the last [`HISTORY_SECS`] seconds.
