@@ -34,7 +34,6 @@ fn config() -> Config {
     c.requests.window = Duration::from_secs(5);
     c.blocks.block_for = Duration::from_secs(30);
     c.login.max_failures = 5;
-    c.login.lock_for = Duration::from_secs(60);
     c.login.account_max_failures = Some(16); // every log fits W = 16
     c.penalty.base = Duration::from_millis(250);
     c.penalty.max = Duration::from_secs(2);
@@ -49,7 +48,7 @@ impl SimClock {
         self.0
     }
     fn tick(&mut self, d: Duration) {
-        self.0 += d;
+        self.0 = self.0.checked_add(d).unwrap_or(Instant::MAX);
     }
 }
 
@@ -64,8 +63,13 @@ struct Tally {
     owner_in: bool,
 }
 
+/// Counters saturate: the core's lints forbid overflowing arithmetic here
+/// too, as on firmware.
+fn bump(n: &mut u32) {
+    *n = n.saturating_add(1);
+}
+
 /// A penalty being served: the reply is held until `until`, in `slot`.
-#[derive(Clone, Copy)]
 struct Held {
     until: Instant,
     slot: Option<SlotToken>,
@@ -87,7 +91,7 @@ fn login(
             reason: Reason::AccountLocked | Reason::IpLocked,
             ..
         }) => {
-            t.locked_out += 1;
+            bump(&mut t.locked_out);
             return None;
         }
         Err(_) => return None,
@@ -101,9 +105,11 @@ fn login(
         return None;
     }
     l.login_attempt_failed(user, ip, attempt.id, now);
-    t.wrong_password += 1;
+    bump(&mut t.wrong_password);
     Some(Held {
-        until: now + attempt.penalty.delay,
+        until: now
+            .checked_add(attempt.penalty.delay)
+            .unwrap_or(Instant::MAX),
         slot: attempt.penalty.slot,
     })
 }
@@ -114,26 +120,23 @@ fn run(limiter: &mut Limiter, clock: &mut SimClock, turns: u32) -> Tally {
     for turn in 0..turns {
         let now = clock.now();
         // Serve penalties: the reply goes out and the slot comes back.
-        if let Some(h) = guesser {
-            if h.until <= now {
-                if let Some(slot) = h.slot {
-                    limiter.release_slot(slot);
-                }
-                guesser = None;
+        if guesser.as_ref().is_some_and(|h| h.until <= now) {
+            if let Some(slot) = guesser.take().and_then(|h| h.slot) {
+                limiter.release_slot(slot);
             }
         }
         // The flooder: three lines a turn, each one request (rules 1–4).
         for _ in 0..3 {
             match limiter.check_request(FLOODER, now) {
-                Decision::Allow { .. } => t.allowed += 1,
+                Decision::Allow { .. } => bump(&mut t.allowed),
                 Decision::Deny {
                     reason: Reason::RateLimited,
                     ..
-                } => t.rate_limited += 1,
+                } => bump(&mut t.rate_limited),
                 Decision::Deny {
                     reason: Reason::Blocked,
                     ..
-                } => t.blocked += 1,
+                } => bump(&mut t.blocked),
                 Decision::Deny { .. } => {}
             }
         }
@@ -165,7 +168,8 @@ fn main() -> Result<(), ConfigError> {
     println!("{:?}", limiter.stats());
     // The flooder got its quota, was limited, then blocked.
     assert!(t.allowed >= 10 && t.rate_limited > 0 && t.blocked > 0);
-    // The guesser got five wrong guesses, then the pair and its ip were locked.
+    // The guesser got five wrong guesses, then the pair and its ip were
+    // locked for the rest of the run (five minutes).
     assert_eq!(t.wrong_password, 5);
     assert!(t.locked_out > 0);
     // The owner, elsewhere, was not locked out by the guesser.
