@@ -112,7 +112,7 @@ fn password_ok(user: &str, password: &str) -> bool {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = |max_requests| -> Result<Guard, portcullis::limiter::LimiterError> {
-        let mut c = Config::default(); // DESIGN.md defaults, see docs/rules.md
+        let mut c = Config::default(); // the rules' defaults: docs/rules.md
         c.requests.max_requests = max_requests;
         let limiter = Limiter::new(c, LimiterOptions::default())?;
         Ok(Guard::new(Arc::new(limiter), None)) // no store: memory only
