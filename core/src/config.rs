@@ -7,7 +7,7 @@ use embassy_time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RequestRules {
-    /// Allowed requests per window [50]. Must not exceed the log capacity `W`.
+    /// Allowed requests per window \[50\]. Must not exceed the log capacity `W`.
     pub max_requests: u32,
     /// Window length [60 s].
     pub window: Duration,
@@ -17,13 +17,13 @@ pub struct RequestRules {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct BlockRules {
-    /// Violations (windows with a denial) since the last block that start a block [3].
+    /// Violations (windows with a denial) since the last block that start a block \[3\].
     pub block_after: u32,
     /// How long violations and block escalation are remembered [24 h].
     pub violation_memory: Duration,
     /// First block length [15 min].
     pub block_for: Duration,
-    /// Each further block within the memory lasts this many times longer [2].
+    /// Each further block within the memory lasts this many times longer \[2\].
     pub block_growth: u32,
     /// Longest block [24 h].
     pub max_block: Duration,
@@ -37,7 +37,7 @@ pub struct BlockRules {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LoginRules {
-    /// Failures per (user, ip) and per ip that lock [10].
+    /// Failures per (user, ip) and per ip that lock \[10\].
     pub max_failures: u32,
     /// Failure window [5 min].
     pub failure_window: Duration,
@@ -58,7 +58,7 @@ pub struct LoginRules {
 pub struct PenaltyRules {
     /// First delay [1 s].
     pub base: Duration,
-    /// Growth per earlier failure in the window [2].
+    /// Growth per earlier failure in the window \[2\].
     pub multiplier: u32,
     /// Longest delay [30 s].
     pub max: Duration,
@@ -68,7 +68,7 @@ pub struct PenaltyRules {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum NoSlot {
-    /// Cap the delay to `penalty.base` (the seed's behaviour) [default].
+    /// Cap the delay to `penalty.base` (the seed's behaviour) \[default\].
     CapToBase,
     /// Refuse the attempt.
     Refuse,
@@ -78,11 +78,11 @@ pub enum NoSlot {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SlotRules {
-    /// Slots per key [3], at most [`MAX_SLOTS`](crate::MAX_SLOTS).
+    /// Slots per key \[3\], at most [`MAX_SLOTS`](crate::MAX_SLOTS).
     pub slots: u32,
     /// A slot older than this is reclaimed [60 s].
     pub slot_ttl: Duration,
-    /// Policy without a free slot [CapToBase].
+    /// Policy without a free slot \[CapToBase\].
     pub when_full: NoSlot,
 }
 
@@ -90,7 +90,7 @@ pub struct SlotRules {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum OnFull {
-    /// Deny with [`Reason::TableFull`](crate::Reason::TableFull) [default].
+    /// Deny with [`Reason::TableFull`](crate::Reason::TableFull) \[default\].
     Deny,
     /// Allow without keeping state (fail-open for new keys only).
     Allow,
@@ -112,9 +112,9 @@ pub struct Config {
     pub slots: SlotRules,
     /// Rule 9.
     pub lists: Lists,
-    /// IPv6 addresses are aggregated to this prefix [64].
+    /// IPv6 addresses are aggregated to this prefix \[64\].
     pub ipv6_prefix: u8,
-    /// New key, full table [Deny].
+    /// New key, full table \[Deny\].
     pub on_full: OnFull,
 }
 

@@ -9,6 +9,11 @@
 //! [`Decision`]: `Allow { remaining, reset_after }` or
 //! `Deny { reason, retry_after }`.
 //!
+//! The rules are numbered 1–9 and cited by number throughout the code
+//! ("rule 5", "rules 1–4 and 9"): `docs/rules.md` in the repository
+//! explains each one, its defaults, the module that holds it, what mirrors
+//! it in the host and in Redis, and which tests prove it.
+//!
 //! ```
 //! use core::net::{IpAddr, Ipv4Addr};
 //! use embassy_time::{Duration, Instant};
@@ -36,7 +41,7 @@
 //!
 //! | module | holds |
 //! | --- | --- |
-//! | [`config`] | every rule's knobs, DESIGN.md defaults, [`ConfigError`] |
+//! | [`config`] | every rule's knobs and defaults (`docs/rules.md`), [`ConfigError`] |
 //! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
 //! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
 //! | [`lists`] | allow/deny [`Cidr`] lists (rule 9) |

@@ -45,7 +45,7 @@ pub struct ServerConfig {
     pub admin_max_entries: usize,
     /// Bearer token for `/admin` (none: admin API off).
     pub admin_token: Option<String>,
-    /// Store kind [sqlite].
+    /// Store kind \[sqlite\].
     pub store: StoreKind,
     /// SQLite path [./portcullis.db].
     pub path: PathBuf,
@@ -53,7 +53,7 @@ pub struct ServerConfig {
     pub redis_url: String,
     /// Deny instead of falling back when Redis is down [false].
     pub fail_closed: bool,
-    /// Per-decision Redis timeout [50ms].
+    /// Per-decision Redis timeout \[50ms\].
     pub redis_timeout: StdDuration,
     /// Keys held by the main table [1 000 000].
     pub max_entries: usize,
@@ -71,17 +71,17 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnLimits {
     /// A request head must be complete this long after the connection
-    /// opens or the next request's first byte arrives [10s].
+    /// opens or the next request's first byte arrives \[10s\].
     pub header_read_timeout: StdDuration,
-    /// A request body must be complete this long after its head [30s].
+    /// A request body must be complete this long after its head \[30s\].
     pub body_read_timeout: StdDuration,
-    /// A keep-alive connection with no request is closed after this [60s].
+    /// A keep-alive connection with no request is closed after this \[60s\].
     pub idle_timeout: StdDuration,
-    /// Open connections at most [4096] (capped at start-up by the fd limit).
+    /// Open connections at most \[4096\] (capped at start-up by the fd limit).
     pub max_connections: u32,
-    /// Open connections per client address (IPv6: per /64) at most [64].
+    /// Open connections per client address (IPv6: per /64) at most \[64\].
     pub max_connections_per_ip: u32,
-    /// SIGTERM: in-flight requests get this long before they are dropped [10s].
+    /// SIGTERM: in-flight requests get this long before they are dropped \[10s\].
     pub shutdown_grace: StdDuration,
 }
 
@@ -107,13 +107,13 @@ pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
 pub struct Hashing {
     /// argon2 verifications running at once at most [number of cores].
     pub max_concurrent: u32,
-    /// Logins waiting for a verification at most; more get `503` [64].
+    /// Logins waiting for a verification at most; more get `503` \[64\].
     pub queue: u32,
-    /// argon2id memory cost in KiB [19456] for new hashes and the dummy hash.
+    /// argon2id memory cost in KiB \[19456\] for new hashes and the dummy hash.
     pub memory_kib: u32,
-    /// argon2id iterations [2].
+    /// argon2id iterations \[2\].
     pub iterations: u32,
-    /// argon2id lanes [1].
+    /// argon2id lanes \[1\].
     pub parallelism: u32,
 }
 
