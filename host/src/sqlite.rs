@@ -59,10 +59,9 @@ const V1_ENTRIES: &[&str] = &[
 const V1_META: &[&str] = &["key", "value"];
 
 /// What went wrong with the store, always naming the file.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum StoreError {
     /// SQLite refused (not a database, locked, I/O).
-    #[error("{path}: {source}")]
     Sqlite {
         /// The file.
         path: PathBuf,
@@ -70,7 +69,6 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The file was written by a newer portcullis.
-    #[error("{path}: unknown schema version {found} (this portcullis knows up to {SCHEMA_VERSION}); refusing to touch it")]
     UnknownVersion {
         /// The file.
         path: PathBuf,
@@ -78,7 +76,6 @@ pub enum StoreError {
         found: i64,
     },
     /// A row cannot be a record; nothing was loaded.
-    #[error("{path}: corrupt store: {reason}; refusing to load it")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -86,13 +83,11 @@ pub enum StoreError {
         reason: String,
     },
     /// The writer thread is gone.
-    #[error("{path}: store writer stopped")]
     Closed {
         /// The file.
         path: PathBuf,
     },
     /// The file is some other program's (or not empty and not ours).
-    #[error("{path}: not a portcullis store ({reason}); refusing to touch it")]
     Foreign {
         /// The file.
         path: PathBuf,
@@ -100,7 +95,6 @@ pub enum StoreError {
         reason: String,
     },
     /// This process cannot write the file.
-    #[error("{path}: store is not writable ({source}); refusing to use it")]
     NotWritable {
         /// The file.
         path: PathBuf,
@@ -108,7 +102,6 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// Another process holds the store's lock.
-    #[error("{path}: store in use by a running server ({holder}, lock file {lock})", holder = match pid { Some(p) => format!("pid {p}"), None => "pid unknown".to_string() }, lock = lock.display())]
     Locked {
         /// The file.
         path: PathBuf,
@@ -118,7 +111,6 @@ pub enum StoreError {
         pid: Option<u32>,
     },
     /// The lock file cannot be opened or locked.
-    #[error("{path}: cannot lock {lock}: {source}", lock = lock.display())]
     Lock {
         /// The file.
         path: PathBuf,
@@ -128,7 +120,6 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The last snapshot before closing failed (its state is not saved).
-    #[error("last snapshot failed: {reason}")]
     SnapshotFailed {
         /// The file.
         path: PathBuf,
@@ -136,11 +127,69 @@ pub enum StoreError {
         reason: String,
     },
     /// The file does not exist (CLI `--db` never creates one).
-    #[error("{path}: no such file")]
     Missing {
         /// The file.
         path: PathBuf,
     },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sqlite { path, source } => write!(f, "{}: {source}", path.display()),
+            StoreError::UnknownVersion { path, found } => write!(
+                f,
+                "{}: unknown schema version {found} (this portcullis knows up to {SCHEMA_VERSION}); refusing to touch it",
+                path.display()
+            ),
+            StoreError::Corrupt { path, reason } => write!(
+                f,
+                "{}: corrupt store: {reason}; refusing to load it",
+                path.display()
+            ),
+            StoreError::Closed { path } => write!(f, "{}: store writer stopped", path.display()),
+            StoreError::Foreign { path, reason } => write!(
+                f,
+                "{}: not a portcullis store ({reason}); refusing to touch it",
+                path.display()
+            ),
+            StoreError::NotWritable { path, source } => write!(
+                f,
+                "{}: store is not writable ({source}); refusing to use it",
+                path.display()
+            ),
+            StoreError::Locked { path, lock, pid } => {
+                write!(f, "{}: store in use by a running server (", path.display())?;
+                match pid {
+                    Some(p) => write!(f, "pid {p}")?,
+                    None => write!(f, "pid unknown")?,
+                }
+                write!(f, ", lock file {})", lock.display())
+            }
+            StoreError::Lock { path, lock, source } => write!(
+                f,
+                "{}: cannot lock {}: {source}",
+                path.display(),
+                lock.display()
+            ),
+            StoreError::SnapshotFailed { reason, .. } => {
+                write!(f, "last snapshot failed: {reason}")
+            }
+            StoreError::Missing { path } => write!(f, "{}: no such file", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite { source, .. } | StoreError::NotWritable { source, .. } => {
+                Some(source)
+            }
+            StoreError::Lock { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// Exclusive use of a store file for as long as it lives: an advisory
@@ -762,4 +811,86 @@ pub fn apply(lock: &StoreLock, records: &[HostRecord]) -> Result<(), StoreError>
     let mut conn = open_connection(lock)?;
     let mut known = HashSet::new();
     write(&mut conn, lock.path(), records, &mut known, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_name_the_file_in_their_messages() {
+        let path = PathBuf::from("/var/lib/p.db");
+        let lock = PathBuf::from("/var/lib/p.db.lock");
+        let io = || std::io::Error::other("denied");
+        let cases = [
+            (
+                StoreError::Locked {
+                    path: path.clone(),
+                    lock: lock.clone(),
+                    pid: Some(42),
+                },
+                "/var/lib/p.db: store in use by a running server (pid 42, lock file /var/lib/p.db.lock)",
+            ),
+            (
+                StoreError::Locked {
+                    path: path.clone(),
+                    lock: lock.clone(),
+                    pid: None,
+                },
+                "/var/lib/p.db: store in use by a running server (pid unknown, lock file /var/lib/p.db.lock)",
+            ),
+            (
+                StoreError::Lock {
+                    path: path.clone(),
+                    lock,
+                    source: io(),
+                },
+                "/var/lib/p.db: cannot lock /var/lib/p.db.lock: denied",
+            ),
+            (
+                StoreError::UnknownVersion {
+                    path: path.clone(),
+                    found: 99,
+                },
+                &format!("/var/lib/p.db: unknown schema version 99 (this portcullis knows up to {SCHEMA_VERSION}); refusing to touch it"),
+            ),
+            (
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    reason: "bad row".into(),
+                },
+                "/var/lib/p.db: corrupt store: bad row; refusing to load it",
+            ),
+            (
+                StoreError::Foreign {
+                    path: path.clone(),
+                    reason: "other tables".into(),
+                },
+                "/var/lib/p.db: not a portcullis store (other tables); refusing to touch it",
+            ),
+            (
+                StoreError::Closed { path: path.clone() },
+                "/var/lib/p.db: store writer stopped",
+            ),
+            (
+                StoreError::SnapshotFailed {
+                    path: path.clone(),
+                    reason: "disk full".into(),
+                },
+                "last snapshot failed: disk full",
+            ),
+            (
+                StoreError::Missing { path },
+                "/var/lib/p.db: no such file",
+            ),
+        ];
+        for (e, want) in &cases {
+            assert_eq!(e.to_string(), *want);
+        }
+        let lock_err = &cases[2].0;
+        assert_eq!(
+            std::error::Error::source(lock_err).map(|s| s.to_string()),
+            Some("denied".into())
+        );
+    }
 }
