@@ -167,26 +167,6 @@ pub struct Metrics {
     fail_closed: AtomicU64,
     login_failures: AtomicU64,
     login_successes: AtomicU64,
-    /// Connections open now (kept by the server's listener, which exports it).
-    pub connections_open: AtomicU64,
-    /// Connections closed at accept: `max_connections` reached (server).
-    pub refused_max_connections: AtomicU64,
-    /// Connections closed at accept: `max_connections_per_ip` reached (server).
-    pub refused_per_ip: AtomicU64,
-    /// Waiting connections closed to make room at `max_connections` (server).
-    pub evicted: AtomicU64,
-    /// Connections closed for an incomplete request head (server).
-    pub header_timeouts: AtomicU64,
-    /// Keep-alive connections closed for idleness (server).
-    pub idle_timeouts: AtomicU64,
-    /// Failed `accept` calls, e.g. out of file descriptors (server).
-    pub accept_errors: AtomicU64,
-    /// Password checks running now (server).
-    pub hashes_running: AtomicU64,
-    /// Logins waiting for a password check now (server).
-    pub hashes_waiting: AtomicU64,
-    /// Logins answered `503` because the password-check queue was full (server).
-    pub hash_busy: AtomicU64,
     /// Decisions per second, last [`HISTORY_SECS`] seconds.
     pub history: History,
     /// Addresses denied most, last [`HISTORY_SECS`] seconds.
@@ -240,16 +220,6 @@ impl Metrics {
             fail_closed: AtomicU64::new(0),
             login_failures: AtomicU64::new(0),
             login_successes: AtomicU64::new(0),
-            connections_open: AtomicU64::new(0),
-            refused_max_connections: AtomicU64::new(0),
-            refused_per_ip: AtomicU64::new(0),
-            evicted: AtomicU64::new(0),
-            header_timeouts: AtomicU64::new(0),
-            idle_timeouts: AtomicU64::new(0),
-            accept_errors: AtomicU64::new(0),
-            hashes_running: AtomicU64::new(0),
-            hashes_waiting: AtomicU64::new(0),
-            hash_busy: AtomicU64::new(0),
             history: History::default(),
             offenders: Offenders::default(),
         };

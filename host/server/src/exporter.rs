@@ -2,15 +2,40 @@
 //! installs `metrics-exporter-prometheus` as the process's recorder (a
 //! handle to render from, no HTTP listener of its own) and renders the
 //! Prometheus text from it. The connection and password-check figures the
-//! server keeps itself are published to the same recorder just before
-//! each render.
+//! server keeps itself ([`ServerMetrics`]) are published to the same
+//! recorder just before each render.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use portcullis::metrics::Metrics;
+
+/// What the listener and the password checker count (the library's
+/// guards count the rest, through the facade).
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections closed at accept: `max_connections` reached.
+    pub refused_max_connections: AtomicU64,
+    /// Connections closed at accept: `max_connections_per_ip` reached.
+    pub refused_per_ip: AtomicU64,
+    /// Waiting connections closed to make room at `max_connections`.
+    pub evicted: AtomicU64,
+    /// Connections closed for an incomplete request head.
+    pub header_timeouts: AtomicU64,
+    /// Keep-alive connections closed for idleness.
+    pub idle_timeouts: AtomicU64,
+    /// Failed `accept` calls (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
+    /// Password checks running now.
+    pub hashes_running: AtomicU64,
+    /// Logins waiting for a password check now.
+    pub hashes_waiting: AtomicU64,
+    /// Logins answered `503` because the password-check queue was full.
+    pub hash_busy: AtomicU64,
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -61,8 +86,8 @@ fn describe() {
 
 /// Publish the listener's and the password checker's figures, kept in
 /// `m`, to the recorder.
-fn publish_server(m: &Metrics) {
-    let get = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+fn publish_server(m: &ServerMetrics) {
+    let get = |a: &AtomicU64| a.load(Relaxed);
     gauge!(CONNECTIONS_OPEN).set(get(&m.connections_open) as f64);
     counter!(ACCEPT_ERRORS).absolute(get(&m.accept_errors));
     gauge!(CHECKS_RUNNING).set(get(&m.hashes_running) as f64);
@@ -78,7 +103,7 @@ fn publish_server(m: &Metrics) {
 /// The Prometheus text: everything recorded, after publishing the
 /// server's own figures from `m`. The caller asks the engine for its
 /// status first, which publishes the table gauges.
-pub fn render(m: &Metrics) -> String {
+pub fn render(m: &ServerMetrics) -> String {
     let handle = install();
     publish_server(m);
     handle.render()

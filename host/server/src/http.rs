@@ -39,7 +39,7 @@ struct App {
     kind: &'static str,
     max_entries: usize,
     admin_max_entries: usize,
-    metrics: Arc<Metrics>,
+    server_metrics: Arc<super::exporter::ServerMetrics>,
 }
 
 /// The whole service.
@@ -49,6 +49,7 @@ pub fn router(
     users: Users,
     kind: &'static str,
     metrics_source: Arc<portcullis::metrics::Metrics>,
+    server_metrics: Arc<super::exporter::ServerMetrics>,
 ) -> Router {
     let app = App {
         engine: engine.clone(),
@@ -65,7 +66,7 @@ pub fn router(
         kind,
         max_entries: cfg.max_entries,
         admin_max_entries: cfg.admin_max_entries,
-        metrics: metrics_source.clone(),
+        server_metrics,
     };
     // The admin API has its own quota and state: an operator whose address
     // is blocked on the service can still lift the block, and token guessing
@@ -224,7 +225,7 @@ async fn login(
 async fn metrics(State(app): State<App>) -> Response {
     // The status read publishes the table gauges.
     let _ = app.engine.status().await;
-    let body = super::exporter::render(&app.metrics);
+    let body = super::exporter::render(&app.server_metrics);
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -141,7 +141,8 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
     // Before any guard registers its series.
     exporter::install();
     let backend = backend(&cfg).await?;
-    let users = passwords::Users::new(&cfg.users, &cfg.hashing, backend.local.metrics().clone());
+    let server_metrics = Arc::new(exporter::ServerMetrics::default());
+    let users = passwords::Users::new(&cfg.users, &cfg.hashing, server_metrics.clone());
     if cfg.users.is_empty() {
         tracing::warn!(
             "no [[users]] configured: demo user `demo` with password `demo-password` is active"
@@ -160,13 +161,14 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
         users,
         backend.kind,
         backend.local.metrics().clone(),
+        server_metrics.clone(),
     );
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
     listener::run(
         listener,
         app,
         cfg.conn.clone(),
-        backend.local.metrics().clone(),
+        server_metrics,
         shutdown_signal(),
     )
     .await;

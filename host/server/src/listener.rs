@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::config::ConnLimits;
-use portcullis::metrics::Metrics;
+use crate::exporter::ServerMetrics;
 
 /// File descriptors kept back from client connections (store, logs,
 /// Redis, the listener itself).
@@ -108,7 +108,7 @@ struct Counts {
     next_id: AtomicU64,
     /// Evicted connections not closed yet.
     evicting: AtomicU64,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
 }
 
 /// One admitted connection; its counts are given back on drop.
@@ -514,7 +514,7 @@ pub async fn run(
     listener: TcpListener,
     router: Router,
     cfg: ConnLimits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
     signal: impl Future<Output = ()>,
 ) {
     let counts = Arc::new(Counts {

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::config::{Hashing, User};
-use portcullis::metrics::Metrics;
+use crate::exporter::ServerMetrics;
 
 /// Usernames (normalised) to PHC hashes.
 #[derive(Clone)]
@@ -30,7 +30,7 @@ pub struct Users {
     /// is reused by the same few threads (allocator arenas) instead of
     /// being left behind on every thread of tokio's blocking pool.
     pool: std::sync::mpsc::Sender<Job>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -79,10 +79,10 @@ impl IntoResponse for Busy {
 }
 
 /// A gauge held up while this lives.
-struct Held(Arc<Metrics>, fn(&Metrics) -> &AtomicU64);
+struct Held(Arc<ServerMetrics>, fn(&ServerMetrics) -> &AtomicU64);
 
 impl Held {
-    fn new(m: Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicU64) -> Self {
+    fn new(m: Arc<ServerMetrics>, gauge: fn(&ServerMetrics) -> &AtomicU64) -> Self {
         gauge(&m).fetch_add(1, Relaxed);
         Held(m, gauge)
     }
@@ -163,14 +163,18 @@ impl Users {
     /// From config with the default limits; no users → the demo user
     /// `demo` / `demo-password`.
     pub fn from_config(users: &[User]) -> Users {
-        Users::new(users, &Hashing::default(), Arc::new(Metrics::default()))
+        Users::new(
+            users,
+            &Hashing::default(),
+            Arc::new(ServerMetrics::default()),
+        )
     }
 
     /// From config: the users (none → the demo user `demo` /
     /// `demo-password`), the check limits and argon2 parameters of
     /// `hashing` (the demo user's and the dummy hash use them), counted in
     /// `metrics`.
-    pub fn new(users: &[User], hashing: &Hashing, metrics: Arc<Metrics>) -> Users {
+    pub fn new(users: &[User], hashing: &Hashing, metrics: Arc<ServerMetrics>) -> Users {
         let params = hashing.params().unwrap_or_default();
         let mut hashes = HashMap::new();
         for u in users {
