@@ -4,8 +4,12 @@
 //! per-second [`History`] of decisions by outcome and reason over the last
 //! [`HISTORY_SECS`] seconds, and the top [`Offenders`] by client address.
 //!
-//! Names and labels (each series also carries `policy="<name>"` when the
-//! [`Metrics`] was made with [`Metrics::for_policy`]):
+//! Several limiters in one process: give each extra one
+//! [`Metrics::for_policy`] (its series carry `policy="<name>"`) or
+//! [`Metrics::unexported`] (counted in process only), through
+//! `Guard::with_metrics`, so the main series keep meaning one thing.
+//!
+//! Names and labels:
 //!
 //! | name | kind | labels |
 //! | --- | --- | --- |
@@ -159,7 +163,8 @@ fn gauge(k: &Key) -> metrics::Gauge {
 pub struct Metrics {
     /// `policy` label on every series (`None`: no label).
     policy: Option<SharedString>,
-    keys: Keys,
+    /// `None`: recorded in process only ([`Metrics::unexported`]).
+    keys: Option<Keys>,
     allowed: AtomicU64,
     denied: [AtomicU64; Reason::ALL.len()],
     store_errors: AtomicU64,
@@ -175,7 +180,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::with_policy(None)
+        Metrics::with_policy(None, true)
     }
 }
 
@@ -205,13 +210,20 @@ impl Metrics {
     /// limiter in the same process (e.g. a stricter table in front of an
     /// admin API), so its counts do not add to the main ones.
     pub fn for_policy(policy: impl Into<SharedString>) -> Self {
-        Metrics::with_policy(Some(policy.into()))
+        Metrics::with_policy(Some(policy.into()), true)
     }
 
-    fn with_policy(policy: Option<SharedString>) -> Self {
+    /// Metrics kept in process only, sent to no recorder: for a limiter
+    /// whose counts would only blur the main series (the server's
+    /// `/admin` and `/metrics` tables).
+    pub fn unexported() -> Self {
+        Metrics::with_policy(None, false)
+    }
+
+    fn with_policy(policy: Option<SharedString>, export: bool) -> Self {
         describe();
         let m = Metrics {
-            keys: Keys::new(policy.as_ref()),
+            keys: export.then(|| Keys::new(policy.as_ref())),
             policy,
             allowed: AtomicU64::new(0),
             denied: Default::default(),
@@ -226,10 +238,9 @@ impl Metrics {
         // Register the main counters at zero, so an exporter shows each
         // series (e.g. `reason="banned"`) before its first event; a
         // policy's series appear as they happen.
-        if m.policy.is_some() {
+        let Some(k) = m.keys.as_ref().filter(|_| m.policy.is_none()) else {
             return m;
-        }
-        let k = &m.keys;
+        };
         for key in k.decisions.iter().chain([
             &k.login_failures,
             &k.login_successes,
@@ -240,6 +251,17 @@ impl Metrics {
             counter(key).increment(0);
         }
         m
+    }
+
+    fn inc(&self, key: fn(&Keys) -> &Key) {
+        if let Some(k) = &self.keys {
+            counter(key(k)).increment(1);
+        }
+    }
+
+    /// Whether this records to the installed recorder.
+    pub fn exported(&self) -> bool {
+        self.keys.is_some()
     }
 
     /// The `policy` label, if any.
@@ -254,7 +276,7 @@ impl Metrics {
             Decision::Deny { reason, .. } => self.denied[index(*reason)].fetch_add(1, Relaxed),
         };
         let i = series(d);
-        if let Some(k) = self.keys.decisions.get(i) {
+        if let Some(k) = self.keys.as_ref().and_then(|k| k.decisions.get(i)) {
             counter(k).increment(1);
         }
         self.history.record(self.history.now(), i);
@@ -272,45 +294,49 @@ impl Metrics {
     /// Count a failed login.
     pub fn login_failure(&self) {
         self.login_failures.fetch_add(1, Relaxed);
-        counter(&self.keys.login_failures).increment(1);
+        self.inc(|k| &k.login_failures);
     }
 
     /// Count a successful login.
     pub fn login_success(&self) {
         self.login_successes.fetch_add(1, Relaxed);
-        counter(&self.keys.login_successes).increment(1);
+        self.inc(|k| &k.login_successes);
     }
 
     /// Count a failed store read or write.
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Relaxed);
-        counter(&self.keys.store_errors).increment(1);
+        self.inc(|k| &k.store_errors);
     }
 
     /// Count a decision made locally because the fleet store was down.
     pub fn fallback(&self) {
         self.fallbacks.fetch_add(1, Relaxed);
-        counter(&self.keys.fallbacks).increment(1);
+        self.inc(|k| &k.fallbacks);
     }
 
     /// Count a decision denied because the fleet store was down.
     pub fn fail_closed(&self) {
         self.fail_closed.fetch_add(1, Relaxed);
-        counter(&self.keys.fail_closed).increment(1);
+        self.inc(|k| &k.fail_closed);
     }
 
     /// Set `portcullis_fallback_active` (fleet backends).
     pub fn set_fallback_active(&self, active: bool) {
-        gauge(&self.keys.fallback_active).set(f64::from(u8::from(active)));
+        if let Some(k) = &self.keys {
+            gauge(&k.fallback_active).set(f64::from(u8::from(active)));
+        }
     }
 
     /// Publish the table gauges and counters read from a limiter
     /// (`Limiter::len`, `Limiter::capacity`, `Limiter::stats`).
     pub fn record_table(&self, entries: usize, capacity: usize, evictions: u64, table_full: u64) {
-        gauge(&self.keys.table_entries).set(entries as f64);
-        gauge(&self.keys.table_capacity).set(capacity as f64);
-        counter(&self.keys.evictions).absolute(evictions);
-        counter(&self.keys.table_full).absolute(table_full);
+        if let Some(k) = &self.keys {
+            gauge(&k.table_entries).set(entries as f64);
+            gauge(&k.table_capacity).set(capacity as f64);
+            counter(&k.evictions).absolute(evictions);
+            counter(&k.table_full).absolute(table_full);
+        }
     }
 
     /// The `n` addresses denied most in the last [`HISTORY_SECS`] seconds.

@@ -1,7 +1,8 @@
 //! What a guard counts reaches the application's own `metrics` recorder,
 //! under the names and labels `/metrics` has always used; a second guard
-//! made with `Metrics::for_policy` carries its `policy` label and leaves
-//! the main series alone; `Engine::status` is typed and publishes the
+//! made with `Metrics::for_policy` carries its `policy` label and one made
+//! with `Metrics::unexported` records nothing, both leaving the main series
+//! alone; `Engine::status` is typed and publishes the
 //! table gauges.
 
 use std::net::IpAddr;
@@ -69,6 +70,13 @@ fn a_users_recorder_sees_decisions_logins_and_table_gauges() {
         rt.block_on(async {
             let g = guard(c.clone());
             let side = guard(c.clone()).with_metrics(Metrics::for_policy("admin"));
+            let quiet = guard(c.clone()).with_metrics(Metrics::unexported());
+            assert!(!quiet.metrics().exported());
+            assert!(quiet.check_request(ip).await.is_allowed());
+            drop(quiet.login_failed("carol", ip).await);
+            quiet.record_table_metrics();
+            assert_eq!(quiet.metrics().allowed(), 1, "counted in process");
+            assert_eq!(quiet.metrics().login_failures(), 1);
             assert!(g.check_request(ip).await.is_allowed());
             assert!(g.check_request(ip).await.is_allowed());
             let Decision::Deny { reason, .. } = g.check_request(ip).await else {
@@ -87,7 +95,7 @@ fn a_users_recorder_sees_decisions_logins_and_table_gauges() {
     assert_eq!(
         value(&r, decisions, &[("outcome", "allow"), ("reason", "")]),
         Some(2.0),
-        "the side guard's allow is not in the main series: {r:?}"
+        "the side guards' allows are not in the main series: {r:?}"
     );
     assert_eq!(
         value(
@@ -110,7 +118,11 @@ fn a_users_recorder_sees_decisions_logins_and_table_gauges() {
         value(&r, decisions, &[("outcome", "deny"), ("reason", "banned")]),
         Some(0.0)
     );
-    assert_eq!(value(&r, "portcullis_login_failures_total", &[]), Some(1.0));
+    assert_eq!(
+        value(&r, "portcullis_login_failures_total", &[]),
+        Some(1.0),
+        "the unexported guard's failure is not recorded"
+    );
     assert_eq!(
         value(&r, "portcullis_login_successes_total", &[]),
         Some(1.0)

@@ -86,10 +86,10 @@ pub fn router(
     // address is blocked or a fleet store is down (fail-closed).
     for (prefix, name) in [("/admin", "admin"), ("/metrics", "metrics")] {
         match Limiter::new(admin_rules.clone(), admin_opts) {
-            // Its own `policy` label: these tables' counts stay out of
-            // the main series.
+            // Not exported: `/metrics` shows the service's decisions only,
+            // as it always has (and its sums do not count scrapes).
             Ok(l) => {
-                let guard = Guard::new(Arc::new(l), None).with_metrics(Metrics::for_policy(name));
+                let guard = Guard::new(Arc::new(l), None).with_metrics(Metrics::unexported());
                 layer = layer.route(prefix, name, guard)
             }
             Err(e) => {
