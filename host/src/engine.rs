@@ -1,6 +1,9 @@
 //! [`Engine`]: what the tower layer and the server ask of a backend, so the
 //! local sharded limiter ([`Guard`]) and the Redis fleet backend are
-//! interchangeable.
+//! interchangeable. It speaks types (decisions, [`BanInfo`] rows, a
+//! [`Status`]); JSON and Prometheus text are the application's to render
+//! (the server does both), and counters go through the `metrics` facade
+//! ([`crate::metrics`]).
 
 use std::net::IpAddr;
 
@@ -52,6 +55,7 @@ pub trait Engine: Send + Sync + 'static {
 /// A backend's state: the local table and, for a fleet backend, the
 /// shared store's.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Status {
     /// `"local"` or `"redis"`.
     pub backend: &'static str,
@@ -75,6 +79,7 @@ pub struct Status {
 
 /// A fleet backend's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FleetStatus {
     /// The fleet store is unavailable: decisions are local (or refused).
     pub fallback_active: bool,
