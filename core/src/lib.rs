@@ -122,8 +122,8 @@ pub use entry::{Cold, ColdPart, Entry, VIOLATION_LOG};
 pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 #[cfg(feature = "alloc")]
 pub use limiter::MapLimiter;
-pub use limiter::{FixedLimiter, Limiter};
-pub use lists::{Cidr, CidrError, Lists};
+pub use limiter::{Changed, FixedLimiter, Hold, Limiter, Spill, CHANGED_KEYS};
+pub use lists::{Cidr, CidrError, Listed, Lists};
 pub use lockout::{Attempt, AttemptId};
 #[cfg(feature = "alloc")]
 pub use map::MapStore;

@@ -27,6 +27,134 @@ pub struct Limiter<S, const W: usize> {
     pub(crate) latest: Tick,
     pub(crate) next_slot: u32,
     pub(crate) stats: Stats,
+    /// Keys whose ban, block or lock changed since the last
+    /// [`take_changed`](Self::take_changed).
+    pub(crate) changed: Changed,
+}
+
+/// Keys a [`Changed`] set holds before it spills.
+pub const CHANGED_KEYS: usize = 8;
+
+/// What a [`Changed`] set could not hold by key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Spill {
+    /// Nothing: every changed key is listed.
+    #[default]
+    None,
+    /// More keys of this one address changed than the set holds (a
+    /// [`Limiter::lift`] of an address with many locked pairs): treat
+    /// every key of the address as changed.
+    Addr(Addr),
+    /// Keys of more than one address overflowed: treat every key as
+    /// changed.
+    All,
+}
+
+/// The keys whose ban, block or lock the limiter set, lifted or removed:
+/// what must outlive the process. A host that persists state (write
+/// through) drains it with [`Limiter::take_changed`] after each call and
+/// writes the records of exactly these keys, instead of guessing which
+/// keys a call may touch. Fixed capacity ([`CHANGED_KEYS`]); beyond it the
+/// set [spills](Spill), never losing a change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Changed {
+    keys: heapless::Vec<Key, CHANGED_KEYS>,
+    spill: Spill,
+}
+
+impl Changed {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.spill == Spill::None
+    }
+
+    /// The changed keys, each once, in the order they first changed.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// What changed beyond [`keys`](Self::keys).
+    pub fn spill(&self) -> Spill {
+        self.spill
+    }
+
+    /// Whether `key` is covered: listed, or within the spill.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.keys.contains(key)
+            || match self.spill {
+                Spill::None => false,
+                Spill::Addr(a) => key.kind() != KeyKind::Account && key.addr() == a,
+                Spill::All => true,
+            }
+    }
+
+    /// Add `key`.
+    pub(crate) fn note(&mut self, key: Key) {
+        if self.contains(&key) {
+            return;
+        }
+        if self.keys.push(key).is_err() {
+            self.spill = match self.spill {
+                Spill::None if key.kind() != KeyKind::Account => Spill::Addr(key.addr()),
+                Spill::Addr(a) if a == key.addr() && key.kind() != KeyKind::Account => {
+                    Spill::Addr(a)
+                }
+                _ => Spill::All,
+            };
+        }
+    }
+}
+
+/// A ban, block or lock in force on one key: what an operator's listing
+/// shows. The core makes it from an entry ([`Limiter::for_each_hold`]), a
+/// record ([`Record::hold`](crate::Record::hold)) and, through
+/// [`Hold::of`], from any other form of a key's state (the Redis fleet's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Hold {
+    /// Which key holds it: [`Request`](KeyKind::Request) for a ban or
+    /// block, [`LoginIp`](KeyKind::LoginIp) or
+    /// [`LoginUser`](KeyKind::LoginUser) for a lock.
+    pub kind: KeyKind,
+    /// The (aggregated) address.
+    pub addr: Addr,
+    /// [`Banned`](Reason::Banned), [`Blocked`](Reason::Blocked),
+    /// [`IpLocked`](Reason::IpLocked) or
+    /// [`AccountLocked`](Reason::AccountLocked) (a (username, address)
+    /// pair).
+    pub reason: Reason,
+    /// Time left; `None` for a ban (until lifted).
+    pub left: Option<Duration>,
+}
+
+impl Hold {
+    /// What holds `key`, given whether it is banned and the time left on a
+    /// running block and lock (`None`: none running): the one mapping from
+    /// a key's state to a listing row. A request key is banned or blocked,
+    /// a login-ip key ip-locked, a pair key account-locked; an account key
+    /// (rule 8 only throttles) never holds anything.
+    pub fn of(
+        key: &Key,
+        banned: bool,
+        block_left: Option<Duration>,
+        lock_left: Option<Duration>,
+    ) -> Option<Hold> {
+        let (reason, left) = match key.kind() {
+            KeyKind::Request if banned => (Reason::Banned, None),
+            KeyKind::Request => (Reason::Blocked, Some(block_left?)),
+            KeyKind::LoginIp => (Reason::IpLocked, Some(lock_left?)),
+            KeyKind::LoginUser => (Reason::AccountLocked, Some(lock_left?)),
+            KeyKind::Account => return None,
+        };
+        Some(Hold {
+            kind: key.kind(),
+            addr: key.addr(),
+            reason,
+            left,
+        })
+    }
 }
 
 /// A limiter over the fixed-capacity table: `N` slots, `W` timestamps per log.
@@ -67,6 +195,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             latest: 0,
             next_slot: 1,
             stats: Stats::default(),
+            changed: Changed::default(),
         })
     }
 
@@ -142,17 +271,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
-        match self.config.lists.lookup(ip) {
-            Listed::Deny => Some(Decision::Deny {
-                reason: Reason::Denylisted,
-                retry_after: Duration::MAX,
-            }),
-            Listed::Allow => Some(Decision::Allow {
-                remaining: self.config.requests.max_requests,
-                reset_after: Duration::from_ticks(0),
-            }),
-            Listed::Neither => None,
-        }
+        self.config
+            .lists
+            .lookup(ip)
+            .decision(self.config.requests.max_requests)
     }
 
     /// Rules 1–4 and 9 for one request from `ip` at `now`: counts it if allowed.
@@ -197,7 +319,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let oldest = e.log.oldest().unwrap_or(now);
         let escalation = on_denial(e, &config.blocks, window, now);
         if escalation != Escalation::None {
-            self.pinned_changed();
+            self.pinned_changed(key);
         }
         match escalation {
             Escalation::Banned => Decision::Deny {
@@ -329,14 +451,22 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             None => false,
         };
         if done {
-            self.pinned_changed();
+            self.pinned_changed(key);
         }
         done
     }
 
-    /// Count a ban, block or lock set or lifted.
-    pub(crate) fn pinned_changed(&mut self) {
+    /// Note that `key`'s ban, block or lock was set, lifted or removed.
+    pub(crate) fn pinned_changed(&mut self, key: Key) {
         self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
+        self.changed.note(key);
+    }
+
+    /// The keys whose ban, block or lock changed since the last call, and
+    /// an empty set in their place: drain it after each call whose
+    /// changes are to be persisted (see [`Changed`]).
+    pub fn take_changed(&mut self) -> Changed {
+        core::mem::take(&mut self.changed)
     }
 
     /// Lift a ban and any block on `ip` (an operator's decision; violation
@@ -348,7 +478,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             None => false,
         };
         if had {
-            self.pinned_changed();
+            self.pinned_changed(key);
         }
         had
     }
@@ -360,47 +490,55 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// O(capacity).
     pub fn lift(&mut self, ip: IpAddr) -> usize {
         let addr = self.addr(ip);
-        let mut changed = 0usize;
-        self.store.for_each_mut(&mut |k, e| {
-            if k.addr() != addr || k.kind() == KeyKind::Account {
-                return;
-            }
+        let mut lifted = 0usize;
+        let Limiter {
+            store,
+            stats,
+            changed,
+            ..
+        } = self;
+        store.for_each_mut(&mut |k, e| {
             // A fresh start: the address works again at once.
-            let locked = e.clear_lock();
-            if e.clear_block_and_ban() || locked {
-                changed = changed.saturating_add(1);
+            if k.addr() == addr && k.kind() != KeyKind::Account && e.lift() {
+                lifted = lifted.saturating_add(1);
+                stats.pin_changes = stats.pin_changes.wrapping_add(1);
+                changed.note(*k);
             }
-            e.log.clear();
         });
-        if changed > 0 {
-            self.pinned_changed();
-        }
-        changed
+        lifted
+    }
+
+    /// Visit every ban, block and lock in force at `now` ([`Hold`]: which
+    /// key, why, time left): the one listing every host shows.
+    pub fn for_each_hold(&self, now: Instant, mut f: impl FnMut(Hold)) {
+        let now = self.peek_clock(now);
+        self.store.for_each(&mut |k, e| {
+            if let Some(h) = e.hold(k, now) {
+                f(h);
+            }
+        });
     }
 
     /// Visit every banned or currently blocked address with what holds it:
-    /// `None` for a ban, `Some(time left)` for a block.
+    /// `None` for a ban, `Some(time left)` for a block (the request-key
+    /// part of [`for_each_hold`](Self::for_each_hold)).
     pub fn for_each_ban(&self, now: Instant, mut f: impl FnMut(Addr, Option<Duration>)) {
-        let now = self.peek_clock(now);
-        self.store.for_each(&mut |k, e| {
-            if k.kind() != KeyKind::Request {
-                return;
-            }
-            let c = e.cold();
-            if c.banned {
-                f(k.addr(), None);
-            } else if let Some(u) = c.block_until.filter(|&u| running(u, now)) {
-                f(k.addr(), Some(until(now, u)));
+        self.for_each_hold(now, |h| {
+            if h.kind == KeyKind::Request {
+                f(h.addr, h.left);
             }
         });
     }
 
-    /// Visit every key under a login lock at `now` with the time left.
+    /// Visit every key under a login lock at `now` with the time left (the
+    /// lock part of [`for_each_hold`](Self::for_each_hold)).
     pub fn for_each_lock(&self, now: Instant, mut f: impl FnMut(Key, Duration)) {
         let now = self.peek_clock(now);
         self.store.for_each(&mut |k, e| {
-            if let Some(u) = e.cold().lock_until.filter(|&u| running(u, now)) {
-                f(*k, until(now, u));
+            if let Some(h) = e.hold(k, now).filter(|h| h.kind != KeyKind::Request) {
+                if let Some(left) = h.left {
+                    f(*k, left);
+                }
             }
         });
     }
