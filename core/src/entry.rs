@@ -201,12 +201,7 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
             u.filter(|&u| running(u, now))
                 .map(|u| crate::time::until(now, u))
         };
-        crate::Hold::of(
-            key,
-            c.banned,
-            left(c.block_until),
-            left(c.lock_until),
-        )
+        crate::Hold::of(key, c.banned, left(c.block_until), left(c.lock_until))
     }
 
     /// Holds a ban, block, lock or live slot: never evicted.

@@ -386,12 +386,7 @@ impl Limiter {
 
     /// Record a failed login: the account throttle in the username's shard,
     /// then the pair and ip in the address's shard.
-    pub fn login_failed_at(
-        &self,
-        user: &str,
-        ip: IpAddr,
-        now: impl Into<Now>,
-    ) -> Outcome<Penalty> {
+    pub fn login_failed_at(&self, user: &str, ip: IpAddr, now: impl Into<Now>) -> Outcome<Penalty> {
         let at = now.into();
         let now = at.mono();
         let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use portcullis_core::{Addr, KeyKind};
+use portcullis_core::Addr;
 use serde_json::{json, Value};
 
 use portcullis::sqlite;
@@ -97,55 +97,35 @@ fn db_bans(path: &Path) -> Result<Value, CliError> {
 
 fn bans_of(loaded: &sqlite::Loaded) -> Value {
     let now = now_ms();
-    let mut out = Vec::new();
-    for r in &loaded.records {
-        let left = |u: Option<u64>| u.filter(|&u| u > now).map(|u| (u - now).div_ceil(1000));
-        let (reason, secs) = match r.key.kind() {
-            KeyKind::Request if r.banned => ("banned", None),
-            KeyKind::Request => match left(r.block_until) {
-                Some(s) => ("blocked", Some(s)),
-                None => continue,
-            },
-            KeyKind::LoginIp => match left(r.lock_until) {
-                Some(s) => ("ip_locked", Some(s)),
-                None => continue,
-            },
-            KeyKind::LoginUser => match left(r.lock_until) {
-                Some(s) => ("account_locked", Some(s)),
-                None => continue,
-            },
-            KeyKind::Account => continue,
-        };
-        out.push(json!({
-            "ip": r.key.addr().ip().to_string(),
-            "kind": r.key.kind().as_str(),
-            "reason": reason,
-            "seconds_left": secs,
-        }));
-    }
-    Value::Array(out)
+    let rows = loaded
+        .records
+        .iter()
+        .filter_map(|r| r.hold(now))
+        .map(|h| {
+            json!({
+                "ip": h.addr.ip().to_string(),
+                "kind": h.kind.as_str(),
+                "reason": h.reason.as_str(),
+                "seconds_left": h.left.map(|d| d.as_millis().div_ceil(1000)),
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }
 
-/// Lift everything on `ip` in a store file.
+/// Lift everything on `ip` in a store file: every record of the address
+/// holding a ban, block or lock now gets the core's [`Record::lift`]
+/// (`portcullis_core::Record::lift`), as a running server's unban would.
 fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
     let lock = lock(path)?;
     let loaded = sqlite::read_only(&lock)?;
     let addr = Addr::from_ip(ip, v6_prefix);
     let now = now_ms();
     let mut changed = Vec::new();
-    for r in loaded.records {
-        if r.key.addr() != addr || r.key.kind() == KeyKind::Account || !r.is_pinned_at(now) {
-            continue;
+    for mut r in loaded.records {
+        if r.key.addr() == addr && r.hold(now).is_some() && r.lift() {
+            changed.push(r);
         }
-        let mut r = r;
-        r.banned = false;
-        r.block_until = None;
-        r.last_block_start = None;
-        r.block_level = 0;
-        r.violations.clear();
-        r.lock_until = None;
-        r.log.clear();
-        changed.push(r);
     }
     let n = changed.len();
     sqlite::apply(&lock, &changed)?;
