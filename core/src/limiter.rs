@@ -33,7 +33,7 @@ pub struct Limiter<S, const W: usize> {
 }
 
 /// Keys a [`Changed`] set holds before it spills.
-pub const CHANGED_KEYS: usize = 8;
+pub const CHANGED_KEYS: usize = 4;
 
 /// What a [`Changed`] set could not hold by key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -664,4 +664,201 @@ fn standing_denial<const W: usize, C: ColdPart, L: TimeLog>(
         reason,
         retry_after: deadline.map_or(Duration::MAX, |u| until(now, u)),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::record::WallClock;
+    use core::net::Ipv4Addr;
+
+    type L = FixedLimiter<64, 16>;
+
+    fn limiter() -> L {
+        let mut c = Config::default();
+        c.requests.max_requests = 3;
+        c.login.max_failures = 3;
+        c.login.account_max_failures = Some(16);
+        L::new(c, Seed::new([3; 16])).unwrap()
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+    }
+
+    fn t(s: u64) -> Instant {
+        Instant::from_secs(1000 + s)
+    }
+
+    /// `n` failures of `user` from `a`, slots handed back.
+    fn fail(l: &mut L, user: &str, a: IpAddr, n: u32) {
+        for _ in 0..n {
+            if let Some(s) = l.login_failed(user, a, t(0)).slot {
+                l.release_slot(s);
+            }
+        }
+    }
+
+    #[test]
+    fn changed_names_exactly_the_keys_whose_ban_block_or_lock_moved() {
+        let mut l = limiter();
+        let a = ip(1);
+        let addr = l.addr(a);
+        let req = Key::request(addr);
+        let lip = Key::login_ip(addr);
+        let pair = |l: &L, u: &str| Key::login_user(l.user_hash(u), addr);
+
+        // Counting alone changes nothing that must outlive the process.
+        for _ in 0..3 {
+            assert!(l.check_request(a, t(0)).is_allowed());
+        }
+        fail(&mut l, "alice", a, 2);
+        assert!(l.take_changed().is_empty());
+
+        // The third failure locks the pair and (lock_ip_on_account_lock)
+        // the ip: those two keys, nothing else.
+        fail(&mut l, "alice", a, 1);
+        let c = l.take_changed();
+        assert_eq!(c.keys(), &[pair(&l, "alice"), lip]);
+        assert_eq!(c.spill(), Spill::None);
+        assert!(l.take_changed().is_empty(), "drained");
+
+        // A ban: the request key.
+        assert!(l.ban(a, t(1)));
+        assert_eq!(l.take_changed().keys(), &[req]);
+
+        // A success removes the locked pair: that key.
+        assert!(l.login_succeeded("alice", a, t(2)));
+        assert_eq!(l.take_changed().keys(), &[pair(&l, "alice")]);
+
+        // A lift: the ban and the ip lock, not the account key.
+        assert_eq!(l.lift(a), 2);
+        let c = l.take_changed();
+        assert_eq!(c.keys().len(), 2);
+        assert!(c.contains(&req) && c.contains(&lip));
+        assert!(!c.contains(&Key::account(l.user_hash("alice"))));
+        assert!(l.check_request(a, t(3)).is_allowed(), "lifted at once");
+    }
+
+    #[test]
+    fn a_rate_limit_that_blocks_names_the_request_key() {
+        let mut l = limiter();
+        let a = ip(2);
+        let mut blocked = false;
+        for i in 0..200 {
+            let d = l.check_request(a, t(i));
+            let c = l.take_changed();
+            if d.reason() == Some(Reason::Blocked) && !blocked {
+                blocked = true;
+                assert_eq!(c.keys(), &[Key::request(l.addr(a))], "the block, at {i}");
+            } else {
+                assert!(c.is_empty(), "nothing else changes, at {i}: {d:?}");
+            }
+        }
+        assert!(blocked, "repeated violations block");
+    }
+
+    #[test]
+    fn more_changed_keys_than_the_set_holds_spill_to_their_address() {
+        let mut c = Changed::default();
+        let a = Addr::from_ip(ip(1), 64);
+        for u in 0..CHANGED_KEYS as u64 + 2 {
+            c.note(Key::login_user(u, a));
+        }
+        c.note(Key::login_user(0, a)); // once only
+        assert_eq!(c.keys().len(), CHANGED_KEYS);
+        assert_eq!(c.spill(), Spill::Addr(a));
+        assert!(c.contains(&Key::login_user(99, a)) && c.contains(&Key::request(a)));
+        assert!(!c.contains(&Key::request(Addr::from_ip(ip(9), 64))));
+        c.note(Key::request(Addr::from_ip(ip(9), 64)));
+        assert_eq!(c.spill(), Spill::All);
+
+        // A lift of an address with many locked pairs spills that way.
+        let mut l = limiter();
+        l.config.login.max_failures = 1; // every failure locks its pair
+        let users = ["u0", "u1", "u2", "u3", "u4", "u5"];
+        for u in users {
+            fail(&mut l, u, ip(3), 1);
+        }
+        let _ = l.take_changed();
+        assert_eq!(l.lift(ip(3)), users.len() + 1, "the pairs and the ip");
+        assert_eq!(l.take_changed().spill(), Spill::Addr(l.addr(ip(3))));
+    }
+
+    #[test]
+    fn holds_are_listed_alike_from_entries_and_records() {
+        let mut l = limiter();
+        let (a, b) = (ip(4), ip(5));
+        assert!(l.ban(a, t(0)));
+        fail(&mut l, "bob", b, 3);
+        let mut from_entries = heapless::Vec::<Hold, 8>::new();
+        l.for_each_hold(t(10), |h| from_entries.push(h).unwrap());
+        from_entries.sort_unstable_by_key(|h| (h.addr, h.kind));
+        let lock = Config::default().login.lock_for - Duration::from_secs(10);
+        let want = [
+            (l.addr(a), KeyKind::Request, Reason::Banned, None),
+            (l.addr(b), KeyKind::LoginIp, Reason::IpLocked, Some(lock)),
+            (
+                l.addr(b),
+                KeyKind::LoginUser,
+                Reason::AccountLocked,
+                Some(lock),
+            ),
+        ];
+        let got: heapless::Vec<_, 8> = from_entries
+            .iter()
+            .map(|h| (h.addr, h.kind, h.reason, h.left))
+            .collect();
+        assert_eq!(got.as_slice(), &want[..]);
+
+        // The same from records, at the same moment.
+        let clock = WallClock {
+            now: t(10),
+            unix_ms: 1_700_000_000_000,
+        };
+        let mut from_records = heapless::Vec::<Hold, 8>::new();
+        l.export(clock, |r| {
+            if let Some(h) = r.hold(clock.unix_ms) {
+                from_records.push(h).unwrap();
+            }
+        });
+        from_records.sort_unstable_by_key(|h| (h.addr, h.kind));
+        assert_eq!(from_records, from_entries);
+
+        // A record lifted is what the limiter's lift leaves.
+        let mut recs = heapless::Vec::<crate::Record<16>, 8>::new();
+        l.export(clock, |r| recs.push(r.clone()).unwrap());
+        for r in recs.iter_mut().filter(|r| r.key.addr() == l.addr(b)) {
+            let held = r.key.kind() != KeyKind::Account && r.lock_until.is_some();
+            assert_eq!(r.lift(), held);
+        }
+        assert_eq!(l.lift(b), 2);
+        for r in recs.iter().filter(|r| r.key.addr() == l.addr(b)) {
+            assert_eq!(Some(r), l.record(&r.key, clock).as_ref(), "{:?}", r.key);
+        }
+    }
+
+    #[test]
+    fn lists_lookup_is_public_and_decides_like_the_limiter() {
+        let mut l = limiter();
+        l.config
+            .lists
+            .deny
+            .push("192.0.2.0/28".parse().unwrap())
+            .unwrap();
+        l.config
+            .lists
+            .allow
+            .push("192.0.2.0/24".parse().unwrap())
+            .unwrap();
+        assert_eq!(l.config().lists.lookup(ip(1)), Listed::Deny, "deny wins");
+        assert_eq!(l.config().lists.lookup(ip(200)), Listed::Allow);
+        assert_eq!(Listed::Neither.decision(3), None);
+        assert_eq!(Some(l.check_request(ip(1), t(0))), Listed::Deny.decision(0));
+        assert_eq!(
+            Some(l.check_request(ip(200), t(0))),
+            Listed::Allow.decision(3)
+        );
+    }
 }
