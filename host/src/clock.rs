@@ -89,11 +89,16 @@ impl Now {
 
     /// Unix time in microseconds at [`mono`](Self::mono) (what the Redis
     /// fleet decides on). For a `Now` made from a bare [`Instant`], the
-    /// wall clock now, less the instant's age.
+    /// wall clock read now, moved by how far the instant lies from now
+    /// (back for a past instant, ahead for a future one).
     pub fn unix_us(self) -> u64 {
         self.unix_us.unwrap_or_else(|| {
-            let age = now().as_micros().saturating_sub(self.mono.as_micros());
-            unix_us().saturating_sub(age)
+            let (at, mono, unix) = (self.mono.as_micros(), now().as_micros(), unix_us());
+            if at <= mono {
+                unix.saturating_sub(mono - at)
+            } else {
+                unix.saturating_add(at - mono)
+            }
         })
     }
 
@@ -127,4 +132,37 @@ impl From<Instant> for Now {
 pub fn read() -> Now {
     let mono = now();
     Now::new(mono, unix_us())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embassy_time::Duration;
+
+    /// A reading holds both clocks; a bare instant gets the Unix time at
+    /// that instant, before or after now, and the same wall tie.
+    #[test]
+    fn one_reading_and_instants_map_to_their_unix_time() {
+        let r = read();
+        assert_eq!(r.unix_ms(), r.unix_us() / 1000);
+        assert_eq!(r.wall().now, r.mono());
+        assert_eq!(r.wall().unix_ms, r.unix_ms());
+        let fixed = Now::new(Instant::from_secs(5), 1_700_000_000_000_000);
+        assert_eq!(fixed.wall().unix_ms, 1_700_000_000_000);
+
+        let t = now();
+        let ahead = Now::from(t + Duration::from_secs(100));
+        let base = Now::from(t).unix_us();
+        // Clocks move on between reads: allow a second of slack.
+        let near = |a: u64, b: u64| a.abs_diff(b) < 1_000_000;
+        assert!(near(ahead.unix_us(), base + 100_000_000));
+        // An instant in the past (here: `t`, seen from a later now).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let past = Now::from(t).unix_us();
+        assert!(
+            past.abs_diff(base) < 100_000,
+            "{past} vs {base}: not moved by the age"
+        );
+        assert!(near(base, r.unix_us()));
+    }
 }
