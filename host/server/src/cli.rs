@@ -216,3 +216,67 @@ pub fn kv_table(v: &Value) -> String {
         None => format!("{v}\n"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis::limiter::HostRecord;
+    use portcullis_core::{Key, Seed};
+
+    /// The file listing is the core's `Record::hold`: bans, running blocks
+    /// and locks of every kind, in the admin API's shape; expired ones and
+    /// account keys are not listed.
+    #[test]
+    fn file_listing_shows_what_holds_now() {
+        let now = now_ms();
+        let addr = |s: &str| Addr::from_ip(s.parse().unwrap(), 64);
+        let rec = |key: Key, f: &dyn Fn(&mut HostRecord)| {
+            let mut r = HostRecord::empty(key);
+            f(&mut r);
+            r
+        };
+        let block = |until: u64| {
+            move |r: &mut HostRecord| {
+                r.block_until = Some(until);
+                r.last_block_start = Some(until - 1);
+            }
+        };
+        let records = vec![
+            rec(Key::request(addr("192.0.2.1")), &|r| r.banned = true),
+            rec(Key::request(addr("192.0.2.2")), &block(now + 90_500)),
+            rec(Key::request(addr("192.0.2.3")), &block(now - 1)),
+            rec(Key::login_ip(addr("192.0.2.4")), &|r| {
+                r.lock_until = Some(now + 1_000)
+            }),
+            rec(Key::login_user(7, addr("192.0.2.5")), &|r| {
+                r.lock_until = Some(now + 2_000)
+            }),
+            rec(Key::account(7), &|r| r.lock_until = Some(now + 2_000)),
+        ];
+        let v = bans_of(&sqlite::Loaded {
+            seed: Seed::new([0; 16]),
+            records,
+        });
+        let rows: Vec<(String, String, String, Value)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap().to_string();
+                (s("ip"), s("kind"), s("reason"), r["seconds_left"].clone())
+            })
+            .collect();
+        let row = |ip: &str, kind: &str, reason: &str, left: Value| {
+            (ip.to_string(), kind.to_string(), reason.to_string(), left)
+        };
+        assert_eq!(
+            rows,
+            vec![
+                row("192.0.2.1", "request", "banned", Value::Null),
+                row("192.0.2.2", "request", "blocked", json!(91)),
+                row("192.0.2.4", "login_ip", "ip_locked", json!(1)),
+                row("192.0.2.5", "login_user", "account_locked", json!(2)),
+            ]
+        );
+    }
+}
