@@ -2,6 +2,11 @@
 //! write-through awaited, penalties served with `tokio::time::sleep` while
 //! holding an RAII [`SlotGuard`], counters for `/metrics`.
 //!
+//! Each call reads the time once ([`clock::read`](crate::clock::read)) and
+//! decides and persists at that one reading; the `_at` forms take a
+//! [`Now`] read by the caller (the fleet engine passes the one it also
+//! sends to Redis).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use portcullis::{Guard, Limiter, LimiterOptions};
