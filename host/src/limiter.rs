@@ -85,7 +85,7 @@ pub struct HostAttempt {
 pub struct LimiterOptions {
     /// Keys held across all shards [1 000 000] (each shard gets 10 % headroom).
     pub max_entries: usize,
-    /// Shard count [64]; more shards, less contention.
+    /// Shard count \[64\]; more shards, less contention.
     pub shards: usize,
     /// The secret seed; `None` draws one from the OS RNG.
     pub seed: Option<Seed>,
