@@ -348,3 +348,37 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     let o = lim.lift_at(guesser, now);
     assert!(o.changes.is_empty(), "nothing left to lift");
 }
+
+/// A lift of an address with more locked pairs than the core's changed
+/// set names one by one still writes every one of them (the set spills to
+/// the address), and nothing of other addresses.
+#[test]
+fn a_lift_of_many_locked_pairs_writes_them_all() {
+    let mut config = Config::default();
+    config.login.max_failures = 1;
+    let opts = LimiterOptions {
+        max_entries: 1_000,
+        shards: 1,
+        seed: None,
+    };
+    let lim = Limiter::new(config, opts).unwrap();
+    let now = portcullis::clock::read();
+    let (a, other): (IpAddr, IpAddr) = (
+        "203.0.113.9".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+    );
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6"];
+    assert!(users.len() > portcullis_core::CHANGED_KEYS);
+    for u in users {
+        drop(lim.login_failed_at(u, a, now));
+    }
+    drop(lim.login_failed_at("x", other, now));
+    let o = lim.lift_at(a, now);
+    assert_eq!(o.decision, users.len() + 1, "every pair and the ip");
+    assert_eq!(o.changes.upsert.len(), users.len() + 1);
+    assert!(o
+        .changes
+        .upsert
+        .iter()
+        .all(|r| r.key.addr().ip() == a && r.hold(now.unix_ms()).is_none()));
+}
