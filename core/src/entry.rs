@@ -182,6 +182,28 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
         had
     }
 
+    /// Lift everything on this key (the operator's "unban", one key of
+    /// [`Limiter::lift`](crate::Limiter::lift)): ban, block, escalation,
+    /// violation history, lock and the log, so it is allowed at once. True
+    /// if a ban, block or lock was recorded (running or not).
+    /// [`Record::lift`](crate::Record::lift) is the same rule on a record.
+    pub(crate) fn lift(&mut self) -> bool {
+        let locked = self.clear_lock();
+        let held = self.clear_block_and_ban() || locked;
+        self.log.clear();
+        held
+    }
+
+    /// What holds `key` at `now`, if anything (see [`Hold::of`]).
+    pub(crate) fn hold(&self, key: &crate::Key, now: Tick) -> Option<crate::Hold> {
+        let c = self.cold.get()?;
+        let left = |u: Option<Tick>| {
+            u.filter(|&u| running(u, now))
+                .map(|u| crate::time::until(now, u))
+        };
+        crate::Hold::of(key, c.banned, left(c.block_until), left(c.lock_until))
+    }
+
     /// Holds a ban, block, lock or live slot: never evicted.
     pub(crate) fn pinned(&self, now: Tick, slot_ttl: u64) -> bool {
         let Some(c) = self.cold.get() else {

@@ -44,7 +44,7 @@
 //! | [`config`] | every rule's knobs and defaults (`docs/rules.md`), [`ConfigError`] |
 //! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
 //! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
-//! | [`lists`] | allow/deny [`Cidr`] lists (rule 9) |
+//! | [`lists`] | allow/deny [`Cidr`] lists and their [`Lists::lookup`] (rule 9) |
 //! | [`window`] | sliding logs (rule 1): fixed [`Log`], growing `GrowLog` |
 //! | [`block`] | violations, escalating blocks, bans (rules 2–4) |
 //! | [`lockout`] | login lockout and account throttle (rules 5, 8) |
@@ -54,22 +54,23 @@
 //! | [`store`] | the [`Store`] trait |
 //! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, LRU eviction |
 //! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under an open-addressing index |
-//! | [`limiter`] | [`Limiter`], tying rules to a store |
-//! | [`record`] | export/import with wall-clock times |
+//! | [`limiter`] | [`Limiter`], tying rules to a store; [`Hold`] (what a listing of bans, blocks and locks shows), [`Changed`] (the keys a call's bans, blocks and locks changed, for write-through) |
+//! | [`record`] | export/import with wall-clock times; [`Record::hold`], [`Record::lift`] |
 //! | `shared` | `Shared` (feature `critical-section`) |
 //!
 //! ## Memory
 //!
-//! A [`FixedLimiter<N, W>`] is `size_of` a few words plus `N` slots; one
+//! A [`FixedLimiter<N, W>`] is `size_of` a few words and the [`Changed`] set
+//! ([`CHANGED_KEYS`] keys) plus `N` slots; one
 //! slot holds a key, links, a `W`-timestamp log, a 16-entry violation log,
 //! block/lock state and [`MAX_SLOTS`] slot tokens: about `8·W + 337` bytes
 //! on 64-bit hosts (measured by the `sizes` test, which prints the table):
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 200 |
-//! | `FixedLimiter<256, 16>` | 464 | 120 136 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 016 |
+//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 336 |
+//! | `FixedLimiter<256, 16>` | 464 | 120 272 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 152 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
@@ -127,8 +128,8 @@ pub use entry::{Cold, ColdPart, Entry, VIOLATION_LOG};
 pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 #[cfg(feature = "alloc")]
 pub use limiter::MapLimiter;
-pub use limiter::{FixedLimiter, Limiter};
-pub use lists::{Cidr, CidrError, Lists};
+pub use limiter::{Changed, FixedLimiter, Hold, Limiter, Spill, CHANGED_KEYS};
+pub use lists::{Cidr, CidrError, Listed, Lists};
 pub use lockout::{Attempt, AttemptId};
 #[cfg(feature = "alloc")]
 pub use map::MapStore;

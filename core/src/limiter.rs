@@ -27,6 +27,134 @@ pub struct Limiter<S, const W: usize> {
     pub(crate) latest: Tick,
     pub(crate) next_slot: u32,
     pub(crate) stats: Stats,
+    /// Keys whose ban, block or lock changed since the last
+    /// [`take_changed`](Self::take_changed).
+    pub(crate) changed: Changed,
+}
+
+/// Keys a [`Changed`] set holds before it spills.
+pub const CHANGED_KEYS: usize = 4;
+
+/// What a [`Changed`] set could not hold by key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Spill {
+    /// Nothing: every changed key is listed.
+    #[default]
+    None,
+    /// More keys of this one address changed than the set holds (a
+    /// [`Limiter::lift`] of an address with many locked pairs): treat
+    /// every key of the address as changed.
+    Addr(Addr),
+    /// Keys of more than one address overflowed: treat every key as
+    /// changed.
+    All,
+}
+
+/// The keys whose ban, block or lock the limiter set, lifted or removed:
+/// what must outlive the process. A host that persists state (write
+/// through) drains it with [`Limiter::take_changed`] after each call and
+/// writes the records of exactly these keys, instead of guessing which
+/// keys a call may touch. Fixed capacity ([`CHANGED_KEYS`]); beyond it the
+/// set [spills](Spill), never losing a change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Changed {
+    keys: heapless::Vec<Key, CHANGED_KEYS>,
+    spill: Spill,
+}
+
+impl Changed {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.spill == Spill::None
+    }
+
+    /// The changed keys, each once, in the order they first changed.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// What changed beyond [`keys`](Self::keys).
+    pub fn spill(&self) -> Spill {
+        self.spill
+    }
+
+    /// Whether `key` is covered: listed, or within the spill.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.keys.contains(key)
+            || match self.spill {
+                Spill::None => false,
+                Spill::Addr(a) => key.kind() != KeyKind::Account && key.addr() == a,
+                Spill::All => true,
+            }
+    }
+
+    /// Add `key`.
+    pub(crate) fn note(&mut self, key: Key) {
+        if self.contains(&key) {
+            return;
+        }
+        if self.keys.push(key).is_err() {
+            self.spill = match self.spill {
+                Spill::None if key.kind() != KeyKind::Account => Spill::Addr(key.addr()),
+                Spill::Addr(a) if a == key.addr() && key.kind() != KeyKind::Account => {
+                    Spill::Addr(a)
+                }
+                _ => Spill::All,
+            };
+        }
+    }
+}
+
+/// A ban, block or lock in force on one key: what an operator's listing
+/// shows. The core makes it from an entry ([`Limiter::for_each_hold`]), a
+/// record ([`Record::hold`](crate::Record::hold)) and, through
+/// [`Hold::of`], from any other form of a key's state (the Redis fleet's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Hold {
+    /// Which key holds it: [`Request`](KeyKind::Request) for a ban or
+    /// block, [`LoginIp`](KeyKind::LoginIp) or
+    /// [`LoginUser`](KeyKind::LoginUser) for a lock.
+    pub kind: KeyKind,
+    /// The (aggregated) address.
+    pub addr: Addr,
+    /// [`Banned`](Reason::Banned), [`Blocked`](Reason::Blocked),
+    /// [`IpLocked`](Reason::IpLocked) or
+    /// [`AccountLocked`](Reason::AccountLocked) (a (username, address)
+    /// pair).
+    pub reason: Reason,
+    /// Time left; `None` for a ban (until lifted).
+    pub left: Option<Duration>,
+}
+
+impl Hold {
+    /// What holds `key`, given whether it is banned and the time left on a
+    /// running block and lock (`None`: none running): the one mapping from
+    /// a key's state to a listing row. A request key is banned or blocked,
+    /// a login-ip key ip-locked, a pair key account-locked; an account key
+    /// (rule 8 only throttles) never holds anything.
+    pub fn of(
+        key: &Key,
+        banned: bool,
+        block_left: Option<Duration>,
+        lock_left: Option<Duration>,
+    ) -> Option<Hold> {
+        let (reason, left) = match key.kind() {
+            KeyKind::Request if banned => (Reason::Banned, None),
+            KeyKind::Request => (Reason::Blocked, Some(block_left?)),
+            KeyKind::LoginIp => (Reason::IpLocked, Some(lock_left?)),
+            KeyKind::LoginUser => (Reason::AccountLocked, Some(lock_left?)),
+            KeyKind::Account => return None,
+        };
+        Some(Hold {
+            kind: key.kind(),
+            addr: key.addr(),
+            reason,
+            left,
+        })
+    }
 }
 
 /// A limiter over the fixed-capacity table: `N` slots, `W` timestamps per log.
@@ -67,6 +195,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             latest: 0,
             next_slot: 1,
             stats: Stats::default(),
+            changed: Changed::default(),
         })
     }
 
@@ -142,17 +271,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
-        match self.config.lists.lookup(ip) {
-            Listed::Deny => Some(Decision::Deny {
-                reason: Reason::Denylisted,
-                retry_after: Duration::MAX,
-            }),
-            Listed::Allow => Some(Decision::Allow {
-                remaining: self.config.requests.max_requests,
-                reset_after: Duration::from_ticks(0),
-            }),
-            Listed::Neither => None,
-        }
+        self.config
+            .lists
+            .lookup(ip)
+            .decision(self.config.requests.max_requests)
     }
 
     /// Rules 1–4 and 9 for one request from `ip` at `now`: counts it if allowed.
@@ -197,7 +319,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let oldest = e.log.oldest().unwrap_or(now);
         let escalation = on_denial(e, &config.blocks, window, now);
         if escalation != Escalation::None {
-            self.pinned_changed();
+            self.pinned_changed(key);
         }
         match escalation {
             Escalation::Banned => Decision::Deny {
@@ -329,14 +451,22 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             None => false,
         };
         if done {
-            self.pinned_changed();
+            self.pinned_changed(key);
         }
         done
     }
 
-    /// Count a ban, block or lock set or lifted.
-    pub(crate) fn pinned_changed(&mut self) {
+    /// Note that `key`'s ban, block or lock was set, lifted or removed.
+    pub(crate) fn pinned_changed(&mut self, key: Key) {
         self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
+        self.changed.note(key);
+    }
+
+    /// The keys whose ban, block or lock changed since the last call, and
+    /// an empty set in their place: drain it after each call whose
+    /// changes are to be persisted (see [`Changed`]).
+    pub fn take_changed(&mut self) -> Changed {
+        core::mem::take(&mut self.changed)
     }
 
     /// Lift a ban and any block on `ip` (an operator's decision; violation
@@ -348,7 +478,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             None => false,
         };
         if had {
-            self.pinned_changed();
+            self.pinned_changed(key);
         }
         had
     }
@@ -360,47 +490,55 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// O(capacity).
     pub fn lift(&mut self, ip: IpAddr) -> usize {
         let addr = self.addr(ip);
-        let mut changed = 0usize;
-        self.store.for_each_mut(&mut |k, e| {
-            if k.addr() != addr || k.kind() == KeyKind::Account {
-                return;
-            }
+        let mut lifted = 0usize;
+        let Limiter {
+            store,
+            stats,
+            changed,
+            ..
+        } = self;
+        store.for_each_mut(&mut |k, e| {
             // A fresh start: the address works again at once.
-            let locked = e.clear_lock();
-            if e.clear_block_and_ban() || locked {
-                changed = changed.saturating_add(1);
+            if k.addr() == addr && k.kind() != KeyKind::Account && e.lift() {
+                lifted = lifted.saturating_add(1);
+                stats.pin_changes = stats.pin_changes.wrapping_add(1);
+                changed.note(*k);
             }
-            e.log.clear();
         });
-        if changed > 0 {
-            self.pinned_changed();
-        }
-        changed
+        lifted
+    }
+
+    /// Visit every ban, block and lock in force at `now` ([`Hold`]: which
+    /// key, why, time left): the one listing every host shows.
+    pub fn for_each_hold(&self, now: Instant, mut f: impl FnMut(Hold)) {
+        let now = self.peek_clock(now);
+        self.store.for_each(&mut |k, e| {
+            if let Some(h) = e.hold(k, now) {
+                f(h);
+            }
+        });
     }
 
     /// Visit every banned or currently blocked address with what holds it:
-    /// `None` for a ban, `Some(time left)` for a block.
+    /// `None` for a ban, `Some(time left)` for a block (the request-key
+    /// part of [`for_each_hold`](Self::for_each_hold)).
     pub fn for_each_ban(&self, now: Instant, mut f: impl FnMut(Addr, Option<Duration>)) {
-        let now = self.peek_clock(now);
-        self.store.for_each(&mut |k, e| {
-            if k.kind() != KeyKind::Request {
-                return;
-            }
-            let c = e.cold();
-            if c.banned {
-                f(k.addr(), None);
-            } else if let Some(u) = c.block_until.filter(|&u| running(u, now)) {
-                f(k.addr(), Some(until(now, u)));
+        self.for_each_hold(now, |h| {
+            if h.kind == KeyKind::Request {
+                f(h.addr, h.left);
             }
         });
     }
 
-    /// Visit every key under a login lock at `now` with the time left.
+    /// Visit every key under a login lock at `now` with the time left (the
+    /// lock part of [`for_each_hold`](Self::for_each_hold)).
     pub fn for_each_lock(&self, now: Instant, mut f: impl FnMut(Key, Duration)) {
         let now = self.peek_clock(now);
         self.store.for_each(&mut |k, e| {
-            if let Some(u) = e.cold().lock_until.filter(|&u| running(u, now)) {
-                f(*k, until(now, u));
+            if let Some(h) = e.hold(k, now).filter(|h| h.kind != KeyKind::Request) {
+                if let Some(left) = h.left {
+                    f(*k, left);
+                }
             }
         });
     }
@@ -526,4 +664,206 @@ fn standing_denial<const W: usize, C: ColdPart, L: TimeLog>(
         reason,
         retry_after: deadline.map_or(Duration::MAX, |u| until(now, u)),
     })
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+    use crate::record::WallClock;
+    use core::net::Ipv4Addr;
+
+    type L = FixedLimiter<64, 16>;
+
+    fn limiter() -> L {
+        let mut c = Config::default();
+        c.requests.max_requests = 3;
+        c.login.max_failures = 3;
+        c.login.account_max_failures = Some(16);
+        L::new(c, Seed::new([3; 16])).unwrap()
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+    }
+
+    fn t(s: u64) -> Instant {
+        Instant::from_secs(1000 + s)
+    }
+
+    /// `n` failures of `user` from `a`, slots handed back.
+    fn fail(l: &mut L, user: &str, a: IpAddr, n: u32) {
+        for _ in 0..n {
+            if let Some(s) = l.login_failed(user, a, t(0)).slot {
+                l.release_slot(s);
+            }
+        }
+    }
+
+    #[test]
+    fn changed_names_exactly_the_keys_whose_ban_block_or_lock_moved() {
+        let mut l = limiter();
+        let a = ip(1);
+        let addr = l.addr(a);
+        let req = Key::request(addr);
+        let lip = Key::login_ip(addr);
+        let pair = |l: &L, u: &str| Key::login_user(l.user_hash(u), addr);
+
+        // Counting alone changes nothing that must outlive the process.
+        for _ in 0..3 {
+            assert!(l.check_request(a, t(0)).is_allowed());
+        }
+        fail(&mut l, "alice", a, 2);
+        assert!(l.take_changed().is_empty());
+
+        // The third failure locks the pair and (lock_ip_on_account_lock)
+        // the ip: those two keys, nothing else.
+        fail(&mut l, "alice", a, 1);
+        let c = l.take_changed();
+        assert_eq!(c.keys(), &[pair(&l, "alice"), lip]);
+        assert_eq!(c.spill(), Spill::None);
+        assert!(l.take_changed().is_empty(), "drained");
+
+        // A ban: the request key.
+        assert!(l.ban(a, t(1)));
+        assert_eq!(l.take_changed().keys(), &[req]);
+
+        // A success removes the locked pair: that key.
+        assert!(l.login_succeeded("alice", a, t(2)));
+        assert_eq!(l.take_changed().keys(), &[pair(&l, "alice")]);
+
+        // A lift: the ban and the ip lock, not the account key.
+        assert_eq!(l.lift(a), 2);
+        let c = l.take_changed();
+        assert_eq!(c.keys().len(), 2);
+        assert!(c.contains(&req) && c.contains(&lip));
+        assert!(!c.contains(&Key::account(l.user_hash("alice"))));
+        assert!(l.check_request(a, t(3)).is_allowed(), "lifted at once");
+    }
+
+    #[test]
+    fn a_rate_limit_that_blocks_names_the_request_key() {
+        let mut l = limiter();
+        let a = ip(2);
+        let mut blocked = false;
+        for i in 0..200 {
+            let d = l.check_request(a, t(i));
+            let c = l.take_changed();
+            if d.reason() == Some(Reason::Blocked) && !blocked {
+                blocked = true;
+                assert_eq!(c.keys(), &[Key::request(l.addr(a))], "the block, at {i}");
+            } else {
+                assert!(c.is_empty(), "nothing else changes, at {i}: {d:?}");
+            }
+        }
+        assert!(blocked, "repeated violations block");
+    }
+
+    #[test]
+    fn more_changed_keys_than_the_set_holds_spill_to_their_address() {
+        let mut c = Changed::default();
+        let a = Addr::from_ip(ip(1), 64);
+        for u in 0..CHANGED_KEYS as u64 + 2 {
+            c.note(Key::login_user(u, a));
+        }
+        c.note(Key::login_user(0, a)); // once only
+        assert_eq!(c.keys().len(), CHANGED_KEYS);
+        assert_eq!(c.spill(), Spill::Addr(a));
+        assert!(c.contains(&Key::login_user(99, a)) && c.contains(&Key::request(a)));
+        assert!(!c.contains(&Key::request(Addr::from_ip(ip(9), 64))));
+        c.note(Key::request(Addr::from_ip(ip(9), 64)));
+        assert_eq!(c.spill(), Spill::All);
+
+        // A lift of an address with many locked pairs spills that way.
+        let mut l = limiter();
+        l.config.login.max_failures = 1; // every failure locks its pair
+        let users = ["u0", "u1", "u2", "u3", "u4", "u5"];
+        for u in users {
+            fail(&mut l, u, ip(3), 1);
+        }
+        let _ = l.take_changed();
+        assert_eq!(l.lift(ip(3)), users.len() + 1, "the pairs and the ip");
+        assert_eq!(l.take_changed().spill(), Spill::Addr(l.addr(ip(3))));
+    }
+
+    #[test]
+    fn holds_are_listed_alike_from_entries_and_records() {
+        let mut l = limiter();
+        let (a, b) = (ip(4), ip(5));
+        assert!(l.ban(a, t(0)));
+        fail(&mut l, "bob", b, 3);
+        let mut from_entries = heapless::Vec::<Hold, 8>::new();
+        l.for_each_hold(t(10), |h| from_entries.push(h).unwrap());
+        from_entries.sort_unstable_by_key(|h| (h.addr, h.kind));
+        let lock = Config::default().login.lock_for - Duration::from_secs(10);
+        let want = [
+            (l.addr(a), KeyKind::Request, Reason::Banned, None),
+            (l.addr(b), KeyKind::LoginIp, Reason::IpLocked, Some(lock)),
+            (
+                l.addr(b),
+                KeyKind::LoginUser,
+                Reason::AccountLocked,
+                Some(lock),
+            ),
+        ];
+        let got: heapless::Vec<_, 8> = from_entries
+            .iter()
+            .map(|h| (h.addr, h.kind, h.reason, h.left))
+            .collect();
+        assert_eq!(got.as_slice(), &want[..]);
+
+        // The same from records, at the same moment.
+        let clock = WallClock {
+            now: t(10),
+            unix_ms: 1_700_000_000_000,
+        };
+        let mut from_records = heapless::Vec::<Hold, 8>::new();
+        l.export(clock, |r| {
+            if let Some(h) = r.hold(clock.unix_ms) {
+                from_records.push(h).unwrap();
+            }
+        });
+        from_records.sort_unstable_by_key(|h| (h.addr, h.kind));
+        assert_eq!(from_records, from_entries);
+
+        // A record lifted is what the limiter's lift leaves.
+        let mut recs = heapless::Vec::<crate::Record<16>, 8>::new();
+        l.export(clock, |r| recs.push(r.clone()).unwrap());
+        for r in recs.iter_mut().filter(|r| r.key.addr() == l.addr(b)) {
+            let held = r.key.kind() != KeyKind::Account && r.lock_until.is_some();
+            assert_eq!(r.lift(), held);
+        }
+        assert_eq!(l.lift(b), 2);
+        for r in recs.iter().filter(|r| r.key.addr() == l.addr(b)) {
+            assert_eq!(Some(r), l.record(&r.key, clock).as_ref(), "{:?}", r.key);
+        }
+    }
+
+    #[test]
+    fn lists_lookup_is_public_and_decides_like_the_limiter() {
+        let mut l = limiter();
+        l.config
+            .lists
+            .deny
+            .push("192.0.2.0/28".parse().unwrap())
+            .unwrap();
+        l.config
+            .lists
+            .allow
+            .push("192.0.2.0/24".parse().unwrap())
+            .unwrap();
+        assert_eq!(l.config().lists.lookup(ip(1)), Listed::Deny, "deny wins");
+        assert_eq!(l.config().lists.lookup(ip(200)), Listed::Allow);
+        assert_eq!(Listed::Neither.decision(3), None);
+        assert_eq!(Some(l.check_request(ip(1), t(0))), Listed::Deny.decision(0));
+        assert_eq!(
+            Some(l.check_request(ip(200), t(0))),
+            Listed::Allow.decision(3)
+        );
+    }
 }

@@ -7,6 +7,9 @@
 use core::net::IpAddr;
 use core::str::FromStr;
 
+use embassy_time::Duration;
+
+use crate::decision::{Decision, Reason};
 use crate::key::{mask, Addr};
 
 /// Most entries per list.
@@ -108,12 +111,37 @@ pub struct Lists {
     pub deny: heapless::Vec<Cidr, MAX_LIST>,
 }
 
-/// What the lists say about an address.
+/// What the lists say about an address ([`Lists::lookup`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Listed {
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Listed {
+    /// On the allowlist (and not the denylist): never limited.
     Allow,
+    /// On the denylist: always refused.
     Deny,
+    /// On neither: the other rules decide.
     Neither,
+}
+
+impl Listed {
+    /// The decision a listed address gets without counting anything: a
+    /// denial forever for [`Deny`](Listed::Deny), for
+    /// [`Allow`](Listed::Allow) an allowance with `remaining` (the full
+    /// quota of the rule asked: `max_requests` or `max_failures`);
+    /// `None` for [`Neither`](Listed::Neither).
+    pub fn decision(self, remaining: u32) -> Option<Decision> {
+        match self {
+            Listed::Deny => Some(Decision::Deny {
+                reason: Reason::Denylisted,
+                retry_after: Duration::MAX,
+            }),
+            Listed::Allow => Some(Decision::Allow {
+                remaining,
+                reset_after: Duration::from_ticks(0),
+            }),
+            Listed::Neither => None,
+        }
+    }
 }
 
 impl Lists {
@@ -125,10 +153,11 @@ impl Lists {
         }
     }
 
-    /// Deny first, then allow. Empty lists (the common case) cost two
-    /// length checks.
+    /// What the lists say about `ip`: deny first, then allow (rule 9).
+    /// Empty lists (the common case) cost two length checks. Hosts that
+    /// decide elsewhere (the Redis fleet) apply this before asking.
     #[inline]
-    pub(crate) fn lookup(&self, ip: IpAddr) -> Listed {
+    pub fn lookup(&self, ip: IpAddr) -> Listed {
         if self.deny.is_empty() && self.allow.is_empty() {
             return Listed::Neither;
         }

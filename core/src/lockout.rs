@@ -87,20 +87,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     fn login_state(&self, username: &str, ip: IpAddr, now: Tick) -> Decision {
         let max = self.config.login.max_failures;
-        match self.config.lists.lookup(ip) {
-            Listed::Deny => {
-                return Decision::Deny {
-                    reason: Reason::Denylisted,
-                    retry_after: Duration::MAX,
-                }
-            }
-            Listed::Allow => {
-                return Decision::Allow {
-                    remaining: max,
-                    reset_after: Duration::from_ticks(0),
-                }
-            }
-            Listed::Neither => {}
+        if let Some(d) = self.config.lists.lookup(ip).decision(max) {
+            return d;
         }
         let addr = self.addr(ip);
         let user = self
@@ -229,7 +217,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
         let mut k = 0;
         let mut user_locked = false;
-        if let Some(e) = self.upsert(Key::login_user(user, addr), now) {
+        let user_key = Key::login_user(user, addr);
+        if let Some(e) = self.upsert(user_key, now) {
             e.log.prune(now, window);
             k = e.log.count(now, window);
             e.log.push(now);
@@ -240,7 +229,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             }
         }
         let ip_key = Key::login_ip(addr);
-        let mut locked = user_locked;
+        let mut ip_locked = false;
         if let Some(e) = self.upsert(ip_key, now) {
             e.log.prune(now, window);
             let before = e.log.count(now, window);
@@ -250,12 +239,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             {
                 e.cold.make().lock_until = Some(lock_until);
                 e.log.clear();
-                locked = true;
+                ip_locked = true;
             }
         }
-        if locked {
-            self.pinned_changed();
-        }
+        let locked = self.locks_changed(user_key, user_locked, ip_key, ip_locked);
         let throttled = match account {
             Some(t) => t,
             None => self.account_failure(user, now),
@@ -407,20 +394,29 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 user_locked = true;
             }
         }
-        let mut locked = user_locked;
-        if let Some(e) = self.store.get_mut(&Key::login_ip(addr)) {
+        let ip_key = Key::login_ip(addr);
+        let mut ip_locked = false;
+        if let Some(e) = self.store.get_mut(&ip_key) {
             if e.log.count(now, window) >= login.max_failures
                 || (user_locked && login.lock_ip_on_account_lock)
             {
                 e.cold.make().lock_until = Some(lock_until);
                 e.log.clear();
-                locked = true;
+                ip_locked = true;
             }
         }
-        if locked {
-            self.pinned_changed();
+        self.locks_changed(key, user_locked, ip_key, ip_locked)
+    }
+
+    /// Note the pair and ip locks just set; true if either was.
+    fn locks_changed(&mut self, pair: Key, pair_locked: bool, ip: Key, ip_locked: bool) -> bool {
+        if pair_locked {
+            self.pinned_changed(pair);
         }
-        locked
+        if ip_locked {
+            self.pinned_changed(ip);
+        }
+        pair_locked || ip_locked
     }
 
     /// The reserved attempt `id` had the right password: the (username, ip)
@@ -497,7 +493,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         match self.store.remove(&key) {
             Some(e) => {
                 if e.cold().lock_until.is_some() {
-                    self.pinned_changed();
+                    self.pinned_changed(key);
                 }
                 true
             }

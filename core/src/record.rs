@@ -20,11 +20,11 @@
 //! millisecond resolution: an export truncates each age to whole
 //! milliseconds (an event reads up to 1 ms younger, never older).
 
-use embassy_time::Instant;
+use embassy_time::{Duration, Instant};
 
 use crate::entry::{ColdPart, Entry, VIOLATION_LOG};
 use crate::key::Key;
-use crate::limiter::Limiter;
+use crate::limiter::{Hold, Limiter};
 use crate::store::{EntryOf, Store};
 use crate::time::{ms_to_ticks, tick, ticks_to_ms, Tick};
 use crate::window::TimeLog;
@@ -106,6 +106,38 @@ impl<const W: usize> Record<W> {
         self.banned
             || self.block_until.is_some_and(|u| u > unix_ms)
             || self.lock_until.is_some_and(|u| u > unix_ms)
+    }
+
+    /// What holds this key at `unix_ms`, if anything: the record's form of
+    /// [`Limiter::for_each_hold`] (through the same [`Hold::of`]).
+    pub fn hold(&self, unix_ms: u64) -> Option<Hold> {
+        let left = |u: Option<u64>| {
+            u.filter(|&u| u > unix_ms)
+                .map(|u| Duration::from_millis(u.saturating_sub(unix_ms)))
+        };
+        Hold::of(
+            &self.key,
+            self.banned,
+            left(self.block_until),
+            left(self.lock_until),
+        )
+    }
+
+    /// Lift everything on this key: [`Limiter::lift`]'s rule for one key,
+    /// on a record (for tools that edit a store without a limiter): the
+    /// ban, block, escalation, violation history, lock and log are
+    /// forgotten. True if a ban, block or lock was recorded (running or
+    /// not).
+    pub fn lift(&mut self) -> bool {
+        let held = self.banned || self.block_until.is_some() || self.lock_until.is_some();
+        self.banned = false;
+        self.block_until = None;
+        self.block_level = 0;
+        self.last_block_start = None;
+        self.violations.clear();
+        self.lock_until = None;
+        self.log.clear();
+        held
     }
 
     fn check(&self) -> Result<(), &'static str> {
@@ -225,7 +257,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 .map_err(|reason| ImportError::Malformed { index, reason })?;
         }
         let now = self.clock(clock.now);
-        self.pinned_changed();
+        // Everything is replaced by what was stored: nothing to write back.
+        self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
+        self.changed = crate::Changed::default();
         self.store.clear();
         for (index, r) in records.iter().enumerate() {
             if self.store.get(&r.key).is_some() {

@@ -13,6 +13,16 @@
 //! would fight over, so the library never calls `embassy_time::Instant::now`
 //! and does not enable that driver.
 
+//! ## One reading per request
+//!
+//! A request's time is read once, at the edge, with [`read`]: a [`Now`]
+//! holds the monotonic instant the rules run on and the Unix time read
+//! with it. Everything below takes that `Now`: the limiter decides at
+//! `now.mono()`, the records it persists carry times through
+//! [`Now::wall`], and the Redis fleet decides at [`Now::unix_us`]. A
+//! library user may still pass a bare [`Instant`] (it converts into a
+//! `Now` whose Unix time is derived only if something is persisted).
+//!
 use embassy_time::Instant;
 use portcullis_core::WallClock;
 use std::sync::OnceLock;
@@ -30,18 +40,124 @@ pub fn now() -> Instant {
     Instant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
 }
 
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
+/// Unix time in microseconds (0 before 1970).
+pub fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// The monotonic now and the wall-clock now, read together.
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    unix_us() / 1000
+}
+
+/// The monotonic now and the wall-clock now, read together (as
+/// [`read`]`().wall()`).
 pub fn wall() -> WallClock {
-    WallClock {
-        now: now(),
-        unix_ms: unix_ms(),
+    read().wall()
+}
+
+/// One reading of time: the monotonic instant and the Unix time at it.
+/// Read it once per request with [`read`] and pass it down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    mono: Instant,
+    /// `None`: not read; derived from the clocks when first needed.
+    unix_us: Option<u64>,
+}
+
+impl Now {
+    /// A reading made elsewhere (a simulated clock, a test): `mono` on this
+    /// module's monotonic clock, `unix_us` the Unix time at it.
+    pub const fn new(mono: Instant, unix_us: u64) -> Now {
+        Now {
+            mono,
+            unix_us: Some(unix_us),
+        }
+    }
+
+    /// The monotonic instant the rules run on.
+    pub const fn mono(self) -> Instant {
+        self.mono
+    }
+
+    /// Unix time in microseconds at [`mono`](Self::mono) (what the Redis
+    /// fleet decides on). For a `Now` made from a bare [`Instant`], the
+    /// wall clock read now, moved by how far the instant lies from now
+    /// (back for a past instant, ahead for a future one).
+    pub fn unix_us(self) -> u64 {
+        self.unix_us.unwrap_or_else(|| {
+            let (at, mono, unix) = (self.mono.as_micros(), now().as_micros(), unix_us());
+            if at <= mono {
+                unix.saturating_sub(mono - at)
+            } else {
+                unix.saturating_add(at - mono)
+            }
+        })
+    }
+
+    /// Unix time in milliseconds at [`mono`](Self::mono).
+    pub fn unix_ms(self) -> u64 {
+        self.unix_us() / 1000
+    }
+
+    /// The tie between the two clocks that records are exported and
+    /// imported with.
+    pub fn wall(self) -> WallClock {
+        WallClock {
+            now: self.mono,
+            unix_ms: self.unix_ms(),
+        }
+    }
+}
+
+impl From<Instant> for Now {
+    /// A bare monotonic instant (from [`now`]); its Unix time is derived
+    /// only if asked for.
+    fn from(mono: Instant) -> Now {
+        Now {
+            mono,
+            unix_us: None,
+        }
+    }
+}
+
+/// Read the time: once per request, at the edge.
+pub fn read() -> Now {
+    let mono = now();
+    Now::new(mono, unix_us())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embassy_time::Duration;
+
+    /// A reading holds both clocks; a bare instant gets the Unix time at
+    /// that instant, before or after now, and the same wall tie.
+    #[test]
+    fn one_reading_and_instants_map_to_their_unix_time() {
+        let r = read();
+        assert_eq!(r.unix_ms(), r.unix_us() / 1000);
+        assert_eq!(r.wall().now, r.mono());
+        assert_eq!(r.wall().unix_ms, r.unix_ms());
+        let fixed = Now::new(Instant::from_secs(5), 1_700_000_000_000_000);
+        assert_eq!(fixed.wall().unix_ms, 1_700_000_000_000);
+
+        let t = now();
+        let ahead = Now::from(t + Duration::from_secs(100));
+        let base = Now::from(t).unix_us();
+        // Clocks move on between reads: allow a second of slack.
+        let near = |a: u64, b: u64| a.abs_diff(b) < 1_000_000;
+        assert!(near(ahead.unix_us(), base + 100_000_000));
+        // An instant in the past (here: `t`, seen from a later now).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let past = Now::from(t).unix_us();
+        assert!(
+            past.abs_diff(base) < 100_000,
+            "{past} vs {base}: not moved by the age"
+        );
+        assert!(near(base, r.unix_us()));
     }
 }

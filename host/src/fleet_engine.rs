@@ -20,10 +20,11 @@ use std::time::Duration as StdDuration;
 use crate::BoxFuture;
 use embassy_time::Duration;
 use parking_lot::RwLock;
-use portcullis_core::{Decision, KeyKind, Reason, Seed};
+use portcullis_core::{Decision, Reason, Seed};
 
+use crate::clock::read;
 use crate::engine::{Engine, FleetStatus, Status};
-use crate::fleet::{redact, unix_now_us, FleetError, RedisLimiter};
+use crate::fleet::{redact, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
 
@@ -186,8 +187,9 @@ impl FleetEngine {
 impl Engine for FleetEngine {
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
         Box::pin(async move {
+            let now = read();
             if let Some(d) = self
-                .on_redis(|r| async move { r.check_request(ip, unix_now_us()).await })
+                .on_redis(|r| async move { r.check_request(ip, now.unix_us()).await })
                 .await
             {
                 self.local.metrics().count_from(ip, &d);
@@ -199,7 +201,7 @@ impl Engine for FleetEngine {
                 return d;
             }
             self.fallback();
-            self.local.check_request(ip).await
+            self.local.check_request_at(ip, now).await
         })
     }
 
@@ -210,8 +212,9 @@ impl Engine for FleetEngine {
 
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
+            let now = read();
             if let Some(d) = self
-                .on_redis(|r| async move { r.check_login(user, ip, unix_now_us()).await })
+                .on_redis(|r| async move { r.check_login(user, ip, now.unix_us()).await })
                 .await
             {
                 self.local.metrics().count_from(ip, &d);
@@ -221,15 +224,16 @@ impl Engine for FleetEngine {
                 return self.closed();
             }
             self.fallback();
-            self.local.check_login(user, ip).await
+            self.local.check_login_at(user, ip, now).await
         })
     }
 
     fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
         Box::pin(async move {
             self.local.metrics().login_failure();
+            let now = read();
             if let Some(p) = self
-                .on_redis(|r| async move { r.login_failed(user, ip, unix_now_us()).await })
+                .on_redis(|r| async move { r.login_failed(user, ip, now.unix_us()).await })
                 .await
             {
                 let slot = match (p.slot, self.redis()) {
@@ -253,7 +257,7 @@ impl Engine for FleetEngine {
             // Fallback (or fail-closed: the attempt was refused before the
             // password was checked, so this is not reached for it).
             self.fallback();
-            self.local.login_failed(user, ip).await
+            self.local.login_failed_at(user, ip, now).await
         })
     }
 
@@ -263,8 +267,9 @@ impl Engine for FleetEngine {
         ip: IpAddr,
     ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
         Box::pin(async move {
+            let now = read();
             if let Some(r) = self
-                .on_redis(|r| async move { r.begin_login(user, ip, unix_now_us()).await })
+                .on_redis(|r| async move { r.begin_login(user, ip, now.unix_us()).await })
                 .await
             {
                 return match r {
@@ -301,7 +306,7 @@ impl Engine for FleetEngine {
                 return Err(self.closed());
             }
             self.fallback();
-            self.local.begin_login(user, ip).await
+            self.local.begin_login_at(user, ip, now).await
         })
     }
 
@@ -313,9 +318,10 @@ impl Engine for FleetEngine {
         ok: bool,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
+            let now = read();
             let Ticket::Fleet(id) = ticket else {
                 // Reserved by the local fallback: settled there.
-                return self.local.finish_login(user, ip, ticket, ok).await;
+                return self.local.finish_login_at(user, ip, ticket, ok, now).await;
             };
             if ok {
                 self.local.metrics().login_success();
@@ -325,9 +331,9 @@ impl Engine for FleetEngine {
             let settled = self
                 .on_redis(|r| async move {
                     if ok {
-                        r.login_attempt_succeeded(user, ip, id, unix_now_us()).await
+                        r.login_attempt_succeeded(user, ip, id, now.unix_us()).await
                     } else {
-                        r.login_attempt_failed(user, ip, id, unix_now_us()).await
+                        r.login_attempt_failed(user, ip, id, now.unix_us()).await
                     }
                 })
                 .await;
@@ -338,10 +344,7 @@ impl Engine for FleetEngine {
                 tracing::warn!(%ip, ok, "could not settle a login attempt in redis");
             }
             if ok {
-                let _ = self
-                    .local
-                    .limiter()
-                    .login_succeeded_at(user, ip, crate::clock::now());
+                let _ = self.local.limiter().login_succeeded_at(user, ip, now);
             }
             !ok && settled.unwrap_or(false)
         })
@@ -350,51 +353,39 @@ impl Engine for FleetEngine {
     fn login_succeeded<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.local.metrics().login_success();
+            let now = read();
             if self
-                .on_redis(|r| async move { r.login_succeeded(user, ip, unix_now_us()).await })
+                .on_redis(|r| async move { r.login_succeeded(user, ip, now.unix_us()).await })
                 .await
                 .is_none()
             {
                 self.fallback();
             }
             // Clear any state the fallback gathered too.
-            let _ = self
-                .local
-                .limiter()
-                .login_succeeded_at(user, ip, crate::clock::now());
+            let _ = self.local.limiter().login_succeeded_at(user, ip, now);
         })
     }
 
     fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize> {
         Box::pin(async move {
+            let now = read();
             let remote = self
-                .on_redis(|r| async move { r.lift(ip, unix_now_us()).await })
+                .on_redis(|r| async move { r.lift(ip, now.unix_us()).await })
                 .await
                 .unwrap_or(0);
-            remote + self.local.lift(ip).await
+            remote + self.local.lift_at(ip, now).await
         })
     }
 
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
         Box::pin(async move {
+            let now = read();
             match self
-                .on_redis(|r| async move { r.bans(unix_now_us()).await })
+                .on_redis(|r| async move { r.bans(now.unix_us()).await })
                 .await
             {
-                Some(rows) => rows
-                    .into_iter()
-                    .map(|(ip, reason, left)| BanInfo {
-                        ip,
-                        kind: match reason {
-                            Reason::IpLocked => KeyKind::LoginIp,
-                            Reason::AccountLocked => KeyKind::LoginUser,
-                            _ => KeyKind::Request,
-                        },
-                        reason,
-                        left,
-                    })
-                    .collect(),
-                None => self.local.bans(),
+                Some(rows) => rows.into_iter().map(BanInfo::from).collect(),
+                None => self.local.limiter().bans_at(now),
             }
         })
     }

@@ -3,6 +3,11 @@
 //! holding an RAII [`SlotGuard`], counters through the `metrics` facade
 //! ([`crate::metrics`]).
 //!
+//! Each call reads the time once ([`clock::read`](crate::clock::read)) and
+//! decides and persists at that one reading; the `_at` forms take a
+//! [`Now`] read by the caller (the fleet engine passes the one it also
+//! sends to Redis).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use portcullis::{Guard, Limiter, LimiterOptions};
@@ -25,7 +30,7 @@ use std::sync::Arc;
 use embassy_time::Duration;
 use portcullis_core::{AttemptId, Decision, SlotToken};
 
-use crate::clock::now;
+use crate::clock::{read, Now};
 use crate::limiter::{BanInfo, Changes, Limiter};
 use crate::metrics::Metrics;
 use crate::persist::{Persist, PersistError};
@@ -171,7 +176,12 @@ impl Guard {
 
     /// A request from `ip`.
     pub async fn check_request(&self, ip: IpAddr) -> Decision {
-        let o = self.limiter.check_request_at(ip, now());
+        self.check_request_at(ip, read()).await
+    }
+
+    /// [`check_request`](Self::check_request) at `now`, read once by the caller.
+    pub async fn check_request_at(&self, ip: IpAddr, now: Now) -> Decision {
+        let o = self.limiter.check_request_at(ip, now);
         self.persist(o.changes).await;
         self.metrics.count_from(ip, &o.decision);
         o.decision
@@ -179,14 +189,24 @@ impl Guard {
 
     /// Whether a login may proceed.
     pub async fn check_login(&self, user: &str, ip: IpAddr) -> Decision {
-        let d = self.limiter.check_login_at(user, ip, now());
+        self.check_login_at(user, ip, read()).await
+    }
+
+    /// [`check_login`](Self::check_login) at `now`, read once by the caller.
+    pub async fn check_login_at(&self, user: &str, ip: IpAddr, now: Now) -> Decision {
+        let d = self.limiter.check_login_at(user, ip, now);
         self.metrics.count_from(ip, &d);
         d
     }
 
     /// Record a failed login; the returned penalty holds its slot.
     pub async fn login_failed(&self, user: &str, ip: IpAddr) -> HostPenalty {
-        let o = self.limiter.login_failed_at(user, ip, now());
+        self.login_failed_at(user, ip, read()).await
+    }
+
+    /// [`login_failed`](Self::login_failed) at `now`, read once by the caller.
+    pub async fn login_failed_at(&self, user: &str, ip: IpAddr, now: Now) -> HostPenalty {
+        let o = self.limiter.login_failed_at(user, ip, now);
         self.persist(o.changes).await;
         self.metrics.login_failure();
         let p = o.decision;
@@ -204,7 +224,17 @@ impl Guard {
     /// checks. `Err` is the denial (answer it without checking anything).
     /// Settle the attempt with [`finish_login`](Self::finish_login).
     pub async fn begin_login(&self, user: &str, ip: IpAddr) -> Result<LoginAttempt, Decision> {
-        let o = self.limiter.begin_login_at(user, ip, now());
+        self.begin_login_at(user, ip, read()).await
+    }
+
+    /// [`begin_login`](Self::begin_login) at `now`, read once by the caller.
+    pub async fn begin_login_at(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        now: Now,
+    ) -> Result<LoginAttempt, Decision> {
+        let o = self.limiter.begin_login_at(user, ip, now);
         self.persist(o.changes).await;
         match o.decision {
             Ok(a) => {
@@ -240,6 +270,18 @@ impl Guard {
     /// Settle an attempt [`begin_login`](Self::begin_login) reserved:
     /// `ok` when the password was right. A wrong one may lock (true).
     pub async fn finish_login(&self, user: &str, ip: IpAddr, ticket: Ticket, ok: bool) -> bool {
+        self.finish_login_at(user, ip, ticket, ok, read()).await
+    }
+
+    /// [`finish_login`](Self::finish_login) at `now`, read once by the caller.
+    pub async fn finish_login_at(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        ticket: Ticket,
+        ok: bool,
+        now: Now,
+    ) -> bool {
         let (pair, account) = match ticket {
             Ticket::Local { pair, account } => (pair, account),
             #[cfg(feature = "redis")]
@@ -247,7 +289,7 @@ impl Guard {
         };
         let o = self
             .limiter
-            .finish_login_at(user, ip, pair, account, ok, now());
+            .finish_login_at(user, ip, pair, account, ok, now);
         self.persist(o.changes).await;
         if ok {
             self.metrics.login_success();
@@ -259,28 +301,43 @@ impl Guard {
 
     /// Record a successful login.
     pub async fn login_succeeded(&self, user: &str, ip: IpAddr) {
-        let o = self.limiter.login_succeeded_at(user, ip, now());
+        self.login_succeeded_at(user, ip, read()).await
+    }
+
+    /// [`login_succeeded`](Self::login_succeeded) at `now`, read once by the caller.
+    pub async fn login_succeeded_at(&self, user: &str, ip: IpAddr, now: Now) {
+        let o = self.limiter.login_succeeded_at(user, ip, now);
         self.persist(o.changes).await;
         self.metrics.login_success();
     }
 
     /// Ban by hand.
     pub async fn ban(&self, ip: IpAddr) -> bool {
-        let o = self.limiter.ban_at(ip, now());
+        self.ban_at(ip, read()).await
+    }
+
+    /// [`ban`](Self::ban) at `now`, read once by the caller.
+    pub async fn ban_at(&self, ip: IpAddr, now: Now) -> bool {
+        let o = self.limiter.ban_at(ip, now);
         self.persist(o.changes).await;
         o.decision
     }
 
     /// Lift every block, ban and lock on `ip`, in memory and in the store.
     pub async fn lift(&self, ip: IpAddr) -> usize {
-        let o = self.limiter.lift(ip);
+        self.lift_at(ip, read()).await
+    }
+
+    /// [`lift`](Self::lift) at `now`, read once by the caller.
+    pub async fn lift_at(&self, ip: IpAddr, now: Now) -> usize {
+        let o = self.limiter.lift_at(ip, now);
         self.persist(o.changes).await;
         o.decision
     }
 
     /// Everything blocked, banned or locked.
     pub fn bans(&self) -> Vec<BanInfo> {
-        self.limiter.bans_at(now())
+        self.limiter.bans_at(read())
     }
 
     /// Snapshot everything to the store; a failure is logged and counted.
@@ -292,7 +349,7 @@ impl Guard {
     /// returned (the final snapshot at shutdown must not fail silently).
     pub async fn try_snapshot(&self) -> Result<(), PersistError> {
         if let Some(store) = &self.store {
-            let recs = self.limiter.export(crate::clock::wall());
+            let recs = self.limiter.export(read().wall());
             if let Err(e) = store.snapshot(recs).await {
                 self.metrics.store_error();
                 tracing::error!(error = %e, "snapshot failed");

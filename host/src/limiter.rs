@@ -26,17 +26,34 @@
 //! assert!(limiter.check_request_at(ip, now).decision.is_allowed());
 //! assert!(!limiter.check_request_at(ip, now).decision.is_allowed());
 //! ```
+//!
+//! ## Time
+//!
+//! Every call takes `now` as anything that converts into a
+//! [`clock::Now`](crate::clock::Now): a reading from
+//! [`clock::read`](crate::clock::read) (what [`Guard`](crate::Guard) passes,
+//! one per request) or a bare [`Instant`](embassy_time::Instant) from
+//! [`clock::now`](crate::clock::now). The rules run on its monotonic part;
+//! the records of what changed carry wall-clock times from the same
+//! reading ([`Now::wall`](crate::clock::Now::wall)).
+//!
+//! ## What is written through
+//!
+//! After each call the core reports the keys whose ban, block or lock
+//! changed ([`MapLimiter::take_changed`](portcullis_core::Limiter::take_changed));
+//! their records, and only theirs, make up the call's [`Changes`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use embassy_time::{Duration, Instant};
+use embassy_time::Duration;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::clock::Now;
 use crate::held::HeldDenial;
 use portcullis_core::{
-    Addr, AttemptId, Config, ConfigError, Decision, Key, KeyKind, MapLimiter, Penalty, Reason,
-    Record, Seed, SlotToken, Stats, WallClock,
+    Addr, AttemptId, Changed, Config, ConfigError, Decision, Hold, Key, KeyKind, MapLimiter,
+    Penalty, Reason, Record, Seed, SlotToken, Spill, Stats, WallClock,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -155,6 +172,17 @@ pub struct BanInfo {
     pub reason: Reason,
     /// Time left; `None` for a permanent ban.
     pub left: Option<Duration>,
+}
+
+impl From<Hold> for BanInfo {
+    fn from(h: Hold) -> BanInfo {
+        BanInfo {
+            ip: h.addr.ip(),
+            kind: h.kind,
+            reason: h.reason,
+            left: h.left,
+        }
+    }
 }
 
 /// Purge totals.
@@ -308,41 +336,25 @@ impl Limiter {
         &self.shards[self.index_for_key(key)]
     }
 
-    /// Run `f` on `ip`'s shard and collect the records of `keys` whose ban,
-    /// block or lock changed.
-    fn on_addr<T, const K: usize>(
-        &self,
-        ip: IpAddr,
-        keys: impl Fn(Addr) -> [Key; K],
-        f: impl FnOnce(&mut Shard) -> T,
-    ) -> Outcome<T> {
+    /// Run `f` on `ip`'s shard and collect the records of the keys whose
+    /// ban, block or lock it changed.
+    fn on_addr<T>(&self, ip: IpAddr, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
         let addr = self.addr_of(ip);
-        self.on(self.index_for_key(&Key::request(addr)), addr, keys, f)
+        self.on(self.index_for_key(&Key::request(addr)), now, f)
     }
 
-    /// [`on_addr`](Self::on_addr) for an address already aggregated and
-    /// routed to shard `i`.
-    fn on<T, const K: usize>(
-        &self,
-        i: usize,
-        addr: Addr,
-        keys: impl Fn(Addr) -> [Key; K],
-        f: impl FnOnce(&mut Shard) -> T,
-    ) -> Outcome<T> {
-        // The core counts every ban, block and lock it sets or lifts: only
-        // when that count moves are the keys' records written through.
+    /// [`on_addr`](Self::on_addr) for shard `i`.
+    fn on<T>(&self, i: usize, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
         let mut shard = self.shards[i].write();
-        let before = shard.stats().pin_changes;
+        // Whatever an earlier call left undrained is not this call's.
+        let _ = shard.take_changed();
         let decision = f(&mut shard);
-        let mut changes = Changes::default();
-        if shard.stats().pin_changes != before {
-            let clock = crate::clock::wall();
-            for k in keys(addr) {
-                changes
-                    .upsert
-                    .push(shard.record(&k, clock).unwrap_or_else(|| Record::empty(k)));
-            }
-        }
+        let changed = shard.take_changed();
+        let changes = if changed.is_empty() {
+            Changes::default()
+        } else {
+            changes_of(&shard, &changed, now.wall())
+        };
         Outcome { decision, changes }
     }
 
@@ -354,7 +366,9 @@ impl Limiter {
     /// all), else under the shared lock, which then holds the new standing
     /// denial. That is tried only for the address the shard denied last (a
     /// hint, one relaxed load), so other requests pay nothing for it.
-    pub fn check_request_at(&self, ip: IpAddr, now: Instant) -> Outcome<Decision> {
+    pub fn check_request_at(&self, ip: IpAddr, now: impl Into<Now>) -> Outcome<Decision> {
+        let at = now.into();
+        let now = at.mono();
         let addr = self.addr_of(ip);
         let (i, mark) = self.route_addr(addr);
         let slot = &self.shards[i];
@@ -373,7 +387,7 @@ impl Limiter {
                 };
             }
         }
-        let out = self.on(i, addr, |a| [Key::request(a)], |s| s.check_request(ip, now));
+        let out = self.on(i, at, |s| s.check_request(ip, now));
         if !out.decision.is_allowed() && slot.denied.load(Ordering::Relaxed) != mark {
             slot.denied.store(mark, Ordering::Relaxed);
         }
@@ -381,32 +395,30 @@ impl Limiter {
     }
 
     /// What `check_request_at` would say, consuming nothing.
-    pub fn peek_request_at(&self, ip: IpAddr, now: Instant) -> Decision {
+    pub fn peek_request_at(&self, ip: IpAddr, now: impl Into<Now>) -> Decision {
         self.shard_for_addr(self.addr_of(ip))
             .read()
-            .peek_request(ip, now)
+            .peek_request(ip, now.into().mono())
     }
 
     /// Whether a login may proceed (records nothing).
-    pub fn check_login_at(&self, user: &str, ip: IpAddr, now: Instant) -> Decision {
+    pub fn check_login_at(&self, user: &str, ip: IpAddr, now: impl Into<Now>) -> Decision {
         self.shard_for_addr(self.addr_of(ip))
             .write()
-            .check_login(user, ip, now)
+            .check_login(user, ip, now.into().mono())
     }
 
     /// Record a failed login: the account throttle in the username's shard,
     /// then the pair and ip in the address's shard.
-    pub fn login_failed_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<Penalty> {
+    pub fn login_failed_at(&self, user: &str, ip: IpAddr, now: impl Into<Now>) -> Outcome<Penalty> {
+        let at = now.into();
+        let now = at.mono();
         let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
         let throttled = self
             .shard_for_user(uh)
             .write()
             .record_account_failure(user, ip, now);
-        self.on_addr(
-            ip,
-            |a| [Key::login_user(uh, a), Key::login_ip(a)],
-            |s| s.login_failed_pair(user, ip, now, throttled),
-        )
+        self.on_addr(ip, at, |s| s.login_failed_pair(user, ip, now, throttled))
     }
 
     /// Reserve a login attempt before its password is checked (core
@@ -418,16 +430,14 @@ impl Limiter {
         &self,
         user: &str,
         ip: IpAddr,
-        now: Instant,
+        now: impl Into<Now>,
     ) -> Outcome<Result<HostAttempt, Decision>> {
+        let at = now.into();
+        let now = at.mono();
         let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
         let account = self.shard_for_user(uh);
         let (throttled, acct) = account.write().reserve_account(user, ip, now);
-        let out = self.on_addr(
-            ip,
-            |a| [Key::login_user(uh, a), Key::login_ip(a)],
-            |s| s.begin_login_pair(user, ip, now, throttled),
-        );
+        let out = self.on_addr(ip, at, |s| s.begin_login_pair(user, ip, now, throttled));
         let decision = match out.decision {
             Ok(a) => Ok(HostAttempt {
                 pair: a.id,
@@ -456,21 +466,17 @@ impl Limiter {
         pair: AttemptId,
         account: AttemptId,
         ok: bool,
-        now: Instant,
+        now: impl Into<Now>,
     ) -> Outcome<bool> {
-        let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
+        let at = now.into();
+        let now = at.mono();
         if !ok {
-            return self.on_addr(
-                ip,
-                |a| [Key::login_user(uh, a), Key::login_ip(a)],
-                |s| s.login_attempt_failed(user, ip, pair, now),
-            );
+            return self.on_addr(ip, at, |s| s.login_attempt_failed(user, ip, pair, now));
         }
-        let out = self.on_addr(
-            ip,
-            |a| [Key::login_user(uh, a)],
-            |s| s.login_attempt_succeeded_pair(user, ip, pair, now),
-        );
+        let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
+        let out = self.on_addr(ip, at, |s| {
+            s.login_attempt_succeeded_pair(user, ip, pair, now)
+        });
         self.shard_for_user(uh)
             .write()
             .cancel_account(user, account);
@@ -478,22 +484,18 @@ impl Limiter {
     }
 
     /// Record a successful login (clears the pair).
-    pub fn login_succeeded_at(&self, user: &str, ip: IpAddr, now: Instant) -> Outcome<bool> {
-        let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
+    pub fn login_succeeded_at(&self, user: &str, ip: IpAddr, now: impl Into<Now>) -> Outcome<bool> {
+        let at = now.into();
         // A lock the pair held is persisted; its removal is written through
         // (an empty record deletes the row) so it cannot come back.
-        self.on_addr(
-            ip,
-            |a| [Key::login_user(uh, a)],
-            |s| s.login_succeeded(user, ip, now),
-        )
+        self.on_addr(ip, at, |s| s.login_succeeded(user, ip, at.mono()))
     }
 
     /// Take a concurrency slot of `ip`.
-    pub fn acquire_slot_at(&self, ip: IpAddr, now: Instant) -> Option<SlotToken> {
+    pub fn acquire_slot_at(&self, ip: IpAddr, now: impl Into<Now>) -> Option<SlotToken> {
         self.shard_for_addr(self.addr_of(ip))
             .write()
-            .acquire_slot(ip, now)
+            .acquire_slot(ip, now.into().mono())
     }
 
     /// Hand a slot back.
@@ -502,58 +504,32 @@ impl Limiter {
     }
 
     /// Ban `ip` by hand.
-    pub fn ban_at(&self, ip: IpAddr, now: Instant) -> Outcome<bool> {
-        self.on_addr(ip, |a| [Key::request(a)], |s| s.ban(ip, now))
+    pub fn ban_at(&self, ip: IpAddr, now: impl Into<Now>) -> Outcome<bool> {
+        let at = now.into();
+        self.on_addr(ip, at, |s| s.ban(ip, at.mono()))
     }
 
-    /// Lift every block, ban and lock on `ip`.
+    /// Lift every block, ban and lock on `ip` (core `lift`), the records
+    /// written with the time read now.
     pub fn lift(&self, ip: IpAddr) -> Outcome<usize> {
-        let addr = self.addr_of(ip);
-        let mut shard = self.shard_for_addr(addr).write();
-        let clock = crate::clock::wall();
-        let mut touched = Vec::new();
-        shard.export(clock, |r| {
-            if r.key.addr() == addr && r.key.kind() != KeyKind::Account && r.is_pinned_at(0) {
-                touched.push(r.key);
-            }
-        });
-        let n = shard.lift(ip);
-        let upsert = touched
-            .iter()
-            .map(|k| shard.record(k, clock).unwrap_or_else(|| Record::empty(*k)))
-            .collect();
-        Outcome {
-            decision: n,
-            changes: Changes { upsert },
-        }
+        self.lift_at(ip, crate::clock::read())
     }
 
-    /// Every banned, blocked or locked address.
-    pub fn bans_at(&self, now: Instant) -> Vec<BanInfo> {
+    /// [`lift`](Self::lift) with the records' times from `now`.
+    pub fn lift_at(&self, ip: IpAddr, now: impl Into<Now>) -> Outcome<usize> {
+        self.on_addr(ip, now.into(), |s| s.lift(ip))
+    }
+
+    /// Every banned, blocked or ip-locked address (core
+    /// [`for_each_hold`](portcullis_core::Limiter::for_each_hold); locks of
+    /// single (username, address) pairs are not listed).
+    pub fn bans_at(&self, now: impl Into<Now>) -> Vec<BanInfo> {
+        let now = now.into().mono();
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.read();
-            shard.for_each_ban(now, |addr, left| {
-                let reason = if left.is_none() {
-                    Reason::Banned
-                } else {
-                    Reason::Blocked
-                };
-                out.push(BanInfo {
-                    ip: addr.ip(),
-                    kind: KeyKind::Request,
-                    reason,
-                    left,
-                });
-            });
-            shard.for_each_lock(now, |key, left| {
-                if key.kind() == KeyKind::LoginIp {
-                    out.push(BanInfo {
-                        ip: key.addr().ip(),
-                        kind: KeyKind::LoginIp,
-                        reason: Reason::IpLocked,
-                        left: Some(left),
-                    });
+            shard.read().for_each_hold(now, |h| {
+                if h.kind != KeyKind::LoginUser {
+                    out.push(BanInfo::from(h));
                 }
             });
         }
@@ -562,7 +538,8 @@ impl Limiter {
     }
 
     /// Remove state that can no longer matter, shard by shard.
-    pub fn purge_at(&self, now: Instant) -> PurgeReport {
+    pub fn purge_at(&self, now: impl Into<Now>) -> PurgeReport {
+        let now = now.into().mono();
         let mut r = PurgeReport::default();
         for shard in self.shards.iter() {
             let mut s = shard.write();
@@ -628,4 +605,24 @@ impl Limiter {
         }
         Ok(n)
     }
+}
+
+/// The records of what `changed` names in `shard`, at `clock`: a key no
+/// longer held is written as an empty record (which deletes its row).
+fn changes_of(shard: &Shard, changed: &Changed, clock: WallClock) -> Changes {
+    let mut upsert: Vec<HostRecord> = changed
+        .keys()
+        .iter()
+        .map(|k| shard.record(k, clock).unwrap_or_else(|| Record::empty(*k)))
+        .collect();
+    if changed.spill() != Spill::None {
+        // More keys than the core's set holds (a lift of an address with
+        // many locked pairs): every record it covers.
+        shard.export(clock, |r| {
+            if changed.contains(&r.key) && !changed.keys().contains(&r.key) {
+                upsert.push(r.clone());
+            }
+        });
+    }
+    Changes { upsert }
 }

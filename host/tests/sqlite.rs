@@ -252,3 +252,133 @@ async fn only_bans_blocks_and_locks_are_written_through() {
     g.persist(o.changes).await;
     assert_eq!(rows(), 1);
 }
+
+/// Write-through follows what the core reports changed: a ban, a block, a
+/// lock, a lift and a successful login each persist exactly the records
+/// of the keys whose ban, block or lock moved, and the file then holds
+/// exactly the rows still in force.
+#[tokio::test]
+async fn each_call_writes_through_exactly_the_records_it_changed() {
+    use portcullis::clock::{read, Now};
+    use portcullis_core::{Addr, Key, UserHasher};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exact.db");
+    let (store, loaded) = SqliteStore::open(&path).unwrap();
+    let mut config = Config::default();
+    config.requests.max_requests = 1;
+    config.blocks.block_after = 1;
+    config.login.max_failures = 3;
+    let opts = LimiterOptions {
+        max_entries: 1_000,
+        shards: 4,
+        seed: Some(loaded.seed),
+    };
+    let lim = Limiter::new(config, opts).unwrap();
+    let g = Guard::new(Arc::new(lim), Some(Arc::new(store)));
+    let lim = g.limiter().clone();
+    let user = |name: &str| UserHasher::new(lim.seed()).hash(name);
+    let addr = |ip: IpAddr| Addr::from_ip(ip, 64);
+    let keys =
+        |c: &portcullis::limiter::Changes| c.upsert.iter().map(|r| r.key).collect::<Vec<_>>();
+    let rows = || {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    let now: Now = read();
+
+    // A ban: the request key, banned.
+    let banned: IpAddr = "203.0.113.1".parse().unwrap();
+    let o = lim.ban_at(banned, now);
+    assert_eq!(keys(&o.changes), [Key::request(addr(banned))]);
+    assert!(o.changes.upsert[0].banned);
+    g.persist(o.changes).await;
+
+    // A block: only the request that sets it writes, the request key.
+    let flood: IpAddr = "203.0.113.2".parse().unwrap();
+    let o = lim.check_request_at(flood, now);
+    assert!(o.decision.is_allowed() && o.changes.is_empty());
+    let o = lim.check_request_at(flood, now);
+    assert_eq!(o.decision.reason(), Some(Reason::Blocked));
+    assert_eq!(keys(&o.changes), [Key::request(addr(flood))]);
+    assert!(o.changes.upsert[0].block_until.is_some());
+    g.persist(o.changes).await;
+    let o = lim.check_request_at(flood, now);
+    assert!(o.changes.is_empty(), "a standing block changes nothing");
+
+    // A lock: failures below the limit write nothing; the one that locks
+    // writes the pair and the ip, both locked.
+    let guesser: IpAddr = "203.0.113.3".parse().unwrap();
+    for _ in 0..2 {
+        let o = lim.login_failed_at("carol", guesser, now);
+        assert!(o.changes.is_empty());
+    }
+    let o = lim.login_failed_at("carol", guesser, now);
+    let pair = Key::login_user(user("carol"), addr(guesser));
+    let lip = Key::login_ip(addr(guesser));
+    assert_eq!(keys(&o.changes), [pair, lip]);
+    assert!(o.changes.upsert.iter().all(|r| r.lock_until.is_some()));
+    g.persist(o.changes).await;
+    assert_eq!(rows(), 4, "ban, block, pair lock, ip lock");
+
+    // A successful login: the locked pair goes (an empty record deletes
+    // its row); the ip's lock stays.
+    let o = lim.login_succeeded_at("carol", guesser, now);
+    assert_eq!(keys(&o.changes), [pair]);
+    assert!(o.changes.upsert[0].hold(now.unix_ms()).is_none());
+    g.persist(o.changes).await;
+    assert_eq!(rows(), 3);
+
+    // A success with nothing locked writes nothing.
+    let o = lim.login_succeeded_at("dave", guesser, now);
+    assert!(o.changes.is_empty());
+
+    // A lift: the ban's key alone; then the ip lock's.
+    let o = lim.lift_at(banned, now);
+    assert_eq!(
+        (o.decision, keys(&o.changes)),
+        (1, vec![Key::request(addr(banned))])
+    );
+    g.persist(o.changes).await;
+    let o = lim.lift_at(guesser, now);
+    assert_eq!((o.decision, keys(&o.changes)), (1, vec![lip]));
+    g.persist(o.changes).await;
+    assert_eq!(rows(), 1, "only the block is left");
+    let o = lim.lift_at(guesser, now);
+    assert!(o.changes.is_empty(), "nothing left to lift");
+}
+
+/// A lift of an address with more locked pairs than the core's changed
+/// set names one by one still writes every one of them (the set spills to
+/// the address), and nothing of other addresses.
+#[test]
+fn a_lift_of_many_locked_pairs_writes_them_all() {
+    let mut config = Config::default();
+    config.login.max_failures = 1;
+    let opts = LimiterOptions {
+        max_entries: 1_000,
+        shards: 1,
+        seed: None,
+    };
+    let lim = Limiter::new(config, opts).unwrap();
+    let now = portcullis::clock::read();
+    let (a, other): (IpAddr, IpAddr) = (
+        "203.0.113.9".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+    );
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6"];
+    assert!(users.len() > portcullis_core::CHANGED_KEYS);
+    for u in users {
+        drop(lim.login_failed_at(u, a, now));
+    }
+    drop(lim.login_failed_at("x", other, now));
+    let o = lim.lift_at(a, now);
+    assert_eq!(o.decision, users.len() + 1, "every pair and the ip");
+    assert_eq!(o.changes.upsert.len(), users.len() + 1);
+    assert!(o
+        .changes
+        .upsert
+        .iter()
+        .all(|r| r.key.addr().ip() == a && r.hold(now.unix_ms()).is_none()));
+}

@@ -16,11 +16,10 @@
 //! Cases: 32 by default; `PORTCULLIS_PROPTEST_CASES=500` for more.
 //! Without redis-server: SKIP, or a failure under `CI=true`.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
-use embassy_time::{Duration, Instant};
+use embassy_time::Instant;
 use portcullis::fleet::{FleetAttemptId, FleetSlot, RedisLimiter};
 use portcullis_core::{AttemptId, Config, MapLimiter, Reason, Seed, SlotToken};
 use portcullis_tests::gen::{cases as cases_or, config, ips, step, USERS};
@@ -112,24 +111,11 @@ fn seen_decision(d: &portcullis_core::Decision) {
     });
 }
 
-type BanRow = (IpAddr, Reason, Option<Duration>);
+type BanRow = portcullis_core::Hold;
 
 fn core_bans(lim: &MapLimiter<64>, at: Instant) -> Vec<BanRow> {
     let mut v = Vec::new();
-    lim.for_each_ban(at, |a, d| {
-        v.push(match d {
-            None => (a.ip(), Reason::Banned, None),
-            Some(d) => (a.ip(), Reason::Blocked, Some(d)),
-        })
-    });
-    lim.for_each_lock(at, |k, d| {
-        let reason = match k.kind() {
-            portcullis_core::KeyKind::LoginIp => Reason::IpLocked,
-            portcullis_core::KeyKind::LoginUser => Reason::AccountLocked,
-            _ => return,
-        };
-        v.push((k.addr().ip(), reason, Some(d)));
-    });
+    lim.for_each_hold(at, |h| v.push(h));
     v
 }
 

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use portcullis_core::{Addr, KeyKind};
+use portcullis_core::Addr;
 use serde_json::{json, Value};
 
 use portcullis::sqlite;
@@ -97,55 +97,35 @@ fn db_bans(path: &Path) -> Result<Value, CliError> {
 
 fn bans_of(loaded: &sqlite::Loaded) -> Value {
     let now = now_ms();
-    let mut out = Vec::new();
-    for r in &loaded.records {
-        let left = |u: Option<u64>| u.filter(|&u| u > now).map(|u| (u - now).div_ceil(1000));
-        let (reason, secs) = match r.key.kind() {
-            KeyKind::Request if r.banned => ("banned", None),
-            KeyKind::Request => match left(r.block_until) {
-                Some(s) => ("blocked", Some(s)),
-                None => continue,
-            },
-            KeyKind::LoginIp => match left(r.lock_until) {
-                Some(s) => ("ip_locked", Some(s)),
-                None => continue,
-            },
-            KeyKind::LoginUser => match left(r.lock_until) {
-                Some(s) => ("account_locked", Some(s)),
-                None => continue,
-            },
-            KeyKind::Account => continue,
-        };
-        out.push(json!({
-            "ip": r.key.addr().ip().to_string(),
-            "kind": r.key.kind().as_str(),
-            "reason": reason,
-            "seconds_left": secs,
-        }));
-    }
-    Value::Array(out)
+    let rows = loaded
+        .records
+        .iter()
+        .filter_map(|r| r.hold(now))
+        .map(|h| {
+            json!({
+                "ip": h.addr.ip().to_string(),
+                "kind": h.kind.as_str(),
+                "reason": h.reason.as_str(),
+                "seconds_left": h.left.map(|d| d.as_millis().div_ceil(1000)),
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }
 
-/// Lift everything on `ip` in a store file.
+/// Lift everything on `ip` in a store file: every record of the address
+/// holding a ban, block or lock now gets the core's [`Record::lift`]
+/// (`portcullis_core::Record::lift`), as a running server's unban would.
 fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
     let lock = lock(path)?;
     let loaded = sqlite::read_only(&lock)?;
     let addr = Addr::from_ip(ip, v6_prefix);
     let now = now_ms();
     let mut changed = Vec::new();
-    for r in loaded.records {
-        if r.key.addr() != addr || r.key.kind() == KeyKind::Account || !r.is_pinned_at(now) {
-            continue;
+    for mut r in loaded.records {
+        if r.key.addr() == addr && r.hold(now).is_some() && r.lift() {
+            changed.push(r);
         }
-        let mut r = r;
-        r.banned = false;
-        r.block_until = None;
-        r.last_block_start = None;
-        r.block_level = 0;
-        r.violations.clear();
-        r.lock_until = None;
-        r.log.clear();
-        changed.push(r);
     }
     let n = changed.len();
     sqlite::apply(&lock, &changed)?;
@@ -234,5 +214,69 @@ pub fn kv_table(v: &Value) -> String {
     match v.as_object() {
         Some(o) => o.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect(),
         None => format!("{v}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis::limiter::HostRecord;
+    use portcullis_core::{Key, Seed};
+
+    /// The file listing is the core's `Record::hold`: bans, running blocks
+    /// and locks of every kind, in the admin API's shape; expired ones and
+    /// account keys are not listed.
+    #[test]
+    fn file_listing_shows_what_holds_now() {
+        let now = now_ms();
+        let addr = |s: &str| Addr::from_ip(s.parse().unwrap(), 64);
+        let rec = |key: Key, f: &dyn Fn(&mut HostRecord)| {
+            let mut r = HostRecord::empty(key);
+            f(&mut r);
+            r
+        };
+        let block = |until: u64| {
+            move |r: &mut HostRecord| {
+                r.block_until = Some(until);
+                r.last_block_start = Some(until - 1);
+            }
+        };
+        let records = vec![
+            rec(Key::request(addr("192.0.2.1")), &|r| r.banned = true),
+            rec(Key::request(addr("192.0.2.2")), &block(now + 90_500)),
+            rec(Key::request(addr("192.0.2.3")), &block(now - 1)),
+            rec(Key::login_ip(addr("192.0.2.4")), &|r| {
+                r.lock_until = Some(now + 1_000)
+            }),
+            rec(Key::login_user(7, addr("192.0.2.5")), &|r| {
+                r.lock_until = Some(now + 2_000)
+            }),
+            rec(Key::account(7), &|r| r.lock_until = Some(now + 2_000)),
+        ];
+        let v = bans_of(&sqlite::Loaded {
+            seed: Seed::new([0; 16]),
+            records,
+        });
+        let rows: Vec<(String, String, String, Value)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap().to_string();
+                (s("ip"), s("kind"), s("reason"), r["seconds_left"].clone())
+            })
+            .collect();
+        let row = |ip: &str, kind: &str, reason: &str, left: Value| {
+            (ip.to_string(), kind.to_string(), reason.to_string(), left)
+        };
+        assert_eq!(
+            rows,
+            vec![
+                row("192.0.2.1", "request", "banned", Value::Null),
+                row("192.0.2.2", "request", "blocked", json!(91)),
+                row("192.0.2.4", "login_ip", "ip_locked", json!(1)),
+                row("192.0.2.5", "login_user", "account_locked", json!(2)),
+            ]
+        );
     }
 }

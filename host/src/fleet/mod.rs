@@ -11,7 +11,8 @@
 //! ## What stays in Rust
 //!
 //! Configuration is not state: the allow/deny lists are applied here before
-//! Redis is asked (deny wins), addresses are aggregated with
+//! Redis is asked, with the core's own [`Lists::lookup`] and
+//! [`Listed::decision`] (deny wins), addresses are aggregated with
 //! [`Addr::from_ip`] and usernames hashed with the core's keyed
 //! [`UserHasher`], so every server of a fleet must share the [`Config`] and
 //! the [`Seed`].
@@ -44,8 +45,8 @@
 //! ## Time and clock skew
 //!
 //! Every method takes `now_us`, Unix time in microseconds, passed into the
-//! script (tests are deterministic; production passes the wall clock, see
-//! [`unix_now_us`]). Servers of a fleet must keep their clocks NTP-synced:
+//! script (tests are deterministic; production passes the Unix time of the
+//! request's one reading, [`Now::unix_us`](crate::clock::Now::unix_us)). Servers of a fleet must keep their clocks NTP-synced:
 //! a server whose clock is off by `s` shifts every window, block and lock
 //! it decides by `s`. The core never lets its clock run backwards (it
 //! clamps `now` to the latest it has seen); here each key remembers the
@@ -70,7 +71,11 @@ use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
 use embassy_time::Duration;
-use portcullis_core::{Addr, Config, ConfigError, Decision, NoSlot, Reason, Seed, UserHasher};
+#[cfg(doc)]
+use portcullis_core::Lists;
+use portcullis_core::{
+    Addr, Config, ConfigError, Decision, Hold, Key, Listed, NoSlot, Reason, Seed, UserHasher,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
@@ -194,14 +199,6 @@ fn flag(v: i64, what: &str) -> Result<bool, FleetError> {
     }
 }
 
-/// What the allow/deny lists say.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Listed {
-    Allow,
-    Deny,
-    Neither,
-}
-
 /// The fleet limiter: the core's rules, state in Redis.
 ///
 /// Cheap to clone (the connection manager multiplexes one connection);
@@ -227,11 +224,11 @@ impl std::fmt::Debug for RedisLimiter {
     }
 }
 
-/// The wall clock as Unix microseconds (0 before 1970).
+/// The wall clock as Unix microseconds (0 before 1970): [`crate::clock::unix_us`].
+/// A request's time is read once, with [`crate::clock::read`]; pass its
+/// [`Now::unix_us`](crate::clock::Now::unix_us) rather than reading this again.
 pub fn unix_now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    crate::clock::unix_us()
 }
 
 /// `url` with any password hidden.
@@ -425,31 +422,15 @@ impl RedisLimiter {
         format!("{}:{{u:{:016x}}}:acct", self.ns, self.user_hash(username))
     }
 
-    /// Deny first, then allow (core `Lists::lookup`).
+    /// What the lists say about `ip` (core [`Lists::lookup`]).
     fn listed(&self, ip: IpAddr) -> Listed {
-        let lists = &self.config.lists;
-        if lists.deny.iter().any(|c| c.contains(ip)) {
-            Listed::Deny
-        } else if lists.allow.iter().any(|c| c.contains(ip)) {
-            Listed::Allow
-        } else {
-            Listed::Neither
-        }
+        self.config.lists.lookup(ip)
     }
 
-    /// The decision for a listed address, with `remaining` for allowlisted.
+    /// The decision for a listed address, with `remaining` for allowlisted
+    /// (core [`Listed::decision`]).
     fn listed_decision(&self, ip: IpAddr, remaining: u32) -> Option<Decision> {
-        match self.listed(ip) {
-            Listed::Deny => Some(Decision::Deny {
-                reason: Reason::Denylisted,
-                retry_after: Duration::MAX,
-            }),
-            Listed::Allow => Some(Decision::Allow {
-                remaining,
-                reset_after: Duration::from_ticks(0),
-            }),
-            Listed::Neither => None,
-        }
+        self.listed(ip).decision(remaining)
     }
 
     /// The common ARGV (see the layout at the top of `rules.lua`).
@@ -630,11 +611,10 @@ impl RedisLimiter {
         now_us: u64,
     ) -> Result<Result<FleetAttempt, Decision>, FleetError> {
         match self.listed(ip) {
-            Listed::Deny => {
-                return Ok(Err(self.listed_decision(ip, 0).unwrap_or(Decision::Deny {
-                    reason: Reason::Denylisted,
-                    retry_after: Duration::MAX,
-                })))
+            l @ Listed::Deny => {
+                if let Some(d) = l.decision(0) {
+                    return Ok(Err(d));
+                }
             }
             Listed::Allow => {
                 return Ok(Ok(FleetAttempt {
@@ -683,15 +663,20 @@ impl RedisLimiter {
             _ => {
                 let d = decision(&reply)?;
                 if let Some(at) = acct_at {
-                    self.cancel_account(username, at).await?;
+                    self.cancel_account(username, at, now_us).await?;
                 }
                 Ok(Err(d))
             }
         }
     }
 
-    async fn cancel_account(&self, username: &str, at: u64) -> Result<bool, FleetError> {
-        let mut args = self.args("unacct", unix_now_us());
+    async fn cancel_account(
+        &self,
+        username: &str,
+        at: u64,
+        now_us: u64,
+    ) -> Result<bool, FleetError> {
+        let mut args = self.args("unacct", now_us);
         args.push(at.to_string());
         let r: i64 = self.call(&[self.account_key(username)], args).await?;
         Ok(r == 1)
@@ -745,7 +730,7 @@ impl RedisLimiter {
             None => self.login_succeeded(username, ip, now_us).await?,
         };
         if let Some(at) = id.acct_at {
-            self.cancel_account(username, at).await?;
+            self.cancel_account(username, at, now_us).await?;
         }
         Ok(cleared)
     }
@@ -817,20 +802,17 @@ impl RedisLimiter {
         Ok(n)
     }
 
-    /// Every banned or blocked address (request keys) and every login lock
-    /// (login-ip keys as [`Reason::IpLocked`], pair keys as
-    /// [`Reason::AccountLocked`], one row per locked pair), with the time
-    /// left (`None` for a ban). Walks the namespace with `SCAN`: an admin
-    /// call, not for the request path.
-    pub async fn bans(
-        &self,
-        now_us: u64,
-    ) -> Result<Vec<(IpAddr, Reason, Option<Duration>)>, FleetError> {
+    /// Every ban, block and login lock in force ([`Hold`]: request keys
+    /// banned or blocked, login-ip keys as [`Reason::IpLocked`], pair keys
+    /// as [`Reason::AccountLocked`], one row per locked pair), made by the
+    /// core's [`Hold::of`] from what the script reports. Walks the
+    /// namespace with `SCAN`: an admin call, not for the request path.
+    pub async fn bans(&self, now_us: u64) -> Result<Vec<Hold>, FleetError> {
         let pattern = format!("{}:{{a:*", glob_escape(&self.ns));
         let prefix = format!("{}:{{a:", self.ns);
         let mut out = Vec::new();
-        for key in self.scan(&pattern).await? {
-            let Some(rest) = key.strip_prefix(&prefix) else {
+        for name in self.scan(&pattern).await? {
+            let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
             let Some((hexaddr, suffix)) = rest.split_once("}:") else {
@@ -839,19 +821,20 @@ impl RedisLimiter {
             let Some(octets) = unhex16(hexaddr) else {
                 continue;
             };
-            let ip = Addr::from_octets(octets).ip();
-            let is_req = suffix == "req";
-            let lock_reason = if suffix == "lip" {
-                Reason::IpLocked
-            } else if suffix.starts_with("lu:") {
-                Reason::AccountLocked
-            } else if is_req {
-                Reason::Blocked
-            } else {
-                continue;
+            let addr = Addr::from_octets(octets);
+            let key = match suffix {
+                "req" => Key::request(addr),
+                "lip" => Key::login_ip(addr),
+                _ => match suffix
+                    .strip_prefix("lu:")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                {
+                    Some(user) => Key::login_user(user, addr),
+                    None => continue,
+                },
             };
             let reply: Vec<i64> = self
-                .call(std::slice::from_ref(&key), self.args("inspect", now_us))
+                .call(std::slice::from_ref(&name), self.args("inspect", now_us))
                 .await?;
             let [exists, banned, block_left, lock_left] = reply[..] else {
                 return Err(FleetError::Unexpected(format!("inspect reply {reply:?}")));
@@ -859,15 +842,15 @@ impl RedisLimiter {
             if exists == 0 {
                 continue;
             }
-            if is_req {
-                if banned == 1 {
-                    out.push((ip, Reason::Banned, None));
-                } else if block_left >= 0 {
-                    out.push((ip, Reason::Blocked, Some(micros(block_left, "block")?)));
-                }
-            } else if lock_left >= 0 {
-                out.push((ip, lock_reason, Some(micros(lock_left, "lock")?)));
-            }
+            // A negative time left: nothing running.
+            let left = |v: i64, what: &str| (v >= 0).then(|| micros(v, what)).transpose();
+            let hold = Hold::of(
+                &key,
+                banned == 1,
+                left(block_left, "block")?,
+                left(lock_left, "lock")?,
+            );
+            out.extend(hold);
         }
         Ok(out)
     }
