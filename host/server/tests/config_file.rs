@@ -72,9 +72,12 @@ async fn a_fractional_multiplier_from_the_file_sets_the_penalty() {
     assert_eq!(delays, [100, 150, 225, 337]);
 }
 
+/// A config file (if any), environment variables, the expected error line.
+type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_growth_factors_exit_2_naming_the_key() {
-    let cases: [(Option<&str>, &[(&str, &str)], &str); 6] = [
+    let cases: [Case; 6] = [
         (
             Some("[penalty]\nmultiplier = 0.5\n"),
             &[],
