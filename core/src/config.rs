@@ -7,9 +7,9 @@ use embassy_time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RequestRules {
-    /// Allowed requests per window [50]. Must not exceed the log capacity `W`.
+    /// Allowed requests per window \[50\]. Must not exceed the log capacity `W`.
     pub max_requests: u32,
-    /// Window length [60 s].
+    /// Window length \[60 s\].
     pub window: Duration,
 }
 
@@ -17,20 +17,20 @@ pub struct RequestRules {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct BlockRules {
-    /// Violations (windows with a denial) since the last block that start a block [3].
+    /// Violations (windows with a denial) since the last block that start a block \[3\].
     pub block_after: u32,
-    /// How long violations and block escalation are remembered [24 h].
+    /// How long violations and block escalation are remembered \[24 h\].
     pub violation_memory: Duration,
-    /// First block length [15 min].
+    /// First block length \[15 min\].
     pub block_for: Duration,
     /// Each further block within the memory lasts this many times longer
-    /// [2]; fractional factors such as 1.5 are fine (see [`Growth`]).
+    /// \[2\]; fractional factors such as 1.5 are fine (see [`Growth`]).
     pub block_growth: Growth,
-    /// Longest block [24 h].
+    /// Longest block \[24 h\].
     pub max_block: Duration,
-    /// Violations within `ban_lookback` that ban for good [Some(10)]; `None` disables bans.
+    /// Violations within `ban_lookback` that ban for good \[Some(10)\]; `None` disables bans.
     pub ban_after: Option<u32>,
-    /// Ban lookback [24 h].
+    /// Ban lookback \[24 h\].
     pub ban_lookback: Duration,
 }
 
@@ -38,18 +38,18 @@ pub struct BlockRules {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LoginRules {
-    /// Failures per (user, ip) and per ip that lock [10].
+    /// Failures per (user, ip) and per ip that lock \[10\].
     pub max_failures: u32,
-    /// Failure window [5 min].
+    /// Failure window \[5 min\].
     pub failure_window: Duration,
-    /// Lock length [5 min].
+    /// Lock length \[5 min\].
     pub lock_for: Duration,
-    /// A (user, ip) lock also locks the ip [true].
+    /// A (user, ip) lock also locks the ip \[true\].
     pub lock_ip_on_account_lock: bool,
     /// Failures per username from all addresses that switch on the
-    /// full penalty for further failures [Some(50)]; `None` disables it.
+    /// full penalty for further failures \[Some(50)\]; `None` disables it.
     pub account_max_failures: Option<u32>,
-    /// Account throttle window [1 h].
+    /// Account throttle window \[1 h\].
     pub account_window: Duration,
 }
 
@@ -57,12 +57,12 @@ pub struct LoginRules {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PenaltyRules {
-    /// First delay [1 s].
+    /// First delay \[1 s\].
     pub base: Duration,
-    /// Growth per earlier failure in the window [2]; fractional factors
+    /// Growth per earlier failure in the window \[2\]; fractional factors
     /// such as 1.5 are fine (see [`Growth`]).
     pub multiplier: Growth,
-    /// Longest delay [30 s].
+    /// Longest delay \[30 s\].
     pub max: Duration,
 }
 
@@ -134,7 +134,7 @@ impl core::fmt::Display for Growth {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum NoSlot {
-    /// Cap the delay to `penalty.base` (the seed's behaviour) [default].
+    /// Cap the delay to `penalty.base` (the seed's behaviour) \[default\].
     CapToBase,
     /// Refuse the attempt.
     Refuse,
@@ -144,11 +144,11 @@ pub enum NoSlot {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SlotRules {
-    /// Slots per key [3], at most [`MAX_SLOTS`](crate::MAX_SLOTS).
+    /// Slots per key \[3\], at most [`MAX_SLOTS`](crate::MAX_SLOTS).
     pub slots: u32,
-    /// A slot older than this is reclaimed [60 s].
+    /// A slot older than this is reclaimed \[60 s\].
     pub slot_ttl: Duration,
-    /// Policy without a free slot [CapToBase].
+    /// Policy without a free slot \[CapToBase\].
     pub when_full: NoSlot,
 }
 
@@ -156,7 +156,7 @@ pub struct SlotRules {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum OnFull {
-    /// Deny with [`Reason::TableFull`](crate::Reason::TableFull) [default].
+    /// Deny with [`Reason::TableFull`](crate::Reason::TableFull) \[default\].
     Deny,
     /// Allow without keeping state (fail-open for new keys only).
     Allow,
@@ -178,9 +178,9 @@ pub struct Config {
     pub slots: SlotRules,
     /// Rule 9.
     pub lists: Lists,
-    /// IPv6 addresses are aggregated to this prefix [64].
+    /// IPv6 addresses are aggregated to this prefix \[64\].
     pub ipv6_prefix: u8,
-    /// New key, full table [Deny].
+    /// New key, full table \[Deny\].
     pub on_full: OnFull,
 }
 

@@ -37,27 +37,27 @@ pub struct User {
 /// Everything `portcullis serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Listen address [127.0.0.1:8080].
+    /// Listen address \[127.0.0.1:8080\].
     pub listen: SocketAddr,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
-    /// The one header naming the client behind a trusted proxy [X-Forwarded-For].
+    /// The one header naming the client behind a trusted proxy \[X-Forwarded-For\].
     pub client_ip_header: ForwardingHeader,
-    /// Keys held by each `/admin` and `/metrics` table [10 000].
+    /// Keys held by each `/admin` and `/metrics` table \[10 000\].
     pub admin_max_entries: usize,
     /// Bearer token for `/admin` (none: admin API off).
     pub admin_token: Option<String>,
-    /// Store kind [sqlite].
+    /// Store kind \[sqlite\].
     pub store: StoreKind,
-    /// SQLite path [./portcullis.db].
+    /// SQLite path \[./portcullis.db\].
     pub path: PathBuf,
-    /// Redis URL [redis://127.0.0.1:6379/].
+    /// Redis URL \[redis://127.0.0.1:6379/\].
     pub redis_url: String,
-    /// Deny instead of falling back when Redis is down [false].
+    /// Deny instead of falling back when Redis is down \[false\].
     pub fail_closed: bool,
-    /// Per-decision Redis timeout [50ms].
+    /// Per-decision Redis timeout \[50ms\].
     pub redis_timeout: StdDuration,
-    /// Keys held by the main table [1 000 000].
+    /// Keys held by the main table \[1 000 000\].
     pub max_entries: usize,
     /// The rules.
     pub rules: Config,
@@ -73,17 +73,17 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnLimits {
     /// A request head must be complete this long after the connection
-    /// opens or the next request's first byte arrives [10s].
+    /// opens or the next request's first byte arrives \[10s\].
     pub header_read_timeout: StdDuration,
-    /// A request body must be complete this long after its head [30s].
+    /// A request body must be complete this long after its head \[30s\].
     pub body_read_timeout: StdDuration,
-    /// A keep-alive connection with no request is closed after this [60s].
+    /// A keep-alive connection with no request is closed after this \[60s\].
     pub idle_timeout: StdDuration,
-    /// Open connections at most [4096] (capped at start-up by the fd limit).
+    /// Open connections at most \[4096\] (capped at start-up by the fd limit).
     pub max_connections: u32,
-    /// Open connections per client address (IPv6: per /64) at most [64].
+    /// Open connections per client address (IPv6: per /64) at most \[64\].
     pub max_connections_per_ip: u32,
-    /// SIGTERM: in-flight requests get this long before they are dropped [10s].
+    /// SIGTERM: in-flight requests get this long before they are dropped \[10s\].
     pub shutdown_grace: StdDuration,
 }
 
@@ -107,15 +107,15 @@ pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
 /// Password checking (`[login]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hashing {
-    /// argon2 verifications running at once at most [number of cores].
+    /// argon2 verifications running at once at most \[number of cores\].
     pub max_concurrent: u32,
-    /// Logins waiting for a verification at most; more get `503` [64].
+    /// Logins waiting for a verification at most; more get `503` \[64\].
     pub queue: u32,
-    /// argon2id memory cost in KiB [19456] for new hashes and the dummy hash.
+    /// argon2id memory cost in KiB \[19456\] for new hashes and the dummy hash.
     pub memory_kib: u32,
-    /// argon2id iterations [2].
+    /// argon2id iterations \[2\].
     pub iterations: u32,
-    /// argon2id lanes [1].
+    /// argon2id lanes \[1\].
     pub parallelism: u32,
 }
 
