@@ -5,7 +5,8 @@
 //! window old, so ten fast retries are one violation, not ten.
 //! `block_after` violations since the last block (within
 //! `violation_memory`) block the key; each further block within the memory
-//! lasts `block_growth` times longer, up to `max_block`. `ban_after`
+//! lasts `block_growth` times longer (a [`Growth`](crate::Growth), possibly
+//! fractional, rounded down to the tick at each step), up to `max_block`. `ban_after`
 //! violations within `ban_lookback` ban it until an operator lifts it.
 
 use crate::config::BlockRules;
@@ -98,6 +99,21 @@ mod tests {
             embassy_time::Duration::from_ticks(block_length(&rules, l as u8)).as_secs() / 60
         });
         assert_eq!(mins, [15, 30, 60, 120, 240, 480, 960, 1440]);
+        assert_eq!(block_length(&rules, u8::MAX), rules.max_block.as_ticks());
+    }
+
+    #[test]
+    fn a_fractional_growth_escalates_by_its_factor() {
+        let mut rules = Config::default().blocks;
+        rules.block_growth = crate::Growth::from_thousandths(1500);
+        let secs: [u64; 10] = core::array::from_fn(|l| {
+            embassy_time::Duration::from_ticks(block_length(&rules, l as u8)).as_secs()
+        });
+        // 900 s × 1.5^level, up to a day.
+        assert_eq!(
+            secs,
+            [900, 1350, 2025, 3037, 4556, 6834, 10251, 15377, 23066, 34599]
+        );
         assert_eq!(block_length(&rules, u8::MAX), rules.max_block.as_ticks());
     }
 }

@@ -9,7 +9,7 @@ use embassy_time::Duration;
 pub struct RequestRules {
     /// Allowed requests per window \[50\]. Must not exceed the log capacity `W`.
     pub max_requests: u32,
-    /// Window length [60 s].
+    /// Window length \[60 s\].
     pub window: Duration,
 }
 
@@ -19,17 +19,18 @@ pub struct RequestRules {
 pub struct BlockRules {
     /// Violations (windows with a denial) since the last block that start a block \[3\].
     pub block_after: u32,
-    /// How long violations and block escalation are remembered [24 h].
+    /// How long violations and block escalation are remembered \[24 h\].
     pub violation_memory: Duration,
-    /// First block length [15 min].
+    /// First block length \[15 min\].
     pub block_for: Duration,
-    /// Each further block within the memory lasts this many times longer \[2\].
-    pub block_growth: u32,
-    /// Longest block [24 h].
+    /// Each further block within the memory lasts this many times longer
+    /// \[2\]; fractional factors such as 1.5 are fine (see [`Growth`]).
+    pub block_growth: Growth,
+    /// Longest block \[24 h\].
     pub max_block: Duration,
-    /// Violations within `ban_lookback` that ban for good [Some(10)]; `None` disables bans.
+    /// Violations within `ban_lookback` that ban for good \[Some(10)\]; `None` disables bans.
     pub ban_after: Option<u32>,
-    /// Ban lookback [24 h].
+    /// Ban lookback \[24 h\].
     pub ban_lookback: Duration,
 }
 
@@ -39,16 +40,16 @@ pub struct BlockRules {
 pub struct LoginRules {
     /// Failures per (user, ip) and per ip that lock \[10\].
     pub max_failures: u32,
-    /// Failure window [5 min].
+    /// Failure window \[5 min\].
     pub failure_window: Duration,
-    /// Lock length [5 min].
+    /// Lock length \[5 min\].
     pub lock_for: Duration,
-    /// A (user, ip) lock also locks the ip [true].
+    /// A (user, ip) lock also locks the ip \[true\].
     pub lock_ip_on_account_lock: bool,
     /// Failures per username from all addresses that switch on the
-    /// full penalty for further failures [Some(50)]; `None` disables it.
+    /// full penalty for further failures \[Some(50)\]; `None` disables it.
     pub account_max_failures: Option<u32>,
-    /// Account throttle window [1 h].
+    /// Account throttle window \[1 h\].
     pub account_window: Duration,
 }
 
@@ -56,12 +57,77 @@ pub struct LoginRules {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PenaltyRules {
-    /// First delay [1 s].
+    /// First delay \[1 s\].
     pub base: Duration,
-    /// Growth per earlier failure in the window \[2\].
-    pub multiplier: u32,
-    /// Longest delay [30 s].
+    /// Growth per earlier failure in the window \[2\]; fractional factors
+    /// such as 1.5 are fine (see [`Growth`]).
+    pub multiplier: Growth,
+    /// Longest delay \[30 s\].
     pub max: Duration,
+}
+
+/// A growth factor of at least 1 in fixed point: thousandths, so 1.5 is
+/// `Growth::from_thousandths(1500)` and 2 is `Growth::times(2)`. The
+/// core never uses floats.
+///
+/// **Rounding**, the one definition that the Redis script and the
+/// reference model follow: growing a length `d` (in ticks) by the factor
+/// `g` thousandths gives `⌊d × g / 1000⌋`, saturating at `u64::MAX`, so an
+/// integral factor is exact and a fractional one rounds down to the tick.
+/// Escalation repeats that step: the length after `n` steps is
+/// `d₀ = min(first, max)`, `dᵢ₊₁ = min(⌊dᵢ × g / 1000⌋, max)`
+/// (see [`Growth::grow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Growth(u32);
+
+impl Growth {
+    /// The factor 1: no growth.
+    pub const ONE: Growth = Growth(1000);
+
+    /// The factor `t / 1000`.
+    pub const fn from_thousandths(t: u32) -> Growth {
+        Growth(t)
+    }
+
+    /// The integral factor `n`, saturating at the largest factor
+    /// (4 294 967.295).
+    pub const fn times(n: u32) -> Growth {
+        Growth(n.saturating_mul(1000))
+    }
+
+    /// The factor in thousandths.
+    pub const fn thousandths(self) -> u32 {
+        self.0
+    }
+
+    /// `⌊d × self⌋` (see the rounding above), saturating; computed as
+    /// `(d / 1000) × g + ⌊(d mod 1000) × g / 1000⌋`, which needs no
+    /// integer wider than 64 bits.
+    pub fn grow(self, d: u64) -> u64 {
+        let g = u64::from(self.0);
+        let whole = (d / 1000).saturating_mul(g);
+        let part = (d % 1000).saturating_mul(g) / 1000; // < 1000 × 2^32: never saturates
+        whole.saturating_add(part)
+    }
+}
+
+impl core::fmt::Display for Growth {
+    /// `2`, `1.5`, `1.125`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (whole, frac) = (self.0 / 1000, self.0 % 1000);
+        if frac == 0 {
+            write!(f, "{whole}")
+        } else {
+            let mut frac = frac;
+            let mut width: usize = 3;
+            while frac % 10 == 0 {
+                frac /= 10;
+                width = width.saturating_sub(1);
+            }
+            write!(f, "{whole}.{frac:0width$}")
+        }
+    }
 }
 
 /// What a failure gets when its key has no free slot (rule 7).
@@ -80,7 +146,7 @@ pub enum NoSlot {
 pub struct SlotRules {
     /// Slots per key \[3\], at most [`MAX_SLOTS`](crate::MAX_SLOTS).
     pub slots: u32,
-    /// A slot older than this is reclaimed [60 s].
+    /// A slot older than this is reclaimed \[60 s\].
     pub slot_ttl: Duration,
     /// Policy without a free slot \[CapToBase\].
     pub when_full: NoSlot,
@@ -133,7 +199,7 @@ impl Default for Config {
                 block_after: 3,
                 violation_memory: secs(24 * 3600),
                 block_for: secs(15 * 60),
-                block_growth: 2,
+                block_growth: Growth::times(2),
                 max_block: secs(24 * 3600),
                 ban_after: Some(10),
                 ban_lookback: secs(24 * 3600),
@@ -148,7 +214,7 @@ impl Default for Config {
             },
             penalty: PenaltyRules {
                 base: secs(1),
-                multiplier: 2,
+                multiplier: Growth::times(2),
                 max: secs(30),
             },
             slots: SlotRules {
@@ -220,6 +286,17 @@ fn nonzero_time(key: &'static str, d: Duration) -> Result<(), ConfigError> {
     }
 }
 
+/// A growth factor: at least 1 (a factor below 1 would shrink).
+fn at_least_one(key: &'static str, g: Growth) -> Result<(), ConfigError> {
+    if g < Growth::ONE {
+        return Err(ConfigError::OutOfRange {
+            key,
+            expected: "at least 1",
+        });
+    }
+    Ok(())
+}
+
 /// A lookback: nonzero and at most [`MAX_LOOKBACK`](crate::MAX_LOOKBACK),
 /// so that restored history older than the clock's zero is representable
 /// (see the `time` rule in [`record`](crate::record)).
@@ -243,11 +320,7 @@ impl Config {
         nonzero_count("blocks.block_after", self.blocks.block_after, v)?;
         lookback("blocks.violation_memory", self.blocks.violation_memory)?;
         nonzero_time("blocks.block_for", self.blocks.block_for)?;
-        nonzero_count(
-            "blocks.block_growth",
-            self.blocks.block_growth,
-            u32::MAX as usize,
-        )?;
+        at_least_one("blocks.block_growth", self.blocks.block_growth)?;
         if self.blocks.max_block < self.blocks.block_for {
             return Err(ConfigError::OutOfRange {
                 key: "blocks.max_block",
@@ -265,11 +338,7 @@ impl Config {
             nonzero_count("login.account_max_failures", n, w)?;
         }
         lookback("login.account_window", self.login.account_window)?;
-        nonzero_count(
-            "penalty.multiplier",
-            self.penalty.multiplier,
-            u32::MAX as usize,
-        )?;
+        at_least_one("penalty.multiplier", self.penalty.multiplier)?;
         if self.penalty.max < self.penalty.base {
             return Err(ConfigError::OutOfRange {
                 key: "penalty.max",

@@ -118,8 +118,8 @@ mod time;
 pub mod window;
 
 pub use config::{
-    BlockRules, Config, ConfigError, LoginRules, NoSlot, OnFull, PenaltyRules, RequestRules,
-    SlotRules,
+    BlockRules, Config, ConfigError, Growth, LoginRules, NoSlot, OnFull, PenaltyRules,
+    RequestRules, SlotRules,
 };
 pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
 #[cfg(feature = "alloc")]

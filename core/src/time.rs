@@ -21,6 +21,8 @@
 
 use embassy_time::{Duration, Instant, TICK_HZ};
 
+use crate::config::Growth;
+
 /// A point in time in ticks.
 pub(crate) type Tick = u64;
 
@@ -97,15 +99,21 @@ pub(crate) fn running(deadline: Tick, now: Tick) -> bool {
     deadline > now || deadline == Tick::MAX
 }
 
-/// `min(first × growth^n, max)`, saturating, in at most 64 steps (the
-/// escalation of blocks and of penalty delays).
-pub(crate) fn grown(first: u64, growth: u32, n: u32, max: u64) -> u64 {
+/// `min(first × growth^n, max)`, saturating, rounded down at every step
+/// (the escalation of blocks and of penalty delays): `d₀ = min(first,
+/// max)`, `dᵢ₊₁ = min(⌊dᵢ × growth⌋, max)` as [`Growth`] defines it. The
+/// loop stops early once `d` reaches `max` or stops changing (a factor of 1,
+/// or a fractional factor too small to add a tick), so it runs at most
+/// `min(n, log(max / first) / log(growth))` times; for an integral factor
+/// of 2 or more that is at most 64 steps.
+pub(crate) fn grown(first: u64, growth: Growth, n: u32, max: u64) -> u64 {
     let mut d = first.min(max);
-    for _ in 0..n.min(64) {
-        if d >= max {
+    for _ in 0..n {
+        let next = growth.grow(d).min(max);
+        if next == d {
             break;
         }
-        d = d.saturating_mul(u64::from(growth)).min(max);
+        d = next;
     }
     d
 }
@@ -134,5 +142,68 @@ mod tests {
             0,
             MAX_LOOKBACK.as_ticks()
         ));
+    }
+
+    #[test]
+    fn growth_is_fixed_point_and_rounds_down() {
+        let g = Growth::from_thousandths;
+        // Integral factors are exact and saturate.
+        assert_eq!(Growth::times(2).grow(u64::MAX / 2), u64::MAX - 1);
+        assert_eq!(Growth::times(2).grow(u64::MAX), u64::MAX);
+        assert_eq!(Growth::times(u32::MAX), g(u32::MAX));
+        assert_eq!(Growth::ONE.grow(12_345), 12_345);
+        // Fractional ones round down to the tick, without a wider integer.
+        assert_eq!(g(1500).grow(3), 4);
+        assert_eq!(g(1500).grow(1_000_001), 1_500_001);
+        assert_eq!(g(1001).grow(999), 999);
+        assert_eq!(g(2001).grow(u64::MAX / 2), u64::MAX);
+        for (d, t) in [(7u64, 1234u32), (999_999_999_999, 4_294_967_295), (1, 1)] {
+            let exact = u128::from(d) * u128::from(t) / 1000;
+            assert_eq!(u128::from(g(t).grow(d)), exact);
+        }
+        // Display (no allocator here: a small buffer).
+        struct Buf([u8; 16], usize);
+        impl core::fmt::Write for Buf {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                let end = self.1 + s.len();
+                let dst = self.0.get_mut(self.1..end).ok_or(core::fmt::Error)?;
+                dst.copy_from_slice(s.as_bytes());
+                self.1 = end;
+                Ok(())
+            }
+        }
+        for (t, shown) in [(1500, "1.5"), (1125, "1.125"), (1050, "1.05"), (3000, "3")] {
+            let mut b = Buf([0; 16], 0);
+            assert!(core::fmt::Write::write_fmt(&mut b, format_args!("{}", g(t))).is_ok());
+            assert_eq!(b.0.get(..b.1), Some(shown.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn grown_steps_round_down_and_stop_at_max_or_a_fixed_point() {
+        let g = Growth::from_thousandths;
+        // 15 min × 1.5^n up to a day, in whole ticks.
+        let m = 60_000_000u64;
+        let seq: [u64; 6] = core::array::from_fn(|n| grown(15 * m, g(1500), n as u32, 1440 * m));
+        assert_eq!(
+            seq,
+            [
+                15 * m,
+                22 * m + 30_000_000,
+                2_025_000_000,
+                3_037_500_000,
+                4_556_250_000,
+                6_834_375_000
+            ]
+        );
+        // Rounded down per step: 3 → 4 → 6 → 9 → 13.
+        assert_eq!(grown(3, g(1500), 4, 100), 13);
+        // A factor that adds nothing stops at once, however large n.
+        assert_eq!(grown(999, g(1001), u32::MAX, u64::MAX), 999);
+        assert_eq!(grown(5, Growth::ONE, u32::MAX, 10), 5);
+        // Integral factors: the old behaviour, saturating at max.
+        assert_eq!(grown(1, Growth::times(2), u32::MAX, u64::MAX), u64::MAX);
+        assert_eq!(grown(7, Growth::times(3), 2, 50), 50);
+        assert_eq!(grown(70, Growth::times(3), 0, 50), 50);
     }
 }

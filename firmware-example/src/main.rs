@@ -37,7 +37,7 @@ use embassy_net::{
 use embassy_time::{Duration, Instant, Timer};
 use embedded_io_async::Write;
 use portcullis_core::shared::Shared;
-use portcullis_core::{Config, ConfigError, FixedLimiter, NoSlot, Seed};
+use portcullis_core::{Config, ConfigError, FixedLimiter, Growth, NoSlot, Seed};
 use static_cell::StaticCell;
 
 use crate::executor::Executor;
@@ -83,7 +83,7 @@ fn config() -> Config {
     c.login.account_max_failures = Some(16);
     c.login.account_window = Duration::from_secs(600);
     c.penalty.base = Duration::from_millis(250);
-    c.penalty.multiplier = 2;
+    c.penalty.multiplier = Growth::times(2);
     c.penalty.max = Duration::from_secs(4);
     c.slots.slots = 2;
     c.slots.slot_ttl = Duration::from_secs(30);
@@ -164,13 +164,13 @@ fn spawn_all(spawner: Spawner, limiter: &'static SharedLimiter, seed: [u8; 16]) 
     }
     let c = config();
     defmt::info!(
-        "rules: {=u32} requests / {=u64} ms; lock after {=u32} failures for {=u64} ms; penalty {=u64} ms x{=u32} up to {=u64} ms; {=u32} slots",
+        "rules: {=u32} requests / {=u64} ms; lock after {=u32} failures for {=u64} ms; penalty {=u64} ms x{=u32}/1000 up to {=u64} ms; {=u32} slots",
         c.requests.max_requests,
         c.requests.window.as_millis(),
         c.login.max_failures,
         c.login.lock_for.as_millis(),
         c.penalty.base.as_millis(),
-        c.penalty.multiplier,
+        c.penalty.multiplier.thousandths(),
         c.penalty.max.as_millis(),
         c.slots.slots
     );

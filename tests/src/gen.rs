@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use embassy_time::Duration;
-use portcullis_core::{Config, NoSlot};
+use portcullis_core::{Config, Growth, NoSlot};
 use proptest::prelude::*;
 
 /// A few addresses: IPv4, two in one IPv6 /64, an IPv4-mapped alias, a
@@ -48,6 +48,17 @@ pub fn secs(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
     (lo..=hi).prop_map(Duration::from_secs)
 }
 
+/// A growth factor from 1 to `hi`: integral ones as before, and fractional
+/// ones in thousandths (1.001, 1.5, 2.718 …) that round at every step.
+pub fn growth(hi: u32) -> impl Strategy<Value = Growth> {
+    prop_oneof![
+        (1u32..=hi).prop_map(Growth::times),
+        (1000u32..=hi * 1000).prop_map(Growth::from_thousandths),
+        prop_oneof![Just(1001u32), Just(1500), Just(1999), Just(2500)]
+            .prop_map(Growth::from_thousandths),
+    ]
+}
+
 /// A random valid configuration whose logs fit `w` timestamps.
 pub fn config(w: u32) -> impl Strategy<Value = Config> {
     (
@@ -57,7 +68,7 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
             1u32..=4,
             secs(60, 7200),
             secs(1, 900),
-            1u32..=3,
+            growth(3),
         ),
         (
             secs(60, 86_400),
@@ -75,7 +86,7 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
         ),
         (
             (1u64..=5_000_000).prop_map(Duration::from_micros),
-            1u32..=3,
+            growth(3),
             5u64..=60,
             1u32..=4,
             secs(1, 120),

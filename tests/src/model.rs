@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use embassy_time::Duration;
-use portcullis_core::{Config, Decision, NoSlot, OnFull, Reason};
+use portcullis_core::{Config, Decision, Growth, NoSlot, OnFull, Reason};
 
 /// Which rule a model key belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -111,13 +111,20 @@ fn standing_denial(e: &MEntry, now: u64) -> Option<Decision> {
     })
 }
 
-/// `min(first × growth^level, max)` without overflow.
-fn grown(first: u64, growth: u32, level: u32, max: u64) -> u64 {
-    let mut value = first as u128;
+/// `min(first × growth^level, max)` without overflow, rounded down to the
+/// tick at every step (`growth` in thousandths, see `portcullis_core::Growth`):
+/// the plain formula in 128 bits, step by step.
+fn grown(first: u64, growth: Growth, level: u32, max: u64) -> u64 {
+    let g = growth.thousandths() as u128;
+    let mut value = (first as u128).min(max as u128);
     for _ in 0..level {
-        value = (value * growth as u128).min(max as u128);
+        let next = (value * g / 1000).min(max as u128);
+        if next == value {
+            break; // a fixed point: every further step is the same
+        }
+        value = next;
     }
-    value.min(max as u128) as u64
+    value as u64
 }
 
 /// IPv4 as mapped IPv6; other IPv6 cut to `prefix` bits.

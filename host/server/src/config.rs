@@ -1,19 +1,21 @@
 //! The server's configuration: a TOML file plus `PORTCULLIS_<SECTION>__<KEY>`
-//! environment overrides, checked key by key. Every error names the key
-//! (`requests.window`) and the reason, in one line.
+//! environment overrides (merged into the file's table), deserialized with
+//! serde into sections that refuse unknown keys, then checked. Durations
+//! are humantime strings; growth factors may be fractional. Every error
+//! names the key (`requests.window`) and the reason, in one line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
-use embassy_time::Duration;
 use portcullis_core::{Cidr, Config, ConfigError};
 
 use portcullis::client_ip::ForwardingHeader;
 use toml::{Table, Value};
 
 /// Where state lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// SQLite file (the default).
     Sqlite,
@@ -35,27 +37,27 @@ pub struct User {
 /// Everything `portcullis serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Listen address [127.0.0.1:8080].
+    /// Listen address \[127.0.0.1:8080\].
     pub listen: SocketAddr,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
-    /// The one header naming the client behind a trusted proxy [X-Forwarded-For].
+    /// The one header naming the client behind a trusted proxy \[X-Forwarded-For\].
     pub client_ip_header: ForwardingHeader,
-    /// Keys held by each `/admin` and `/metrics` table [10 000].
+    /// Keys held by each `/admin` and `/metrics` table \[10 000\].
     pub admin_max_entries: usize,
     /// Bearer token for `/admin` (none: admin API off).
     pub admin_token: Option<String>,
     /// Store kind \[sqlite\].
     pub store: StoreKind,
-    /// SQLite path [./portcullis.db].
+    /// SQLite path \[./portcullis.db\].
     pub path: PathBuf,
-    /// Redis URL [redis://127.0.0.1:6379/].
+    /// Redis URL \[redis://127.0.0.1:6379/\].
     pub redis_url: String,
-    /// Deny instead of falling back when Redis is down [false].
+    /// Deny instead of falling back when Redis is down \[false\].
     pub fail_closed: bool,
     /// Per-decision Redis timeout \[50ms\].
     pub redis_timeout: StdDuration,
-    /// Keys held by the main table [1 000 000].
+    /// Keys held by the main table \[1 000 000\].
     pub max_entries: usize,
     /// The rules.
     pub rules: Config,
@@ -105,7 +107,7 @@ pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
 /// Password checking (`[login]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hashing {
-    /// argon2 verifications running at once at most [number of cores].
+    /// argon2 verifications running at once at most \[number of cores\].
     pub max_concurrent: u32,
     /// Logins waiting for a verification at most; more get `503` \[64\].
     pub queue: u32,
@@ -171,108 +173,302 @@ fn bad(key: impl Into<String>, reason: impl Into<String>) -> BadConfig {
     }
 }
 
-/// `"90s"`, `"15m"`, `"24h"`, `"1h30m"`, `"250ms"`, `"2d"`.
+/// A duration in humantime's format: `"60s"`, `"15m"`, `"24h"`, `"1h30m"`,
+/// `"250ms"`, `"2d"`, also `"1h 30m"` or `"2days"`. A unit is required.
 pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total: u128 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "{s:?} is not a duration like \"60s\", \"15m\", \"24h\""
-            ));
-        }
-        let n: u128 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(format!("{s:?}: missing unit (ms, s, m, h, d)")),
-            u => return Err(format!("{s:?}: unknown unit {u:?} (ms, s, m, h, d)")),
-        };
-        total = total.saturating_add(n.saturating_mul(ms));
-        rest = &rest[unit_len..];
-    }
-    let ms = u64::try_from(total).map_err(|_| format!("{s:?}: too long"))?;
-    Ok(StdDuration::from_millis(ms))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like \"60s\", \"15m\", \"24h\" ({e})"))
 }
 
-const SECTIONS: &[(&str, &[&str])] = &[
-    (
-        "server",
-        &[
-            "listen",
-            "trusted_proxies",
-            "client_ip_header",
-            "admin_token",
-            "admin_max_entries",
-            "header_read_timeout",
-            "body_read_timeout",
-            "idle_timeout",
-            "max_connections",
-            "max_connections_per_ip",
-            "shutdown_grace",
-        ],
-    ),
-    (
-        "store",
-        &[
-            "kind",
-            "path",
-            "redis_url",
-            "fail_closed",
-            "redis_timeout",
-            "max_entries",
-        ],
-    ),
-    (
-        "requests",
-        &[
-            "max_requests",
-            "window",
-            "violation_memory",
-            "block_after",
-            "block_for",
-            "block_growth",
-            "max_block",
-            "ban_after",
-            "ban_lookback",
-        ],
-    ),
-    (
-        "login",
-        &[
-            "max_failures",
-            "failure_window",
-            "lock_for",
-            "lock_ip_on_account_lock",
-            "account_max_failures",
-            "account_window",
-            "max_concurrent_hashes",
-            "hash_queue",
-            "argon2_memory_kib",
-            "argon2_iterations",
-            "argon2_parallelism",
-        ],
-    ),
-    ("penalty", &["base", "multiplier", "max"]),
-    ("slots", &["per_key", "ttl"]),
-    ("lists", &["allow", "deny"]),
-];
+/// The configuration as written, file and environment merged: every key
+/// optional (absent: the default), unknown sections and keys refused.
+/// [`ServerConfig::from_str_env`] checks the values and builds the rest.
+mod raw {
+    use std::fmt;
+    use std::marker::PhantomData;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::str::FromStr;
+    use std::time::Duration as StdDuration;
+
+    use portcullis_core::{Cidr, Growth};
+    use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
+    use serde::Deserialize;
+
+    use super::StoreKind;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct File {
+        pub server: Server,
+        pub store: Store,
+        pub requests: Requests,
+        pub login: Login,
+        pub penalty: Penalty,
+        pub slots: Slots,
+        pub lists: Lists,
+        pub users: Vec<User>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct Server {
+        pub listen: Option<Parsed<SocketAddr>>,
+        pub trusted_proxies: Option<Cidrs>,
+        pub client_ip_header: Option<String>,
+        pub admin_token: Option<String>,
+        pub admin_max_entries: Option<Uint>,
+        pub header_read_timeout: Option<Dur>,
+        pub body_read_timeout: Option<Dur>,
+        pub idle_timeout: Option<Dur>,
+        pub max_connections: Option<Uint>,
+        pub max_connections_per_ip: Option<Uint>,
+        pub shutdown_grace: Option<Dur>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct Store {
+        pub kind: Option<StoreKind>,
+        pub path: Option<PathBuf>,
+        pub redis_url: Option<String>,
+        pub fail_closed: Option<bool>,
+        pub redis_timeout: Option<Dur>,
+        pub max_entries: Option<Uint>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct Requests {
+        pub max_requests: Option<Uint>,
+        pub window: Option<Dur>,
+        pub violation_memory: Option<Dur>,
+        pub block_after: Option<Uint>,
+        pub block_for: Option<Dur>,
+        pub block_growth: Option<Factor>,
+        pub max_block: Option<Dur>,
+        pub ban_after: Option<Uint>,
+        pub ban_lookback: Option<Dur>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct Login {
+        pub max_failures: Option<Uint>,
+        pub failure_window: Option<Dur>,
+        pub lock_for: Option<Dur>,
+        pub lock_ip_on_account_lock: Option<bool>,
+        pub account_max_failures: Option<Uint>,
+        pub account_window: Option<Dur>,
+        pub max_concurrent_hashes: Option<Uint>,
+        pub hash_queue: Option<Uint>,
+        pub argon2_memory_kib: Option<Uint>,
+        pub argon2_iterations: Option<Uint>,
+        pub argon2_parallelism: Option<Uint>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct Penalty {
+        pub base: Option<Dur>,
+        pub multiplier: Option<Factor>,
+        pub max: Option<Dur>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct Slots {
+        pub per_key: Option<Uint>,
+        pub ttl: Option<Dur>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct Lists {
+        pub allow: Option<Cidrs>,
+        pub deny: Option<Cidrs>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, expecting = "a table with name and password_hash")]
+    pub struct User {
+        pub name: String,
+        pub password_hash: String,
+    }
+
+    /// An integer from 0 to `u32::MAX`.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Uint(pub u32);
+
+    impl<'de> Deserialize<'de> for Uint {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Uint;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an integer")
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Uint, E> {
+                    u32::try_from(v).map(Uint).map_err(|_| out_of_range(v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Uint, E> {
+                    u32::try_from(v).map(Uint).map_err(|_| out_of_range(v))
+                }
+            }
+            fn out_of_range<E: de::Error>(v: impl fmt::Display) -> E {
+                E::custom(format!("{v} is out of range (0 to {})", u32::MAX))
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// A duration string (see [`super::parse_duration`]), kept to the
+    /// microsecond (the core's tick).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Dur(pub StdDuration);
+
+    impl Dur {
+        /// The core's duration.
+        pub fn ticks(self) -> embassy_time::Duration {
+            embassy_time::Duration::from_micros(
+                u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX),
+            )
+        }
+
+        /// Whole microseconds, as the core would keep it.
+        pub fn std(self) -> StdDuration {
+            StdDuration::from_micros(self.ticks().as_micros())
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Dur {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Dur;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a duration string like \"60s\"")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
+                    super::parse_duration(s).map(Dur).map_err(E::custom)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// A growth factor of at least 1, integral or with at most three
+    /// decimals (`2`, `1.5`, `1.125`): kept in thousandths.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Factor(pub Growth);
+
+    /// The largest factor: `u32::MAX` thousandths.
+    const MAX_FACTOR: f64 = u32::MAX as f64 / 1000.0;
+
+    impl<'de> Deserialize<'de> for Factor {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Factor;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a number like 2 or 1.5")
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Factor, E> {
+                    match u32::try_from(v) {
+                        Err(_) if v < 0 => Err(E::custom("must be at least 1")),
+                        Ok(n) if n <= u32::MAX / 1000 => Ok(Factor(Growth::times(n))),
+                        _ => Err(E::custom(format!("must be at most {MAX_FACTOR}"))),
+                    }
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Factor, E> {
+                    self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Factor, E> {
+                    if v.is_nan() {
+                        return Err(E::invalid_value(Unexpected::Float(v), &self));
+                    }
+                    if v < 0.0 {
+                        return Err(E::custom("must be at least 1"));
+                    }
+                    if v > MAX_FACTOR {
+                        return Err(E::custom(format!("must be at most {MAX_FACTOR}")));
+                    }
+                    let t = (v * 1000.0).round();
+                    if (v * 1000.0 - t).abs() > 1e-6 {
+                        return Err(E::custom(format!(
+                            "{v} has more than three decimals (factors are kept in thousandths)"
+                        )));
+                    }
+                    // In range and integral: the cast is exact.
+                    Ok(Factor(Growth::from_thousandths(t as u32)))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// A string parsed with `FromStr`; errors quote the string.
+    #[derive(Debug, Clone)]
+    pub struct Parsed<T>(pub T);
+
+    impl<'de, T: FromStr> Deserialize<'de> for Parsed<T>
+    where
+        T::Err: fmt::Display,
+    {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<T: FromStr> Visitor<'_> for V<T>
+            where
+                T::Err: fmt::Display,
+            {
+                type Value = Parsed<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Parsed<T>, E> {
+                    s.parse()
+                        .map(Parsed)
+                        .map_err(|e| E::custom(format!("{s:?}: {e}")))
+                }
+            }
+            d.deserialize_any(V(PhantomData))
+        }
+    }
+
+    /// CIDRs: a list of strings, or (from the environment) one string of
+    /// comma-separated ones.
+    #[derive(Debug, Clone, Default)]
+    pub struct Cidrs(pub Vec<Cidr>);
+
+    impl<'de> Deserialize<'de> for Cidrs {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Cidrs;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a list of CIDRs")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Cidrs, E> {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| Parsed::<Cidr>::deserialize(de::value::StrDeserializer::new(p)))
+                        .map(|r| r.map(|c| c.0))
+                        .collect::<Result<_, _>>()
+                        .map(Cidrs)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cidrs, A::Error> {
+                    let mut v = Vec::new();
+                    while let Some(Parsed(c)) = seq.next_element::<Parsed<Cidr>>()? {
+                        v.push(c);
+                    }
+                    Ok(Cidrs(v))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+}
 
 /// An env value: TOML if it parses as a value (`5`, `true`, `["a"]`,
 /// `"x"`), else the raw string.
@@ -311,137 +507,51 @@ fn apply_env(
     Ok(())
 }
 
-struct Reader<'a> {
-    section: &'a str,
-    table: Option<&'a Table>,
-}
-
-impl<'a> Reader<'a> {
-    fn key(&self, k: &str) -> String {
-        format!("{}.{k}", self.section)
+/// One line from a serde error at `path`: the dotted key and a reason in
+/// this file's words ("unknown key (known: …)", "expected …, got …").
+fn from_serde(e: serde_path_to_error::Error<toml::de::Error>, file: &str) -> BadConfig {
+    let path = e.path().to_string();
+    let msg = e.inner().message().trim().to_string();
+    let at = |field: &str| match path.as_str() {
+        "." => field.to_string(),
+        p if p.rsplit('.').next() == Some(field) => p.to_string(),
+        p => format!("{p}.{field}"),
+    };
+    if let Some((field, rest)) = msg
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once('`'))
+    {
+        let key = at(field);
+        let what = if key == field {
+            "unknown section"
+        } else {
+            "unknown key"
+        };
+        let known = rest
+            .strip_prefix(", expected one of ")
+            .or_else(|| rest.strip_prefix(", expected "))
+            .map(|k| k.replace("` or `", ", ").replace('`', ""));
+        return match known {
+            Some(k) => bad(key, format!("{what} (known: {k})")),
+            None => bad(key, what),
+        };
     }
-
-    fn get(&self, k: &str) -> Option<&'a Value> {
-        self.table.and_then(|t| t.get(k))
+    if let Some((field, _)) = msg
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split_once('`'))
+    {
+        return bad(at(field), "missing");
     }
-
-    fn uint(&self, k: &str) -> Result<Option<u32>, BadConfig> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::Integer(i)) => u32::try_from(*i).map(Some).map_err(|_| {
-                bad(
-                    self.key(k),
-                    format!("{i} is out of range (0 to {})", u32::MAX),
-                )
-            }),
-            Some(v) => Err(bad(
-                self.key(k),
-                format!("expected an integer, got {}", v.type_str()),
-            )),
+    let key = if path == "." { file.to_string() } else { path };
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((got, want)) = msg
+            .strip_prefix(prefix)
+            .and_then(|m| m.rsplit_once(", expected "))
+        {
+            return bad(key, format!("expected {want}, got {got}"));
         }
     }
-
-    /// A table size: 1 to `max`.
-    fn entries(&self, k: &str, max: u32) -> Result<Option<usize>, BadConfig> {
-        match self.uint(k)? {
-            None => Ok(None),
-            Some(0) => Err(bad(self.key(k), "must be greater than zero")),
-            Some(n) if n > max => Err(bad(self.key(k), format!("must be at most {max}"))),
-            Some(n) => usize::try_from(n)
-                .map(Some)
-                .map_err(|_| bad(self.key(k), "too large for this platform")),
-        }
-    }
-
-    fn boolean(&self, k: &str) -> Result<Option<bool>, BadConfig> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::Boolean(b)) => Ok(Some(*b)),
-            Some(v) => Err(bad(
-                self.key(k),
-                format!("expected true or false, got {}", v.type_str()),
-            )),
-        }
-    }
-
-    fn string(&self, k: &str) -> Result<Option<&'a str>, BadConfig> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(bad(
-                self.key(k),
-                format!("expected a string, got {}", v.type_str()),
-            )),
-        }
-    }
-
-    fn duration(&self, k: &str) -> Result<Option<Duration>, BadConfig> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::String(s)) => {
-                let d = parse_duration(s).map_err(|e| bad(self.key(k), e))?;
-                Ok(Some(Duration::from_micros(
-                    u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-                )))
-            }
-            Some(v) => Err(bad(
-                self.key(k),
-                format!(
-                    "expected a duration string like \"60s\", got {}",
-                    v.type_str()
-                ),
-            )),
-        }
-    }
-
-    fn std_duration(&self, k: &str, nonzero: bool) -> Result<Option<StdDuration>, BadConfig> {
-        match self.duration(k)? {
-            Some(d) if nonzero && d.as_ticks() == 0 => {
-                Err(bad(self.key(k), "must be greater than zero"))
-            }
-            Some(d) => Ok(Some(StdDuration::from_micros(d.as_micros()))),
-            None => Ok(None),
-        }
-    }
-
-    fn positive(&self, k: &str) -> Result<Option<u32>, BadConfig> {
-        match self.uint(k)? {
-            Some(0) => Err(bad(self.key(k), "must be greater than zero")),
-            v => Ok(v),
-        }
-    }
-
-    fn cidrs(&self, k: &str) -> Result<Option<Vec<Cidr>>, BadConfig> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => s
-                        .parse::<Cidr>()
-                        .map_err(|e| bad(self.key(k), format!("{s:?}: {e}"))),
-                    v => Err(bad(
-                        self.key(k),
-                        format!("expected CIDR strings, got {}", v.type_str()),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(Value::String(s)) => s
-                .split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| {
-                    p.parse::<Cidr>()
-                        .map_err(|e| bad(self.key(k), format!("{p:?}: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(v) => Err(bad(
-                self.key(k),
-                format!("expected a list of CIDRs, got {}", v.type_str()),
-            )),
-        }
-    }
+    bad(key, msg)
 }
 
 /// The server-facing key for a core validation error.
@@ -459,10 +569,6 @@ fn core_key(e: &ConfigError) -> (String, String) {
             Some(rest) => format!("requests.{rest}"),
             None => k.to_string(),
         },
-    };
-    let reason = match (key.as_str(), e) {
-        ("penalty.multiplier", ConfigError::Zero { .. }) => "must be at least 1".to_string(),
-        (_, _) => reason,
     };
     (key, reason)
 }
@@ -489,117 +595,79 @@ impl ServerConfig {
     ) -> Result<ServerConfig, BadConfig> {
         let mut doc: Table = text
             .parse()
-            .map_err(|e: toml::de::Error| bad(name, e.message().to_string()))?;
+            .map_err(|e: toml::de::Error| bad(name, e.message().trim().to_string()))?;
         apply_env(&mut doc, vars)?;
-        for (k, v) in &doc {
-            if k == "users" {
-                continue;
-            }
-            let Some((_, keys)) = SECTIONS.iter().find(|(s, _)| s == k) else {
-                return Err(bad(k.clone(), "unknown section"));
-            };
-            let Value::Table(t) = v else {
-                return Err(bad(k.clone(), "expected a table"));
-            };
-            for key in t.keys() {
-                if !keys.contains(&key.as_str()) {
-                    return Err(bad(
-                        format!("{k}.{key}"),
-                        format!("unknown key (known: {})", keys.join(", ")),
-                    ));
-                }
-            }
-        }
-        let section = |s: &'static str| Reader {
-            section: s,
-            table: doc.get(s).and_then(Value::as_table),
-        };
-        let server = section("server");
-        let store = section("store");
-        let req = section("requests");
-        let login = section("login");
-        let pen = section("penalty");
-        let slots = section("slots");
-        let lists = section("lists");
+        let file: raw::File =
+            serde_path_to_error::deserialize(Value::Table(doc)).map_err(|e| from_serde(e, name))?;
+        let raw::File {
+            server,
+            store,
+            requests: req,
+            login,
+            penalty: pen,
+            slots,
+            lists,
+            users: raw_users,
+        } = file;
 
-        let listen = match server.string("listen")? {
-            Some(s) => s
-                .parse()
-                .map_err(|e| bad("server.listen", format!("{s:?}: {e}")))?,
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        };
-        let kind = match store.string("kind")?.unwrap_or("sqlite") {
-            "sqlite" => StoreKind::Sqlite,
-            "memory" => StoreKind::Memory,
-            "redis" => StoreKind::Redis,
-            other => {
-                return Err(bad(
-                    "store.kind",
-                    format!("{other:?} is not one of \"sqlite\", \"memory\", \"redis\""),
-                ))
-            }
-        };
+        let kind = store.kind.unwrap_or(StoreKind::Sqlite);
         let redis_url = store
-            .string("redis_url")?
-            .unwrap_or("redis://127.0.0.1:6379/")
-            .to_string();
+            .redis_url
+            .unwrap_or_else(|| "redis://127.0.0.1:6379/".to_string());
         if kind == StoreKind::Redis {
             redis::Client::open(redis_url.as_str())
                 .map_err(|e| bad("store.redis_url", format!("{redis_url:?}: {e}")))?;
         }
-        let redis_timeout = match store.duration("redis_timeout")? {
-            Some(d) if d.as_ticks() == 0 => {
+        let redis_timeout = match store.redis_timeout {
+            Some(d) if d.ticks().as_ticks() == 0 => {
                 return Err(bad("store.redis_timeout", "must be greater than zero"))
             }
-            Some(d) => StdDuration::from_micros(d.as_micros()),
+            Some(d) => d.std(),
             None => StdDuration::from_millis(50),
         };
 
         let mut c = Config::default();
         macro_rules! set {
-            ($r:expr, $k:literal, $m:ident, $field:expr) => {
-                if let Some(v) = $r.$m($k)? {
+            ($v:expr => $field:expr) => {
+                if let Some(v) = $v {
                     $field = v;
                 }
             };
         }
-        set!(req, "max_requests", uint, c.requests.max_requests);
-        set!(req, "window", duration, c.requests.window);
-        set!(req, "violation_memory", duration, c.blocks.violation_memory);
-        set!(req, "block_after", uint, c.blocks.block_after);
-        set!(req, "block_for", duration, c.blocks.block_for);
-        set!(req, "block_growth", uint, c.blocks.block_growth);
-        set!(req, "max_block", duration, c.blocks.max_block);
-        if let Some(n) = req.uint("ban_after")? {
+        let uint = |v: Option<raw::Uint>| v.map(|u| u.0);
+        let ticks = |v: Option<raw::Dur>| v.map(raw::Dur::ticks);
+        set!(uint(req.max_requests) => c.requests.max_requests);
+        set!(ticks(req.window) => c.requests.window);
+        set!(ticks(req.violation_memory) => c.blocks.violation_memory);
+        set!(uint(req.block_after) => c.blocks.block_after);
+        set!(ticks(req.block_for) => c.blocks.block_for);
+        set!(req.block_growth.map(|f| f.0) => c.blocks.block_growth);
+        set!(ticks(req.max_block) => c.blocks.max_block);
+        if let Some(n) = uint(req.ban_after) {
             c.blocks.ban_after = (n > 0).then_some(n);
         }
-        set!(req, "ban_lookback", duration, c.blocks.ban_lookback);
-        set!(login, "max_failures", uint, c.login.max_failures);
-        set!(login, "failure_window", duration, c.login.failure_window);
-        set!(login, "lock_for", duration, c.login.lock_for);
-        set!(
-            login,
-            "lock_ip_on_account_lock",
-            boolean,
-            c.login.lock_ip_on_account_lock
-        );
-        if let Some(n) = login.uint("account_max_failures")? {
+        set!(ticks(req.ban_lookback) => c.blocks.ban_lookback);
+        set!(uint(login.max_failures) => c.login.max_failures);
+        set!(ticks(login.failure_window) => c.login.failure_window);
+        set!(ticks(login.lock_for) => c.login.lock_for);
+        set!(login.lock_ip_on_account_lock => c.login.lock_ip_on_account_lock);
+        if let Some(n) = uint(login.account_max_failures) {
             c.login.account_max_failures = (n > 0).then_some(n);
         }
-        set!(login, "account_window", duration, c.login.account_window);
-        set!(pen, "base", duration, c.penalty.base);
-        set!(pen, "multiplier", uint, c.penalty.multiplier);
-        set!(pen, "max", duration, c.penalty.max);
-        set!(slots, "per_key", uint, c.slots.slots);
-        set!(slots, "ttl", duration, c.slots.slot_ttl);
-        for (k, list) in [("allow", &mut c.lists.allow), ("deny", &mut c.lists.deny)] {
-            if let Some(v) = lists.cidrs(k)? {
-                let cap = list.capacity();
-                for cidr in v {
-                    list.push(cidr).map_err(|_| {
-                        bad(format!("lists.{k}"), format!("more than {cap} entries"))
-                    })?;
-                }
+        set!(ticks(login.account_window) => c.login.account_window);
+        set!(ticks(pen.base) => c.penalty.base);
+        set!(pen.multiplier.map(|f| f.0) => c.penalty.multiplier);
+        set!(ticks(pen.max) => c.penalty.max);
+        set!(uint(slots.per_key) => c.slots.slots);
+        set!(ticks(slots.ttl) => c.slots.slot_ttl);
+        for (k, list, v) in [
+            ("allow", &mut c.lists.allow, lists.allow),
+            ("deny", &mut c.lists.deny, lists.deny),
+        ] {
+            let cap = list.capacity();
+            for cidr in v.map(|v| v.0).unwrap_or_default() {
+                list.push(cidr)
+                    .map_err(|_| bad(format!("lists.{k}"), format!("more than {cap} entries")))?;
             }
         }
         c.validate(portcullis::limiter::W).map_err(|e| {
@@ -608,36 +676,34 @@ impl ServerConfig {
         })?;
 
         let mut conn = ConnLimits::default();
-        if let Some(d) = server.std_duration("header_read_timeout", true)? {
-            conn.header_read_timeout = d;
-        }
-        if let Some(d) = server.std_duration("body_read_timeout", true)? {
-            conn.body_read_timeout = d;
-        }
-        if let Some(d) = server.std_duration("idle_timeout", true)? {
-            conn.idle_timeout = d;
-        }
-        if let Some(d) = server.std_duration("shutdown_grace", false)? {
-            conn.shutdown_grace = d;
-        }
-        set!(server, "max_connections", positive, conn.max_connections);
+        let nonzero = |key: &str, v: Option<raw::Dur>| match v {
+            Some(d) if d.ticks().as_ticks() == 0 => {
+                Err(bad(format!("server.{key}"), "must be greater than zero"))
+            }
+            v => Ok(v.map(raw::Dur::std)),
+        };
+        let positive = |key: &str, v: Option<raw::Uint>| match v {
+            Some(raw::Uint(0)) => Err(bad(key, "must be greater than zero")),
+            v => Ok(v.map(|u| u.0)),
+        };
+        set!(nonzero("header_read_timeout", server.header_read_timeout)? => conn.header_read_timeout);
+        set!(nonzero("body_read_timeout", server.body_read_timeout)? => conn.body_read_timeout);
+        set!(nonzero("idle_timeout", server.idle_timeout)? => conn.idle_timeout);
+        set!(server.shutdown_grace.map(raw::Dur::std) => conn.shutdown_grace);
+        set!(positive("server.max_connections", server.max_connections)? => conn.max_connections);
         set!(
-            server,
-            "max_connections_per_ip",
-            positive,
-            conn.max_connections_per_ip
+            positive("server.max_connections_per_ip", server.max_connections_per_ip)?
+                => conn.max_connections_per_ip
         );
         let mut hashing = Hashing::default();
         set!(
-            login,
-            "max_concurrent_hashes",
-            positive,
-            hashing.max_concurrent
+            positive("login.max_concurrent_hashes", login.max_concurrent_hashes)?
+                => hashing.max_concurrent
         );
-        set!(login, "hash_queue", uint, hashing.queue);
-        set!(login, "argon2_memory_kib", uint, hashing.memory_kib);
-        set!(login, "argon2_iterations", uint, hashing.iterations);
-        set!(login, "argon2_parallelism", uint, hashing.parallelism);
+        set!(uint(login.hash_queue) => hashing.queue);
+        set!(uint(login.argon2_memory_kib) => hashing.memory_kib);
+        set!(uint(login.argon2_iterations) => hashing.iterations);
+        set!(uint(login.argon2_parallelism) => hashing.parallelism);
         if hashing.memory_kib > MAX_ARGON2_MEMORY_KIB {
             return Err(bad(
                 "login.argon2_memory_kib",
@@ -664,100 +730,84 @@ impl ServerConfig {
         })?;
 
         let mut users = Vec::new();
-        match doc.get("users") {
-            None => {}
-            Some(Value::Array(arr)) => {
-                for (i, u) in arr.iter().enumerate() {
-                    let Value::Table(t) = u else {
-                        return Err(bad(
-                            format!("users[{i}]"),
-                            "expected a table with name and password_hash",
-                        ));
-                    };
-                    for k in t.keys() {
-                        if k != "name" && k != "password_hash" {
-                            return Err(bad(
-                                format!("users[{i}].{k}"),
-                                "unknown key (known: name, password_hash)",
-                            ));
-                        }
-                    }
-                    let name = match t.get("name") {
-                        Some(Value::String(s)) if !s.trim().is_empty() => {
-                            s.trim().to_ascii_lowercase()
-                        }
-                        _ => {
-                            return Err(bad(
-                                format!("users[{i}].name"),
-                                "expected a non-empty string",
-                            ))
-                        }
-                    };
-                    let hash = match t.get("password_hash") {
-                        Some(Value::String(s)) => s.clone(),
-                        _ => {
-                            return Err(bad(
-                                format!("users[{i}].password_hash"),
-                                "expected an argon2id PHC string",
-                            ))
-                        }
-                    };
-                    let phc = argon2::PasswordHash::new(&hash).map_err(|e| {
-                        bad(
-                            format!("users[{i}].password_hash"),
-                            format!("not a PHC string: {e}"),
-                        )
-                    })?;
-                    // Verification uses the hash's own parameters: bound
-                    // them so one entry cannot make every login allocate
-                    // gigabytes.
-                    let m = argon2::Params::try_from(&phc)
-                        .map(|p| p.m_cost())
-                        .map_err(|e| {
-                            bad(
-                                format!("users[{i}].password_hash"),
-                                format!("bad argon2 parameters: {e}"),
-                            )
-                        })?;
-                    if m > MAX_ARGON2_MEMORY_KIB {
-                        return Err(bad(
-                            format!("users[{i}].password_hash"),
-                            format!(
-                                "m={m} KiB is more than {MAX_ARGON2_MEMORY_KIB} KiB (256 MiB) per check"
-                            ),
-                        ));
-                    }
-                    users.push(User {
-                        name,
-                        password_hash: hash,
-                    });
-                }
+        for (i, u) in raw_users.into_iter().enumerate() {
+            let name = u.name.trim().to_ascii_lowercase();
+            if name.is_empty() {
+                return Err(bad(
+                    format!("users[{i}].name"),
+                    "expected a non-empty string",
+                ));
             }
-            Some(_) => return Err(bad("users", "expected [[users]] tables")),
+            let hash = u.password_hash;
+            let phc = argon2::PasswordHash::new(&hash).map_err(|e| {
+                bad(
+                    format!("users[{i}].password_hash"),
+                    format!("not a PHC string: {e}"),
+                )
+            })?;
+            // Verification uses the hash's own parameters: bound
+            // them so one entry cannot make every login allocate
+            // gigabytes.
+            let m = argon2::Params::try_from(&phc)
+                .map(|p| p.m_cost())
+                .map_err(|e| {
+                    bad(
+                        format!("users[{i}].password_hash"),
+                        format!("bad argon2 parameters: {e}"),
+                    )
+                })?;
+            if m > MAX_ARGON2_MEMORY_KIB {
+                return Err(bad(
+                    format!("users[{i}].password_hash"),
+                    format!(
+                        "m={m} KiB is more than {MAX_ARGON2_MEMORY_KIB} KiB (256 MiB) per check"
+                    ),
+                ));
+            }
+            users.push(User {
+                name,
+                password_hash: hash,
+            });
         }
 
+        let table_size = |key: &str, v: Option<raw::Uint>, max: u32, default: usize| match v {
+            None => Ok(default),
+            Some(raw::Uint(0)) => Err(bad(key, "must be greater than zero")),
+            Some(raw::Uint(n)) if n > max => Err(bad(key, format!("must be at most {max}"))),
+            Some(raw::Uint(n)) => {
+                usize::try_from(n).map_err(|_| bad(key, "too large for this platform"))
+            }
+        };
         Ok(ServerConfig {
-            listen,
-            trusted_proxies: server.cidrs("trusted_proxies")?.unwrap_or_default(),
-            client_ip_header: match server.string("client_ip_header")? {
+            listen: server
+                .listen
+                .map(|a| a.0)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            trusted_proxies: server.trusted_proxies.map(|v| v.0).unwrap_or_default(),
+            client_ip_header: match server.client_ip_header {
                 Some(h) => h.parse().map_err(|e| bad("server.client_ip_header", e))?,
                 None => ForwardingHeader::default(),
             },
-            admin_max_entries: server
-                .entries("admin_max_entries", MAX_ADMIN_ENTRIES)?
-                .unwrap_or(10_000),
-            admin_token: server
-                .string("admin_token")?
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+            admin_max_entries: table_size(
+                "server.admin_max_entries",
+                server.admin_max_entries,
+                MAX_ADMIN_ENTRIES,
+                10_000,
+            )?,
+            admin_token: server.admin_token.filter(|s| !s.is_empty()),
             store: kind,
-            path: PathBuf::from(store.string("path")?.unwrap_or("./portcullis.db")),
+            path: store
+                .path
+                .unwrap_or_else(|| PathBuf::from("./portcullis.db")),
             redis_url,
-            fail_closed: store.boolean("fail_closed")?.unwrap_or(false),
+            fail_closed: store.fail_closed.unwrap_or(false),
             redis_timeout,
-            max_entries: store
-                .entries("max_entries", MAX_TABLE_ENTRIES)?
-                .unwrap_or(1_000_000),
+            max_entries: table_size(
+                "store.max_entries",
+                store.max_entries,
+                MAX_TABLE_ENTRIES,
+                1_000_000,
+            )?,
             rules: c,
             users,
             conn,
@@ -769,6 +819,8 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use embassy_time::Duration;
+    use portcullis_core::Growth;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
         ServerConfig::from_str_env(
@@ -783,8 +835,18 @@ mod tests {
         assert_eq!(parse_duration("60s"), Ok(StdDuration::from_secs(60)));
         assert_eq!(parse_duration("1h30m"), Ok(StdDuration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(StdDuration::from_millis(250)));
+        assert_eq!(parse_duration("15m"), Ok(StdDuration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Ok(StdDuration::from_secs(86_400)));
+        assert_eq!(parse_duration("2d"), Ok(StdDuration::from_secs(172_800)));
+        assert_eq!(parse_duration(" 90s "), Ok(StdDuration::from_secs(90)));
+        // humantime's longer forms.
+        assert_eq!(parse_duration("1h 30m"), Ok(StdDuration::from_secs(5400)));
+        assert_eq!(parse_duration("2days"), Ok(StdDuration::from_secs(172_800)));
         assert!(parse_duration("60").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-5s").is_err());
     }
 
     #[test]
@@ -825,8 +887,145 @@ mod tests {
         assert!(e("[slots]\nper_key = 9\n", &[])
             .starts_with("config error: slots.per_key: must be at most 4"));
         assert!(e("[lists]\nallow = [\"10.0.0.0/33\"]\n", &[])
-            .starts_with("config error: lists.allow:"));
+            .starts_with("config error: lists.allow[0]: \"10.0.0.0/33\": prefix length"));
         assert!(e("[bogus]\n", &[]).starts_with("config error: bogus: unknown section"));
+    }
+
+    #[test]
+    fn fractional_growth_factors() {
+        let c = load(
+            "[penalty]\nmultiplier = 1.5\n[requests]\nblock_growth = 1.125\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.rules.penalty.multiplier, Growth::from_thousandths(1500));
+        assert_eq!(c.rules.blocks.block_growth, Growth::from_thousandths(1125));
+        // Integral ones as before; 1 is no growth; from the environment too.
+        let c = load(
+            "[penalty]\nmultiplier = 3\n[requests]\nblock_growth = 1\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.rules.penalty.multiplier, Growth::times(3));
+        assert_eq!(c.rules.blocks.block_growth, Growth::ONE);
+        let c = load(
+            "",
+            &[
+                ("PORTCULLIS_PENALTY__MULTIPLIER", "1.5"),
+                ("PORTCULLIS_REQUESTS__BLOCK_GROWTH", "2.25"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.rules.penalty.multiplier, Growth::from_thousandths(1500));
+        assert_eq!(c.rules.blocks.block_growth, Growth::from_thousandths(2250));
+        let e = |t: &str| load(t, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e("[penalty]\nmultiplier = 0.5\n"),
+            "config error: penalty.multiplier: must be at least 1"
+        );
+        assert_eq!(
+            e("[requests]\nblock_growth = 0\n"),
+            "config error: requests.block_growth: must be at least 1"
+        );
+        assert_eq!(
+            e("[requests]\nblock_growth = -2\n"),
+            "config error: requests.block_growth: must be at least 1"
+        );
+        assert_eq!(
+            e("[penalty]\nmultiplier = 1.0005\n"),
+            "config error: penalty.multiplier: 1.0005 has more than three decimals (factors are kept in thousandths)"
+        );
+        assert_eq!(
+            e("[penalty]\nmultiplier = 5000000\n"),
+            "config error: penalty.multiplier: must be at most 4294967.295"
+        );
+        assert_eq!(
+            e("[penalty]\nmultiplier = nan\n"),
+            "config error: penalty.multiplier: expected a number like 2 or 1.5, got floating point `NaN`"
+        );
+        assert_eq!(
+            e("[penalty]\nmultiplier = \"2x\"\n"),
+            "config error: penalty.multiplier: expected a number like 2 or 1.5, got string \"2x\""
+        );
+    }
+
+    #[test]
+    fn serde_errors_name_the_key_in_one_line() {
+        let e = |t: &str, env: &[(&str, &str)]| load(t, env).unwrap_err().to_string();
+        assert_eq!(
+            e("[requests]\nmax_requests = \"many\"\n", &[]),
+            "config error: requests.max_requests: expected an integer, got string \"many\""
+        );
+        assert_eq!(
+            e("[store]\nmax_entries = -1\n", &[]),
+            "config error: store.max_entries: -1 is out of range (0 to 4294967295)"
+        );
+        assert_eq!(
+            e("[login]\nlock_for = 5\n", &[]),
+            "config error: login.lock_for: expected a duration string like \"60s\", got integer `5`"
+        );
+        assert!(
+            e("", &[("PORTCULLIS_LOGIN__LOCK_FOR", "forever")]).starts_with(
+                "config error: login.lock_for: \"forever\" is not a duration like \"60s\""
+            )
+        );
+        assert_eq!(
+            e("[penalty]\nmax = \"5y\"\nbase = \"1s\"\nbogus = 1\n", &[]),
+            "config error: penalty.bogus: unknown key (known: base, multiplier, max)"
+        );
+        assert!(e("[bogus]\n", &[]).starts_with(
+            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users)"
+        ));
+        assert!(e("", &[("PORTCULLIS_NOPE__X", "1")])
+            .starts_with("config error: nope: unknown section"));
+        assert_eq!(
+            e("requests = 5\n", &[]),
+            "config error: requests: expected a table, got integer `5`"
+        );
+        assert_eq!(
+            e("[store]\nkind = \"mongo\"\n", &[]),
+            "config error: store.kind: unknown variant `mongo`, expected one of `sqlite`, `memory`, `redis`"
+        );
+        assert_eq!(
+            e("[store]\nfail_closed = \"yes\"\n", &[]),
+            "config error: store.fail_closed: expected a boolean, got string \"yes\""
+        );
+        assert_eq!(
+            e("[server]\nlisten = \"nowhere\"\n", &[]),
+            "config error: server.listen: \"nowhere\": invalid socket address syntax"
+        );
+        assert_eq!(
+            e("[lists]\ndeny = [\"10.0.0.0/8\", 7]\n", &[]),
+            "config error: lists.deny[1]: expected a string, got integer `7`"
+        );
+        assert_eq!(
+            e("", &[("PORTCULLIS_LISTS__ALLOW", "10.0.0.0/8, nope")]),
+            "config error: lists.allow: \"nope\": not an IP address"
+        );
+        assert_eq!(
+            e("[[users]]\nname = \"a\"\npassword = \"x\"\n", &[]),
+            "config error: users[0].password: unknown key (known: name, password_hash)"
+        );
+        assert_eq!(
+            e("[[users]]\nname = \"a\"\n", &[]),
+            "config error: users[0].password_hash: missing"
+        );
+        assert_eq!(
+            e("[[users]]\nname = \" \"\npassword_hash = \"x\"\n", &[]),
+            "config error: users[0].name: expected a non-empty string"
+        );
+        assert!(e("x = [", &[]).starts_with("config error: test.toml: "));
+        // Lists from the environment: TOML lists or comma-separated.
+        let c = load(
+            "",
+            &[
+                ("PORTCULLIS_SERVER__TRUSTED_PROXIES", "[\"127.0.0.0/8\"]"),
+                ("PORTCULLIS_LISTS__DENY", "10.0.0.0/8,192.0.2.0/24"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 1);
+        assert_eq!(c.rules.lists.deny.len(), 2);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 -- State is stored with cmsgpack, which encodes integral doubles as
 -- integers (no %.14g rounding as with tostring/cjson).
 --
--- ARGV layout (all decimal integers, times in microseconds):
+-- ARGV layout (all decimal integers, times in microseconds, growth factors
+-- in thousandths: 1500 is 1.5):
 --   1 op          2 now
 --   3 max_requests     4 request window
 --   5 block_after      6 violation_memory   7 block_for   8 block_growth
@@ -69,12 +70,27 @@ local function within(now, t, w) return age(now, t) < w end
 local function left_in_window(now, t, w) return sub0(w, age(now, t)) end
 local function until_(now, deadline) return sub0(deadline, now) end
 local function running(deadline, now) return deadline > now or deadline == MAXI end
+-- floor(d * g / 1000) capped at max (Growth::grow in core/src/config.rs,
+-- with the cap of grown): split as (d // 1000) * g + (d % 1000) * g // 1000
+-- so every intermediate is an exact integer below 2^53, or already above
+-- max (then the answer is max).
+local function div1000(x) return (x - x % 1000) / 1000 end
+local function grow(d, g, max)
+  local r = d % 1000
+  local whole = (d - r) / 1000 * g
+  if whole >= max then return max end
+  local part = div1000(r * g) -- r * g < 1000 * 2^32: exact
+  if part >= max - whole then return max end
+  return whole + part
+end
+-- min(first * growth^n, max), rounded down at every step, stopping at max
+-- or once a step changes nothing (core/src/time.rs `grown`).
 local function grown(first, growth, n, max)
   local d = math.min(first, max)
-  if n > 64 then n = 64 end
   for _ = 1, n do
-    if d >= max then break end
-    d = math.min(d * growth, max)
+    local nxt = grow(d, growth, max)
+    if nxt == d then break end
+    d = nxt
   end
   return d
 end
