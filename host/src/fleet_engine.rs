@@ -171,6 +171,19 @@ impl FleetEngine {
         }
     }
 
+    /// A Redis slot as an RAII guard: dropping it releases the slot in Redis
+    /// (in a task, so a drop outside async code still does it).
+    fn slot_guard(&self, slot: Option<crate::fleet::FleetSlot>) -> Option<SlotGuard> {
+        let (s, r) = (slot?, self.redis()?);
+        Some(SlotGuard::from_fn(move || {
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    let _ = r.release_slot(s).await;
+                });
+            }
+        }))
+    }
+
     fn closed(&self) -> Decision {
         self.local.metrics().fail_closed();
         Decision::Deny {
@@ -236,16 +249,7 @@ impl Engine for FleetEngine {
                 .on_redis(|r| async move { r.login_failed(user, ip, now.unix_us()).await })
                 .await
             {
-                let slot = match (p.slot, self.redis()) {
-                    (Some(s), Some(r)) => Some(SlotGuard::from_fn(move || {
-                        if let Ok(h) = tokio::runtime::Handle::try_current() {
-                            h.spawn(async move {
-                                let _ = r.release_slot(s).await;
-                            });
-                        }
-                    })),
-                    _ => None,
-                };
+                let slot = self.slot_guard(p.slot);
                 return HostPenalty {
                     delay: p.delay,
                     slot,
@@ -275,16 +279,7 @@ impl Engine for FleetEngine {
                 return match r {
                     Ok(a) => {
                         let p = a.penalty;
-                        let slot = match (p.slot, self.redis()) {
-                            (Some(s), Some(r)) => Some(SlotGuard::from_fn(move || {
-                                if let Ok(h) = tokio::runtime::Handle::try_current() {
-                                    h.spawn(async move {
-                                        let _ = r.release_slot(s).await;
-                                    });
-                                }
-                            })),
-                            _ => None,
-                        };
+                        let slot = self.slot_guard(p.slot);
                         Ok(LoginAttempt {
                             penalty: HostPenalty {
                                 delay: p.delay,

@@ -199,6 +199,29 @@ fn flag(v: i64, what: &str) -> Result<bool, FleetError> {
     }
 }
 
+/// A penalty from the script's reply fields: delay (µs), throttled,
+/// refused and locked flags, slot id (0: none) on `ip_key`.
+fn penalty_of(
+    d: i64,
+    throttled: i64,
+    refused: i64,
+    locked: i64,
+    slot: i64,
+    ip_key: String,
+) -> Result<FleetPenalty, FleetError> {
+    let slot = nat(slot, "slot id")?;
+    Ok(FleetPenalty {
+        delay: micros(d, "delay")?,
+        throttled: flag(throttled, "throttled")?,
+        slot: (slot != 0).then_some(FleetSlot {
+            key: ip_key,
+            id: slot,
+        }),
+        refused: flag(refused, "refused")?,
+        locked: flag(locked, "locked")?,
+    })
+}
+
 /// The fleet limiter: the core's rules, state in Redis.
 ///
 /// Cheap to clone (the connection manager multiplexes one connection);
@@ -580,22 +603,7 @@ impl RedisLimiter {
         let [d, t, refused, locked, slot] = reply[..] else {
             return Err(FleetError::Unexpected(format!("failure reply {reply:?}")));
         };
-        let flag = |v: i64, what: &str| match v {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(FleetError::Unexpected(format!("{what} flag {v}"))),
-        };
-        let slot = nat(slot, "slot id")?;
-        Ok(FleetPenalty {
-            delay: micros(d, "delay")?,
-            throttled: flag(t, "throttled")?,
-            slot: (slot != 0).then_some(FleetSlot {
-                key: ip_key,
-                id: slot,
-            }),
-            refused: flag(refused, "refused")?,
-            locked: flag(locked, "locked")?,
-        })
+        penalty_of(d, t, refused, locked, slot, ip_key)
     }
 
     /// Reserve a login attempt before its password is checked (core
@@ -641,25 +649,13 @@ impl RedisLimiter {
         args.push(u8::from(throttled).to_string());
         let reply: Vec<i64> = self.call(&keys, args).await?;
         match reply[..] {
-            [0, d, t, refused, slot, at] => {
-                let slot = nat(slot, "slot id")?;
-                Ok(Ok(FleetAttempt {
-                    id: FleetAttemptId {
-                        pair_at: Some(nat(at, "attempt time")?),
-                        acct_at,
-                    },
-                    penalty: FleetPenalty {
-                        delay: micros(d, "delay")?,
-                        throttled: flag(t, "throttled")?,
-                        slot: (slot != 0).then_some(FleetSlot {
-                            key: ip_key,
-                            id: slot,
-                        }),
-                        refused: flag(refused, "refused")?,
-                        locked: false,
-                    },
-                }))
-            }
+            [0, d, t, refused, slot, at] => Ok(Ok(FleetAttempt {
+                id: FleetAttemptId {
+                    pair_at: Some(nat(at, "attempt time")?),
+                    acct_at,
+                },
+                penalty: penalty_of(d, t, refused, 0, slot, ip_key)?,
+            })),
             _ => {
                 let d = decision(&reply)?;
                 if let Some(at) = acct_at {
