@@ -67,6 +67,26 @@ pub struct ServerConfig {
     pub conn: ConnLimits,
     /// Password checking: concurrency, queue and argon2 parameters.
     pub hashing: Hashing,
+    /// The forward-auth decision endpoint and the login-result API.
+    pub forward_auth: ForwardAuth,
+}
+
+/// Forward-auth mode (`[forward_auth]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardAuth {
+    /// Path of the decision endpoint \[/check\].
+    pub path: String,
+    /// Bearer token of `POST /v1/login-result` (none: that API is off).
+    pub report_token: Option<String>,
+}
+
+impl Default for ForwardAuth {
+    fn default() -> Self {
+        ForwardAuth {
+            path: crate::forward_auth::DEFAULT_CHECK_PATH.to_string(),
+            report_token: None,
+        }
+    }
 }
 
 /// Connection limits and timeouts (`[server]`).
@@ -208,6 +228,14 @@ mod raw {
         pub slots: Slots,
         pub lists: Lists,
         pub users: Vec<User>,
+        pub forward_auth: ForwardAuth,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct ForwardAuth {
+        pub path: Option<String>,
+        pub report_token: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -608,6 +636,7 @@ impl ServerConfig {
             slots,
             lists,
             users: raw_users,
+            forward_auth: raw_fa,
         } = file;
 
         let kind = store.kind.unwrap_or(StoreKind::Sqlite);
@@ -812,8 +841,37 @@ impl ServerConfig {
             users,
             conn,
             hashing,
+            forward_auth: forward_auth(raw_fa)?,
         })
     }
+}
+
+/// `[forward_auth]`, checked: the path is an absolute path of its own (not
+/// `/`, not under the server's own `/admin`, `/metrics`, `/login`, `/v1/`).
+fn forward_auth(raw: raw::ForwardAuth) -> Result<ForwardAuth, BadConfig> {
+    let mut fa = ForwardAuth::default();
+    if let Some(p) = raw.path {
+        let key = "forward_auth.path";
+        let ok_chars = p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+        if !p.starts_with('/') || p.len() < 2 || !ok_chars || p.contains("//") {
+            return Err(bad(
+                key,
+                format!("{p:?} is not an absolute path like \"/check\""),
+            ));
+        }
+        let taken = ["/admin", "/metrics", "/login", "/v1"];
+        if let Some(t) = taken
+            .iter()
+            .find(|t| p == **t || p.starts_with(&format!("{t}/")))
+        {
+            return Err(bad(key, format!("{p:?} is taken by portcullis ({t})")));
+        }
+        fa.path = p;
+    }
+    fa.report_token = raw.report_token.filter(|t| !t.is_empty());
+    Ok(fa)
 }
 
 #[cfg(test)]
@@ -974,7 +1032,7 @@ mod tests {
             "config error: penalty.bogus: unknown key (known: base, multiplier, max)"
         );
         assert!(e("[bogus]\n", &[]).starts_with(
-            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users)"
+            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth)"
         ));
         assert!(e("", &[("PORTCULLIS_NOPE__X", "1")])
             .starts_with("config error: nope: unknown section"));
