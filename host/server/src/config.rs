@@ -1145,6 +1145,64 @@ mod tests {
 }
 
 #[cfg(test)]
+mod forward_auth_tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
+        ServerConfig::from_str_env(
+            text,
+            "test.toml",
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn forward_auth_keys() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.forward_auth.path, "/check");
+        assert_eq!(c.forward_auth.report_token, None);
+        let c = load(
+            "[forward_auth]\npath = \"/_auth/v1.check\"\nreport_token = \"t0k\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.forward_auth.path, "/_auth/v1.check");
+        assert_eq!(c.forward_auth.report_token.as_deref(), Some("t0k"));
+        let c = load("", &[("PORTCULLIS_FORWARD_AUTH__REPORT_TOKEN", "")]).unwrap();
+        assert_eq!(c.forward_auth.report_token, None);
+        let e = |t: &str| load(t, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e("[forward_auth]\npath = \"check\"\n"),
+            "config error: forward_auth.path: \"check\" is not an absolute path like \"/check\""
+        );
+        for p in ["/", "/a?b", "/a b", "//x", "/é"] {
+            assert!(
+                e(&format!("[forward_auth]\npath = {p:?}\n"))
+                    .starts_with("config error: forward_auth.path: "),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            e("[forward_auth]\npath = \"/admin/check\"\n"),
+            "config error: forward_auth.path: \"/admin/check\" is taken by portcullis (/admin)"
+        );
+        assert_eq!(
+            e("[forward_auth]\npath = \"/v1/login-result\"\n"),
+            "config error: forward_auth.path: \"/v1/login-result\" is taken by portcullis (/v1)"
+        );
+        assert!(load("[forward_auth]\npath = \"/adminx\"\n", &[]).is_ok());
+        assert_eq!(
+            e("[forward_auth]\ntoken = \"x\"\n"),
+            "config error: forward_auth.token: unknown key (known: path, report_token)"
+        );
+        assert_eq!(
+            e("[forward_auth]\npath = 5\n"),
+            "config error: forward_auth.path: expected a string, got integer `5`"
+        );
+    }
+}
+
+#[cfg(test)]
 mod limits_tests {
     use super::*;
 

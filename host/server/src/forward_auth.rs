@@ -31,6 +31,7 @@
 //! application reporting logins is not limited as a client.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -104,6 +105,8 @@ struct ForwardAuth {
     report: Option<Arc<AdminAuth>>,
     /// Wrong report tokens, per caller, under the login rules.
     guesses: Option<Arc<dyn Engine>>,
+    /// A caller outside `trusted_proxies` was warned about.
+    warned: Arc<AtomicBool>,
 }
 
 /// The decision endpoint and the login-result API, with `fallback` (the
@@ -144,6 +147,7 @@ pub fn routes(
         engine,
         report: guesses.as_ref().and(report),
         guesses,
+        warned: Arc::new(AtomicBool::new(false)),
     };
     Router::new()
         .route(&cfg.forward_auth.path, any(check))
@@ -180,6 +184,12 @@ async fn check(
     let (method, path) = if fa.proxies.contains(peer.ip()) {
         original(&headers)
     } else {
+        if !fa.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %peer,
+                "forward-auth call from outside server.trusted_proxies: the caller is judged as itself, its forwarding headers ignored (add the proxy's address to trusted_proxies)"
+            );
+        }
         (None, None)
     };
     let policy = fa.policies.select(method.as_ref(), path.as_deref());
@@ -320,4 +330,61 @@ fn refused(d: &Decision) -> Response {
         "retry_after": retry,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn original_request_from_nginx_traefik_and_caddy_headers() {
+        // nginx: X-Original-*, the query dropped.
+        let (m, p) = original(&headers(&[
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/app/login?next=%2F"),
+        ]));
+        assert_eq!((m, p.as_deref()), (Some(Method::POST), Some("/app/login")));
+        // Traefik and Caddy: X-Forwarded-Method / -Uri.
+        let (m, p) = original(&headers(&[
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-uri", "/api/items/7"),
+        ]));
+        assert_eq!(
+            (m, p.as_deref()),
+            (Some(Method::DELETE), Some("/api/items/7"))
+        );
+        // An absolute URI gives its path; the nginx pair wins over the other.
+        let (m, p) = original(&headers(&[
+            ("x-forwarded-uri", "/other"),
+            ("x-original-uri", "https://example.com/x/y?z"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-method", "PUT"),
+        ]));
+        assert_eq!((m, p.as_deref()), (Some(Method::GET), Some("/x/y")));
+        // Nothing, or nothing usable: unknown.
+        assert_eq!(original(&HeaderMap::new()), (None, None));
+        let (m, p) = original(&headers(&[
+            ("x-original-method", "GE T"),
+            ("x-original-uri", "not a uri at all"),
+        ]));
+        assert_eq!((m, p), (None, None));
+    }
+
+    #[test]
+    fn milliseconds_round_up() {
+        assert_eq!(ceil_ms(embassy_time::Duration::from_micros(1)), 1);
+        assert_eq!(ceil_ms(embassy_time::Duration::from_millis(1500)), 1500);
+        assert_eq!(
+            ceil_ms(embassy_time::Duration::MAX),
+            u64::MAX.div_ceil(1_000)
+        );
+    }
 }

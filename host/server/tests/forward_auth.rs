@@ -133,6 +133,40 @@ async fn check_from_anybody_else_ignores_forwarding_headers() {
     // The denylist applies to the caller itself.
     let r = client(DENIED).get(s.url("/check")).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // The operator is told, once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let warned = s
+        .logs()
+        .iter()
+        .filter(|l| l.contains("outside server.trusted_proxies"))
+        .count();
+    assert_eq!(warned, 1);
+}
+
+#[tokio::test]
+async fn the_sample_config_serves_check_and_the_readme_ships_the_tested_snippets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = tempfile::tempdir().unwrap();
+    let s = common::Server::start_with(
+        &d.path().join("p.db"),
+        &[],
+        Some(&root.join("portcullis.example.toml")),
+    );
+    let r = client("127.0.0.1")
+        .get(s.url("/check"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        header(&r, "ratelimit-policy").as_deref(),
+        Some("\"requests\";q=50;w=60")
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for f in ["nginx.conf", "Caddyfile"] {
+        let text = std::fs::read_to_string(root.join("docs/forward-auth").join(f)).unwrap();
+        assert!(readme.contains(&text), "README lacks docs/forward-auth/{f}");
+    }
 }
 
 #[tokio::test]
