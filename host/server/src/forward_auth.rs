@@ -8,7 +8,7 @@
 //! fail-closed) otherwise, with the RateLimit fields either way and the
 //! status repeated in `X-Portcullis-Status` (nginx turns any auth status but
 //! 2xx/401/403 into 500; its `auth_request_set` reads that header back, see
-//! `docs/forward-auth.md`). The client is the caller, or, when the caller is
+//! `docs/forward-auth/nginx.conf`). The client is the caller, or, when the caller is
 //! a trusted proxy, the client the configured forwarding header names (the
 //! library's walk, [`portcullis::client_ip`]). The original method and URI
 //! come from `X-Original-Method`/`X-Original-URI` (nginx) or

@@ -98,6 +98,22 @@ async fn check_from_a_trusted_proxy_judges_the_forwarded_client() {
     assert_eq!(r.status(), 403);
     assert_eq!(header(&r, "x-portcullis-status").as_deref(), Some("403"));
     assert_eq!(header(&r, "retry-after"), None);
+    // The decisions are counted like the service's own.
+    let m = proxy
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "portcullis_decisions_total{outcome=\"allow\",reason=\"\"} 4",
+        "portcullis_decisions_total{outcome=\"deny\",reason=\"rate_limited\"} 1",
+        "portcullis_decisions_total{outcome=\"deny\",reason=\"denylisted\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+    }
     // The decisions were about the forwarded clients, not the proxy: the
     // proxy's own quota on the service is untouched.
     for _ in 0..QUOTA {
