@@ -74,6 +74,8 @@ pub struct ServerConfig {
 /// Forward-auth mode (`[forward_auth]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardAuth {
+    /// Serve the decision endpoint \[true\].
+    pub enabled: bool,
     /// Path of the decision endpoint \[/check\].
     pub path: String,
     /// Bearer token of `POST /v1/login-result` (none: that API is off).
@@ -83,6 +85,7 @@ pub struct ForwardAuth {
 impl Default for ForwardAuth {
     fn default() -> Self {
         ForwardAuth {
+            enabled: true,
             path: crate::forward_auth::DEFAULT_CHECK_PATH.to_string(),
             report_token: None,
         }
@@ -234,6 +237,7 @@ mod raw {
     #[derive(Debug, Default, Deserialize)]
     #[serde(default, deny_unknown_fields, expecting = "a table")]
     pub struct ForwardAuth {
+        pub enabled: Option<bool>,
         pub path: Option<String>,
         pub report_token: Option<String>,
     }
@@ -846,7 +850,7 @@ impl ServerConfig {
     }
 }
 
-/// `[forward_auth]`, checked: the path is an absolute path of its own (not
+/// `[forward_auth]`, checked: the path (checked even when switched off) is an absolute path of its own (not
 /// `/`, not under the server's own `/admin`, `/metrics`, `/login`, `/v1/`).
 fn forward_auth(raw: raw::ForwardAuth) -> Result<ForwardAuth, BadConfig> {
     let mut fa = ForwardAuth::default();
@@ -870,6 +874,7 @@ fn forward_auth(raw: raw::ForwardAuth) -> Result<ForwardAuth, BadConfig> {
         }
         fa.path = p;
     }
+    fa.enabled = raw.enabled.unwrap_or(true);
     fa.report_token = raw.report_token.filter(|t| !t.is_empty());
     Ok(fa)
 }
@@ -1160,7 +1165,10 @@ mod forward_auth_tests {
     fn forward_auth_keys() {
         let c = load("", &[]).unwrap();
         assert_eq!(c.forward_auth.path, "/check");
+        assert!(c.forward_auth.enabled);
         assert_eq!(c.forward_auth.report_token, None);
+        let c = load("", &[("PORTCULLIS_FORWARD_AUTH__ENABLED", "false")]).unwrap();
+        assert!(!c.forward_auth.enabled);
         let c = load(
             "[forward_auth]\npath = \"/_auth/v1.check\"\nreport_token = \"t0k\"\n",
             &[],
@@ -1193,7 +1201,7 @@ mod forward_auth_tests {
         assert!(load("[forward_auth]\npath = \"/adminx\"\n", &[]).is_ok());
         assert_eq!(
             e("[forward_auth]\ntoken = \"x\"\n"),
-            "config error: forward_auth.token: unknown key (known: path, report_token)"
+            "config error: forward_auth.token: unknown key (known: enabled, path, report_token)"
         );
         assert_eq!(
             e("[forward_auth]\npath = 5\n"),

@@ -2,7 +2,8 @@
 //! `auth_request`, Caddy `forward_auth`, Traefik `ForwardAuth`) and the
 //! login-result API for applications that check passwords themselves.
 //!
-//! `ANY <forward_auth.path>` (default `/check`) answers `204` when the
+//! `ANY <forward_auth.path>` (default `/check`; `forward_auth.enabled =
+//! false` switches it off) answers `204` when the
 //! original request may pass, `429` (rate limited, blocked, locked; with
 //! `Retry-After`), `403` (banned, denylisted) or `503` (fleet store down,
 //! fail-closed) otherwise, with the RateLimit fields either way and the
@@ -15,7 +16,8 @@
 //! `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik, Caddy), again only from
 //! a trusted proxy; they select the policy ([`Policies::select`]).
 //!
-//! `POST /v1/login-result` with `Authorization: Bearer <report_token>` and
+//! `POST /v1/login-result` (routed only when `forward_auth.report_token` is
+//! set) with `Authorization: Bearer <report_token>` and
 //! `{"ip": "...", "username": "...", "ok": true|false}` runs the core's login
 //! rules through the [`Engine`]: the attempt is reserved and settled in one
 //! go (`begin_login`, then `finish_login`). The answer says whether the
@@ -149,11 +151,16 @@ pub fn routes(
         guesses,
         warned: Arc::new(AtomicBool::new(false)),
     };
-    Router::new()
-        .route(&cfg.forward_auth.path, any(check))
-        .route(LOGIN_RESULT_PATH, post(login_result))
-        .with_state(fa)
-        .fallback_service(fallback)
+    // Only what is switched on is routed: anything else (an application's
+    // own `/check` behind the proxy mode, say) falls through.
+    let mut r = Router::new();
+    if cfg.forward_auth.enabled {
+        r = r.route(&cfg.forward_auth.path, any(check));
+    }
+    if fa.report.is_some() {
+        r = r.route(LOGIN_RESULT_PATH, post(login_result));
+    }
+    r.with_state(fa).fallback_service(fallback)
 }
 
 /// The first of `names` present as a visible-ASCII string.
@@ -256,10 +263,8 @@ async fn login_result(
     body: Bytes,
 ) -> Response {
     let (Some(auth), Some(guesses)) = (fa.report.as_deref(), fa.guesses.as_ref()) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "login-result API is off (set forward_auth.report_token)",
-        );
+        // Not routed then; kept for safety.
+        return error(StatusCode::NOT_FOUND, "login-result API is off");
     };
     let caller = client_ip(peer.ip(), &headers, &fa.proxies);
     // A caller locked out for guessing is refused before its token is

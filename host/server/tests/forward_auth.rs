@@ -416,9 +416,36 @@ async fn login_result_needs_the_token_and_guessing_it_locks_the_guesser() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    // Without a report token the API is off.
+    // Without a report token the API is off: the path is the service's
+    // (its 404, behind its layer).
     let s2 = Server::start(&d.path().join("q.db"), &env_for(None));
-    assert_eq!(report(&s2, REPORT, body).await.0, 404);
+    let r = client("127.0.0.1")
+        .post(s2.url("/v1/login-result"))
+        .bearer_auth(REPORT)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(header(&r, "ratelimit").is_some());
+}
+
+#[tokio::test]
+async fn forward_auth_can_be_switched_off() {
+    let d = tempfile::tempdir().unwrap();
+    let mut env = env_for(None);
+    env.push(("PORTCULLIS_FORWARD_AUTH__ENABLED", "false"));
+    let s = Server::start(&d.path().join("p.db"), &env);
+    let r = client("127.0.0.1")
+        .get(s.url("/check"))
+        .header("x-original-uri", "/app")
+        .send()
+        .await
+        .unwrap();
+    // The service's own 404 for the proxy itself, not a decision.
+    assert_eq!(r.status(), 404);
+    assert_eq!(header(&r, "x-portcullis-status"), None);
+    assert!(header(&r, "ratelimit").is_some());
 }
 
 // ------------------------------------------------------------- real peers
