@@ -521,7 +521,7 @@ fn snippet(file: &str, subst: &[(&str, String)]) -> String {
 }
 
 /// The same checks through either proxy at `base`.
-async fn through_proxy(base: &str, hits: &AtomicUsize, spoof_header: &str) {
+async fn through_proxy(pc: &Server, base: &str, hits: &AtomicUsize, spoof_header: &str) {
     let a = client("127.0.0.2");
     for i in 0..QUOTA {
         let r = a
@@ -557,6 +557,17 @@ async fn through_proxy(base: &str, hits: &AtomicUsize, spoof_header: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
+    // The proxy named the original method and path, and portcullis read them
+    // (they choose the route's policy).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = pc.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("forward-auth denied")
+            && l.contains("POST")
+            && l.contains("\"/app/login\"")
+            && l.contains("127.0.0.2")),
+        "{logs:#?}"
+    );
     // The denylisted address: 403, whatever forwarding header it sends.
     let b = client(DENIED);
     let r = b
@@ -616,7 +627,7 @@ async fn nginx_auth_request() {
     wait_listening(port, &mut child, &d.path().join("error.log"));
     let _nginx = Peer(child);
     let base = format!("http://127.0.0.1:{port}");
-    through_proxy(&base, &hits, "x-real-ip").await;
+    through_proxy(&pc, &base, &hits, "x-real-ip").await;
     // portcullis gone: nginx fails closed (500), the app sees nothing.
     pc.kill9();
     let r = client("127.0.0.4")
@@ -663,7 +674,7 @@ async fn caddy_forward_auth() {
     wait_listening(port, &mut child, &d.path().join("caddy.log"));
     let _caddy = Peer(child);
     let base = format!("http://127.0.0.1:{port}");
-    through_proxy(&base, &hits, "x-forwarded-for").await;
+    through_proxy(&pc, &base, &hits, "x-forwarded-for").await;
     pc.kill9();
     let r = client("127.0.0.4")
         .get(format!("{base}/"))
