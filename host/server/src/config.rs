@@ -67,6 +67,29 @@ pub struct ServerConfig {
     pub conn: ConnLimits,
     /// Password checking: concurrency, queue and argon2 parameters.
     pub hashing: Hashing,
+    /// The forward-auth decision endpoint and the login-result API.
+    pub forward_auth: ForwardAuth,
+}
+
+/// Forward-auth mode (`[forward_auth]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardAuth {
+    /// Serve the decision endpoint \[true\].
+    pub enabled: bool,
+    /// Path of the decision endpoint \[/check\].
+    pub path: String,
+    /// Bearer token of `POST /v1/login-result` (none: that API is off).
+    pub report_token: Option<String>,
+}
+
+impl Default for ForwardAuth {
+    fn default() -> Self {
+        ForwardAuth {
+            enabled: true,
+            path: crate::forward_auth::DEFAULT_CHECK_PATH.to_string(),
+            report_token: None,
+        }
+    }
 }
 
 /// Connection limits and timeouts (`[server]`).
@@ -208,6 +231,15 @@ mod raw {
         pub slots: Slots,
         pub lists: Lists,
         pub users: Vec<User>,
+        pub forward_auth: ForwardAuth,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields, expecting = "a table")]
+    pub struct ForwardAuth {
+        pub enabled: Option<bool>,
+        pub path: Option<String>,
+        pub report_token: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -608,6 +640,7 @@ impl ServerConfig {
             slots,
             lists,
             users: raw_users,
+            forward_auth: raw_fa,
         } = file;
 
         let kind = store.kind.unwrap_or(StoreKind::Sqlite);
@@ -812,8 +845,38 @@ impl ServerConfig {
             users,
             conn,
             hashing,
+            forward_auth: forward_auth(raw_fa)?,
         })
     }
+}
+
+/// `[forward_auth]`, checked: the path (checked even when switched off) is an absolute path of its own (not
+/// `/`, not under the server's own `/admin`, `/metrics`, `/login`, `/v1/`).
+fn forward_auth(raw: raw::ForwardAuth) -> Result<ForwardAuth, BadConfig> {
+    let mut fa = ForwardAuth::default();
+    if let Some(p) = raw.path {
+        let key = "forward_auth.path";
+        let ok_chars = p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+        if !p.starts_with('/') || p.len() < 2 || !ok_chars || p.contains("//") {
+            return Err(bad(
+                key,
+                format!("{p:?} is not an absolute path like \"/check\""),
+            ));
+        }
+        let taken = ["/admin", "/metrics", "/login", "/v1"];
+        if let Some(t) = taken
+            .iter()
+            .find(|t| p == **t || p.starts_with(&format!("{t}/")))
+        {
+            return Err(bad(key, format!("{p:?} is taken by portcullis ({t})")));
+        }
+        fa.path = p;
+    }
+    fa.enabled = raw.enabled.unwrap_or(true);
+    fa.report_token = raw.report_token.filter(|t| !t.is_empty());
+    Ok(fa)
 }
 
 #[cfg(test)]
@@ -974,7 +1037,7 @@ mod tests {
             "config error: penalty.bogus: unknown key (known: base, multiplier, max)"
         );
         assert!(e("[bogus]\n", &[]).starts_with(
-            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users)"
+            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth)"
         ));
         assert!(e("", &[("PORTCULLIS_NOPE__X", "1")])
             .starts_with("config error: nope: unknown section"));
@@ -1082,6 +1145,67 @@ mod tests {
             l.capacity() >= MAX_ADMIN_ENTRIES as usize,
             "{}",
             l.capacity()
+        );
+    }
+}
+
+#[cfg(test)]
+mod forward_auth_tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
+        ServerConfig::from_str_env(
+            text,
+            "test.toml",
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn forward_auth_keys() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.forward_auth.path, "/check");
+        assert!(c.forward_auth.enabled);
+        assert_eq!(c.forward_auth.report_token, None);
+        let c = load("", &[("PORTCULLIS_FORWARD_AUTH__ENABLED", "false")]).unwrap();
+        assert!(!c.forward_auth.enabled);
+        let c = load(
+            "[forward_auth]\npath = \"/_auth/v1.check\"\nreport_token = \"t0k\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.forward_auth.path, "/_auth/v1.check");
+        assert_eq!(c.forward_auth.report_token.as_deref(), Some("t0k"));
+        let c = load("", &[("PORTCULLIS_FORWARD_AUTH__REPORT_TOKEN", "")]).unwrap();
+        assert_eq!(c.forward_auth.report_token, None);
+        let e = |t: &str| load(t, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e("[forward_auth]\npath = \"check\"\n"),
+            "config error: forward_auth.path: \"check\" is not an absolute path like \"/check\""
+        );
+        for p in ["/", "/a?b", "/a b", "//x", "/é"] {
+            assert!(
+                e(&format!("[forward_auth]\npath = {p:?}\n"))
+                    .starts_with("config error: forward_auth.path: "),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            e("[forward_auth]\npath = \"/admin/check\"\n"),
+            "config error: forward_auth.path: \"/admin/check\" is taken by portcullis (/admin)"
+        );
+        assert_eq!(
+            e("[forward_auth]\npath = \"/v1/login-result\"\n"),
+            "config error: forward_auth.path: \"/v1/login-result\" is taken by portcullis (/v1)"
+        );
+        assert!(load("[forward_auth]\npath = \"/adminx\"\n", &[]).is_ok());
+        assert_eq!(
+            e("[forward_auth]\ntoken = \"x\"\n"),
+            "config error: forward_auth.token: unknown key (known: enabled, path, report_token)"
+        );
+        assert_eq!(
+            e("[forward_auth]\npath = 5\n"),
+            "config error: forward_auth.path: expected a string, got integer `5`"
         );
     }
 }

@@ -97,7 +97,14 @@ pub fn router(
             }
         }
     }
-    Router::new()
+    // The forward-auth endpoints sit in front of the layer (their own
+    // accounting); every other path falls through to the service.
+    let policies = super::forward_auth::Policies::new(super::forward_auth::RoutePolicy {
+        name: "requests".into(),
+        engine: app.engine.clone(),
+    });
+    let fa_engine = app.engine.clone();
+    let service = Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/login", post(login))
         .route("/metrics", get(metrics))
@@ -111,7 +118,8 @@ pub fn router(
             kind,
         }))
         .with_state(app)
-        .layer(layer)
+        .layer(layer);
+    super::forward_auth::routes(cfg, fa_engine, policies, service)
 }
 
 /// JSON error with a status.

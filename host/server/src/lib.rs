@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod exporter;
+pub mod forward_auth;
 pub mod http;
 pub mod listener;
 pub mod passwords;
