@@ -149,33 +149,13 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({ "error": msg }))).into_response()
 }
 
-/// 429 (or 403) for a login refused before the password is looked at.
-fn refused(d: &Decision) -> Response {
-    let Decision::Deny {
-        reason,
-        retry_after,
-    } = d
-    else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "not a denial");
-    };
-    if reason.is_forbidden() {
-        return error(StatusCode::FORBIDDEN, reason.as_str());
-    }
-    let secs = ceil_secs(*retry_after);
-    let status = if *reason == portcullis_core::Reason::Unavailable {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::TOO_MANY_REQUESTS
-    };
-    let mut r = (
-        status,
-        Json(json!({ "error": reason.as_str(), "retry_after": secs })),
-    )
-        .into_response();
-    if let Ok(v) = secs.to_string().parse() {
-        r.headers_mut().insert("retry-after", v);
-    }
-    r
+/// 429 (or 403, 503) for a login refused before the password is looked
+/// at: problem details naming the `login` policy (or a short HTML page
+/// for a browser), `Retry-After` when the refusal ends.
+fn refused(d: &Decision, headers: &HeaderMap) -> Response {
+    portcullis::problem::deny_response(d, &["login"], headers)
+        .map(axum::body::Body::from)
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -187,6 +167,7 @@ struct LoginBody {
 async fn login(
     State(app): State<App>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Ok(LoginBody { username, password }) = serde_json::from_slice::<LoginBody>(&body) else {
@@ -214,7 +195,7 @@ async fn login(
         Ok(a) => a,
         Err(d) => {
             tracing::info!(%ip, decision = ?d, "login refused before password check");
-            return refused(&d);
+            return refused(&d, &headers);
         }
     };
     if attempt.penalty.refused {

@@ -145,7 +145,10 @@ fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
     check("store.path", old.path != new.path);
     check("store.redis_url", old.redis_url != new.redis_url);
     check("store.fail_closed", old.fail_closed != new.fail_closed);
-    check("store.redis_timeout", old.redis_timeout != new.redis_timeout);
+    check(
+        "store.redis_timeout",
+        old.redis_timeout != new.redis_timeout,
+    );
     check("store.max_entries", old.max_entries != new.max_entries);
     check(
         "server.admin_max_entries",
@@ -160,9 +163,15 @@ fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
         "server.client_ip_header",
         dbg(&old.client_ip_header) != dbg(&new.client_ip_header),
     );
-    check("server (connection limits)", dbg(&old.conn) != dbg(&new.conn));
+    check(
+        "server (connection limits)",
+        dbg(&old.conn) != dbg(&new.conn),
+    );
     check("users", dbg(&old.users) != dbg(&new.users));
-    check("login (password hashing)", dbg(&old.hashing) != dbg(&new.hashing));
+    check(
+        "login (password hashing)",
+        dbg(&old.hashing) != dbg(&new.hashing),
+    );
     out
 }
 
