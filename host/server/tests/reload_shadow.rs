@@ -142,10 +142,10 @@ async fn shadow_lets_quota_plus_10_through_then_a_reload_enforces_at_once() {
         .send()
         .await
         .unwrap();
-    if ui.status() == 200 {
-        let v: serde_json::Value = ui.json().await.unwrap();
-        assert_eq!(v["bans"][0]["shadow"], true, "{v}");
-    }
+    assert_eq!(ui.status(), 200);
+    let v: serde_json::Value = ui.json().await.unwrap();
+    assert_eq!(v["bans"][0]["ip"], ip, "{v}");
+    assert_eq!(v["bans"][0]["shadow"], true, "{v}");
 
     // Enforce: the block recorded in shadow mode applies at once.
     write(&cfg, &format!("{PROXY}{rules}shadow = false\n"));
