@@ -154,6 +154,26 @@ async fn shadow_lets_quota_plus_10_through_then_a_reload_enforces_at_once() {
     let r = get_as(&s, ip).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-portcullis-reason"], "blocked");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let t = t_of(r.headers()["ratelimit"].to_str().unwrap()).unwrap();
+    assert!(
+        retry >= t && retry > 500,
+        "the 10 min block: Retry-After {retry}, t={t}"
+    );
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("#abnormal-usage-detected"),
+        "{v}"
+    );
+    assert_eq!(v["violated-policies"], serde_json::json!(["requests"]));
     let bans = admin_json(&s, "/admin/bans").await;
     assert_eq!(bans[0]["shadow"], false, "{bans}");
     // A fresh client is limited at the quota now.
