@@ -204,6 +204,25 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         &self.config
     }
 
+    /// Swap the rules in force for `config` (a reload), keeping every
+    /// entry: logs, violations, blocks, bans, locks and slots stay, and the
+    /// next decision runs on the new rules. `config` is checked as
+    /// [`with_store`](Self::with_store) checks it; on an error the running
+    /// rules stay. The IPv6 aggregation prefix cannot change in place (the
+    /// held keys are aggregated by it): a different `ipv6_prefix` is
+    /// refused.
+    pub fn set_config(&mut self, config: Config) -> Result<(), ConfigError> {
+        config.validate(W)?;
+        if config.ipv6_prefix != self.config.ipv6_prefix {
+            return Err(ConfigError::OutOfRange {
+                key: "ipv6_prefix",
+                expected: "unchanged by a reload (held keys are aggregated by it)",
+            });
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -694,6 +713,68 @@ mod tests {
 
     fn t(s: u64) -> Instant {
         Instant::from_secs(1000 + s)
+    }
+
+    #[test]
+    fn set_config_keeps_every_entry_and_applies_to_the_next_decision() {
+        let mut l = limiter();
+        let (a, b, c) = (ip(1), ip(2), ip(3));
+        // a: 3 allowed, then denied (quota 3).
+        for _ in 0..3 {
+            assert!(l.check_request(a, t(0)).is_allowed());
+        }
+        assert!(!l.check_request(a, t(0)).is_allowed());
+        // b: banned; c: a locked pair.
+        assert!(l.ban(b, t(0)));
+        fail(&mut l, "carol", c, 3);
+        assert!(!l.check_login("carol", c, t(0)).is_allowed());
+        let held = l.len();
+
+        // Quota 5: a's 3 logged requests still count, so 2 more pass.
+        let mut bigger = l.config().clone();
+        bigger.requests.max_requests = 5;
+        l.set_config(bigger.clone()).unwrap();
+        assert_eq!(l.config(), &bigger);
+        assert!(l.len() >= held);
+        assert!(l.check_request(a, t(1)).is_allowed());
+        assert!(l.check_request(a, t(1)).is_allowed());
+        assert!(!l.check_request(a, t(1)).is_allowed());
+        assert_eq!(l.check_request(b, t(1)).reason(), Some(Reason::Banned));
+        assert!(!l.check_login("carol", c, t(1)).is_allowed());
+
+        // Quota 1: a fresh address gets exactly one.
+        let mut smaller = bigger.clone();
+        smaller.requests.max_requests = 1;
+        l.set_config(smaller).unwrap();
+        assert!(l.check_request(ip(9), t(2)).is_allowed());
+        assert!(!l.check_request(ip(9), t(2)).is_allowed());
+    }
+
+    #[test]
+    fn set_config_refuses_an_invalid_config_and_keeps_the_running_one() {
+        let mut l = limiter();
+        let before = l.config().clone();
+        let mut bad = before.clone();
+        bad.requests.max_requests = 0;
+        assert_eq!(
+            l.set_config(bad),
+            Err(ConfigError::Zero {
+                key: "requests.max_requests"
+            })
+        );
+        let mut too_big = before.clone();
+        too_big.requests.max_requests = 17; // W = 16
+        assert!(l.set_config(too_big).is_err());
+        let mut prefix = before.clone();
+        prefix.ipv6_prefix = 48;
+        assert!(matches!(
+            l.set_config(prefix),
+            Err(ConfigError::OutOfRange {
+                key: "ipv6_prefix",
+                ..
+            })
+        ));
+        assert_eq!(l.config(), &before);
     }
 
     /// `n` failures of `user` from `a`, slots handed back.

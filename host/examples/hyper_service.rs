@@ -27,7 +27,7 @@ use portcullis_core::Config;
 use tower::{service_fn, Layer, ServiceExt};
 
 /// The application: any `Service<Request<B>>` whose response body is
-/// `Default` (the layer answers denials with an empty body).
+/// `From<String>` (the layer answers denials with a problem details body).
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 }

@@ -2,7 +2,10 @@
 //! `Service<http::Request<B>>` (axum, hyper, tonic).
 //!
 //! Limited → `429 Too Many Requests` with `Retry-After` (whole seconds,
-//! rounded up); banned or denylisted → `403 Forbidden`. Every response
+//! rounded up); banned or denylisted → `403 Forbidden`; the body is an RFC
+//! 9457 problem details document, or a short HTML page for browsers (see
+//! [`crate::problem`]); [`RateLimitLayer::deny_response`] replaces it with
+//! the application's own. Every response
 //! carries the IETF structured fields (draft-ietf-httpapi-ratelimit-headers):
 //! `RateLimit-Policy: "requests";q=50;w=60` and `RateLimit: "requests";r=12;t=31`.
 //! Several named policies can be matched by path prefix (longest wins), each
@@ -37,9 +40,22 @@
 //! ```
 //!
 //! Without axum (hyper, tonic, any tower stack): insert the connection's
-//! address as a [`PeerAddr`] request extension before the layer.
+//! address as a [`PeerAddr`] request extension before the layer. The
+//! response body type must be `From<String>` (axum's `Body`,
+//! `http_body_util::Full<Bytes>`, `String`), for the refusal bodies.
+//!
+//! ## Shadow mode
+//!
+//! A [`Shadow`] switch, for the whole layer ([`RateLimitLayer::shadow`]) or
+//! one policy ([`RateLimitLayer::shadow_policy`]), makes denials advisory:
+//! the decision is made and recorded exactly as usual (violations, blocks
+//! and bans build up, so switching to enforcing starts from real state),
+//! counted as `portcullis_shadow_denials_total{reason}` and logged at info,
+//! and the request proceeds with its `RateLimit` fields. The switch is
+//! shared: flipping it (a config reload) takes effect on the next request.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -67,12 +83,70 @@ pub struct Policy {
     pub engine: Arc<dyn Engine>,
 }
 
+/// A shadow-mode switch, shared between the layer and whoever flips it
+/// (a config reload): while on, denials are recorded but not enforced.
+#[derive(Clone, Debug, Default)]
+pub struct Shadow(Arc<AtomicBool>);
+
+impl Shadow {
+    /// A switch, on or off.
+    pub fn new(on: bool) -> Shadow {
+        Shadow(Arc::new(AtomicBool::new(on)))
+    }
+
+    /// Turn it on or off (the next decision sees it).
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether it is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A refusal the layer is about to send, for a
+/// [`deny_response`](RateLimitLayer::deny_response) hook.
+#[derive(Debug)]
+pub struct Denial<'a> {
+    /// The policy that denied (its name in the `RateLimit` fields).
+    pub policy: &'a str,
+    /// The client address.
+    pub ip: IpAddr,
+    /// The denial.
+    pub decision: &'a Decision,
+    /// The request's method, URI and headers (e.g. `Accept`).
+    pub method: &'a http::Method,
+    /// The request's URI.
+    pub uri: &'a http::Uri,
+    /// The request's headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+/// A hook building the refusal response; the layer adds the `RateLimit`
+/// fields (and nothing else) to what it returns.
+pub type DenyHook = Arc<dyn Fn(&Denial<'_>) -> Response<String> + Send + Sync>;
+
+#[derive(Clone)]
 struct Shared {
     policies: Vec<Policy>,
     proxies: TrustedProxies,
+    /// Shadow for every policy.
+    shadow: Shadow,
+    /// Shadow for the policy of that name.
+    policy_shadow: Vec<(String, Shadow)>,
+    deny: Option<DenyHook>,
 }
 
 impl Shared {
+    fn is_shadow(&self, policy: &str) -> bool {
+        self.shadow.is_on()
+            || self
+                .policy_shadow
+                .iter()
+                .any(|(n, s)| n == policy && s.is_on())
+    }
+
     fn pick(&self, path: &str) -> Option<&Policy> {
         self.policies
             .iter()
@@ -104,18 +178,15 @@ impl RateLimitLayer {
             shared: Arc::new(Shared {
                 policies: vec![p],
                 proxies: TrustedProxies::default(),
+                shadow: Shadow::default(),
+                policy_shadow: Vec::new(),
+                deny: None,
             }),
         }
     }
 
     fn edit(self, f: impl FnOnce(&mut Shared)) -> Self {
-        let mut shared = match Arc::try_unwrap(self.shared) {
-            Ok(s) => s,
-            Err(a) => Shared {
-                policies: a.policies.clone(),
-                proxies: a.proxies.clone(),
-            },
-        };
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|a| (*a).clone());
         f(&mut shared);
         RateLimitLayer {
             shared: Arc::new(shared),
@@ -130,6 +201,27 @@ impl RateLimitLayer {
             engine: Arc::new(engine),
         };
         self.edit(|s| s.policies.push(p))
+    }
+
+    /// Shadow mode for every policy while `shadow` is on.
+    pub fn shadow(self, shadow: Shadow) -> Self {
+        self.edit(|s| s.shadow = shadow)
+    }
+
+    /// Shadow mode for the policy named `name` while `shadow` is on.
+    pub fn shadow_policy(self, name: &str, shadow: Shadow) -> Self {
+        self.edit(|s| s.policy_shadow.push((name.into(), shadow)))
+    }
+
+    /// Answer denials with `hook`'s response instead of the problem
+    /// details of [`crate::problem::deny_response`]; the layer adds the
+    /// `RateLimit` fields.
+    pub fn deny_response(
+        self,
+        hook: impl Fn(&Denial<'_>) -> Response<String> + Send + Sync + 'static,
+    ) -> Self {
+        let hook: DenyHook = Arc::new(hook);
+        self.edit(|s| s.deny = Some(hook))
     }
 
     /// Trust forwarding headers from these proxies.
@@ -187,7 +279,9 @@ fn put(h: &mut http::HeaderMap, k: &'static str, v: String) {
     }
 }
 
-/// The response for a denial (empty body of the service's type).
+/// The bare response for a denial: status, `Retry-After`, reason and
+/// `RateLimit` fields, empty body of the service's type (the layer sends
+/// [`crate::problem`] bodies instead).
 pub fn deny_response<B: Default>(name: &str, engine: &dyn Engine, d: &Decision) -> Response<B> {
     let mut resp = Response::new(B::default());
     let (policy, state) = header_values(name, engine, d);
@@ -229,7 +323,7 @@ where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
-    RB: Default + Send + 'static,
+    RB: From<String> + Send + 'static,
 {
     type Response = Response<RB>;
     type Error = S::Error;
@@ -249,15 +343,49 @@ where
                 tracing::error!(
                     "no peer address (serve with connect info) or no policy for the path"
                 );
-                let mut r = Response::new(RB::default());
+                let mut r = Response::new(RB::from(String::new()));
                 *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 return Ok(r);
             };
             let ip = client_ip(peer, req.headers(), &shared.proxies);
             let d = policy.engine.check_request(ip).await;
-            if !d.is_allowed() {
-                tracing::debug!(%ip, decision = ?d, "denied");
-                return Ok(deny_response(&policy.name, policy.engine.as_ref(), &d));
+            if let Some(reason) = d.reason() {
+                if shared.is_shadow(&policy.name) {
+                    metrics::counter!(crate::metrics::SHADOW_DENIALS, "reason" => reason.as_str())
+                        .increment(1);
+                    tracing::info!(%ip, policy = %policy.name, reason = reason.as_str(), "shadow: would deny; let through");
+                } else {
+                    tracing::debug!(%ip, decision = ?d, "denied");
+                    let denial = Denial {
+                        policy: &policy.name,
+                        ip,
+                        decision: &d,
+                        method: req.method(),
+                        uri: req.uri(),
+                        headers: req.headers(),
+                    };
+                    let resp = match &shared.deny {
+                        Some(hook) => hook(&denial),
+                        None => {
+                            let mut r = crate::problem::deny_response(
+                                &d,
+                                &[policy.name.as_str()],
+                                req.headers(),
+                            );
+                            put(
+                                r.headers_mut(),
+                                "x-portcullis-reason",
+                                reason.as_str().to_string(),
+                            );
+                            r
+                        }
+                    };
+                    let mut resp = resp.map(RB::from);
+                    let (p, s) = header_values(&policy.name, policy.engine.as_ref(), &d);
+                    put(resp.headers_mut(), "ratelimit-policy", p);
+                    put(resp.headers_mut(), "ratelimit", s);
+                    return Ok(resp);
+                }
             }
             req.extensions_mut().insert(ClientIp(ip));
             let mut resp = inner.call(req).await?;

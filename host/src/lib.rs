@@ -18,7 +18,8 @@
 //! | [`cleanup`] | the tokio purge/snapshot task |
 //! | [`persist`] | the [`persist::Persist`] trait: where write-through goes |
 //! | `sqlite` | SQLite persistence (feature `sqlite`: WAL, versioned schema, writer thread) |
-//! | [`layer`] | the tower `Layer`: 429/403, RateLimit headers, per-route policies |
+//! | [`layer`] | the tower `Layer`: 429/403, RateLimit headers, per-route policies, shadow mode |
+//! | [`problem`] | refusals as RFC 9457 problem details (or a short HTML page) |
 //! | [`client_ip`] | client address from the peer or trusted proxies |
 //! | `fleet`, `fleet_engine` | Redis backend for fleets, with local fallback (feature `redis`) |
 //! | [`clock`] | monotonic and wall-clock time |
@@ -40,6 +41,7 @@ pub mod layer;
 pub mod limiter;
 pub mod metrics;
 pub mod persist;
+pub mod problem;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -229,7 +229,10 @@ pub struct Limiter {
     shards: Box<[ShardSlot]>,
     seed: Seed,
     route: (u64, u64),
-    config: Config,
+    /// The rules in force: swapped whole by [`Limiter::set_config`].
+    config: RwLock<std::sync::Arc<Config>>,
+    /// The IPv6 aggregation prefix (fixed for the limiter's life).
+    ipv6_prefix: u8,
 }
 
 fn random_seed() -> Result<Seed, LimiterError> {
@@ -273,17 +276,42 @@ impl Limiter {
             kh.hash(&Key::account(0x5348_4152_4431)),
             kh.hash(&Key::account(0x5348_4152_4432)),
         );
+        let ipv6_prefix = config.ipv6_prefix;
         Ok(Limiter {
             shards,
             seed,
             route,
-            config,
+            config: RwLock::new(std::sync::Arc::new(config)),
+            ipv6_prefix,
         })
     }
 
-    /// The rules.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The rules in force (a snapshot: a reload swaps them).
+    pub fn config(&self) -> std::sync::Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Swap the rules for `config` on every shard without losing any
+    /// key's state (a reload; see the core's
+    /// [`set_config`](portcullis_core::Limiter::set_config)). `config` is
+    /// checked first, against a scratch shard, so an invalid one changes
+    /// nothing; the shards then switch one after another, each under its
+    /// exclusive lock (which also drops its held denial, decided under the
+    /// old rules). A decision racing the reload runs wholly on the old or
+    /// wholly on the new rules of its shard.
+    pub fn set_config(&self, config: Config) -> Result<(), ConfigError> {
+        // The same check every shard will make, before any shard changes.
+        Shard::new_growable(self.config().as_ref().clone(), self.seed, 1)?
+            .set_config(config.clone())?;
+        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        for slot in self.shards.iter() {
+            slot.write().set_config(config.clone())?;
+        }
+        *current = std::sync::Arc::new(config);
+        Ok(())
     }
 
     /// The seed (persist it with the records: username hashes depend on it).
@@ -320,7 +348,7 @@ impl Limiter {
     }
 
     fn addr_of(&self, ip: IpAddr) -> Addr {
-        Addr::from_ip(ip, self.config.ipv6_prefix)
+        Addr::from_ip(ip, self.ipv6_prefix)
     }
 
     fn shard_for_addr(&self, addr: Addr) -> &ShardSlot {

@@ -20,6 +20,7 @@
 //! | `portcullis_fallback_active` | gauge | 1 while the fleet store is unavailable (fleet only) |
 //! | `portcullis_table_entries`, `portcullis_table_capacity` | gauge | |
 //! | `portcullis_evictions_total`, `portcullis_table_full_total` | counter | |
+//! | `portcullis_shadow_denials_total` | counter | `reason`: denials a shadow policy let through |
 //!
 //! Counters are recorded as they happen. The table gauges are read from
 //! the limiter, so they are published by [`Metrics::record_table`]: the
@@ -61,6 +62,8 @@ pub const FALLBACKS: &str = "portcullis_fallbacks_total";
 pub const FAIL_CLOSED: &str = "portcullis_fail_closed_total";
 /// 1 while the fleet store is unavailable.
 pub const FALLBACK_ACTIVE: &str = "portcullis_fallback_active";
+/// Denials a shadow policy recorded but did not enforce.
+pub const SHADOW_DENIALS: &str = "portcullis_shadow_denials_total";
 /// Keys held.
 pub const TABLE_ENTRIES: &str = "portcullis_table_entries";
 /// Keys held at most.
@@ -90,6 +93,10 @@ pub fn describe() {
     describe_gauge!(TABLE_ENTRIES, "Keys held.");
     describe_gauge!(TABLE_CAPACITY, "Keys held at most.");
     describe_counter!(EVICTIONS, "Entries evicted to make room.");
+    describe_counter!(
+        SHADOW_DENIALS,
+        "Denials a shadow policy recorded but did not enforce, by reason."
+    );
     describe_counter!(TABLE_FULL, "New keys refused for lack of room.");
 }
 

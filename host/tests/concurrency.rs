@@ -188,3 +188,60 @@ fn successes_do_not_accumulate_as_failures() {
         "{d:?}"
     );
 }
+
+/// A reload while 8 threads hammer many keys: every shard takes the new
+/// quota, no key's state is lost (the used-up key stays used up, the ban
+/// stays), an invalid config changes nothing.
+#[test]
+fn set_config_under_contention_keeps_state_and_swaps_every_shard() {
+    let mut c = Config::default();
+    c.requests.max_requests = 3;
+    let lim = limiter(c.clone());
+    let now = Instant::from_secs(1_000);
+    let used: IpAddr = "203.0.113.50".parse().unwrap();
+    for _ in 0..3 {
+        assert!(lim.check_request_at(used, now).decision.is_allowed());
+    }
+    let banned: IpAddr = "203.0.113.51".parse().unwrap();
+    lim.ban_at(banned, now);
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let lim = lim.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000u32 {
+                    let ip = IpAddr::from([198, 51, (t % 256) as u8, (i % 200) as u8]);
+                    let _ = lim.check_request_at(ip, now);
+                }
+            })
+        })
+        .collect();
+    let mut bigger = c.clone();
+    bigger.requests.max_requests = 5;
+    lim.set_config(bigger.clone()).unwrap();
+    let mut bad = bigger.clone();
+    bad.requests.max_requests = 0;
+    assert!(lim.set_config(bad).is_err());
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(lim.config().requests.max_requests, 5);
+    // The 3 logged requests still count: exactly 2 more.
+    assert!(lim.check_request_at(used, now).decision.is_allowed());
+    assert!(lim.check_request_at(used, now).decision.is_allowed());
+    assert_eq!(
+        lim.check_request_at(used, now).decision.reason(),
+        Some(Reason::RateLimited)
+    );
+    assert_eq!(
+        lim.check_request_at(banned, now).decision.reason(),
+        Some(Reason::Banned)
+    );
+    // Every shard decides on the new quota: 200 fresh addresses get 5 each.
+    for k in 0..200u8 {
+        let ip = IpAddr::from([192, 0, 2, k]);
+        let n = (0..7)
+            .filter(|_| lim.check_request_at(ip, now).decision.is_allowed())
+            .count();
+        assert_eq!(n, 5, "{ip}");
+    }
+}

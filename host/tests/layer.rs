@@ -223,3 +223,78 @@ async fn plain_tower_service_with_peer_addr_extension() {
         .unwrap();
     assert_eq!(r.status(), 500);
 }
+
+#[tokio::test]
+async fn a_ban_is_an_abnormal_usage_problem_without_retry_after() {
+    let g = guard(3, |_| {});
+    g.ban("127.0.0.1".parse().unwrap()).await;
+    let base = serve(RateLimitLayer::new("requests", g)).await;
+    let r = reqwest::get(&base).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(h(&r, "content-type"), "application/problem+json");
+    assert!(r.headers().get("retry-after").is_none());
+    assert_eq!(h(&r, "ratelimit"), "\"requests\";r=0");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["type"],
+        "https://iana.org/assignments/http-problem-types#abnormal-usage-detected"
+    );
+    assert_eq!(v["status"], 403);
+    assert_eq!(v["reason"], "banned");
+    assert_eq!(v["violated-policies"], serde_json::json!(["requests"]));
+}
+
+#[tokio::test]
+async fn a_deny_response_hook_answers_and_the_layer_adds_the_fields() {
+    let layer = RateLimitLayer::new("requests", guard(1, |_| {})).deny_response(|d| {
+        let mut r = http::Response::new(format!(
+            "go away {} ({}, {})",
+            d.ip,
+            d.policy,
+            d.decision.reason().map(|r| r.as_str()).unwrap_or("")
+        ));
+        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        r
+    });
+    let base = serve(layer).await;
+    let c = reqwest::Client::new();
+    assert_eq!(c.get(&base).send().await.unwrap().status(), 200);
+    let r = c.get(&base).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(h(&r, "ratelimit").starts_with("\"requests\";r=0;t="));
+    assert_eq!(h(&r, "ratelimit-policy"), "\"requests\";q=1;w=60");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "go away 127.0.0.1 (requests, rate_limited)"
+    );
+}
+
+#[tokio::test]
+async fn a_shadow_policy_records_but_lets_through_until_switched_off() {
+    use portcullis::layer::Shadow;
+    let login = guard(2, |_| {});
+    let shadow = Shadow::new(true);
+    let layer = RateLimitLayer::new("requests", guard(50, |_| {}))
+        .route("/login", "login", login.clone())
+        .shadow_policy("login", shadow.clone());
+    let base = serve(layer).await;
+    let c = reqwest::Client::new();
+    for i in 0..5 {
+        let r = c.get(format!("{base}/login")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        if i >= 2 {
+            assert!(h(&r, "ratelimit").starts_with("\"login\";r=0;t="));
+        }
+    }
+    // Recorded as usual: the guard counted three denials.
+    assert_eq!(
+        login.metrics().denied(portcullis_core::Reason::RateLimited),
+        3
+    );
+    assert_eq!(login.metrics().allowed(), 2);
+    shadow.set(false);
+    let r = c.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    // The other policy never shadowed and is untouched.
+    assert_eq!(c.get(&base).send().await.unwrap().status(), 200);
+}

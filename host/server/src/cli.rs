@@ -65,7 +65,15 @@ async fn call(
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
         let msg = body.get("error").and_then(Value::as_str).unwrap_or("");
-        return Err(err(format!("{status} {msg}")));
+        // A refused reload names the key and the reason.
+        let why = match (
+            body.get("key").and_then(Value::as_str),
+            body.get("reason").and_then(Value::as_str),
+        ) {
+            (Some(k), Some(r)) => format!(": {k}: {r}"),
+            _ => String::new(),
+        };
+        return Err(err(format!("{status} {msg}{why}")));
     }
     Ok(body)
 }
@@ -179,6 +187,19 @@ pub async fn status(t: &Target<'_>) -> Result<Value, CliError> {
             call(reqwest::Method::GET, url, "/admin/status", *token).await
         }
         Target::Db(p) => db_status(p),
+    }
+}
+
+/// `portcullis reload`: the server re-reads its config file and
+/// environment (as on `SIGHUP`); only a running server can.
+pub async fn reload(t: &Target<'_>) -> Result<Value, CliError> {
+    match t {
+        Target::Url { url, token } => {
+            call(reqwest::Method::POST, url, "/admin/reload", *token).await
+        }
+        Target::Db(_) => Err(CliError::Usage(
+            "reload asks a running server; use --url, not --db".into(),
+        )),
     }
 }
 

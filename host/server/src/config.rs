@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub max_entries: usize,
     /// The rules.
     pub rules: Config,
+    /// Shadow mode for the service's request policy (`requests.shadow`)
+    /// \[false\]: denials are recorded, counted and logged, not enforced.
+    pub shadow: bool,
     /// Users (empty: the demo user).
     pub users: Vec<User>,
     /// Connection limits and timeouts of the listener.
@@ -281,6 +284,7 @@ mod raw {
         pub max_block: Option<Dur>,
         pub ban_after: Option<Uint>,
         pub ban_lookback: Option<Dur>,
+        pub shadow: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -842,6 +846,7 @@ impl ServerConfig {
                 1_000_000,
             )?,
             rules: c,
+            shadow: req.shadow.unwrap_or(false),
             users,
             conn,
             hashing,

@@ -20,7 +20,7 @@ use super::passwords::Users;
 use portcullis::client_ip::TrustedProxies;
 use portcullis::engine::{Engine, Status};
 use portcullis::layer::ceil_secs;
-use portcullis::layer::{ClientIp, RateLimitLayer};
+use portcullis::layer::{ClientIp, RateLimitLayer, Shadow};
 use portcullis::metrics::Metrics;
 use portcullis::{Guard, Limiter, LimiterOptions};
 
@@ -40,6 +40,8 @@ struct App {
     max_entries: usize,
     admin_max_entries: usize,
     server_metrics: Arc<super::exporter::ServerMetrics>,
+    /// The service policy's shadow switch.
+    shadow: Shadow,
 }
 
 /// The whole service.
@@ -51,7 +53,31 @@ pub fn router(
     metrics_source: Arc<portcullis::metrics::Metrics>,
     server_metrics: Arc<super::exporter::ServerMetrics>,
 ) -> Router {
+    let shadow = Shadow::new(cfg.shadow);
+    router_with(
+        cfg,
+        engine,
+        users,
+        kind,
+        metrics_source,
+        server_metrics,
+        shadow,
+    )
+}
+
+/// [`router`] with the service policy's shadow switch given (a reload
+/// flips it).
+pub fn router_with(
+    cfg: &ServerConfig,
+    engine: Arc<dyn Engine>,
+    users: Users,
+    kind: &'static str,
+    metrics_source: Arc<portcullis::metrics::Metrics>,
+    server_metrics: Arc<super::exporter::ServerMetrics>,
+    shadow: Shadow,
+) -> Router {
     let app = App {
+        shadow: shadow.clone(),
         engine: engine.clone(),
         users,
         admin: cfg.admin_token.as_deref().and_then(|t| {
@@ -76,9 +102,11 @@ pub fn router(
         shards: ADMIN_SHARDS,
         seed: None,
     };
-    let mut layer = RateLimitLayer::with_engine("requests", engine).trusted_proxies(
-        TrustedProxies::new(cfg.trusted_proxies.clone()).header(cfg.client_ip_header.clone()),
-    );
+    let mut layer = RateLimitLayer::with_engine("requests", engine)
+        .trusted_proxies(
+            TrustedProxies::new(cfg.trusted_proxies.clone()).header(cfg.client_ip_header.clone()),
+        )
+        .shadow_policy("requests", shadow);
     let mut admin_rules = cfg.rules.clone();
     admin_rules.requests.max_requests = ADMIN_QUOTA;
     admin_rules.requests.window = embassy_time::Duration::from_secs(60);
@@ -111,11 +139,13 @@ pub fn router(
         .route("/admin/bans", get(admin_bans))
         .route("/admin/bans/{ip}", delete(admin_unban))
         .route("/admin/status", get(admin_status))
+        .route("/admin/reload", post(admin_reload))
         .merge(super::ui::routes(super::ui::UiContext {
             engine: app.engine.clone(),
             admin: app.admin.clone(),
             metrics: metrics_source.clone(),
             kind,
+            shadow: app.shadow.clone(),
         }))
         .with_state(app)
         .layer(layer);
@@ -127,33 +157,13 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({ "error": msg }))).into_response()
 }
 
-/// 429 (or 403) for a login refused before the password is looked at.
-fn refused(d: &Decision) -> Response {
-    let Decision::Deny {
-        reason,
-        retry_after,
-    } = d
-    else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "not a denial");
-    };
-    if reason.is_forbidden() {
-        return error(StatusCode::FORBIDDEN, reason.as_str());
-    }
-    let secs = ceil_secs(*retry_after);
-    let status = if *reason == portcullis_core::Reason::Unavailable {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::TOO_MANY_REQUESTS
-    };
-    let mut r = (
-        status,
-        Json(json!({ "error": reason.as_str(), "retry_after": secs })),
-    )
-        .into_response();
-    if let Ok(v) = secs.to_string().parse() {
-        r.headers_mut().insert("retry-after", v);
-    }
-    r
+/// 429 (or 403, 503) for a login refused before the password is looked
+/// at: problem details naming the `login` policy (or a short HTML page
+/// for a browser), `Retry-After` when the refusal ends.
+fn refused(d: &Decision, headers: &HeaderMap) -> Response {
+    portcullis::problem::deny_response(d, &["login"], headers)
+        .map(axum::body::Body::from)
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -165,6 +175,7 @@ struct LoginBody {
 async fn login(
     State(app): State<App>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Ok(LoginBody { username, password }) = serde_json::from_slice::<LoginBody>(&body) else {
@@ -192,7 +203,7 @@ async fn login(
         Ok(a) => a,
         Err(d) => {
             tracing::info!(%ip, decision = ?d, "login refused before password check");
-            return refused(&d);
+            return refused(&d, &headers);
         }
     };
     if attempt.penalty.refused {
@@ -283,7 +294,52 @@ async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
-    Json(bans_json(app.engine.as_ref()).await).into_response()
+    Json(mark_shadow(
+        bans_json(app.engine.as_ref()).await,
+        app.shadow.is_on(),
+    ))
+    .into_response()
+}
+
+/// Mark every row `"shadow": shadow`: while the service policy shadows,
+/// its blocks and bans are recorded but not enforced.
+pub(crate) fn mark_shadow(mut rows: serde_json::Value, shadow: bool) -> serde_json::Value {
+    if let Some(rows) = rows.as_array_mut() {
+        for r in rows.iter_mut().filter_map(|r| r.as_object_mut()) {
+            r.insert("shadow".into(), json!(shadow));
+        }
+    }
+    rows
+}
+
+/// `POST /admin/reload`: re-read the config file and environment
+/// ([`super::reload`]). `200` with what changed and what needs a restart,
+/// or `422` with the key and reason of a refused config.
+async fn admin_reload(
+    State(app): State<App>,
+    headers: HeaderMap,
+    reloader: Option<Extension<Arc<super::reload::Reloader>>>,
+) -> Response {
+    if let Err(r) = token_ok(&app, &headers, true) {
+        return r;
+    }
+    let Some(Extension(reloader)) = reloader else {
+        return error(StatusCode::NOT_IMPLEMENTED, "reload not available");
+    };
+    match reloader.reload().await {
+        Ok(r) => Json(json!({
+            "reloaded": true,
+            "rules_changed": r.rules_changed,
+            "shadow": r.shadow,
+            "needs_restart": r.needs_restart,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "reloaded": false, "error": "config refused", "key": e.key, "reason": e.reason })),
+        )
+            .into_response(),
+    }
 }
 
 async fn admin_unban(

@@ -8,6 +8,7 @@ pub mod forward_auth;
 pub mod http;
 pub mod listener;
 pub mod passwords;
+pub mod reload;
 pub mod ui;
 
 use std::sync::Arc;
@@ -139,6 +140,15 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
 /// accepting, give in-flight requests `server.shutdown_grace`, drop the
 /// rest, save the snapshot (an error if that fails).
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
+    serve_from(cfg, None).await
+}
+
+/// [`serve`] a config read from `path` (and the environment), which
+/// `SIGHUP` and `POST /admin/reload` read again ([`reload`]).
+pub async fn serve_from(
+    cfg: ServerConfig,
+    path: Option<std::path::PathBuf>,
+) -> Result<(), ServeError> {
     // Before any guard registers its series.
     exporter::install();
     let backend = backend(&cfg).await?;
@@ -156,14 +166,24 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
-    let app = http::router(
+    let shadow = portcullis::layer::Shadow::new(cfg.shadow);
+    let reloader = Arc::new(reload::Reloader::new(
+        path,
+        cfg.clone(),
+        backend.local.clone(),
+        shadow.clone(),
+    ));
+    reload::on_sighup(reloader.clone());
+    let app = http::router_with(
         &cfg,
         backend.engine.clone(),
         users,
         backend.kind,
         backend.local.metrics().clone(),
         server_metrics.clone(),
-    );
+        shadow,
+    )
+    .layer(axum::Extension(reloader));
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
     listener::run(
         listener,

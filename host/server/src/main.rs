@@ -56,6 +56,8 @@ enum Cmd {
     },
     /// Show table, store and decision counters.
     Status(Remote),
+    /// Make a running server re-read its config file and environment (like SIGHUP).
+    Reload(Remote),
     /// Read a password from stdin and print its argon2id PHC hash for [[users]]
     /// (parameters from [login] argon2_memory_kib, argon2_iterations, argon2_parallelism).
     HashPassword {
@@ -108,7 +110,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logs();
-            match rt.block_on(portcullis_server::serve(cfg)) {
+            match rt.block_on(portcullis_server::serve_from(cfg, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 // One line, once: the log would repeat it.
                 Err(e) => {
@@ -152,6 +154,7 @@ fn main() -> ExitCode {
         }
         Cmd::Bans(r) => report(rt.block_on(cli::bans(&target(&r))), r.json, cli::bans_table),
         Cmd::Status(r) => report(rt.block_on(cli::status(&target(&r))), r.json, cli::kv_table),
+        Cmd::Reload(r) => report(rt.block_on(cli::reload(&target(&r))), r.json, cli::kv_table),
         Cmd::Unban { ip, remote } => report(
             rt.block_on(cli::unban(&target(&remote), &ip, 64)),
             remote.json,

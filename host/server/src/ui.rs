@@ -248,6 +248,9 @@ pub struct UiContext {
     pub metrics: Arc<Metrics>,
     /// Store kind label.
     pub kind: &'static str,
+    /// The service policy's shadow switch: while on, its bans are listed
+    /// as shadow (recorded, not enforced).
+    pub shadow: portcullis::layer::Shadow,
 }
 
 /// How many offenders the page lists.
@@ -429,7 +432,8 @@ async fn data_handler(State(ctx): State<UiContext>, headers: HeaderMap) -> Respo
 
 /// Everything the dashboard shows, as one JSON document:
 ///
-/// * `bans`: `[{ip, kind, reason, seconds_left, ms_left}]` (`null` times for a ban);
+/// * `bans`: `[{ip, kind, reason, seconds_left, ms_left, shadow}]` (`null` times for a ban;
+///   `shadow`: recorded by a shadow policy, not enforced);
 /// * `history`: `{names, step_s, len, series: {name: [count per second, oldest first]}, totals}`
 ///   over the last complete [`HISTORY_SECS`] seconds; series that are all zero are left out;
 /// * `offenders`: `[{ip, denials, reason, last_seen_s}]`, the top [`TOP_OFFENDERS`];
@@ -440,6 +444,7 @@ pub async fn data(ctx: &UiContext) -> Value {
     let status = ctx.engine.status().await;
     let m = &ctx.metrics;
 
+    let shadow = ctx.shadow.is_on();
     let bans: Vec<Value> = bans
         .iter()
         .map(|b| {
@@ -449,6 +454,7 @@ pub async fn data(ctx: &UiContext) -> Value {
                 "reason": b.reason.as_str(),
                 "seconds_left": b.left.map(ceil_secs),
                 "ms_left": b.left.map(|d| d.as_millis()),
+                "shadow": shadow,
             })
         })
         .collect();

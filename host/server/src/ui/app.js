@@ -139,9 +139,10 @@
         rows.set(key, row);
         banBody.append(row.tr);
       }
-      row.reason.textContent = LABELS[b.reason] || b.reason;
+      row.reason.textContent = (LABELS[b.reason] || b.reason) + (b.shadow ? ' (shadow: not enforced)' : '');
       row.reason.dataset.reason = b.reason;
-      row.reason.className = `reason r-${b.reason}`;
+      row.reason.dataset.shadow = b.shadow ? 'true' : 'false';
+      row.reason.className = `reason r-${b.reason}${b.shadow ? ' shadow' : ''}`;
       if (b.ms_left === null || b.ms_left === undefined) {
         row.deadline = null;
       } else {
