@@ -118,7 +118,7 @@ mod time;
 pub mod window;
 
 pub use config::{
-    BlockRules, Config, ConfigError, Growth, LoginRules, NoSlot, OnFull, PenaltyRules,
+    BlockRules, Config, ConfigError, Growth, Jitter, LoginRules, NoSlot, OnFull, PenaltyRules,
     RequestRules, SlotRules,
 };
 pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};

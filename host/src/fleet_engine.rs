@@ -189,7 +189,10 @@ impl Engine for FleetEngine {
         Box::pin(async move {
             let now = read();
             if let Some(d) = self
-                .on_redis(|r| async move { r.check_request(ip, now.unix_us()).await })
+                .on_redis(|r| async move {
+                    let jitter = crate::jitter::draw(r.config());
+                    r.check_request_with(ip, now.unix_us(), jitter).await
+                })
                 .await
             {
                 self.local.metrics().count_from(ip, &d);

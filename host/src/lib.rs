@@ -36,6 +36,7 @@ pub mod fleet;
 pub mod fleet_engine;
 pub mod guard;
 pub mod held;
+pub mod jitter;
 pub mod layer;
 pub mod limiter;
 pub mod metrics;

@@ -387,7 +387,9 @@ impl Limiter {
                 };
             }
         }
-        let out = self.on(i, at, |s| s.check_request(ip, now));
+        // Drawn outside the shard's lock (an RNG call when a jitter is set).
+        let jitter = crate::jitter::draw(&self.config);
+        let out = self.on(i, at, |s| s.check_request_with(ip, now, jitter));
         if !out.decision.is_allowed() && slot.denied.load(Ordering::Relaxed) != mark {
             slot.denied.store(mark, Ordering::Relaxed);
         }

@@ -40,6 +40,8 @@ struct App {
     max_entries: usize,
     admin_max_entries: usize,
     server_metrics: Arc<super::exporter::ServerMetrics>,
+    /// `login.reveal_lock`, and the delay a hidden lock waits.
+    reveal_lock: (bool, embassy_time::Duration),
 }
 
 /// The whole service.
@@ -67,6 +69,10 @@ pub fn router(
         max_entries: cfg.max_entries,
         admin_max_entries: cfg.admin_max_entries,
         server_metrics,
+        reveal_lock: (
+            cfg.reveal_lock,
+            super::lock_reveal::hidden_lock_delay(&cfg.rules),
+        ),
     };
     // The admin API has its own quota and state: an operator whose address
     // is blocked on the service can still lift the block, and token guessing
@@ -182,6 +188,11 @@ async fn login(
     // `max_failures` password checks (DESIGN rule 5).
     let attempt = match app.engine.begin_login(&username, ip).await {
         Ok(a) => a,
+        Err(d) if super::lock_reveal::hides(app.reveal_lock.0, &d) => {
+            tracing::info!(%ip, decision = ?d, "login refused: locked, answered as a wrong password");
+            return super::lock_reveal::answer(admitted, username, password, app.reveal_lock.1)
+                .await;
+        }
         Err(d) => {
             tracing::info!(%ip, decision = ?d, "login refused before password check");
             return refused(&d);
@@ -216,7 +227,7 @@ async fn login(
         let penalty = attempt.penalty;
         tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked, "login failed");
         penalty.serve().await;
-        error(StatusCode::UNAUTHORIZED, "invalid credentials")
+        super::lock_reveal::wrong_password()
     });
     task.await
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"))

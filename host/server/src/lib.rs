@@ -6,6 +6,7 @@ pub mod config;
 pub mod exporter;
 pub mod http;
 pub mod listener;
+pub mod lock_reveal;
 pub mod passwords;
 pub mod ui;
 
