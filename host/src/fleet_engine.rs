@@ -27,6 +27,8 @@ use crate::engine::{Engine, FleetStatus, Status};
 use crate::fleet::{redact, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
+use crate::manual::{ManualBan, ManualError};
+use portcullis_core::Cidr;
 
 /// Key namespace of the bundled server's fleet.
 pub const NAMESPACE: &str = "portcullis";
@@ -188,6 +190,10 @@ impl Engine for FleetEngine {
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
         Box::pin(async move {
             let now = read();
+            if let Some(d) = self.local.limiter().manual_denial(ip, now) {
+                self.local.metrics().count_from(ip, &d);
+                return d;
+            }
             if let Some(d) = self
                 .on_redis(|r| async move {
                     let jitter = crate::jitter::draw(r.config());
@@ -216,6 +222,9 @@ impl Engine for FleetEngine {
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
             let now = read();
+            if let Some(d) = self.local.limiter().manual_denial(ip, now) {
+                return d;
+            }
             if let Some(d) = self
                 .on_redis(|r| async move { r.check_login(user, ip, now.unix_us()).await })
                 .await
@@ -271,6 +280,9 @@ impl Engine for FleetEngine {
     ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
         Box::pin(async move {
             let now = read();
+            if let Some(d) = self.local.limiter().manual_denial(ip, now) {
+                return Err(d);
+            }
             if let Some(r) = self
                 .on_redis(|r| async move { r.begin_login(user, ip, now.unix_us()).await })
                 .await
@@ -378,6 +390,18 @@ impl Engine for FleetEngine {
                 .unwrap_or(0);
             remote + self.local.lift_at(ip, now).await
         })
+    }
+
+    fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
+        Box::pin(self.local.ban_range(ban))
+    }
+
+    fn unban_range(&self, range: Cidr) -> BoxFuture<'_, Option<ManualBan>> {
+        Box::pin(async move { self.local.unban_range(&range).await })
+    }
+
+    fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
+        Box::pin(async move { self.local.manual_bans() })
     }
 
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {

@@ -39,6 +39,7 @@ pub mod held;
 pub mod jitter;
 pub mod layer;
 pub mod limiter;
+pub mod manual;
 pub mod metrics;
 pub mod persist;
 #[cfg(feature = "sqlite")]

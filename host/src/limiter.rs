@@ -230,6 +230,8 @@ pub struct Limiter {
     seed: Seed,
     route: (u64, u64),
     config: Config,
+    /// Manual decisions (addresses and ranges), checked before the rules.
+    manual: crate::manual::ManualBans,
 }
 
 fn random_seed() -> Result<Seed, LimiterError> {
@@ -278,12 +280,19 @@ impl Limiter {
             seed,
             route,
             config,
+            manual: crate::manual::ManualBans::new(),
         })
     }
 
     /// The rules.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The manual decisions (addresses and ranges) this limiter enforces
+    /// before its rules; [`Guard`](crate::Guard) persists changes to them.
+    pub fn manual(&self) -> &crate::manual::ManualBans {
+        &self.manual
     }
 
     /// The seed (persist it with the records: username hashes depend on it).
@@ -368,6 +377,12 @@ impl Limiter {
     /// hint, one relaxed load), so other requests pay nothing for it.
     pub fn check_request_at(&self, ip: IpAddr, now: impl Into<Now>) -> Outcome<Decision> {
         let at = now.into();
+        if let Some(decision) = self.manual_denial(ip, at) {
+            return Outcome {
+                decision,
+                changes: Changes::default(),
+            };
+        }
         let now = at.mono();
         let addr = self.addr_of(ip);
         let (i, mark) = self.route_addr(addr);
@@ -405,9 +420,23 @@ impl Limiter {
 
     /// Whether a login may proceed (records nothing).
     pub fn check_login_at(&self, user: &str, ip: IpAddr, now: impl Into<Now>) -> Decision {
+        let at = now.into();
+        if let Some(d) = self.manual_denial(ip, at) {
+            return d;
+        }
         self.shard_for_addr(self.addr_of(ip))
             .write()
-            .check_login(user, ip, now.into().mono())
+            .check_login(user, ip, at.mono())
+    }
+
+    /// A manual decision holding `ip` at `at`, if any (no lock while there
+    /// are none). [`check_request_at`](Self::check_request_at) and the
+    /// login checks ask it first; a fleet backend asks it before Redis.
+    pub fn manual_denial(&self, ip: IpAddr, at: Now) -> Option<Decision> {
+        if self.manual.is_empty() {
+            return None;
+        }
+        self.manual.check(ip, at.unix_ms())
     }
 
     /// Record a failed login: the account throttle in the username's shard,
@@ -435,6 +464,12 @@ impl Limiter {
         now: impl Into<Now>,
     ) -> Outcome<Result<HostAttempt, Decision>> {
         let at = now.into();
+        if let Some(d) = self.manual_denial(ip, at) {
+            return Outcome {
+                decision: Err(d),
+                changes: Changes::default(),
+            };
+        }
         let now = at.mono();
         let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
         let account = self.shard_for_user(uh);

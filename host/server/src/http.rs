@@ -107,7 +107,7 @@ pub fn router(
         .route("/", get(|| async { "ok" }))
         .route("/login", post(login))
         .route("/metrics", get(metrics))
-        .route("/admin/bans", get(admin_bans))
+        .route("/admin/bans", get(admin_bans).post(admin_ban))
         .route("/admin/bans/{ip}", delete(admin_unban))
         .route("/admin/status", get(admin_status))
         .merge(super::ui::routes(super::ui::UiContext {
@@ -268,18 +268,41 @@ pub(crate) fn status_json(s: &Status) -> serde_json::Value {
     v
 }
 
-/// The ban list as JSON values.
+/// The ban list as JSON values; manual decisions last (kind `manual`,
+/// with the operator's reason as `note`).
 pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
     let bans = engine.bans().await;
-    json!(bans
+    let mut rows: Vec<serde_json::Value> = bans
         .iter()
-        .map(|b| json!({
-            "ip": b.ip.to_string(),
-            "kind": b.kind.as_str(),
-            "reason": b.reason.as_str(),
-            "seconds_left": b.left.map(ceil_secs),
-        }))
-        .collect::<Vec<_>>())
+        .map(|b| {
+            json!({
+                "ip": b.ip.to_string(),
+                "kind": b.kind.as_str(),
+                "reason": b.reason.as_str(),
+                "seconds_left": b.left.map(ceil_secs),
+            })
+        })
+        .collect();
+    let manual = engine.manual_bans().await;
+    let now_ms = portcullis::clock::unix_ms();
+    rows.extend(
+        super::manual_api::rows(&manual, now_ms)
+            .into_iter()
+            .map(|mut r| {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("ms_left");
+                }
+                r
+            }),
+    );
+    json!(rows)
+}
+
+async fn admin_ban(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = token_ok(&app, &headers, true) {
+        return r;
+    }
+    super::manual_api::post(app.engine.as_ref(), &body).await
 }
 
 async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
@@ -298,7 +321,14 @@ async fn admin_unban(
         return r;
     }
     let Ok(ip) = ip.parse::<IpAddr>() else {
-        return error(StatusCode::BAD_REQUEST, "not an IP address");
+        // A range: lift exactly that manual decision.
+        let Ok(range) = portcullis::manual::parse_range(&ip) else {
+            return error(StatusCode::BAD_REQUEST, "not an IP address or CIDR range");
+        };
+        let lifted = app.engine.unban_range(range).await.is_some();
+        tracing::info!(%range, lifted, "admin unban of a range");
+        return Json(json!({ "ip": range.to_string(), "lifted": usize::from(lifted) }))
+            .into_response();
     };
     let n = app.engine.lift(ip).await;
     tracing::info!(%ip, lifted = n, "admin unban");
