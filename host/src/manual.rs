@@ -96,6 +96,9 @@ pub enum ManualError {
     Expired,
     /// This backend keeps no manual decisions.
     Unsupported,
+    /// Applied on this server, but the fleet store did not take it (the
+    /// other servers do not have it; try again).
+    NotShared(String),
 }
 
 impl std::fmt::Display for ManualError {
@@ -104,6 +107,10 @@ impl std::fmt::Display for ManualError {
             ManualError::Range(e) => e.fmt(f),
             ManualError::Expired => f.write_str("the block has already ended"),
             ManualError::Unsupported => f.write_str("this backend keeps no manual bans"),
+            ManualError::NotShared(e) => write!(
+                f,
+                "applied on this server only, the fleet store did not take it: {e}"
+            ),
         }
     }
 }
@@ -192,6 +199,25 @@ impl ManualBans {
             .map(|(c, h)| to_ban(c, h))
             .filter(|b| b.live(now_ms))
             .collect()
+    }
+
+    /// Replace every decision with `bans` at once (a fleet server taking
+    /// the fleet's set); how many were refused (too wide, too many).
+    pub fn replace(&self, bans: impl IntoIterator<Item = ManualBan>) -> usize {
+        let mut fresh: RangeSet<Vec<(Cidr, Held)>> = RangeSet::default();
+        let mut refused = 0usize;
+        for b in bans {
+            let held = Held {
+                until_ms: b.until_ms,
+                reason: clean_reason(&b.reason),
+                created_ms: b.created_ms,
+            };
+            if fresh.len() >= MAX_MANUAL || fresh.insert(b.range, held).is_err() {
+                refused += 1;
+            }
+        }
+        self.change(|set| *set = fresh);
+        refused
     }
 
     /// Forget decisions that ended by `now_ms`; the ranges that went.

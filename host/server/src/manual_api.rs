@@ -121,6 +121,9 @@ pub async fn post(engine: &dyn Engine, body: &[u8]) -> Response {
             StatusCode::NOT_IMPLEMENTED,
             &ManualError::Unsupported.to_string(),
         ),
+        Err(e @ ManualError::NotShared(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
 }

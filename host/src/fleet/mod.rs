@@ -27,6 +27,7 @@
 //! | login ip | `<ns>:{a:<32 hex addr>}:lip` |
 //! | (user, ip) | `<ns>:{a:<32 hex addr>}:lu:<16 hex user hash>` |
 //! | account | `<ns>:{u:<16 hex user hash>}:acct` |
+//! | manual bans (all) | `<ns>:manual`, a hash (see `manual.rs`) |
 //!
 //! Keys one call touches share a hash tag, so each call stays in one slot.
 //! The account key lives in another slot than the address keys, so
@@ -66,6 +67,8 @@
 //!   can differ once a key has expired; decisions cannot.
 //! * [`RedisLimiter::lift`] finds the address's keys with `SCAN` and then
 //!   lifts them in one call; a key created in between is not lifted.
+
+mod manual;
 
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
