@@ -69,9 +69,9 @@
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 336 |
-//! | `FixedLimiter<256, 16>` | 464 | 120 272 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 152 |
+//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 344 |
+//! | `FixedLimiter<256, 16>` | 464 | 120 280 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 160 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
