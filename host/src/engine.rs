@@ -63,6 +63,14 @@ pub trait Engine: Send + Sync + 'static {
     fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
         Box::pin(async { Vec::new() })
     }
+    /// What a lock answered like a wrong password costs: the delay the
+    /// next wrong password would get, in a slot like a failure's (core
+    /// `hidden_lock_penalty`). `None` (the default): the backend cannot
+    /// say, and the caller works it out from the rules without a slot.
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+        let _ = ip;
+        Box::pin(async { None })
+    }
     /// What the backend holds and how it fares, for status pages. It also
     /// publishes the table gauges to the metrics recorder (see
     /// [`crate::metrics`]), so a `/metrics` handler calls it first.
@@ -171,6 +179,9 @@ impl Engine for Guard {
     }
     fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
         Box::pin(async move { Guard::manual_bans(self) })
+    }
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+        Box::pin(async move { Some(Guard::hidden_lock_penalty(self, ip)) })
     }
     fn status(&self) -> BoxFuture<'_, Status> {
         Box::pin(async move { local_status(self) })

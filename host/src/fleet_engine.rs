@@ -486,6 +486,13 @@ impl Engine for FleetEngine {
         Box::pin(async move { self.local.manual_bans() })
     }
 
+    /// The delay from the shared rules, in a slot of this server's table
+    /// (a fleet's failures hold their slots in Redis: a hidden lock's
+    /// slot is per server).
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+        Box::pin(async move { Some(self.local.hidden_lock_penalty(ip)) })
+    }
+
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
         Box::pin(async move {
             let now = read();

@@ -220,6 +220,20 @@ impl Guard {
         }
     }
 
+    /// A lock answered like a wrong password (`reveal_lock = false`): the
+    /// delay the next wrong password would get, in a slot of `ip` like a
+    /// failure's (core `hidden_lock_penalty`); nothing is counted.
+    pub fn hidden_lock_penalty(&self, ip: IpAddr) -> HostPenalty {
+        let p = self.limiter.hidden_lock_penalty_at(ip, read());
+        HostPenalty {
+            delay: p.delay,
+            slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
+            refused: p.refused,
+            throttled: p.throttled,
+            locked: false,
+        }
+    }
+
     /// Reserve a login attempt before the password is checked: counted as
     /// a failure now, so parallel guesses get at most `max_failures`
     /// checks. `Err` is the denial (answer it without checking anything).

@@ -528,6 +528,14 @@ impl Limiter {
         self.on_addr(ip, at, |s| s.login_succeeded(user, ip, at.mono()))
     }
 
+    /// The penalty of a hidden lock (core `hidden_lock_penalty`): what the
+    /// next wrong password would cost, in a slot of `ip`; counts nothing.
+    pub fn hidden_lock_penalty_at(&self, ip: IpAddr, now: impl Into<Now>) -> Penalty {
+        self.shard_for_addr(self.addr_of(ip))
+            .write()
+            .hidden_lock_penalty(ip, now.into().mono())
+    }
+
     /// Take a concurrency slot of `ip`.
     pub fn acquire_slot_at(&self, ip: IpAddr, now: impl Into<Now>) -> Option<SlotToken> {
         self.shard_for_addr(self.addr_of(ip))

@@ -190,8 +190,15 @@ async fn login(
         Ok(a) => a,
         Err(d) if super::lock_reveal::hides(app.reveal_lock.0, &d) => {
             tracing::info!(%ip, decision = ?d, "login refused: locked, answered as a wrong password");
-            return super::lock_reveal::answer(admitted, username, password, app.reveal_lock.1)
-                .await;
+            return super::lock_reveal::answer(
+                app.engine.as_ref(),
+                ip,
+                admitted,
+                username,
+                password,
+                app.reveal_lock.1,
+            )
+            .await;
         }
         Err(d) => {
             tracing::info!(%ip, decision = ?d, "login refused before password check");
@@ -204,10 +211,7 @@ async fn login(
         app.engine
             .finish_login(&username, ip, attempt.ticket, false)
             .await;
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many penalised attempts in flight",
-        );
+        return super::lock_reveal::too_many_in_flight();
     }
     // The check, the settlement and the penalty run in a task of their own:
     // a client that hangs up cannot cut the penalty short, free its slot
