@@ -349,6 +349,10 @@ async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
         o.insert("uptime_s".into(), json!(app.started.elapsed().as_secs()));
         o.insert("store_kind".into(), json!(app.kind));
         o.insert("bans".into(), json!(app.engine.bans().await.len()));
+        o.insert(
+            "manual_bans".into(),
+            json!(app.engine.manual_bans().await.len()),
+        );
         o.insert("max_entries".into(), json!(app.max_entries));
         o.insert("admin_max_entries".into(), json!(app.admin_max_entries));
     }

@@ -339,3 +339,33 @@ async fn a_version_1_store_is_migrated_and_keeps_its_bans() {
         .unwrap();
     assert_eq!(v, 2);
 }
+
+/// A manual decision is the operator's explicit word: it holds for an
+/// allowlisted address too (like the denylist), and only while it lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_ban_holds_over_the_allowlist_and_a_block_ends() {
+    let d = tempfile::tempdir().unwrap();
+    let mut env = PROXY.to_vec();
+    env.push(("PORTCULLIS_LISTS__ALLOW", "[\"198.18.0.0/15\"]"));
+    let s = Server::start(&d.path().join("a.db"), &env);
+    assert_eq!(status_as(&s, "198.18.0.5").await, 200);
+    let (st, _) = post_ban(&s, json!({"ip": "198.18.0.5", "reason": "stolen key"})).await;
+    assert_eq!(st, 201);
+    assert_eq!(status_as(&s, "198.18.0.5").await, 403);
+    assert_eq!(
+        status_as(&s, "198.18.0.6").await,
+        200,
+        "the rest of the allowlist"
+    );
+    // A one-second block ends by itself.
+    let (st, _) = post_ban(&s, json!({"ip": "198.18.0.6", "for": "1s"})).await;
+    assert_eq!(st, 201);
+    assert_eq!(status_as(&s, "198.18.0.6").await, 429);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(status_as(&s, "198.18.0.6").await, 200);
+    assert_eq!(
+        manual_rows(&admin_json(&s, "/admin/bans").await),
+        vec![("198.18.0.5".into(), "banned".into(), "stolen key".into())]
+    );
+    assert_eq!(admin_json(&s, "/admin/status").await["manual_bans"], 1);
+}
