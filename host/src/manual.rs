@@ -109,7 +109,7 @@ impl std::fmt::Display for ManualError {
             ManualError::Unsupported => f.write_str("this backend keeps no manual bans"),
             ManualError::NotShared(e) => write!(
                 f,
-                "applied on this server only, the fleet store did not take it: {e}"
+                "applied on this server only (until the fleet's set next changes), the fleet store did not take it: {e}; try again"
             ),
         }
     }
