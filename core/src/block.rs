@@ -9,7 +9,7 @@
 //! fractional, rounded down to the tick at each step), up to `max_block`. `ban_after`
 //! violations within `ban_lookback` ban it until an operator lifts it.
 
-use crate::config::BlockRules;
+use crate::config::{BlockRules, Jitter};
 use crate::entry::{Cold, ColdPart, Entry};
 use crate::time::{age, grown, within, Tick};
 use crate::window::TimeLog;
@@ -45,12 +45,14 @@ pub(crate) fn is_new_violation(c: &Cold, window: u64, now: Tick) -> bool {
 }
 
 /// Record a rate-limit denial at `now` for a key with request window
-/// `window` (ticks) and escalate as the rules say.
+/// `window` (ticks) and escalate as the rules say; a block lasts its
+/// escalated length plus `jitter`'s share of `block_jitter`.
 pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
     e: &mut Entry<W, C, L>,
     rules: &BlockRules,
     window: u64,
     now: Tick,
+    jitter: Jitter,
 ) -> Escalation {
     if !is_new_violation(e.cold(), window, now) {
         return Escalation::None;
@@ -80,7 +82,8 @@ pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
         Some(s) if within(now, s, memory) => e.block_level,
         _ => 0,
     };
-    let until = now.saturating_add(block_length(rules, level));
+    let extra = jitter.extra(rules.block_jitter.as_ticks());
+    let until = now.saturating_add(block_length(rules, level).saturating_add(extra));
     e.block_until = Some(until);
     e.block_level = level.saturating_add(1);
     e.last_block_start = Some(now);
@@ -88,6 +91,7 @@ pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::Config;
@@ -115,5 +119,54 @@ mod tests {
             [900, 1350, 2025, 3037, 4556, 6834, 10251, 15377, 23066, 34599]
         );
         assert_eq!(block_length(&rules, u8::MAX), rules.max_block.as_ticks());
+    }
+
+    #[test]
+    fn jitter_extra_is_the_exact_fraction_rounded_down() {
+        use crate::Jitter;
+        for d in [
+            0u64,
+            1,
+            999,
+            65_535,
+            65_536,
+            1_000_000,
+            900_000_000,
+            u64::MAX / 3,
+            u64::MAX,
+        ] {
+            for j in [0u16, 1, 2, 32_768, 65_534, 65_535] {
+                let want = (u128::from(d) * u128::from(j)) >> 16;
+                assert_eq!(u128::from(Jitter(j).extra(d)), want, "{d} × {j}");
+                assert!(Jitter(j).extra(d) <= d);
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_lasts_its_length_plus_the_jitter_share() {
+        use crate::{FixedLimiter, Jitter, Limiter, Seed};
+        use core::net::{IpAddr, Ipv4Addr};
+        use embassy_time::{Duration, Instant};
+        let mut c = Config::default();
+        c.requests.max_requests = 1;
+        c.blocks.block_after = 1;
+        c.blocks.block_jitter = Duration::from_secs(64);
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        for (j, extra) in [(0u16, 0u64), (32_768, 32), (65_535, 63)] {
+            let mut l: FixedLimiter<8, 64> = Limiter::new(c.clone(), Seed::new([1; 16])).unwrap();
+            let t = Instant::from_secs(10);
+            assert!(l.check_request_with(ip, t, Jitter(j)).is_allowed());
+            let d = l.check_request_with(ip, t, Jitter(j));
+            let want = c.blocks.block_for + Duration::from_ticks(Jitter(j).extra(64_000_000));
+            assert_eq!(
+                d,
+                crate::Decision::Deny {
+                    reason: crate::Reason::Blocked,
+                    retry_after: want
+                }
+            );
+            assert!(want.as_secs() >= 900 + extra && want.as_secs() < 900 + extra + 1);
+        }
     }
 }

@@ -32,6 +32,39 @@ pub struct BlockRules {
     pub ban_after: Option<u32>,
     /// Ban lookback \[24 h\].
     pub ban_lookback: Duration,
+    /// Random extra of up to this much on each block \[0: none\]
+    /// (fail2ban's `bantime.rndtime`), so a scripted client cannot time
+    /// its return to the second. The core has no RNG: the caller passes
+    /// the random part as a [`Jitter`] to
+    /// [`check_request_with`](crate::Limiter::check_request_with).
+    pub block_jitter: Duration,
+}
+
+/// The random part of a block's jitter, chosen by the caller: the fraction
+/// `j / 65536` of `blocks.block_jitter`. [`Jitter::NONE`] adds nothing.
+///
+/// **Rounding**, the one definition the Redis script and the reference
+/// model follow: the extra for a jitter of `d` ticks is
+/// `⌊d / 65536⌋ × j + ⌊(d mod 65536) × j / 65536⌋` (= `⌊d × j / 65536⌋`,
+/// computed without a wider integer), added to the block's length after
+/// escalation and `max_block` (see [`Jitter::extra`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Jitter(pub u16);
+
+impl Jitter {
+    /// No extra.
+    pub const NONE: Jitter = Jitter(0);
+
+    /// The extra ticks this jitter adds to a block when the configured
+    /// jitter is `d` ticks: `⌊d × j / 65536⌋`, always less than `d`
+    /// (or 0).
+    pub fn extra(self, d: u64) -> u64 {
+        let j = u64::from(self.0);
+        let whole = (d >> 16).saturating_mul(j); // < 2^48 × 2^16: never saturates
+        let part = ((d & 0xFFFF).saturating_mul(j)) >> 16;
+        whole.saturating_add(part)
+    }
 }
 
 /// Rules 5 and 8: login lockout and account throttle.
@@ -203,6 +236,7 @@ impl Default for Config {
                 max_block: secs(24 * 3600),
                 ban_after: Some(10),
                 ban_lookback: secs(24 * 3600),
+                block_jitter: secs(0),
             },
             login: LoginRules {
                 max_failures: 10,

@@ -45,6 +45,7 @@
 //! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
 //! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
 //! | [`lists`] | allow/deny [`Cidr`] lists and their [`Lists::lookup`] (rule 9) |
+//! | [`ranges`] | [`RangeSet`]: manual bans of addresses and CIDR ranges, looked up by prefix length and binary search |
 //! | [`window`] | sliding logs (rule 1): fixed [`Log`], growing `GrowLog` |
 //! | [`block`] | violations, escalating blocks, bans (rules 2–4) |
 //! | [`lockout`] | login lockout and account throttle (rules 5, 8) |
@@ -68,9 +69,9 @@
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 336 |
-//! | `FixedLimiter<256, 16>` | 464 | 120 272 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 152 |
+//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 344 |
+//! | `FixedLimiter<256, 16>` | 464 | 120 280 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 160 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
@@ -108,6 +109,7 @@ pub mod lockout;
 #[cfg(feature = "alloc")]
 pub mod map;
 pub mod penalty;
+pub mod ranges;
 pub mod record;
 #[cfg(feature = "critical-section")]
 pub mod shared;
@@ -118,7 +120,7 @@ mod time;
 pub mod window;
 
 pub use config::{
-    BlockRules, Config, ConfigError, Growth, LoginRules, NoSlot, OnFull, PenaltyRules,
+    BlockRules, Config, ConfigError, Growth, Jitter, LoginRules, NoSlot, OnFull, PenaltyRules,
     RequestRules, SlotRules,
 };
 pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
@@ -133,6 +135,7 @@ pub use lists::{Cidr, CidrError, Listed, Lists};
 pub use lockout::{Attempt, AttemptId};
 #[cfg(feature = "alloc")]
 pub use map::MapStore;
+pub use ranges::{RangeError, RangeSet, RangeStore};
 pub use record::{ImportError, Record, WallClock};
 pub use slots::{SlotToken, MAX_SLOTS};
 pub use store::{EntryOf, Store, Upsert};

@@ -7,7 +7,7 @@ use core::net::IpAddr;
 use embassy_time::{Duration, Instant};
 
 use crate::block::{is_new_violation, on_denial, Escalation};
-use crate::config::{Config, ConfigError, OnFull};
+use crate::config::{Config, ConfigError, Jitter, OnFull};
 use crate::decision::{Decision, Reason, StandingDenial, Stats};
 use crate::entry::{ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
@@ -296,8 +296,17 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             .decision(self.config.requests.max_requests)
     }
 
-    /// Rules 1–4 and 9 for one request from `ip` at `now`: counts it if allowed.
+    /// Rules 1–4 and 9 for one request from `ip` at `now`: counts it if
+    /// allowed. A block it starts gets no jitter (see
+    /// [`check_request_with`](Self::check_request_with)).
     pub fn check_request(&mut self, ip: IpAddr, now: Instant) -> Decision {
+        self.check_request_with(ip, now, Jitter::NONE)
+    }
+
+    /// [`check_request`](Self::check_request) with the random part of a
+    /// block's jitter chosen by the caller (`blocks.block_jitter`): a block
+    /// this request starts lasts `jitter.extra(block_jitter)` longer.
+    pub fn check_request_with(&mut self, ip: IpAddr, now: Instant, jitter: Jitter) -> Decision {
         let now = self.clock(now);
         if let Some(d) = self.listed(ip) {
             return d;
@@ -336,7 +345,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             };
         }
         let oldest = e.log.oldest().unwrap_or(now);
-        let escalation = on_denial(e, &config.blocks, window, now);
+        let escalation = on_denial(e, &config.blocks, window, now, jitter);
         if escalation != Escalation::None {
             self.pinned_changed(key);
         }

@@ -63,6 +63,35 @@ impl Cidr {
         })
     }
 
+    /// Whether this is an IPv4 range (held as `::ffff:a.b.c.d/96+n`).
+    pub fn is_ipv4(&self) -> bool {
+        self.bits >= 96 && matches!(self.net, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ..])
+    }
+
+    /// The prefix length in its own family: `/24` for `192.0.2.0/24`.
+    pub fn prefix(&self) -> u8 {
+        if self.is_ipv4() {
+            self.bits.saturating_sub(96)
+        } else {
+            self.bits
+        }
+    }
+
+    /// The prefix length in the 128-bit space (IPv4 `/n` is `96 + n`).
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// The network, 16 bytes (IPv4 mapped), host bits clear.
+    pub fn network(&self) -> [u8; 16] {
+        self.net
+    }
+
+    /// The network address: `192.0.2.0` for `192.0.2.0/24`.
+    pub fn addr(&self) -> IpAddr {
+        Addr::from_octets(self.net).ip()
+    }
+
     /// Whether the range holds `ip`.
     pub fn contains(&self, ip: IpAddr) -> bool {
         mask(Addr::from_ip(ip, 128).octets(), self.bits) == self.net
@@ -91,13 +120,7 @@ impl FromStr for Cidr {
 
 impl core::fmt::Display for Cidr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let ip = Addr::from_octets(self.net).ip();
-        let bits = if ip.is_ipv4() {
-            self.bits.saturating_sub(96)
-        } else {
-            self.bits
-        };
-        write!(f, "{ip}/{bits}")
+        write!(f, "{}/{}", self.addr(), self.prefix())
     }
 }
 

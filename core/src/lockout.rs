@@ -148,6 +148,19 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
     }
 
+    /// Rules 6 and 7 for a login refused by a lock that the caller answers
+    /// exactly like a wrong password (a hidden lock, `reveal_lock = false`):
+    /// the delay a failure of a pair that has just reached `max_failures`
+    /// gets, `min(base × multiplier^max_failures, max)`, run in a slot of
+    /// `ip`'s login key like any failure's (no slot: capped to `base` or
+    /// refused, as `slots.when_full` says). Records no failure.
+    pub fn hidden_lock_penalty(&mut self, ip: IpAddr, now: Instant) -> Penalty {
+        let now = self.clock(now);
+        let ip_key = Key::login_ip(self.addr(ip));
+        let k = self.config.login.max_failures;
+        self.penalty(k, false, ip_key, now)
+    }
+
     /// Record a failed login and return the penalty to serve (rules 5–8).
     pub fn login_failed(&mut self, username: &str, ip: IpAddr, now: Instant) -> Penalty {
         self.failure(username, ip, now, None)

@@ -311,6 +311,42 @@ macro_rules! rules_for {
             }
 
             #[test]
+            fn a_hidden_lock_costs_what_the_next_failure_would() {
+                let mut c = Config::default();
+                c.login.max_failures = 3;
+                let mut l = limiter_with(c.clone());
+                let a = ip(11);
+                let got: Vec<u64> = (0..3)
+                    .map(|i| {
+                        let p = l.lim().login_failed("hana", a, t(i));
+                        release(l.lim(), p).as_secs()
+                    })
+                    .collect();
+                assert_eq!(got, [1, 2, 4]);
+                assert_eq!(l.lim().check_login("hana", a, t(3)).reason(), Some(Reason::AccountLocked));
+                // What a fourth wrong password would cost (k = 3): 8 s, in
+                // a slot; nothing is counted.
+                let before = l.lim().peek_login("hana", a, t(3));
+                let p = l.lim().hidden_lock_penalty(a, t(3));
+                assert_eq!((p.delay, p.refused, p.locked), (s(8), false, false));
+                assert!(p.slot.is_some());
+                assert_eq!(l.lim().peek_login("hana", a, t(3)), before);
+                // Out of slots it is capped or refused like a failure.
+                let held: Vec<_> = (0..2).map(|_| l.lim().acquire_slot(a, t(3)).unwrap()).collect();
+                let q = l.lim().hidden_lock_penalty(a, t(3));
+                assert!(q.slot.is_none());
+                assert_eq!(q.delay, s(1));
+                for tok in held {
+                    l.lim().release_slot(tok);
+                }
+                release(l.lim(), p);
+                c.slots.when_full = NoSlot::Refuse;
+                let mut l = limiter_with(c);
+                let _held: Vec<_> = (0..3).map(|_| l.lim().acquire_slot(a, t(0)).unwrap()).collect();
+                assert!(l.lim().hidden_lock_penalty(a, t(0)).refused);
+            }
+
+            #[test]
             fn lost_slots_are_reclaimed_after_ttl() {
                 let mut l = limiter();
                 let a = ip(11);

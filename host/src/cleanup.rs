@@ -27,6 +27,10 @@ pub async fn run_once(guard: &Guard) -> crate::limiter::PurgeReport {
     let report = tokio::task::spawn_blocking(move || limiter.purge_at(now()))
         .await
         .unwrap_or_default();
+    let manual = guard.purge_manual().await;
+    if manual > 0 {
+        tracing::info!(ended = manual, "manual bans that ended forgotten");
+    }
     guard.snapshot().await;
     guard.record_table_metrics();
     tracing::info!(

@@ -13,6 +13,8 @@ use portcullis_core::Decision;
 
 use crate::guard::{Guard, HostPenalty, LoginAttempt, Ticket};
 use crate::limiter::BanInfo;
+use crate::manual::{ManualBan, ManualError};
+use portcullis_core::Cidr;
 
 /// A decision backend.
 pub trait Engine: Send + Sync + 'static {
@@ -46,6 +48,29 @@ pub trait Engine: Send + Sync + 'static {
     fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize>;
     /// Everything blocked, banned or locked.
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>>;
+    /// Block or ban an address or range by hand ([`crate::manual`]); the
+    /// decision it replaced. The default refuses.
+    fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
+        let _ = ban;
+        Box::pin(async { Err(ManualError::Unsupported) })
+    }
+    /// Lift the manual decision on exactly `range`; what it was.
+    fn unban_range(&self, range: Cidr) -> BoxFuture<'_, Option<ManualBan>> {
+        let _ = range;
+        Box::pin(async { None })
+    }
+    /// The manual decisions in force.
+    fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
+        Box::pin(async { Vec::new() })
+    }
+    /// What a lock answered like a wrong password costs: the delay the
+    /// next wrong password would get, in a slot like a failure's (core
+    /// `hidden_lock_penalty`). `None` (the default): the backend cannot
+    /// say, and the caller works it out from the rules without a slot.
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+        let _ = ip;
+        Box::pin(async { None })
+    }
     /// What the backend holds and how it fares, for status pages. It also
     /// publishes the table gauges to the metrics recorder (see
     /// [`crate::metrics`]), so a `/metrics` handler calls it first.
@@ -145,6 +170,18 @@ impl Engine for Guard {
     }
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
         Box::pin(async move { Guard::bans(self) })
+    }
+    fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
+        Box::pin(Guard::ban_range(self, ban))
+    }
+    fn unban_range(&self, range: Cidr) -> BoxFuture<'_, Option<ManualBan>> {
+        Box::pin(async move { Guard::unban_range(self, &range).await })
+    }
+    fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
+        Box::pin(async move { Guard::manual_bans(self) })
+    }
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+        Box::pin(async move { Some(Guard::hidden_lock_penalty(self, ip)) })
     }
     fn status(&self) -> BoxFuture<'_, Status> {
         Box::pin(async move { local_status(self) })

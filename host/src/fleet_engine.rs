@@ -27,6 +27,8 @@ use crate::engine::{Engine, FleetStatus, Status};
 use crate::fleet::{redact, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
+use crate::manual::{ManualBan, ManualError};
+use portcullis_core::Cidr;
 
 /// Key namespace of the bundled server's fleet.
 pub const NAMESPACE: &str = "portcullis";
@@ -123,12 +125,60 @@ pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>
             });
         }
     }
+    start_manual_sync(&engine);
     Ok(engine)
+}
+
+/// How often each server looks for changes to the fleet's manual bans.
+pub const MANUAL_SYNC: StdDuration = StdDuration::from_secs(1);
+
+/// Keep the local copy of the fleet's manual bans current: every
+/// [`MANUAL_SYNC`], reload it when the fleet's change counter moved.
+fn start_manual_sync(engine: &Arc<FleetEngine>) {
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut seen: Option<u64> = None;
+        loop {
+            {
+                let Some(engine) = weak.upgrade() else { return };
+                if let Some(r) = engine.redis() {
+                    match engine.sync_manual(&r, seen).await {
+                        Ok(v) => seen = Some(v),
+                        Err(e) => tracing::debug!(error = %e, "manual ban sync failed"),
+                    }
+                }
+            }
+            tokio::time::sleep(MANUAL_SYNC).await;
+        }
+    });
 }
 
 impl FleetEngine {
     fn redis(&self) -> Option<RedisLimiter> {
         self.redis.read().clone()
+    }
+
+    /// Reload the fleet's manual bans if their counter is not `seen`; the
+    /// counter now.
+    async fn sync_manual(&self, r: &RedisLimiter, seen: Option<u64>) -> Result<u64, FleetError> {
+        let v = r.manual_version().await?;
+        if seen == Some(v) {
+            return Ok(v);
+        }
+        let (v, mut all) = r.manual_all().await?;
+        // Blocks that ended leave the fleet's hash (any server may do it).
+        let now_ms = read().unix_ms();
+        for b in all.iter().filter(|b| !b.live(now_ms)) {
+            r.manual_delete(&b.range).await?;
+        }
+        all.retain(|b| b.live(now_ms));
+        let n = all.len();
+        let refused = self.local.limiter().manual().replace(all);
+        if refused > 0 {
+            tracing::warn!(refused, "fleet manual bans refused (too wide or too many)");
+        }
+        tracing::debug!(version = v, bans = n, "fleet manual bans loaded");
+        Ok(v)
     }
 
     fn outage(&self, e: &dyn std::fmt::Display) {
@@ -201,8 +251,15 @@ impl Engine for FleetEngine {
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
         Box::pin(async move {
             let now = read();
+            if let Some(d) = self.local.limiter().manual_denial(ip, now) {
+                self.local.metrics().count_from(ip, &d);
+                return d;
+            }
             if let Some(d) = self
-                .on_redis(|r| async move { r.check_request(ip, now.unix_us()).await })
+                .on_redis(|r| async move {
+                    let jitter = crate::jitter::draw(r.config());
+                    r.check_request_with(ip, now.unix_us(), jitter).await
+                })
                 .await
             {
                 self.local.metrics().count_from(ip, &d);
@@ -226,6 +283,9 @@ impl Engine for FleetEngine {
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
             let now = read();
+            if let Some(d) = self.local.limiter().manual_denial(ip, now) {
+                return d;
+            }
             if let Some(d) = self
                 .on_redis(|r| async move { r.check_login(user, ip, now.unix_us()).await })
                 .await
@@ -272,6 +332,9 @@ impl Engine for FleetEngine {
     ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
         Box::pin(async move {
             let now = read();
+            if let Some(d) = self.local.limiter().manual_denial(ip, now) {
+                return Err(d);
+            }
             if let Some(r) = self
                 .on_redis(|r| async move { r.begin_login(user, ip, now.unix_us()).await })
                 .await
@@ -368,8 +431,61 @@ impl Engine for FleetEngine {
                 .on_redis(|r| async move { r.lift(ip, now.unix_us()).await })
                 .await
                 .unwrap_or(0);
+            // A manual ban of exactly this address, fleet-wide (the local
+            // lift below takes this server's copy).
+            if let Ok(host) = Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 }) {
+                let _ = self
+                    .on_redis(|r| async move { r.manual_delete(&host).await })
+                    .await;
+            }
             remote + self.local.lift_at(ip, now).await
         })
+    }
+
+    fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
+        Box::pin(async move {
+            // Here at once (even with Redis away), then for the fleet.
+            let old = self.local.ban_range(ban.clone()).await?;
+            let shared = self
+                .on_redis(|r| async move { r.manual_put(&ban).await })
+                .await;
+            match shared {
+                Some(()) => Ok(old),
+                None => Err(ManualError::NotShared("redis unavailable".into())),
+            }
+        })
+    }
+
+    fn unban_range(&self, range: Cidr) -> BoxFuture<'_, Option<ManualBan>> {
+        Box::pin(async move {
+            let local = self.local.unban_range(&range).await;
+            let remote = self
+                .on_redis(|r| async move { r.manual_delete(&range).await })
+                .await
+                .unwrap_or(false);
+            match local {
+                Some(b) => Some(b),
+                // Known to the fleet but not yet here: lifted all the same.
+                None if remote => Some(ManualBan {
+                    range,
+                    until_ms: None,
+                    reason: String::new(),
+                    created_ms: 0,
+                }),
+                None => None,
+            }
+        })
+    }
+
+    fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
+        Box::pin(async move { self.local.manual_bans() })
+    }
+
+    /// The delay from the shared rules, in a slot of this server's table
+    /// (a fleet's failures hold their slots in Redis: a hidden lock's
+    /// slot is per server).
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+        Box::pin(async move { Some(self.local.hidden_lock_penalty(ip)) })
     }
 
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {

@@ -32,6 +32,7 @@ use portcullis_core::{AttemptId, Decision, SlotToken};
 
 use crate::clock::{read, Now};
 use crate::limiter::{BanInfo, Changes, Limiter};
+use crate::manual::{ManualBan, ManualChange, ManualError};
 use crate::metrics::Metrics;
 use crate::persist::{Persist, PersistError};
 
@@ -219,6 +220,20 @@ impl Guard {
         }
     }
 
+    /// A lock answered like a wrong password (`reveal_lock = false`): the
+    /// delay the next wrong password would get, in a slot of `ip` like a
+    /// failure's (core `hidden_lock_penalty`); nothing is counted.
+    pub fn hidden_lock_penalty(&self, ip: IpAddr) -> HostPenalty {
+        let p = self.limiter.hidden_lock_penalty_at(ip, read());
+        HostPenalty {
+            delay: p.delay,
+            slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
+            refused: p.refused,
+            throttled: p.throttled,
+            locked: false,
+        }
+    }
+
     /// Reserve a login attempt before the password is checked: counted as
     /// a failure now, so parallel guesses get at most `max_failures`
     /// checks. `Err` is the denial (answer it without checking anything).
@@ -328,11 +343,59 @@ impl Guard {
         self.lift_at(ip, read()).await
     }
 
-    /// [`lift`](Self::lift) at `now`, read once by the caller.
+    /// [`lift`](Self::lift) at `now`, read once by the caller. A manual
+    /// ban of exactly this address (`/32`, `/128`) is lifted too.
     pub async fn lift_at(&self, ip: IpAddr, now: Now) -> usize {
         let o = self.limiter.lift_at(ip, now);
         self.persist(o.changes).await;
-        o.decision
+        let host = portcullis_core::Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 });
+        let manual = match host {
+            Ok(c) => usize::from(self.unban_range(&c).await.is_some()),
+            Err(_) => 0,
+        };
+        o.decision.saturating_add(manual)
+    }
+
+    /// Block (`until_ms`) or ban an address or range by hand, replacing
+    /// any manual decision on exactly that range, and write it through
+    /// (a store failure is logged and counted; the decision holds in
+    /// memory). The decision it replaced, if any.
+    pub async fn ban_range(&self, ban: ManualBan) -> Result<Option<ManualBan>, ManualError> {
+        let old = self.limiter.manual().add(ban.clone())?;
+        tracing::info!(range = %ban.range, until_ms = ?ban.until_ms, reason = %ban.reason, "manual ban");
+        self.persist_manual(ManualChange::Put(ban)).await;
+        Ok(old)
+    }
+
+    /// Lift the manual decision on exactly `range`; what it was.
+    pub async fn unban_range(&self, range: &portcullis_core::Cidr) -> Option<ManualBan> {
+        let old = self.limiter.manual().remove(range)?;
+        tracing::info!(range = %range, "manual ban lifted");
+        self.persist_manual(ManualChange::Delete(*range)).await;
+        Some(old)
+    }
+
+    /// The manual decisions in force.
+    pub fn manual_bans(&self) -> Vec<ManualBan> {
+        self.limiter.manual().list(read().unix_ms())
+    }
+
+    /// Forget manual decisions that ended, in memory and in the store.
+    pub async fn purge_manual(&self) -> usize {
+        let gone = self.limiter.manual().purge(read().unix_ms());
+        for c in &gone {
+            self.persist_manual(ManualChange::Delete(*c)).await;
+        }
+        gone.len()
+    }
+
+    async fn persist_manual(&self, change: ManualChange) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.write_manual(change).await {
+                self.metrics.store_error();
+                tracing::error!(error = %e, "manual ban write-through failed");
+            }
+        }
     }
 
     /// Everything blocked, banned or locked.

@@ -233,6 +233,11 @@ pub struct Limiter {
     config: RwLock<std::sync::Arc<Config>>,
     /// The IPv6 aggregation prefix (fixed for the limiter's life).
     ipv6_prefix: u8,
+    /// Manual decisions (addresses and ranges), checked before the rules.
+    manual: crate::manual::ManualBans,
+    /// Whether the rules in force have a block jitter (read per request
+    /// without taking the config lock).
+    jitter_on: std::sync::atomic::AtomicBool,
 }
 
 fn random_seed() -> Result<Seed, LimiterError> {
@@ -254,6 +259,7 @@ impl Limiter {
             Some(s) => s,
             None => random_seed()?,
         };
+        let jitter_on = config.blocks.block_jitter.as_ticks() > 0;
         // Keyed hashing spreads keys evenly but not exactly: give each shard
         // 10 % (and at least 64 keys) of headroom so `max_entries` keys fit
         // without evictions. The total may exceed `max_entries` by that much.
@@ -283,6 +289,8 @@ impl Limiter {
             route,
             config: RwLock::new(std::sync::Arc::new(config)),
             ipv6_prefix,
+            manual: crate::manual::ManualBans::new(),
+            jitter_on: std::sync::atomic::AtomicBool::new(jitter_on),
         })
     }
 
@@ -310,8 +318,16 @@ impl Limiter {
         for slot in self.shards.iter() {
             slot.write().set_config(config.clone())?;
         }
+        self.jitter_on
+            .store(config.blocks.block_jitter.as_ticks() > 0, Ordering::Relaxed);
         *current = std::sync::Arc::new(config);
         Ok(())
+    }
+
+    /// The manual decisions (addresses and ranges) this limiter enforces
+    /// before its rules; [`Guard`](crate::Guard) persists changes to them.
+    pub fn manual(&self) -> &crate::manual::ManualBans {
+        &self.manual
     }
 
     /// The seed (persist it with the records: username hashes depend on it).
@@ -396,6 +412,12 @@ impl Limiter {
     /// hint, one relaxed load), so other requests pay nothing for it.
     pub fn check_request_at(&self, ip: IpAddr, now: impl Into<Now>) -> Outcome<Decision> {
         let at = now.into();
+        if let Some(decision) = self.manual_denial(ip, at) {
+            return Outcome {
+                decision,
+                changes: Changes::default(),
+            };
+        }
         let now = at.mono();
         let addr = self.addr_of(ip);
         let (i, mark) = self.route_addr(addr);
@@ -415,7 +437,13 @@ impl Limiter {
                 };
             }
         }
-        let out = self.on(i, at, |s| s.check_request(ip, now));
+        // Drawn outside the shard's lock (an RNG call when a jitter is set).
+        let jitter = if self.jitter_on.load(Ordering::Relaxed) {
+            crate::jitter::draw(&self.config())
+        } else {
+            portcullis_core::Jitter::NONE
+        };
+        let out = self.on(i, at, |s| s.check_request_with(ip, now, jitter));
         if !out.decision.is_allowed() && slot.denied.load(Ordering::Relaxed) != mark {
             slot.denied.store(mark, Ordering::Relaxed);
         }
@@ -431,9 +459,23 @@ impl Limiter {
 
     /// Whether a login may proceed (records nothing).
     pub fn check_login_at(&self, user: &str, ip: IpAddr, now: impl Into<Now>) -> Decision {
+        let at = now.into();
+        if let Some(d) = self.manual_denial(ip, at) {
+            return d;
+        }
         self.shard_for_addr(self.addr_of(ip))
             .write()
-            .check_login(user, ip, now.into().mono())
+            .check_login(user, ip, at.mono())
+    }
+
+    /// A manual decision holding `ip` at `at`, if any (no lock while there
+    /// are none). [`check_request_at`](Self::check_request_at) and the
+    /// login checks ask it first; a fleet backend asks it before Redis.
+    pub fn manual_denial(&self, ip: IpAddr, at: Now) -> Option<Decision> {
+        if self.manual.is_empty() {
+            return None;
+        }
+        self.manual.check(ip, at.unix_ms())
     }
 
     /// Record a failed login: the account throttle in the username's shard,
@@ -461,6 +503,12 @@ impl Limiter {
         now: impl Into<Now>,
     ) -> Outcome<Result<HostAttempt, Decision>> {
         let at = now.into();
+        if let Some(d) = self.manual_denial(ip, at) {
+            return Outcome {
+                decision: Err(d),
+                changes: Changes::default(),
+            };
+        }
         let now = at.mono();
         let uh = self.shard_for_addr(self.addr_of(ip)).read().user_hash(user);
         let account = self.shard_for_user(uh);
@@ -517,6 +565,14 @@ impl Limiter {
         // A lock the pair held is persisted; its removal is written through
         // (an empty record deletes the row) so it cannot come back.
         self.on_addr(ip, at, |s| s.login_succeeded(user, ip, at.mono()))
+    }
+
+    /// The penalty of a hidden lock (core `hidden_lock_penalty`): what the
+    /// next wrong password would cost, in a slot of `ip`; counts nothing.
+    pub fn hidden_lock_penalty_at(&self, ip: IpAddr, now: impl Into<Now>) -> Penalty {
+        self.shard_for_addr(self.addr_of(ip))
+            .write()
+            .hidden_lock_penalty(ip, now.into().mono())
     }
 
     /// Take a concurrency slot of `ip`.

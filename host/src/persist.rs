@@ -19,6 +19,16 @@ pub trait Persist: Send + Sync + 'static {
     fn snapshot(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>>;
     /// Where the records go, for status pages (a path, a URL).
     fn location(&self) -> String;
+    /// Write a manual ban of an address or range (or its lifting) through
+    /// ([`crate::manual`]). The default refuses: a store that cannot keep
+    /// them says so rather than losing them silently.
+    fn write_manual(
+        &self,
+        change: crate::manual::ManualChange,
+    ) -> BoxFuture<'_, Result<(), PersistError>> {
+        let _ = change;
+        Box::pin(async { Err("this store does not keep manual bans".into()) })
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -39,5 +49,15 @@ impl Persist for crate::sqlite::SqliteStore {
     }
     fn location(&self) -> String {
         self.path().display().to_string()
+    }
+    fn write_manual(
+        &self,
+        change: crate::manual::ManualChange,
+    ) -> BoxFuture<'_, Result<(), PersistError>> {
+        Box::pin(async move {
+            crate::sqlite::SqliteStore::write_manual(self, change)
+                .await
+                .map_err(Into::into)
+        })
     }
 }

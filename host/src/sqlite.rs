@@ -20,6 +20,11 @@
 //! - a snapshot never deletes rows it did not load or write: it upserts
 //!   the current records and deletes only the keys this process knows of
 //!   that are no longer present, in one transaction.
+//!
+//! Schema version 2 added `manual_bans` (an operator's bans of addresses
+//! and ranges, [`crate::manual`]); a version 1 store is migrated in the
+//! opening transaction (the table is created, nothing else changes), and
+//! read as having no manual bans by the read-only CLI.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -31,9 +36,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::limiter::HostRecord;
+use crate::manual::ManualBan;
+pub use crate::manual::ManualChange;
 
-/// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version this build writes and reads (and migrates 1 to).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a portcullis store ("PCLS").
 pub const APPLICATION_ID: i32 = 0x5043_4c53;
@@ -57,6 +64,20 @@ const V1_ENTRIES: &[&str] = &[
 
 /// The columns of version 1's `meta`.
 const V1_META: &[&str] = &["key", "value"];
+
+/// The tables of schema version 2: version 1's and `manual_bans`.
+const V2_TABLES: &[&str] = &["entries", "manual_bans", "meta"];
+
+/// The columns of version 2's `manual_bans`.
+const V2_MANUAL: &[&str] = &["range", "until_ms", "reason", "created_ms"];
+
+/// Version 2's new table (also the migration from version 1).
+const CREATE_MANUAL: &str = "CREATE TABLE manual_bans (
+                 range TEXT PRIMARY KEY,
+                 until_ms INTEGER,
+                 reason TEXT NOT NULL,
+                 created_ms INTEGER NOT NULL
+             );";
 
 /// What went wrong with the store, always naming the file.
 #[derive(Debug)]
@@ -291,6 +312,7 @@ fn try_lock(_file: &std::fs::File) -> std::io::Result<()> {
 
 enum Job {
     Upsert(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
+    Manual(ManualChange, oneshot::Sender<Result<(), StoreError>>),
     Snapshot(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
     Stop,
 }
@@ -301,6 +323,9 @@ pub struct Loaded {
     pub seed: Seed,
     /// Every saved record.
     pub records: Vec<HostRecord>,
+    /// The operator's manual bans of addresses and ranges (ended ones too:
+    /// the limiter ignores them and its purge forgets them).
+    pub manual: Vec<ManualBan>,
 }
 
 /// Handle to the SQLite writer thread.
@@ -322,9 +347,9 @@ fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 enum Contents {
     /// Missing, zero bytes, or a database with no schema objects and version 0.
     Empty,
-    /// A portcullis store of this version; `stamped` if it carries our
+    /// A portcullis store of `version`; `stamped` if it carries our
     /// `application_id` (stores written before it existed do not).
-    Ours { stamped: bool },
+    Ours { stamped: bool, version: i64 },
 }
 
 /// Open `path` read-only (creating nothing) and decide whether it is empty,
@@ -380,13 +405,21 @@ fn inspect(path: &Path) -> Result<Contents, StoreError> {
     if app == 0 && version == 0 && objects.is_empty() {
         return Ok(Contents::Empty);
     }
-    if version == SCHEMA_VERSION
-        && tables == V1_TABLES
+    let known_tables = match version {
+        1 => tables == V1_TABLES,
+        2 => {
+            tables == V2_TABLES
+                && strings("SELECT name FROM pragma_table_info('manual_bans')")? == V2_MANUAL
+        }
+        _ => false,
+    };
+    if known_tables
         && strings("SELECT name FROM pragma_table_info('entries')")? == V1_ENTRIES
         && strings("SELECT name FROM pragma_table_info('meta')")? == V1_META
     {
         return Ok(Contents::Ours {
             stamped: app == APPLICATION_ID,
+            version,
         });
     }
     Err(foreign(format!(
@@ -429,11 +462,17 @@ pub fn open_connection(lock: &StoreLock) -> Result<Connection, StoreError> {
                  banned INTEGER NOT NULL,
                  lock_until INTEGER,
                  PRIMARY KEY (kind, addr, user)
-             ) WITHOUT ROWID;
-             PRAGMA user_version = 1;",
+             ) WITHOUT ROWID;",
         );
+        setup.push_str(CREATE_MANUAL);
+        setup.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};"));
     }
-    if contents != (Contents::Ours { stamped: true }) {
+    if let Contents::Ours { version: 1, .. } = contents {
+        // The migration from version 1: the manual bans' table.
+        setup.push_str(CREATE_MANUAL);
+        setup.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};"));
+    }
+    if !matches!(contents, Contents::Ours { stamped: true, .. }) {
         setup.push_str(&format!("PRAGMA application_id = {APPLICATION_ID};"));
     }
     tx.execute_batch(&setup).map_err(not_writable)?;
@@ -591,7 +630,84 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
         rec.lock_until = opt(9)?;
         records.push(rec);
     }
-    Ok(Loaded { seed, records })
+    drop(rows);
+    drop(stmt);
+    let manual = load_manual(conn, path)?;
+    Ok(Loaded {
+        seed,
+        records,
+        manual,
+    })
+}
+
+/// The manual bans; none in a version 1 store (read-only, not migrated).
+fn load_manual(conn: &Connection, path: &Path) -> Result<Vec<ManualBan>, StoreError> {
+    let e = sql(path);
+    let has: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'manual_bans'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&e)?;
+    if has == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare("SELECT range, until_ms, reason, created_ms FROM manual_bans")
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(&e)? {
+        let n = out.len();
+        let bad = |what: &str| corrupt(path, format!("manual_bans row {n}: {what}"));
+        let range: String = row.get(0).map_err(&e)?;
+        let range = crate::manual::parse_range(&range).map_err(|r| bad(&r))?;
+        let until: Option<i64> = row.get(1).map_err(&e)?;
+        let until_ms = until
+            .map(|u| u64::try_from(u).map_err(|_| bad("negative time")))
+            .transpose()?;
+        let reason: String = row.get(2).map_err(&e)?;
+        let created: i64 = row.get(3).map_err(&e)?;
+        out.push(ManualBan {
+            range,
+            until_ms,
+            reason,
+            created_ms: u64::try_from(created).map_err(|_| bad("negative time"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// Write one manual change in its own transaction.
+fn write_manual(
+    conn: &mut Connection,
+    path: &Path,
+    change: &ManualChange,
+) -> Result<(), StoreError> {
+    let e = sql(path);
+    match change {
+        ManualChange::Put(b) => conn
+            .execute(
+                "INSERT INTO manual_bans (range, until_ms, reason, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (range) DO UPDATE SET until_ms = excluded.until_ms,
+                   reason = excluded.reason, created_ms = excluded.created_ms",
+                params![
+                    b.range.to_string(),
+                    ms(b.until_ms),
+                    b.reason,
+                    ms(Some(b.created_ms))
+                ],
+            )
+            .map_err(&e)?,
+        ManualChange::Delete(c) => conn
+            .execute(
+                "DELETE FROM manual_bans WHERE range = ?1",
+                params![c.to_string()],
+            )
+            .map_err(&e)?,
+    };
+    Ok(())
 }
 
 impl SqliteStore {
@@ -616,6 +732,9 @@ impl SqliteStore {
                         Job::Upsert(recs, ack) => {
                             let r = write(&mut conn, &path, &recs, &mut known, false);
                             let _ = ack.send(r);
+                        }
+                        Job::Manual(change, ack) => {
+                            let _ = ack.send(write_manual(&mut conn, &path, &change));
                         }
                         Job::Snapshot(recs, ack) => {
                             let r = write(&mut conn, &path, &recs, &mut known, true);
@@ -669,6 +788,16 @@ impl SqliteStore {
     /// Write records through; resolves once they are committed.
     pub async fn write(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Upsert(records, ack));
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
+    }
+
+    /// Write a manual ban (or its lifting) through; resolves once committed.
+    pub async fn write_manual(&self, change: ManualChange) -> Result<(), StoreError> {
+        let rx = self.send(|ack| Job::Manual(change, ack));
         rx.await.unwrap_or_else(|_| {
             Err(StoreError::Closed {
                 path: self.path.clone(),
@@ -792,6 +921,7 @@ pub fn read_only(lock: &StoreLock) -> Result<Loaded, StoreError> {
         return Ok(Loaded {
             seed: Seed::new([0; 16]),
             records: Vec::new(),
+            manual: Vec::new(),
         });
     }
     let conn = Connection::open_with_flags(
@@ -811,6 +941,14 @@ pub fn apply(lock: &StoreLock, records: &[HostRecord]) -> Result<(), StoreError>
     let mut conn = open_connection(lock)?;
     let mut known = HashSet::new();
     write(&mut conn, lock.path(), records, &mut known, false)
+}
+
+/// Apply a manual change to a store file directly (CLI `ban --db`,
+/// `unban --db`); the caller holds the lock. Opening migrates a version 1
+/// store first.
+pub fn apply_manual(lock: &StoreLock, change: &ManualChange) -> Result<(), StoreError> {
+    let mut conn = open_connection(lock)?;
+    write_manual(&mut conn, lock.path(), change)
 }
 
 #[cfg(test)]

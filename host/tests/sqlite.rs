@@ -382,3 +382,87 @@ fn a_lift_of_many_locked_pairs_writes_them_all() {
         .iter()
         .all(|r| r.key.addr().ip() == a && r.hold(now.unix_ms()).is_none()));
 }
+
+/// Issue 17, item 3: manual decisions are written through, come back on
+/// reopening (the loader hands them over), and those that ended are purged
+/// from memory and from the file.
+#[tokio::test]
+async fn manual_bans_are_written_through_and_ended_ones_purged() {
+    use portcullis::manual::{parse_range, ManualBan};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let now = portcullis::clock::unix_ms();
+    let ban = |r: &str, until_ms: Option<u64>| ManualBan {
+        range: parse_range(r).unwrap(),
+        until_ms,
+        reason: format!("because {r}"),
+        created_ms: now,
+    };
+    {
+        let g = open(&path);
+        g.ban_range(ban("203.0.113.0/24", None)).await.unwrap();
+        g.ban_range(ban("2001:db8::/32", Some(now + 3_600_000)))
+            .await
+            .unwrap();
+        // Ends 300 ms from now.
+        g.ban_range(ban("198.51.100.9", Some(now + 300)))
+            .await
+            .unwrap();
+        let ip: IpAddr = "203.0.113.4".parse().unwrap();
+        assert_eq!(g.check_request(ip).await.reason(), Some(Reason::Banned));
+        // Replacing keeps one row per range.
+        g.ban_range(ban("203.0.113.0/24", None)).await.unwrap();
+        // No snapshot, no clean close: written through.
+        std::mem::forget(g);
+    }
+    let rows = |p: &std::path::Path| -> Vec<String> {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let mut s = c
+            .prepare("SELECT range FROM manual_bans ORDER BY range")
+            .unwrap();
+        let v = s
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        v
+    };
+    assert_eq!(
+        rows(&path),
+        ["198.51.100.9/32", "2001:db8::/32", "203.0.113.0/24"]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    // The forgotten guard still holds the file's lock: read it by copy.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    let _ = std::fs::copy(path.with_extension("db-wal"), copy.with_extension("db-wal"));
+    let (store, loaded) = SqliteStore::open(&copy).unwrap();
+    let mut got: Vec<(String, String)> = loaded
+        .manual
+        .iter()
+        .map(|b| (b.range.to_string(), b.reason.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "198.51.100.9/32".to_string(),
+                "because 198.51.100.9".to_string()
+            ),
+            ("2001:db8::/32".into(), "because 2001:db8::/32".into()),
+            ("203.0.113.0/24".into(), "because 203.0.113.0/24".into()),
+        ]
+    );
+    let lim = Limiter::new(Config::default(), LimiterOptions::default()).unwrap();
+    for b in loaded.manual {
+        lim.manual().add(b).unwrap();
+    }
+    let g = Guard::new(Arc::new(lim), Some(Arc::new(store)));
+    assert_eq!(g.manual_bans().len(), 2, "the ended block is not listed");
+    assert_eq!(g.purge_manual().await, 1);
+    assert_eq!(rows(&copy), ["2001:db8::/32", "203.0.113.0/24"]);
+    let r = parse_range("2001:db8::/32").unwrap();
+    assert!(g.unban_range(&r).await.is_some());
+    assert_eq!(rows(&copy), ["203.0.113.0/24"]);
+}

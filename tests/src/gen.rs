@@ -75,6 +75,7 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
             proptest::option::of(2u32..=8),
             secs(60, 86_400),
             prop_oneof![Just(64u8), Just(48u8), Just(128u8)],
+            prop_oneof![Just(Duration::from_ticks(0)), secs(1, 7200)],
         ),
         (
             1u32..=w,
@@ -105,6 +106,7 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
             c.blocks.ban_after = b.1;
             c.blocks.ban_lookback = b.2;
             c.ipv6_prefix = b.3;
+            c.blocks.block_jitter = b.4;
             c.login.max_failures = l.0;
             c.login.failure_window = l.1;
             c.login.lock_for = l.2;
@@ -129,6 +131,11 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
             }
             c
         })
+}
+
+/// The random part of a block's jitter: none, the most, or any.
+pub fn jitter() -> impl Strategy<Value = u16> {
+    prop_oneof![Just(0u16), Just(u16::MAX), any::<u16>()]
 }
 
 /// Cases per proptest: the given default, or `PORTCULLIS_PROPTEST_CASES`.

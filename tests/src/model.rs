@@ -244,6 +244,12 @@ impl Model {
     }
 
     pub fn check_request(&mut self, ip: IpAddr, now: u64) -> Decision {
+        self.check_request_with(ip, now, 0)
+    }
+
+    /// A request whose block, if it starts one, lasts `jitter / 65536` of
+    /// `block_jitter` longer (rounded down to the tick).
+    pub fn check_request_with(&mut self, ip: IpAddr, now: u64, jitter: u16) -> Decision {
         let now = self.clock(now);
         let max = self.cfg.requests.max_requests;
         if let Some(d) = self.listed_decision(ip, max) {
@@ -320,7 +326,8 @@ impl Model {
             level,
             rules.max_block.as_ticks(),
         );
-        let until = now.saturating_add(length);
+        let extra = ((u128::from(rules.block_jitter.as_ticks()) * u128::from(jitter)) >> 16) as u64;
+        let until = now.saturating_add(length.saturating_add(extra));
         e.block_until = Some(until);
         e.block_level = (level + 1).min(255);
         e.last_block_start = Some(now);

@@ -9,7 +9,7 @@
 
 use embassy_time::Instant;
 use portcullis_core::{
-    AttemptId, Config, FixedLimiter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store,
+    AttemptId, Config, FixedLimiter, Jitter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store,
     MAX_LOOKBACK,
 };
 use portcullis_tests::gen::{self, ips, step, USERS};
@@ -21,7 +21,8 @@ const N: usize = 16; // 14 live keys: small enough that eviction happens
 
 #[derive(Clone, Debug)]
 enum Op {
-    Request(usize),
+    /// A request, and the random part of the jitter of a block it starts.
+    Request(usize, u16),
     PeekRequest(usize),
     CheckLogin(usize, usize),
     PeekLogin(usize, usize),
@@ -45,7 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
     let ip = 0..ips().len();
     let user = 0..USERS.len();
     prop_oneof![
-        12 => ip.clone().prop_map(Op::Request),
+        12 => (ip.clone(), gen::jitter()).prop_map(|(i, j)| Op::Request(i, j)),
         2 => ip.clone().prop_map(Op::PeekRequest),
         3 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::CheckLogin(u, i)),
         1 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::PeekLogin(u, i)),
@@ -100,9 +101,9 @@ fn run<S: Store<W>>(
         let here = now;
         let ctx = || format!("op {i}: {op:?} at {here}");
         match *op {
-            Op::Request(ip) => {
-                let c = lim.check_request(ips[ip], at);
-                let m = model.check_request(ips[ip], mt);
+            Op::Request(ip, j) => {
+                let c = lim.check_request_with(ips[ip], at, Jitter(j));
+                let m = model.check_request_with(ips[ip], mt, j);
                 prop_assert_eq!(c, m, "{}", ctx());
             }
             Op::PeekRequest(ip) => {

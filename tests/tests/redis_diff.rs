@@ -21,8 +21,8 @@ use std::time::Duration as StdDuration;
 
 use embassy_time::Instant;
 use portcullis::fleet::{FleetAttemptId, FleetSlot, RedisLimiter};
-use portcullis_core::{AttemptId, Config, MapLimiter, Reason, Seed, SlotToken};
-use portcullis_tests::gen::{cases as cases_or, config, ips, step, USERS};
+use portcullis_core::{AttemptId, Config, Jitter, MapLimiter, Reason, Seed, SlotToken};
+use portcullis_tests::gen::{self, cases as cases_or, config, ips, step, USERS};
 use portcullis_tests::redis_server::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
@@ -32,7 +32,8 @@ const SEED: Seed = Seed::new([9; 16]);
 
 #[derive(Clone, Debug)]
 enum Op {
-    Request(usize),
+    /// A request, and the random part of the jitter of a block it starts.
+    Request(usize, u16),
     PeekRequest(usize),
     CheckLogin(usize, usize),
     LoginFailed(usize, usize),
@@ -55,7 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
     let ip = 0..n;
     let user = 0..USERS.len();
     prop_oneof![
-        12 => ip.clone().prop_map(Op::Request),
+        12 => (ip.clone(), gen::jitter()).prop_map(|(i, j)| Op::Request(i, j)),
         2 => ip.clone().prop_map(Op::PeekRequest),
         3 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::CheckLogin(u, i)),
         6 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::LoginFailed(u, i)),
@@ -169,9 +170,9 @@ async fn run_case(
         let at = Instant::from_ticks(now);
         let ctx = format!("op {i}: {op:?} at {now} (t0 + {} µs)", now - t0);
         match *op {
-            Op::Request(ip) => {
-                let c = core.check_request(ips[ip], at);
-                let f = r!(fleet.check_request(ips[ip], now));
+            Op::Request(ip, j) => {
+                let c = core.check_request_with(ips[ip], at, Jitter(j));
+                let f = r!(fleet.check_request_with(ips[ip], now, Jitter(j)));
                 seen_decision(&c);
                 prop_assert_eq!(c, f, "{}", ctx);
             }

@@ -111,6 +111,14 @@ try {
   assert.ok(s2 < s1, `countdown decreases: ${s1} -> ${s2}`);
   assert.notEqual(text1, text2);
 
+  // 4b. A manual range ban: listed as key "manual" with the operator's reason.
+  step('find the manual range 203.0.113.0/24');
+  const manual = page.locator('#bans tbody tr[data-ip="203.0.113.0/24"][data-kind="manual"]');
+  await manual.waitFor({ state: 'visible' });
+  assert.equal((await manual.locator('td.kind').innerText()).trim(), 'manual');
+  assert.equal(await manual.locator('td.reason').getAttribute('data-reason'), 'banned');
+  assert.equal((await manual.locator('td.reason').innerText()).trim(), 'banned: scanner');
+
   // 5. Chart, offenders and health tiles are filled from live data.
   step('chart, offenders, tiles');
   await page.waitForFunction(() => document.querySelectorAll('#chart polyline').length > 0);
@@ -148,7 +156,17 @@ try {
   await page.screenshot({ path: shot.replace(/\.png$/, '') + '-phone.png', fullPage: true });
   await page.setViewportSize({ width: 1200, height: 900 });
 
-  // 8. Unban: the row goes and stays gone across refreshes.
+  // 8. Unban: the rows go and stay gone across refreshes; the range is
+  // sent percent-encoded and lifts exactly that manual ban.
+  step('unban the manual range');
+  const delRange = page.waitForResponse(
+    (r) => r.url().endsWith('/admin/bans/203.0.113.0%2F24') && r.request().method() === 'DELETE',
+  );
+  await manual.locator('button.unban').click();
+  const delRangeRes = await delRange;
+  assert.equal(delRangeRes.status(), 200);
+  assert.equal((await delRangeRes.json()).lifted, 1);
+  await manual.waitFor({ state: 'detached' });
   step('unban');
   const del = page.waitForResponse((r) => r.url().endsWith(`/admin/bans/${IP}`) && r.request().method() === 'DELETE');
   await btn.click();

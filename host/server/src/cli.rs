@@ -1,4 +1,4 @@
-//! The admin CLI: `bans`, `unban`, `status` against a running server
+//! The admin CLI: `bans`, `ban`, `unban`, `status` against a running server
 //! (`--url`, `--token`) or directly on a store file (`--db`, when no server
 //! runs), human tables by default and `--json` for scripts.
 
@@ -51,6 +51,16 @@ async fn call(
     path: &str,
     token: Option<&str>,
 ) -> Result<Value, CliError> {
+    call_with(method, url, path, token, None).await
+}
+
+async fn call_with(
+    method: reqwest::Method,
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Value, CliError> {
     let full = format!("{}{path}", url.trim_end_matches('/'));
     let err = |reason: String| CliError::Http {
         url: full.clone(),
@@ -59,6 +69,9 @@ async fn call(
     let mut req = reqwest::Client::new().request(method, &full);
     if let Some(t) = token {
         req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
     }
     let resp = req.send().await.map_err(|e| err(e.to_string()))?;
     let status = resp.status();
@@ -105,7 +118,7 @@ fn db_bans(path: &Path) -> Result<Value, CliError> {
 
 fn bans_of(loaded: &sqlite::Loaded) -> Value {
     let now = now_ms();
-    let rows = loaded
+    let mut rows: Vec<Value> = loaded
         .records
         .iter()
         .filter_map(|r| r.hold(now))
@@ -118,7 +131,83 @@ fn bans_of(loaded: &sqlite::Loaded) -> Value {
             })
         })
         .collect();
+    let manual: Vec<_> = loaded
+        .manual
+        .iter()
+        .filter(|b| b.live(now))
+        .cloned()
+        .collect();
+    rows.extend(
+        crate::manual_api::rows(&manual, now)
+            .into_iter()
+            .map(|mut r| {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("ms_left");
+                }
+                r
+            }),
+    );
     Value::Array(rows)
+}
+
+/// `portcullis ban` arguments.
+pub struct BanArgs {
+    /// Address or range.
+    pub ip: String,
+    /// Duration (humantime); `None`: until lifted.
+    pub for_: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// A manual ban straight into a store file (the store lock held, as for
+/// `unban --db`); a version 1 store is migrated first.
+fn db_ban(path: &Path, args: &BanArgs) -> Result<Value, CliError> {
+    let req = crate::manual_api::BanRequest {
+        ip: args.ip.clone(),
+        for_: args.for_.clone(),
+        reason: args.reason.clone(),
+    };
+    let now = now_ms();
+    let ban = crate::manual_api::decide(&req, now).map_err(CliError::Usage)?;
+    let lock = lock(path)?;
+    sqlite::apply_manual(&lock, &sqlite::ManualChange::Put(ban.clone()))?;
+    Ok(json!({
+        "ip": crate::manual_api::range_text(&ban),
+        "kind": "manual",
+        "reason": if ban.until_ms.is_some() { "blocked" } else { "banned" },
+        "note": ban.reason,
+        "seconds_left": ban.left(now).map(|d| d.as_millis().div_ceil(1000)),
+    }))
+}
+
+/// `portcullis ban <ip|cidr> [--for D] [--reason R]`.
+pub async fn ban(t: &Target<'_>, args: &BanArgs) -> Result<Value, CliError> {
+    match t {
+        Target::Url { url, token } => {
+            let body = json!({ "ip": args.ip, "for": args.for_, "reason": args.reason });
+            call_with(
+                reqwest::Method::POST,
+                url,
+                "/admin/bans",
+                *token,
+                Some(&body),
+            )
+            .await
+        }
+        Target::Db(p) => db_ban(p, args),
+    }
+}
+
+/// Lift exactly the manual ban of `range` in a store file.
+fn db_unban_range(path: &Path, range: portcullis_core::Cidr) -> Result<Value, CliError> {
+    let lock = lock(path)?;
+    let loaded = sqlite::read_only(&lock)?;
+    let had = loaded.manual.iter().any(|b| b.range == range);
+    if had {
+        sqlite::apply_manual(&lock, &sqlite::ManualChange::Delete(range))?;
+    }
+    Ok(json!({ "ip": range.to_string(), "lifted": usize::from(had) }))
 }
 
 /// Lift everything on `ip` in a store file: every record of the address
@@ -135,8 +224,16 @@ fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
             changed.push(r);
         }
     }
-    let n = changed.len();
+    let mut n = changed.len();
     sqlite::apply(&lock, &changed)?;
+    // A manual ban of exactly this address goes too, as on a server.
+    let host = portcullis_core::Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 });
+    if let Ok(host) = host {
+        if loaded.manual.iter().any(|b| b.range == host) {
+            sqlite::apply_manual(&lock, &sqlite::ManualChange::Delete(host))?;
+            n += 1;
+        }
+    }
     Ok(json!({ "ip": ip.to_string(), "lifted": n }))
 }
 
@@ -161,11 +258,27 @@ pub async fn bans(t: &Target<'_>) -> Result<Value, CliError> {
     }
 }
 
-/// `portcullis unban <ip>`.
+/// `portcullis unban <ip|cidr>`: an address lifts everything on it; a
+/// range lifts exactly that manual ban.
 pub async fn unban(t: &Target<'_>, ip: &str, v6_prefix: u8) -> Result<Value, CliError> {
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| CliError::Usage(format!("{ip:?} is not an IP address")))?;
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        let range = portcullis::manual::parse_range(ip).map_err(|e| {
+            CliError::Usage(format!("{ip:?} is not an IP address or CIDR range ({e})"))
+        })?;
+        return match t {
+            Target::Url { url, token } => {
+                let enc = range.to_string().replace('/', "%2F");
+                call(
+                    reqwest::Method::DELETE,
+                    url,
+                    &format!("/admin/bans/{enc}"),
+                    *token,
+                )
+                .await
+            }
+            Target::Db(p) => db_unban_range(p, range),
+        };
+    };
     match t {
         Target::Url { url, token } => {
             call(
@@ -206,8 +319,8 @@ pub async fn reload(t: &Target<'_>) -> Result<Value, CliError> {
 /// A ban list as an aligned table.
 pub fn bans_table(v: &Value) -> String {
     let mut out = format!(
-        "{:<40} {:<11} {:<15} {}\n",
-        "ADDRESS", "KIND", "REASON", "TIME LEFT"
+        "{:<40} {:<11} {:<15} {:<12} {}\n",
+        "ADDRESS", "KIND", "REASON", "TIME LEFT", "NOTE"
     );
     let rows = v.as_array().cloned().unwrap_or_default();
     for b in &rows {
@@ -216,13 +329,18 @@ pub fn bans_table(v: &Value) -> String {
             Some(n) => format!("{}m{:02}s", n / 60, n % 60),
             None => "permanent".into(),
         };
-        out.push_str(&format!(
-            "{:<40} {:<11} {:<15} {}\n",
-            s("ip"),
-            s("kind"),
-            s("reason"),
-            left
-        ));
+        out.push_str(
+            format!(
+                "{:<40} {:<11} {:<15} {:<12} {}",
+                s("ip"),
+                s("kind"),
+                s("reason"),
+                left,
+                s("note")
+            )
+            .trim_end(),
+        );
+        out.push('\n');
     }
     if rows.is_empty() {
         out.push_str("(no bans, blocks or locks)\n");
@@ -277,6 +395,7 @@ mod tests {
         let v = bans_of(&sqlite::Loaded {
             seed: Seed::new([0; 16]),
             records,
+            manual: Vec::new(),
         });
         let rows: Vec<(String, String, String, Value)> = v
             .as_array()

@@ -72,6 +72,11 @@ pub struct ServerConfig {
     pub hashing: Hashing,
     /// The forward-auth decision endpoint and the login-result API.
     pub forward_auth: ForwardAuth,
+    /// Answer a locked (username, address) pair or address with 429
+    /// \[true\]; `false` answers it exactly like a wrong password (401,
+    /// same body, the penalty delay of the next failure), so an attacker
+    /// cannot tell a lock from a miss (`login.reveal_lock`).
+    pub reveal_lock: bool,
 }
 
 /// Forward-auth mode (`[forward_auth]`).
@@ -285,6 +290,7 @@ mod raw {
         pub ban_after: Option<Uint>,
         pub ban_lookback: Option<Dur>,
         pub shadow: Option<bool>,
+        pub block_jitter: Option<Dur>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -301,6 +307,7 @@ mod raw {
         pub argon2_memory_kib: Option<Uint>,
         pub argon2_iterations: Option<Uint>,
         pub argon2_parallelism: Option<Uint>,
+        pub reveal_lock: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -684,6 +691,7 @@ impl ServerConfig {
             c.blocks.ban_after = (n > 0).then_some(n);
         }
         set!(ticks(req.ban_lookback) => c.blocks.ban_lookback);
+        set!(ticks(req.block_jitter) => c.blocks.block_jitter);
         set!(uint(login.max_failures) => c.login.max_failures);
         set!(ticks(login.failure_window) => c.login.failure_window);
         set!(ticks(login.lock_for) => c.login.lock_for);
@@ -851,6 +859,7 @@ impl ServerConfig {
             conn,
             hashing,
             forward_auth: forward_auth(raw_fa)?,
+            reveal_lock: login.reveal_lock.unwrap_or(true),
         })
     }
 }
@@ -896,6 +905,22 @@ mod tests {
             "test.toml",
             env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
         )
+    }
+
+    #[test]
+    fn block_jitter_and_reveal_lock() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.rules.blocks.block_jitter, Duration::from_secs(0));
+        assert!(c.reveal_lock, "the default reveals a lock (429)");
+        let c = load(
+            "[requests]\nblock_jitter = \"5m\"\n[login]\nreveal_lock = false\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.rules.blocks.block_jitter, Duration::from_secs(300));
+        assert!(!c.reveal_lock);
+        let e = load("[login]\nreveal_lock = \"no\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("login.reveal_lock"), "{e}");
     }
 
     #[test]

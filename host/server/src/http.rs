@@ -42,6 +42,8 @@ struct App {
     server_metrics: Arc<super::exporter::ServerMetrics>,
     /// The service policy's shadow switch.
     shadow: Shadow,
+    /// `login.reveal_lock`, and the delay a hidden lock waits.
+    reveal_lock: (bool, embassy_time::Duration),
 }
 
 /// The whole service.
@@ -93,6 +95,10 @@ pub fn router_with(
         max_entries: cfg.max_entries,
         admin_max_entries: cfg.admin_max_entries,
         server_metrics,
+        reveal_lock: (
+            cfg.reveal_lock,
+            super::lock_reveal::hidden_lock_delay(&cfg.rules),
+        ),
     };
     // The admin API has its own quota and state: an operator whose address
     // is blocked on the service can still lift the block, and token guessing
@@ -136,7 +142,7 @@ pub fn router_with(
         .route("/", get(|| async { "ok" }))
         .route("/login", post(login))
         .route("/metrics", get(metrics))
-        .route("/admin/bans", get(admin_bans))
+        .route("/admin/bans", get(admin_bans).post(admin_ban))
         .route("/admin/bans/{ip}", delete(admin_unban))
         .route("/admin/status", get(admin_status))
         .route("/admin/reload", post(admin_reload))
@@ -201,6 +207,18 @@ async fn login(
     // `max_failures` password checks (DESIGN rule 5).
     let attempt = match app.engine.begin_login(&username, ip).await {
         Ok(a) => a,
+        Err(d) if super::lock_reveal::hides(app.reveal_lock.0, &d) => {
+            tracing::info!(%ip, decision = ?d, "login refused: locked, answered as a wrong password");
+            return super::lock_reveal::answer(
+                app.engine.as_ref(),
+                ip,
+                admitted,
+                username,
+                password,
+                app.reveal_lock.1,
+            )
+            .await;
+        }
         Err(d) => {
             tracing::info!(%ip, decision = ?d, "login refused before password check");
             return refused(&d, &headers);
@@ -212,10 +230,7 @@ async fn login(
         app.engine
             .finish_login(&username, ip, attempt.ticket, false)
             .await;
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many penalised attempts in flight",
-        );
+        return super::lock_reveal::too_many_in_flight();
     }
     // The check, the settlement and the penalty run in a task of their own:
     // a client that hangs up cannot cut the penalty short, free its slot
@@ -235,7 +250,7 @@ async fn login(
         let penalty = attempt.penalty;
         tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked, "login failed");
         penalty.serve().await;
-        error(StatusCode::UNAUTHORIZED, "invalid credentials")
+        super::lock_reveal::wrong_password()
     });
     task.await
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"))
@@ -276,18 +291,41 @@ pub(crate) fn status_json(s: &Status) -> serde_json::Value {
     v
 }
 
-/// The ban list as JSON values.
+/// The ban list as JSON values; manual decisions last (kind `manual`,
+/// with the operator's reason as `note`).
 pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
     let bans = engine.bans().await;
-    json!(bans
+    let mut rows: Vec<serde_json::Value> = bans
         .iter()
-        .map(|b| json!({
-            "ip": b.ip.to_string(),
-            "kind": b.kind.as_str(),
-            "reason": b.reason.as_str(),
-            "seconds_left": b.left.map(ceil_secs),
-        }))
-        .collect::<Vec<_>>())
+        .map(|b| {
+            json!({
+                "ip": b.ip.to_string(),
+                "kind": b.kind.as_str(),
+                "reason": b.reason.as_str(),
+                "seconds_left": b.left.map(ceil_secs),
+            })
+        })
+        .collect();
+    let manual = engine.manual_bans().await;
+    let now_ms = portcullis::clock::unix_ms();
+    rows.extend(
+        super::manual_api::rows(&manual, now_ms)
+            .into_iter()
+            .map(|mut r| {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("ms_left");
+                }
+                r
+            }),
+    );
+    json!(rows)
+}
+
+async fn admin_ban(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = token_ok(&app, &headers, true) {
+        return r;
+    }
+    super::manual_api::post(app.engine.as_ref(), &body).await
 }
 
 async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
@@ -351,7 +389,14 @@ async fn admin_unban(
         return r;
     }
     let Ok(ip) = ip.parse::<IpAddr>() else {
-        return error(StatusCode::BAD_REQUEST, "not an IP address");
+        // A range: lift exactly that manual decision.
+        let Ok(range) = portcullis::manual::parse_range(&ip) else {
+            return error(StatusCode::BAD_REQUEST, "not an IP address or CIDR range");
+        };
+        let lifted = app.engine.unban_range(range).await.is_some();
+        tracing::info!(%range, lifted, "admin unban of a range");
+        return Json(json!({ "ip": range.to_string(), "lifted": usize::from(lifted) }))
+            .into_response();
     };
     let n = app.engine.lift(ip).await;
     tracing::info!(%ip, lifted = n, "admin unban");
@@ -368,6 +413,10 @@ async fn admin_status(State(app): State<App>, headers: HeaderMap) -> Response {
         o.insert("uptime_s".into(), json!(app.started.elapsed().as_secs()));
         o.insert("store_kind".into(), json!(app.kind));
         o.insert("bans".into(), json!(app.engine.bans().await.len()));
+        o.insert(
+            "manual_bans".into(),
+            json!(app.engine.manual_bans().await.len()),
+        );
         o.insert("max_entries".into(), json!(app.max_entries));
         o.insert("admin_max_entries".into(), json!(app.admin_max_entries));
     }

@@ -7,6 +7,8 @@ pub mod exporter;
 pub mod forward_auth;
 pub mod http;
 pub mod listener;
+pub mod lock_reveal;
+pub mod manual_api;
 pub mod passwords;
 pub mod reload;
 pub mod ui;
@@ -90,7 +92,16 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                     path: cfg.path.display().to_string(),
                     source,
                 })?;
-            tracing::info!(path = %cfg.path.display(), records = n, "sqlite store loaded");
+            let now_ms = portcullis::clock::unix_ms();
+            let mut manual = 0usize;
+            for b in loaded.manual.into_iter().filter(|b| b.live(now_ms)) {
+                if let Err(e) = limiter.manual().add(b.clone()) {
+                    tracing::error!(range = %b.range, error = %e, "saved manual ban refused");
+                } else {
+                    manual += 1;
+                }
+            }
+            tracing::info!(path = %cfg.path.display(), records = n, manual, "sqlite store loaded");
             let store = Arc::new(store);
             let guard = Guard::new(Arc::new(limiter), Some(store.clone()));
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);

@@ -47,9 +47,23 @@ enum Cmd {
     },
     /// List blocked, banned and locked addresses.
     Bans(Remote),
-    /// Lift every block, ban and lock on an address.
+    /// Block (--for) or ban (until lifted) an address or a CIDR range by hand
+    /// (IPv4 /8-/32, IPv6 /32-/128).
+    Ban {
+        /// The address or range, e.g. 203.0.113.9 or 203.0.113.0/24.
+        ip: String,
+        /// How long, e.g. 1h or 30m; without it the ban lasts until lifted.
+        #[arg(long = "for", value_name = "DURATION")]
+        for_: Option<String>,
+        /// Why (listed with the ban).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lift every block, ban and lock on an address, or a manual ban of exactly a range.
     Unban {
-        /// The address.
+        /// The address or range.
         ip: String,
         #[command(flatten)]
         remote: Remote,
@@ -155,6 +169,19 @@ fn main() -> ExitCode {
         Cmd::Bans(r) => report(rt.block_on(cli::bans(&target(&r))), r.json, cli::bans_table),
         Cmd::Status(r) => report(rt.block_on(cli::status(&target(&r))), r.json, cli::kv_table),
         Cmd::Reload(r) => report(rt.block_on(cli::reload(&target(&r))), r.json, cli::kv_table),
+        Cmd::Ban {
+            ip,
+            for_,
+            reason,
+            remote,
+        } => report(
+            rt.block_on(cli::ban(
+                &target(&remote),
+                &cli::BanArgs { ip, for_, reason },
+            )),
+            remote.json,
+            cli::kv_table,
+        ),
         Cmd::Unban { ip, remote } => report(
             rt.block_on(cli::unban(&target(&remote), &ip, 64)),
             remote.json,

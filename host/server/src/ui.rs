@@ -433,7 +433,8 @@ async fn data_handler(State(ctx): State<UiContext>, headers: HeaderMap) -> Respo
 /// Everything the dashboard shows, as one JSON document:
 ///
 /// * `bans`: `[{ip, kind, reason, seconds_left, ms_left, shadow}]` (`null` times for a ban;
-///   `shadow`: recorded by a shadow policy, not enforced);
+///   `shadow`: recorded by a shadow policy, not enforced); manual decisions last, kind
+///   `manual`, with the operator's reason as `note`;
 /// * `history`: `{names, step_s, len, series: {name: [count per second, oldest first]}, totals}`
 ///   over the last complete [`HISTORY_SECS`] seconds; series that are all zero are left out;
 /// * `offenders`: `[{ip, denials, reason, last_seen_s}]`, the top [`TOP_OFFENDERS`];
@@ -445,7 +446,7 @@ pub async fn data(ctx: &UiContext) -> Value {
     let m = &ctx.metrics;
 
     let shadow = ctx.shadow.is_on();
-    let bans: Vec<Value> = bans
+    let mut bans: Vec<Value> = bans
         .iter()
         .map(|b| {
             json!({
@@ -458,6 +459,11 @@ pub async fn data(ctx: &UiContext) -> Value {
             })
         })
         .collect();
+    let manual = ctx.engine.manual_bans().await;
+    bans.extend(super::manual_api::rows(
+        &manual,
+        portcullis::clock::unix_ms(),
+    ));
 
     // The current second is still filling: end with the last complete one.
     let now = m.history.now();

@@ -234,3 +234,95 @@ async fn a_server_started_without_redis_is_degraded_then_connects() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+async fn post_ban(s: &Server, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(s.url("/admin/bans"))
+        .header("x-forwarded-for", "198.18.0.1")
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or_default())
+}
+
+/// Poll `who` on `s` until it gets `want` (the fleet's manual bans reach
+/// each server within about a second); the last status seen.
+async fn wait_for(s: &Server, who: &str, want: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = hit(s, who).await;
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 17, item 3: a manual range ban made on one server holds on every
+/// server of the fleet (and on a server that joins later), and lifting it
+/// on another server lifts it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_range_bans_hold_across_the_fleet() {
+    let Some(redis) = RedisServer::start_or_skip("manual_range_bans_hold_across_the_fleet") else {
+        return;
+    };
+    let a = start(&redis.url(), &[]);
+    let b = start(&redis.url(), &[]);
+    assert_eq!(hit(&b, "203.0.113.9").await, 200);
+    let (st, v) = post_ban(
+        &a,
+        serde_json::json!({"ip": "203.0.113.0/24", "reason": "fleet scanner"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = post_ban(&a, serde_json::json!({"ip": "2001:db8::/48", "for": "1h"})).await;
+    assert_eq!(st, 201, "{v}");
+    // On the server that took it: at once.
+    assert_eq!(hit(&a, "203.0.113.9").await, 403);
+    // On the other: within the sync interval.
+    assert_eq!(wait_for(&b, "203.0.113.200", 403).await, 403);
+    assert_eq!(wait_for(&b, "2001:db8:0:1::7", 429).await, 429);
+    assert_eq!(hit(&b, "203.0.114.1").await, 200);
+    let listed = admin_json(&b, "/admin/bans").await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "manual"
+                && r["ip"] == "203.0.113.0/24"
+                && r["note"] == "fleet scanner"),
+        "{listed}"
+    );
+    // A server that starts later loads them.
+    let c = start(&redis.url(), &[]);
+    assert_eq!(wait_for(&c, "203.0.113.1", 403).await, 403);
+    // Lifted on b: lifted on a and c too.
+    let r = client()
+        .delete(b.url("/admin/bans/203.0.113.0%2F24"))
+        .header("x-forwarded-for", "198.18.0.1")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["lifted"], 1, "{v}");
+    assert_eq!(wait_for(&a, "203.0.113.9", 200).await, 200);
+    assert_eq!(wait_for(&c, "203.0.113.9", 200).await, 200);
+    assert_eq!(hit(&c, "2001:db8::9").await, 429, "the other range stays");
+
+    // Redis away: the ban holds on the server that took it, and the
+    // operator is told that the fleet does not have it.
+    redis.freeze().unwrap();
+    let (st, v) = post_ban(&a, serde_json::json!({"ip": "192.0.2.0/24"})).await;
+    redis.thaw().unwrap();
+    assert_eq!(st, 503, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("this server only"),
+        "{v}"
+    );
+    assert_eq!(hit(&a, "192.0.2.1").await, 403);
+}

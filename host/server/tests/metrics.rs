@@ -124,6 +124,7 @@ async fn metrics_keep_their_names_and_count_only_the_service() {
         "capacity",
         "entries",
         "evictions",
+        "manual_bans",
         "max_entries",
         "purged",
         "store",

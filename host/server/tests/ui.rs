@@ -2,7 +2,8 @@
 //! cookie, CSRF guard, data endpoint) with plain requests, and an
 //! end-to-end run in a real headless chromium driven by playwright-core
 //! (`tests/ui/dashboard.mjs`): sign in, see the blocked address and its
-//! countdown, click Unban, and the address is allowed again.
+//! countdown, a manual range ban with its reason, click Unban on each, and
+//! the address is allowed again.
 //!
 //! The browser part needs `node`, `/usr/bin/chromium` and
 //! `tests/ui/node_modules` (`npm ci` in `tests/ui`; `scripts/test` does it).
@@ -294,6 +295,16 @@ async fn dashboard_in_headless_chromium() {
     let s = start(&d.path().join("portcullis.db"));
     provoke_block(&s).await;
     let c = client();
+    // A manual range ban with its reason (issue 17): the page lists it
+    // and its Unban lifts exactly that range.
+    let r = c
+        .post(s.url("/admin/bans"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"ip": "203.0.113.0/24", "reason": "scanner"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 
     let shot = d.path().join("dashboard.png");
     let script = ui_dir.join("dashboard.mjs");
@@ -325,9 +336,11 @@ async fn dashboard_in_headless_chromium() {
     let status = status.expect("dashboard.mjs did not finish within 180 s");
     assert!(status.success(), "dashboard.mjs failed: {status}");
 
-    // The page's Unban lifted the block for real.
+    // The page's Unban lifted the block for real, and the manual range.
     let r = c.get(s.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200, "127.0.0.1 is allowed again after Unban");
+    let bans = admin_json(&s, "/admin/bans").await;
+    assert_eq!(bans, serde_json::json!([]), "the manual range is lifted");
     let png = std::fs::read(&shot).expect("screenshot saved");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
     let phone = d.path().join("dashboard-phone.png");

@@ -27,6 +27,7 @@
 //! | login ip | `<ns>:{a:<32 hex addr>}:lip` |
 //! | (user, ip) | `<ns>:{a:<32 hex addr>}:lu:<16 hex user hash>` |
 //! | account | `<ns>:{u:<16 hex user hash>}:acct` |
+//! | manual bans (all) | `<ns>:manual`, a hash (see `manual.rs`) |
 //!
 //! Keys one call touches share a hash tag, so each call stays in one slot.
 //! The account key lives in another slot than the address keys, so
@@ -67,6 +68,8 @@
 //! * [`RedisLimiter::lift`] finds the address's keys with `SCAN` and then
 //!   lifts them in one call; a key created in between is not lifted.
 
+mod manual;
+
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
@@ -74,7 +77,8 @@ use embassy_time::Duration;
 #[cfg(doc)]
 use portcullis_core::Lists;
 use portcullis_core::{
-    Addr, Config, ConfigError, Decision, Hold, Key, Listed, NoSlot, Reason, Seed, UserHasher,
+    Addr, Config, ConfigError, Decision, Hold, Jitter, Key, Listed, NoSlot, Reason, Seed,
+    UserHasher,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -534,12 +538,25 @@ impl RedisLimiter {
     /// Rules 1–4 and 9 for one request from `ip` at `now_us`: counts it if
     /// allowed (core `check_request`).
     pub async fn check_request(&self, ip: IpAddr, now_us: u64) -> Result<Decision, FleetError> {
+        self.check_request_with(ip, now_us, Jitter::NONE).await
+    }
+
+    /// [`check_request`](Self::check_request) with the random part of a
+    /// block's jitter (core `check_request_with`): the script adds the same
+    /// `jitter.extra(block_jitter)` to a block this request starts.
+    pub async fn check_request_with(
+        &self,
+        ip: IpAddr,
+        now_us: u64,
+        jitter: Jitter,
+    ) -> Result<Decision, FleetError> {
         if let Some(d) = self.listed_decision(ip, self.config.requests.max_requests) {
             return Ok(d);
         }
-        let reply: Vec<i64> = self
-            .call(&[self.request_key(ip)], self.args("req", now_us))
-            .await?;
+        let mut args = self.args("req", now_us);
+        args.push(us(self.config.blocks.block_jitter).min(MAX_US).to_string());
+        args.push(jitter.0.to_string());
+        let reply: Vec<i64> = self.call(&[self.request_key(ip)], args).await?;
         decision(&reply)
     }
 

@@ -24,7 +24,7 @@
 --  18 penalty base    19 penalty multiplier 20 penalty max
 --  21 slots           22 slot_ttl           23 refuse without slot (0/1)
 --  24 violation log capacity                25 TTL slack (milliseconds)
---  26.. op arguments
+--  26.. op arguments ('req': 26 block_jitter, 27 jitter fraction 0..65535)
 --
 -- Entry (one Redis string per key, cmsgpack map):
 --   l  log of timestamps, oldest first     v  violation timestamps
@@ -222,8 +222,17 @@ local function clock(now, e)
   return now
 end
 
+-- Jitter (core Jitter::extra): floor(d * j / 65536) for a jitter of d
+-- microseconds and a fraction j, split so that every product stays below 2^53.
+local function jitter_extra(d, j)
+  local hi = (d - d % 65536) / 65536
+  local lo = d % 65536
+  local part = lo * j
+  return hi * j + (part - part % 65536) / 65536
+end
+
 -- Rules 2-4 (core/src/block.rs): returns 0 none, 2 blocked (and until), 3 banned.
-local function on_denial(e, now)
+local function on_denial(e, now, extra)
   local newest = e.v[#e.v]
   if newest ~= nil and age(now, newest) < REQ_WIN then return 0 end
   e.v = push(e.v, now, VCAP)
@@ -238,7 +247,7 @@ local function on_denial(e, now)
   if since < BLOCK_AFTER then return 0 end
   local level = 0
   if e.lb ~= nil and within(now, e.lb, VMEM) then level = e.bl end
-  local u = sat_add(now, grown(BLOCK_FOR, GROWTH, level, MAX_BLOCK))
+  local u = sat_add(now, sat_add(grown(BLOCK_FOR, GROWTH, level, MAX_BLOCK), extra))
   e.bu = u
   e.bl = math.min(level + 1, 255)
   e.lb = now
@@ -338,7 +347,13 @@ if op == 'req' then
     return { 0, sub0(sub0(REQ_MAX, used), 1), left_in_window(now, oldest, REQ_WIN) }
   end
   local oldest = oldest_in(e.l, now, REQ_WIN) or now
-  local esc, u = on_denial(e, now)
+  local jd, jf = tonumber(ARGV[26] or '0'), tonumber(ARGV[27] or '0')
+  if jd == nil or jf == nil or jd < 0 or jf < 0 or jf > 65535
+    or jd ~= math.floor(jd) or jf ~= math.floor(jf) then
+    return redis.error_reply('PORTCULLIS bad jitter')
+  end
+  if jd > MAXI then jd = MAXI end
+  local esc, u = on_denial(e, now, jitter_extra(jd, jf))
   save(k, e, now)
   if esc == 3 then return { 3, 0 } end
   if esc == 2 then return { 2, until_(now, u) } end

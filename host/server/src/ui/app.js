@@ -32,7 +32,7 @@
     table_full: 'table full',
     unavailable: 'unavailable',
   };
-  const KINDS = { request: 'requests', login_ip: 'logins' };
+  const KINDS = { request: 'requests', login_ip: 'logins', manual: 'manual' };
 
   const $ = (id) => document.getElementById(id);
   const banBody = $('bans').tBodies[0];
@@ -139,7 +139,9 @@
         rows.set(key, row);
         banBody.append(row.tr);
       }
-      row.reason.textContent = (LABELS[b.reason] || b.reason) + (b.shadow ? ' (shadow: not enforced)' : '');
+      // A manual decision shows the operator's reason after its own.
+      const label = LABELS[b.reason] || b.reason;
+      row.reason.textContent = (b.note ? `${label}: ${b.note}` : label) + (b.shadow ? ' (shadow: not enforced)' : '');
       row.reason.dataset.reason = b.reason;
       row.reason.dataset.shadow = b.shadow ? 'true' : 'false';
       row.reason.className = `reason r-${b.reason}${b.shadow ? ' shadow' : ''}`;
