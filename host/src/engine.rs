@@ -75,6 +75,12 @@ pub trait Engine: Send + Sync + 'static {
     /// publishes the table gauges to the metrics recorder (see
     /// [`crate::metrics`]), so a `/metrics` handler calls it first.
     fn status(&self) -> BoxFuture<'_, Status>;
+    /// Swap the rules for the next decision, keeping every key's state (a
+    /// reload). An invalid `config` changes nothing.
+    fn set_rules(
+        &self,
+        config: portcullis_core::Config,
+    ) -> Result<(), portcullis_core::ConfigError>;
 }
 
 /// A backend's state: the local table and, for a fleet backend, the
@@ -133,6 +139,12 @@ pub(crate) fn local_status(guard: &Guard) -> Status {
 }
 
 impl Engine for Guard {
+    fn set_rules(
+        &self,
+        config: portcullis_core::Config,
+    ) -> Result<(), portcullis_core::ConfigError> {
+        self.limiter().set_config(config)
+    }
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
         Box::pin(Guard::check_request(self, ip))
     }

@@ -49,6 +49,8 @@ pub struct FleetOptions {
 /// Redis with a local fallback.
 pub struct FleetEngine {
     redis: RwLock<Option<RedisLimiter>>,
+    /// The rules a reconnect connects with (a reload swaps them).
+    rules: RwLock<portcullis_core::Config>,
     local: Guard,
     fail_closed: bool,
     down: AtomicBool,
@@ -99,6 +101,7 @@ async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
 pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, String> {
     let engine = Arc::new(FleetEngine {
         redis: RwLock::new(None),
+        rules: RwLock::new(cfg.rules.clone()),
         local,
         fail_closed: cfg.fail_closed,
         down: AtomicBool::new(false),
@@ -116,6 +119,10 @@ pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>
                 loop {
                     tokio::time::sleep(StdDuration::from_secs(1)).await;
                     let Some(engine) = weak.upgrade() else { return };
+                    let cfg = FleetOptions {
+                        rules: engine.rules.read().clone(),
+                        ..cfg.clone()
+                    };
                     if let Ok(r) = try_connect(&cfg).await {
                         *engine.redis.write() = Some(r);
                         engine.recovered();
@@ -248,6 +255,22 @@ impl FleetEngine {
 }
 
 impl Engine for FleetEngine {
+    fn set_rules(
+        &self,
+        config: portcullis_core::Config,
+    ) -> Result<(), portcullis_core::ConfigError> {
+        let mut redis = self.redis.write();
+        let swapped = match redis.as_ref() {
+            Some(r) => Some(r.with_config(config.clone())?),
+            None => None,
+        };
+        self.local.limiter().set_config(config.clone())?;
+        if swapped.is_some() {
+            *redis = swapped;
+        }
+        *self.rules.write() = config;
+        Ok(())
+    }
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
         Box::pin(async move {
             let now = read();

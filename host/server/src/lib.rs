@@ -181,7 +181,7 @@ pub async fn serve_from(
     let reloader = Arc::new(reload::Reloader::new(
         path,
         cfg.clone(),
-        backend.local.clone(),
+        backend.engine.clone(),
         shadow.clone(),
     ));
     reload::on_sighup(reloader.clone());

@@ -19,11 +19,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use portcullis::layer::Shadow;
-use portcullis::Guard;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::config::{BadConfig, ServerConfig, StoreKind};
+use crate::config::{BadConfig, ServerConfig};
 
 /// Reload errors counter.
 pub const RELOAD_ERRORS: &str = "portcullis_config_reload_errors_total";
@@ -43,7 +42,7 @@ pub struct Reloaded {
 pub struct Reloader {
     path: Option<PathBuf>,
     running: Mutex<ServerConfig>,
-    local: Guard,
+    engine: std::sync::Arc<dyn portcullis::engine::Engine>,
     shadow: Shadow,
 }
 
@@ -51,14 +50,19 @@ impl Reloader {
     /// A reloader of the file at `path` (none: the environment only) for a
     /// server started with `running`, whose limiter is `local`'s and whose
     /// layer shadows while `shadow` is on.
-    pub fn new(path: Option<PathBuf>, running: ServerConfig, local: Guard, shadow: Shadow) -> Self {
+    pub fn new(
+        path: Option<PathBuf>,
+        running: ServerConfig,
+        engine: std::sync::Arc<dyn portcullis::engine::Engine>,
+        shadow: Shadow,
+    ) -> Self {
         metrics::describe_counter!(RELOAD_ERRORS, "Configuration reloads refused.");
         // Present (at 0) from the start, so a dashboard can alert on rate.
         metrics::counter!(RELOAD_ERRORS).increment(0);
         Reloader {
             path,
             running: Mutex::new(running),
-            local,
+            engine,
             shadow,
         }
     }
@@ -82,7 +86,7 @@ impl Reloader {
         let needs_restart = needs_restart(&running, &new);
         let rules_changed = new.rules != running.rules;
         if rules_changed {
-            if let Err(e) = self.local.limiter().set_config(new.rules.clone()) {
+            if let Err(e) = self.engine.set_rules(new.rules.clone()) {
                 return Err(refuse(BadConfig {
                     key: config_key(&e),
                     reason: e.to_string(),
@@ -92,12 +96,6 @@ impl Reloader {
         }
         self.shadow.set(new.shadow);
         running.shadow = new.shadow;
-        let mut needs_restart = needs_restart;
-        if rules_changed && running.store == StoreKind::Redis {
-            // The fleet store's script runs on the rules it was connected
-            // with; only the local fallback took the new ones.
-            needs_restart.push("rules (redis fleet store)");
-        }
         tracing::info!(
             rules_changed,
             shadow = new.shadow,

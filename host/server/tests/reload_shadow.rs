@@ -7,6 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
+#[allow(dead_code)]
+#[path = "../../../tests/src/redis_server.rs"]
+mod redis_server;
 use common::{admin_json, Server, BIN, TOKEN};
 
 /// Clients behind the trusted loopback proxy, named by X-Forwarded-For.
@@ -378,4 +381,52 @@ async fn refusals_are_problem_details_or_a_page_for_browsers() {
 
     // A second violation window blocks the address: abnormal-usage-detected
     // is checked through the library layer test (windows last 60 s here).
+}
+
+/// A fleet server reloads its rules too: the Redis script takes them with
+/// every call, so a new quota decides in Redis at once (no fallback), and
+/// a client's count there is kept.
+#[tokio::test]
+async fn a_fleet_server_reloads_its_rules_in_redis() {
+    let Some(redis) = redis_server::RedisServer::start_or_skip("a_fleet_server_reloads") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("f.toml");
+    let store = format!(
+        "[store]\nkind = \"redis\"\nredis_url = \"{}\"\nredis_timeout = \"5s\"\n",
+        redis.url()
+    );
+    write(
+        &cfg,
+        &format!("{PROXY}{store}[requests]\nmax_requests = 3\nblock_after = 16\n"),
+    );
+    let s = Server::start_with(&d.path().join("f.db"), &[], Some(&cfg));
+    let mut seen = Vec::new();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(get_as(&s, "203.0.113.77").await.status().as_u16());
+    }
+    assert_eq!(got, [200, 200, 200, 429]);
+    write(
+        &cfg,
+        &format!("{PROXY}{store}[requests]\nmax_requests = 6\nblock_after = 16\n"),
+    );
+    sighup(&s);
+    wait_log(&s, &mut seen, "config reloaded");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(get_as(&s, "203.0.113.77").await.status().as_u16());
+    }
+    assert_eq!(got, [200, 200, 200, 429], "3 more under the new quota of 6");
+    let text = metrics_text(&s).await;
+    assert_eq!(
+        total(&text, "portcullis_fallbacks_total"),
+        0.0,
+        "decided in Redis"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("needs a restart")),
+        "{seen:#?}"
+    );
 }

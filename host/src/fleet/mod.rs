@@ -405,6 +405,24 @@ impl RedisLimiter {
         &self.config
     }
 
+    /// The same connection deciding by `config` from the next call on (a
+    /// reload; the script takes the rules with every call, so nothing in
+    /// Redis changes). Refused like the core's `set_config`: an invalid
+    /// config, or another IPv6 prefix (the keys are built from it).
+    pub fn with_config(&self, config: Config) -> Result<Self, portcullis_core::ConfigError> {
+        config.validate(usize::MAX)?;
+        if config.ipv6_prefix != self.config.ipv6_prefix {
+            return Err(portcullis_core::ConfigError::OutOfRange {
+                key: "ipv6_prefix",
+                expected: "the running value (a restart changes it)",
+            });
+        }
+        Ok(RedisLimiter {
+            config,
+            ..self.clone()
+        })
+    }
+
     /// The key namespace.
     pub fn namespace(&self) -> &str {
         &self.ns
