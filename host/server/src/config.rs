@@ -67,6 +67,12 @@ pub struct ServerConfig {
     pub conn: ConnLimits,
     /// Password checking: concurrency, queue and argon2 parameters.
     pub hashing: Hashing,
+    /// `[[policies]]`: per-prefix request quotas.
+    pub policies: Vec<crate::policies::PolicyConfig>,
+    /// `[upstream]`: proxy mode (none: the demo routes).
+    pub upstream: Option<crate::proxy::Upstream>,
+    /// `[[login_routes]]` (proxy mode).
+    pub login_routes: Vec<crate::proxy::LoginRoute>,
 }
 
 /// Connection limits and timeouts (`[server]`).
@@ -183,7 +189,7 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
 /// The configuration as written, file and environment merged: every key
 /// optional (absent: the default), unknown sections and keys refused.
 /// [`ServerConfig::from_str_env`] checks the values and builds the rest.
-mod raw {
+pub(crate) mod raw {
     use std::fmt;
     use std::marker::PhantomData;
     use std::net::SocketAddr;
@@ -208,6 +214,9 @@ mod raw {
         pub slots: Slots,
         pub lists: Lists,
         pub users: Vec<User>,
+        pub policies: Vec<crate::policies::RawPolicy>,
+        pub upstream: Option<crate::proxy::RawUpstream>,
+        pub login_routes: Vec<crate::proxy::RawLoginRoute>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -555,7 +564,7 @@ fn from_serde(e: serde_path_to_error::Error<toml::de::Error>, file: &str) -> Bad
 }
 
 /// The server-facing key for a core validation error.
-fn core_key(e: &ConfigError) -> (String, String) {
+pub(crate) fn core_key(e: &ConfigError) -> (String, String) {
     let (key, reason) = match e {
         ConfigError::Zero { key } => (*key, "must be greater than zero".to_string()),
         ConfigError::TooLarge { key, max } => (*key, format!("must be at most {max}")),
@@ -608,6 +617,9 @@ impl ServerConfig {
             slots,
             lists,
             users: raw_users,
+            policies: raw_policies,
+            upstream: raw_upstream,
+            login_routes: raw_login_routes,
         } = file;
 
         let kind = store.kind.unwrap_or(StoreKind::Sqlite);
@@ -636,17 +648,7 @@ impl ServerConfig {
         }
         let uint = |v: Option<raw::Uint>| v.map(|u| u.0);
         let ticks = |v: Option<raw::Dur>| v.map(raw::Dur::ticks);
-        set!(uint(req.max_requests) => c.requests.max_requests);
-        set!(ticks(req.window) => c.requests.window);
-        set!(ticks(req.violation_memory) => c.blocks.violation_memory);
-        set!(uint(req.block_after) => c.blocks.block_after);
-        set!(ticks(req.block_for) => c.blocks.block_for);
-        set!(req.block_growth.map(|f| f.0) => c.blocks.block_growth);
-        set!(ticks(req.max_block) => c.blocks.max_block);
-        if let Some(n) = uint(req.ban_after) {
-            c.blocks.ban_after = (n > 0).then_some(n);
-        }
-        set!(ticks(req.ban_lookback) => c.blocks.ban_lookback);
+        apply_requests(&req, &mut c);
         set!(uint(login.max_failures) => c.login.max_failures);
         set!(ticks(login.failure_window) => c.login.failure_window);
         set!(ticks(login.lock_for) => c.login.lock_for);
@@ -674,6 +676,8 @@ impl ServerConfig {
             let (k, r) = core_key(&e);
             bad(k, r)
         })?;
+        let policies = crate::policies::check(raw_policies, &c)?;
+        let (upstream, login_routes) = crate::proxy::check(raw_upstream, raw_login_routes)?;
 
         let mut conn = ConnLimits::default();
         let nonzero = |key: &str, v: Option<raw::Dur>| match v {
@@ -812,8 +816,36 @@ impl ServerConfig {
             users,
             conn,
             hashing,
+            policies,
+            upstream,
+            login_routes,
         })
     }
+}
+
+/// Set the `[requests]` keys `req` has on `c` (the defaults, or a
+/// policy's copy of them).
+pub(crate) fn apply_requests(req: &raw::Requests, c: &mut Config) {
+    let uint = |v: Option<raw::Uint>| v.map(|u| u.0);
+    let ticks = |v: Option<raw::Dur>| v.map(raw::Dur::ticks);
+    macro_rules! set {
+        ($v:expr => $field:expr) => {
+            if let Some(v) = $v {
+                $field = v;
+            }
+        };
+    }
+    set!(uint(req.max_requests) => c.requests.max_requests);
+    set!(ticks(req.window) => c.requests.window);
+    set!(ticks(req.violation_memory) => c.blocks.violation_memory);
+    set!(uint(req.block_after) => c.blocks.block_after);
+    set!(ticks(req.block_for) => c.blocks.block_for);
+    set!(req.block_growth.map(|f| f.0) => c.blocks.block_growth);
+    set!(ticks(req.max_block) => c.blocks.max_block);
+    if let Some(n) = uint(req.ban_after) {
+        c.blocks.ban_after = (n > 0).then_some(n);
+    }
+    set!(ticks(req.ban_lookback) => c.blocks.ban_lookback);
 }
 
 #[cfg(test)]

@@ -79,12 +79,20 @@ pub fn router(
     let mut layer = RateLimitLayer::with_engine("requests", engine).trusted_proxies(
         TrustedProxies::new(cfg.trusted_proxies.clone()).header(cfg.client_ip_header.clone()),
     );
+    // Proxy mode serves portcullis's own routes under a prefix, so they
+    // never shadow the application's.
+    let own = cfg
+        .upstream
+        .as_ref()
+        .map(|u| u.admin_prefix.clone())
+        .unwrap_or_default();
     let mut admin_rules = cfg.rules.clone();
     admin_rules.requests.max_requests = ADMIN_QUOTA;
     admin_rules.requests.window = embassy_time::Duration::from_secs(60);
     // `/metrics` too: monitoring must keep working while the service's
     // address is blocked or a fleet store is down (fail-closed).
     for (prefix, name) in [("/admin", "admin"), ("/metrics", "metrics")] {
+        let prefix = &format!("{own}{prefix}");
         match Limiter::new(admin_rules.clone(), admin_opts) {
             // Not exported: `/metrics` shows the service's decisions only,
             // as it always has (and its sums do not count scrapes).
@@ -97,9 +105,20 @@ pub fn router(
             }
         }
     }
-    Router::new()
+    match super::policies::build(&cfg.policies) {
+        Ok(ps) => {
+            for p in ps {
+                layer = layer.policy(p);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "[[policies]] unavailable; their paths share the requests quota")
+        }
+    }
+    let demo = Router::new()
         .route("/", get(|| async { "ok" }))
-        .route("/login", post(login))
+        .route("/login", post(login));
+    let routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/bans", get(admin_bans))
         .route("/admin/bans/{ip}", delete(admin_unban))
@@ -109,8 +128,32 @@ pub fn router(
             admin: app.admin.clone(),
             metrics: metrics_source.clone(),
             kind,
-        }))
-        .with_state(app)
+        }));
+    let Some(upstream) = cfg.upstream.clone() else {
+        return demo.merge(routes).with_state(app).layer(layer);
+    };
+    let proxy = Arc::new(super::proxy::Proxy::new(
+        upstream,
+        cfg.login_routes.clone(),
+        app.engine.clone(),
+        TrustedProxies::new(cfg.trusted_proxies.clone()),
+    ));
+    let routes = routes.with_state(app);
+    let routes = if own.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&own, routes)
+    };
+    routes
+        .fallback(
+            move |Extension(ClientIp(ip)): Extension<ClientIp>, req: axum::extract::Request| {
+                let peer = req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip());
+                proxy.clone().handle(ip, peer, req)
+            },
+        )
         .layer(layer)
 }
 
@@ -120,7 +163,7 @@ fn error(status: StatusCode, msg: &str) -> Response {
 }
 
 /// 429 (or 403) for a login refused before the password is looked at.
-fn refused(d: &Decision) -> Response {
+pub(crate) fn refused(d: &Decision) -> Response {
     let Decision::Deny {
         reason,
         retry_after,
@@ -177,10 +220,38 @@ async fn login(
             return busy.into_response();
         }
     };
-    // Reserve the attempt before the password is looked at: it counts as a
-    // failure from now on, so N parallel guesses get at most
-    // `max_failures` password checks (DESIGN rule 5).
-    let attempt = match app.engine.begin_login(&username, ip).await {
+    let user = username.clone();
+    guarded_login(app.engine.clone(), user, ip, async move {
+        if admitted.check(&username, &password).await {
+            let ok = Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() }));
+            (true, (StatusCode::OK, ok).into_response())
+        } else {
+            (
+                false,
+                error(StatusCode::UNAUTHORIZED, "invalid credentials"),
+            )
+        }
+    })
+    .await
+}
+
+/// The login flow `POST /login` and the proxy's login routes share:
+/// reserve the attempt (`Engine::begin_login`: it counts as a failure from
+/// now on, so N parallel guesses get at most `max_failures` checks, DESIGN
+/// rule 5), refuse with 429/403 if the rules say so, else run `check`
+/// (the password check, or the upstream's answer) to its `(ok, response)`,
+/// settle the attempt with `ok`, and on a failure serve the penalty delay
+/// before the response goes out.
+pub(crate) async fn guarded_login<F>(
+    engine: Arc<dyn Engine>,
+    username: String,
+    ip: IpAddr,
+    check: F,
+) -> Response
+where
+    F: std::future::Future<Output = (bool, Response)> + Send + 'static,
+{
+    let attempt = match engine.begin_login(&username, ip).await {
         Ok(a) => a,
         Err(d) => {
             tracing::info!(%ip, decision = ?d, "login refused before password check");
@@ -190,7 +261,7 @@ async fn login(
     if attempt.penalty.refused {
         // No slot for the penalty and the policy refuses: the password is
         // not checked; the reservation stays a failure.
-        app.engine
+        engine
             .finish_login(&username, ip, attempt.ticket, false)
             .await;
         return error(
@@ -201,22 +272,17 @@ async fn login(
     // The check, the settlement and the penalty run in a task of their own:
     // a client that hangs up cannot cut the penalty short, free its slot
     // early or leave the attempt unsettled.
-    let engine = app.engine.clone();
     let task = tokio::spawn(async move {
-        let ok = admitted.check(&username, &password).await;
+        let (ok, response) = check.await;
         let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
         if ok {
             drop(attempt.penalty);
-            return (
-                StatusCode::OK,
-                Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() })),
-            )
-                .into_response();
+            return response;
         }
         let penalty = attempt.penalty;
         tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked, "login failed");
         penalty.serve().await;
-        error(StatusCode::UNAUTHORIZED, "invalid credentials")
+        response
     });
     task.await
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"))

@@ -7,6 +7,8 @@ pub mod exporter;
 pub mod http;
 pub mod listener;
 pub mod passwords;
+pub mod policies;
+pub mod proxy;
 pub mod ui;
 
 use std::sync::Arc;
