@@ -194,3 +194,36 @@ pub fn build(cfgs: &[PolicyConfig]) -> Result<Vec<Policy>, portcullis::limiter::
 pub fn select<'a>(policies: &'a [Policy], method: &Method, path: &str) -> Option<&'a Policy> {
     portcullis::layer::select(policies, method, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, prefix: &str, methods: &[Method]) -> PolicyConfig {
+        PolicyConfig {
+            name: name.into(),
+            prefix: prefix.into(),
+            methods: methods.to_vec(),
+            rules: Config::default(),
+            max_entries: 64,
+        }
+    }
+
+    #[tokio::test]
+    async fn longest_prefix_wins_then_the_method() {
+        let ps = build(&[
+            policy("api", "/api/", &[]),
+            policy("api-post", "/api/", &[Method::POST]),
+            policy("api-v2", "/api/v2/", &[]),
+            policy("root-get", "/", &[Method::GET]),
+        ])
+        .unwrap();
+        let name = |m: Method, p: &str| select(&ps, &m, p).map(|p| p.name.as_str());
+        assert_eq!(name(Method::GET, "/api/x"), Some("api"));
+        assert_eq!(name(Method::POST, "/api/x"), Some("api-post"));
+        assert_eq!(name(Method::POST, "/api/v2/x"), Some("api-v2"));
+        assert_eq!(name(Method::GET, "/other"), Some("root-get"));
+        assert_eq!(name(Method::PUT, "/other"), None);
+        assert_eq!(name(Method::GET, "/ap"), Some("root-get"));
+    }
+}

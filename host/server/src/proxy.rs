@@ -486,6 +486,122 @@ fn username(headers: &HeaderMap, body: &Bytes, field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ServerConfig;
+
+    fn load(text: &str) -> Result<ServerConfig, BadConfig> {
+        ServerConfig::from_str_env(text, "t.toml", std::iter::empty())
+    }
+
+    #[test]
+    fn the_example_proxy_block_loads_uncommented() {
+        let example = include_str!("../../../portcullis.example.toml");
+        let (head, rest) = example.split_once("# --- proxy mode").unwrap();
+        let (block, _) = rest.split_once("# --- end proxy mode").unwrap();
+        let block: String = block
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = load(&format!("{head}{block}")).unwrap();
+        let u = c.upstream.unwrap();
+        assert_eq!(u.url, "http://127.0.0.1:3000");
+        assert_eq!(u.admin_prefix, "/.portcullis");
+        assert_eq!(u.response_timeout, StdDuration::from_secs(30));
+        assert_eq!(c.login_routes.len(), 1);
+        assert_eq!(c.login_routes[0].failure, [401, 403]);
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.policies[0].name, "login-posts");
+        assert_eq!(c.policies[0].methods, [Method::POST]);
+        assert_eq!(c.policies[0].rules.requests.max_requests, 10);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let key = |t: &str| load(t).unwrap_err().key;
+        assert_eq!(key("[upstream]\nurl = \"https://x:1\"\n"), "upstream.url");
+        assert_eq!(
+            key("[upstream]\nurl = \"http://x:1/app\"\n"),
+            "upstream.url"
+        );
+        assert_eq!(
+            key("[upstream]\nurl = \"http://x:1\"\nbogus = 1\n"),
+            "upstream.bogus"
+        );
+        assert_eq!(
+            key("[upstream]\nurl = \"http://x:1\"\nresponse_timeout = \"0s\"\n"),
+            "upstream.response_timeout"
+        );
+        assert_eq!(
+            key("[upstream]\nurl = \"http://x:1\"\nadmin_prefix = \"x\"\n"),
+            "upstream.admin_prefix"
+        );
+        assert_eq!(key("[[login_routes]]\npath = \"/login\"\n"), "login_routes");
+        let up = "[upstream]\nurl = \"http://x:1\"\n";
+        assert_eq!(
+            key(&format!("{up}[[login_routes]]\npath = \"login\"\n")),
+            "login_routes[0].path"
+        );
+        assert_eq!(
+            key(&format!(
+                "{up}[[login_routes]]\npath = \"/l\"\nfailure_statuses = [99]\n"
+            )),
+            "login_routes[0].failure_statuses[0]"
+        );
+        assert_eq!(
+            key(&format!(
+                "{up}[[login_routes]]\npath = \"/l\"\nsuccess_statuses = [401]\n"
+            )),
+            "login_routes[0].success_statuses"
+        );
+        assert_eq!(
+            key(&format!(
+                "{up}[[login_routes]]\npath = \"/l\"\nmax_body = 0\n"
+            )),
+            "login_routes[0].max_body"
+        );
+        assert_eq!(
+            key(&format!(
+                "{up}[[login_routes]]\npath = \"/l\"\n[[login_routes]]\npath = \"/l\"\n"
+            )),
+            "login_routes[1].path"
+        );
+        let p = "[[policies]]\nname = \"a\"\nprefix = \"/a\"\n";
+        assert_eq!(
+            key("[[policies]]\nname = \"a b\"\nprefix = \"/a\"\n"),
+            "policies[0].name"
+        );
+        assert_eq!(
+            key("[[policies]]\nname = \"admin\"\nprefix = \"/a\"\n"),
+            "policies[0].name"
+        );
+        assert_eq!(key(&format!("{p}{p}")), "policies[1].name");
+        assert_eq!(
+            key("[[policies]]\nname = \"a\"\nprefix = \"a\"\n"),
+            "policies[0].prefix"
+        );
+        assert_eq!(
+            key(&format!("{p}methods = [\"GE T\"]\n")),
+            "policies[0].methods[0]"
+        );
+        assert_eq!(
+            key(&format!("{p}[policies.requests]\nmax_requests = 0\n")),
+            "policies[0].requests.max_requests"
+        );
+        assert_eq!(
+            key(&format!("{p}[policies.requests]\nwindoww = \"1s\"\n")),
+            "policies[0].requests.windoww"
+        );
+        // Defaults come from [requests]; a policy overrides only its keys.
+        let c = load(&format!("[requests]\nmax_requests = 7\nwindow = \"9s\"\n{p}[policies.requests]\nmax_requests = 3\n")).unwrap();
+        assert_eq!(c.policies[0].rules.requests.max_requests, 3);
+        assert_eq!(
+            c.policies[0].rules.requests.window,
+            embassy_time::Duration::from_secs(9)
+        );
+        assert_eq!(c.rules.requests.max_requests, 7);
+        assert!(c.upstream.is_none());
+    }
 
     fn h(ct: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
