@@ -1006,7 +1006,7 @@ mod tests {
             "config error: penalty.bogus: unknown key (known: base, multiplier, max)"
         );
         assert!(e("[bogus]\n", &[]).starts_with(
-            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users)"
+            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, policies, upstream, login_routes)"
         ));
         assert!(e("", &[("PORTCULLIS_NOPE__X", "1")])
             .starts_with("config error: nope: unknown section"));
