@@ -128,6 +128,7 @@ pub fn router(
             admin: app.admin.clone(),
             metrics: metrics_source.clone(),
             kind,
+            base: own.clone(),
         }));
     let Some(upstream) = cfg.upstream.clone() else {
         return demo.merge(routes).with_state(app).layer(layer);

@@ -246,6 +246,55 @@ async fn forwards_streams_and_sets_forwarded_headers() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.text().await.unwrap(), "upstream 404 /admin/status");
+
+    // The dashboard works under the prefix: its links, redirect and cookie carry it.
+    let page = c
+        .get(s.url("/.portcullis/admin/ui"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("href=\"/.portcullis/admin/ui/app.css"),
+        "{page}"
+    );
+    assert!(
+        page.contains("action=\"/.portcullis/admin/ui/login\""),
+        "{page}"
+    );
+    let nofollow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = nofollow
+        .post(s.url("/.portcullis/admin/ui/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/.portcullis/admin/ui");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("Path=/.portcullis/admin;"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let r = c
+        .get(s.url("/.portcullis/admin/ui/data"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let js = c
+        .get(s.url("/.portcullis/admin/ui/app.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(js.contains("const BASE"));
 }
 
 #[tokio::test]
