@@ -346,10 +346,11 @@ impl Proxy {
                 "portcullis: Upgrade (WebSocket) requests are not proxied\n",
             );
         }
+        let path = normalize(req.uri().path());
         let route = self
             .routes
             .iter()
-            .find(|r| r.method == req.method() && r.path == req.uri().path())
+            .find(|r| r.method == req.method() && normalize(&r.path) == path)
             .cloned();
         let Some(route) = route else {
             return self.forward(ip, peer, req).await;
@@ -453,6 +454,46 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A path as an application might read it, for matching login routes:
+/// percent-decoded, `;params` cut from each segment, empty and `.`
+/// segments dropped, `..` applied, ASCII lowercase, no trailing slash. So
+/// `//Login/`, `/%6cogin`, `/x/../login` and `/login;a=b` all are `/login`
+/// and cannot slip past a login route.
+pub fn normalize(path: &str) -> String {
+    let decoded: Vec<u8> = {
+        let b = path.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            let hex = |j: usize| b.get(j).and_then(|h| (*h as char).to_digit(16));
+            match (c, hex(i + 1), hex(i + 2)) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                    i += 3;
+                }
+                _ => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        out
+    };
+    let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in decoded.split(['/', '\\']) {
+        let seg = seg.split(';').next().unwrap_or("");
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    format!("/{}", segs.join("/"))
 }
 
 /// The username in a login body: a JSON pointer (`/user/email`) in a JSON
@@ -637,6 +678,26 @@ mod tests {
         );
         assert_eq!(username(&form, &b("user=a"), "/user"), None);
         assert_eq!(username(&json, &b("not json"), "username"), None);
+    }
+
+    #[test]
+    fn login_paths_normalize() {
+        for p in [
+            "/login",
+            "//Login/",
+            "/%6cogin",
+            "/x/../login",
+            "/login;a=b",
+            "/./login",
+            "\\login",
+            "/LOGIN%2f",
+        ] {
+            assert_eq!(normalize(p), "/login", "{p}");
+        }
+        assert_eq!(normalize("/"), "/");
+        assert_eq!(normalize("/a/b/"), "/a/b");
+        assert_ne!(normalize("/login2"), "/login");
+        assert_eq!(normalize("/%zz"), "/%zz");
     }
 
     #[test]

@@ -499,6 +499,17 @@ async fn scripted_brute_force_through_login_route() {
     let r = try_login(&c, &s, "alice", PASSWORD).await;
     assert_eq!(r.status(), 429);
     assert_eq!(seen.logins.load(SeqCst), MAX_FAILURES);
+    // Spellings of the path an application may read as /login are the login route too.
+    for path in ["//Login/", "/%6cogin", "/x/../login", "/login;jsessionid=1"] {
+        let r = c
+            .post(format!("{}{path}", s.base))
+            .form(&[("username", "alice"), ("password", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "{path}");
+    }
+    assert_eq!(seen.logins.load(SeqCst), MAX_FAILURES);
     // From another address the right password works.
     let r = try_login(&from([127, 0, 0, 2]), &s, "alice", PASSWORD).await;
     assert_eq!(r.status(), 200);
