@@ -67,7 +67,7 @@ nginx_conf limiter 2 "
       proxy_pass http://app;
     }
   }"
-# portcullis in proxy mode: 64 requests per 1 ms per address (the most
+# portcullis in proxy mode: 64 requests per 50 µs per address (the most
 # one window holds), so wrk's single address is never denied.
 cat >"$DIR/portcullis.toml" <<EOF
 [server]
@@ -77,7 +77,7 @@ max_connections_per_ip = 4096
 kind = "memory"
 [requests]
 max_requests = 64
-window = "1ms"
+window = "50us"
 [upstream]
 url = "http://127.0.0.1:$UP"
 EOF
