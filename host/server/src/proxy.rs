@@ -16,7 +16,7 @@
 //!   `response_timeout`: `504`. Both have a short text body and are counted
 //!   in `portcullis_upstream_errors_total{status}`.
 //! - A login route runs the same flow as the demo `POST /login`
-//!   ([`crate::http::guarded_login`]): the attempt is reserved before the
+//!   (`http::guarded_login`): the attempt is reserved before the
 //!   request is forwarded (a locked pair or ip gets `429`/`403` and the
 //!   upstream never sees it), settled from the upstream's status, and a
 //!   failure's penalty delay is served before its response goes out.
