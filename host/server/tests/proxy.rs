@@ -473,6 +473,17 @@ async fn scripted_brute_force_through_login_route() {
         .await
         .unwrap();
     assert!(page.contains("<form"));
+    // A wrong password's 401 waits for the penalty (base 50 ms) first.
+    let t = std::time::Instant::now();
+    let r = try_login(&from([127, 0, 0, 6]), &s, "carol", "nope").await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        t.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(seen.logins.load(SeqCst), 1);
+    seen.logins.store(0, SeqCst);
     // 12 guesses, 4 at a time: at most MAX_FAILURES reach the upstream.
     let mut statuses = Vec::new();
     for round in 0..3 {
