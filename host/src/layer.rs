@@ -79,8 +79,22 @@ pub struct Policy {
     pub name: String,
     /// Path prefix.
     pub prefix: String,
+    /// Methods it applies to (empty: every method).
+    pub methods: Vec<http::Method>,
     /// The backend enforcing it.
     pub engine: Arc<dyn Engine>,
+}
+
+/// The policy for a request: the longest matching prefix wins; at the same
+/// prefix, one that names the method beats one for every method. The
+/// layer uses it, and so can a decision endpoint that learns the original
+/// method and path from headers.
+pub fn select<'a>(policies: &'a [Policy], method: &http::Method, path: &str) -> Option<&'a Policy> {
+    policies
+        .iter()
+        .filter(|p| path.starts_with(&p.prefix))
+        .filter(|p| p.methods.is_empty() || p.methods.contains(method))
+        .max_by_key(|p| (p.prefix.len(), !p.methods.is_empty()))
 }
 
 /// A shadow-mode switch, shared between the layer and whoever flips it
@@ -147,11 +161,8 @@ impl Shared {
                 .any(|(n, s)| n == policy && s.is_on())
     }
 
-    fn pick(&self, path: &str) -> Option<&Policy> {
-        self.policies
-            .iter()
-            .filter(|p| path.starts_with(&p.prefix))
-            .max_by_key(|p| p.prefix.len())
+    fn pick(&self, method: &http::Method, path: &str) -> Option<&Policy> {
+        select(&self.policies, method, path)
     }
 }
 
@@ -172,6 +183,7 @@ impl RateLimitLayer {
         let p = Policy {
             name: name.into(),
             prefix: "/".into(),
+            methods: Vec::new(),
             engine,
         };
         RateLimitLayer {
@@ -198,6 +210,7 @@ impl RateLimitLayer {
         let p = Policy {
             name: name.into(),
             prefix: prefix.into(),
+            methods: Vec::new(),
             engine: Arc::new(engine),
         };
         self.edit(|s| s.policies.push(p))
@@ -222,6 +235,16 @@ impl RateLimitLayer {
     ) -> Self {
         let hook: DenyHook = Arc::new(hook);
         self.edit(|s| s.deny = Some(hook))
+    }
+
+    /// Add a policy (prefix, optional methods, shared engine).
+    pub fn policy(self, p: Policy) -> Self {
+        self.edit(|s| s.policies.push(p))
+    }
+
+    /// The policies, in the order added (the first is the default, `/`).
+    pub fn policies(&self) -> &[Policy] {
+        &self.shared.policies
     }
 
     /// Trust forwarding headers from these proxies.
@@ -339,7 +362,8 @@ where
         let shared = self.shared.clone();
         Box::pin(async move {
             let peer = peer_of(&req);
-            let (Some(peer), Some(policy)) = (peer, shared.pick(req.uri().path())) else {
+            let (Some(peer), Some(policy)) = (peer, shared.pick(req.method(), req.uri().path()))
+            else {
                 tracing::error!(
                     "no peer address (serve with connect info) or no policy for the path"
                 );

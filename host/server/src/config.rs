@@ -77,6 +77,12 @@ pub struct ServerConfig {
     /// same body, the penalty delay of the next failure), so an attacker
     /// cannot tell a lock from a miss (`login.reveal_lock`).
     pub reveal_lock: bool,
+    /// `[[policies]]`: per-prefix request quotas.
+    pub policies: Vec<crate::policies::PolicyConfig>,
+    /// `[upstream]`: proxy mode (none: the demo routes).
+    pub upstream: Option<crate::proxy::Upstream>,
+    /// `[[login_routes]]` (proxy mode).
+    pub login_routes: Vec<crate::proxy::LoginRoute>,
 }
 
 /// Forward-auth mode (`[forward_auth]`).
@@ -214,7 +220,7 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
 /// The configuration as written, file and environment merged: every key
 /// optional (absent: the default), unknown sections and keys refused.
 /// [`ServerConfig::from_str_env`] checks the values and builds the rest.
-mod raw {
+pub(crate) mod raw {
     use std::fmt;
     use std::marker::PhantomData;
     use std::net::SocketAddr;
@@ -240,6 +246,9 @@ mod raw {
         pub lists: Lists,
         pub users: Vec<User>,
         pub forward_auth: ForwardAuth,
+        pub policies: Vec<crate::policies::RawPolicy>,
+        pub upstream: Option<crate::proxy::RawUpstream>,
+        pub login_routes: Vec<crate::proxy::RawLoginRoute>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -598,7 +607,7 @@ fn from_serde(e: serde_path_to_error::Error<toml::de::Error>, file: &str) -> Bad
 }
 
 /// The server-facing key for a core validation error.
-fn core_key(e: &ConfigError) -> (String, String) {
+pub(crate) fn core_key(e: &ConfigError) -> (String, String) {
     let (key, reason) = match e {
         ConfigError::Zero { key } => (*key, "must be greater than zero".to_string()),
         ConfigError::TooLarge { key, max } => (*key, format!("must be at most {max}")),
@@ -652,6 +661,9 @@ impl ServerConfig {
             lists,
             users: raw_users,
             forward_auth: raw_fa,
+            policies: raw_policies,
+            upstream: raw_upstream,
+            login_routes: raw_login_routes,
         } = file;
 
         let kind = store.kind.unwrap_or(StoreKind::Sqlite);
@@ -680,18 +692,7 @@ impl ServerConfig {
         }
         let uint = |v: Option<raw::Uint>| v.map(|u| u.0);
         let ticks = |v: Option<raw::Dur>| v.map(raw::Dur::ticks);
-        set!(uint(req.max_requests) => c.requests.max_requests);
-        set!(ticks(req.window) => c.requests.window);
-        set!(ticks(req.violation_memory) => c.blocks.violation_memory);
-        set!(uint(req.block_after) => c.blocks.block_after);
-        set!(ticks(req.block_for) => c.blocks.block_for);
-        set!(req.block_growth.map(|f| f.0) => c.blocks.block_growth);
-        set!(ticks(req.max_block) => c.blocks.max_block);
-        if let Some(n) = uint(req.ban_after) {
-            c.blocks.ban_after = (n > 0).then_some(n);
-        }
-        set!(ticks(req.ban_lookback) => c.blocks.ban_lookback);
-        set!(ticks(req.block_jitter) => c.blocks.block_jitter);
+        apply_requests(&req, &mut c);
         set!(uint(login.max_failures) => c.login.max_failures);
         set!(ticks(login.failure_window) => c.login.failure_window);
         set!(ticks(login.lock_for) => c.login.lock_for);
@@ -719,6 +720,8 @@ impl ServerConfig {
             let (k, r) = core_key(&e);
             bad(k, r)
         })?;
+        let policies = crate::policies::check(raw_policies, &c)?;
+        let (upstream, login_routes) = crate::proxy::check(raw_upstream, raw_login_routes)?;
 
         let mut conn = ConnLimits::default();
         let nonzero = |key: &str, v: Option<raw::Dur>| match v {
@@ -860,6 +863,9 @@ impl ServerConfig {
             hashing,
             forward_auth: forward_auth(raw_fa)?,
             reveal_lock: login.reveal_lock.unwrap_or(true),
+            policies,
+            upstream,
+            login_routes,
         })
     }
 }
@@ -891,6 +897,32 @@ fn forward_auth(raw: raw::ForwardAuth) -> Result<ForwardAuth, BadConfig> {
     fa.enabled = raw.enabled.unwrap_or(true);
     fa.report_token = raw.report_token.filter(|t| !t.is_empty());
     Ok(fa)
+}
+
+/// Set the `[requests]` keys `req` has on `c` (the defaults, or a
+/// policy's copy of them).
+pub(crate) fn apply_requests(req: &raw::Requests, c: &mut Config) {
+    let uint = |v: Option<raw::Uint>| v.map(|u| u.0);
+    let ticks = |v: Option<raw::Dur>| v.map(raw::Dur::ticks);
+    macro_rules! set {
+        ($v:expr => $field:expr) => {
+            if let Some(v) = $v {
+                $field = v;
+            }
+        };
+    }
+    set!(uint(req.max_requests) => c.requests.max_requests);
+    set!(ticks(req.window) => c.requests.window);
+    set!(ticks(req.violation_memory) => c.blocks.violation_memory);
+    set!(uint(req.block_after) => c.blocks.block_after);
+    set!(ticks(req.block_for) => c.blocks.block_for);
+    set!(req.block_growth.map(|f| f.0) => c.blocks.block_growth);
+    set!(ticks(req.max_block) => c.blocks.max_block);
+    if let Some(n) = uint(req.ban_after) {
+        c.blocks.ban_after = (n > 0).then_some(n);
+    }
+    set!(ticks(req.ban_lookback) => c.blocks.ban_lookback);
+    set!(ticks(req.block_jitter) => c.blocks.block_jitter);
 }
 
 #[cfg(test)]
@@ -1067,7 +1099,7 @@ mod tests {
             "config error: penalty.bogus: unknown key (known: base, multiplier, max)"
         );
         assert!(e("[bogus]\n", &[]).starts_with(
-            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth)"
+            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth, policies, upstream, login_routes)"
         ));
         assert!(e("", &[("PORTCULLIS_NOPE__X", "1")])
             .starts_with("config error: nope: unknown section"));

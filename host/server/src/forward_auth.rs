@@ -75,25 +75,36 @@ pub struct RoutePolicy {
     pub engine: Arc<dyn Engine>,
 }
 
-/// The policies a decision can pick from by the original request.
+/// The policies a decision can pick from by the original request: the
+/// service's default and the `[[policies]]`, chosen by the layer's rule
+/// ([`portcullis::layer::select`]).
 #[derive(Clone)]
 pub struct Policies {
+    all: Vec<portcullis::layer::Policy>,
     default: RoutePolicy,
 }
 
 impl Policies {
-    /// Only the service's default policy (`requests`).
-    pub fn new(default: RoutePolicy) -> Self {
-        Policies { default }
+    /// The service's `default` policy and the per-route ones (`[[policies]]`).
+    pub fn new(default: RoutePolicy, all: Vec<portcullis::layer::Policy>) -> Self {
+        Policies { all, default }
     }
 
     /// THE one place the decision endpoint chooses a policy from the
     /// original method and path (`None`: unknown, the caller is not a
-    /// trusted proxy or did not say). Today the server has one service
-    /// policy; per-route `[[policies]]` plug in here.
-    pub fn select(&self, method: Option<&Method>, path: Option<&str>) -> &RoutePolicy {
-        let _ = (method, path);
-        &self.default
+    /// trusted proxy or did not say: the service's default policy).
+    pub fn select(&self, method: Option<&Method>, path: Option<&str>) -> RoutePolicy {
+        let (Some(path), any) = (path, Method::GET) else {
+            return self.default.clone();
+        };
+        let method = method.unwrap_or(&any);
+        match portcullis::layer::select(&self.all, method, path) {
+            Some(p) => RoutePolicy {
+                name: p.name.clone(),
+                engine: p.engine.clone(),
+            },
+            None => self.default.clone(),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use portcullis::engine::{Engine, Status};
 use portcullis::layer::ceil_secs;
 use portcullis::layer::{ClientIp, RateLimitLayer, Shadow};
 use portcullis::metrics::Metrics;
+use portcullis::BoxFuture;
 use portcullis::{Guard, Limiter, LimiterOptions};
 
 /// Requests per minute per address on `/admin` and `/metrics` (each its own state).
@@ -113,12 +114,20 @@ pub fn router_with(
             TrustedProxies::new(cfg.trusted_proxies.clone()).header(cfg.client_ip_header.clone()),
         )
         .shadow_policy("requests", shadow);
+    // Proxy mode serves portcullis's own routes under a prefix, so they
+    // never shadow the application's.
+    let own = cfg
+        .upstream
+        .as_ref()
+        .map(|u| u.admin_prefix.clone())
+        .unwrap_or_default();
     let mut admin_rules = cfg.rules.clone();
     admin_rules.requests.max_requests = ADMIN_QUOTA;
     admin_rules.requests.window = embassy_time::Duration::from_secs(60);
     // `/metrics` too: monitoring must keep working while the service's
     // address is blocked or a fleet store is down (fail-closed).
     for (prefix, name) in [("/admin", "admin"), ("/metrics", "metrics")] {
+        let prefix = &format!("{own}{prefix}");
         match Limiter::new(admin_rules.clone(), admin_opts) {
             // Not exported: `/metrics` shows the service's decisions only,
             // as it always has (and its sums do not count scrapes).
@@ -131,16 +140,31 @@ pub fn router_with(
             }
         }
     }
+    let route_policies = match super::policies::build(&cfg.policies) {
+        Ok(ps) => ps,
+        Err(e) => {
+            tracing::error!(error = %e, "[[policies]] unavailable; their paths share the requests quota");
+            Vec::new()
+        }
+    };
+    for p in route_policies.iter().cloned() {
+        layer = layer.policy(p);
+    }
     // The forward-auth endpoints sit in front of the layer (their own
-    // accounting); every other path falls through to the service.
-    let policies = super::forward_auth::Policies::new(super::forward_auth::RoutePolicy {
-        name: "requests".into(),
-        engine: app.engine.clone(),
-    });
+    // accounting) and pick among the same policies by the original request;
+    // every other path falls through to the service.
+    let policies = super::forward_auth::Policies::new(
+        super::forward_auth::RoutePolicy {
+            name: "requests".into(),
+            engine: app.engine.clone(),
+        },
+        route_policies,
+    );
     let fa_engine = app.engine.clone();
-    let service = Router::new()
+    let demo = Router::new()
         .route("/", get(|| async { "ok" }))
-        .route("/login", post(login))
+        .route("/login", post(login));
+    let routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/bans", get(admin_bans).post(admin_ban))
         .route("/admin/bans/{ip}", delete(admin_unban))
@@ -152,8 +176,34 @@ pub fn router_with(
             metrics: metrics_source.clone(),
             kind,
             shadow: app.shadow.clone(),
-        }))
-        .with_state(app)
+            base: own.clone(),
+        }));
+    let Some(upstream) = cfg.upstream.clone() else {
+        let service = demo.merge(routes).with_state(app).layer(layer);
+        return super::forward_auth::routes(cfg, fa_engine, policies, service);
+    };
+    let proxy = Arc::new(super::proxy::Proxy::new(
+        upstream,
+        cfg.login_routes.clone(),
+        app.engine.clone(),
+        TrustedProxies::new(cfg.trusted_proxies.clone()),
+    ));
+    let routes = routes.with_state(app);
+    let routes = if own.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&own, routes)
+    };
+    let service = routes
+        .fallback(
+            move |Extension(ClientIp(ip)): Extension<ClientIp>, req: axum::extract::Request| {
+                let peer = req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip());
+                proxy.clone().handle(ip, peer, req)
+            },
+        )
         .layer(layer);
     super::forward_auth::routes(cfg, fa_engine, policies, service)
 }
@@ -202,32 +252,97 @@ async fn login(
             return busy.into_response();
         }
     };
-    // Reserve the attempt before the password is looked at: it counts as a
-    // failure from now on, so N parallel guesses get at most
-    // `max_failures` password checks (DESIGN rule 5).
-    let attempt = match app.engine.begin_login(&username, ip).await {
+    // The password and the check's place are taken by whichever runs: the
+    // check, or (a hidden lock, `login.reveal_lock = false`) the answer
+    // that looks like a wrong password.
+    let held = Arc::new(std::sync::Mutex::new(Some((admitted, password))));
+    let take = |h: &Arc<std::sync::Mutex<Option<(super::passwords::Admitted, String)>>>| {
+        h.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    };
+    let hidden: Option<Hidden> = (!app.reveal_lock.0).then(|| {
+        let (engine, held, user, delay) = (
+            app.engine.clone(),
+            held.clone(),
+            username.clone(),
+            app.reveal_lock.1,
+        );
+        Box::new(move |_d: Decision| -> BoxFuture<'static, Response> {
+            Box::pin(async move {
+                match take(&held) {
+                    Some((admitted, password)) => {
+                        super::lock_reveal::answer(
+                            engine.as_ref(),
+                            ip,
+                            admitted,
+                            user,
+                            password,
+                            delay,
+                        )
+                        .await
+                    }
+                    None => super::lock_reveal::wrong_password(),
+                }
+            })
+        }) as Hidden
+    });
+    let user = username.clone();
+    guarded_login(app.engine.clone(), user, ip, &headers, hidden, async move {
+        let Some((admitted, password)) = take(&held) else {
+            return (false, super::lock_reveal::wrong_password());
+        };
+        if admitted.check(&username, &password).await {
+            let ok = Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() }));
+            (true, (StatusCode::OK, ok).into_response())
+        } else {
+            (false, super::lock_reveal::wrong_password())
+        }
+    })
+    .await
+}
+
+/// What answers a lock that `login.reveal_lock = false` hides (demo
+/// `POST /login`; the proxy's login routes always reveal a lock, since a
+/// wrong password's answer there is the upstream's).
+pub(crate) type Hidden = Box<dyn FnOnce(Decision) -> BoxFuture<'static, Response> + Send>;
+
+/// The login flow `POST /login` and the proxy's login routes share:
+/// reserve the attempt (`Engine::begin_login`: it counts as a failure from
+/// now on, so N parallel guesses get at most `max_failures` checks, DESIGN
+/// rule 5), refuse with 429/403 if the rules say so (or, for a lock that
+/// `hidden` hides, answer as it does), else run `check`
+/// (the password check, or the upstream's answer) to its `(ok, response)`,
+/// settle the attempt with `ok`, and on a failure serve the penalty delay
+/// before the response goes out.
+pub(crate) async fn guarded_login<F>(
+    engine: Arc<dyn Engine>,
+    username: String,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    hidden: Option<Hidden>,
+    check: F,
+) -> Response
+where
+    F: std::future::Future<Output = (bool, Response)> + Send + 'static,
+{
+    let attempt = match engine.begin_login(&username, ip).await {
         Ok(a) => a,
-        Err(d) if super::lock_reveal::hides(app.reveal_lock.0, &d) => {
-            tracing::info!(%ip, decision = ?d, "login refused: locked, answered as a wrong password");
-            return super::lock_reveal::answer(
-                app.engine.as_ref(),
-                ip,
-                admitted,
-                username,
-                password,
-                app.reveal_lock.1,
-            )
-            .await;
-        }
-        Err(d) => {
-            tracing::info!(%ip, decision = ?d, "login refused before password check");
-            return refused(&d, &headers);
-        }
+        Err(d) => match hidden {
+            Some(answer) if super::lock_reveal::hides(false, &d) => {
+                tracing::info!(%ip, decision = ?d, "login refused: locked, answered as a wrong password");
+                return answer(d).await;
+            }
+            _ => {
+                tracing::info!(%ip, decision = ?d, "login refused before password check");
+                return refused(&d, headers);
+            }
+        },
     };
     if attempt.penalty.refused {
         // No slot for the penalty and the policy refuses: the password is
         // not checked; the reservation stays a failure.
-        app.engine
+        engine
             .finish_login(&username, ip, attempt.ticket, false)
             .await;
         return super::lock_reveal::too_many_in_flight();
@@ -235,22 +350,17 @@ async fn login(
     // The check, the settlement and the penalty run in a task of their own:
     // a client that hangs up cannot cut the penalty short, free its slot
     // early or leave the attempt unsettled.
-    let engine = app.engine.clone();
     let task = tokio::spawn(async move {
-        let ok = admitted.check(&username, &password).await;
+        let (ok, response) = check.await;
         let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
         if ok {
             drop(attempt.penalty);
-            return (
-                StatusCode::OK,
-                Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() })),
-            )
-                .into_response();
+            return response;
         }
         let penalty = attempt.penalty;
         tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked, "login failed");
         penalty.serve().await;
-        super::lock_reveal::wrong_password()
+        response
     });
     task.await
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"))

@@ -10,6 +10,8 @@ pub mod listener;
 pub mod lock_reveal;
 pub mod manual_api;
 pub mod passwords;
+pub mod policies;
+pub mod proxy;
 pub mod reload;
 pub mod ui;
 

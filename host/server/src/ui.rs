@@ -251,6 +251,9 @@ pub struct UiContext {
     /// The service policy's shadow switch: while on, its bans are listed
     /// as shadow (recorded, not enforced).
     pub shadow: portcullis::layer::Shadow,
+    /// Path prefix the routes are served under (proxy mode's
+    /// `[upstream] admin_prefix`; empty at the root).
+    pub base: String,
 }
 
 /// How many offenders the page lists.
@@ -314,8 +317,9 @@ fn html(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn fill(template: &str, message: &str) -> String {
+fn fill(base: &str, template: &str, message: &str) -> String {
     template
+        .replace("{{base}}", base)
         .replace("{{version}}", env!("CARGO_PKG_VERSION"))
         .replace("{{message}}", message)
 }
@@ -330,14 +334,19 @@ fn off() -> Response {
 
 /// The session cookie (`value` empty and `max_age` 0 clears it). `Secure`
 /// when the request came over HTTPS (as a proxy in front reports it).
-fn session_cookie(headers: &HeaderMap, value: &str, max_age: u64) -> Option<HeaderValue> {
+fn session_cookie(
+    base: &str,
+    headers: &HeaderMap,
+    value: &str,
+    max_age: u64,
+) -> Option<HeaderValue> {
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"));
     let secure = if https { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+        "{COOKIE}={value}; Path={base}/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
     ))
     .ok()
 }
@@ -348,9 +357,9 @@ async fn page(State(ctx): State<UiContext>, headers: HeaderMap) -> Response {
         return off();
     };
     if admin.session_ok(&headers) {
-        html(StatusCode::OK, fill(DASHBOARD_HTML, ""))
+        html(StatusCode::OK, fill(&ctx.base, DASHBOARD_HTML, ""))
     } else {
-        html(StatusCode::OK, fill(SIGNIN_HTML, ""))
+        html(StatusCode::OK, fill(&ctx.base, SIGNIN_HTML, ""))
     }
 }
 
@@ -371,7 +380,10 @@ async fn sign_in(
     let given = form.map(|Form(f)| f.token).unwrap_or_default();
     if !admin.token_ok(&given) {
         tracing::warn!("dashboard sign-in with a wrong token");
-        return html(StatusCode::UNAUTHORIZED, fill(SIGNIN_HTML, "Wrong token."));
+        return html(
+            StatusCode::UNAUTHORIZED,
+            fill(&ctx.base, SIGNIN_HTML, "Wrong token."),
+        );
     }
     let id = match admin.start_session() {
         Ok(id) => id,
@@ -379,14 +391,14 @@ async fn sign_in(
             tracing::error!(error = %e, "no randomness for a session id");
             return html(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                fill(SIGNIN_HTML, "Cannot start a session."),
+                fill(&ctx.base, SIGNIN_HTML, "Cannot start a session."),
             );
         }
     };
-    let Some(cookie) = session_cookie(&headers, &id, SESSION_SECS) else {
+    let Some(cookie) = session_cookie(&ctx.base, &headers, &id, SESSION_SECS) else {
         return html(
             StatusCode::INTERNAL_SERVER_ERROR,
-            fill(SIGNIN_HTML, "Cannot set the session cookie."),
+            fill(&ctx.base, SIGNIN_HTML, "Cannot set the session cookie."),
         );
     };
     tracing::info!("dashboard sign-in");
@@ -394,7 +406,11 @@ async fn sign_in(
         StatusCode::SEE_OTHER,
         [
             (header::SET_COOKIE, cookie),
-            (header::LOCATION, HeaderValue::from_static("/admin/ui")),
+            (
+                header::LOCATION,
+                HeaderValue::from_str(&format!("{}/admin/ui", ctx.base))
+                    .unwrap_or(HeaderValue::from_static("/admin/ui")),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
     )
@@ -412,7 +428,7 @@ async fn sign_out(State(ctx): State<UiContext>, headers: HeaderMap) -> Response 
     let ended = admin.end_sessions(&headers);
     tracing::info!(ended, "dashboard sign-out");
     let mut r = StatusCode::NO_CONTENT.into_response();
-    if let Some(c) = session_cookie(&headers, "", 0) {
+    if let Some(c) = session_cookie(&ctx.base, &headers, "", 0) {
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
     r
@@ -618,7 +634,7 @@ mod tests {
     #[test]
     fn cookie_attributes() {
         let h = HeaderMap::new();
-        let c = session_cookie(&h, "tok", 60).unwrap();
+        let c = session_cookie("", &h, "tok", 60).unwrap();
         let c = c.to_str().unwrap();
         assert!(c.starts_with("portcullis_admin=tok;"));
         for attr in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age=60"] {
@@ -627,7 +643,7 @@ mod tests {
         assert!(!c.contains("Secure"));
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert!(session_cookie(&h, "tok", 60)
+        assert!(session_cookie("", &h, "tok", 60)
             .unwrap()
             .to_str()
             .unwrap()

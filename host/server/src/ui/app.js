@@ -6,6 +6,8 @@
   const root = document.getElementById('dashboard');
   if (!root) return;
 
+  // Proxy mode serves the dashboard under a prefix (`[upstream] admin_prefix`).
+  const BASE = location.pathname.replace(/\/admin\/ui(\/.*)?$/, '');
   const POLL_MS = 2000;
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const W = 600;
@@ -170,7 +172,7 @@
     btn.disabled = true;
     btn.textContent = 'Unbanning…';
     try {
-      const r = await fetch(`/admin/bans/${encodeURIComponent(ip)}`, {
+      const r = await fetch(`${BASE}/admin/bans/${encodeURIComponent(ip)}`, {
         method: 'DELETE',
         credentials: 'same-origin',
         headers: { 'X-Requested-With': 'portcullis' },
@@ -317,7 +319,7 @@
     let next = POLL_MS;
     const started = performance.now();
     try {
-      const r = await fetch('/admin/ui/data', {
+      const r = await fetch(`${BASE}/admin/ui/data`, {
         credentials: 'same-origin',
         cache: 'no-store',
         headers: { Accept: 'application/json' },
@@ -351,13 +353,13 @@
 
   $('signout').addEventListener('click', async () => {
     try {
-      await fetch('/admin/ui/logout', {
+      await fetch(`${BASE}/admin/ui/logout`, {
         method: 'POST',
         credentials: 'same-origin',
         headers: { 'X-Requested-With': 'portcullis' },
       });
     } finally {
-      location.replace('/admin/ui');
+      location.replace(`${BASE}/admin/ui`);
     }
   });
   document.addEventListener('visibilitychange', () => {
