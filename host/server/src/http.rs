@@ -64,12 +64,24 @@ pub fn router(
         kind,
         metrics_source,
         server_metrics,
-        shadow,
+        &Live {
+            shadow,
+            policies: super::policies::Registry::default(),
+        },
     )
 }
 
-/// [`router`] with the service policy's shadow switch given (a reload
-/// flips it).
+/// What a reload changes in a running router: the service policy's shadow
+/// switch and the `[[policies]]` (their rules and switches).
+#[derive(Clone, Default)]
+pub struct Live {
+    /// The service (`requests`) policy's shadow switch.
+    pub shadow: Shadow,
+    /// The `[[policies]]`, registered as the router builds them.
+    pub policies: super::policies::Registry,
+}
+
+/// [`router`] with the switches a reload flips given.
 pub fn router_with(
     cfg: &ServerConfig,
     engine: Arc<dyn Engine>,
@@ -77,8 +89,9 @@ pub fn router_with(
     kind: &'static str,
     metrics_source: Arc<portcullis::metrics::Metrics>,
     server_metrics: Arc<super::exporter::ServerMetrics>,
-    shadow: Shadow,
+    live: &Live,
 ) -> Router {
+    let (shadow, registry) = (live.shadow.clone(), &live.policies);
     let app = App {
         shadow: shadow.clone(),
         engine: engine.clone(),
@@ -140,7 +153,7 @@ pub fn router_with(
             }
         }
     }
-    let route_policies = match super::policies::build(&cfg.policies) {
+    let route_policies = match super::policies::build(&cfg.policies, registry) {
         Ok(ps) => ps,
         Err(e) => {
             tracing::error!(error = %e, "[[policies]] unavailable; their paths share the requests quota");
@@ -149,6 +162,9 @@ pub fn router_with(
     };
     for p in route_policies.iter().cloned() {
         layer = layer.policy(p);
+    }
+    for h in registry.handles() {
+        layer = layer.shadow_policy(&h.name, h.shadow.clone());
     }
     // The forward-auth endpoints sit in front of the layer (their own
     // accounting) and pick among the same policies by the original request;

@@ -180,11 +180,13 @@ pub async fn serve_from(
         })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let shadow = portcullis::layer::Shadow::new(cfg.shadow);
+    let registry = policies::Registry::default();
     let reloader = Arc::new(reload::Reloader::new(
         path,
         cfg.clone(),
         backend.engine.clone(),
         shadow.clone(),
+        registry.clone(),
     ));
     reload::on_sighup(reloader.clone());
     let app = http::router_with(
@@ -194,7 +196,10 @@ pub async fn serve_from(
         backend.kind,
         backend.local.metrics().clone(),
         server_metrics.clone(),
-        shadow,
+        &http::Live {
+            shadow,
+            policies: registry,
+        },
     )
     .layer(axum::Extension(reloader));
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");

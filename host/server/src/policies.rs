@@ -50,6 +50,8 @@ pub struct RawPolicy {
     #[serde(default)]
     max_entries: Option<raw::Uint>,
     #[serde(default)]
+    shadow: bool,
+    #[serde(default)]
     requests: raw::Requests,
 }
 
@@ -66,6 +68,46 @@ pub struct PolicyConfig {
     pub rules: Config,
     /// Keys its table holds.
     pub max_entries: usize,
+    /// Shadow mode for this policy \[false\]: its denials are recorded,
+    /// counted and logged, not enforced (a reload switches it).
+    pub shadow: bool,
+}
+
+/// A running policy's handles a reload works through: its engine (new
+/// rules) and its shadow switch.
+#[derive(Clone)]
+pub struct PolicyHandle {
+    /// The policy's name.
+    pub name: String,
+    /// Its prefix and methods, as built (a reload that moves them needs a
+    /// restart).
+    pub route: (String, Vec<Method>),
+    /// Its engine.
+    pub engine: Arc<dyn Engine>,
+    /// Its shadow switch.
+    pub shadow: portcullis::layer::Shadow,
+}
+
+/// The running policies, filled when the router is built, read by a
+/// reload.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<std::sync::Mutex<Vec<PolicyHandle>>>);
+
+impl Registry {
+    /// The handles registered so far.
+    pub fn handles(&self) -> Vec<PolicyHandle> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, h: PolicyHandle) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(h);
+    }
 }
 
 fn bad(key: String, reason: impl Into<String>) -> BadConfig {
@@ -147,6 +189,7 @@ pub(crate) fn check(raws: Vec<RawPolicy>, base: &Config) -> Result<Vec<PolicyCon
             methods,
             rules,
             max_entries,
+            shadow: r.shadow,
         });
     }
     Ok(out)
@@ -155,7 +198,10 @@ pub(crate) fn check(raws: Vec<RawPolicy>, base: &Config) -> Result<Vec<PolicyCon
 /// The layer's policies for the configured entries: each its own
 /// in-memory guard (purged every [`DEFAULT_INTERVAL`] while the process
 /// runs), its metrics labelled with its name.
-pub fn build(cfgs: &[PolicyConfig]) -> Result<Vec<Policy>, portcullis::limiter::LimiterError> {
+pub fn build(
+    cfgs: &[PolicyConfig],
+    registry: &Registry,
+) -> Result<Vec<Policy>, portcullis::limiter::LimiterError> {
     let mut out = Vec::new();
     let mut cleanups: Vec<Cleanup> = Vec::new();
     for c in cfgs {
@@ -171,11 +217,18 @@ pub fn build(cfgs: &[PolicyConfig]) -> Result<Vec<Policy>, portcullis::limiter::
         if tokio::runtime::Handle::try_current().is_ok() {
             cleanups.push(Cleanup::start(guard.clone(), DEFAULT_INTERVAL));
         }
+        let engine = Arc::new(guard) as Arc<dyn Engine>;
+        registry.push(PolicyHandle {
+            name: c.name.clone(),
+            route: (c.prefix.clone(), c.methods.clone()),
+            engine: engine.clone(),
+            shadow: portcullis::layer::Shadow::new(c.shadow),
+        });
         out.push(Policy {
             name: c.name.clone(),
             prefix: c.prefix.clone(),
             methods: c.methods.clone(),
-            engine: Arc::new(guard) as Arc<dyn Engine>,
+            engine,
         });
     }
     if !cleanups.is_empty() {
@@ -206,17 +259,21 @@ mod tests {
             methods: methods.to_vec(),
             rules: Config::default(),
             max_entries: 64,
+            shadow: false,
         }
     }
 
     #[tokio::test]
     async fn longest_prefix_wins_then_the_method() {
-        let ps = build(&[
-            policy("api", "/api/", &[]),
-            policy("api-post", "/api/", &[Method::POST]),
-            policy("api-v2", "/api/v2/", &[]),
-            policy("root-get", "/", &[Method::GET]),
-        ])
+        let ps = build(
+            &[
+                policy("api", "/api/", &[]),
+                policy("api-post", "/api/", &[Method::POST]),
+                policy("api-v2", "/api/v2/", &[]),
+                policy("root-get", "/", &[Method::GET]),
+            ],
+            &Registry::default(),
+        )
         .unwrap();
         let name = |m: Method, p: &str| select(&ps, &m, p).map(|p| p.name.as_str());
         assert_eq!(name(Method::GET, "/api/x"), Some("api"));

@@ -44,6 +44,7 @@ pub struct Reloader {
     running: Mutex<ServerConfig>,
     engine: std::sync::Arc<dyn portcullis::engine::Engine>,
     shadow: Shadow,
+    policies: crate::policies::Registry,
 }
 
 impl Reloader {
@@ -55,6 +56,7 @@ impl Reloader {
         running: ServerConfig,
         engine: std::sync::Arc<dyn portcullis::engine::Engine>,
         shadow: Shadow,
+        policies: crate::policies::Registry,
     ) -> Self {
         metrics::describe_counter!(RELOAD_ERRORS, "Configuration reloads refused.");
         // Present (at 0) from the start, so a dashboard can alert on rate.
@@ -64,6 +66,7 @@ impl Reloader {
             running: Mutex::new(running),
             engine,
             shadow,
+            policies,
         }
     }
 
@@ -83,7 +86,7 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => return Err(refuse(e)),
         };
-        let needs_restart = needs_restart(&running, &new);
+        let mut needs_restart = needs_restart(&running, &new);
         let rules_changed = new.rules != running.rules;
         if rules_changed {
             if let Err(e) = self.engine.set_rules(new.rules.clone()) {
@@ -94,8 +97,42 @@ impl Reloader {
             }
             running.rules = new.rules;
         }
+        // `[[policies]]`: each running policy takes its new rules and shadow
+        // switch (checked first: one refusal changes nothing); adding,
+        // removing or moving one needs a restart (its table is built then).
+        let handles = self.policies.handles();
+        let mut moved = handles.len() != new.policies.len();
+        let mut updates = Vec::new();
+        for h in &handles {
+            match new.policies.iter().find(|p| p.name == h.name) {
+                Some(p) if (p.prefix.clone(), p.methods.clone()) == h.route => {
+                    updates.push((h.clone(), p.clone()))
+                }
+                _ => moved = true,
+            }
+        }
+        let mut policies_changed = false;
+        for (h, p) in &updates {
+            let old = running.policies.iter().find(|o| o.name == h.name);
+            if old.map(|o| &o.rules) != Some(&p.rules) {
+                if let Err(e) = h.engine.set_rules(p.rules.clone()) {
+                    return Err(refuse(BadConfig {
+                        key: format!("policies.{}.{}", h.name, config_key(&e)),
+                        reason: e.to_string(),
+                    }));
+                }
+                policies_changed = true;
+            }
+            h.shadow.set(p.shadow);
+        }
         self.shadow.set(new.shadow);
         running.shadow = new.shadow;
+        if moved {
+            needs_restart.push("policies (added, removed or moved)");
+        } else {
+            running.policies = new.policies.clone();
+        }
+        let rules_changed = rules_changed || policies_changed;
         tracing::info!(
             rules_changed,
             shadow = new.shadow,

@@ -430,3 +430,60 @@ async fn a_fleet_server_reloads_its_rules_in_redis() {
         "{seen:#?}"
     );
 }
+
+/// A `[[policies]]` entry in shadow mode: quota + 10 requests proceed and
+/// 10 would-be denials are counted; a reload switches it to enforcing
+/// (denied at once) and then swaps its quota (the client's count kept).
+#[tokio::test]
+async fn a_shadow_route_policy_switches_to_enforcing_and_takes_new_rules_on_reload() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("p.toml");
+    let policy = |shadow: bool, q: u32| {
+        format!(
+            "{PROXY}[[policies]]\nname = \"api\"\nprefix = \"/api/\"\nshadow = {shadow}\n\
+             [policies.requests]\nmax_requests = {q}\nblock_after = 16\n"
+        )
+    };
+    write(&cfg, &policy(true, 3));
+    let s = Server::start_with(&d.path().join("p.db"), &[], Some(&cfg));
+    let client = reqwest::Client::new();
+    let hit = || async {
+        client
+            .get(s.url("/api/x"))
+            .header("x-forwarded-for", "203.0.113.50")
+            .send()
+            .await
+            .unwrap()
+    };
+    for i in 0..13 {
+        let r = hit().await;
+        assert_ne!(r.status(), 429, "request {i} proceeds in shadow mode");
+        assert!(
+            r.headers()
+                .get("ratelimit-policy")
+                .is_some_and(|v| v.to_str().unwrap().contains("\"api\"")),
+            "{:?}",
+            r.headers()
+        );
+    }
+    let text = metrics_text(&s).await;
+    assert_eq!(
+        total(&text, "portcullis_shadow_denials_total"),
+        10.0,
+        "{text}"
+    );
+    let mut seen = Vec::new();
+    write(&cfg, &policy(false, 3));
+    sighup(&s);
+    wait_log(&s, &mut seen, "config reloaded");
+    assert_eq!(hit().await.status(), 429, "enforcing at once");
+    write(&cfg, &policy(false, 20));
+    sighup(&s);
+    seen.clear();
+    wait_log(&s, &mut seen, "config reloaded");
+    assert_ne!(hit().await.status(), 429, "the new quota of 20 applies");
+    assert!(
+        !seen.iter().any(|l| l.contains("needs a restart")),
+        "{seen:#?}"
+    );
+}
