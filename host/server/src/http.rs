@@ -43,6 +43,8 @@ struct App {
     server_metrics: Arc<super::exporter::ServerMetrics>,
     /// The service policy's shadow switch.
     shadow: Shadow,
+    /// The `[[policies]]` (their tables are listed and lifted too).
+    policies: super::policies::Registry,
     /// `login.reveal_lock`, and the delay a hidden lock waits.
     reveal_lock: (bool, embassy_time::Duration),
 }
@@ -94,6 +96,7 @@ pub fn router_with(
     let (shadow, registry) = (live.shadow.clone(), &live.policies);
     let app = App {
         shadow: shadow.clone(),
+        policies: registry.clone(),
         engine: engine.clone(),
         users,
         admin: cfg.admin_token.as_deref().and_then(|t| {
@@ -193,6 +196,7 @@ pub fn router_with(
             kind,
             shadow: app.shadow.clone(),
             base: own.clone(),
+            policies: app.policies.clone(),
         }));
     let Some(upstream) = cfg.upstream.clone() else {
         let service = demo.merge(routes).with_state(app).layer(layer);
@@ -458,11 +462,19 @@ async fn admin_bans(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(r) = token_ok(&app, &headers, false) {
         return r;
     }
-    Json(mark_shadow(
-        bans_json(app.engine.as_ref()).await,
-        app.shadow.is_on(),
-    ))
-    .into_response()
+    let mut rows = mark_shadow(bans_json(app.engine.as_ref()).await, app.shadow.is_on());
+    // Each `[[policies]]` table's blocks and bans, marked with its name and
+    // its own shadow switch.
+    for h in app.policies.handles() {
+        let mut more = mark_shadow(bans_json(h.engine.as_ref()).await, h.shadow.is_on());
+        if let (Some(all), Some(more)) = (rows.as_array_mut(), more.as_array_mut()) {
+            for r in more.iter_mut().filter_map(|r| r.as_object_mut()) {
+                r.insert("policy".into(), json!(h.name));
+            }
+            all.append(more);
+        }
+    }
+    Json(rows).into_response()
 }
 
 /// Mark every row `"shadow": shadow`: while the service policy shadows,
@@ -524,7 +536,10 @@ async fn admin_unban(
         return Json(json!({ "ip": range.to_string(), "lifted": usize::from(lifted) }))
             .into_response();
     };
-    let n = app.engine.lift(ip).await;
+    let mut n = app.engine.lift(ip).await;
+    for h in app.policies.handles() {
+        n += h.engine.lift(ip).await;
+    }
     tracing::info!(%ip, lifted = n, "admin unban");
     Json(json!({ "ip": ip.to_string(), "lifted": n })).into_response()
 }

@@ -254,6 +254,8 @@ pub struct UiContext {
     /// Path prefix the routes are served under (proxy mode's
     /// `[upstream] admin_prefix`; empty at the root).
     pub base: String,
+    /// The `[[policies]]` (their tables' blocks are listed too).
+    pub policies: super::policies::Registry,
 }
 
 /// How many offenders the page lists.
@@ -475,6 +477,20 @@ pub async fn data(ctx: &UiContext) -> Value {
             })
         })
         .collect();
+    for h in ctx.policies.handles() {
+        let shadow = h.shadow.is_on();
+        bans.extend(h.engine.bans().await.iter().map(|b| {
+            json!({
+                "ip": b.ip.to_string(),
+                "kind": b.kind.as_str(),
+                "reason": b.reason.as_str(),
+                "seconds_left": b.left.map(ceil_secs),
+                "ms_left": b.left.map(|d| d.as_millis()),
+                "shadow": shadow,
+                "policy": h.name,
+            })
+        }));
+    }
     let manual = ctx.engine.manual_bans().await;
     bans.extend(super::manual_api::rows(
         &manual,

@@ -441,20 +441,17 @@ async fn a_shadow_route_policy_switches_to_enforcing_and_takes_new_rules_on_relo
     let policy = |shadow: bool, q: u32| {
         format!(
             "{PROXY}[[policies]]\nname = \"api\"\nprefix = \"/api/\"\nshadow = {shadow}\n\
-             [policies.requests]\nmax_requests = {q}\nblock_after = 16\n"
+             [policies.requests]\nmax_requests = {q}\nblock_after = 1\nblock_for = \"10m\"\n"
         )
     };
     write(&cfg, &policy(true, 3));
     let s = Server::start_with(&d.path().join("p.db"), &[], Some(&cfg));
     let client = reqwest::Client::new();
-    let hit = || async {
-        client
-            .get(s.url("/api/x"))
-            .header("x-forwarded-for", "203.0.113.50")
-            .send()
-            .await
-            .unwrap()
+    let hit_as = |who: &'static str| {
+        let req = client.get(s.url("/api/x")).header("x-forwarded-for", who);
+        async move { req.send().await.unwrap() }
     };
+    let hit = || hit_as("203.0.113.50");
     for i in 0..13 {
         let r = hit().await;
         assert_ne!(r.status(), 429, "request {i} proceeds in shadow mode");
@@ -481,7 +478,22 @@ async fn a_shadow_route_policy_switches_to_enforcing_and_takes_new_rules_on_relo
     sighup(&s);
     seen.clear();
     wait_log(&s, &mut seen, "config reloaded");
-    assert_ne!(hit().await.status(), 429, "the new quota of 20 applies");
+    for i in 0..20 {
+        assert_ne!(
+            hit_as("203.0.113.51").await.status(),
+            429,
+            "request {i}: quota 20"
+        );
+    }
+    assert_eq!(hit_as("203.0.113.51").await.status(), 429, "the 21st");
+    let bans = admin_json(&s, "/admin/bans").await;
+    assert!(
+        bans.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["ip"] == "203.0.113.50" && b["policy"] == "api" && b["shadow"] == false),
+        "{bans}"
+    );
     assert!(
         !seen.iter().any(|l| l.contains("needs a restart")),
         "{seen:#?}"
