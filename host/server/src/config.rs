@@ -931,7 +931,7 @@ mod tests {
     use embassy_time::Duration;
     use portcullis_core::Growth;
 
-    fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
+    pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
         ServerConfig::from_str_env(
             text,
             "test.toml",
@@ -1213,15 +1213,7 @@ mod tests {
 
 #[cfg(test)]
 mod forward_auth_tests {
-    use super::*;
-
-    fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
-        ServerConfig::from_str_env(
-            text,
-            "test.toml",
-            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
-        )
-    }
+    use super::tests::load;
 
     #[test]
     fn forward_auth_keys() {

@@ -425,17 +425,7 @@ pub(crate) fn status_json(s: &Status) -> serde_json::Value {
 /// with the operator's reason as `note`).
 pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
     let bans = engine.bans().await;
-    let mut rows: Vec<serde_json::Value> = bans
-        .iter()
-        .map(|b| {
-            json!({
-                "ip": b.ip.to_string(),
-                "kind": b.kind.as_str(),
-                "reason": b.reason.as_str(),
-                "seconds_left": b.left.map(ceil_secs),
-            })
-        })
-        .collect();
+    let mut rows: Vec<serde_json::Value> = bans.iter().map(ban_row).collect();
     let manual = engine.manual_bans().await;
     let now_ms = portcullis::clock::unix_ms();
     rows.extend(
@@ -449,6 +439,17 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
             }),
     );
     json!(rows)
+}
+
+/// One blocked, banned or locked key as a JSON row (`/admin/bans`; the
+/// dashboard adds `ms_left`, `shadow` and `policy` to it).
+pub(crate) fn ban_row(b: &portcullis::limiter::BanInfo) -> serde_json::Value {
+    json!({
+        "ip": b.ip.to_string(),
+        "kind": b.kind.as_str(),
+        "reason": b.reason.as_str(),
+        "seconds_left": b.left.map(ceil_secs),
+    })
 }
 
 async fn admin_ban(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {

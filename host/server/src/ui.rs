@@ -38,7 +38,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use portcullis::engine::Engine;
-use portcullis::layer::ceil_secs;
 use portcullis::metrics::{series_names, Metrics, HISTORY_SECS, SERIES};
 
 /// Name of the admin session cookie (`HttpOnly; SameSite=Strict`).
@@ -463,33 +462,25 @@ pub async fn data(ctx: &UiContext) -> Value {
     let status = ctx.engine.status().await;
     let m = &ctx.metrics;
 
+    // A row of `/admin/bans` plus its countdown in ms, whether its policy
+    // shadows, and (for a `[[policies]]` table) the policy's name.
+    let row = |b: &portcullis::limiter::BanInfo, shadow: bool, policy: Option<&str>| {
+        let mut r = super::http::ban_row(b);
+        if let Some(o) = r.as_object_mut() {
+            o.insert("ms_left".into(), json!(b.left.map(|d| d.as_millis())));
+            o.insert("shadow".into(), json!(shadow));
+            if let Some(p) = policy {
+                o.insert("policy".into(), json!(p));
+            }
+        }
+        r
+    };
     let shadow = ctx.shadow.is_on();
-    let mut bans: Vec<Value> = bans
-        .iter()
-        .map(|b| {
-            json!({
-                "ip": b.ip.to_string(),
-                "kind": b.kind.as_str(),
-                "reason": b.reason.as_str(),
-                "seconds_left": b.left.map(ceil_secs),
-                "ms_left": b.left.map(|d| d.as_millis()),
-                "shadow": shadow,
-            })
-        })
-        .collect();
+    let mut bans: Vec<Value> = bans.iter().map(|b| row(b, shadow, None)).collect();
     for h in ctx.policies.handles() {
         let shadow = h.shadow.is_on();
-        bans.extend(h.engine.bans().await.iter().map(|b| {
-            json!({
-                "ip": b.ip.to_string(),
-                "kind": b.kind.as_str(),
-                "reason": b.reason.as_str(),
-                "seconds_left": b.left.map(ceil_secs),
-                "ms_left": b.left.map(|d| d.as_millis()),
-                "shadow": shadow,
-                "policy": h.name,
-            })
-        }));
+        let more = h.engine.bans().await;
+        bans.extend(more.iter().map(|b| row(b, shadow, Some(&h.name))));
     }
     let manual = ctx.engine.manual_bans().await;
     bans.extend(super::manual_api::rows(
