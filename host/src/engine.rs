@@ -149,8 +149,7 @@ impl Engine for Guard {
         Box::pin(Guard::check_request(self, ip))
     }
     fn quota(&self) -> (u32, Duration) {
-        let c = self.limiter().config();
-        (c.requests.max_requests, c.requests.window)
+        self.limiter().quota()
     }
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
         Box::pin(Guard::check_login(self, user, ip))

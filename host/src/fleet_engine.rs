@@ -299,8 +299,7 @@ impl Engine for FleetEngine {
     }
 
     fn quota(&self) -> (u32, Duration) {
-        let c = self.local.limiter().config();
-        (c.requests.max_requests, c.requests.window)
+        self.local.limiter().quota()
     }
 
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {

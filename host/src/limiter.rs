@@ -235,9 +235,30 @@ pub struct Limiter {
     ipv6_prefix: u8,
     /// Manual decisions (addresses and ranges), checked before the rules.
     manual: crate::manual::ManualBans,
-    /// Whether the rules in force have a block jitter (read per request
-    /// without taking the config lock).
-    jitter_on: std::sync::atomic::AtomicBool,
+    /// What every request reads of the rules, kept beside them so the hot
+    /// path never takes the config lock or touches the `Arc`'s count.
+    hot: HotRules,
+}
+
+/// The few rule values read on every request (the `RateLimit-Policy`
+/// quota, whether a block jitter is drawn), mirrored from the config in
+/// force by [`Limiter::new`] and [`Limiter::set_config`].
+#[derive(Debug, Default)]
+struct HotRules {
+    max_requests: std::sync::atomic::AtomicU32,
+    window_ticks: AtomicU64,
+    jitter: std::sync::atomic::AtomicBool,
+}
+
+impl HotRules {
+    fn store(&self, c: &Config) {
+        self.max_requests
+            .store(c.requests.max_requests, Ordering::Relaxed);
+        self.window_ticks
+            .store(c.requests.window.as_ticks(), Ordering::Relaxed);
+        self.jitter
+            .store(c.blocks.block_jitter.as_ticks() > 0, Ordering::Relaxed);
+    }
 }
 
 fn random_seed() -> Result<Seed, LimiterError> {
@@ -259,7 +280,8 @@ impl Limiter {
             Some(s) => s,
             None => random_seed()?,
         };
-        let jitter_on = config.blocks.block_jitter.as_ticks() > 0;
+        let hot = HotRules::default();
+        hot.store(&config);
         // Keyed hashing spreads keys evenly but not exactly: give each shard
         // 10 % (and at least 64 keys) of headroom so `max_entries` keys fit
         // without evictions. The total may exceed `max_entries` by that much.
@@ -290,7 +312,7 @@ impl Limiter {
             config: RwLock::new(std::sync::Arc::new(config)),
             ipv6_prefix,
             manual: crate::manual::ManualBans::new(),
-            jitter_on: std::sync::atomic::AtomicBool::new(jitter_on),
+            hot,
         })
     }
 
@@ -318,10 +340,19 @@ impl Limiter {
         for slot in self.shards.iter() {
             slot.write().set_config(config.clone())?;
         }
-        self.jitter_on
-            .store(config.blocks.block_jitter.as_ticks() > 0, Ordering::Relaxed);
+        self.hot.store(&config);
         *current = std::sync::Arc::new(config);
         Ok(())
+    }
+
+    /// `(max_requests, window)` of the rules in force, without the config
+    /// lock (read for every response's `RateLimit-Policy`; a response racing
+    /// a reload may show one old and one new value, a decision never does).
+    pub fn quota(&self) -> (u32, Duration) {
+        (
+            self.hot.max_requests.load(Ordering::Relaxed),
+            Duration::from_ticks(self.hot.window_ticks.load(Ordering::Relaxed)),
+        )
     }
 
     /// The manual decisions (addresses and ranges) this limiter enforces
@@ -438,7 +469,7 @@ impl Limiter {
             }
         }
         // Drawn outside the shard's lock (an RNG call when a jitter is set).
-        let jitter = if self.jitter_on.load(Ordering::Relaxed) {
+        let jitter = if self.hot.jitter.load(Ordering::Relaxed) {
             crate::jitter::draw(&self.config())
         } else {
             portcullis_core::Jitter::NONE
