@@ -478,17 +478,34 @@ impl Model {
             }
         }
         // Username across addresses: the throttle.
-        let mut throttled = false;
-        if let Some(m) = login.account_max_failures {
-            let acct = login.account_window.as_ticks();
-            if let Some(e) = self.upsert(&MKey::Account(name), now) {
-                throttled = count(&e.log, now, acct) >= m;
-                e.log.push(now);
-                // Only the newest `m` matter to the rule; the core keeps no more.
-                let extra = e.log.len().saturating_sub(m as usize);
-                e.log.drain(..extra);
-            }
+        let throttled = self.account_failure(name, now);
+        MPenalty {
+            locked,
+            ..self.penalty(k, throttled, ip_key, now)
         }
+    }
+
+    /// Rule 8: count a failure against the account; whether its throttle
+    /// was on.
+    fn account_failure(&mut self, name: String, now: u64) -> bool {
+        let login = self.cfg.login.clone();
+        let Some(m) = login.account_max_failures else {
+            return false;
+        };
+        let acct = login.account_window.as_ticks();
+        let Some(e) = self.upsert(&MKey::Account(name), now) else {
+            return false;
+        };
+        let throttled = count(&e.log, now, acct) >= m;
+        e.log.push(now);
+        // Only the newest `m` matter to the rule; the core keeps no more.
+        let extra = e.log.len().saturating_sub(m as usize);
+        e.log.drain(..extra);
+        throttled
+    }
+
+    /// Rules 6-7: the delay after `k` earlier failures, in a slot of `ip_key`.
+    fn penalty(&mut self, k: u32, throttled: bool, ip_key: MKey, now: u64) -> MPenalty {
         let p = &self.cfg.penalty;
         let mut delay = if throttled {
             p.max
@@ -512,7 +529,7 @@ impl Model {
             slot,
             refused,
             throttled,
-            locked,
+            locked: false,
         }
     }
 
@@ -551,44 +568,11 @@ impl Model {
         if let Some(e) = self.upsert(&ip_key, now) {
             e.log.push(now);
         }
-        let mut throttled = false;
-        if let Some(m) = login.account_max_failures {
-            let acct = login.account_window.as_ticks();
-            if let Some(e) = self.upsert(&MKey::Account(name), now) {
-                throttled = count(&e.log, now, acct) >= m;
-                e.log.push(now);
-                let extra = e.log.len().saturating_sub(m as usize);
-                e.log.drain(..extra);
-            }
-        }
-        let p = &self.cfg.penalty;
-        let mut delay = if throttled {
-            p.max
-        } else {
-            Duration::from_ticks(grown(p.base.as_ticks(), p.multiplier, k, p.max.as_ticks()))
-        };
-        let base = p.base;
-        let slot = self.acquire_at(ip_key, now);
-        let mut refused = false;
-        if slot.is_none() {
-            match self.cfg.slots.when_full {
-                NoSlot::CapToBase => delay = delay.min(base),
-                NoSlot::Refuse => {
-                    refused = true;
-                    delay = Duration::from_ticks(0);
-                }
-            }
-        }
+        let throttled = self.account_failure(name, now);
         Ok(MAttempt {
             at: now,
             counted: true,
-            penalty: MPenalty {
-                delay,
-                slot,
-                refused,
-                throttled,
-                locked: false,
-            },
+            penalty: self.penalty(k, throttled, ip_key, now),
         })
     }
 
