@@ -433,6 +433,7 @@ async fn users_from_hash_password_and_the_sample_config() {
         .arg("hash-password")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child
@@ -443,7 +444,12 @@ async fn users_from_hash_password_and_the_sample_config() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$"),
+        "{hash:?}, {}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (d, db) = tmp();
     let cfg = d.path().join("users.toml");
     std::fs::write(
