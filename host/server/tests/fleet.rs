@@ -9,7 +9,7 @@ mod common;
 #[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
 
-use common::{admin_json, Server, TOKEN};
+use common::{admin_json, metric, Server, TOKEN};
 use redis_server::RedisServer;
 
 fn client() -> reqwest::Client {
@@ -27,21 +27,6 @@ async fn hit(s: &Server, who: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-async fn metric(s: &Server, name: &str) -> u64 {
-    let text = client()
-        .get(s.url("/metrics"))
-        .header("x-forwarded-for", "198.18.0.1")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
 }
 
 fn fleet_env(url: &str, extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {

@@ -12,7 +12,7 @@ mod common;
 #[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
 
-use common::Server;
+use common::{metric, Server};
 use redis_server::RedisServer;
 
 /// Small penalties so the test is quick; the lockout is the default
@@ -21,18 +21,6 @@ const FAST: [(&str, &str); 2] = [
     ("PORTCULLIS_PENALTY__BASE", "10ms"),
     ("PORTCULLIS_PENALTY__MAX", "50ms"),
 ];
-
-async fn metric(s: &Server, name: &str) -> u64 {
-    let text = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
-}
 
 /// Fire `n` wrong guesses for `demo` at once, spread over `servers`;
 /// returns the statuses.

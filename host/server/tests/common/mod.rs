@@ -124,3 +124,21 @@ pub async fn admin_json(s: &Server, path: &str) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// The value of the unlabelled sample `name` in `/metrics` (asked as
+/// client 198.18.0.1 where the server trusts loopback as a proxy, so the
+/// scrape has its own address).
+pub async fn metric(s: &Server, name: &str) -> u64 {
+    let text = reqwest::Client::new()
+        .get(s.url("/metrics"))
+        .header("x-forwarded-for", "198.18.0.1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+}
