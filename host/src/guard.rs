@@ -210,7 +210,11 @@ impl Guard {
         let o = self.limiter.login_failed_at(user, ip, now);
         self.persist(o.changes).await;
         self.metrics.login_failure();
-        let p = o.decision;
+        self.host_penalty(o.decision)
+    }
+
+    /// A core penalty with its slot wrapped in an RAII [`SlotGuard`].
+    fn host_penalty(&self, p: portcullis_core::Penalty) -> HostPenalty {
         HostPenalty {
             delay: p.delay,
             slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
@@ -224,14 +228,7 @@ impl Guard {
     /// delay the next wrong password would get, in a slot of `ip` like a
     /// failure's (core `hidden_lock_penalty`); nothing is counted.
     pub fn hidden_lock_penalty(&self, ip: IpAddr) -> HostPenalty {
-        let p = self.limiter.hidden_lock_penalty_at(ip, read());
-        HostPenalty {
-            delay: p.delay,
-            slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
-            refused: p.refused,
-            throttled: p.throttled,
-            locked: false,
-        }
+        self.host_penalty(self.limiter.hidden_lock_penalty_at(ip, read()))
     }
 
     /// Reserve a login attempt before the password is checked: counted as
@@ -260,15 +257,8 @@ impl Guard {
                         reset_after: Duration::from_ticks(0),
                     },
                 );
-                let p = a.penalty;
                 Ok(LoginAttempt {
-                    penalty: HostPenalty {
-                        delay: p.delay,
-                        slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
-                        refused: p.refused,
-                        throttled: p.throttled,
-                        locked: false,
-                    },
+                    penalty: self.host_penalty(a.penalty),
                     ticket: Ticket::Local {
                         pair: a.pair,
                         account: a.account,
