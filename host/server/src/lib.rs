@@ -202,15 +202,9 @@ pub async fn serve_from(
         },
     )
     .layer(axum::Extension(reloader));
+    let stop = shutdown_signal();
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
-    listener::run(
-        listener,
-        app,
-        cfg.conn.clone(),
-        server_metrics,
-        shutdown_signal(),
-    )
-    .await;
+    listener::run(listener, app, cfg.conn.clone(), server_metrics, stop).await;
     tracing::info!("shutting down");
     let last = match backend.cleanup {
         Some(c) => c.shutdown().await,
@@ -233,23 +227,37 @@ pub async fn serve_from(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM. The handlers are registered when this is called, not
+/// when the future is first polled: the accept loop may not poll it before
+/// serving the first request, and a SIGTERM in that gap would kill the
+/// process without its final snapshot.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(unix)]
+    let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for a stop signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -212,22 +212,23 @@ fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
 
 /// Reload on every `SIGHUP` until the process ends (unix only).
 pub fn on_sighup(reloader: Arc<Reloader>) {
+    // Registered here, before the server says it is listening: a SIGHUP
+    // that arrives early must reload, not kill (the default action).
     #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; reload via the admin API only");
-                return;
-            }
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            // Outcomes are logged by `reload`.
-            let _ = reloader.reload().await;
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // Outcomes are logged by `reload`.
+                    let _ = reloader.reload().await;
+                }
+            });
         }
-    });
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload via the admin API only");
+        }
+    }
     #[cfg(not(unix))]
     let _ = reloader;
 }

@@ -94,6 +94,13 @@ impl Server {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = self.child.wait().unwrap();
+        if !status.success() {
+            // The reason is in the server's own last words.
+            std::thread::sleep(Duration::from_millis(100));
+            for l in self.log.try_iter() {
+                eprintln!("server: {l}");
+            }
+        }
         std::mem::forget(self);
         status
     }
