@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub fail_closed: bool,
     /// Per-decision Redis timeout \[50ms\].
     pub redis_timeout: StdDuration,
+    /// Keys the Redis backend's local cache of standing denials holds
+    /// \[10 000\]; 0 turns it off.
+    pub denial_cache: usize,
     /// Keys held by the main table \[1 000 000\].
     pub max_entries: usize,
     /// The rules.
@@ -200,6 +203,9 @@ impl std::error::Error for BadConfig {}
 /// fits (a test checks the built limiter's capacity covers it).
 pub const MAX_TABLE_ENTRIES: u32 = 960_000_000;
 
+/// Most keys the Redis backend's denial cache may be configured to hold.
+pub const MAX_DENIAL_CACHE: u32 = 10_000_000;
+
 /// Most keys each admin table may hold: the same bound for its 4 shards.
 pub const MAX_ADMIN_ENTRIES: u32 = 60_000_000;
 
@@ -284,6 +290,7 @@ pub(crate) mod raw {
         pub fail_closed: Option<bool>,
         pub redis_timeout: Option<Dur>,
         pub max_entries: Option<Uint>,
+        pub denial_cache: Option<Uint>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -850,6 +857,17 @@ impl ServerConfig {
             redis_url,
             fail_closed: store.fail_closed.unwrap_or(false),
             redis_timeout,
+            denial_cache: match store.denial_cache {
+                None => portcullis::fleet::denials::DEFAULT_CAPACITY,
+                Some(raw::Uint(n)) if n > MAX_DENIAL_CACHE => {
+                    return Err(bad(
+                        "store.denial_cache",
+                        format!("must be at most {MAX_DENIAL_CACHE}"),
+                    ))
+                }
+                Some(raw::Uint(n)) => usize::try_from(n)
+                    .map_err(|_| bad("store.denial_cache", "too large for this platform"))?,
+            },
             max_entries: table_size(
                 "store.max_entries",
                 store.max_entries,

@@ -68,7 +68,9 @@
 //! * [`RedisLimiter::lift`] finds the address's keys with `SCAN` and then
 //!   lifts them in one call; a key created in between is not lifted.
 
+pub mod denials;
 mod manual;
+pub mod reconcile;
 
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
