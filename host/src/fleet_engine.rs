@@ -117,6 +117,12 @@ async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
 
 /// Connect per `cfg` (or start degraded and keep trying), falling back to `local`.
 pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, String> {
+    Ok(connect_fleet(cfg, local).await?)
+}
+
+/// [`connect`], as the fleet engine itself (for its reconciliation queue
+/// and denial cache figures).
+pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<FleetEngine>, String> {
     let pending = Arc::new(Pending::default());
     let store_location = local.store().map(|s| s.location());
     let recorder = Recorder {

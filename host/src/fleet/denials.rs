@@ -214,7 +214,8 @@ fn make_room(map: &mut HashMap<Key, Cached>, cap: usize, now_us: u64) {
 }
 
 impl RedisLimiter {
-    fn denials_version_key(&self) -> String {
+    /// The fleet's lift counter key (its own hash tag).
+    pub fn denials_version_key(&self) -> String {
         format!("{}:{{denials}}:v", self.ns)
     }
 
