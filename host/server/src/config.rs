@@ -1172,6 +1172,25 @@ mod tests {
     }
 
     #[test]
+    fn denial_cache_size() {
+        assert_eq!(load("", &[]).unwrap().denial_cache, 10_000);
+        let c = load("[store]\ndenial_cache = 0\n", &[]).unwrap();
+        assert_eq!(c.denial_cache, 0, "0 turns the cache off");
+        let c = load("", &[("PORTCULLIS_STORE__DENIAL_CACHE", "250")]).unwrap();
+        assert_eq!(c.denial_cache, 250);
+        assert_eq!(
+            load("[store]\ndenial_cache = 10000001\n", &[])
+                .unwrap_err()
+                .to_string(),
+            "config error: store.denial_cache: must be at most 10000000"
+        );
+        assert!(load("[store]\ndenial_cache = -1\n", &[])
+            .unwrap_err()
+            .to_string()
+            .starts_with("config error: store.denial_cache"));
+    }
+
+    #[test]
     fn table_sizes_and_client_ip_header() {
         let c = load("", &[]).unwrap();
         assert_eq!((c.max_entries, c.admin_max_entries), (1_000_000, 10_000));
