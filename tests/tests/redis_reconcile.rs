@@ -540,3 +540,128 @@ async fn a_zero_capacity_cache_is_off() {
     assert_eq!(evalsha_calls(&server).await - before, 10);
     assert_eq!(e.cached_denials(), 0);
 }
+
+/// What a merged key decides agrees with the core: a record the fallback
+/// wrote (block with its escalation, ban, violations; locks of the address
+/// and of a pair) merged into a clean Redis key, and the same record
+/// imported into a core limiter, answer the same requests and logins at the
+/// same times, decision for decision, on random rules.
+#[test]
+fn a_merged_record_decides_as_the_core_with_that_record() {
+    use portcullis_core::{Key, MapLimiter, Record, WallClock, VIOLATION_LOG};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
+
+    let Some(server) = RedisServer::start_or_skip("merged_record_agrees_with_core") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = server.url();
+    const SEED: Seed = Seed::new([11; 16]);
+    let ms = 1_000u64;
+    // (banned, block: (started ms ago, lasts ms, level), violations: gaps in
+    // ms going back, ip lock and pair lock: ms from t0, may be past)
+    let rec = (
+        proptest::bool::weighted(0.2),
+        proptest::option::of((0u64..600_000, 1u64..900_000, 0u8..8)),
+        proptest::collection::vec(1u64..120_000, 0..VIOLATION_LOG),
+        proptest::option::of(-60_000i64..600_000),
+        proptest::option::of(-60_000i64..600_000),
+    );
+    // Bursts (µs to 200 ms apart: windows fill, blocks escalate) and the
+    // generator's steps up to days (blocks, locks and memories end).
+    let dt = prop_oneof![
+        3 => 0u64..200_000,
+        1 => portcullis_tests::gen::step(),
+    ];
+    let ops = proptest::collection::vec((dt, 0u8..4), 1..80);
+    let strategy = (portcullis_tests::gen::config(8), 0u64..1_000_000, rec, ops);
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let mut runner = TestRunner::new(PtConfig {
+        cases: portcullis_tests::gen::cases(64),
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    let result = runner.run(
+        &strategy,
+        |(cfg, off_ms, (banned, block, gaps, ip_lock, pair_lock), ops)| {
+            rt.block_on(async {
+                let t0 = T0 + off_ms * ms; // whole milliseconds
+                let t0_ms = t0 / ms;
+                let a = ip("10.0.0.1");
+                let mut core = MapLimiter::<64>::new_growable(cfg.clone(), SEED, 1000)
+                    .map_err(|e| TestCaseError::fail(format!("config: {e}")))?;
+                let addr = core.addr(a);
+                let mut req = Record::empty(Key::request(addr));
+                req.banned = banned;
+                if let Some((ago, len, level)) = block {
+                    let start = t0_ms - ago;
+                    req.last_block_start = Some(start);
+                    req.block_until = Some(start + len);
+                    req.block_level = level;
+                }
+                let mut t = t0_ms;
+                let mut vs: Vec<u64> = gaps
+                    .iter()
+                    .map(|g| {
+                        t -= g;
+                        t
+                    })
+                    .collect();
+                vs.reverse();
+                for v in vs {
+                    let _ = req.violations.push(v);
+                }
+                let lock_at = |d: i64| t0_ms.saturating_add_signed(d);
+                let mut lip = Record::empty(Key::login_ip(addr));
+                lip.lock_until = ip_lock.map(lock_at);
+                let mut pair = Record::empty(Key::login_user(core.user_hash("alice"), addr));
+                pair.lock_until = pair_lock.map(lock_at);
+                let records = [req, lip, pair];
+                let clock = WallClock {
+                    now: embassy_time::Instant::from_ticks(t0),
+                    unix_ms: t0_ms,
+                };
+                core.import(clock, &records)
+                    .map_err(|e| TestCaseError::fail(format!("import: {e}")))?;
+
+                let ns = format!(
+                    "mrg{}",
+                    case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let fleet = RedisLimiter::connect(&url, cfg, SEED, &ns, StdDuration::from_secs(5))
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?
+                    .with_ttl_slack(StdDuration::from_secs(3600));
+                for (r, user) in records.iter().zip([None, None, Some("alice")]) {
+                    fleet
+                        .merge(r.key.kind(), addr, user, &Imposed::of(r), t0)
+                        .await
+                        .map_err(|e| TestCaseError::fail(format!("merge: {e}")))?;
+                }
+                let mut now = t0;
+                for (i, (dt, what)) in ops.iter().enumerate() {
+                    now = now.saturating_add(*dt);
+                    let at = embassy_time::Instant::from_ticks(now);
+                    let ctx = format!("op {i} at t0 + {} µs, {records:?}", now - t0);
+                    let (c, f) = match what {
+                        0..=2 => (core.check_request(a, at), fleet.check_request(a, now).await),
+                        _ => (
+                            core.check_login("alice", a, at),
+                            fleet.check_login("alice", a, now).await,
+                        ),
+                    };
+                    let f = f.map_err(|e| TestCaseError::fail(format!("redis: {e}")))?;
+                    prop_assert_eq!(c, f, "{}", ctx);
+                }
+                Ok(())
+            })
+        },
+    );
+    if let Err(e) = result {
+        panic!("a merged record and the core disagree: {e}");
+    }
+}
