@@ -325,10 +325,10 @@ impl Engine for FleetEngine {
                 self.local.metrics().count_from(ip, &d);
                 return d;
             }
-            self.reconcile_first(ip, now).await;
+            let reachable = self.reconcile_first(ip, now).await;
             let epoch = self.denials.epoch();
             if let Some(d) = self
-                .on_redis(|r| async move {
+                .on_redis_if(reachable, |r| async move {
                     let jitter = crate::jitter::draw(r.config());
                     r.check_request_with(ip, now.unix_us(), jitter).await
                 })
@@ -362,10 +362,12 @@ impl Engine for FleetEngine {
                 self.local.metrics().count_from(ip, &d);
                 return d;
             }
-            self.reconcile_first(ip, now).await;
+            let reachable = self.reconcile_first(ip, now).await;
             let epoch = self.denials.epoch();
             if let Some(d) = self
-                .on_redis(|r| async move { r.check_login(user, ip, now.unix_us()).await })
+                .on_redis_if(reachable, |r| async move {
+                    r.check_login(user, ip, now.unix_us()).await
+                })
                 .await
             {
                 self.remember_login(user, ip, &d, now, epoch).await;
@@ -419,10 +421,12 @@ impl Engine for FleetEngine {
                 self.local.metrics().count_from(ip, &d);
                 return Err(d);
             }
-            self.reconcile_first(ip, now).await;
+            let reachable = self.reconcile_first(ip, now).await;
             let epoch = self.denials.epoch();
             if let Some(r) = self
-                .on_redis(|r| async move { r.begin_login(user, ip, now.unix_us()).await })
+                .on_redis_if(reachable, |r| async move {
+                    r.begin_login(user, ip, now.unix_us()).await
+                })
                 .await
             {
                 return match r {
@@ -719,20 +723,44 @@ impl FleetEngine {
     }
 
     /// Before the first Redis decision for `ip` after an outage: write what
-    /// the fallback imposed on it first (only while Redis is believed up:
-    /// during an outage this would only add a timeout).
-    async fn reconcile_first(&self, ip: IpAddr, now: crate::clock::Now) {
-        if self.pending.is_empty() || self.down.load(Relaxed) {
-            return;
+    /// the fallback imposed on it first. False if that found Redis away
+    /// (an outage: the decision goes straight to the fallback rather than
+    /// waiting for a second timeout).
+    async fn reconcile_first(&self, ip: IpAddr, now: crate::clock::Now) -> bool {
+        if self.pending.is_empty() {
+            return true;
         }
         let entries = self.pending.entries(Some(self.addr(ip)));
         if entries.is_empty() {
-            return;
+            return true;
         }
-        let Some(r) = self.redis() else { return };
+        let Some(r) = self.redis() else { return true };
         match self.pending.drain(&r, entries, now.unix_us()).await {
-            Ok(n) => tracing::info!(%ip, reconciled = n, "redis reconciled before deciding"),
-            Err(e) => tracing::debug!(%ip, error = %e, "reconciliation deferred"),
+            Ok(n) => {
+                tracing::info!(%ip, reconciled = n, "redis reconciled before deciding");
+                true
+            }
+            Err(e) => {
+                self.outage(&e);
+                false
+            }
+        }
+    }
+
+    /// [`on_redis`](Self::on_redis) when `reachable`, else `None` (Redis
+    /// was just found away).
+    async fn on_redis_if<T, F>(
+        &self,
+        reachable: bool,
+        op: impl FnOnce(RedisLimiter) -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = Result<T, FleetError>>,
+    {
+        if reachable {
+            self.on_redis(op).await
+        } else {
+            None
         }
     }
 

@@ -168,6 +168,14 @@ async fn fallback_bans_blocks_and_locks_reach_redis_when_it_returns() {
     assert!(blocks.status().await.fleet.expect("fleet").fallback_active);
 
     server.restart().expect("restart");
+    // No window in which Redis's clean record lets x in: the first
+    // decision for x writes x's queued block to Redis before asking it.
+    let d = blocks.check_request(x).await;
+    assert_eq!(
+        reason(&d),
+        Some(Reason::Blocked),
+        "first decision back: {d:?}"
+    );
     until_drained(&blocks, "blocks").await;
     until_drained(&bans, "bans").await;
 
