@@ -320,3 +320,81 @@ impl RedisLimiter {
         Ok(r == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u32) -> Addr {
+        let mut o = [0u8; 16];
+        o[12..].copy_from_slice(&i.to_be_bytes());
+        Addr::from_octets(o)
+    }
+
+    fn blocked(key: Key, until_ms: u64) -> HostRecord {
+        let mut r = HostRecord::empty(key);
+        r.block_until = Some(until_ms);
+        r.last_block_start = Some(until_ms.saturating_sub(1000));
+        r.block_level = 1;
+        r
+    }
+
+    #[test]
+    fn queues_what_holds_and_forgets_what_was_lifted() {
+        let p = Pending::default();
+        let k = Key::request(addr(1));
+        p.record(&[blocked(k, 5_000)], 1_000);
+        assert_eq!(p.len(), 1);
+        // Ended by the time it is written: not queued (and unqueued).
+        p.record(&[blocked(k, 5_000)], 6_000);
+        assert!(p.is_empty());
+        p.record(&[blocked(k, 5_000)], 1_000);
+        // A lift writes an empty record.
+        p.record(&[HostRecord::empty(k)], 1_000);
+        assert!(p.is_empty());
+        // Written, but replaced meanwhile: stays queued.
+        p.record(&[blocked(k, 5_000)], 1_000);
+        let e = p.entries(None).pop().expect("queued");
+        p.record(&[blocked(k, 9_000)], 1_000);
+        p.done(&e);
+        assert_eq!(p.len(), 1);
+        let e = p.entries(Some(addr(1))).pop().expect("queued");
+        assert_eq!(e.imposed.block_until_ms, Some(9_000));
+        assert!(p.entries(Some(addr(2))).is_empty());
+        p.done(&e);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn pairs_are_queued_with_their_username_only_while_named() {
+        let p = Pending::default();
+        let mut lock = HostRecord::empty(Key::login_user(42, addr(1)));
+        lock.lock_until = Some(9_000);
+        p.record(std::slice::from_ref(&lock), 1_000);
+        assert!(p.is_empty(), "no name: not queued");
+        {
+            let _a = p.naming(42, "alice");
+            let _b = p.naming(42, "alice");
+            p.record(std::slice::from_ref(&lock), 1_000);
+        }
+        let e = p.entries(None).pop().expect("queued");
+        assert_eq!(e.username.as_deref(), Some("alice"));
+        assert!(p.names.lock().is_empty(), "forgotten once no call names it");
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let p = Pending::default();
+        let records: Vec<HostRecord> = (0..=u32::try_from(PENDING_CAP).unwrap())
+            .map(|i| blocked(Key::request(addr(i)), 5_000))
+            .collect();
+        p.record(&records, 1_000);
+        assert_eq!(p.len(), PENDING_CAP);
+        assert_eq!(p.dropped(), 1);
+        // A queued key is still updated when full.
+        p.record(&[blocked(Key::request(addr(0)), 8_000)], 1_000);
+        assert_eq!(p.dropped(), 1);
+        let e = p.entries(Some(addr(0))).pop().expect("queued");
+        assert_eq!(e.imposed.block_until_ms, Some(8_000));
+    }
+}
