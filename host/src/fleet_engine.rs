@@ -606,6 +606,7 @@ impl Engine for FleetEngine {
         Box::pin(async move {
             let down = self.down.load(Relaxed);
             self.local.metrics().set_fallback_active(down);
+            self.record_gauges();
             Status {
                 backend: "redis",
                 fleet: Some(FleetStatus {
@@ -633,6 +634,14 @@ fn describe_metrics() {
     metrics::describe_counter!(
         denials::HITS,
         "Decisions answered from the local cache of standing denials (no Redis round trip)."
+    );
+    metrics::describe_gauge!(
+        reconcile::QUEUED,
+        "Keys the local fallback banned, blocked or locked that Redis does not know yet."
+    );
+    metrics::describe_gauge!(
+        denials::ENTRIES,
+        "Keys in the local cache of standing denials."
     );
     metrics::counter!(reconcile::RECONCILED).increment(0);
     metrics::counter!(denials::HITS).increment(0);
@@ -702,6 +711,13 @@ impl FleetEngine {
     /// Keys in the cache of standing denials.
     pub fn cached_denials(&self) -> usize {
         self.denials.len()
+    }
+
+    /// Publish the queue and cache sizes (a `/metrics` handler calls
+    /// [`Engine::status`], which calls this).
+    fn record_gauges(&self) {
+        metrics::gauge!(reconcile::QUEUED).set(self.pending.len() as f64);
+        metrics::gauge!(denials::ENTRIES).set(self.denials.len() as f64);
     }
 
     /// Write everything queued to Redis (entries that fail stay queued).

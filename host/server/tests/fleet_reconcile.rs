@@ -66,6 +66,11 @@ async fn a_ban_made_during_an_outage_reaches_the_fleet() {
     }
     assert_eq!(last, 403, "A's fallback banned it");
     assert_eq!(metric(&a, "portcullis_fallback_active").await, 1);
+    assert_eq!(
+        metric(&a, "portcullis_reconcile_queued").await,
+        1,
+        "the ban, queued"
+    );
 
     redis.restart().expect("restart redis on the same port");
     // Waited for in the logs (each /metrics scrape is a request, limited
@@ -77,6 +82,7 @@ async fn a_ban_made_during_an_outage_reaches_the_fleet() {
         a_log.join("\n")
     );
     assert!(metric(&a, "portcullis_reconciled_total").await >= 1);
+    assert_eq!(metric(&a, "portcullis_reconcile_queued").await, 0);
     // B back on Redis (probed with other addresses), then one request:
     // fewer than max_requests, so only the reconciled ban can refuse it.
     let mut b_log: Vec<String> = Vec::new();
@@ -159,6 +165,7 @@ async fn cached_blocks_are_answered_locally_and_an_unban_elsewhere_reaches_them(
     }
     let hits = metric(&b, "portcullis_denial_cache_hits_total").await - before;
     assert!(hits >= 5, "B answered from its cache: {hits} hits");
+    assert_eq!(metric(&b, "portcullis_denial_cache_entries").await, 1);
     for _ in 0..3 {
         assert_eq!(hit(&off, x).await, 429);
     }

@@ -50,6 +50,9 @@ pub const POLL: StdDuration = StdDuration::from_millis(250);
 /// Counter: decisions answered from the cache.
 pub const HITS: &str = "portcullis_denial_cache_hits_total";
 
+/// Gauge: keys held.
+pub const ENTRIES: &str = "portcullis_denial_cache_entries";
+
 /// "Never ends" (a ban).
 const FOREVER: u64 = u64::MAX;
 

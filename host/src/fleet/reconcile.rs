@@ -42,6 +42,9 @@ pub const PENDING_CAP: usize = 65_536;
 /// Counter: keys written to Redis by reconciliation.
 pub const RECONCILED: &str = "portcullis_reconciled_total";
 
+/// Gauge: keys queued for Redis.
+pub const QUEUED: &str = "portcullis_reconcile_queued";
+
 /// What the fallback imposed on one key (times in Unix ms, as records
 /// carry them).
 #[derive(Clone, Debug, PartialEq, Eq)]
