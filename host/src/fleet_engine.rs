@@ -20,10 +20,12 @@ use std::time::Duration as StdDuration;
 use crate::BoxFuture;
 use embassy_time::Duration;
 use parking_lot::RwLock;
-use portcullis_core::{Decision, Reason, Seed};
+use portcullis_core::{Addr, Decision, Key, Reason, Seed, UserHasher};
 
 use crate::clock::read;
 use crate::engine::{Engine, FleetStatus, Status};
+use crate::fleet::denials::{self, DenialCache};
+use crate::fleet::reconcile::{self, Pending, Recorder};
 use crate::fleet::{redact, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
@@ -44,6 +46,10 @@ pub struct FleetOptions {
     pub fail_closed: bool,
     /// The rules (the same as the local limiter's).
     pub rules: portcullis_core::Config,
+    /// Keys the local cache of standing denials holds at most (0: off;
+    /// [`crate::fleet::denials`], default
+    /// [`DEFAULT_CAPACITY`](crate::fleet::denials::DEFAULT_CAPACITY)).
+    pub denial_cache: usize,
 }
 
 /// Redis with a local fallback.
@@ -54,6 +60,18 @@ pub struct FleetEngine {
     local: Guard,
     fail_closed: bool,
     down: AtomicBool,
+    /// What the fallback imposed, for Redis when it is back.
+    pending: Arc<Pending>,
+    /// Wakes the reconciliation task (Redis is back).
+    drain_now: Arc<tokio::sync::Notify>,
+    /// Standing denials got from Redis.
+    denials: DenialCache,
+    /// The local limiter's username hashes (its seed, not the fleet's).
+    local_users: UserHasher,
+    /// Addresses are aggregated with this IPv6 prefix (fixed while running).
+    v6_prefix: u8,
+    /// Where the local guard's own store is, for the status page.
+    store_location: Option<String>,
 }
 
 /// The seed shared by the fleet, created by the first server.
@@ -99,13 +117,32 @@ async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
 
 /// Connect per `cfg` (or start degraded and keep trying), falling back to `local`.
 pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, String> {
+    Ok(connect_fleet(cfg, local).await?)
+}
+
+/// [`connect`], as the fleet engine itself (for its reconciliation queue
+/// and denial cache figures).
+pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<FleetEngine>, String> {
+    let pending = Arc::new(Pending::default());
+    let store_location = local.store().map(|s| s.location());
+    let recorder = Recorder {
+        pending: pending.clone(),
+        inner: local.store().cloned(),
+    };
     let engine = Arc::new(FleetEngine {
         redis: RwLock::new(None),
         rules: RwLock::new(cfg.rules.clone()),
-        local,
+        local_users: UserHasher::new(local.limiter().seed()),
+        local: local.with_store(Some(Arc::new(recorder))),
         fail_closed: cfg.fail_closed,
         down: AtomicBool::new(false),
+        pending,
+        drain_now: Arc::new(tokio::sync::Notify::new()),
+        denials: DenialCache::new(cfg.denial_cache),
+        v6_prefix: cfg.rules.ipv6_prefix,
+        store_location,
     });
+    describe_metrics();
     engine.local.metrics().set_fallback_active(false);
     match try_connect(cfg).await {
         Ok(r) => {
@@ -133,6 +170,8 @@ pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>
         }
     }
     start_manual_sync(&engine);
+    start_reconcile(&engine);
+    start_denial_poll(&engine);
     Ok(engine)
 }
 
@@ -204,6 +243,7 @@ impl FleetEngine {
         if self.down.swap(false, Relaxed) {
             self.local.metrics().set_fallback_active(false);
             tracing::info!("redis is back: decisions return to the fleet store");
+            self.drain_now.notify_one();
         }
     }
 
@@ -269,6 +309,8 @@ impl Engine for FleetEngine {
             *redis = swapped;
         }
         *self.rules.write() = config;
+        // Cached denials were decided by the old rules.
+        self.denials.clear();
         Ok(())
     }
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
@@ -278,13 +320,21 @@ impl Engine for FleetEngine {
                 self.local.metrics().count_from(ip, &d);
                 return d;
             }
+            let key = Key::request(self.addr(ip));
+            if let Some(d) = self.denials.get(&key, now.unix_us()) {
+                self.local.metrics().count_from(ip, &d);
+                return d;
+            }
+            let reachable = self.reconcile_first(ip, now).await;
+            let epoch = self.denials.epoch();
             if let Some(d) = self
-                .on_redis(|r| async move {
+                .on_redis_if(reachable, |r| async move {
                     let jitter = crate::jitter::draw(r.config());
                     r.check_request_with(ip, now.unix_us(), jitter).await
                 })
                 .await
             {
+                self.denials.insert(key, &d, now.unix_us(), epoch);
                 self.local.metrics().count_from(ip, &d);
                 return d;
             }
@@ -308,10 +358,19 @@ impl Engine for FleetEngine {
             if let Some(d) = self.local.limiter().manual_denial(ip, now) {
                 return d;
             }
+            if let Some(d) = self.cached_login(user, ip, now) {
+                self.local.metrics().count_from(ip, &d);
+                return d;
+            }
+            let reachable = self.reconcile_first(ip, now).await;
+            let epoch = self.denials.epoch();
             if let Some(d) = self
-                .on_redis(|r| async move { r.check_login(user, ip, now.unix_us()).await })
+                .on_redis_if(reachable, |r| async move {
+                    r.check_login(user, ip, now.unix_us()).await
+                })
                 .await
             {
+                self.remember_login(user, ip, &d, now, epoch).await;
                 self.local.metrics().count_from(ip, &d);
                 return d;
             }
@@ -343,6 +402,7 @@ impl Engine for FleetEngine {
             // Fallback (or fail-closed: the attempt was refused before the
             // password was checked, so this is not reached for it).
             self.fallback();
+            let _named = self.pending.naming(self.local_users.hash(user), user);
             self.local.login_failed_at(user, ip, now).await
         })
     }
@@ -357,8 +417,16 @@ impl Engine for FleetEngine {
             if let Some(d) = self.local.limiter().manual_denial(ip, now) {
                 return Err(d);
             }
+            if let Some(d) = self.cached_login(user, ip, now) {
+                self.local.metrics().count_from(ip, &d);
+                return Err(d);
+            }
+            let reachable = self.reconcile_first(ip, now).await;
+            let epoch = self.denials.epoch();
             if let Some(r) = self
-                .on_redis(|r| async move { r.begin_login(user, ip, now.unix_us()).await })
+                .on_redis_if(reachable, |r| async move {
+                    r.begin_login(user, ip, now.unix_us()).await
+                })
                 .await
             {
                 return match r {
@@ -377,6 +445,7 @@ impl Engine for FleetEngine {
                         })
                     }
                     Err(d) => {
+                        self.remember_login(user, ip, &d, now, epoch).await;
                         self.local.metrics().count_from(ip, &d);
                         Err(d)
                     }
@@ -386,6 +455,7 @@ impl Engine for FleetEngine {
                 return Err(self.closed());
             }
             self.fallback();
+            let _named = self.pending.naming(self.local_users.hash(user), user);
             self.local.begin_login_at(user, ip, now).await
         })
     }
@@ -401,6 +471,7 @@ impl Engine for FleetEngine {
             let now = read();
             let Ticket::Fleet(id) = ticket else {
                 // Reserved by the local fallback: settled there.
+                let _named = self.pending.naming(self.local_users.hash(user), user);
                 return self.local.finish_login_at(user, ip, ticket, ok, now).await;
             };
             if ok {
@@ -443,6 +514,10 @@ impl Engine for FleetEngine {
             }
             // Clear any state the fallback gathered too.
             let _ = self.local.limiter().login_succeeded_at(user, ip, now);
+            let fleet_user = self.redis.read().as_ref().map(|r| r.user_hash(user));
+            if let Some(u) = fleet_user {
+                self.denials.forget(&Key::login_user(u, self.addr(ip)));
+            }
         })
     }
 
@@ -460,6 +535,8 @@ impl Engine for FleetEngine {
                     .on_redis(|r| async move { r.manual_delete(&host).await })
                     .await;
             }
+            self.denials.forget_addr(self.addr(ip));
+            self.tell_fleet_lifted().await;
             remote + self.local.lift_at(ip, now).await
         })
     }
@@ -485,6 +562,8 @@ impl Engine for FleetEngine {
                 .on_redis(|r| async move { r.manual_delete(&range).await })
                 .await
                 .unwrap_or(false);
+            self.denials.clear();
+            self.tell_fleet_lifted().await;
             match local {
                 Some(b) => Some(b),
                 // Known to the fleet but not yet here: lifted all the same.
@@ -527,6 +606,7 @@ impl Engine for FleetEngine {
         Box::pin(async move {
             let down = self.down.load(Relaxed);
             self.local.metrics().set_fallback_active(down);
+            self.record_gauges();
             Status {
                 backend: "redis",
                 fleet: Some(FleetStatus {
@@ -534,8 +614,240 @@ impl Engine for FleetEngine {
                     fail_closed: self.fail_closed,
                     namespace: NAMESPACE,
                 }),
+                store: self.store_location.clone(),
                 ..crate::engine::local_status(&self.local)
             }
         })
+    }
+}
+
+// Reconciliation after an outage and the cache of standing denials
+// (crate::fleet::reconcile, crate::fleet::denials).
+
+/// Help text for the reconciliation and cache counters, registered at 0 so
+/// `/metrics` shows them before the first event.
+fn describe_metrics() {
+    metrics::describe_counter!(
+        reconcile::RECONCILED,
+        "Bans, blocks and locks the local fallback imposed during an outage, written to Redis when it came back."
+    );
+    metrics::describe_counter!(
+        denials::HITS,
+        "Decisions answered from the local cache of standing denials (no Redis round trip)."
+    );
+    metrics::describe_gauge!(
+        reconcile::QUEUED,
+        "Keys the local fallback banned, blocked or locked that Redis does not know yet."
+    );
+    metrics::describe_gauge!(
+        denials::ENTRIES,
+        "Keys in the local cache of standing denials."
+    );
+    metrics::counter!(reconcile::RECONCILED).increment(0);
+    metrics::counter!(denials::HITS).increment(0);
+}
+
+/// Drain the reconciliation queue: at once when Redis comes back
+/// ([`FleetEngine::recovered`]) and every second while it is not empty.
+fn start_reconcile(engine: &Arc<FleetEngine>) {
+    let (weak, notify) = (Arc::downgrade(engine), engine.drain_now.clone());
+    tokio::spawn(async move {
+        loop {
+            let _ = tokio::time::timeout(StdDuration::from_secs(1), notify.notified()).await;
+            let Some(engine) = weak.upgrade() else { return };
+            engine.reconcile_all().await;
+        }
+    });
+}
+
+/// Read the fleet's lift counter every [`denials::POLL`]: the cache is
+/// used only while this succeeds, and emptied whenever the counter moves.
+fn start_denial_poll(engine: &Arc<FleetEngine>) {
+    if !engine.denials.enabled() {
+        return;
+    }
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut seen: Option<u64> = None;
+        loop {
+            {
+                let Some(engine) = weak.upgrade() else { return };
+                let read = match engine.redis() {
+                    Some(r) => r.denials_version().await.ok(),
+                    None => None,
+                };
+                match read {
+                    Some(v) => {
+                        if seen.is_some_and(|s| s != v) {
+                            engine.denials.clear();
+                            tracing::debug!(version = v, "fleet lift seen: denial cache emptied");
+                        }
+                        seen = Some(v);
+                        engine.denials.set_live(true);
+                    }
+                    None => {
+                        seen = None;
+                        engine.denials.set_live(false);
+                    }
+                }
+            }
+            tokio::time::sleep(denials::POLL).await;
+        }
+    });
+}
+
+impl FleetEngine {
+    /// The aggregated address of `ip` (the fleet's and the local
+    /// limiter's: they share the rules).
+    fn addr(&self, ip: IpAddr) -> Addr {
+        Addr::from_ip(ip, self.v6_prefix)
+    }
+
+    /// What the fallback imposed that Redis does not know yet (keys queued).
+    pub fn pending_reconciliation(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Keys in the cache of standing denials.
+    pub fn cached_denials(&self) -> usize {
+        self.denials.len()
+    }
+
+    /// Publish the queue and cache sizes (a `/metrics` handler calls
+    /// [`Engine::status`], which calls this).
+    fn record_gauges(&self) {
+        metrics::gauge!(reconcile::QUEUED).set(self.pending.len() as f64);
+        metrics::gauge!(denials::ENTRIES).set(self.denials.len() as f64);
+    }
+
+    /// Write everything queued to Redis (entries that fail stay queued).
+    async fn reconcile_all(&self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(r) = self.redis() else { return };
+        let entries = self.pending.entries(None);
+        let total = entries.len();
+        match self.pending.drain(&r, entries, read().unix_us()).await {
+            Ok(n) => tracing::info!(
+                reconciled = n,
+                queued = self.pending.len(),
+                "redis reconciled: bans, blocks and locks the fallback imposed are now the fleet's"
+            ),
+            Err(e) => tracing::debug!(error = %e, total, "reconciliation deferred"),
+        }
+    }
+
+    /// Before the first Redis decision for `ip` after an outage: write what
+    /// the fallback imposed on it first. False if that found Redis away
+    /// (an outage: the decision goes straight to the fallback rather than
+    /// waiting for a second timeout).
+    async fn reconcile_first(&self, ip: IpAddr, now: crate::clock::Now) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let entries = self.pending.entries(Some(self.addr(ip)));
+        if entries.is_empty() {
+            return true;
+        }
+        let Some(r) = self.redis() else { return true };
+        match self.pending.drain(&r, entries, now.unix_us()).await {
+            Ok(n) => {
+                tracing::info!(%ip, reconciled = n, "redis reconciled before deciding");
+                true
+            }
+            Err(e) => {
+                self.outage(&e);
+                false
+            }
+        }
+    }
+
+    /// [`on_redis`](Self::on_redis) when `reachable`, else `None` (Redis
+    /// was just found away).
+    async fn on_redis_if<T, F>(
+        &self,
+        reachable: bool,
+        op: impl FnOnce(RedisLimiter) -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = Result<T, FleetError>>,
+    {
+        if reachable {
+            self.on_redis(op).await
+        } else {
+            None
+        }
+    }
+
+    /// A cached lock of the (user, ip) pair or of the ip, as Redis's
+    /// `login` op would answer it (the pair first, retry the longer).
+    fn cached_login(&self, user: &str, ip: IpAddr, now: crate::clock::Now) -> Option<Decision> {
+        if !self.denials.enabled() {
+            return None;
+        }
+        let fleet_user = self.redis.read().as_ref().map(|r| r.user_hash(user))?;
+        let addr = self.addr(ip);
+        let now_us = now.unix_us();
+        let pair = self.denials.get(&Key::login_user(fleet_user, addr), now_us);
+        let ip_lock = self.denials.get(&Key::login_ip(addr), now_us);
+        match (pair, ip_lock) {
+            (
+                Some(Decision::Deny { retry_after: a, .. }),
+                Some(Decision::Deny { retry_after: b, .. }),
+            ) => Some(Decision::Deny {
+                reason: Reason::AccountLocked,
+                retry_after: a.max(b),
+            }),
+            (Some(d), _) | (None, Some(d)) => Some(d),
+            (None, None) => None,
+        }
+    }
+
+    /// Redis refused a login: if a lock is behind it, remember the lock
+    /// until it ends (one `inspect` call, on the first refusal only).
+    async fn remember_login(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        d: &Decision,
+        now: crate::clock::Now,
+        epoch: u64,
+    ) {
+        let Decision::Deny { reason, .. } = *d else {
+            return;
+        };
+        if !self.denials.enabled() || !matches!(reason, Reason::AccountLocked | Reason::IpLocked) {
+            return;
+        }
+        let Some(r) = self.redis() else { return };
+        let addr = self.addr(ip);
+        let (key, redis_key) = if reason == Reason::AccountLocked {
+            (
+                Key::login_user(r.user_hash(user), addr),
+                r.login_user_key(user, ip),
+            )
+        } else {
+            (Key::login_ip(addr), r.login_ip_key(ip))
+        };
+        if let Ok(Some(left)) = r.lock_left(redis_key, now.unix_us()).await {
+            let lock = Decision::Deny {
+                reason,
+                retry_after: left,
+            };
+            self.denials.insert(key, &lock, now.unix_us(), epoch);
+        }
+    }
+
+    /// Something was lifted here: every server's cache empties within
+    /// [`denials::POLL`].
+    async fn tell_fleet_lifted(&self) {
+        if self
+            .on_redis(|r| async move { r.denials_lifted().await })
+            .await
+            .is_none()
+        {
+            tracing::warn!("could not tell the fleet about a lift: other servers may answer cached denials until they end");
+        }
     }
 }

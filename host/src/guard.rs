@@ -140,6 +140,16 @@ impl Guard {
         self.store.as_ref()
     }
 
+    /// The same limiter and counters, writing through to `store` instead
+    /// (the fleet engine's fallback records what it imposes this way).
+    pub fn with_store(&self, store: Option<Arc<dyn Persist>>) -> Guard {
+        Guard {
+            limiter: self.limiter.clone(),
+            store,
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// The same guard counting into `metrics`, e.g.
     /// [`Metrics::for_policy`] for a second limiter in the process.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {

@@ -134,6 +134,8 @@ async fn key_layout_is_cluster_safe() {
         format!("pc:{{a:00000000000000000000ffff0a000001}}:lu:{h:016x}")
     );
     assert_eq!(lim.account_key("alice"), format!("pc:{{u:{h:016x}}}:acct"));
+    // The denial cache's lift counter: one key, one hash tag.
+    assert_eq!(lim.denials_version_key(), "pc:{denials}:v");
 
     assert!(lim.check_request(a, T0).await.expect("req").is_allowed());
     let p = lim.login_failed("alice", a, T0).await.expect("fail");

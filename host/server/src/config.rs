@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub fail_closed: bool,
     /// Per-decision Redis timeout \[50ms\].
     pub redis_timeout: StdDuration,
+    /// Keys the Redis backend's local cache of standing denials holds
+    /// \[10 000\]; 0 turns it off.
+    pub denial_cache: usize,
     /// Keys held by the main table \[1 000 000\].
     pub max_entries: usize,
     /// The rules.
@@ -200,6 +203,9 @@ impl std::error::Error for BadConfig {}
 /// fits (a test checks the built limiter's capacity covers it).
 pub const MAX_TABLE_ENTRIES: u32 = 960_000_000;
 
+/// Most keys the Redis backend's denial cache may be configured to hold.
+pub const MAX_DENIAL_CACHE: u32 = 10_000_000;
+
 /// Most keys each admin table may hold: the same bound for its 4 shards.
 pub const MAX_ADMIN_ENTRIES: u32 = 60_000_000;
 
@@ -284,6 +290,7 @@ pub(crate) mod raw {
         pub fail_closed: Option<bool>,
         pub redis_timeout: Option<Dur>,
         pub max_entries: Option<Uint>,
+        pub denial_cache: Option<Uint>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -850,6 +857,17 @@ impl ServerConfig {
             redis_url,
             fail_closed: store.fail_closed.unwrap_or(false),
             redis_timeout,
+            denial_cache: match store.denial_cache {
+                None => portcullis::fleet::denials::DEFAULT_CAPACITY,
+                Some(raw::Uint(n)) if n > MAX_DENIAL_CACHE => {
+                    return Err(bad(
+                        "store.denial_cache",
+                        format!("must be at most {MAX_DENIAL_CACHE}"),
+                    ))
+                }
+                Some(raw::Uint(n)) => usize::try_from(n)
+                    .map_err(|_| bad("store.denial_cache", "too large for this platform"))?,
+            },
             max_entries: table_size(
                 "store.max_entries",
                 store.max_entries,
@@ -1151,6 +1169,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.trusted_proxies.len(), 1);
         assert_eq!(c.rules.lists.deny.len(), 2);
+    }
+
+    #[test]
+    fn denial_cache_size() {
+        assert_eq!(load("", &[]).unwrap().denial_cache, 10_000);
+        let c = load("[store]\ndenial_cache = 0\n", &[]).unwrap();
+        assert_eq!(c.denial_cache, 0, "0 turns the cache off");
+        let c = load("", &[("PORTCULLIS_STORE__DENIAL_CACHE", "250")]).unwrap();
+        assert_eq!(c.denial_cache, 250);
+        assert_eq!(
+            load("[store]\ndenial_cache = 10000001\n", &[])
+                .unwrap_err()
+                .to_string(),
+            "config error: store.denial_cache: must be at most 10000000"
+        );
+        assert!(load("[store]\ndenial_cache = -1\n", &[])
+            .unwrap_err()
+            .to_string()
+            .starts_with("config error: store.denial_cache"));
     }
 
     #[test]

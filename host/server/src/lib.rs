@@ -134,6 +134,7 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 redis_timeout: cfg.redis_timeout,
                 fail_closed: cfg.fail_closed,
                 rules: cfg.rules.clone(),
+                denial_cache: cfg.denial_cache,
             };
             let engine = portcullis::fleet_engine::connect(&fleet, guard.clone())
                 .await

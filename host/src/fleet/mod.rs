@@ -28,6 +28,10 @@
 //! | (user, ip) | `<ns>:{a:<32 hex addr>}:lu:<16 hex user hash>` |
 //! | account | `<ns>:{u:<16 hex user hash>}:acct` |
 //! | manual bans (all) | `<ns>:manual`, a hash (see `manual.rs`) |
+//! | lift counter of the denial caches | `<ns>:{denials}:v` (see [`denials`]) |
+//!
+//! After an outage, what the local fallback imposed is written back one
+//! key per call with the script's `merge` op ([`reconcile`]).
 //!
 //! Keys one call touches share a hash tag, so each call stays in one slot.
 //! The account key lives in another slot than the address keys, so
@@ -68,7 +72,9 @@
 //! * [`RedisLimiter::lift`] finds the address's keys with `SCAN` and then
 //!   lifts them in one call; a key created in between is not lifted.
 
+pub mod denials;
 mod manual;
+pub mod reconcile;
 
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;

@@ -561,6 +561,80 @@ elseif op == 'lift' then
     end
   end
   return changed
+elseif op == 'merge' then
+  -- Reconcile what the local fallback imposed on this key while Redis was
+  -- away (host/src/fleet/reconcile.rs). Times in microseconds, 0 = none:
+  --   26 banned (0/1)   27 block until   28 block level
+  --   29 last block start                30 lock until
+  --   31.. violation times, oldest first
+  -- The longer of the two wins and nothing is shortened or lowered: a ban
+  -- stays, block and lock ends only move later, the escalation kept is the
+  -- one in force at `now` (core block.rs: a level counts while its last
+  -- block is within violation_memory; a tie keeps the later start), and
+  -- the violation logs are merged (newest VCAP kept). Returns 1 if the key
+  -- changed, 0 if Redis already held at least as much.
+  local banned = flag_arg(26)
+  if banned == nil then return redis.error_reply('PORTCULLIS bad argument 26') end
+  local m = {}
+  for i = 27, 30 do
+    local x = tonumber(ARGV[i])
+    if x == nil or not is_int(x) then return redis.error_reply('PORTCULLIS bad argument ' .. i) end
+    m[i] = x
+  end
+  local bu, bl, lb, lk = m[27], math.min(m[28], 255), m[29], m[30]
+  local vs = {}
+  for i = 31, #ARGV do
+    local x = tonumber(ARGV[i])
+    if x == nil or not is_int(x) then return redis.error_reply('PORTCULLIS bad argument ' .. i) end
+    vs[#vs + 1] = x
+  end
+  local k = KEYS[1]
+  local e = load(k)
+  local now = clock(NOW, e)
+  local changed = 0
+  if banned == 1 and e.b ~= 1 then
+    e.b = 1
+    changed = 1
+  end
+  if bu > 0 and (e.bu == nil or bu > e.bu) then
+    e.bu = bu
+    changed = 1
+  end
+  if lk > 0 and (e.lk == nil or lk > e.lk) then
+    e.lk = lk
+    changed = 1
+  end
+  if lb > 0 then
+    local function in_force(level, start)
+      if start ~= nil and within(now, start, VMEM) then return level end
+      return 0
+    end
+    local theirs, ours = in_force(e.bl, e.lb), in_force(bl, lb)
+    if ours > theirs or (ours == theirs and (e.lb == nil or lb > e.lb)) then
+      if e.bl ~= bl or e.lb ~= lb then changed = 1 end
+      e.bl = bl
+      e.lb = lb
+    end
+  end
+  if #vs > 0 then
+    local all, seen = {}, {}
+    for _, t in ipairs(e.v) do
+      if not seen[t] then seen[t] = true; all[#all + 1] = t end
+    end
+    local added = false
+    for _, t in ipairs(vs) do
+      if not seen[t] then seen[t] = true; all[#all + 1] = t; added = true end
+    end
+    if added then
+      table.sort(all)
+      local out = {}
+      for i = math.max(1, #all - VCAP + 1), #all do out[#out + 1] = all[i] end
+      e.v = out
+      changed = 1
+    end
+  end
+  save(k, e, now)
+  return changed
 elseif op == 'inspect' then
   -- {exists, banned, block left or -1, lock left or -1}
   local e, found = load(KEYS[1])
