@@ -24,7 +24,7 @@ use portcullis_core::{Decision, Reason, Seed};
 
 use crate::clock::read;
 use crate::engine::{Engine, FleetStatus, Status};
-use crate::fleet::{redact, FleetError, RedisLimiter};
+use crate::fleet::{Endpoint, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
 use crate::manual::{ManualBan, ManualError};
@@ -36,8 +36,11 @@ pub const NAMESPACE: &str = "portcullis";
 /// How to reach the fleet's Redis and what to do without it.
 #[derive(Clone, Debug)]
 pub struct FleetOptions {
-    /// `redis://…` URL.
+    /// `redis://…` URL (one node; unused when `redis_cluster` is set).
     pub redis_url: String,
+    /// The URLs of some nodes of a Redis Cluster (empty: one node at
+    /// `redis_url`).
+    pub redis_cluster: Vec<String>,
     /// Longest wait for one Redis call before it counts as an outage.
     pub redis_timeout: StdDuration,
     /// Redis unavailable: `true` answers 503, `false` decides locally.
@@ -54,13 +57,28 @@ pub struct FleetEngine {
     local: Guard,
     fail_closed: bool,
     down: AtomicBool,
+    /// A cluster's per-node health (set once connected to a cluster): an
+    /// outage there is a node's, logged per node by [`crate::fleet`].
+    cluster: std::sync::OnceLock<RedisLimiter>,
+}
+
+impl FleetOptions {
+    /// Where the fleet's Redis is.
+    pub fn endpoint(&self) -> Endpoint {
+        if self.redis_cluster.is_empty() {
+            Endpoint::Single(self.redis_url.clone())
+        } else {
+            Endpoint::Cluster(self.redis_cluster.clone())
+        }
+    }
 }
 
 /// The seed shared by the fleet, created by the first server.
-async fn fleet_seed(url: &str, timeout: StdDuration) -> Result<Seed, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, String> {
+    let mut con = crate::fleet::open(endpoint, timeout.max(StdDuration::from_millis(500)))
+        .await
+        .map_err(|e| e.to_string())?;
     let work = async {
-        let mut con = client.get_multiplexed_async_connection().await?;
         let mut fresh = [0u8; 16];
         getrandom::getrandom(&mut fresh)
             .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
@@ -85,9 +103,10 @@ async fn fleet_seed(url: &str, timeout: StdDuration) -> Result<Seed, String> {
 }
 
 async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
-    let seed = fleet_seed(&cfg.redis_url, cfg.redis_timeout).await?;
-    RedisLimiter::connect(
-        &cfg.redis_url,
+    let endpoint = cfg.endpoint();
+    let seed = fleet_seed(&endpoint, cfg.redis_timeout).await?;
+    RedisLimiter::connect_to(
+        &endpoint,
         cfg.rules.clone(),
         seed,
         NAMESPACE,
@@ -105,12 +124,13 @@ pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>
         local,
         fail_closed: cfg.fail_closed,
         down: AtomicBool::new(false),
+        cluster: std::sync::OnceLock::new(),
     });
     engine.local.metrics().set_fallback_active(false);
     match try_connect(cfg).await {
         Ok(r) => {
-            tracing::info!(url = %redact(&cfg.redis_url), fail_closed = cfg.fail_closed, "fleet store: redis connected");
-            *engine.redis.write() = Some(r);
+            tracing::info!(url = %cfg.endpoint().redacted(), fail_closed = cfg.fail_closed, "fleet store: redis connected");
+            engine.connected(r);
         }
         Err(e) => {
             engine.outage(&e);
@@ -124,7 +144,7 @@ pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>
                         ..cfg.clone()
                     };
                     if let Ok(r) = try_connect(&cfg).await {
-                        *engine.redis.write() = Some(r);
+                        engine.connected(r);
                         engine.recovered();
                         return;
                     }
@@ -133,7 +153,36 @@ pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>
         }
     }
     start_manual_sync(&engine);
+    start_node_probe(&engine);
     Ok(engine)
+}
+
+/// A cluster's masters marked down are probed each second (and the slot
+/// map read again every ten), so a node that is back is seen as back even
+/// before a request for one of its keys comes in.
+fn start_node_probe(engine: &Arc<FleetEngine>) {
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut tick = 0u32;
+        loop {
+            tokio::time::sleep(StdDuration::from_secs(1)).await;
+            let Some(engine) = weak.upgrade() else { return };
+            let Some(r) = engine.cluster.get() else {
+                continue;
+            };
+            tick = tick.wrapping_add(1);
+            if tick % 10 == 0 {
+                if let Err(e) = r.refresh_nodes().await {
+                    tracing::debug!(error = %e, "redis cluster slot map not refreshed");
+                }
+            }
+            r.probe_nodes().await;
+            engine
+                .local
+                .metrics()
+                .set_fallback_active(engine.degraded());
+        }
+    });
 }
 
 /// How often each server looks for changes to the fleet's manual bans.
@@ -188,8 +237,26 @@ impl FleetEngine {
         Ok(v)
     }
 
+    fn connected(&self, r: RedisLimiter) {
+        if r.is_cluster() {
+            let _ = self.cluster.set(r.clone());
+        }
+        *self.redis.write() = Some(r);
+    }
+
+    /// Some decisions are not made in Redis: not connected, or (cluster)
+    /// a master is down.
+    fn degraded(&self) -> bool {
+        self.down.load(Relaxed) || self.cluster.get().is_some_and(RedisLimiter::any_node_down)
+    }
+
     fn outage(&self, e: &dyn std::fmt::Display) {
         self.local.metrics().store_error();
+        if self.redis.read().is_some() && self.cluster.get().is_some() {
+            // A cluster node's outage: logged once per node (crate::fleet).
+            self.local.metrics().set_fallback_active(self.degraded());
+            return;
+        }
         if !self.down.swap(true, Relaxed) {
             self.local.metrics().set_fallback_active(true);
             if self.fail_closed {
@@ -202,7 +269,7 @@ impl FleetEngine {
 
     fn recovered(&self) {
         if self.down.swap(false, Relaxed) {
-            self.local.metrics().set_fallback_active(false);
+            self.local.metrics().set_fallback_active(self.degraded());
             tracing::info!("redis is back: decisions return to the fleet store");
         }
     }
@@ -525,14 +592,20 @@ impl Engine for FleetEngine {
 
     fn status(&self) -> BoxFuture<'_, Status> {
         Box::pin(async move {
-            let down = self.down.load(Relaxed);
+            let down = self.degraded();
             self.local.metrics().set_fallback_active(down);
+            let nodes = self
+                .cluster
+                .get()
+                .map(RedisLimiter::nodes)
+                .unwrap_or_default();
             Status {
                 backend: "redis",
                 fleet: Some(FleetStatus {
                     fallback_active: down,
                     fail_closed: self.fail_closed,
                     namespace: NAMESPACE,
+                    nodes,
                 }),
                 ..crate::engine::local_status(&self.local)
             }
