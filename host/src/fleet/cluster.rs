@@ -62,9 +62,13 @@ impl Endpoint {
 /// multiplex).
 #[derive(Clone)]
 pub(crate) enum Con {
-    Single(ConnectionManager),
+    /// Boxed: the manager is large, the cluster handle small.
+    Single(Box<ConnectionManager>),
     Cluster(ClusterConnection),
 }
+
+/// Masters and their slot ranges, as `CLUSTER SLOTS` gives them.
+type SlotMap = Vec<(String, Vec<(u16, u16)>)>;
 
 impl ConnectionLike for Con {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
@@ -117,7 +121,7 @@ pub(crate) async fn open(endpoint: &Endpoint, timeout: StdDuration) -> Result<Co
             let connecting = ConnectionManager::new_with_config(client, cm_config);
             // The manager retries; bound the whole first connection.
             match tokio::time::timeout(bound, connecting).await {
-                Ok(Ok(con)) => Ok(Con::Single(con)),
+                Ok(Ok(con)) => Ok(Con::Single(Box::new(con))),
                 Ok(Err(source)) => Err(connect(source)),
                 Err(_) => Err(FleetError::Timeout(bound)),
             }
@@ -240,7 +244,7 @@ impl Nodes {
     /// Take a fresh slot map; nodes keep their health by address. Slots
     /// the map leaves out (a failed master may be dropped from it) stay
     /// with the node that had them.
-    fn replace(&self, fresh: Vec<(String, Vec<(u16, u16)>)>) {
+    fn replace(&self, fresh: SlotMap) {
         let mut nodes = self.nodes.write();
         let covered: u32 = fresh
             .iter()
@@ -275,12 +279,12 @@ impl Nodes {
 }
 
 /// `CLUSTER SLOTS` as `(host:port, ranges)` per master.
-fn parse_slots(v: Value) -> Result<Vec<(String, Vec<(u16, u16)>)>, FleetError> {
+fn parse_slots(v: Value) -> Result<SlotMap, FleetError> {
     let bad = || FleetError::Unexpected("CLUSTER SLOTS reply".into());
     let Value::Array(entries) = v else {
         return Err(bad());
     };
-    let mut out: Vec<(String, Vec<(u16, u16)>)> = Vec::new();
+    let mut out: SlotMap = Vec::new();
     for e in entries {
         let Value::Array(parts) = e else {
             return Err(bad());
