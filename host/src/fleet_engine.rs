@@ -7,6 +7,13 @@
 //! through the `metrics` facade (`portcullis_fallbacks_total`,
 //! `portcullis_fail_closed_total`, `portcullis_fallback_active`).
 //!
+//! On a Redis Cluster an outage is a master's, not the cluster's: a call
+//! that fails marks the master of its slot down (logged and counted once
+//! per node by [`crate::fleet`]), the keys of that master's slots fall
+//! back (or fail closed) while every other slot keeps deciding in Redis,
+//! and `portcullis_fallback_active` is 1 while any master is down. Masters
+//! marked down are probed each second ([`RedisLimiter::probe_nodes`]).
+//!
 //! The fleet's seed (username hashes must agree across servers) lives in
 //! Redis itself (`<ns>:seed`, set once with `SET NX`). If Redis is
 //! unreachable at start-up the server starts degraded and keeps trying to
