@@ -259,3 +259,59 @@ async fn script_is_reloaded_per_node_after_script_flush() {
         .is_allowed());
     assert!(lim.nodes().iter().all(|n| n.up), "{:?}", lim.nodes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_with_a_master_already_dead() {
+    let Some(mut cluster) = RedisCluster::start_or_skip("connects_with_a_master_already_dead")
+    else {
+        return;
+    };
+    let probe = limiter(&cluster, Config::default(), "late").await;
+    let ips = ips_per_node(&cluster, &probe);
+    drop(probe);
+    cluster.stop(2);
+    // Every node's URL given, one of them dead: the others are enough.
+    let lim = limiter(&cluster, Config::default(), "late").await;
+    assert_eq!(lim.nodes().len(), 3, "{:?}", lim.nodes());
+    assert!(lim
+        .check_request(ips[0], T0)
+        .await
+        .expect("node 0")
+        .is_allowed());
+    assert!(lim
+        .check_request(ips[1], T0)
+        .await
+        .expect("node 1")
+        .is_allowed());
+    assert!(
+        lim.check_request(ips[2], T0).await.is_err(),
+        "node 2 is dead"
+    );
+    let port2 = cluster.node(2).port();
+    let down: Vec<String> = lim
+        .nodes()
+        .into_iter()
+        .filter(|n| !n.up)
+        .map(|n| n.addr)
+        .collect();
+    assert_eq!(down, vec![format!("127.0.0.1:{port2}")]);
+    cluster.restart(2).expect("restart node 2");
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    loop {
+        lim.probe_nodes().await;
+        if !lim.any_node_down() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 not back: {:?}",
+            lim.nodes()
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    assert!(lim
+        .check_request(ips[2], T0)
+        .await
+        .expect("node 2 back")
+        .is_allowed());
+}

@@ -73,6 +73,9 @@ fn start(cluster: &RedisCluster, extra: &[(&str, &str)]) -> Server {
         ("PORTCULLIS_SERVER__TRUSTED_PROXIES", "[\"127.0.0.0/8\"]"),
         ("PORTCULLIS_REQUESTS__MAX_REQUESTS", &quota),
         ("PORTCULLIS_REQUESTS__WINDOW", "10m"),
+        // Generous for a loaded machine: a live master's slow answer must
+        // not count as its outage here. A dead master is refused at once.
+        ("PORTCULLIS_STORE__REDIS_TIMEOUT", "1s"),
     ];
     env.extend_from_slice(extra);
     let d = tempfile::tempdir().unwrap();
