@@ -178,7 +178,21 @@ async fn every_call_works_on_a_cluster_and_each_address_stays_on_its_node() {
     assert!(lim.manual_delete(&ban.range).await.expect("delete"));
     assert!(lim.manual_all().await.expect("all").1.is_empty());
     assert!(lim.login_succeeded("alice", ips[0], T0 + 6).await.is_ok());
-    assert!(lim.nodes().iter().all(|n| n.up && n.outages == 0));
+    // Corrupt state in one key is that key's error, not its node's outage.
+    let junk = lim.request_key(ips[2]);
+    assert!(cluster
+        .node(2)
+        .inline(&format!("SET {junk} garbage"))
+        .is_some_and(|r| r.starts_with("+OK")));
+    assert!(matches!(
+        lim.check_request(ips[2], T0 + 7).await,
+        Err(FleetError::Redis(_))
+    ));
+    assert!(
+        lim.nodes().iter().all(|n| n.up && n.outages == 0),
+        "{:?}",
+        lim.nodes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -346,9 +346,12 @@ impl RedisLimiter {
     }
 
     /// Put the outcome of a call whose first key is `key` down to its node.
+    /// A node that answered, even with an error (a script error on one
+    /// key's corrupt state), is up.
     pub(crate) fn note<T>(&self, key: &str, r: &Result<T, FleetError>) {
         if let Some(n) = &self.nodes {
-            n.note(get_slot(key.as_bytes()), r.is_ok(), r.as_ref().err());
+            let failed = r.as_ref().err().filter(|e| node_failure(e));
+            n.note(get_slot(key.as_bytes()), failed.is_none(), failed);
         }
     }
 
@@ -453,6 +456,26 @@ impl RedisLimiter {
         keys.sort();
         keys.dedup();
         Ok(keys)
+    }
+}
+
+/// Whether `e` says the node is away (no connection, no answer in time,
+/// cluster down or loading) rather than that it answered with an error.
+fn node_failure(e: &FleetError) -> bool {
+    use redis::ErrorKind as K;
+    match e {
+        FleetError::Redis(e) => !matches!(
+            e.kind(),
+            K::ResponseError
+                | K::ExtensionError
+                | K::TypeError
+                | K::NoScriptError
+                | K::ExecAbortError
+                | K::CrossSlot
+                | K::InvalidClientConfig
+        ),
+        FleetError::Unexpected(_) | FleetError::Config(_) => false,
+        _ => true,
     }
 }
 
