@@ -101,6 +101,12 @@ async fn every_call_works_on_a_cluster_and_each_address_stays_on_its_node() {
             lim.check_request(ip, T0 + 2).await.expect("req").reason(),
             Some(Reason::RateLimited)
         );
+        // A right password settles a reservation.
+        let b = lim.begin_login("bob", ip, T0).await.expect("begin bob");
+        let b = b.expect("bob reserved");
+        lim.login_attempt_succeeded("bob", ip, b.id, T0)
+            .await
+            .expect("bob settles");
         // A login locked through reservations and failures.
         let a = lim.begin_login("alice", ip, T0).await.expect("begin");
         let a = a.expect("reserved");
@@ -120,6 +126,22 @@ async fn every_call_works_on_a_cluster_and_each_address_stays_on_its_node() {
                 .reason(),
             Some(Reason::AccountLocked)
         );
+        // A denied reservation hands the account failure back; peeks and
+        // slots.
+        let denied = lim.begin_login("alice", ip, T0 + 2).await.expect("begin");
+        assert_eq!(
+            denied.err().and_then(|d| d.reason()),
+            Some(Reason::AccountLocked)
+        );
+        assert_eq!(
+            lim.peek_request(ip, T0 + 2).await.expect("peek").reason(),
+            Some(Reason::RateLimited)
+        );
+        let slot = lim.acquire_slot(ip, T0 + 2).await.expect("acquire");
+        assert!(lim
+            .release_slot(slot.expect("a free slot"))
+            .await
+            .expect("release"));
         // Every key of the address on the node of its slot.
         for key in [
             lim.request_key(ip),
