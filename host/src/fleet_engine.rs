@@ -178,7 +178,7 @@ fn start_node_probe(engine: &Arc<FleetEngine>) {
                 continue;
             };
             tick = tick.wrapping_add(1);
-            if tick % 10 == 0 {
+            if tick % 10 == 0 || !r.tracks_nodes() {
                 if let Err(e) = r.refresh_nodes().await {
                     tracing::debug!(error = %e, "redis cluster slot map not refreshed");
                 }
@@ -259,7 +259,8 @@ impl FleetEngine {
 
     fn outage(&self, e: &dyn std::fmt::Display) {
         self.local.metrics().store_error();
-        if self.redis.read().is_some() && self.cluster.get().is_some() {
+        if self.redis.read().is_some() && self.cluster.get().is_some_and(RedisLimiter::tracks_nodes)
+        {
             // A cluster node's outage: logged once per node (crate::fleet).
             self.local.metrics().set_fallback_active(self.degraded());
             return;

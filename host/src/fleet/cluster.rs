@@ -340,6 +340,14 @@ impl RedisLimiter {
             .unwrap_or_default()
     }
 
+    /// Whether this is a cluster whose slot map is known (so that each
+    /// call's outcome is put down to a master).
+    pub fn tracks_nodes(&self) -> bool {
+        self.nodes
+            .as_ref()
+            .is_some_and(|n| !n.nodes.read().is_empty())
+    }
+
     /// Whether some master of the cluster is down (false for one node).
     pub fn any_node_down(&self) -> bool {
         self.nodes.as_ref().is_some_and(|n| n.any_down())

@@ -405,8 +405,16 @@ impl RedisLimiter {
             timeout,
             slack_ms: u64::try_from(DEFAULT_TTL_SLACK.as_millis()).unwrap_or(u64::MAX),
         };
-        if let Err(e) = limiter.refresh_nodes().await {
-            tracing::warn!(error = %e, "cannot read the redis cluster's slot map");
+        // CLUSTER SLOTS goes to any node: a dead one fails it, another
+        // answers (the fleet engine tries again each second).
+        for attempt in 1..=3 {
+            match limiter.refresh_nodes().await {
+                Ok(()) => break,
+                Err(e) if attempt == 3 => {
+                    tracing::warn!(error = %e, "cannot read the redis cluster's slot map");
+                }
+                Err(_) => {}
+            }
         }
         Ok(limiter)
     }
