@@ -592,7 +592,16 @@ impl Engine for FleetEngine {
                 .on_redis(|r| async move { r.bans(now.unix_us()).await })
                 .await
             {
-                Some(rows) => rows.into_iter().map(BanInfo::from).collect(),
+                Some(rows) => {
+                    let mut out: Vec<BanInfo> = rows.into_iter().map(BanInfo::from).collect();
+                    // A cluster master down: its addresses' holds are the
+                    // ones this server's fallback imposed.
+                    if let Some(r) = self.cluster.get().filter(|r| r.any_node_down()) {
+                        let local = self.local.limiter().bans_at(now);
+                        out.extend(local.into_iter().filter(|b| r.on_down_node(b.ip)));
+                    }
+                    out
+                }
                 None => self.local.limiter().bans_at(now),
             }
         })

@@ -275,6 +275,15 @@ async fn script_is_reloaded_per_node_after_script_flush() {
         assert_eq!(n.outages, u64::from(dead), "{health:?}");
     }
     assert!(lim.any_node_down());
+    assert!(lim.on_down_node(ips[0]) && !lim.on_down_node(ips[1]));
+    // The holds of the live masters are still listed.
+    assert!(lim.ban(ips[2], T0 + SEC).await.expect("ban on node 2"));
+    let holds = lim.bans(T0 + SEC).await.expect("bans without node 0");
+    assert_eq!(
+        holds.iter().map(|h| h.addr).collect::<Vec<_>>(),
+        vec![lim.addr(ips[2])],
+        "{holds:?}"
+    );
     // Back with its cluster config file (empty: persistence is off).
     cluster.restart(0).expect("restart node 0");
     let deadline = Instant::now() + StdDuration::from_secs(30);

@@ -201,9 +201,14 @@ async fn a_dead_master_takes_down_only_its_slots_and_comes_back() {
     else {
         return;
     };
-    let a = start(&cluster, &[]);
-    let b = start(&cluster, &[]);
-    let closed = start(&cluster, &[("PORTCULLIS_STORE__FAIL_CLOSED", "true")]);
+    // Blocked at the first violation: the holds listed below.
+    let block = ("PORTCULLIS_REQUESTS__BLOCK_AFTER", "1");
+    let a = start(&cluster, &[block]);
+    let b = start(&cluster, &[block]);
+    let closed = start(
+        &cluster,
+        &[block, ("PORTCULLIS_STORE__FAIL_CLOSED", "true")],
+    );
     let dead = 0;
     let dead_port = cluster.node(dead).port();
     let on_dead = addrs_on(&cluster, dead, 20, 3);
@@ -241,6 +246,19 @@ async fn a_dead_master_takes_down_only_its_slots_and_comes_back() {
         before,
         "the live masters' keys never fell back"
     );
+    // The holds: the live masters' blocks from Redis, the dead master's
+    // addresses from this server's own fallback.
+    let bans = admin_json(&a, "/admin/bans").await;
+    let blocked = |ip: &str| {
+        bans.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ip"] == ip && r["reason"] == "blocked")
+    };
+    assert!(blocked(who), "local hold of the dead slots: {bans}");
+    for ip in &on_live[1..] {
+        assert!(blocked(ip), "fleet hold of {ip}: {bans}");
+    }
     // Fail closed: 503 for the dead slots only.
     assert_eq!(hit(&closed, &on_dead[1]).await, 503);
     assert_eq!(hit(&closed, &on_live[0]).await, 200);

@@ -348,6 +348,16 @@ impl RedisLimiter {
             .is_some_and(|n| !n.nodes.read().is_empty())
     }
 
+    /// Whether the master serving `ip`'s keys is marked down (false for
+    /// one node).
+    pub fn on_down_node(&self, ip: std::net::IpAddr) -> bool {
+        let Some(nodes) = &self.nodes else {
+            return false;
+        };
+        let slot = get_slot(self.request_key(ip).as_bytes());
+        nodes.nodes.read().iter().any(|n| !n.up && n.serves(slot))
+    }
+
     /// Whether some master of the cluster is down (false for one node).
     pub fn any_node_down(&self) -> bool {
         self.nodes.as_ref().is_some_and(|n| n.any_down())
@@ -408,7 +418,9 @@ impl RedisLimiter {
         r
     }
 
-    /// `SCAN MATCH pattern` over every master (one node: the server).
+    /// `SCAN MATCH pattern` over every master (one node: the server). A
+    /// master that is down (or fails its scan, and is marked down) is
+    /// skipped: the keys of the others are still listed.
     pub(crate) async fn scan_all(&self, pattern: &str) -> Result<Vec<String>, FleetError> {
         let Some(nodes) = &self.nodes else {
             return self.scan_on(None, pattern).await;
@@ -425,8 +437,17 @@ impl RedisLimiter {
             else {
                 continue;
             };
+            if !n.up {
+                continue;
+            }
             let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            keys.extend(self.scan_on(Some(route), pattern).await?);
+            match self.scan_on(Some(route), pattern).await {
+                Ok(k) => keys.extend(k),
+                Err(e) => match key_in(&self.ns, &n) {
+                    Some(probe) => self.note(&probe, &Err::<(), _>(e)),
+                    None => return Err(e),
+                },
+            }
         }
         keys.sort();
         keys.dedup();

@@ -870,7 +870,9 @@ impl RedisLimiter {
     /// banned or blocked, login-ip keys as [`Reason::IpLocked`], pair keys
     /// as [`Reason::AccountLocked`], one row per locked pair), made by the
     /// core's [`Hold::of`] from what the script reports. Walks the
-    /// namespace with `SCAN`: an admin call, not for the request path.
+    /// namespace with `SCAN`: an admin call, not for the request path. On a
+    /// cluster, masters that are down are left out (see
+    /// [`on_down_node`](Self::on_down_node)).
     pub async fn bans(&self, now_us: u64) -> Result<Vec<Hold>, FleetError> {
         let pattern = format!("{}:{{a:*", glob_escape(&self.ns));
         let prefix = format!("{}:{{a:", self.ns);
