@@ -118,6 +118,9 @@ pub struct FleetStatus {
     pub fail_closed: bool,
     /// The key namespace in the fleet store.
     pub namespace: &'static str,
+    /// A Redis Cluster's masters, their slots and health (empty: one node).
+    #[cfg(feature = "redis")]
+    pub nodes: Vec<crate::fleet::NodeHealth>,
 }
 
 /// A guard's [`Status`] (local backend).

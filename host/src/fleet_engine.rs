@@ -7,6 +7,13 @@
 //! through the `metrics` facade (`portcullis_fallbacks_total`,
 //! `portcullis_fail_closed_total`, `portcullis_fallback_active`).
 //!
+//! On a Redis Cluster an outage is a master's, not the cluster's: a call
+//! that fails marks the master of its slot down (logged and counted once
+//! per node by [`crate::fleet`]), the keys of that master's slots fall
+//! back (or fail closed) while every other slot keeps deciding in Redis,
+//! and `portcullis_fallback_active` is 1 while any master is down. Masters
+//! marked down are probed each second ([`RedisLimiter::probe_nodes`]).
+//!
 //! The fleet's seed (username hashes must agree across servers) lives in
 //! Redis itself (`<ns>:seed`, set once with `SET NX`). If Redis is
 //! unreachable at start-up the server starts degraded and keeps trying to
@@ -26,7 +33,7 @@ use crate::clock::read;
 use crate::engine::{Engine, FleetStatus, Status};
 use crate::fleet::denials::{self, DenialCache};
 use crate::fleet::reconcile::{self, Pending, Recorder};
-use crate::fleet::{redact, FleetError, RedisLimiter};
+use crate::fleet::{Endpoint, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
 use crate::manual::{ManualBan, ManualError};
@@ -38,8 +45,11 @@ pub const NAMESPACE: &str = "portcullis";
 /// How to reach the fleet's Redis and what to do without it.
 #[derive(Clone, Debug)]
 pub struct FleetOptions {
-    /// `redis://…` URL.
+    /// `redis://…` URL (one node; unused when `redis_cluster` is set).
     pub redis_url: String,
+    /// The URLs of some nodes of a Redis Cluster (empty: one node at
+    /// `redis_url`).
+    pub redis_cluster: Vec<String>,
     /// Longest wait for one Redis call before it counts as an outage.
     pub redis_timeout: StdDuration,
     /// Redis unavailable: `true` answers 503, `false` decides locally.
@@ -72,13 +82,28 @@ pub struct FleetEngine {
     v6_prefix: u8,
     /// Where the local guard's own store is, for the status page.
     store_location: Option<String>,
+    /// A cluster's per-node health (set once connected to a cluster): an
+    /// outage there is a node's, logged per node by [`crate::fleet`].
+    cluster: std::sync::OnceLock<RedisLimiter>,
+}
+
+impl FleetOptions {
+    /// Where the fleet's Redis is.
+    pub fn endpoint(&self) -> Endpoint {
+        if self.redis_cluster.is_empty() {
+            Endpoint::Single(self.redis_url.clone())
+        } else {
+            Endpoint::Cluster(self.redis_cluster.clone())
+        }
+    }
 }
 
 /// The seed shared by the fleet, created by the first server.
-async fn fleet_seed(url: &str, timeout: StdDuration) -> Result<Seed, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, String> {
+    let mut con = crate::fleet::open(endpoint, timeout.max(StdDuration::from_millis(500)))
+        .await
+        .map_err(|e| e.to_string())?;
     let work = async {
-        let mut con = client.get_multiplexed_async_connection().await?;
         let mut fresh = [0u8; 16];
         getrandom::getrandom(&mut fresh)
             .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
@@ -103,9 +128,10 @@ async fn fleet_seed(url: &str, timeout: StdDuration) -> Result<Seed, String> {
 }
 
 async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
-    let seed = fleet_seed(&cfg.redis_url, cfg.redis_timeout).await?;
-    RedisLimiter::connect(
-        &cfg.redis_url,
+    let endpoint = cfg.endpoint();
+    let seed = fleet_seed(&endpoint, cfg.redis_timeout).await?;
+    RedisLimiter::connect_to(
+        &endpoint,
         cfg.rules.clone(),
         seed,
         NAMESPACE,
@@ -141,13 +167,14 @@ pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<Fleet
         denials: DenialCache::new(cfg.denial_cache),
         v6_prefix: cfg.rules.ipv6_prefix,
         store_location,
+        cluster: std::sync::OnceLock::new(),
     });
     describe_metrics();
     engine.local.metrics().set_fallback_active(false);
     match try_connect(cfg).await {
         Ok(r) => {
-            tracing::info!(url = %redact(&cfg.redis_url), fail_closed = cfg.fail_closed, "fleet store: redis connected");
-            *engine.redis.write() = Some(r);
+            tracing::info!(url = %cfg.endpoint().redacted(), fail_closed = cfg.fail_closed, "fleet store: redis connected");
+            engine.connected(r);
         }
         Err(e) => {
             engine.outage(&e);
@@ -161,7 +188,7 @@ pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<Fleet
                         ..cfg.clone()
                     };
                     if let Ok(r) = try_connect(&cfg).await {
-                        *engine.redis.write() = Some(r);
+                        engine.connected(r);
                         engine.recovered();
                         return;
                     }
@@ -172,7 +199,36 @@ pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<Fleet
     start_manual_sync(&engine);
     start_reconcile(&engine);
     start_denial_poll(&engine);
+    start_node_probe(&engine);
     Ok(engine)
+}
+
+/// A cluster's masters marked down are probed each second (and the slot
+/// map read again every ten), so a node that is back is seen as back even
+/// before a request for one of its keys comes in.
+fn start_node_probe(engine: &Arc<FleetEngine>) {
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut tick = 0u32;
+        loop {
+            tokio::time::sleep(StdDuration::from_secs(1)).await;
+            let Some(engine) = weak.upgrade() else { return };
+            let Some(r) = engine.cluster.get() else {
+                continue;
+            };
+            tick = tick.wrapping_add(1);
+            if tick % 10 == 0 || !r.tracks_nodes() {
+                if let Err(e) = r.refresh_nodes().await {
+                    tracing::debug!(error = %e, "redis cluster slot map not refreshed");
+                }
+            }
+            r.probe_nodes().await;
+            engine
+                .local
+                .metrics()
+                .set_fallback_active(engine.degraded());
+        }
+    });
 }
 
 /// How often each server looks for changes to the fleet's manual bans.
@@ -227,8 +283,27 @@ impl FleetEngine {
         Ok(v)
     }
 
+    fn connected(&self, r: RedisLimiter) {
+        if r.is_cluster() {
+            let _ = self.cluster.set(r.clone());
+        }
+        *self.redis.write() = Some(r);
+    }
+
+    /// Some decisions are not made in Redis: not connected, or (cluster)
+    /// a master is down.
+    fn degraded(&self) -> bool {
+        self.down.load(Relaxed) || self.cluster.get().is_some_and(RedisLimiter::any_node_down)
+    }
+
     fn outage(&self, e: &dyn std::fmt::Display) {
         self.local.metrics().store_error();
+        if self.redis.read().is_some() && self.cluster.get().is_some_and(RedisLimiter::tracks_nodes)
+        {
+            // A cluster node's outage: logged once per node (crate::fleet).
+            self.local.metrics().set_fallback_active(self.degraded());
+            return;
+        }
         if !self.down.swap(true, Relaxed) {
             self.local.metrics().set_fallback_active(true);
             if self.fail_closed {
@@ -241,7 +316,7 @@ impl FleetEngine {
 
     fn recovered(&self) {
         if self.down.swap(false, Relaxed) {
-            self.local.metrics().set_fallback_active(false);
+            self.local.metrics().set_fallback_active(self.degraded());
             tracing::info!("redis is back: decisions return to the fleet store");
             self.drain_now.notify_one();
         }
@@ -596,7 +671,16 @@ impl Engine for FleetEngine {
                 .on_redis(|r| async move { r.bans(now.unix_us()).await })
                 .await
             {
-                Some(rows) => rows.into_iter().map(BanInfo::from).collect(),
+                Some(rows) => {
+                    let mut out: Vec<BanInfo> = rows.into_iter().map(BanInfo::from).collect();
+                    // A cluster master down: its addresses' holds are the
+                    // ones this server's fallback imposed.
+                    if let Some(r) = self.cluster.get().filter(|r| r.any_node_down()) {
+                        let local = self.local.limiter().bans_at(now);
+                        out.extend(local.into_iter().filter(|b| r.on_down_node(b.ip)));
+                    }
+                    out
+                }
                 None => self.local.limiter().bans_at(now),
             }
         })
@@ -604,15 +688,21 @@ impl Engine for FleetEngine {
 
     fn status(&self) -> BoxFuture<'_, Status> {
         Box::pin(async move {
-            let down = self.down.load(Relaxed);
+            let down = self.degraded();
             self.local.metrics().set_fallback_active(down);
             self.record_gauges();
+            let nodes = self
+                .cluster
+                .get()
+                .map(RedisLimiter::nodes)
+                .unwrap_or_default();
             Status {
                 backend: "redis",
                 fleet: Some(FleetStatus {
                     fallback_active: down,
                     fail_closed: self.fail_closed,
                     namespace: NAMESPACE,
+                    nodes,
                 }),
                 store: self.store_location.clone(),
                 ..crate::engine::local_status(&self.local)

@@ -17,10 +17,11 @@
 //! | `portcullis_login_failures_total`, `portcullis_login_successes_total` | counter | |
 //! | `portcullis_store_errors_total` | counter | store reads/writes that failed |
 //! | `portcullis_fallbacks_total`, `portcullis_fail_closed_total` | counter | fleet store down: decided locally / denied |
-//! | `portcullis_fallback_active` | gauge | 1 while the fleet store is unavailable (fleet only) |
+//! | `portcullis_fallback_active` | gauge | 1 while the fleet store is unavailable (fleet only; a cluster: while any master is down) |
 //! | `portcullis_reconciled_total` | counter | fleet: keys the fallback banned, blocked or locked, written to Redis after an outage (`fleet::reconcile`) |
 //! | `portcullis_reconcile_queued`, `portcullis_denial_cache_entries` | gauge | fleet: keys queued for Redis / held in the denial cache |
 //! | `portcullis_denial_cache_hits_total` | counter | fleet: decisions answered from the cache of standing denials (`fleet::denials`) |
+//! | `portcullis_redis_node_up`, `portcullis_redis_node_outages_total` | gauge, counter | `node` (`host:port`): a Redis Cluster master's health and outages (`fleet::cluster`) |
 //! | `portcullis_table_entries`, `portcullis_table_capacity` | gauge | |
 //! | `portcullis_evictions_total`, `portcullis_table_full_total` | counter | |
 //! | `portcullis_shadow_denials_total` | counter | `reason`: denials a shadow policy let through |

@@ -7,6 +7,15 @@
 //! [`RedisServer::start_or_skip`] returns `None` (printing `SKIP`) when it
 //! is missing, except under `CI=true`, where a missing server fails the
 //! test.
+//!
+//! [`RedisCluster`] is a real three-master Redis Cluster: three
+//! `redis-server --cluster-enabled yes` on free loopback ports joined by
+//! `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`
+//! (`$PORTCULLIS_REDIS_CLI` or `redis-cli` on `PATH`), ready once every
+//! node's `CLUSTER INFO` says `cluster_state:ok`. Its nodes run with
+//! `cluster-require-full-coverage no` (a dead master takes only its own
+//! slots down) and a 2 s `cluster-node-timeout`; a node can be killed and
+//! started again on the same port with its cluster config file.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,6 +29,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra arguments (cluster mode).
+    extra: Vec<String>,
 }
 
 /// The redis-server binary, if one can be found.
@@ -54,6 +65,11 @@ impl RedisServer {
 
     /// Start `binary` on a free loopback port and wait for `PING`.
     pub fn start(binary: PathBuf) -> std::io::Result<RedisServer> {
+        Self::start_with(binary, &[])
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments.
+    pub fn start_with(binary: PathBuf, extra: &[&str]) -> std::io::Result<RedisServer> {
         // Several attempts: the free port may be taken between probe and bind.
         let mut last = None;
         for _ in 0..5 {
@@ -63,6 +79,7 @@ impl RedisServer {
                 port,
                 dir: tempfile::tempdir()?,
                 child: None,
+                extra: extra.iter().map(|a| a.to_string()).collect(),
             };
             match s.spawn() {
                 Ok(()) => return Ok(s),
@@ -80,6 +97,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--daemonize", "no", "--loglevel", "warning"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -106,15 +124,27 @@ impl RedisServer {
 
     /// Whether the server answers `PING` with `PONG`.
     pub fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)) else {
-            return false;
-        };
+        self.inline("PING").is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Send one inline command (`CLUSTER INFO`) and return the raw reply
+    /// read within half a second (`None`: no connection or no answer).
+    pub fn inline(&self, command: &str) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).ok()?;
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        if s.write_all(b"PING\r\n").is_err() {
-            return false;
+        s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(buf.get(..n)?),
+            }
+            if complete(&out) {
+                break;
+            }
         }
-        let mut buf = [0u8; 16];
-        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+        (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The port it listens on (kept across restarts).
@@ -207,7 +237,256 @@ impl Drop for RedisServer {
     }
 }
 
+/// Whether `reply` holds one whole RESP reply (simple, error, integer or
+/// bulk string; enough for the inline commands used here).
+fn complete(reply: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(reply);
+    let Some((head, rest)) = text.split_once("\r\n") else {
+        return false;
+    };
+    match head.strip_prefix('$') {
+        Some(len) => match len.parse::<i64>() {
+            Ok(n) if n >= 0 => rest.len() >= usize::try_from(n).unwrap_or(0) + 2,
+            _ => true,
+        },
+        None => true,
+    }
+}
+
+/// The `redis-cli` binary, if one can be found.
+pub fn redis_cli_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PORTCULLIS_REDIS_CLI") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("redis-cli"))
+        .find(|p| p.is_file())
+}
+
+/// Slots of a Redis Cluster.
+pub const CLUSTER_SLOTS: u16 = 16384;
+
+/// The cluster slot of `key` (CRC16/XMODEM of its hash tag, or of the
+/// whole key without one, modulo 16384), as Redis computes it.
+pub fn key_slot(key: &str) -> u16 {
+    let b = key.as_bytes();
+    let tagged = b.iter().position(|&c| c == b'{').and_then(|open| {
+        let inner = b.get(open + 1..)?;
+        let close = inner.iter().position(|&c| c == b'}')?;
+        (close > 0).then(|| inner.get(..close)).flatten()
+    });
+    crc16(tagged.unwrap_or(b)) % CLUSTER_SLOTS
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// A real three-master Redis Cluster owned by a test (see the module
+/// documentation); every node is killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    /// The slot ranges each node serves (inclusive), from `CLUSTER NODES`.
+    slots: Vec<Vec<(u16, u16)>>,
+}
+
+/// Arguments of a cluster node (its config file lives in its own dir).
+const CLUSTER_ARGS: [&str; 8] = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+    "--cluster-require-full-coverage",
+    "no",
+];
+
+impl RedisCluster {
+    /// Start a cluster for `test`, or `None` after printing `SKIP` when
+    /// redis-server or redis-cli is missing. Panics when one is missing
+    /// under `CI=true` or when the cluster does not form.
+    pub fn start_or_skip(test: &str) -> Option<RedisCluster> {
+        let found = (redis_server_binary(), redis_cli_binary());
+        let (Some(server), Some(cli)) = found else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: redis-server or redis-cli not found and CI=true");
+            }
+            eprintln!(
+                "SKIP {test}: redis-server or redis-cli not found (set PORTCULLIS_REDIS_SERVER, PORTCULLIS_REDIS_CLI)"
+            );
+            return None;
+        };
+        match RedisCluster::start(server, cli) {
+            Ok(c) => Some(c),
+            Err(e) => panic!("{test}: cannot start a redis cluster: {e}"),
+        }
+    }
+
+    /// Start three cluster-enabled servers, create the cluster and wait
+    /// until it is ok on every node.
+    pub fn start(server: PathBuf, cli: PathBuf) -> std::io::Result<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_with(server.clone(), &CLUSTER_ARGS)?);
+        }
+        let out = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "redis-cli --cluster create failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let mut c = RedisCluster {
+            nodes,
+            slots: Vec::new(),
+        };
+        c.wait_ok(Duration::from_secs(30))?;
+        c.slots = c
+            .nodes
+            .iter()
+            .map(|n| own_slots(&n.inline("CLUSTER NODES").unwrap_or_default()))
+            .collect();
+        let covered: u32 = c
+            .slots
+            .iter()
+            .flatten()
+            .map(|&(a, b)| u32::from(b - a) + 1)
+            .sum();
+        if covered != u32::from(CLUSTER_SLOTS) {
+            return Err(std::io::Error::other(format!(
+                "cluster covers {covered} slots: {:?}",
+                c.slots
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Wait until every running node says `cluster_state:ok`.
+    pub fn wait_ok(&self, within: Duration) -> std::io::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                n.inline("CLUSTER INFO")
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let states: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| n.inline("CLUSTER INFO").unwrap_or_default())
+                    .collect();
+                return Err(std::io::Error::other(format!(
+                    "cluster not ok within {within:?}: {states:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis://127.0.0.1:port/` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes (0, 1, 2).
+    pub fn node(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
+    /// The node serving `key`'s slot.
+    pub fn node_of(&self, key: &str) -> usize {
+        let slot = key_slot(key);
+        self.slots
+            .iter()
+            .position(|r| r.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .expect("every slot is served")
+    }
+
+    /// The slot ranges node `i` serves.
+    pub fn slots_of(&self, i: usize) -> &[(u16, u16)] {
+        &self.slots[i]
+    }
+
+    /// Kill node `i` (its data is lost; its cluster config file stays).
+    pub fn stop(&mut self, i: usize) {
+        self.nodes[i].stop();
+    }
+
+    /// Start node `i` again on its port with its cluster config file and
+    /// wait until the whole cluster is ok again.
+    pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
+        self.nodes[i].restart()?;
+        self.wait_ok(Duration::from_secs(60))
+    }
+
+    /// Send an inline command to every running node (e.g. `SCRIPT FLUSH`,
+    /// `FLUSHALL`); whether every node answered without an error.
+    pub fn each(&self, command: &str) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .all(|n| n.inline(command).is_some_and(|r| !r.starts_with('-')))
+    }
+}
+
+/// The slot ranges of the `myself` line of a `CLUSTER NODES` reply.
+fn own_slots(nodes: &str) -> Vec<(u16, u16)> {
+    let Some(line) = nodes.lines().find(|l| l.contains("myself")) else {
+        return Vec::new();
+    };
+    line.split_whitespace()
+        .skip(8)
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
 fn free_port() -> std::io::Result<u16> {
     let l = TcpListener::bind(("127.0.0.1", 0))?;
     Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+        assert_eq!(key_slot("123456789"), 0x31C3 % CLUSTER_SLOTS);
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("foo{}{bar}"), crc16(b"foo{}{bar}") % CLUSTER_SLOTS);
+        assert_eq!(
+            own_slots("id 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-5460 7000\nx"),
+            vec![(0, 5460), (7000, 7000)]
+        );
+    }
 }

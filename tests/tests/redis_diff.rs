@@ -13,17 +13,19 @@
 //! removes nothing that can affect a decision.
 //!
 //! One redis-server per run, FLUSHDB and a fresh key namespace per case.
-//! Cases: 32 by default; `PORTCULLIS_PROPTEST_CASES=500` for more.
+//! Cases: 32 by default; `PORTCULLIS_PROPTEST_CASES=500` for more. The
+//! same test runs against a real three-master Redis Cluster (a quarter of
+//! the cases, at least 8; FLUSHALL on every node per case).
 //! Without redis-server: SKIP, or a failure under `CI=true`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use embassy_time::Instant;
-use portcullis::fleet::{FleetAttemptId, FleetSlot, RedisLimiter};
+use portcullis::fleet::{Endpoint, FleetAttemptId, FleetSlot, RedisLimiter};
 use portcullis_core::{AttemptId, Config, Jitter, MapLimiter, Reason, Seed, SlotToken};
 use portcullis_tests::gen::{self, cases as cases_or, config, ips, step, USERS};
-use portcullis_tests::redis_server::RedisServer;
+use portcullis_tests::redis_server::{RedisCluster, RedisServer};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
@@ -126,14 +128,9 @@ fn sorted(mut v: Vec<BanRow>) -> Vec<String> {
     s
 }
 
-async fn flushdb(url: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(url)?;
-    let mut con = client.get_multiplexed_tokio_connection().await?;
-    redis::cmd("FLUSHDB").query_async(&mut con).await
-}
-
 async fn run_case(
-    url: &str,
+    endpoint: &Endpoint,
+    flush: &dyn Fn() -> bool,
     cfg: Config,
     t0: u64,
     ops: &[Op],
@@ -142,15 +139,16 @@ async fn run_case(
     let ips = ips();
     let ns = format!("diff{}", CASE.fetch_add(1, Ordering::Relaxed));
     // Earlier cases' keys would only slow down SCAN (`bans`, `lift`).
-    flushdb(url)
-        .await
-        .map_err(|e| TestCaseError::fail(format!("FLUSHDB: {e}")))?;
-    let fleet = RedisLimiter::connect(url, cfg.clone(), SEED, &ns, StdDuration::from_secs(5))
-        .await
-        .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?
-        // Simulated time runs far ahead of real time: keep keys for the
-        // whole run so that only the script's rules decide.
-        .with_ttl_slack(StdDuration::from_secs(3600));
+    if !flush() {
+        return Err(TestCaseError::fail("FLUSHDB failed"));
+    }
+    let fleet =
+        RedisLimiter::connect_to(endpoint, cfg.clone(), SEED, &ns, StdDuration::from_secs(5))
+            .await
+            .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?
+            // Simulated time runs far ahead of real time: keep keys for the
+            // whole run so that only the script's rules decide.
+            .with_ttl_slack(StdDuration::from_secs(3600));
     let mut core = MapLimiter::<64>::new_growable(cfg, SEED, 100_000)
         .map_err(|e| TestCaseError::fail(format!("config: {e}")))?;
     let mut now = t0;
@@ -315,6 +313,56 @@ fn redis_agrees_with_core() {
     let Some(server) = RedisServer::start_or_skip("redis_agrees_with_core") else {
         return;
     };
+    let endpoint = Endpoint::Single(server.url());
+    let flush = || {
+        server
+            .inline("FLUSHDB")
+            .is_some_and(|r| r.starts_with("+OK"))
+    };
+    differential("redis_diff", &endpoint, &flush, cases_or(32));
+}
+
+/// The same operation sequences through a real three-master Redis Cluster
+/// (addresses and users spread over its slots; bounded: a quarter of the
+/// single-node cases, at least 8).
+#[test]
+fn redis_cluster_agrees_with_core() {
+    let Some(cluster) = RedisCluster::start_or_skip("redis_cluster_agrees_with_core") else {
+        return;
+    };
+    let endpoint = Endpoint::Cluster(cluster.urls());
+    // The cases' addresses and users live on every master.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let lim = rt
+        .block_on(RedisLimiter::connect_to(
+            &endpoint,
+            Config::default(),
+            SEED,
+            "diff0",
+            StdDuration::from_secs(5),
+        ))
+        .expect("connect");
+    let mut nodes: Vec<usize> = ips()
+        .iter()
+        .map(|&ip| cluster.node_of(&lim.request_key(ip)))
+        .chain(USERS.iter().map(|u| cluster.node_of(&lim.account_key(u))))
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes, [0, 1, 2], "keys on every node");
+    let flush = || cluster.each("FLUSHALL");
+    differential(
+        "redis_diff (cluster)",
+        &endpoint,
+        &flush,
+        (cases_or(32) / 4).max(8),
+    );
+}
+
+fn differential(what: &str, endpoint: &Endpoint, flush: &dyn Fn() -> bool, n: u32) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -322,8 +370,6 @@ fn redis_agrees_with_core() {
         Ok(rt) => rt,
         Err(e) => panic!("tokio runtime: {e}"),
     };
-    let url = server.url();
-    let n = cases_or(32);
     let mut runner = TestRunner::new(PtConfig {
         cases: n,
         failure_persistence: None,
@@ -336,21 +382,25 @@ fn redis_agrees_with_core() {
         any::<bool>(),
     );
     let began = std::time::Instant::now();
+    let case0 = CASE.load(Ordering::Relaxed);
     let result = runner.run(&strategy, |(cfg, t0, ops, with_purge)| {
-        rt.block_on(run_case(&url, cfg, t0, &ops, with_purge))
+        rt.block_on(run_case(endpoint, flush, cfg, t0, &ops, with_purge))
     });
     eprintln!(
-        "redis_diff: {n} cases in {:.2?} (namespaces used: {})",
+        "{what}: {n} cases in {:.2?} (namespaces used: {})",
         began.elapsed(),
-        CASE.load(Ordering::Relaxed)
+        CASE.load(Ordering::Relaxed) - case0
     );
     let counts: Vec<String> = SEEN_NAMES
         .iter()
         .zip(SEEN.iter())
         .map(|(n, c)| format!("{n}={}", c.load(Ordering::Relaxed)))
         .collect();
-    eprintln!("redis_diff: compared outcomes: {}", counts.join(" "));
+    eprintln!(
+        "{what}: compared outcomes (all tests of this binary so far): {}",
+        counts.join(" ")
+    );
     if let Err(e) = result {
-        panic!("core and Redis disagree: {e}");
+        panic!("{what}: core and Redis disagree: {e}");
     }
 }

@@ -38,6 +38,7 @@ async fn engine(server: &RedisServer, rules: Config, denial_cache: usize) -> Arc
     let guard = Guard::new(Arc::new(limiter), None);
     let opts = FleetOptions {
         redis_url: server.url(),
+        redis_cluster: Vec::new(),
         redis_timeout: StdDuration::from_millis(100),
         fail_closed: false,
         rules,

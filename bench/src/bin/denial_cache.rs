@@ -51,6 +51,7 @@ async fn main() {
             };
             let opts = FleetOptions {
                 redis_url: url.clone(),
+                redis_cluster: Vec::new(),
                 redis_timeout: Duration::from_secs(2),
                 fail_closed: true,
                 rules: rules(),

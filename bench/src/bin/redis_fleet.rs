@@ -6,6 +6,8 @@
 //! cargo run --release -p portcullis-bench --features redis --bin redis_fleet -- \
 //!     redis://127.0.0.1:PORT/0 SECONDS 1 8 64
 //! ```
+//! A Redis Cluster as `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…` (the
+//! form Python `limits` takes): the cluster client over those nodes.
 //! Keys: 100 000 distinct IPv4 addresses, uniform, the same generator as the
 //! other benchmarks; 50 requests / 60 s (the bench configuration).
 
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis::fleet::{unix_now_us, RedisLimiter};
+use portcullis::fleet::{unix_now_us, Endpoint, RedisLimiter};
 use portcullis_bench::{bench_config, distinct_ipv4, SEED};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -24,20 +26,35 @@ async fn main() {
         std::process::exit(2);
     };
     let secs: u64 = secs.parse().unwrap_or(5);
+    let endpoint = match url.strip_prefix("redis+cluster://") {
+        Some(nodes) => Endpoint::Cluster(
+            nodes
+                .trim_end_matches('/')
+                .split(',')
+                .map(|n| format!("redis://{n}/"))
+                .collect(),
+        ),
+        None => Endpoint::Single(url.clone()),
+    };
     let keys = Arc::new(distinct_ipv4(100_000, 0x7265_6469));
     for c in &args[2..] {
         let clients: usize = c.parse().unwrap_or(1);
         let ns = format!("bench{clients}");
-        let lim =
-            match RedisLimiter::connect(url, bench_config(), SEED, &ns, Duration::from_secs(2))
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("connect: {e}");
-                    std::process::exit(1);
-                }
-            };
+        let lim = match RedisLimiter::connect_to(
+            &endpoint,
+            bench_config(),
+            SEED,
+            &ns,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("connect: {e}");
+                std::process::exit(1);
+            }
+        };
         let done = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
         let allowed = Arc::new(AtomicU64::new(0));

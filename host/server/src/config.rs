@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub path: PathBuf,
     /// Redis URL \[redis://127.0.0.1:6379/\].
     pub redis_url: String,
+    /// Redis Cluster node URLs (empty: one Redis at `redis_url`).
+    pub redis_cluster: Vec<String>,
     /// Deny instead of falling back when Redis is down \[false\].
     pub fail_closed: bool,
     /// Per-decision Redis timeout \[50ms\].
@@ -287,6 +289,7 @@ pub(crate) mod raw {
         pub kind: Option<StoreKind>,
         pub path: Option<PathBuf>,
         pub redis_url: Option<String>,
+        pub redis_cluster: Option<Vec<String>>,
         pub fail_closed: Option<bool>,
         pub redis_timeout: Option<Dur>,
         pub max_entries: Option<Uint>,
@@ -674,12 +677,28 @@ impl ServerConfig {
         } = file;
 
         let kind = store.kind.unwrap_or(StoreKind::Sqlite);
+        let redis_cluster =
+            match store.redis_cluster {
+                Some(_) if store.redis_url.is_some() => return Err(bad(
+                    "store.redis_cluster",
+                    "set either redis_url (one Redis) or redis_cluster (a Redis Cluster), not both",
+                )),
+                Some(nodes) if nodes.is_empty() => {
+                    return Err(bad("store.redis_cluster", "needs at least one node URL"))
+                }
+                Some(nodes) => nodes,
+                None => Vec::new(),
+            };
         let redis_url = store
             .redis_url
             .unwrap_or_else(|| "redis://127.0.0.1:6379/".to_string());
         if kind == StoreKind::Redis {
             redis::Client::open(redis_url.as_str())
                 .map_err(|e| bad("store.redis_url", format!("{redis_url:?}: {e}")))?;
+            for (i, u) in redis_cluster.iter().enumerate() {
+                redis::Client::open(u.as_str())
+                    .map_err(|e| bad(format!("store.redis_cluster[{i}]"), format!("{u:?}: {e}")))?;
+            }
         }
         let redis_timeout = match store.redis_timeout {
             Some(d) if d.ticks().as_ticks() == 0 => {
@@ -855,6 +874,7 @@ impl ServerConfig {
                 .path
                 .unwrap_or_else(|| PathBuf::from("./portcullis.db")),
             redis_url,
+            redis_cluster,
             fail_closed: store.fail_closed.unwrap_or(false),
             redis_timeout,
             denial_cache: match store.denial_cache {
@@ -1027,6 +1047,17 @@ mod tests {
             e("[store]\nkind = \"redis\"\nredis_url = \"http://x\"\n", &[])
                 .starts_with("config error: store.redis_url:")
         );
+        assert!(
+            e("[store]\nkind = \"redis\"\nredis_url = \"redis://a/\"\nredis_cluster = [\"redis://b/\"]\n", &[])
+                .starts_with("config error: store.redis_cluster: set either")
+        );
+        assert!(e("[store]\nkind = \"redis\"\nredis_cluster = []\n", &[])
+            .starts_with("config error: store.redis_cluster:"));
+        assert!(e(
+            "[store]\nkind = \"redis\"\nredis_cluster = [\"redis://a:1/\", \"nope://\"]\n",
+            &[]
+        )
+        .starts_with("config error: store.redis_cluster[1]:"));
         assert!(e("[slots]\nper_key = 9\n", &[])
             .starts_with("config error: slots.per_key: must be at most 4"));
         assert!(e("[lists]\nallow = [\"10.0.0.0/33\"]\n", &[])

@@ -417,8 +417,25 @@ pub(crate) fn status_json(s: &Status) -> serde_json::Value {
         o.insert("fallback_active".into(), json!(f.fallback_active));
         o.insert("fail_closed".into(), json!(f.fail_closed));
         o.insert("namespace".into(), json!(f.namespace));
+        o.insert("nodes".into(), nodes_json(&f.nodes));
     }
     v
+}
+
+/// A Redis Cluster's masters as JSON: `[{node, slots: "0-5460", up,
+/// outages}]` (empty for one Redis).
+pub(crate) fn nodes_json(nodes: &[portcullis::fleet::NodeHealth]) -> serde_json::Value {
+    nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.addr,
+                "slots": n.slot_list(),
+                "up": n.up,
+                "outages": n.outages,
+            })
+        })
+        .collect()
 }
 
 /// The ban list as JSON values; manual decisions last (kind `manual`,

@@ -131,6 +131,7 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
             let fleet = portcullis::fleet_engine::FleetOptions {
                 redis_url: cfg.redis_url.clone(),
+                redis_cluster: cfg.redis_cluster.clone(),
                 redis_timeout: cfg.redis_timeout,
                 fail_closed: cfg.fail_closed,
                 rules: cfg.rules.clone(),

@@ -179,6 +179,10 @@ fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
     check("store.kind", old.store != new.store);
     check("store.path", old.path != new.path);
     check("store.redis_url", old.redis_url != new.redis_url);
+    check(
+        "store.redis_cluster",
+        old.redis_cluster != new.redis_cluster,
+    );
     check("store.fail_closed", old.fail_closed != new.fail_closed);
     check(
         "store.redis_timeout",

@@ -456,7 +456,9 @@ async fn data_handler(State(ctx): State<UiContext>, headers: HeaderMap) -> Respo
 ///   over the last complete [`HISTORY_SECS`] seconds; series that are all zero are left out;
 /// * `offenders`: `[{ip, denials, reason, last_seen_s}]`, the top [`TOP_OFFENDERS`];
 /// * `table`: `{entries, capacity, evictions, table_full}` (the local table's);
-/// * `store`: `{kind, fallback_active (null: not applicable), errors, fallbacks, path}`.
+/// * `store`: `{kind, fallback_active (null: not applicable), errors, fallbacks, path,
+///   nodes}`; `nodes`: a Redis Cluster's masters `[{node, slots, up, outages}]`
+///   (empty otherwise).
 pub async fn data(ctx: &UiContext) -> Value {
     let bans = ctx.engine.bans().await;
     let status = ctx.engine.status().await;
@@ -538,6 +540,7 @@ pub async fn data(ctx: &UiContext) -> Value {
             "backend": status.backend,
             "path": status.store,
             "fallback_active": status.fleet.as_ref().map(|f| f.fallback_active),
+            "nodes": status.fleet.as_ref().map_or(serde_json::Value::Array(Vec::new()), |f| super::http::nodes_json(&f.nodes)),
             "errors": status.store_errors,
             "fallbacks": m.fallbacks(),
         },

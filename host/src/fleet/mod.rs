@@ -5,8 +5,12 @@
 //! once; the differential proptest `tests/tests/redis_diff.rs` runs the same
 //! operation sequences through the core and through Redis and requires the
 //! same decisions, reasons and times. Calls go out as `EVALSHA`; after a
-//! `SCRIPT FLUSH` or a Redis restart the script is loaded again on
-//! `NOSCRIPT` by [`redis::Script`].
+//! `SCRIPT FLUSH` or a Redis restart a `NOSCRIPT` answer is followed by
+//! `EVAL` of the script itself on the same node, which loads it there.
+//!
+//! One Redis node or a Redis Cluster ([`Endpoint`], [`RedisLimiter::connect_to`]):
+//! `cluster.rs` holds the connection, which node serves which slot and how
+//! each master fares ([`RedisLimiter::nodes`]).
 //!
 //! ## What stays in Rust
 //!
@@ -29,11 +33,14 @@
 //! | account | `<ns>:{u:<16 hex user hash>}:acct` |
 //! | manual bans (all) | `<ns>:manual`, a hash (see `manual.rs`) |
 //! | lift counter of the denial caches | `<ns>:{denials}:v` (see [`denials`]) |
+//! | the fleet's seed | `<ns>:seed` (set once, `SET NX`) |
 //!
 //! After an outage, what the local fallback imposed is written back one
 //! key per call with the script's `merge` op ([`reconcile`]).
 //!
-//! Keys one call touches share a hash tag, so each call stays in one slot.
+//! Keys one call touches share a hash tag, so each call stays in one slot
+//! (the manual-bans hash and the seed are one key each; `lift` scans the
+//! node of the address's slot, `bans` every master).
 //! The account key lives in another slot than the address keys, so
 //! [`RedisLimiter::login_failed`] is two calls: the account count first
 //! (core [`Limiter::record_account_failure`](portcullis_core::Limiter::record_account_failure)),
@@ -72,13 +79,18 @@
 //! * [`RedisLimiter::lift`] finds the address's keys with `SCAN` and then
 //!   lifts them in one call; a key created in between is not lifted.
 
+mod cluster;
 pub mod denials;
 mod manual;
 pub mod reconcile;
 
+pub(crate) use cluster::open;
+pub use cluster::{Endpoint, NodeHealth, NODE_OUTAGES, NODE_UP};
+
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
+use cluster::{Con, Nodes};
 use embassy_time::Duration;
 #[cfg(doc)]
 use portcullis_core::Lists;
@@ -86,8 +98,8 @@ use portcullis_core::{
     Addr, Config, ConfigError, Decision, Hold, Jitter, Key, Listed, NoSlot, Reason, Seed,
     UserHasher,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+use std::sync::Arc;
 
 /// The Lua source of the rules, as sent to Redis.
 pub const RULES: &str = include_str!("rules.lua");
@@ -234,11 +246,13 @@ fn penalty_of(
 
 /// The fleet limiter: the core's rules, state in Redis.
 ///
-/// Cheap to clone (the connection manager multiplexes one connection);
-/// `Send + Sync`.
+/// Cheap to clone (one node's connection manager, or a cluster's
+/// connection, multiplexes); `Send + Sync`.
 #[derive(Clone)]
 pub struct RedisLimiter {
-    con: ConnectionManager,
+    con: Con,
+    /// A cluster's masters and their health (`None`: one node).
+    nodes: Option<Arc<Nodes>>,
     script: Script,
     config: Config,
     users: UserHasher,
@@ -362,39 +376,53 @@ impl RedisLimiter {
         namespace: &str,
         timeout: StdDuration,
     ) -> Result<Self, FleetError> {
+        Self::connect_to(
+            &Endpoint::Single(url.to_string()),
+            config,
+            seed,
+            namespace,
+            timeout,
+        )
+        .await
+    }
+
+    /// [`connect`](Self::connect) to one node or to a Redis Cluster
+    /// ([`Endpoint::Cluster`]: some of its nodes' URLs; `MOVED`/`ASK` are
+    /// followed by the cluster client, and the health of each master is
+    /// tracked, see [`nodes`](Self::nodes)).
+    pub async fn connect_to(
+        endpoint: &Endpoint,
+        config: Config,
+        seed: Seed,
+        namespace: &str,
+        timeout: StdDuration,
+    ) -> Result<Self, FleetError> {
         config.validate(usize::MAX).map_err(FleetError::Config)?;
-        let client = redis::Client::open(url).map_err(|source| FleetError::BadUrl {
-            url: redact(url),
-            source,
-        })?;
-        let cm_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(100);
-        let connecting = ConnectionManager::new_with_config(client, cm_config);
-        // The manager retries; bound the whole first connection.
-        let bound = timeout.saturating_mul(4).max(StdDuration::from_millis(200));
-        let con = match tokio::time::timeout(bound, connecting).await {
-            Ok(Ok(con)) => con,
-            Ok(Err(source)) => {
-                return Err(FleetError::Connect {
-                    url: redact(url),
-                    source,
-                })
-            }
-            Err(_) => return Err(FleetError::Timeout(bound)),
-        };
+        let con = cluster::open(endpoint, timeout).await?;
+        let nodes = cluster::nodes_for(&con);
         tracing::debug!(namespace, ?timeout, "connected to redis fleet store");
-        Ok(RedisLimiter {
+        let limiter = RedisLimiter {
             con,
+            nodes,
             script: Script::new(RULES),
             users: UserHasher::new(seed),
             config,
             ns: namespace.to_string(),
             timeout,
             slack_ms: u64::try_from(DEFAULT_TTL_SLACK.as_millis()).unwrap_or(u64::MAX),
-        })
+        };
+        // CLUSTER SLOTS goes to any node: a dead one fails it, another
+        // answers (the fleet engine tries again each second).
+        for attempt in 1..=3 {
+            match limiter.refresh_nodes().await {
+                Ok(()) => break,
+                Err(e) if attempt == 3 => {
+                    tracing::warn!(error = %e, "cannot read the redis cluster's slot map");
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(limiter)
     }
 
     /// Keep every key this much longer than its state needs (tolerance for
@@ -529,15 +557,41 @@ impl RedisLimiter {
         keys: &[String],
         args: Vec<String>,
     ) -> Result<T, FleetError> {
-        let mut inv = self.script.prepare_invoke();
-        for k in keys {
-            inv.key(k.as_str());
+        let r = self.invoke(keys, &args).await;
+        if let Some(k) = keys.first() {
+            self.note(k, &r);
         }
-        for a in &args {
-            inv.arg(a.as_str());
-        }
+        r
+    }
+
+    /// `EVALSHA`, and on `NOSCRIPT` the script itself with `EVAL`, which
+    /// goes to the same node as the `EVALSHA` (the node of the first key)
+    /// and caches the script there: after a restart or `SCRIPT FLUSH` of
+    /// any node, each node is loaded by its own first call, whatever state
+    /// the other nodes of a cluster are in.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, FleetError> {
         let mut con = self.con.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async(&mut con)).await {
+        let work = async {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.script.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+            match cmd.query_async(&mut con).await {
+                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                    tracing::debug!("redis fleet script not loaded: sending it");
+                    let mut eval = redis::cmd("EVAL");
+                    eval.arg(RULES).arg(keys.len()).arg(keys).arg(args);
+                    eval.query_async(&mut con).await
+                }
+                r => r,
+            }
+        };
+        match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "redis fleet call failed");
@@ -783,8 +837,9 @@ impl RedisLimiter {
     ) -> Result<bool, FleetError> {
         let key = self.login_user_key(username, ip);
         let mut con = self.con.clone();
-        let n: i64 = self.timed(con.del(key)).await?;
-        Ok(n > 0)
+        let r = self.timed(con.del::<_, i64>(&key)).await;
+        self.note(&key, &r);
+        Ok(r? > 0)
     }
 
     /// Ban `ip` by hand (no TTL: until lifted). Always true (Redis has no
@@ -796,33 +851,11 @@ impl RedisLimiter {
         Ok(r == 1)
     }
 
-    /// Every key of the address's hash tag (request, login ip, pairs).
+    /// Every key of the address's hash tag (request, login ip, pairs),
+    /// from the node serving that tag's slot.
     async fn address_keys(&self, ip: IpAddr) -> Result<Vec<String>, FleetError> {
         let pattern = format!("{}:*", glob_escape(&self.addr_tag(ip)));
-        self.scan(&pattern).await
-    }
-
-    async fn scan(&self, pattern: &str) -> Result<Vec<String>, FleetError> {
-        let mut con = self.con.clone();
-        let mut cursor: u64 = 0;
-        let mut keys = Vec::new();
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, batch): (u64, Vec<String>) = self.timed(cmd.query_async(&mut con)).await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
-        Ok(keys)
+        self.scan_slot_of(&self.request_key(ip), &pattern).await
     }
 
     /// Lift every ban, block and login lock on `ip` and forget its counts
@@ -843,12 +876,14 @@ impl RedisLimiter {
     /// banned or blocked, login-ip keys as [`Reason::IpLocked`], pair keys
     /// as [`Reason::AccountLocked`], one row per locked pair), made by the
     /// core's [`Hold::of`] from what the script reports. Walks the
-    /// namespace with `SCAN`: an admin call, not for the request path.
+    /// namespace with `SCAN`: an admin call, not for the request path. On a
+    /// cluster, masters that are down are left out (see
+    /// [`on_down_node`](Self::on_down_node)).
     pub async fn bans(&self, now_us: u64) -> Result<Vec<Hold>, FleetError> {
         let pattern = format!("{}:{{a:*", glob_escape(&self.ns));
         let prefix = format!("{}:{{a:", self.ns);
         let mut out = Vec::new();
-        for name in self.scan(&pattern).await? {
+        for name in self.scan_all(&pattern).await? {
             let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };

@@ -292,6 +292,15 @@
     const fb = s.fallback_active === null ? 'n/a' : s.fallback_active ? 'ACTIVE' : 'inactive';
     $('t-fallback').textContent = `fallback: ${fb} · errors: ${fmtNum(s.errors)}`;
     $('t-fallback').className = `sub ${s.fallback_active ? 'bad' : ''}`;
+    const nodes = s.nodes || [];
+    const nl = $('t-nodes');
+    nl.replaceChildren(...nodes.map((n) => {
+      const li = document.createElement('li');
+      li.className = n.up ? '' : 'bad';
+      li.textContent = `${n.node} [${n.slots}] ${n.up ? 'up' : 'DOWN'}${n.outages ? ` · outages: ${fmtNum(n.outages)}` : ''}`;
+      return li;
+    }));
+    nl.hidden = nodes.length === 0;
     const h = d.history;
     let total = 0;
     let denied = 0;
