@@ -410,3 +410,72 @@ fn redis_url_and_redis_cluster_are_exclusive() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("store.redis_cluster"), "{err}");
 }
+
+/// Issue 19 items 1 + 2 together: a ban that server A's fallback made for
+/// an address of a dead master's slots is written to that master when it
+/// is back, so server B — which never saw the address — refuses it too;
+/// meanwhile the other masters' keys never waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_while_its_master_was_dead_reaches_the_fleet() {
+    let Some(mut cluster) = RedisCluster::start_or_skip("ban_while_master_dead_reaches_fleet")
+    else {
+        return;
+    };
+    // Banned at the first violation.
+    let rules = [
+        ("PORTCULLIS_REQUESTS__BLOCK_AFTER", "1"),
+        ("PORTCULLIS_REQUESTS__BAN_AFTER", "1"),
+    ];
+    let a = start(&cluster, &rules);
+    let b = start(&cluster, &rules);
+    let dead = 2;
+    let on_dead = addrs_on(&cluster, dead, 30, 12);
+    let (attacker, witness) = (&on_dead[0], &on_dead[1]);
+    // One fresh address of the dead master's slots per probe of B below.
+    let mut probes = on_dead[2..].iter();
+    let on_live = addrs_on(&cluster, 0, 31, 1);
+    assert_eq!(hit(&a, witness).await, 200);
+    assert_eq!(metric(&a, "portcullis_reconciled_total").await, 0);
+
+    cluster.stop(dead);
+    let mut last = 0;
+    for _ in 0..=QUOTA + 1 {
+        last = hit(&a, attacker).await;
+    }
+    assert_eq!(last, 403, "A's fallback banned {attacker}");
+    // A live master's key is still decided in Redis while the ban waits.
+    let before = metric(&a, "portcullis_fallbacks_total").await;
+    assert_eq!(hit(&a, &on_live[0]).await, 200);
+    assert_eq!(metric(&a, "portcullis_fallbacks_total").await, before);
+    assert_eq!(metric(&a, "portcullis_reconcile_queued").await, 1);
+
+    cluster.restart(dead).expect("restart the master");
+    cluster
+        .wait_ok(Duration::from_secs(20))
+        .expect("cluster ok again");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&a, "portcullis_reconcile_queued").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "A never wrote its ban to the master: {:?}",
+            a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(metric(&a, "portcullis_reconciled_total").await >= 1);
+    // B: back on that master (a fresh address of its slots is decided in
+    // Redis again, not by B's fallback), then the attacker, whom B never
+    // saw: only the reconciled ban can refuse a first request.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let before = metric(&b, "portcullis_fallbacks_total").await;
+        let probe = probes.next().expect("B back within the probes");
+        assert_eq!(hit(&b, probe).await, 200);
+        if metric(&b, "portcullis_fallbacks_total").await == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never got the master back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(hit(&b, attacker).await, 403, "B refuses A's reconciled ban");
+}
