@@ -160,6 +160,8 @@ impl Guard {
         let s = l.stats();
         self.metrics
             .record_table(l.len(), l.capacity(), s.evictions, s.table_full);
+        self.metrics
+            .record_evictions(s.evicted_dead, s.evicted_live);
     }
 
     /// Write `changes` through and wait for the commit.

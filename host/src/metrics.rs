@@ -20,6 +20,7 @@
 //! | `portcullis_fallback_active` | gauge | 1 while the fleet store is unavailable (fleet only) |
 //! | `portcullis_table_entries`, `portcullis_table_capacity` | gauge | |
 //! | `portcullis_evictions_total`, `portcullis_table_full_total` | counter | |
+//! | `portcullis_evictions_by_kind_total` | counter | `kind`: `dead` (state that could no longer affect a decision, reclaimed) or `live` (evicted from a table full of live keys: the only evictions that can change a decision); they sum to `portcullis_evictions_total` |
 //! | `portcullis_shadow_denials_total` | counter | `reason`: denials a shadow policy let through |
 //!
 //! Counters are recorded as they happen. The table gauges are read from
@@ -70,6 +71,8 @@ pub const TABLE_ENTRIES: &str = "portcullis_table_entries";
 pub const TABLE_CAPACITY: &str = "portcullis_table_capacity";
 /// Entries evicted to make room.
 pub const EVICTIONS: &str = "portcullis_evictions_total";
+/// Entries evicted to make room, by kind (`dead`, `live`).
+pub const EVICTIONS_BY_KIND: &str = "portcullis_evictions_by_kind_total";
 /// New keys refused for lack of room.
 pub const TABLE_FULL: &str = "portcullis_table_full_total";
 
@@ -93,6 +96,10 @@ pub fn describe() {
     describe_gauge!(TABLE_ENTRIES, "Keys held.");
     describe_gauge!(TABLE_CAPACITY, "Keys held at most.");
     describe_counter!(EVICTIONS, "Entries evicted to make room.");
+    describe_counter!(
+        EVICTIONS_BY_KIND,
+        "Entries evicted to make room: dead (could no longer affect a decision) or live."
+    );
     describe_counter!(
         SHADOW_DENIALS,
         "Denials a shadow policy recorded but did not enforce, by reason."
@@ -118,6 +125,8 @@ struct Keys {
     table_entries: Key,
     table_capacity: Key,
     evictions: Key,
+    evicted_dead: Key,
+    evicted_live: Key,
     table_full: Key,
 }
 
@@ -151,6 +160,8 @@ impl Keys {
             table_entries: key(TABLE_ENTRIES, &[]),
             table_capacity: key(TABLE_CAPACITY, &[]),
             evictions: key(EVICTIONS, &[]),
+            evicted_dead: key(EVICTIONS_BY_KIND, &[("kind", "dead")]),
+            evicted_live: key(EVICTIONS_BY_KIND, &[("kind", "live")]),
             table_full: key(TABLE_FULL, &[]),
         }
     }
@@ -343,6 +354,15 @@ impl Metrics {
             gauge(&k.table_capacity).set(capacity as f64);
             counter(&k.evictions).absolute(evictions);
             counter(&k.table_full).absolute(table_full);
+        }
+    }
+
+    /// Publish the evictions by kind read from a limiter
+    /// (`Stats::evicted_dead`, `Stats::evicted_live`).
+    pub fn record_evictions(&self, dead: u64, live: u64) {
+        if let Some(k) = &self.keys {
+            counter(&k.evicted_dead).absolute(dead);
+            counter(&k.evicted_live).absolute(live);
         }
     }
 
