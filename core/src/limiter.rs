@@ -345,6 +345,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         Addr::from_ip(ip, self.config.ipv6_prefix)
     }
 
+    /// The store (read-only; for inspection, accounting and tests).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     /// The entry for `key`, if any (read-only; for inspection and tests).
     pub fn entry(&self, key: &Key) -> Option<&EntryOf<S, W>> {
         self.store.get(key)

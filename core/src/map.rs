@@ -102,6 +102,21 @@ impl<const W: usize> MapStore<W> {
         }
     }
 
+    /// Bytes this store holds on the heap for its table: slab chunks, index
+    /// buckets and the free list (not the logs and cold parts of the few
+    /// keys that grew them). Flat once the store is full.
+    pub fn table_bytes(&self) -> usize {
+        let chunk = self
+            .chunk_len()
+            .saturating_mul(core::mem::size_of::<Option<Node<W>>>());
+        self.chunks
+            .capacity()
+            .saturating_mul(core::mem::size_of::<Chunk<W>>())
+            .saturating_add(self.chunks.len().saturating_mul(chunk))
+            .saturating_add(self.index.bytes())
+            .saturating_add(self.free.capacity().saturating_mul(4))
+    }
+
     /// The top 24 bits of the keyed hash of `key`.
     fn hash24(&self, key: &Key) -> u32 {
         (self.hasher.hash(key) >> 40) as u32
