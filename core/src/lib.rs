@@ -53,7 +53,7 @@
 //! | [`slots`] | concurrency slot tokens with TTL (rule 7) |
 //! | [`entry`] | per-key state: the log, and a [`Cold`] part (violations, block, ban, lock, slots) held inline or boxed on first use |
 //! | [`store`] | the [`Store`] trait |
-//! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, LRU eviction |
+//! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, CLOCK eviction (dead entries first) |
 //! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under an open-addressing index |
 //! | [`limiter`] | [`Limiter`], tying rules to a store; [`Hold`] (what a listing of bans, blocks and locks shows), [`Changed`] (the keys a call's bans, blocks and locks changed, for write-through) |
 //! | [`record`] | export/import with wall-clock times; [`Record::hold`], [`Record::lift`] |

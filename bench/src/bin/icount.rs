@@ -17,7 +17,7 @@
 //! * `core-cold`: a new key per call into a `FixedLimiter<32768, 64>` with
 //!   room (insert path, no eviction).
 //! * `core-evict`: a new key per call into a full `FixedLimiter<1024, 64>`
-//!   (LRU eviction + insert).
+//!   (CLOCK eviction: a dead entry reclaimed, then the insert).
 //! * `host-hot`, `host-cold`: the same through the host `portcullis::Limiter`
 //!   (64 shards over `MapLimiter<64>`), hot key and new keys.
 //! * `host-uniform`: 1 000 000 keys seen once, then requests on random
