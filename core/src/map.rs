@@ -420,7 +420,9 @@ impl<const W: usize> Store<W> for MapStore<W> {
         let slots = self.slots();
         let len = self.index.len();
         let (chunks, bits) = (&mut self.chunks, self.chunk_bits);
-        let (i, victim) = sweep(slots, self.hand as usize, len, |i, clear| {
+        // Stride 1: the slab is not the hash table (the index is), so the
+        // hand walks nodes in memory order.
+        let (i, victim) = sweep(slots, self.hand as usize, len, 1, |i, clear| {
             let n = Self::node_mut_in(chunks, bits, u32::try_from(i).ok()?)?;
             if clear {
                 n.referenced = false;

@@ -40,6 +40,37 @@ use crate::entry::{ColdPart, Entry};
 use crate::key::Key;
 use crate::window::TimeLog;
 
+/// A stride near `n` / φ that is coprime with `n` (1 for `n` ≤ 2): a
+/// hand stepping by it meets every one of `n` positions once per turn.
+pub(crate) const fn coprime_stride(n: usize) -> usize {
+    if n <= 2 {
+        return 1;
+    }
+    // n * 0.618, without overflow for any n.
+    let whole = (n / 1000).saturating_mul(618);
+    let part = (n % 1000).wrapping_mul(618) / 1000;
+    let mut s = whole.saturating_add(part);
+    if s == 0 {
+        s = 1;
+    }
+    while s > 1 && gcd(s, n) != 1 {
+        s = s.wrapping_sub(1);
+    }
+    s
+}
+
+const fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        let r = match a.checked_rem(b) {
+            Some(r) => r,
+            None => 0,
+        };
+        a = b;
+        b = r;
+    }
+    a
+}
+
 /// Entries examined for a dead one before a live one may be evicted.
 pub const SCAN: usize = 32;
 
@@ -164,7 +195,8 @@ pub trait Store<const W: usize> {
 }
 
 /// The CLOCK sweep both stores run (see the module doc), over `slots`
-/// positions from `hand`, `len` of them occupied. `at(i, false)` is
+/// positions from `hand` in steps of `stride` (coprime with `slots`, so a
+/// turn meets every position once), `len` of them occupied. `at(i, false)` is
 /// `None` for an empty position, else the entry's class and reference
 /// bit; `at(i, true)` clears that bit. Returns the victim's position and kind;
 /// `None` if every entry is pinned.
@@ -172,15 +204,22 @@ pub(crate) fn sweep(
     slots: usize,
     hand: usize,
     len: usize,
+    stride: usize,
     mut at: impl FnMut(usize, bool) -> Option<(Class, bool)>,
 ) -> Option<(usize, Victim)> {
     if slots == 0 || len == 0 {
         return None;
     }
+    let stride = if stride == 0 || stride >= slots {
+        1
+    } else {
+        stride
+    };
+    // i < slots and stride < slots: one subtraction wraps it.
     let next = |i: usize| {
-        let j = i.wrapping_add(1);
+        let j = i.wrapping_add(stride);
         if j >= slots {
-            0
+            j.wrapping_sub(slots)
         } else {
             j
         }
@@ -416,6 +455,19 @@ pub(crate) mod harness {
         }
         assert_eq!(keys(s), m.keys().copied().collect::<Vec<_>>());
         (dead, live)
+    }
+
+    /// Every stride a store uses meets every slot once per turn.
+    #[test]
+    fn strides_are_coprime_and_near_the_golden_ratio() {
+        for n in 1..3000usize {
+            let s = coprime_stride(n);
+            assert!(s >= 1 && (s < n || n == 1), "n {n} stride {s}");
+            assert_eq!(gcd(s, n), 1, "n {n} stride {s}");
+            if n > 100 {
+                assert!(s * 2 > n, "n {n} stride {s}");
+            }
+        }
     }
 
     /// CLOCK's second chance: a key touched between evictions survives a

@@ -4,7 +4,8 @@
 //! SipHash-1-3 for the home slot (so an attacker cannot aim keys at one
 //! probe chain), backward-shift deletion (no tombstones), and a reference
 //! bit per slot with a CLOCK hand for eviction (the rule and why CLOCK:
-//! [`store`](crate::store)), so lookup, insert, touch and remove are
+//! [`store`](crate::store); the hand steps by a stride coprime with `N`,
+//! see [`FixedStore::STRIDE`]), so lookup, insert, touch and remove are
 //! expected O(1) and a touch writes nothing outside the slot it found. At
 //! most [`FixedStore::MAX_ENTRIES`] (`N - N/8`) keys live at once, which
 //! keeps probe chains short.
@@ -38,6 +39,13 @@ pub struct FixedStore<const N: usize, const W: usize> {
 impl<const N: usize, const W: usize> FixedStore<N, W> {
     /// Compile-time check of `N`.
     const VALID: () = assert!(N > 0 && N <= 32768, "FixedStore: N must be in 1..=32768");
+
+    /// The CLOCK hand's step: near `N / φ` and coprime with `N`, so the
+    /// slots it empties are spread over the table. (A hand stepping by one
+    /// empties slots in one region while new keys land anywhere: the rest
+    /// of the table grows one long probe run, which made every insert and
+    /// backward shift walk hundreds of slots.)
+    const STRIDE: usize = crate::store::coprime_stride(N);
 
     /// Most keys held at once: `N - N/8`.
     pub const MAX_ENTRIES: usize = N.saturating_sub(N / 8);
@@ -264,7 +272,7 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
     ) -> Option<(Key, Victim)> {
         let (hand, len) = (self.hand, self.len);
         let slots = &mut self.slots;
-        let (i, victim) = sweep(N, hand, len, |i, clear| {
+        let (i, victim) = sweep(N, hand, len, Self::STRIDE, |i, clear| {
             let s = slots.get_mut(i)?.as_mut()?;
             if clear {
                 s.referenced = false;
