@@ -369,13 +369,13 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// The entry for `key`, created (evicting if needed) and touched;
     /// `None` when the table is full of entries that may not be evicted.
     pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Option<&mut EntryOf<S, W>> {
-        let sweep = Sweep::new(&self.config, now);
         upsert_in(
             &mut self.store,
             &mut self.stats,
             &mut self.evicted,
             key,
-            sweep,
+            &self.config,
+            now,
         )
     }
 
@@ -435,7 +435,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         } = self;
         let max = config.requests.max_requests;
         let window = config.requests.window.as_ticks();
-        let e = match upsert_in(store, stats, evicted, key, Sweep::new(config, now)) {
+        let e = match upsert_in(store, stats, evicted, key, config, now) {
             Some(e) => e,
             None => return self.full_decision(),
         };
@@ -749,9 +749,18 @@ fn upsert_in<'a, S: Store<W>, const W: usize>(
     stats: &mut Stats,
     evicted: &mut Evicted,
     key: Key,
-    sweep: Sweep,
+    config: &Config,
+    now: Tick,
 ) -> Option<&'a mut EntryOf<S, W>> {
-    match store.upsert(key, &mut |k, e| sweep.class(k, e)) {
+    // The windows are read only if the store has to evict: a lookup that
+    // finds its key or room touches no more of the configuration.
+    let mut sweep = None;
+    let mut classify = |k: &Key, e: &EntryOf<S, W>| {
+        sweep
+            .get_or_insert_with(|| Sweep::new(config, now))
+            .class(k, e)
+    };
+    match store.upsert(key, &mut classify) {
         Upsert::Found {
             entry,
             evicted: gone,
