@@ -70,6 +70,8 @@ async fn metrics_keep_their_names_and_count_only_the_service() {
         "portcullis_store_errors_total 0",
         "portcullis_fail_closed_total 0",
         "portcullis_evictions_total 0",
+        "portcullis_evictions_by_kind_total{kind=\"dead\"} 0",
+        "portcullis_evictions_by_kind_total{kind=\"live\"} 0",
         "portcullis_password_checks_busy_total 0",
         "portcullis_connections_refused_total{reason=\"per_ip\"} 0",
         "portcullis_connections_timed_out_total{phase=\"idle\"} 0",
