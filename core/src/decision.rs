@@ -139,8 +139,15 @@ impl Penalty {
 pub struct Stats {
     /// New keys refused (or let through per `on_full`) because nothing was evictable.
     pub table_full: u64,
-    /// Entries evicted to make room.
+    /// Entries evicted to make room: `evicted_dead + evicted_live`.
     pub evictions: u64,
+    /// Of those, entries whose state could no longer affect a decision
+    /// (reclaimed: changes nothing).
+    pub evicted_dead: u64,
+    /// Of those, entries with live state (evicted because the table was
+    /// full of such entries: the only evictions that can change a later
+    /// decision).
+    pub evicted_live: u64,
     /// Entries removed by `purge`.
     pub purged: u64,
     /// Bans, blocks and locks set or lifted: a host compares this before

@@ -53,6 +53,11 @@ impl SlotIndex {
         self.len
     }
 
+    /// Bytes of the bucket array.
+    pub(crate) fn bytes(&self) -> usize {
+        self.buckets.capacity().saturating_mul(4)
+    }
+
     /// Buckets allocated.
     #[cfg(test)]
     pub(crate) fn buckets(&self) -> usize {

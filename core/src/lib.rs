@@ -53,7 +53,7 @@
 //! | [`slots`] | concurrency slot tokens with TTL (rule 7) |
 //! | [`entry`] | per-key state: the log, and a [`Cold`] part (violations, block, ban, lock, slots) held inline or boxed on first use |
 //! | [`store`] | the [`Store`] trait |
-//! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, LRU eviction |
+//! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, CLOCK eviction (dead entries first) |
 //! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under an open-addressing index |
 //! | [`limiter`] | [`Limiter`], tying rules to a store; [`Hold`] (what a listing of bans, blocks and locks shows), [`Changed`] (the keys a call's bans, blocks and locks changed, for write-through) |
 //! | [`record`] | export/import with wall-clock times; [`Record::hold`], [`Record::lift`] |
@@ -61,22 +61,22 @@
 //!
 //! ## Memory
 //!
-//! A [`FixedLimiter<N, W>`] is `size_of` a few words and the [`Changed`] set
-//! ([`CHANGED_KEYS`] keys) plus `N` slots; one
-//! slot holds a key, links, a `W`-timestamp log, a 16-entry violation log,
-//! block/lock state and [`MAX_SLOTS`] slot tokens: about `8·W + 337` bytes
+//! A [`FixedLimiter<N, W>`] is `size_of` a few words, the [`Changed`] set
+//! ([`CHANGED_KEYS`] keys) and the [`Evicted`] list plus `N` slots; one
+//! slot holds a key, a reference bit, a `W`-timestamp log, a 16-entry violation log,
+//! block/lock state and [`MAX_SLOTS`] slot tokens: about `8·W + 329` bytes
 //! on 64-bit hosts (measured by the `sizes` test, which prints the table):
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` (firmware example) | 465 | 16 344 |
-//! | `FixedLimiter<256, 16>` | 464 | 120 280 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 736 | 755 160 |
+//! | `FixedLimiter<32, 16>` (firmware example) | 457 | 16 224 |
+//! | `FixedLimiter<256, 16>` | 456 | 118 368 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 728 | 747 104 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
-//! A `MapStore` key (feature `alloc`) is one 64-byte node (key, LRU
-//! stamp, up to four timestamps inline, a pointer to its cold part) plus
+//! A `MapStore` key (feature `alloc`) is one 64-byte node (key, CLOCK
+//! reference bit, up to four timestamps inline, a pointer to its cold part) plus
 //! its share of the index: about 77 bytes at 1 000 000 keys with one event
 //! each. Logs longer than four events live in a heap ring sized to them;
 //! the cold part is allocated only for keys that were denied, blocked,
@@ -130,7 +130,9 @@ pub use entry::{Cold, ColdPart, Entry, VIOLATION_LOG};
 pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 #[cfg(feature = "alloc")]
 pub use limiter::MapLimiter;
-pub use limiter::{Changed, FixedLimiter, Hold, Limiter, Spill, CHANGED_KEYS};
+pub use limiter::{
+    Changed, Evicted, FixedLimiter, Hold, Limiter, Spill, CHANGED_KEYS, EVICTED_KEYS,
+};
 pub use lists::{Cidr, CidrError, Listed, Lists};
 pub use lockout::{Attempt, AttemptId};
 #[cfg(feature = "alloc")]
@@ -138,7 +140,7 @@ pub use map::MapStore;
 pub use ranges::{RangeError, RangeSet, RangeStore};
 pub use record::{ImportError, Record, WallClock};
 pub use slots::{SlotToken, MAX_SLOTS};
-pub use store::{EntryOf, Store, Upsert};
+pub use store::{Class, EntryOf, Store, Upsert, Victim, SCAN};
 pub use table::FixedStore;
 pub use time::MAX_LOOKBACK;
 #[cfg(feature = "alloc")]

@@ -13,7 +13,7 @@ use crate::entry::{ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
-use crate::store::{EntryOf, Store, Upsert};
+use crate::store::{Class, EntryOf, Store, Upsert, Victim};
 use crate::table::FixedStore;
 use crate::time::{left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
@@ -30,6 +30,97 @@ pub struct Limiter<S, const W: usize> {
     /// Keys whose ban, block or lock changed since the last
     /// [`take_changed`](Self::take_changed).
     pub(crate) changed: Changed,
+    /// Keys evicted since the last [`take_evicted`](Self::take_evicted).
+    pub(crate) evicted: Evicted,
+}
+
+/// Keys an [`Evicted`] list holds; later evictions are only counted.
+pub const EVICTED_KEYS: usize = 4;
+
+/// The keys evicted to make room since the last
+/// [`Limiter::take_evicted`], oldest first, with what they were (at most
+/// [`EVICTED_KEYS`]; [`Stats`] counts them all). One call evicts at most
+/// three (a login touches the pair, the address and the account).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    keys: heapless::Vec<(Key, Victim), EVICTED_KEYS>,
+    more: bool,
+}
+
+impl Evicted {
+    /// The evicted keys, oldest first.
+    pub fn keys(&self) -> &[(Key, Victim)] {
+        &self.keys
+    }
+
+    /// Whether more were evicted than listed.
+    pub fn overflowed(&self) -> bool {
+        self.more
+    }
+
+    fn note(&mut self, key: Key, victim: Victim) {
+        if self.keys.push((key, victim)).is_err() {
+            self.more = true;
+        }
+    }
+}
+
+/// What the eviction sweep needs to classify an entry: the windows and
+/// memories of [`Limiter::purge`].
+#[derive(Clone, Copy)]
+pub(crate) struct Sweep {
+    req: u64,
+    fail: u64,
+    acct: u64,
+    memory: u64,
+    ttl: u64,
+    now: Tick,
+}
+
+impl Sweep {
+    pub(crate) fn new(c: &Config, now: Tick) -> Sweep {
+        Sweep {
+            req: c.requests.window.as_ticks(),
+            fail: c.login.failure_window.as_ticks(),
+            acct: c.login.account_window.as_ticks(),
+            memory: c
+                .blocks
+                .violation_memory
+                .max(c.blocks.ban_lookback)
+                .as_ticks(),
+            ttl: c.slots.slot_ttl.as_ticks(),
+            now,
+        }
+    }
+
+    /// Whether `e` (of `k`) can no longer affect a decision.
+    pub(crate) fn idle<const W: usize, C: ColdPart, L: TimeLog>(
+        &self,
+        k: &Key,
+        e: &Entry<W, C, L>,
+    ) -> bool {
+        let window = match k.kind() {
+            KeyKind::Request => self.req,
+            KeyKind::LoginIp | KeyKind::LoginUser => self.fail,
+            KeyKind::Account => self.acct,
+        };
+        e.idle(self.now, window, self.memory, self.ttl)
+    }
+
+    /// Pinned, dead or live (see [`store`](crate::store)).
+    pub(crate) fn class<const W: usize, C: ColdPart, L: TimeLog>(
+        &self,
+        k: &Key,
+        e: &Entry<W, C, L>,
+    ) -> Class {
+        if e.pinned(self.now, self.ttl) {
+            Class::Pinned
+        } else if self.idle(k, e) {
+            Class::Dead
+        } else {
+            Class::Live
+        }
+    }
 }
 
 /// Keys a [`Changed`] set holds before it spills.
@@ -196,6 +287,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             next_slot: 1,
             stats: Stats::default(),
             changed: Changed::default(),
+            evicted: Evicted::default(),
         })
     }
 
@@ -253,6 +345,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         Addr::from_ip(ip, self.config.ipv6_prefix)
     }
 
+    /// The store (read-only; for inspection, accounting and tests).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     /// The entry for `key`, if any (read-only; for inspection and tests).
     pub fn entry(&self, key: &Key) -> Option<&EntryOf<S, W>> {
         self.store.get(key)
@@ -272,8 +369,25 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// The entry for `key`, created (evicting if needed) and touched;
     /// `None` when the table is full of entries that may not be evicted.
     pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Option<&mut EntryOf<S, W>> {
-        let ttl = self.config.slots.slot_ttl.as_ticks();
-        upsert_in(&mut self.store, &mut self.stats, key, now, ttl)
+        upsert_in(
+            &mut self.store,
+            &mut self.stats,
+            &mut self.evicted,
+            key,
+            &self.config,
+            now,
+        )
+    }
+
+    /// The keys evicted since the last [`take_evicted`](Self::take_evicted).
+    pub fn evicted(&self) -> &Evicted {
+        &self.evicted
+    }
+
+    /// The keys evicted since the last call, and an empty list in their
+    /// place (for hosts that log them, and for tests that follow them).
+    pub fn take_evicted(&mut self) -> Evicted {
+        core::mem::take(&mut self.evicted)
     }
 
     fn full_decision(&self) -> Decision {
@@ -316,12 +430,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             config,
             store,
             stats,
+            evicted,
             ..
         } = self;
         let max = config.requests.max_requests;
         let window = config.requests.window.as_ticks();
-        let ttl = config.slots.slot_ttl.as_ticks();
-        let e = match upsert_in(store, stats, key, now, ttl) {
+        let e = match upsert_in(store, stats, evicted, key, config, now) {
             Some(e) => e,
             None => return self.full_decision(),
         };
@@ -367,8 +481,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// [`check_request`](Self::check_request)'s answer when that answer
     /// changes nothing but the clock: a listed address, or a denial (ban,
-    /// block, or a full window that records no new violation) of a key that
-    /// already is the most recently touched. `None`: call `check_request`.
+    /// block, or a full window that records no new violation) of a key
+    /// already marked touched (so touching it again changes nothing). `None`: call `check_request`.
     ///
     /// For hosts that keep the limiter under a read-write lock: a client
     /// hammering one key is denied under the shared lock, so its
@@ -406,7 +520,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             Listed::Allow => return None,
             Listed::Neither => {}
         }
-        let e = self.store.get_if_newest(&Key::request(self.addr(ip)))?;
+        let e = self.store.get_if_touched(&Key::request(self.addr(ip)))?;
         if let Some((reason, deadline)) = standing(e, now) {
             return denial(reason, deadline, deadline.unwrap_or(Tick::MAX));
         }
@@ -615,24 +729,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// O(capacity); run it on a timer, not per request.
     pub fn purge(&mut self, now: Instant) -> usize {
         let now = self.clock(now);
-        let c = &self.config;
-        let req = c.requests.window.as_ticks();
-        let fail = c.login.failure_window.as_ticks();
-        let acct = c.login.account_window.as_ticks();
-        let memory = c
-            .blocks
-            .violation_memory
-            .max(c.blocks.ban_lookback)
-            .as_ticks();
-        let ttl = c.slots.slot_ttl.as_ticks();
-        let removed = self.store.retain(&mut |k, e| {
-            let window = match k.kind() {
-                KeyKind::Request => req,
-                KeyKind::LoginIp | KeyKind::LoginUser => fail,
-                KeyKind::Account => acct,
-            };
-            !e.idle(now, window, memory, ttl)
-        });
+        let sweep = Sweep::new(&self.config, now);
+        let removed = self.store.retain(&mut |k, e| !sweep.idle(k, e));
         self.stats.purged = self.stats.purged.saturating_add(removed as u64);
         removed
     }
@@ -643,20 +741,37 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 }
 
-/// The entry for `key` in `store`, created (evicting the least recently
-/// touched unpinned entry if full) and touched; counts evictions and
-/// refusals in `stats`.
+/// The entry for `key` in `store`, created (making room by the store's
+/// eviction rule if full: a dead entry first, never a pinned one) and
+/// touched; counts evictions by kind and refusals in `stats`.
 fn upsert_in<'a, S: Store<W>, const W: usize>(
     store: &'a mut S,
     stats: &mut Stats,
+    evicted: &mut Evicted,
     key: Key,
+    config: &Config,
     now: Tick,
-    ttl: u64,
 ) -> Option<&'a mut EntryOf<S, W>> {
-    match store.upsert(key, &mut |_, e| !e.pinned(now, ttl)) {
-        Upsert::Found { entry, evicted } => {
-            if evicted {
+    // The windows are read only if the store has to evict: a lookup that
+    // finds its key or room touches no more of the configuration.
+    let mut sweep = None;
+    let mut classify = |k: &Key, e: &EntryOf<S, W>| {
+        sweep
+            .get_or_insert_with(|| Sweep::new(config, now))
+            .class(k, e)
+    };
+    match store.upsert(key, &mut classify) {
+        Upsert::Found {
+            entry,
+            evicted: gone,
+        } => {
+            if let Some((k, victim)) = gone {
                 stats.evictions = stats.evictions.saturating_add(1);
+                match victim {
+                    Victim::Dead => stats.evicted_dead = stats.evicted_dead.saturating_add(1),
+                    Victim::Live => stats.evicted_live = stats.evicted_live.saturating_add(1),
+                }
+                evicted.note(k, victim);
             }
             Some(entry)
         }

@@ -1,8 +1,8 @@
 //! [`MapStore`] (feature `alloc`): a growable table up to a run-time cap,
-//! with the same keyed hash and the same eviction order as
+//! with the same keyed hash and the same eviction rule as
 //! [`FixedStore`](crate::FixedStore).
 //!
-//! * Slab: nodes (key, touch stamp, 24 bits of its hash, entry: one
+//! * Slab: nodes (key, reference bit, 24 bits of its hash, entry: one
 //!   64-byte line with the boxed-cold, growing-log entry) live inline in
 //!   chunks of 16 KiB, so growth never moves a node and unused room is at
 //!   most one chunk; freed slots are reused.
@@ -11,14 +11,12 @@
 //!   index line before the node), hashed with the tables' keyed SipHash
 //!   (its top 24 bits, which the node caches for rehashing and removal
 //!   without hashing again). `upsert` hashes once per request.
-//! * Order: no linked list (a touch would dirty two neighbours). `order` is
-//!   a queue of slot numbers; the record at position `p` has stamp
-//!   `head + p` (mod 2³²) and is live iff its node's `stamp` equals it, so a
-//!   touch sets the node's stamp and appends one record (nothing if the node
-//!   already is the newest). Walking the live records front to back gives
-//!   least recently touched first. When stale records exceed half the live
-//!   ones (plus a constant) the queue is compacted in order and stamps are
-//!   renumbered from 0, so compaction is amortised O(1) per touch.
+//! * Eviction: a reference bit per node, set on touch, and a CLOCK hand
+//!   over the slab slots (the rule and why CLOCK: [`store`](crate::store)).
+//!   The hand walks the slab in memory order; a touch sets one bit in the
+//!   node the lookup already read. (It replaced an exact LRU queue of slot
+//!   records with stamps, which cost a queue append per touch and periodic
+//!   compaction.)
 //! * Shrinking: when the slab is less than half full, trailing chunks are
 //!   emptied into free slots lower down and released.
 //!
@@ -28,17 +26,13 @@
 use crate::entry::{BoxedCold, Entry};
 use crate::index::{SlotIndex, MAX_SLOT};
 use crate::key::{Key, KeyHasher, Seed};
-use crate::store::{Store, Upsert};
+use crate::store::{sweep, Class, Store, Upsert, Victim};
 use crate::window::GrowLog;
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 /// Target chunk size in bytes.
 const CHUNK_BYTES: usize = 16384;
-
-/// Stale records tolerated beyond half the live ones before compaction.
-const SLACK: usize = 64;
 
 /// The entry a [`MapStore`] keeps: cold part boxed on first use, log
 /// growing with use.
@@ -50,8 +44,8 @@ type MapEntry<const W: usize> = Entry<W, BoxedCold, GrowLog<W>>;
 #[repr(align(64))]
 struct Node<const W: usize> {
     key: Key,
-    /// Stamp of this node's live record in the order queue.
-    stamp: u32,
+    /// Touched since the CLOCK hand last passed.
+    referenced: bool,
     /// Top 24 bits of the keyed hash of `key` (little-endian).
     hash: [u8; 3],
     entry: MapEntry<W>,
@@ -67,17 +61,8 @@ impl<const W: usize> Node<W> {
 
 type Chunk<const W: usize> = Box<[Option<Node<W>>]>;
 
-/// Most records the order queue may hold for `live` keys before compaction.
-fn limit(live: usize) -> usize {
-    live.saturating_add(live / 2).saturating_add(SLACK).min(
-        usize::try_from(u32::MAX)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(1),
-    )
-}
-
-/// Growable key table: keyed open-addressing index over a chunked slab, with a
-/// stamped queue for least-recently-touched order.
+/// Growable key table: keyed open-addressing index over a chunked slab,
+/// CLOCK eviction.
 pub struct MapStore<const W: usize> {
     index: SlotIndex,
     chunks: Vec<Chunk<W>>,
@@ -85,14 +70,10 @@ pub struct MapStore<const W: usize> {
     chunk_bits: u32,
     /// Every empty slot of `chunks`.
     free: Vec<u32>,
-    /// Slot numbers in touch order, oldest first (stale records included).
-    order: VecDeque<u32>,
-    /// Stamp of the front record of `order`.
-    head: u32,
+    /// The CLOCK hand: the slab slot the next eviction sweep starts at.
+    hand: u32,
     hasher: KeyHasher,
     cap: usize,
-    #[cfg(test)]
-    compactions: usize,
 }
 
 impl<const W: usize> MapStore<W> {
@@ -115,13 +96,25 @@ impl<const W: usize> MapStore<W> {
             chunks: Vec::new(),
             chunk_bits: by_size.min(by_cap),
             free: Vec::new(),
-            order: VecDeque::new(),
-            head: 0,
+            hand: 0,
             hasher: KeyHasher::new(seed),
             cap,
-            #[cfg(test)]
-            compactions: 0,
         }
+    }
+
+    /// Bytes this store holds on the heap for its table: slab chunks, index
+    /// buckets and the free list (not the logs and cold parts of the few
+    /// keys that grew them). Flat once the store is full.
+    pub fn table_bytes(&self) -> usize {
+        let chunk = self
+            .chunk_len()
+            .saturating_mul(core::mem::size_of::<Option<Node<W>>>());
+        self.chunks
+            .capacity()
+            .saturating_mul(core::mem::size_of::<Chunk<W>>())
+            .saturating_add(self.chunks.len().saturating_mul(chunk))
+            .saturating_add(self.index.bytes())
+            .saturating_add(self.free.capacity().saturating_mul(4))
     }
 
     /// The top 24 bits of the keyed hash of `key`.
@@ -186,83 +179,10 @@ impl<const W: usize> MapStore<W> {
         self.find(key, self.hash24(key))
     }
 
-    /// Stamp of the record at queue position `pos`.
-    fn stamp_at(&self, pos: usize) -> u32 {
-        // Stamps count modulo 2^32; the queue is shorter than that.
-        self.head.wrapping_add(pos as u32)
-    }
-
-    /// Whether the record `(i, stamp)` is live.
-    fn live(&self, i: u32, stamp: u32) -> bool {
-        self.node(i).is_some_and(|n| n.stamp == stamp)
-    }
-
-    /// Append a record for slot `i` (whose stamp the caller has set to
-    /// `stamp_at(order.len())`), growing the queue by a quarter when full.
-    fn push(&mut self, i: u32) {
-        if self.order.len() == self.order.capacity() {
-            let more = (self.order.capacity() / 4).max(16);
-            self.order.reserve_exact(more);
-        }
-        self.order.push_back(i);
-    }
-
-    /// Make slot `i` the most recently touched.
-    fn touch_at(&mut self, i: u32) {
-        let len = self.order.len();
-        let next = self.stamp_at(len);
-        let newest = next.wrapping_sub(1);
-        let Some(n) = self.node_mut(i) else { return };
-        if len > 0 && n.stamp == newest {
-            return;
-        }
-        n.stamp = next;
-        self.push(i);
-        self.maybe_compact();
-    }
-
-    fn maybe_compact(&mut self) {
-        if self.order.len() > limit(self.index.len()) {
-            self.compact();
-        }
-    }
-
-    /// Drop stale records, keep live ones in order, renumber stamps from 0.
-    fn compact(&mut self) {
-        let (chunks, bits) = (&mut self.chunks, self.chunk_bits);
-        let mut stamp = self.head;
-        let mut kept = 0u32;
-        self.order.retain(|&i| {
-            let live = match Self::node_mut_in(chunks, bits, i) {
-                Some(n) if n.stamp == stamp => {
-                    n.stamp = kept;
-                    kept = kept.wrapping_add(1);
-                    true
-                }
-                _ => false,
-            };
-            stamp = stamp.wrapping_add(1);
-            live
-        });
-        self.head = 0;
-        #[cfg(test)]
-        {
-            self.compactions = self.compactions.wrapping_add(1);
-        }
-        let need = limit(self.order.len()).saturating_add(1);
-        if self.order.capacity() > need.saturating_mul(2) {
-            self.order.shrink_to(need);
-        }
-    }
-
-    /// Pop stale records off the front of the queue.
-    fn pop_stale_front(&mut self) {
-        while let Some(&i) = self.order.front() {
-            if self.live(i, self.head) {
-                return;
-            }
-            self.order.pop_front();
-            self.head = self.head.wrapping_add(1);
+    /// Set the reference bit of slot `i`.
+    fn mark(&mut self, i: u32) {
+        if let Some(n) = self.node_mut(i) {
+            n.referenced = true;
         }
     }
 
@@ -283,8 +203,7 @@ impl<const W: usize> MapStore<W> {
         self.free.pop()
     }
 
-    /// Take the node out of slot `i` and its slot out of the index; its
-    /// queue record goes stale.
+    /// Take the node out of slot `i` and its slot out of the index.
     fn remove_at(&mut self, i: u32) -> Option<Node<W>> {
         let node = Self::slot_mut_in(&mut self.chunks, self.chunk_bits, i)?.take()?;
         let (chunks, bits) = (&self.chunks, self.chunk_bits);
@@ -294,9 +213,8 @@ impl<const W: usize> MapStore<W> {
         Some(node)
     }
 
-    /// After removals: compact the queue, release a mostly empty slab.
+    /// After removals: release a mostly empty slab.
     fn tidy(&mut self) {
-        self.maybe_compact();
         let live = self.index.len();
         let chunk = self.chunk_len();
         if self.slots()
@@ -357,10 +275,6 @@ impl<const W: usize> MapStore<W> {
             return;
         };
         self.index.replace(node.hash(), from, to);
-        let pos = node.stamp.wrapping_sub(self.head) as usize;
-        if let Some(r) = self.order.get_mut(pos) {
-            *r = to;
-        }
         if let Some(dst) = Self::slot_mut_in(&mut self.chunks, self.chunk_bits, to) {
             *dst = Some(node);
         }
@@ -368,7 +282,8 @@ impl<const W: usize> MapStore<W> {
 }
 
 impl<const W: usize> MapStore<W> {
-    /// Add `key` (absent, with 24-bit hash `h`) as the newest entry.
+    /// Add `key` (absent, with 24-bit hash `h`), not yet referenced (a new
+    /// key earns its second chance by coming back).
     #[allow(clippy::result_large_err)]
     fn insert_new(&mut self, key: Key, h: u32, entry: MapEntry<W>) -> Result<u32, MapEntry<W>> {
         if self.index.len() >= self.cap {
@@ -377,14 +292,13 @@ impl<const W: usize> MapStore<W> {
         let Some(i) = self.alloc_slot() else {
             return Err(entry);
         };
-        let stamp = self.stamp_at(self.order.len());
         let Some(slot) = Self::slot_mut_in(&mut self.chunks, self.chunk_bits, i) else {
             return Err(entry);
         };
         let [a, b, c, _] = h.to_le_bytes();
         *slot = Some(Node {
             key,
-            stamp,
+            referenced: false,
             hash: [a, b, c],
             entry,
         });
@@ -396,8 +310,6 @@ impl<const W: usize> MapStore<W> {
             self.free.push(i);
             return node.map_or(Err(MapEntry::new()), |n| Err(n.entry));
         }
-        self.push(i);
-        self.maybe_compact();
         Ok(i)
     }
 }
@@ -418,12 +330,9 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.node(self.locate(key)?).map(|n| &n.entry)
     }
 
-    fn get_if_newest(&self, key: &Key) -> Option<&MapEntry<W>> {
-        // The last record is the newest node's, if that node still holds
-        // its stamp: no hashing, one (hot) node read.
-        let len = self.order.len();
-        let n = self.node(*self.order.back()?)?;
-        (n.key == *key && n.stamp == self.stamp_at(len).wrapping_sub(1)).then_some(&n.entry)
+    fn get_if_touched(&self, key: &Key) -> Option<&MapEntry<W>> {
+        let n = self.node(self.locate(key)?)?;
+        n.referenced.then_some(&n.entry)
     }
 
     fn get_mut(&mut self, key: &Key) -> Option<&mut MapEntry<W>> {
@@ -433,34 +342,41 @@ impl<const W: usize> Store<W> for MapStore<W> {
 
     fn touch(&mut self, key: &Key) {
         if let Some(i) = self.locate(key) {
-            self.touch_at(i);
+            self.mark(i);
         }
     }
 
     fn touch_get_mut(&mut self, key: &Key) -> Option<&mut MapEntry<W>> {
         let i = self.locate(key)?;
-        self.touch_at(i);
-        self.node_mut(i).map(|n| &mut n.entry)
+        let n = self.node_mut(i)?;
+        n.referenced = true;
+        Some(&mut n.entry)
     }
 
     fn upsert(
         &mut self,
         key: Key,
-        evictable: &mut dyn FnMut(&Key, &MapEntry<W>) -> bool,
+        classify: &mut dyn FnMut(&Key, &MapEntry<W>) -> Class,
     ) -> Upsert<'_, MapEntry<W>> {
         let h = self.hash24(&key);
-        let mut evicted = false;
+        let mut evicted = None;
         let i = match self.find(&key, h) {
             Some(i) => {
-                self.touch_at(i);
-                i
+                if let Some(n) = self.node_mut(i) {
+                    n.referenced = true;
+                    return Upsert::Found {
+                        entry: &mut n.entry,
+                        evicted,
+                    };
+                }
+                return Upsert::Full;
             }
             None => {
                 if self.index.len() >= self.cap {
-                    if self.evict_lru(evictable).is_none() {
+                    evicted = self.evict(classify);
+                    if evicted.is_none() {
                         return Upsert::Full;
                     }
-                    evicted = true;
                 }
                 match self.insert_new(key, h, MapEntry::new()) {
                     Ok(i) => i,
@@ -483,8 +399,8 @@ impl<const W: usize> Store<W> for MapStore<W> {
         if let Some(i) = self.find(&key, h) {
             if let Some(n) = self.node_mut(i) {
                 n.entry = entry;
+                n.referenced = true;
             }
-            self.touch_at(i);
             return Ok(());
         }
         self.insert_new(key, h, entry).map(|_| ())
@@ -497,20 +413,28 @@ impl<const W: usize> Store<W> for MapStore<W> {
         Some(node.entry)
     }
 
-    fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &MapEntry<W>) -> bool) -> Option<Key> {
-        self.pop_stale_front();
-        let mut found = None;
-        for (pos, &i) in self.order.iter().enumerate() {
-            let Some(n) = self.node(i) else { continue };
-            if n.stamp == self.stamp_at(pos) && evictable(&n.key, &n.entry) {
-                found = Some(i);
-                break;
+    fn evict(
+        &mut self,
+        classify: &mut dyn FnMut(&Key, &MapEntry<W>) -> Class,
+    ) -> Option<(Key, Victim)> {
+        let slots = self.slots();
+        let len = self.index.len();
+        let (chunks, bits) = (&mut self.chunks, self.chunk_bits);
+        // Stride 1: the slab is not the hash table (the index is), so the
+        // hand walks nodes in memory order.
+        let (i, victim) = sweep(slots, self.hand as usize, len, 1, |i, clear| {
+            let n = Self::node_mut_in(chunks, bits, u32::try_from(i).ok()?)?;
+            if clear {
+                n.referenced = false;
+                return None;
             }
-        }
-        let node = self.remove_at(found?)?;
-        self.pop_stale_front();
-        self.tidy();
-        Some(node.key)
+            Some((classify(&n.key, &n.entry), n.referenced))
+        })?;
+        let i = u32::try_from(i).ok()?;
+        let node = self.remove_at(i)?;
+        self.hand = i.wrapping_add(1);
+        // No `tidy`: the new key takes the slot at once.
+        Some((node.key, victim))
     }
 
     fn retain(&mut self, keep: &mut dyn FnMut(&Key, &MapEntry<W>) -> bool) -> usize {
@@ -530,12 +454,8 @@ impl<const W: usize> Store<W> for MapStore<W> {
     }
 
     fn for_each(&self, f: &mut dyn FnMut(&Key, &MapEntry<W>)) {
-        for (pos, &i) in self.order.iter().enumerate() {
-            if let Some(n) = self.node(i) {
-                if n.stamp == self.stamp_at(pos) {
-                    f(&n.key, &n.entry);
-                }
-            }
+        for n in self.chunks.iter().flat_map(|c| c.iter()).flatten() {
+            f(&n.key, &n.entry);
         }
     }
 
@@ -549,8 +469,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.index.clear();
         self.chunks.clear();
         self.free.clear();
-        self.order.clear();
-        self.head = 0;
+        self.hand = 0;
     }
 }
 
@@ -563,78 +482,22 @@ impl<const W: usize> Store<W> for MapStore<W> {
 )]
 mod tests {
     use super::*;
-    use crate::key::{Addr, KeyKind};
+    use crate::store::harness::{id, key, keys, rng, run, second_chance};
 
     const W: usize = 4;
-
-    /// Key number `n`, of every kind in turn.
-    fn key(n: u64) -> Key {
-        let addr = Addr::from_octets((u128::from(n) + 1).to_be_bytes());
-        match n % 4 {
-            0 => Key::request(addr),
-            1 => Key::login_ip(addr),
-            2 => Key::login_user(n, addr),
-            _ => Key::account(n),
-        }
-    }
-
-    /// The number of a key made by [`key`].
-    fn id(k: &Key) -> u64 {
-        match k.kind() {
-            KeyKind::LoginUser | KeyKind::Account => k.user(),
-            _ => (u128::from_be_bytes(k.addr().octets()) - 1) as u64,
-        }
-    }
 
     fn store(cap: usize) -> MapStore<W> {
         MapStore::new(Seed::new([9; 16]), cap)
     }
 
-    fn order(s: &MapStore<W>) -> Vec<u64> {
-        let mut v = Vec::new();
-        s.for_each(&mut |k, _| v.push(id(k)));
-        v
-    }
-
-    /// SplitMix64.
-    fn rng(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Reference LRU: keys oldest first.
-    struct Model {
-        keys: Vec<u64>,
-        cap: usize,
-    }
-
-    impl Model {
-        fn pos(&self, k: u64) -> Option<usize> {
-            self.keys.iter().position(|&x| x == k)
-        }
-        fn touch(&mut self, k: u64) {
-            if let Some(p) = self.pos(k) {
-                self.keys.remove(p);
-                self.keys.push(k);
-            }
-        }
-    }
-
-    /// Internal invariants: queue bounded, every live node's record in
-    /// place, free list and slab consistent, index complete.
+    /// Internal invariants: free list and slab consistent, index complete.
     fn check(s: &MapStore<W>) {
-        assert!(s.order.len() <= limit(s.len()) + 1);
         let mut live = 0usize;
         for c in 0..s.chunks.len() {
             for j in 0..s.chunk_len() {
                 let i = u32::try_from(c * s.chunk_len() + j).unwrap();
                 if let Some(n) = s.node(i) {
                     live += 1;
-                    let pos = n.stamp.wrapping_sub(s.head) as usize;
-                    assert_eq!(s.order.get(pos), Some(&i), "record of slot {i}");
                     assert_eq!(s.find(&n.key, s.hash24(&n.key)), Some(i));
                     assert_eq!(n.hash(), s.hash24(&n.key));
                 } else {
@@ -646,136 +509,28 @@ mod tests {
         assert_eq!(live + s.free.len(), s.slots());
     }
 
-    /// Random inserts, touches, lookups, removals, evictions, retains and
-    /// clears against the reference; returns how many compactions ran.
-    fn run(s: &mut MapStore<W>, cap: usize, pool: u64, ops: usize, seed: u64) -> usize {
-        run_mix(s, cap, pool, ops, seed, false)
-    }
-
-    fn run_mix(
-        s: &mut MapStore<W>,
-        cap: usize,
-        pool: u64,
-        ops: usize,
-        seed: u64,
-        touchy: bool,
-    ) -> usize {
-        let mut m = Model {
-            keys: order(s),
-            cap,
-        };
-        let mut st = seed;
-        let compactions = s.compactions;
-        for step in 0..ops {
-            let r = rng(&mut st);
-            let k = (r >> 8) % pool;
-            let mut op = r % 100;
-            if touchy && (80..98).contains(&op) && (r >> 20) % 8 != 0 {
-                op = 30; // mostly touches: long runs between compactions
-            }
-            match op {
-                15..=29 => {
-                    let salt = r >> 40;
-                    let ok = |u: u64| (u ^ salt) % 3 != 0;
-                    let got = match s.upsert(key(k), &mut |key, _| ok(id(key))) {
-                        Upsert::Found { evicted, .. } => Some(evicted),
-                        Upsert::Full => None,
-                    };
-                    let want = if m.pos(k).is_some() {
-                        m.touch(k);
-                        Some(false)
-                    } else if m.keys.len() >= m.cap {
-                        match m.keys.iter().position(|&u| ok(u)) {
-                            Some(p) if m.cap > 0 => {
-                                m.keys.remove(p);
-                                m.keys.push(k);
-                                Some(true)
-                            }
-                            _ => None,
-                        }
-                    } else {
-                        m.keys.push(k);
-                        Some(false)
-                    };
-                    assert_eq!(got, want, "upsert at step {step}");
-                }
-                0..=14 => {
-                    let res = s.insert(key(k), Entry::new());
-                    if m.pos(k).is_some() {
-                        assert!(res.is_ok());
-                        m.touch(k);
-                    } else if m.keys.len() >= m.cap {
-                        assert!(res.is_err());
-                    } else {
-                        assert!(res.is_ok());
-                        m.keys.push(k);
-                    }
-                }
-                30..=54 => {
-                    s.touch(&key(k));
-                    m.touch(k);
-                }
-                55..=69 => {
-                    assert_eq!(s.touch_get_mut(&key(k)).is_some(), m.pos(k).is_some());
-                    m.touch(k);
-                }
-                70..=79 => {
-                    assert_eq!(s.get(&key(k)).is_some(), m.pos(k).is_some());
-                    assert_eq!(s.get_mut(&key(k)).is_some(), m.pos(k).is_some());
-                }
-                80..=87 => {
-                    assert_eq!(s.remove(&key(k)).is_some(), m.pos(k).is_some());
-                    if let Some(p) = m.pos(k) {
-                        m.keys.remove(p);
-                    }
-                }
-                88..=97 => {
-                    // Pin about a third of the keys, varying which.
-                    let salt = r >> 40;
-                    let ok = |u: u64| (u ^ salt) % 3 != 0;
-                    let got = s.evict_lru(&mut |key, _| ok(id(key)));
-                    let want = m.keys.iter().position(|&u| ok(u));
-                    let want = want.map(|p| m.keys.remove(p));
-                    assert_eq!(got.map(|key| id(&key)), want, "evict at step {step}");
-                }
-                98 => {
-                    let salt = r >> 40;
-                    let keep = |u: u64| (u ^ salt) % 4 != 0;
-                    let gone = s.retain(&mut |key, _| keep(id(key)));
-                    let n = m.keys.len();
-                    m.keys.retain(|&u| keep(u));
-                    assert_eq!(gone, n - m.keys.len());
-                }
-                _ => {
-                    if r % 7 == 0 {
-                        s.clear();
-                        m.keys.clear();
-                    }
-                }
-            }
-            assert_eq!(s.len(), m.keys.len());
-            assert_eq!(order(s), m.keys, "order at step {step}");
-            if step % 97 == 0 {
-                check(s);
-            }
-        }
-        check(s);
-        s.compactions - compactions
-    }
-
     #[test]
-    fn matches_reference_lru_across_compactions() {
+    fn matches_a_set_and_the_eviction_rule() {
         for seed in 0..8 {
-            let mut s = store(48);
-            let c = run_mix(&mut s, 48, 64, 20_000, seed, true);
-            assert!(c >= 50, "only {c} compactions");
+            let mut s = store(24);
+            let (dead, live) = run(&mut s, 24, 40, 20_000, seed);
+            assert!(dead > 100 && live > 100, "{dead} dead, {live} live");
+            check(&s);
         }
     }
 
     #[test]
-    fn matches_reference_lru_in_a_big_store() {
+    fn matches_a_set_in_a_big_store() {
         let mut s = store(1000);
         run(&mut s, 1000, 1500, 30_000, 77);
+        check(&s);
+    }
+
+    #[test]
+    fn clock_gives_a_second_chance_and_takes_dead_keys_first() {
+        for cap in [2, 20, 32, 5000] {
+            second_chance(&mut store(cap));
+        }
     }
 
     #[test]
@@ -784,78 +539,8 @@ mod tests {
             let mut s = store(cap);
             assert_eq!(s.chunk_len(), cap.max(1).next_power_of_two().min(256));
             run(&mut s, cap, 8, 3_000, cap as u64);
+            check(&s);
         }
-    }
-
-    #[test]
-    fn stamps_wrap_around() {
-        let mut s = store(250);
-        s.head = u32::MAX - 100;
-        // 200 records, no compaction: stamps run across 2^32.
-        for k in 0..200 {
-            s.insert(key(k), Entry::new()).unwrap();
-        }
-        for k in (0..200).step_by(7) {
-            s.touch(&key(k));
-        }
-        assert!(s.head == u32::MAX - 100 && s.stamp_at(s.order.len()) < 1000);
-        let mut want: Vec<u64> = (0..200).filter(|k| k % 7 != 0).collect();
-        want.extend((0..200).step_by(7));
-        assert_eq!(order(&s), want);
-        check(&s);
-        assert_eq!(s.evict_lru(&mut |k, _| id(k) > 100), Some(key(101)));
-        run(&mut s, 250, 300, 5_000, 3);
-    }
-
-    #[test]
-    fn compaction_renumbers_stamps_in_order() {
-        let mut s = store(100);
-        for k in 0..10 {
-            s.insert(key(k), Entry::new()).unwrap();
-        }
-        for k in [3, 1, 3, 7, 0, 3] {
-            s.touch(&key(k));
-        }
-        s.remove(&key(5));
-        let want = [2, 4, 6, 8, 9, 1, 7, 0, 3];
-        assert_eq!(order(&s), want);
-        assert_eq!(s.order.len(), 16);
-        s.compact();
-        assert_eq!(s.head, 0);
-        assert_eq!(s.order.len(), want.len());
-        for (pos, (&i, &k)) in s.order.iter().zip(want.iter()).enumerate() {
-            let n = s.node(i).unwrap();
-            assert_eq!(n.key, key(k));
-            assert_eq!(n.stamp as usize, pos);
-        }
-        assert_eq!(order(&s), want);
-        // The newest is not pushed again; the next touch gets stamp 9.
-        s.touch(&key(3));
-        assert_eq!(s.order.len(), 9);
-        s.touch(&key(2));
-        assert_eq!(s.node(*s.order.back().unwrap()).unwrap().stamp, 9);
-        check(&s);
-    }
-
-    #[test]
-    fn for_each_goes_least_recently_touched_first() {
-        let mut s = store(10);
-        for k in [1, 2, 3, 4] {
-            s.insert(key(k), Entry::new()).unwrap();
-        }
-        assert_eq!(order(&s), [1, 2, 3, 4]);
-        s.touch(&key(1));
-        assert!(s.get(&key(2)).is_some()); // no touch
-        assert!(s.get_mut(&key(2)).is_some()); // no touch
-        s.insert(key(3), Entry::new()).unwrap(); // existing: touch
-        assert_eq!(order(&s), [2, 4, 1, 3]);
-        assert!(s.touch_get_mut(&key(4)).is_some());
-        assert_eq!(order(&s), [2, 1, 3, 4]);
-        assert_eq!(s.evict_lru(&mut |k, _| id(k) != 2), Some(key(1)));
-        assert_eq!(order(&s), [2, 3, 4]);
-        let mut n = 0;
-        s.for_each_mut(&mut |_, _| n += 1);
-        assert_eq!(n, 3);
     }
 
     #[test]
@@ -865,7 +550,7 @@ mod tests {
         s.insert(key(2), Entry::new()).unwrap();
         assert!(s.insert(key(3), Entry::new()).is_err());
         assert!(s.insert(key(1), Entry::new()).is_ok());
-        assert_eq!(order(&s), [2, 1]);
+        assert_eq!(keys(&s), [1, 2]);
     }
 
     #[test]
@@ -874,13 +559,9 @@ mod tests {
         for k in 0..2000 {
             s.insert(key(k), Entry::new()).unwrap();
         }
-        for k in (0..2000).step_by(3) {
-            s.touch(&key(k));
-        }
-        let before = order(&s);
         assert_eq!(s.retain(&mut |k, _| id(k) % 10 == 0), 1800);
-        let want: Vec<u64> = before.into_iter().filter(|u| u % 10 == 0).collect();
-        assert_eq!(order(&s), want);
+        let want: Vec<u64> = (0..2000).filter(|u| u % 10 == 0).collect();
+        assert_eq!(keys(&s), want);
         assert!(s.slots() <= 200 + s.chunk_len(), "{} slots", s.slots());
         assert!(s.index.buckets() < 800);
         check(&s);
@@ -893,42 +574,38 @@ mod tests {
     }
 
     #[test]
-    fn growth_and_sweeps_keep_order() {
+    fn growth_and_sweeps_keep_every_key() {
         let mut s = store(100_000);
-        let mut m = Model {
-            keys: Vec::new(),
-            cap: 100_000,
-        };
+        let mut m = alloc::collections::BTreeSet::new();
         let mut st = 11u64;
         for round in 0..8u64 {
             for k in round * 700..round * 700 + 1500 {
                 s.insert(key(k), Entry::new()).unwrap();
-                if m.pos(k).is_some() {
-                    m.touch(k);
-                } else {
-                    m.keys.push(k);
-                }
+                m.insert(k);
             }
             for _ in 0..2000 {
                 let k = rng(&mut st) % (round * 700 + 1500);
                 s.touch(&key(k));
-                m.touch(k);
             }
             let slots = s.slots();
             let keep = |u: u64| (u ^ round).wrapping_mul(0x9E37_79B9) % 5 == 0;
             let gone = s.retain(&mut |k, _| keep(id(k)));
-            let n = m.keys.len();
-            m.keys.retain(|&u| keep(u));
-            assert_eq!(gone, n - m.keys.len());
+            let n = m.len();
+            m.retain(|&u| keep(u));
+            assert_eq!(gone, n - m.len());
             assert!(s.slots() < slots, "round {round}: no shrink");
-            assert_eq!(order(&s), m.keys, "round {round}");
+            assert_eq!(
+                keys(&s),
+                m.iter().copied().collect::<Vec<_>>(),
+                "round {round}"
+            );
             check(&s);
         }
     }
 
     #[test]
     fn nodes_are_inline_and_small() {
-        // Key 25 + stamp 4 + hash 3 beside the entry: one 64-byte line.
+        // Key 25 + reference bit 1 + hash 3 beside the entry: one 64-byte line.
         assert_eq!(core::mem::size_of::<MapEntry<W>>(), 32);
         assert_eq!(core::mem::size_of::<Option<Node<W>>>(), 64);
     }

@@ -231,7 +231,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         self.store.get(key).map(|e| to_record(key, e, clock))
     }
 
-    /// Hand every entry to `f` as a record, least recently touched first.
+    /// Hand every entry to `f` as a record (order unspecified).
     pub fn export(&self, clock: WallClock, mut f: impl FnMut(&Record<W>)) {
         self.store.for_each(&mut |k, e| f(&to_record(k, e, clock)));
     }

@@ -2,15 +2,17 @@
 //!
 //! Open addressing with linear probing over `[Option<Slot>; N]`, keyed
 //! SipHash-1-3 for the home slot (so an attacker cannot aim keys at one
-//! probe chain), backward-shift deletion (no tombstones), and an intrusive
-//! doubly linked list through the slots for least-recently-touched order,
-//! so lookup, insert, touch and remove are expected O(1) and eviction walks
-//! only past pinned entries. At most [`FixedStore::MAX_ENTRIES`]
-//! (`N - N/8`) keys live at once, which keeps probe chains short.
+//! probe chain), backward-shift deletion (no tombstones), and a reference
+//! bit per slot with a CLOCK hand for eviction (the rule and why CLOCK:
+//! [`store`](crate::store); the hand steps by a stride coprime with `N`,
+//! see [`FixedStore::STRIDE`]), so lookup, insert, touch and remove are
+//! expected O(1) and a touch writes nothing outside the slot it found. At
+//! most [`FixedStore::MAX_ENTRIES`] (`N - N/8`) keys live at once, which
+//! keeps probe chains short.
 
 use crate::entry::{Cold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
-use crate::store::{Store, Upsert};
+use crate::store::{sweep, Class, Store, Upsert, Victim};
 use crate::window::Log;
 
 /// Slot index type (`N` ≤ 32 768).
@@ -20,8 +22,8 @@ type Ix = u16;
 struct Slot<const W: usize> {
     key: Key,
     home: Ix,
-    older: Option<Ix>,
-    newer: Option<Ix>,
+    /// Touched since the CLOCK hand last passed.
+    referenced: bool,
     entry: Entry<W>,
 }
 
@@ -29,14 +31,21 @@ struct Slot<const W: usize> {
 pub struct FixedStore<const N: usize, const W: usize> {
     slots: [Option<Slot<W>>; N],
     len: usize,
-    newest: Option<Ix>,
-    oldest: Option<Ix>,
+    /// The CLOCK hand: the slot the next eviction sweep starts at.
+    hand: usize,
     hasher: KeyHasher,
 }
 
 impl<const N: usize, const W: usize> FixedStore<N, W> {
     /// Compile-time check of `N`.
     const VALID: () = assert!(N > 0 && N <= 32768, "FixedStore: N must be in 1..=32768");
+
+    /// The CLOCK hand's step: near `N / φ` and coprime with `N`, so the
+    /// slots it empties are spread over the table. (A hand stepping by one
+    /// empties slots in one region while new keys land anywhere: the rest
+    /// of the table grows one long probe run, which made every insert and
+    /// backward shift walk hundreds of slots.)
+    const STRIDE: usize = crate::store::coprime_stride(N);
 
     /// Most keys held at once: `N - N/8`.
     pub const MAX_ENTRIES: usize = N.saturating_sub(N / 8);
@@ -48,8 +57,7 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
         FixedStore {
             slots: [const { None }; N],
             len: 0,
-            newest: None,
-            oldest: None,
+            hand: 0,
             hasher: KeyHasher::new(seed),
         }
     }
@@ -102,77 +110,56 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
         Ix::try_from(i).ok()
     }
 
-    /// Link slot `i` as newest.
-    fn link_newest(&mut self, i: usize) {
-        let old_newest = self.newest;
-        if let Some(s) = self.slot_mut(i) {
-            s.older = old_newest;
-            s.newer = None;
-        }
-        match old_newest {
-            Some(n) => {
-                if let Some(s) = self.slot_mut(usize::from(n)) {
-                    s.newer = Self::ix(i);
-                }
-            }
-            None => self.oldest = Self::ix(i),
-        }
-        self.newest = Self::ix(i);
-    }
-
-    /// Take slot `i` out of the order list.
-    fn unlink(&mut self, i: usize) {
-        let Some((older, newer)) = self.slot(i).map(|s| (s.older, s.newer)) else {
-            return;
-        };
-        match older {
-            Some(o) => {
-                if let Some(s) = self.slot_mut(usize::from(o)) {
-                    s.newer = newer;
-                }
-            }
-            None => self.oldest = newer,
-        }
-        match newer {
-            Some(n) => {
-                if let Some(s) = self.slot_mut(usize::from(n)) {
-                    s.older = older;
-                }
-            }
-            None => self.newest = older,
-        }
-    }
-
-    /// Move the occupant of `from` into the empty slot `to`, fixing links.
+    /// Move the occupant of `from` into the empty slot `to`.
     fn relocate(&mut self, from: usize, to: usize) {
         let Some(s) = self.slots.get_mut(from).and_then(Option::take) else {
             return;
         };
-        let to_ix = Self::ix(to);
-        match s.older {
-            Some(o) => {
-                if let Some(p) = self.slot_mut(usize::from(o)) {
-                    p.newer = to_ix;
-                }
-            }
-            None => self.oldest = to_ix,
-        }
-        match s.newer {
-            Some(n) => {
-                if let Some(p) = self.slot_mut(usize::from(n)) {
-                    p.older = to_ix;
-                }
-            }
-            None => self.newest = to_ix,
-        }
         if let Some(dst) = self.slots.get_mut(to) {
             *dst = Some(s);
         }
     }
 
+    /// Set the reference bit of slot `i`.
+    fn mark(&mut self, i: usize) {
+        if let Some(s) = self.slot_mut(i) {
+            s.referenced = true;
+        }
+    }
+
+    /// Put an absent `key` in the first free slot of its probe chain, not
+    /// yet referenced (a new key earns its second chance by coming back);
+    /// its slot, or the entry back when full.
+    #[allow(clippy::result_large_err)]
+    fn place(&mut self, key: Key, entry: Entry<W>) -> Result<usize, Entry<W>> {
+        if self.len >= Self::MAX_ENTRIES {
+            return Err(entry);
+        }
+        let home = self.home(&key);
+        let Some(home_ix) = Self::ix(home) else {
+            return Err(entry);
+        };
+        let mut i = home;
+        for _ in 0..N {
+            if let Some(cell) = self.slots.get_mut(i) {
+                if cell.is_none() {
+                    *cell = Some(Slot {
+                        key,
+                        home: home_ix,
+                        referenced: false,
+                        entry,
+                    });
+                    self.len = self.len.saturating_add(1);
+                    return Ok(i);
+                }
+            }
+            i = Self::next(i);
+        }
+        Err(entry)
+    }
+
     /// Remove slot `i` and close the gap (backward-shift deletion).
     fn remove_at(&mut self, i: usize) -> Option<Slot<W>> {
-        self.unlink(i);
         let out = self.slots.get_mut(i).and_then(Option::take)?;
         self.len = self.len.saturating_sub(1);
         let mut hole = i;
@@ -212,51 +199,39 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         self.slot_mut(i).map(|s| &mut s.entry)
     }
 
-    fn get_if_newest(&self, key: &Key) -> Option<&Entry<W>> {
-        // No hashing: compare with the newest slot's key.
-        let s = self.slot(usize::from(self.newest?))?;
-        (s.key == *key).then_some(&s.entry)
+    fn get_if_touched(&self, key: &Key) -> Option<&Entry<W>> {
+        let s = self.slot(self.find(key)?)?;
+        s.referenced.then_some(&s.entry)
     }
 
     fn touch(&mut self, key: &Key) {
         if let Some(i) = self.find(key) {
-            if self.newest != Self::ix(i) {
-                self.unlink(i);
-                self.link_newest(i);
-            }
+            self.mark(i);
         }
     }
 
     fn upsert(
         &mut self,
         key: Key,
-        evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool,
+        classify: &mut dyn FnMut(&Key, &Entry<W>) -> Class,
     ) -> Upsert<'_, Entry<W>> {
         let (i, evicted) = match self.find(&key) {
             Some(i) => {
-                if self.newest != Self::ix(i) {
-                    self.unlink(i);
-                    self.link_newest(i);
-                }
-                (i, false)
+                self.mark(i);
+                (i, None)
             }
             None => {
-                let mut evicted = false;
+                let mut evicted = None;
                 if self.len >= Self::MAX_ENTRIES {
-                    if self.evict_lru(evictable).is_none() {
+                    evicted = self.evict(classify);
+                    if evicted.is_none() {
                         return Upsert::Full;
                     }
-                    evicted = true;
                 }
-                if self.insert(key, Entry::new()).is_err() {
-                    return Upsert::Full;
+                match self.place(key, Entry::new()) {
+                    Ok(i) => (i, evicted),
+                    Err(_) => return Upsert::Full,
                 }
-                // The insert linked it as newest; find its (possibly
-                // shifted) slot once more.
-                let Some(i) = self.find(&key) else {
-                    return Upsert::Full;
-                };
-                (i, evicted)
             }
         };
         match self.slot_mut(i) {
@@ -268,50 +243,22 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         }
     }
 
-    #[allow(clippy::result_large_err)]
     fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
         let i = self.find(key)?;
-        if self.newest != Self::ix(i) {
-            self.unlink(i);
-            self.link_newest(i);
-        }
-        self.slot_mut(i).map(|s| &mut s.entry)
+        let s = self.slot_mut(i)?;
+        s.referenced = true;
+        Some(&mut s.entry)
     }
 
     fn insert(&mut self, key: Key, entry: Entry<W>) -> Result<(), Entry<W>> {
         if let Some(i) = self.find(&key) {
             if let Some(s) = self.slot_mut(i) {
                 s.entry = entry;
+                s.referenced = true;
             }
-            self.touch(&key);
             return Ok(());
         }
-        if self.len >= Self::MAX_ENTRIES {
-            return Err(entry);
-        }
-        let home = self.home(&key);
-        let Some(home_ix) = Self::ix(home) else {
-            return Err(entry);
-        };
-        let mut i = home;
-        for _ in 0..N {
-            if let Some(cell) = self.slots.get_mut(i) {
-                if cell.is_none() {
-                    *cell = Some(Slot {
-                        key,
-                        home: home_ix,
-                        older: None,
-                        newer: None,
-                        entry,
-                    });
-                    self.len = self.len.saturating_add(1);
-                    self.link_newest(i);
-                    return Ok(());
-                }
-            }
-            i = Self::next(i);
-        }
-        Err(entry)
+        self.place(key, entry).map(|_| ())
     }
 
     fn remove(&mut self, key: &Key) -> Option<Entry<W>> {
@@ -319,19 +266,25 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         self.remove_at(i).map(|s| s.entry)
     }
 
-    fn evict_lru(&mut self, evictable: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> Option<Key> {
-        let mut cur = self.oldest;
-        while let Some(i) = cur {
-            let i = usize::from(i);
-            let s = self.slot(i)?;
-            if evictable(&s.key, &s.entry) {
-                let key = s.key;
-                self.remove_at(i);
-                return Some(key);
+    fn evict(
+        &mut self,
+        classify: &mut dyn FnMut(&Key, &Entry<W>) -> Class,
+    ) -> Option<(Key, Victim)> {
+        let (hand, len) = (self.hand, self.len);
+        let slots = &mut self.slots;
+        let (i, victim) = sweep(N, hand, len, Self::STRIDE, |i, clear| {
+            let s = slots.get_mut(i)?.as_mut()?;
+            if clear {
+                s.referenced = false;
+                return None;
             }
-            cur = s.newer;
-        }
-        None
+            Some((classify(&s.key, &s.entry), s.referenced))
+        })?;
+        let key = self.remove_at(i)?.key;
+        // The backward shift may have moved a later entry into `i`: the
+        // next sweep starts there.
+        self.hand = i;
+        Some((key, victim))
     }
 
     fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> usize {
@@ -356,13 +309,8 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
     }
 
     fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W>)) {
-        let mut cur = self.oldest;
-        while let Some(i) = cur {
-            let Some(s) = self.slot(usize::from(i)) else {
-                return;
-            };
+        for s in self.slots.iter().flatten() {
             f(&s.key, &s.entry);
-            cur = s.newer;
         }
     }
 
@@ -377,7 +325,31 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
             *s = None;
         }
         self.len = 0;
-        self.newest = None;
-        self.oldest = None;
+        self.hand = 0;
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use crate::store::harness::{run, second_chance};
+
+    #[test]
+    fn matches_a_set_and_the_eviction_rule() {
+        for seed in 0..8 {
+            let mut s = FixedStore::<32, 4>::new(Seed::new([7; 16]));
+            let cap = FixedStore::<32, 4>::MAX_ENTRIES;
+            let (dead, live) = run(&mut s, cap, 40, 20_000, seed);
+            assert!(dead > 100 && live > 100, "{dead} dead, {live} live");
+        }
+        let mut s = FixedStore::<2048, 4>::new(Seed::new([8; 16]));
+        run(&mut s, FixedStore::<2048, 4>::MAX_ENTRIES, 2500, 30_000, 5);
+    }
+
+    #[test]
+    fn clock_gives_a_second_chance_and_takes_dead_keys_first() {
+        second_chance(&mut FixedStore::<4, 4>::new(Seed::new([1; 16])));
+        second_chance(&mut FixedStore::<32, 4>::new(Seed::new([2; 16])));
+        second_chance(&mut FixedStore::<2048, 4>::new(Seed::new([3; 16])));
     }
 }

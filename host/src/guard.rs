@@ -169,7 +169,9 @@ impl Guard {
         let l = &self.limiter;
         let s = l.stats();
         self.metrics
-            .record_table(l.len(), l.capacity(), s.evictions, s.table_full);
+            .record_table(l.len(), l.capacity(), s.table_full);
+        self.metrics
+            .record_evictions(s.evicted_dead, s.evicted_live);
     }
 
     /// Write `changes` through and wait for the commit.

@@ -681,6 +681,8 @@ impl Limiter {
             let s = s.read().stats();
             t.table_full += s.table_full;
             t.evictions += s.evictions;
+            t.evicted_dead += s.evicted_dead;
+            t.evicted_live += s.evicted_live;
             t.purged += s.purged;
         }
         t

@@ -23,7 +23,8 @@
 //! | `portcullis_denial_cache_hits_total` | counter | fleet: decisions answered from the cache of standing denials (`fleet::denials`) |
 //! | `portcullis_redis_node_up`, `portcullis_redis_node_outages_total` | gauge, counter | `node` (`host:port`): a Redis Cluster master's health and outages (`fleet::cluster`) |
 //! | `portcullis_table_entries`, `portcullis_table_capacity` | gauge | |
-//! | `portcullis_evictions_total`, `portcullis_table_full_total` | counter | |
+//! | `portcullis_evictions_total` | counter | `kind`: `dead` (state that could no longer affect a decision, reclaimed) or `live` (evicted from a table full of live keys: the only evictions that can change a decision); their sum is every eviction |
+//! | `portcullis_table_full_total` | counter | |
 //! | `portcullis_shadow_denials_total` | counter | `reason`: denials a shadow policy let through |
 //!
 //! Counters are recorded as they happen. The table gauges are read from
@@ -72,7 +73,7 @@ pub const SHADOW_DENIALS: &str = "portcullis_shadow_denials_total";
 pub const TABLE_ENTRIES: &str = "portcullis_table_entries";
 /// Keys held at most.
 pub const TABLE_CAPACITY: &str = "portcullis_table_capacity";
-/// Entries evicted to make room.
+/// Entries evicted to make room, labelled `kind` = `dead` | `live`.
 pub const EVICTIONS: &str = "portcullis_evictions_total";
 /// New keys refused for lack of room.
 pub const TABLE_FULL: &str = "portcullis_table_full_total";
@@ -96,7 +97,10 @@ pub fn describe() {
     describe_gauge!(FALLBACK_ACTIVE, "1 while the fleet store is unavailable.");
     describe_gauge!(TABLE_ENTRIES, "Keys held.");
     describe_gauge!(TABLE_CAPACITY, "Keys held at most.");
-    describe_counter!(EVICTIONS, "Entries evicted to make room.");
+    describe_counter!(
+        EVICTIONS,
+        "Entries evicted to make room, by kind: dead (could no longer affect a decision) or live."
+    );
     describe_counter!(
         SHADOW_DENIALS,
         "Denials a shadow policy recorded but did not enforce, by reason."
@@ -121,7 +125,8 @@ struct Keys {
     fallback_active: Key,
     table_entries: Key,
     table_capacity: Key,
-    evictions: Key,
+    evicted_dead: Key,
+    evicted_live: Key,
     table_full: Key,
 }
 
@@ -154,7 +159,8 @@ impl Keys {
             fallback_active: key(FALLBACK_ACTIVE, &[]),
             table_entries: key(TABLE_ENTRIES, &[]),
             table_capacity: key(TABLE_CAPACITY, &[]),
-            evictions: key(EVICTIONS, &[]),
+            evicted_dead: key(EVICTIONS, &[("kind", "dead")]),
+            evicted_live: key(EVICTIONS, &[("kind", "live")]),
             table_full: key(TABLE_FULL, &[]),
         }
     }
@@ -341,12 +347,20 @@ impl Metrics {
 
     /// Publish the table gauges and counters read from a limiter
     /// (`Limiter::len`, `Limiter::capacity`, `Limiter::stats`).
-    pub fn record_table(&self, entries: usize, capacity: usize, evictions: u64, table_full: u64) {
+    pub fn record_table(&self, entries: usize, capacity: usize, table_full: u64) {
         if let Some(k) = &self.keys {
             gauge(&k.table_entries).set(entries as f64);
             gauge(&k.table_capacity).set(capacity as f64);
-            counter(&k.evictions).absolute(evictions);
             counter(&k.table_full).absolute(table_full);
+        }
+    }
+
+    /// Publish the evictions by kind read from a limiter
+    /// (`Stats::evicted_dead`, `Stats::evicted_live`).
+    pub fn record_evictions(&self, dead: u64, live: u64) {
+        if let Some(k) = &self.keys {
+            counter(&k.evicted_dead).absolute(dead);
+            counter(&k.evicted_live).absolute(live);
         }
     }
 

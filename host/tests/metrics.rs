@@ -148,6 +148,58 @@ fn a_users_recorder_sees_decisions_logins_and_table_gauges() {
         value(&r, "portcullis_table_capacity", &[]),
         Some(status.capacity as f64)
     );
-    assert_eq!(value(&r, "portcullis_evictions_total", &[]), Some(0.0));
+    for kind in ["dead", "live"] {
+        let v = value(&r, "portcullis_evictions_total", &[("kind", kind)]);
+        assert_eq!(v, Some(0.0), "{kind}");
+    }
+    assert_eq!(value(&r, "portcullis_evictions_total", &[]), None);
     assert_eq!(value(&r, "portcullis_table_full_total", &[]), Some(0.0));
+}
+
+/// Evictions are published by kind: fresh addresses after the window
+/// reclaim dead entries (`kind="dead"`), more fresh addresses in a table
+/// full of live ones evict live entries (`kind="live"`); the two series of
+/// `portcullis_evictions_total` sum to every eviction.
+#[test]
+fn evictions_are_published_dead_and_live_apart() {
+    use embassy_time::{Duration, Instant};
+    let rec = DebuggingRecorder::new();
+    let (stats, r) = metrics::with_local_recorder(&rec, || {
+        let opts = LimiterOptions {
+            max_entries: 200,
+            shards: 1,
+            seed: None,
+        };
+        let g = Guard::new(
+            Arc::new(Limiter::new(Config::default(), opts).unwrap()),
+            None,
+        );
+        let l = g.limiter();
+        let cap = l.capacity() as u32;
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        let t0 = Instant::from_secs(1000);
+        for n in 0..cap {
+            assert!(l.check_request_at(ip(n), t0).decision.is_allowed());
+        }
+        assert_eq!(l.stats().evictions, 0);
+        // A window later every entry is dead: the next `cap` fresh
+        // addresses reclaim them.
+        let t1 = t0 + Duration::from_secs(61);
+        for n in cap..2 * cap {
+            assert!(l.check_request_at(ip(n), t1).decision.is_allowed());
+        }
+        let s = l.stats();
+        assert_eq!((s.evicted_dead, s.evicted_live), (u64::from(cap), 0));
+        // Now the table is full of live entries: each new key evicts one.
+        for n in 2 * cap..2 * cap + 10 {
+            assert!(l.check_request_at(ip(n), t1).decision.is_allowed());
+        }
+        g.record_table_metrics();
+        (l.stats(), rows(&rec))
+    });
+    assert_eq!(stats.evicted_live, 10);
+    assert_eq!(stats.evictions, stats.evicted_dead + stats.evicted_live);
+    let by = |kind| value(&r, "portcullis_evictions_total", &[("kind", kind)]);
+    assert_eq!(by("dead"), Some(stats.evicted_dead as f64));
+    assert_eq!(by("live"), Some(10.0));
 }

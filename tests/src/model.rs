@@ -3,9 +3,22 @@
 //! no cleverness. The model-based test drives it and the core with the same
 //! operations and demands the same answers.
 //!
+//! Eviction (DESIGN.md, "Tables, memory, attacks"): when the table is full
+//! and a new key comes, a pinned entry (ban, running block or lock, live
+//! slot) is never evicted; a dead entry (one `purge` would remove: its
+//! state can no longer affect any decision) goes before any live one; a
+//! live one goes only when no dead one is left, and which live one is the
+//! store's choice (CLOCK, approximately least recently touched); with
+//! nothing evictable the new key is refused. Which dead or live entry the
+//! core chose is handed to the model ([`Model::follow`]) so the two keep
+//! the same keys and go on comparing decisions; the model checks that the
+//! choice obeys the rule and records any breach in
+//! [`Model::rule_breaches`]. Without a choice handed in, the model picks
+//! the least recently touched of the allowed kind.
+//!
 //! Times are `u64` ticks; arithmetic saturates like the core's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use embassy_time::Duration;
@@ -68,6 +81,12 @@ pub struct Model {
     entries: HashMap<MKey, MEntry>,
     pub table_full: u64,
     pub evictions: u64,
+    pub evicted_dead: u64,
+    pub evicted_live: u64,
+    /// The core's evictions to follow, oldest first: (key, was it live).
+    victims: VecDeque<(MKey, bool)>,
+    /// Evictions that broke the rule (or that the model did not expect).
+    pub rule_breaches: Vec<String>,
 }
 
 fn in_window(now: u64, t: u64, window: u64) -> bool {
@@ -160,6 +179,104 @@ impl Model {
             entries: HashMap::new(),
             table_full: 0,
             evictions: 0,
+            evicted_dead: 0,
+            evicted_live: 0,
+            victims: VecDeque::new(),
+            rule_breaches: Vec::new(),
+        }
+    }
+
+    /// The core's evictions during the next operation (key, and whether
+    /// it called the entry live), for the model to check and follow.
+    pub fn follow(&mut self, victims: impl IntoIterator<Item = (MKey, bool)>) {
+        self.victims.extend(victims);
+    }
+
+    /// Evictions handed in by [`follow`](Self::follow) and not used: the
+    /// core evicted where the model found room.
+    pub fn unused_victims(&mut self) -> Vec<(MKey, bool)> {
+        self.victims.drain(..).collect()
+    }
+
+    /// Whether `e` (of `k`) can no longer affect a decision: what `purge`
+    /// removes and eviction takes first.
+    fn dead(&self, k: &MKey, e: &MEntry, now: u64) -> bool {
+        let c = &self.cfg;
+        let memory = c
+            .blocks
+            .violation_memory
+            .max(c.blocks.ban_lookback)
+            .as_ticks();
+        let window = match k {
+            MKey::Request(_) => c.requests.window,
+            MKey::LoginIp(_) | MKey::LoginUser(..) => c.login.failure_window,
+            MKey::Account(_) => c.login.account_window,
+        }
+        .as_ticks();
+        !self.pinned(e, now)
+            && count(&e.log, now, window) == 0
+            && count(&e.violations, now, memory) == 0
+            && !e
+                .last_block_start
+                .is_some_and(|s| in_window(now, s, memory))
+    }
+
+    /// Make room for one key by the eviction rule; false if every entry is
+    /// pinned.
+    fn evict(&mut self, now: u64) -> bool {
+        let any_dead = self.entries.iter().any(|(k, e)| self.dead(k, e, now));
+        let any_live = self
+            .entries
+            .iter()
+            .any(|(k, e)| !self.pinned(e, now) && !self.dead(k, e, now));
+        let victim = match self.victims.pop_front() {
+            Some((k, live)) => {
+                let why = match self.entries.get(&k) {
+                    None => Some("an absent key"),
+                    Some(e) if self.pinned(e, now) => Some("a pinned key"),
+                    Some(e) if self.dead(&k, e, now) == live => Some("a key of the other kind"),
+                    Some(_) if live && any_dead => Some("a live key while a dead one was left"),
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    self.rule_breaches
+                        .push(format!("evicted {why}: {k:?} (live: {live})"));
+                }
+                Some((k, live))
+            }
+            None if any_dead || any_live => {
+                let k = self
+                    .entries
+                    .iter()
+                    .filter(|(k, e)| {
+                        if any_dead {
+                            self.dead(k, e, now)
+                        } else {
+                            !self.pinned(e, now)
+                        }
+                    })
+                    .min_by_key(|(_, e)| e.last_touch)
+                    .map(|(k, _)| k.clone());
+                k.map(|k| (k, !any_dead))
+            }
+            None => None,
+        };
+        match victim {
+            Some((k, live)) => {
+                if !any_dead && !any_live {
+                    self.rule_breaches
+                        .push(format!("evicted {k:?} from a table of pinned keys"));
+                }
+                self.entries.remove(&k);
+                self.evictions += 1;
+                if live {
+                    self.evicted_live += 1;
+                } else {
+                    self.evicted_dead += 1;
+                }
+                true
+            }
+            None => false,
         }
     }
 
@@ -218,23 +335,9 @@ impl Model {
         self.touches += 1;
         let touch = self.touches;
         if !self.entries.contains_key(key) {
-            if self.entries.len() >= self.capacity {
-                let victim = self
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| !self.pinned(e, now))
-                    .min_by_key(|(_, e)| e.last_touch)
-                    .map(|(k, _)| k.clone());
-                match victim {
-                    Some(k) => {
-                        self.entries.remove(&k);
-                        self.evictions += 1;
-                    }
-                    None => {
-                        self.table_full += 1;
-                        return None;
-                    }
-                }
+            if self.entries.len() >= self.capacity && !self.evict(now) {
+                self.table_full += 1;
+                return None;
             }
             self.entries.insert(key.clone(), MEntry::default());
         }
@@ -729,29 +832,10 @@ impl Model {
     /// Drop entries that can no longer change any decision.
     pub fn purge(&mut self, now: u64) -> usize {
         let now = self.clock(now);
-        let c = self.cfg.clone();
-        let memory = c
-            .blocks
-            .violation_memory
-            .max(c.blocks.ban_lookback)
-            .as_ticks();
         let idle: Vec<MKey> = self
             .entries
             .iter()
-            .filter(|(k, e)| {
-                let window = match k {
-                    MKey::Request(_) => c.requests.window,
-                    MKey::LoginIp(_) | MKey::LoginUser(..) => c.login.failure_window,
-                    MKey::Account(_) => c.login.account_window,
-                }
-                .as_ticks();
-                !self.pinned(e, now)
-                    && count(&e.log, now, window) == 0
-                    && count(&e.violations, now, memory) == 0
-                    && !e
-                        .last_block_start
-                        .is_some_and(|s| in_window(now, s, memory))
-            })
+            .filter(|(k, e)| self.dead(k, e, now))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &idle {

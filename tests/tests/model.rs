@@ -5,15 +5,23 @@
 //! just short of `Instant::MAX`). The model is fed the core's internal
 //! ticks: the caller's plus `MAX_LOOKBACK`.
 //!
+//! Eviction: the tables hold 14 keys (fewer than the stores' `SCAN`), so
+//! the core must reclaim a dead key before any live one, exactly. Which
+//! dead or live key it chose is the store's (CLOCK) business: the test
+//! hands each choice to the model, which checks it against the rule (never
+//! pinned, dead first, nothing evicted while there is room, refused only
+//! when all are pinned) and follows it, so decisions keep being compared
+//! after the table is full.
+//!
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
 use embassy_time::Instant;
 use portcullis_core::{
-    AttemptId, Config, FixedLimiter, Jitter, Limiter, MapLimiter, OnFull, Seed, SlotToken, Store,
-    MAX_LOOKBACK,
+    AttemptId, Config, FixedLimiter, Jitter, Key, KeyKind, Limiter, MapLimiter, OnFull, Seed,
+    SlotToken, Store, Victim, MAX_LOOKBACK,
 };
 use portcullis_tests::gen::{self, ips, step, USERS};
-use portcullis_tests::model::{MAttempt, MToken, Model};
+use portcullis_tests::model::{normalise, MAttempt, MKey, MToken, Model};
 use proptest::prelude::*;
 
 const W: usize = 8;
@@ -82,6 +90,37 @@ fn start() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// The model key of a core key (usernames from [`USERS`]).
+fn mkey<S: Store<W>>(lim: &Limiter<S, W>, k: &Key) -> MKey {
+    let addr = u128::from_be_bytes(k.addr().octets());
+    let user = || {
+        let u = USERS
+            .iter()
+            .find(|u| lim.user_hash(u) == k.user())
+            .expect("a known user");
+        normalise(u)
+    };
+    match k.kind() {
+        KeyKind::Request => MKey::Request(addr),
+        KeyKind::LoginIp => MKey::LoginIp(addr),
+        KeyKind::LoginUser => MKey::LoginUser(user(), addr),
+        KeyKind::Account => MKey::Account(user()),
+    }
+}
+
+/// Hand the core's evictions of the last call to the model, which checks
+/// them against the rule and follows them.
+fn follow<S: Store<W>>(lim: &mut Limiter<S, W>, model: &mut Model) {
+    let ev = lim.take_evicted();
+    assert!(!ev.overflowed());
+    let victims: Vec<(MKey, bool)> = ev
+        .keys()
+        .iter()
+        .map(|(k, v)| (mkey(lim, k), *v == Victim::Live))
+        .collect();
+    model.follow(victims);
+}
+
 fn run<S: Store<W>>(
     mut lim: Limiter<S, W>,
     cfg: Config,
@@ -103,6 +142,7 @@ fn run<S: Store<W>>(
         match *op {
             Op::Request(ip, j) => {
                 let c = lim.check_request_with(ips[ip], at, Jitter(j));
+                follow(&mut lim, &mut model);
                 let m = model.check_request_with(ips[ip], mt, j);
                 prop_assert_eq!(c, m, "{}", ctx());
             }
@@ -116,6 +156,7 @@ fn run<S: Store<W>>(
             }
             Op::CheckLogin(u, ip) => {
                 let c = lim.check_login(USERS[u], ips[ip], at);
+                follow(&mut lim, &mut model);
                 prop_assert_eq!(c, model.check_login(USERS[u], ips[ip], mt), "{}", ctx());
             }
             Op::PeekLogin(u, ip) => {
@@ -124,6 +165,7 @@ fn run<S: Store<W>>(
             }
             Op::LoginFailed(u, ip) => {
                 let c = lim.login_failed(USERS[u], ips[ip], at);
+                follow(&mut lim, &mut model);
                 let m = model.login_failed(USERS[u], ips[ip], mt);
                 prop_assert_eq!(c.delay, m.delay, "{}", ctx());
                 prop_assert_eq!(c.refused, m.refused, "{}", ctx());
@@ -136,10 +178,12 @@ fn run<S: Store<W>>(
             }
             Op::LoginSucceeded(u, ip) => {
                 let c = lim.login_succeeded(USERS[u], ips[ip], at);
+                follow(&mut lim, &mut model);
                 prop_assert_eq!(c, model.login_succeeded(USERS[u], ips[ip], mt), "{}", ctx());
             }
             Op::Begin(u, ip) => {
                 let c = lim.begin_login(USERS[u], ips[ip], at);
+                follow(&mut lim, &mut model);
                 let m = model.begin_login(USERS[u], ips[ip], mt);
                 match (c, m) {
                     (Ok(c), Ok(m)) => {
@@ -162,10 +206,12 @@ fn run<S: Store<W>>(
                     let (u, ip, id, m) = flight.remove(k % flight.len());
                     if ok {
                         let c = lim.login_attempt_succeeded(USERS[u], ips[ip], id, at);
+                        follow(&mut lim, &mut model);
                         let mm = model.login_attempt_succeeded(USERS[u], ips[ip], &m, mt);
                         prop_assert_eq!(c, mm, "{}", ctx());
                     } else {
                         let c = lim.login_attempt_failed(USERS[u], ips[ip], id, at);
+                        follow(&mut lim, &mut model);
                         let mm = model.login_attempt_failed(USERS[u], ips[ip], &m, mt);
                         prop_assert_eq!(c, mm, "{}", ctx());
                     }
@@ -173,6 +219,7 @@ fn run<S: Store<W>>(
             }
             Op::Acquire(ip) => {
                 let c = lim.acquire_slot(ips[ip], at);
+                follow(&mut lim, &mut model);
                 let m = model.acquire_slot(ips[ip], mt);
                 prop_assert_eq!(c.is_some(), m.is_some(), "{}", ctx());
                 if let (Some(a), Some(b)) = (c, m) {
@@ -186,7 +233,9 @@ fn run<S: Store<W>>(
                 }
             }
             Op::Ban(ip) => {
-                prop_assert_eq!(lim.ban(ips[ip], at), model.ban(ips[ip], mt), "{}", ctx());
+                let c = lim.ban(ips[ip], at);
+                follow(&mut lim, &mut model);
+                prop_assert_eq!(c, model.ban(ips[ip], mt), "{}", ctx());
             }
             Op::Unban(ip) => {
                 prop_assert_eq!(lim.unban(ips[ip]), model.unban(ips[ip]), "{}", ctx());
@@ -200,9 +249,27 @@ fn run<S: Store<W>>(
             Op::Advance(d) => now = now.saturating_add(d),
             Op::Back(d) => now = now.saturating_sub(d),
         }
+        follow(&mut lim, &mut model);
+        let unused = model.unused_victims();
+        prop_assert!(
+            unused.is_empty(),
+            "{}: core evicted {:?} with room left",
+            ctx(),
+            unused
+        );
+        prop_assert!(
+            model.rule_breaches.is_empty(),
+            "{}: {:?}",
+            ctx(),
+            model.rule_breaches
+        );
         prop_assert_eq!(lim.len(), model.len(), "{}", ctx());
-        prop_assert_eq!(lim.stats().table_full, model.table_full, "{}", ctx());
-        prop_assert_eq!(lim.stats().evictions, model.evictions, "{}", ctx());
+        let st = lim.stats();
+        prop_assert_eq!(st.table_full, model.table_full, "{}", ctx());
+        prop_assert_eq!(st.evictions, model.evictions, "{}", ctx());
+        prop_assert_eq!(st.evicted_dead, model.evicted_dead, "{}", ctx());
+        prop_assert_eq!(st.evicted_live, model.evicted_live, "{}", ctx());
+        prop_assert_eq!(st.evictions, st.evicted_dead + st.evicted_live, "{}", ctx());
     }
     Ok(())
 }

@@ -17,12 +17,12 @@
 //! * `core-cold`: a new key per call into a `FixedLimiter<32768, 64>` with
 //!   room (insert path, no eviction).
 //! * `core-evict`: a new key per call into a full `FixedLimiter<1024, 64>`
-//!   (LRU eviction + insert).
+//!   (CLOCK eviction: a dead entry reclaimed, then the insert).
 //! * `host-hot`, `host-cold`: the same through the host `portcullis::Limiter`
 //!   (64 shards over `MapLimiter<64>`), hot key and new keys.
 //! * `host-uniform`: 1 000 000 keys seen once, then requests on random
 //!   ones of them (for cache profiles with `--cache-sim=yes`; not in
-//!   `icount.sh`).
+//!   `icount.sh`); `governor-uniform` the same for governor.
 //! * `governor-hot`, `governor-cold` (feature `governor`): governor's keyed
 //!   limiter (DashMap, default quanta clock), hot key and new keys.
 
@@ -147,6 +147,28 @@ fn run(mode: &str, n: u64) -> Result<u64, String> {
             let hot_mode = mode == "governor-hot";
             measured(n, |i| {
                 let k = if hot_mode { hot() } else { keys[i as usize] };
+                g.check_key(black_box(&k)).is_ok()
+            })
+        }
+        #[cfg(feature = "governor")]
+        "governor-uniform" => {
+            // `host-uniform` for governor: the same keys, seen once, then
+            // the same random requests (cache profiles beside it).
+            let g: governor::DefaultKeyedRateLimiter<IpAddr> =
+                governor::RateLimiter::keyed(governor::Quota::per_minute(
+                    std::num::NonZeroU32::new(portcullis_bench::PER_MINUTE)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                ));
+            let keys = distinct_ipv4(KEYS, 1);
+            for k in &keys {
+                let _ = g.check_key(k);
+            }
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            measured(n, |_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let k = keys[(x % KEYS as u64) as usize];
                 g.check_key(black_box(&k)).is_ok()
             })
         }
