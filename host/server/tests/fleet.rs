@@ -9,24 +9,11 @@ mod common;
 #[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
 
-use common::{admin_json, metric, Server, TOKEN};
+use common::{admin_json, hit, metric, Server, TOKEN};
 use redis_server::RedisServer;
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
-}
-
-/// A request to `/` from client address `who` (the servers trust loopback
-/// as a proxy, so X-Forwarded-For names the client).
-async fn hit(s: &Server, who: &str) -> u16 {
-    client()
-        .get(s.url("/"))
-        .header("x-forwarded-for", who)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 fn fleet_env(url: &str, extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {

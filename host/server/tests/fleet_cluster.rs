@@ -14,7 +14,7 @@ mod common;
 #[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
 
-use common::{admin_json, metric, Server};
+use common::{admin_json, hit, metric, metrics_text, Server};
 use portcullis_core::Addr;
 use redis_server::RedisCluster;
 
@@ -22,17 +22,6 @@ const QUOTA: usize = 5;
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
-}
-
-async fn hit(s: &Server, who: &str) -> u16 {
-    client()
-        .get(s.url("/"))
-        .header("x-forwarded-for", who)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// The fleet's request key of `ip` (the layout `fleet/mod.rs` documents,
@@ -113,15 +102,7 @@ async fn concurrent(a: &Server, b: &Server, who: &str) -> usize {
 
 /// The labelled samples `name{node="…"} v` of `/metrics`, by node.
 async fn node_metric(s: &Server, name: &str) -> Vec<(String, u64)> {
-    let text = client()
-        .get(s.url("/metrics"))
-        .header("x-forwarded-for", "198.18.0.1")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(s).await;
     let prefix = format!("{name}{{node=\"");
     let mut out: Vec<(String, u64)> = text
         .lines()

@@ -12,21 +12,8 @@ mod common;
 #[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
 
-use common::{metric, Server, TOKEN};
+use common::{hit, metric, Server, TOKEN};
 use redis_server::RedisServer;
-
-/// A request to `/` from client address `who` (loopback is a trusted
-/// proxy, so X-Forwarded-For names the client).
-async fn hit(s: &Server, who: &str) -> u16 {
-    reqwest::Client::new()
-        .get(s.url("/"))
-        .header("x-forwarded-for", who)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
 
 fn start(url: &str, extra: &[(&str, &str)]) -> Server {
     let d = tempfile::tempdir().unwrap();

@@ -13,18 +13,9 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{admin_json, Server, BIN, TOKEN};
+use common::{admin_json, get_as, Server, BIN, TOKEN};
 
 const PROXY: [(&str, &str); 1] = [("PORTCULLIS_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]")];
-
-async fn get_as(s: &Server, who: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(s.url("/"))
-        .header("x-forwarded-for", who)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn status_as(s: &Server, who: &str) -> u16 {
     get_as(s, who).await.status().as_u16()

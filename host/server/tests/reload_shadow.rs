@@ -10,19 +10,10 @@ mod common;
 #[allow(dead_code)]
 #[path = "../../../tests/src/redis_server.rs"]
 mod redis_server;
-use common::{admin_json, Server, BIN, TOKEN};
+use common::{admin_json, get_as, Server, BIN, TOKEN};
 
 /// Clients behind the trusted loopback proxy, named by X-Forwarded-For.
 const PROXY: &str = "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
-
-async fn get_as(s: &Server, ip: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(s.url("/"))
-        .header("x-forwarded-for", ip)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn metrics_text(s: &Server) -> String {
     reqwest::get(s.url("/metrics"))

@@ -132,11 +132,26 @@ pub async fn admin_json(s: &Server, path: &str) -> serde_json::Value {
         .unwrap()
 }
 
-/// The value of the unlabelled sample `name` in `/metrics` (asked as
-/// client 198.18.0.1 where the server trusts loopback as a proxy, so the
-/// scrape has its own address).
-pub async fn metric(s: &Server, name: &str) -> u64 {
-    let text = reqwest::Client::new()
+/// `GET /` as client `who` (the server must trust loopback as a proxy,
+/// so X-Forwarded-For names the client).
+pub async fn get_as(s: &Server, who: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(s.url("/"))
+        .header("x-forwarded-for", who)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status of [`get_as`].
+pub async fn hit(s: &Server, who: &str) -> u16 {
+    get_as(s, who).await.status().as_u16()
+}
+
+/// `/metrics` as Prometheus text, asked as client 198.18.0.1 where the
+/// server trusts loopback as a proxy, so the scrape has its own address.
+pub async fn metrics_text(s: &Server) -> String {
+    reqwest::Client::new()
         .get(s.url("/metrics"))
         .header("x-forwarded-for", "198.18.0.1")
         .send()
@@ -144,7 +159,12 @@ pub async fn metric(s: &Server, name: &str) -> u64 {
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of the unlabelled sample `name` in `/metrics`.
+pub async fn metric(s: &Server, name: &str) -> u64 {
+    let text = metrics_text(s).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
