@@ -5,7 +5,7 @@
 //! probe chain), backward-shift deletion (no tombstones), and a reference
 //! bit per slot with a CLOCK hand for eviction (the rule and why CLOCK:
 //! [`store`](crate::store); the hand steps by a stride coprime with `N`,
-//! see [`FixedStore::STRIDE`]), so lookup, insert, touch and remove are
+//! see `STRIDE`), so lookup, insert, touch and remove are
 //! expected O(1) and a touch writes nothing outside the slot it found. At
 //! most [`FixedStore::MAX_ENTRIES`] (`N - N/8`) keys live at once, which
 //! keeps probe chains short.
