@@ -145,7 +145,7 @@ pub use table::FixedStore;
 pub use time::MAX_LOOKBACK;
 #[cfg(feature = "alloc")]
 pub use window::GrowLog;
-pub use window::{Log, TimeLog};
+pub use window::{CompactLog, Log, TimeLog};
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
