@@ -174,7 +174,7 @@ impl<const C: usize> CompactLog<C> {
     const VALID: () = assert!(C <= u8::MAX as usize, "CompactLog: C must fit a u8");
 
     /// Longest span of stored events kept exactly, in ticks.
-    pub const MAX_SPAN: u64 = u32::MAX as u64;
+    pub const MAX_SPAN: u64 = crate::FIXED_MAX_SPAN;
 
     /// An empty log.
     pub const fn new() -> Self {
