@@ -75,8 +75,8 @@
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` (firmware example) | 257 | 9 824 |
-//! | `FixedLimiter<56, 16>` (49 keys in the 16 224 B of the 28-key table before compact logs) | 256 | 15 968 |
+//! | `FixedLimiter<32, 16>` | 257 | 9 824 |
+//! | `FixedLimiter<55, 16>` (firmware example: 49 keys in the 16 224 B of the 28-key `FixedLimiter<32, 16>` before compact logs) | 256 | 15 712 |
 //! | `FixedLimiter<64, 16>` | 256 | 18 016 |
 //! | `FixedLimiter<256, 16>` | 256 | 67 168 |
 //! | `FixedLimiter<1024, 50>` (server defaults) | 392 | 403 040 |

@@ -31,8 +31,8 @@ fn sizes_of_documented_configurations() {
             row::<32, 16>("FixedLimiter<32, 16>"),
         ),
         (
-            "FixedLimiter<56, 16>",
-            row::<56, 16>("FixedLimiter<56, 16>"),
+            "FixedLimiter<55, 16>",
+            row::<55, 16>("FixedLimiter<55, 16>"),
         ),
         (
             "FixedLimiter<64, 16>",
@@ -77,7 +77,8 @@ fn sizes_of_documented_configurations() {
 
 /// Issue 18's firmware target, with compact logs: the bytes the firmware
 /// table took before them (`FixedLimiter<32, 16>`, 28 keys: 16 224 B on
-/// x86-64, 15 680 B on thumbv7m) now hold 49 keys (`FixedLimiter<56, 16>`,
+/// x86-64, 15 680 B on thumbv7m) now hold 49 keys (`FixedLimiter<55, 16>`:
+/// 15 712 B on x86-64, 15 680 B for the firmware's `TABLES` on thumbv7m,
 /// 1.75×). The full 2× (`FixedLimiter<64, 16>`, 56 keys) needs about 28
 /// more bytes off each slot: see `BENCHMARKS.md`.
 #[test]
@@ -90,12 +91,12 @@ fn compact_logs_hold_more_keys_in_the_firmware_table_bytes() {
     } else {
         BEFORE_THUMB
     };
-    let now = size_of::<FixedLimiter<56, 16>>();
+    let now = size_of::<FixedLimiter<55, 16>>();
     assert!(
         now <= before,
-        "FixedLimiter<56, 16> is {now} B > {before} B"
+        "FixedLimiter<55, 16> is {now} B > {before} B"
     );
-    let keys = FixedStore::<56, 16>::MAX_ENTRIES;
+    let keys = FixedStore::<55, 16>::MAX_ENTRIES;
     assert_eq!(keys, 49);
     assert!(keys * 4 >= BEFORE_KEYS * 7, "{keys} keys: less than 1.75x");
     // A log of 16 timestamps: a 64-bit base and 16 32-bit offsets, 76 B
