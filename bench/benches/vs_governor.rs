@@ -27,7 +27,9 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use portcullis_bench::{at, bench_config, distinct_ipv4, host_limiter, KEYS, PER_MINUTE, SEED};
+use portcullis_bench::{
+    at, core_bench_config, distinct_ipv4, host_limiter, KEYS, PER_MINUTE, SEED,
+};
 use portcullis_core::FixedLimiter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -125,7 +127,7 @@ fn hot_key(c: &mut Criterion) {
     tune(&mut g);
 
     let mut core: FixedLimiter<64, 64> =
-        FixedLimiter::new(bench_config(), SEED).unwrap_or_else(|e| panic!("{e:?}"));
+        FixedLimiter::new(core_bench_config(), SEED).unwrap_or_else(|e| panic!("{e:?}"));
     let mut i = 0u64;
     g.bench_function("portcullis_core_FixedLimiter", |b| {
         b.iter(|| {

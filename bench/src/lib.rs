@@ -34,6 +34,15 @@ pub fn bench_config() -> Config {
     c
 }
 
+/// [`bench_config`] for a core `FixedLimiter` at std's 1 MHz ticks: its
+/// logs keep 32-bit offsets, so lookbacks stop at 71.6 min (the violation
+/// memory; blocks are out of reach anyway).
+pub fn core_bench_config() -> Config {
+    let mut c = bench_config();
+    c.clamp_lookbacks(portcullis_core::FIXED_MAX_SPAN);
+    c
+}
+
 /// The host limiter as a server builds it (64 shards), sized for `max_entries`.
 pub fn host_limiter(max_entries: usize) -> Limiter {
     Limiter::new(

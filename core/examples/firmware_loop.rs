@@ -37,6 +37,9 @@ fn config() -> Config {
     c.login.account_max_failures = Some(16); // every log fits W = 16
     c.penalty.base = Duration::from_millis(250);
     c.penalty.max = Duration::from_secs(2);
+    // On a host (1 MHz ticks) a fixed table's lookbacks stop at 71.6 min;
+    // at a firmware's 1 kHz the defaults fit as they are.
+    c.clamp_lookbacks(portcullis_core::FIXED_MAX_SPAN);
     c
 }
 

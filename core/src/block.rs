@@ -11,7 +11,7 @@
 
 use crate::config::{BlockRules, Jitter};
 use crate::entry::{Cold, ColdPart, Entry};
-use crate::time::{age, grown, within, Tick};
+use crate::time::{age, grown, within, OptTick, Tick};
 use crate::window::TimeLog;
 
 /// What a denial did to the key.
@@ -37,7 +37,7 @@ pub(crate) fn block_length(rules: &BlockRules, level: u8) -> u64 {
 
 /// Whether a denial at `now` is a new violation: none yet, or the last
 /// one at least a window old.
-pub(crate) fn is_new_violation(c: &Cold, window: u64, now: Tick) -> bool {
+pub(crate) fn is_new_violation<V: TimeLog>(c: &Cold<V>, window: u64, now: Tick) -> bool {
     match c.violations.newest() {
         Some(last) => age(now, last) >= window,
         None => true,
@@ -70,7 +70,7 @@ pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
         .violations
         .iter()
         .filter(|&t| within(now, t, memory))
-        .filter(|&t| match e.last_block_start {
+        .filter(|&t| match e.last_block_start.get() {
             Some(s) => t > s,
             None => true,
         })
@@ -78,15 +78,15 @@ pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
     if since_block < usize::try_from(rules.block_after).unwrap_or(usize::MAX) {
         return Escalation::None;
     }
-    let level = match e.last_block_start {
+    let level = match e.last_block_start.get() {
         Some(s) if within(now, s, memory) => e.block_level,
         _ => 0,
     };
     let extra = jitter.extra(rules.block_jitter.as_ticks());
     let until = now.saturating_add(block_length(rules, level).saturating_add(extra));
-    e.block_until = Some(until);
+    e.block_until = OptTick::some(until);
     e.block_level = level.saturating_add(1);
-    e.last_block_start = Some(now);
+    e.last_block_start = OptTick::some(now);
     Escalation::Blocked(until)
 }
 
@@ -152,6 +152,7 @@ mod tests {
         c.requests.max_requests = 1;
         c.blocks.block_after = 1;
         c.blocks.block_jitter = Duration::from_secs(64);
+        c.clamp_lookbacks(crate::FIXED_MAX_SPAN);
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         for (j, extra) in [(0u16, 0u64), (32_768, 32), (65_535, 63)] {
             let mut l: FixedLimiter<8, 64> = Limiter::new(c.clone(), Seed::new([1; 16])).unwrap();

@@ -280,6 +280,17 @@ pub enum ConfigError {
         /// Largest accepted value.
         max: u32,
     },
+    /// A lookback longer than the table's logs answer exactly (the fixed
+    /// tables keep 32-bit tick offsets: see
+    /// [`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN)).
+    Span {
+        /// Dotted key.
+        key: &'static str,
+        /// Longest accepted lookback, in ticks.
+        max_ticks: u64,
+        /// The tick rate, in ticks per second.
+        tick_hz: u64,
+    },
     /// The value is out of its range.
     OutOfRange {
         /// Dotted key.
@@ -296,6 +307,16 @@ impl core::fmt::Display for ConfigError {
             ConfigError::TooLarge { key, max } => {
                 write!(f, "{key}: must be at most {max} (table log capacity)")
             }
+            ConfigError::Span {
+                key,
+                max_ticks,
+                tick_hz,
+            } => write!(
+                f,
+                "{key}: must be at most {max_ticks} ticks ({} s at {tick_hz} ticks per second) \
+                 in a fixed table (its logs keep 32-bit tick offsets)",
+                max_ticks.checked_div(*tick_hz).unwrap_or(0)
+            ),
             ConfigError::OutOfRange { key, expected } => write!(f, "{key}: must be {expected}"),
         }
     }
@@ -346,6 +367,62 @@ fn lookback(key: &'static str, d: Duration) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// Check every lookback that reads a log against `max_ticks`, the
+    /// longest a store's logs answer exactly
+    /// ([`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN)): the request
+    /// window, the violation memory, the ban lookback (when bans are on),
+    /// the failure window and the account window (when accounts are
+    /// counted).
+    pub fn validate_span(&self, max_ticks: u64) -> Result<(), ConfigError> {
+        let checks = [
+            ("requests.window", Some(self.requests.window)),
+            (
+                "blocks.violation_memory",
+                Some(self.blocks.violation_memory),
+            ),
+            (
+                "blocks.ban_lookback",
+                self.blocks.ban_after.map(|_| self.blocks.ban_lookback),
+            ),
+            ("login.failure_window", Some(self.login.failure_window)),
+            (
+                "login.account_window",
+                self.login
+                    .account_max_failures
+                    .map(|_| self.login.account_window),
+            ),
+        ];
+        for (key, d) in checks {
+            if d.is_some_and(|d| d.as_ticks() > max_ticks) {
+                return Err(ConfigError::Span {
+                    key,
+                    max_ticks,
+                    tick_hz: embassy_time::TICK_HZ,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Shorten every lookback that reads a log to at most `max_ticks` (a
+    /// configuration written for the growable table, run on a fixed table
+    /// at a tick rate where its lookbacks exceed
+    /// [`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN): tests and
+    /// benchmarks on a 1 MHz host clock). What it changes is what it says:
+    /// events older than the shortened lookbacks stop counting.
+    pub fn clamp_lookbacks(&mut self, max_ticks: u64) {
+        let max = embassy_time::Duration::from_ticks(max_ticks);
+        for d in [
+            &mut self.requests.window,
+            &mut self.blocks.violation_memory,
+            &mut self.blocks.ban_lookback,
+            &mut self.login.failure_window,
+            &mut self.login.account_window,
+        ] {
+            *d = (*d).min(max);
+        }
+    }
+
     /// Check every value against itself and a log capacity of `w` timestamps.
     pub fn validate(&self, w: usize) -> Result<(), ConfigError> {
         let v = crate::VIOLATION_LOG;

@@ -9,34 +9,50 @@
 //! default one mean the same thing.
 
 use crate::slots::Slots;
-use crate::time::{running, within, Tick};
-use crate::window::{Log, TimeLog};
+use crate::time::{running, within, OptTick, Tick};
+use crate::window::{CompactLog, Log, TimeLog};
 
 /// Violation timestamps kept per key; `block_after` and `ban_after` are
 /// at most this.
 pub const VIOLATION_LOG: usize = 16;
 
 /// The rarely used part of an entry: violations, block, ban, lock, slots.
+/// `V` is the violation log: [`Log`] in the growable table's boxed part,
+/// [`CompactLog`] inline in the fixed tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Cold {
-    pub(crate) violations: Log<VIOLATION_LOG>,
-    pub(crate) block_until: Option<Tick>,
+pub struct Cold<V = Log<VIOLATION_LOG>> {
+    pub(crate) violations: V,
+    pub(crate) block_until: OptTick,
     pub(crate) block_level: u8,
-    pub(crate) last_block_start: Option<Tick>,
+    pub(crate) last_block_start: OptTick,
     pub(crate) banned: bool,
-    pub(crate) lock_until: Option<Tick>,
+    pub(crate) lock_until: OptTick,
     pub(crate) slots: Slots,
 }
+
+/// The fixed tables' cold part: inline, violations in a [`CompactLog`].
+pub type CompactCold = Cold<CompactLog<VIOLATION_LOG>>;
 
 /// The cold part with nothing in it.
 static EMPTY: Cold = Cold {
     violations: Log::new(),
-    block_until: None,
+    block_until: OptTick::NONE,
     block_level: 0,
-    last_block_start: None,
+    last_block_start: OptTick::NONE,
     banned: false,
-    lock_until: None,
+    lock_until: OptTick::NONE,
+    slots: Slots::new(),
+};
+
+/// The compact cold part with nothing in it.
+static EMPTY_COMPACT: CompactCold = Cold {
+    violations: CompactLog::new(),
+    block_until: OptTick::NONE,
+    block_level: 0,
+    last_block_start: OptTick::NONE,
+    banned: false,
+    lock_until: OptTick::NONE,
     slots: Slots::new(),
 };
 
@@ -50,28 +66,44 @@ impl Cold {
 
 /// How an [`Entry`] holds its [`Cold`] part.
 pub trait ColdPart: Default + Clone + core::fmt::Debug {
+    /// The violation log of its cold part.
+    type Violations: TimeLog + 'static;
     /// The cold part, if one is held.
-    fn get(&self) -> Option<&Cold>;
+    fn get(&self) -> Option<&Cold<Self::Violations>>;
     /// The cold part mutably, if one is held.
-    fn get_mut(&mut self) -> Option<&mut Cold>;
+    fn get_mut(&mut self) -> Option<&mut Cold<Self::Violations>>;
     /// The cold part, created empty if absent.
-    fn make(&mut self) -> &mut Cold;
+    fn make(&mut self) -> &mut Cold<Self::Violations>;
     /// Give the storage back if the cold part holds nothing.
     fn shrink(&mut self);
+    /// An empty cold part (what an absent one reads as).
+    fn empty() -> &'static Cold<Self::Violations>;
 }
 
-impl ColdPart for Cold {
-    fn get(&self) -> Option<&Cold> {
-        Some(self)
-    }
-    fn get_mut(&mut self) -> Option<&mut Cold> {
-        Some(self)
-    }
-    fn make(&mut self) -> &mut Cold {
-        self
-    }
-    fn shrink(&mut self) {}
+/// An inline cold part over the violation log `$v`, empty as `$empty`.
+macro_rules! inline_cold {
+    ($v:ty, $empty:ident) => {
+        impl ColdPart for Cold<$v> {
+            type Violations = $v;
+            fn get(&self) -> Option<&Cold<$v>> {
+                Some(self)
+            }
+            fn get_mut(&mut self) -> Option<&mut Cold<$v>> {
+                Some(self)
+            }
+            fn make(&mut self) -> &mut Cold<$v> {
+                self
+            }
+            fn shrink(&mut self) {}
+            fn empty() -> &'static Cold<$v> {
+                &$empty
+            }
+        }
+    };
 }
+
+inline_cold!(Log<VIOLATION_LOG>, EMPTY);
+inline_cold!(CompactLog<VIOLATION_LOG>, EMPTY_COMPACT);
 
 /// A cold part allocated on first use (feature `alloc`).
 #[cfg(feature = "alloc")]
@@ -80,6 +112,7 @@ pub struct BoxedCold(Option<alloc::boxed::Box<Cold>>);
 
 #[cfg(feature = "alloc")]
 impl ColdPart for BoxedCold {
+    type Violations = Log<VIOLATION_LOG>;
     fn get(&self) -> Option<&Cold> {
         self.0.as_deref()
     }
@@ -93,6 +126,9 @@ impl ColdPart for BoxedCold {
         if self.0.as_deref().is_some_and(Cold::is_empty) {
             self.0 = None;
         }
+    }
+    fn empty() -> &'static Cold {
+        &EMPTY
     }
 }
 
@@ -129,8 +165,8 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     }
 
     /// The cold part (empty if none is held).
-    pub(crate) fn cold(&self) -> &Cold {
-        self.cold.get().unwrap_or(&EMPTY)
+    pub(crate) fn cold(&self) -> &Cold<C::Violations> {
+        self.cold.get().unwrap_or_else(|| C::empty())
     }
 
     /// Permanently banned.
@@ -140,12 +176,12 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
 
     /// End of the current or last temporary block.
     pub fn block_deadline(&self) -> Option<embassy_time::Instant> {
-        self.cold().block_until.map(crate::time::instant)
+        self.cold().block_until.get().map(crate::time::instant)
     }
 
     /// End of the current or last login lock.
     pub fn lock_deadline(&self) -> Option<embassy_time::Instant> {
-        self.cold().lock_until.map(crate::time::instant)
+        self.cold().lock_until.get().map(crate::time::instant)
     }
 
     /// Ban, block end and lock end: what persistence must not lose (ends
@@ -153,7 +189,7 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     /// [`block_deadline`](Self::block_deadline) for instants).
     pub fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
         let c = self.cold();
-        (c.banned, c.block_until, c.lock_until)
+        (c.banned, c.block_until.get(), c.lock_until.get())
     }
 
     /// Forget any ban, block, escalation and violation history (the
@@ -164,9 +200,9 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
         };
         let had = c.banned || c.block_until.is_some();
         c.banned = false;
-        c.block_until = None;
+        c.block_until = OptTick::NONE;
         c.block_level = 0;
-        c.last_block_start = None;
+        c.last_block_start = OptTick::NONE;
         c.violations.clear();
         self.cold.shrink();
         had
@@ -197,8 +233,9 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     /// What holds `key` at `now`, if anything (see [`Hold::of`]).
     pub(crate) fn hold(&self, key: &crate::Key, now: Tick) -> Option<crate::Hold> {
         let c = self.cold.get()?;
-        let left = |u: Option<Tick>| {
-            u.filter(|&u| running(u, now))
+        let left = |u: OptTick| {
+            u.get()
+                .filter(|&u| running(u, now))
                 .map(|u| crate::time::until(now, u))
         };
         crate::Hold::of(key, c.banned, left(c.block_until), left(c.lock_until))
@@ -210,8 +247,8 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
             return false;
         };
         c.banned
-            || matches!(c.block_until, Some(u) if running(u, now))
-            || matches!(c.lock_until, Some(u) if running(u, now))
+            || matches!(c.block_until.get(), Some(u) if running(u, now))
+            || matches!(c.lock_until.get(), Some(u) if running(u, now))
             || c.slots.live(now, slot_ttl) > 0
     }
 
@@ -223,7 +260,7 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
         }
         let c = self.cold();
         c.violations.count(now, memory) == 0
-            && !matches!(c.last_block_start, Some(s) if within(now, s, memory))
+            && !matches!(c.last_block_start.get(), Some(s) if within(now, s, memory))
     }
 }
 
@@ -245,7 +282,7 @@ mod tests {
         assert!(e.is_banned() && e.pinned(0, 1));
         assert!(e.clear_block_and_ban());
         assert!(e.cold.get().is_none(), "unban frees the cold part");
-        e.cold.make().lock_until = Some(5);
+        e.cold.make().lock_until = OptTick::some(5);
         assert_eq!(e.pin_state(), (false, None, Some(5)));
         assert!(e.clear_lock());
         assert!(e.cold.get().is_none(), "lifting the lock frees it");
@@ -254,7 +291,7 @@ mod tests {
         assert_eq!(e, f);
         // Something left (a violation) keeps the part.
         e.cold.make().violations.push(1);
-        e.cold.make().lock_until = Some(9);
+        e.cold.make().lock_until = OptTick::some(9);
         assert!(e.clear_lock());
         assert!(e.cold.get().is_some());
     }

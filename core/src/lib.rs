@@ -17,9 +17,12 @@
 //! ```
 //! use core::net::{IpAddr, Ipv4Addr};
 //! use embassy_time::{Duration, Instant};
-//! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed};
+//! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed, FIXED_MAX_SPAN};
 //!
 //! let mut config = Config::default();
+//! // A fixed table's logs keep 32-bit tick offsets: every lookback at most
+//! // 2^32 - 1 ticks (49.7 days at 1 kHz, but 71.6 min at std's 1 MHz).
+//! config.clamp_lookbacks(FIXED_MAX_SPAN);
 //! config.requests.max_requests = 3;
 //! config.login.account_max_failures = Some(16); // every log fits W = 16
 //! // 64 slots (56 keys), 16 timestamps per key; the seed comes from your RNG.
@@ -64,14 +67,19 @@
 //! A [`FixedLimiter<N, W>`] is `size_of` a few words, the [`Changed`] set
 //! ([`CHANGED_KEYS`] keys) and the [`Evicted`] list plus `N` slots; one
 //! slot holds a key, a reference bit, a `W`-timestamp log, a 16-entry violation log,
-//! block/lock state and [`MAX_SLOTS`] slot tokens: about `8·W + 329` bytes
-//! on 64-bit hosts (measured by the `sizes` test, which prints the table):
+//! block/lock state and [`MAX_SLOTS`] slot tokens. Both logs are
+//! [`CompactLog`]s (a 64-bit base and 32-bit offsets, exact for lookbacks
+//! up to [`FIXED_MAX_SPAN`] ticks: 49.7 days at 1 kHz, 71.6 minutes at
+//! 1 MHz), so a slot is about `4·W + 192` bytes on 64-bit hosts (measured
+//! by the `sizes` test, which prints the table):
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` (firmware example) | 457 | 16 224 |
-//! | `FixedLimiter<256, 16>` | 456 | 118 368 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 728 | 747 104 |
+//! | `FixedLimiter<32, 16>` | 257 | 9 824 |
+//! | `FixedLimiter<55, 16>` (firmware example: 49 keys in the 16 224 B of the 28-key `FixedLimiter<32, 16>` before compact logs) | 256 | 15 712 |
+//! | `FixedLimiter<64, 16>` | 256 | 18 016 |
+//! | `FixedLimiter<256, 16>` | 256 | 67 168 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 392 | 403 040 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
@@ -126,7 +134,7 @@ pub use config::{
 pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
 #[cfg(feature = "alloc")]
 pub use entry::BoxedCold;
-pub use entry::{Cold, ColdPart, Entry, VIOLATION_LOG};
+pub use entry::{Cold, ColdPart, CompactCold, Entry, VIOLATION_LOG};
 pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 #[cfg(feature = "alloc")]
 pub use limiter::MapLimiter;
@@ -141,11 +149,11 @@ pub use ranges::{RangeError, RangeSet, RangeStore};
 pub use record::{ImportError, Record, WallClock};
 pub use slots::{SlotToken, MAX_SLOTS};
 pub use store::{Class, EntryOf, Store, Upsert, Victim, SCAN};
-pub use table::FixedStore;
+pub use table::{FixedEntry, FixedStore, FIXED_MAX_SPAN};
 pub use time::MAX_LOOKBACK;
 #[cfg(feature = "alloc")]
 pub use window::GrowLog;
-pub use window::{Log, TimeLog};
+pub use window::{CompactLog, Log, TimeLog};
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

@@ -279,6 +279,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// `config` against the log capacity `W`.
     pub fn with_store(config: Config, seed: Seed, store: S) -> Result<Self, ConfigError> {
         config.validate(W)?;
+        config.validate_span(S::MAX_SPAN)?;
         Ok(Limiter {
             config,
             store,
@@ -305,6 +306,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// refused.
     pub fn set_config(&mut self, config: Config) -> Result<(), ConfigError> {
         config.validate(W)?;
+        config.validate_span(S::MAX_SPAN)?;
         if config.ipv6_prefix != self.config.ipv6_prefix {
             return Err(ConfigError::OutOfRange {
                 key: "ipv6_prefix",
@@ -792,7 +794,7 @@ fn standing<const W: usize, C: ColdPart, L: TimeLog>(
     if e.banned {
         return Some((Reason::Banned, None));
     }
-    match e.block_until {
+    match e.block_until.get() {
         Some(u) if running(u, now) => Some((Reason::Blocked, Some(u))),
         _ => None,
     }
@@ -828,6 +830,7 @@ mod tests {
         c.requests.max_requests = 3;
         c.login.max_failures = 3;
         c.login.account_max_failures = Some(16);
+        c.clamp_lookbacks(crate::FIXED_MAX_SPAN);
         L::new(c, Seed::new([3; 16])).unwrap()
     }
 

@@ -13,9 +13,11 @@
 //! ```
 //! use core::net::{IpAddr, Ipv4Addr};
 //! use embassy_time::Instant;
-//! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed};
+//! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed, FIXED_MAX_SPAN};
 //!
-//! let mut lim: FixedLimiter<64, 50> = FixedLimiter::new(Config::default(), Seed::new([7; 16])).unwrap();
+//! let mut config = Config::default();
+//! config.clamp_lookbacks(FIXED_MAX_SPAN); // 1 MHz host ticks: see `FIXED_MAX_SPAN`
+//! let mut lim: FixedLimiter<64, 50> = FixedLimiter::new(config, Seed::new([7; 16])).unwrap();
 //! let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 //! let now = Instant::from_secs(1000);
 //! for _ in 0..10 {
@@ -38,7 +40,7 @@ use crate::limiter::Limiter;
 use crate::lists::Listed;
 use crate::penalty::delay;
 use crate::store::{EntryOf, Store};
-use crate::time::{left_in_window, running, until, Tick};
+use crate::time::{left_in_window, running, until, OptTick, Tick};
 use crate::window::TimeLog;
 
 /// A login attempt reserved by [`Limiter::begin_login`]: already counted as
@@ -95,7 +97,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             .store
             .get(&Key::login_user(self.users.hash(username), addr));
         let ipe = self.store.get(&Key::login_ip(addr));
-        let lock_left = |e: Option<&EntryOf<S, W>>| match e.and_then(|e| e.cold().lock_until) {
+        let lock_left = |e: Option<&EntryOf<S, W>>| match e.and_then(|e| e.cold().lock_until.get())
+        {
             Some(u) if running(u, now) => Some(until(now, u)),
             _ => None,
         };
@@ -236,7 +239,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             k = e.log.count(now, window);
             e.log.push(now);
             if k.saturating_add(1) >= login.max_failures {
-                e.cold.make().lock_until = Some(lock_until);
+                e.cold.make().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 user_locked = true;
             }
@@ -250,7 +253,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if before.saturating_add(1) >= login.max_failures
                 || (user_locked && login.lock_ip_on_account_lock)
             {
-                e.cold.make().lock_until = Some(lock_until);
+                e.cold.make().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 ip_locked = true;
             }
@@ -402,7 +405,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let mut user_locked = false;
         if let Some(e) = self.store.get_mut(&key) {
             if e.log.count(now, window) >= login.max_failures {
-                e.cold.make().lock_until = Some(lock_until);
+                e.cold.make().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 user_locked = true;
             }
@@ -413,7 +416,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if e.log.count(now, window) >= login.max_failures
                 || (user_locked && login.lock_ip_on_account_lock)
             {
-                e.cold.make().lock_until = Some(lock_until);
+                e.cold.make().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 ip_locked = true;
             }

@@ -217,11 +217,11 @@ fn to_record<const W: usize, C: ColdPart, L: TimeLog>(
     for t in e.violations.iter() {
         let _ = r.violations.push(clock.unix_of(t));
     }
-    r.block_until = e.block_until.map(|t| clock.unix_of(t));
+    r.block_until = e.block_until.get().map(|t| clock.unix_of(t));
     r.block_level = e.block_level;
-    r.last_block_start = e.last_block_start.map(|t| clock.unix_of(t));
+    r.last_block_start = e.last_block_start.get().map(|t| clock.unix_of(t));
     r.banned = e.banned;
-    r.lock_until = e.lock_until.map(|t| clock.unix_of(t));
+    r.lock_until = e.lock_until.get().map(|t| clock.unix_of(t));
     r
 }
 
@@ -274,11 +274,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             for &t in r.violations.iter() {
                 e.violations.push(clock.tick_of(t).min(now));
             }
-            e.block_until = r.block_until.map(|t| clock.tick_of(t));
+            e.block_until = r.block_until.map(|t| clock.tick_of(t)).into();
             e.block_level = r.block_level;
-            e.last_block_start = r.last_block_start.map(|t| clock.tick_of(t).min(now));
+            e.last_block_start = r.last_block_start.map(|t| clock.tick_of(t).min(now)).into();
             e.banned = r.banned;
-            e.lock_until = r.lock_until.map(|t| clock.tick_of(t));
+            e.lock_until = r.lock_until.map(|t| clock.tick_of(t)).into();
             entry.cold.shrink();
             if self.store.insert(r.key, entry).is_err() {
                 self.store.clear();

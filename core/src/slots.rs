@@ -5,7 +5,7 @@
 //! dropped future) cannot keep a slot forever.
 
 use crate::key::Key;
-use crate::time::{within, Tick};
+use crate::time::{within, OptTick, Tick};
 
 /// Most slots a key can be configured for.
 pub const MAX_SLOTS: usize = 4;
@@ -26,29 +26,40 @@ impl SlotToken {
     }
 }
 
-/// One key's slots.
+/// One key's slots: ids and the ticks they were taken at, in two arrays
+/// of 32-bit words (no padding between a `u32` id and a `u64` tick).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub(crate) struct Slots {
-    /// `(id, taken_at)`; id 0 marks a free slot (ids start at 1).
-    held: [(u32, Tick); MAX_SLOTS],
+    /// Slot ids; 0 marks a free slot (ids start at 1).
+    ids: [u32; MAX_SLOTS],
+    /// When each held slot was taken.
+    at: [OptTick; MAX_SLOTS],
 }
-
-const FREE: (u32, Tick) = (0, 0);
 
 impl Slots {
     /// No slot held.
     pub(crate) const fn new() -> Self {
         Slots {
-            held: [FREE; MAX_SLOTS],
+            ids: [0; MAX_SLOTS],
+            at: [OptTick::NONE; MAX_SLOTS],
         }
+    }
+
+    /// `(id, taken_at)` of every position.
+    fn held(&self) -> impl Iterator<Item = (u32, Tick)> + '_ {
+        self.ids
+            .iter()
+            .zip(self.at.iter())
+            .map(|(&id, at)| (id, at.get().unwrap_or(0)))
     }
 
     /// Drop slots older than `ttl`.
     pub(crate) fn reclaim(&mut self, now: Tick, ttl: u64) {
-        for s in self.held.iter_mut() {
-            if s.0 != 0 && !within(now, s.1, ttl) {
-                *s = FREE;
+        for (id, at) in self.ids.iter_mut().zip(self.at.iter_mut()) {
+            if *id != 0 && !within(now, at.get().unwrap_or(0), ttl) {
+                *id = 0;
+                *at = OptTick::NONE;
             }
         }
     }
@@ -56,8 +67,7 @@ impl Slots {
     /// Slots held and not yet expired at `now`.
     pub(crate) fn live(&self, now: Tick, ttl: u64) -> u32 {
         let n = self
-            .held
-            .iter()
+            .held()
             .filter(|s| s.0 != 0 && within(now, s.1, ttl))
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
@@ -69,9 +79,15 @@ impl Slots {
         if self.live(now, ttl) >= limit {
             return false;
         }
-        match self.held.iter_mut().find(|s| s.0 == 0) {
-            Some(free) if id != 0 => {
-                *free = (id, now);
+        match self
+            .ids
+            .iter_mut()
+            .zip(self.at.iter_mut())
+            .find(|s| *s.0 == 0)
+        {
+            Some((free, at)) if id != 0 => {
+                *free = id;
+                *at = OptTick::some(now);
                 true
             }
             _ => false,
@@ -80,9 +96,10 @@ impl Slots {
 
     /// Hand back slot `id`; false if it was already reclaimed.
     pub(crate) fn release(&mut self, id: u32) -> bool {
-        for s in self.held.iter_mut() {
-            if id != 0 && s.0 == id {
-                *s = FREE;
+        for (s, at) in self.ids.iter_mut().zip(self.at.iter_mut()) {
+            if id != 0 && *s == id {
+                *s = 0;
+                *at = OptTick::NONE;
                 return true;
             }
         }

@@ -119,6 +119,14 @@ pub trait Store<const W: usize> {
     type Cold: ColdPart;
     /// How entries hold their log (inline or growing).
     type Log: TimeLog;
+    /// Longest lookback (ticks) the entries' logs answer exactly: a
+    /// limiter over this store refuses a configuration with a longer
+    /// `requests.window`, `blocks.violation_memory`, `blocks.ban_lookback`,
+    /// `login.failure_window` or `login.account_window`
+    /// ([`ConfigError::Span`](crate::ConfigError::Span)). Unbounded by
+    /// default; the fixed tables' [`CompactLog`](crate::CompactLog)s keep
+    /// 32-bit offsets: `u32::MAX` ticks.
+    const MAX_SPAN: u64 = u64::MAX;
     /// Most entries held at once.
     fn capacity(&self) -> usize;
     /// Entries held.

@@ -10,10 +10,21 @@
 //! most [`FixedStore::MAX_ENTRIES`] (`N - N/8`) keys live at once, which
 //! keeps probe chains short.
 
-use crate::entry::{Cold, Entry};
+use crate::entry::{CompactCold, Entry};
 use crate::key::{Key, KeyHasher, Seed};
 use crate::store::{sweep, Class, Store, Upsert, Victim};
-use crate::window::Log;
+use crate::window::CompactLog;
+
+/// A fixed table's entry: the log and the inline cold part's violations
+/// are [`CompactLog`]s (exact within [`FixedStore::MAX_SPAN`] ticks).
+pub type FixedEntry<const W: usize> = Entry<W, CompactCold, CompactLog<W>>;
+
+/// Longest lookback (ticks) a fixed table's logs answer exactly: their
+/// [`CompactLog`]s keep 32-bit offsets, so `u32::MAX` ticks (49.7 days at
+/// the firmware's 1 kHz, 71.6 minutes at std's 1 MHz). A
+/// [`FixedLimiter`](crate::FixedLimiter) refuses a configuration with a
+/// longer lookback ([`ConfigError::Span`](crate::ConfigError::Span)).
+pub const FIXED_MAX_SPAN: u64 = u32::MAX as u64;
 
 /// Slot index type (`N` ≤ 32 768).
 type Ix = u16;
@@ -24,7 +35,7 @@ struct Slot<const W: usize> {
     home: Ix,
     /// Touched since the CLOCK hand last passed.
     referenced: bool,
-    entry: Entry<W>,
+    entry: FixedEntry<W>,
 }
 
 /// Fixed-capacity key table of `N` slots with `W`-timestamp logs.
@@ -131,7 +142,7 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
     /// yet referenced (a new key earns its second chance by coming back);
     /// its slot, or the entry back when full.
     #[allow(clippy::result_large_err)]
-    fn place(&mut self, key: Key, entry: Entry<W>) -> Result<usize, Entry<W>> {
+    fn place(&mut self, key: Key, entry: FixedEntry<W>) -> Result<usize, FixedEntry<W>> {
         if self.len >= Self::MAX_ENTRIES {
             return Err(entry);
         }
@@ -179,8 +190,9 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
 }
 
 impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
-    type Cold = Cold;
-    type Log = Log<W>;
+    type Cold = CompactCold;
+    type Log = CompactLog<W>;
+    const MAX_SPAN: u64 = FIXED_MAX_SPAN;
 
     fn capacity(&self) -> usize {
         Self::MAX_ENTRIES
@@ -190,16 +202,16 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         self.len
     }
 
-    fn get(&self, key: &Key) -> Option<&Entry<W>> {
+    fn get(&self, key: &Key) -> Option<&FixedEntry<W>> {
         self.find(key).and_then(|i| self.slot(i)).map(|s| &s.entry)
     }
 
-    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
+    fn get_mut(&mut self, key: &Key) -> Option<&mut FixedEntry<W>> {
         let i = self.find(key)?;
         self.slot_mut(i).map(|s| &mut s.entry)
     }
 
-    fn get_if_touched(&self, key: &Key) -> Option<&Entry<W>> {
+    fn get_if_touched(&self, key: &Key) -> Option<&FixedEntry<W>> {
         let s = self.slot(self.find(key)?)?;
         s.referenced.then_some(&s.entry)
     }
@@ -213,8 +225,8 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
     fn upsert(
         &mut self,
         key: Key,
-        classify: &mut dyn FnMut(&Key, &Entry<W>) -> Class,
-    ) -> Upsert<'_, Entry<W>> {
+        classify: &mut dyn FnMut(&Key, &FixedEntry<W>) -> Class,
+    ) -> Upsert<'_, FixedEntry<W>> {
         let (i, evicted) = match self.find(&key) {
             Some(i) => {
                 self.mark(i);
@@ -243,14 +255,14 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         }
     }
 
-    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut Entry<W>> {
+    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut FixedEntry<W>> {
         let i = self.find(key)?;
         let s = self.slot_mut(i)?;
         s.referenced = true;
         Some(&mut s.entry)
     }
 
-    fn insert(&mut self, key: Key, entry: Entry<W>) -> Result<(), Entry<W>> {
+    fn insert(&mut self, key: Key, entry: FixedEntry<W>) -> Result<(), FixedEntry<W>> {
         if let Some(i) = self.find(&key) {
             if let Some(s) = self.slot_mut(i) {
                 s.entry = entry;
@@ -261,14 +273,14 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         self.place(key, entry).map(|_| ())
     }
 
-    fn remove(&mut self, key: &Key) -> Option<Entry<W>> {
+    fn remove(&mut self, key: &Key) -> Option<FixedEntry<W>> {
         let i = self.find(key)?;
         self.remove_at(i).map(|s| s.entry)
     }
 
     fn evict(
         &mut self,
-        classify: &mut dyn FnMut(&Key, &Entry<W>) -> Class,
+        classify: &mut dyn FnMut(&Key, &FixedEntry<W>) -> Class,
     ) -> Option<(Key, Victim)> {
         let (hand, len) = (self.hand, self.len);
         let slots = &mut self.slots;
@@ -287,7 +299,7 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         Some((key, victim))
     }
 
-    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &Entry<W>) -> bool) -> usize {
+    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &FixedEntry<W>) -> bool) -> usize {
         let mut removed = 0usize;
         let mut i = 0usize;
         // Backward shifts only move entries into the slot being examined or
@@ -308,13 +320,13 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         removed
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(&Key, &Entry<W>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&Key, &FixedEntry<W>)) {
         for s in self.slots.iter().flatten() {
             f(&s.key, &s.entry);
         }
     }
 
-    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut Entry<W>)) {
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut FixedEntry<W>)) {
         for s in self.slots.iter_mut().flatten() {
             f(&s.key, &mut s.entry);
         }

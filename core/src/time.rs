@@ -26,6 +26,58 @@ use crate::config::Growth;
 /// A point in time in ticks.
 pub(crate) type Tick = u64;
 
+/// An optional tick in two 32-bit words, tick 0 meaning none: half the
+/// size of an `Option<Tick>` and alignment 4, so a fixed table's cold
+/// part (deadlines beside [`CompactLog`](crate::CompactLog)s) has no
+/// padding. Tick 0 is never a real event or deadline: internal ticks of
+/// the caller's instants are at least [`EPOCH`], and a restored time that
+/// saturates to 0 lies before every lookback (and a deadline there has
+/// passed), so reading it as "none" changes no decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct OptTick([u32; 2]);
+
+impl OptTick {
+    /// No tick.
+    pub(crate) const NONE: OptTick = OptTick([0; 2]);
+
+    /// `t`, or none for tick 0.
+    pub(crate) const fn some(t: Tick) -> OptTick {
+        // Truncations intended: the two halves of `t`.
+        #[allow(clippy::cast_possible_truncation)]
+        OptTick([t as u32, (t >> 32) as u32])
+    }
+
+    /// The tick, if any.
+    pub(crate) const fn get(self) -> Option<Tick> {
+        let [lo, hi] = self.0;
+        let t = ((hi as u64) << 32) | lo as u64;
+        if t == 0 {
+            None
+        } else {
+            Some(t)
+        }
+    }
+
+    /// Whether a tick is held.
+    pub(crate) const fn is_some(self) -> bool {
+        self.get().is_some()
+    }
+
+    /// The tick, leaving none.
+    pub(crate) fn take(&mut self) -> Option<Tick> {
+        let t = self.get();
+        *self = OptTick::NONE;
+        t
+    }
+}
+
+impl From<Option<Tick>> for OptTick {
+    fn from(t: Option<Tick>) -> Self {
+        t.map_or(OptTick::NONE, OptTick::some)
+    }
+}
+
 /// The longest lookback a configuration may set, and how far before the
 /// caller's clock zero the limiter can place restored history: 3650 days.
 pub const MAX_LOOKBACK: Duration = Duration::from_ticks(EPOCH);

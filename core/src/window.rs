@@ -138,6 +138,186 @@ impl<const C: usize> TimeLog for Log<C> {
     }
 }
 
+/// A sliding log of at most `C` timestamps stored compactly (the fixed
+/// tables' logs): one 64-bit base tick and a ring of `C` 32-bit offsets
+/// from it, `4 × C + 10` bytes with no padding (alignment 4) instead of
+/// [`Log`]'s `8 × C + 24`.
+///
+/// **Exact while the stored events span at most `u32::MAX` ticks** (49.7
+/// days at 1 kHz, 71.6 minutes at 1 MHz). Pushing an event more than
+/// `u32::MAX` ticks after the oldest stored one first drops the events
+/// that far behind it (they are older than [`MAX_SPAN`](Self::MAX_SPAN) at
+/// the new event's time), then moves the base to the oldest event left.
+/// So every question asked with a lookback of at most `MAX_SPAN` ticks is
+/// answered exactly as [`Log`] answers it; the fixed tables refuse a
+/// configuration with a longer lookback (see
+/// [`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN)). Events are pushed
+/// in time order (the limiter's clock never moves back); an event before
+/// the base (never pushed by the limiter) is taken at the base.
+#[derive(Clone, Copy, Debug)]
+pub struct CompactLog<const C: usize> {
+    /// Base tick, low then high 32 bits (two words: alignment 4).
+    base: [u32; 2],
+    /// Offsets from the base; the ring's `len` events start at `head`.
+    off: [u32; C],
+    head: u8,
+    len: u8,
+}
+
+impl<const C: usize> Default for CompactLog<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const C: usize> CompactLog<C> {
+    const VALID: () = assert!(C <= u8::MAX as usize, "CompactLog: C must fit a u8");
+
+    /// Longest span of stored events kept exactly, in ticks.
+    pub const MAX_SPAN: u64 = crate::FIXED_MAX_SPAN;
+
+    /// An empty log.
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID;
+        CompactLog {
+            base: [0; 2],
+            off: [0; C],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn base(&self) -> Tick {
+        let [lo, hi] = self.base;
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+
+    fn set_base(&mut self, t: Tick) {
+        // Truncations intended: the two halves of `t`.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            self.base = [t as u32, (t >> 32) as u32];
+        }
+    }
+
+    /// Ring position of the `i`-th event (`i` < `C`).
+    fn pos(&self, i: usize) -> usize {
+        usize::from(self.head)
+            .wrapping_add(i)
+            .checked_rem(C)
+            .unwrap_or(0)
+    }
+
+    /// The `i`-th stored event, oldest first.
+    fn at(&self, i: usize) -> Option<Tick> {
+        if i >= usize::from(self.len) {
+            return None;
+        }
+        let o = self.off.get(self.pos(i)).copied()?;
+        Some(self.base().saturating_add(u64::from(o)))
+    }
+
+    /// Make the oldest stored event the base (offsets shift down by its
+    /// offset); nothing when empty.
+    fn rebase(&mut self) {
+        let Some(d) = self.off.get(usize::from(self.head)).copied() else {
+            return;
+        };
+        if self.len == 0 || d == 0 {
+            return;
+        }
+        for i in 0..usize::from(self.len) {
+            let p = self.pos(i);
+            if let Some(o) = self.off.get_mut(p) {
+                *o = o.wrapping_sub(d);
+            }
+        }
+        self.set_base(self.base().saturating_add(u64::from(d)));
+    }
+}
+
+impl<const C: usize> PartialEq for CompactLog<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl<const C: usize> Eq for CompactLog<C> {}
+
+impl<const C: usize> TimeLog for CompactLog<C> {
+    fn oldest(&self) -> Option<Tick> {
+        self.at(0)
+    }
+
+    fn newest(&self) -> Option<Tick> {
+        usize::from(self.len)
+            .checked_sub(1)
+            .and_then(|i| self.at(i))
+    }
+
+    fn pop_oldest(&mut self) {
+        if self.len > 0 {
+            self.head = u8::try_from(self.pos(1)).unwrap_or(0);
+            self.len = self.len.saturating_sub(1);
+        }
+    }
+
+    fn push(&mut self, t: Tick) {
+        if C == 0 {
+            return;
+        }
+        if usize::from(self.len) >= C {
+            self.pop_oldest();
+        }
+        // Events more than MAX_SPAN before `t` go first.
+        while let Some(o) = self.oldest() {
+            if t.saturating_sub(o) <= Self::MAX_SPAN {
+                break;
+            }
+            self.pop_oldest();
+        }
+        if self.len == 0 {
+            self.head = 0;
+            self.set_base(t);
+        } else if t.saturating_sub(self.base()) > Self::MAX_SPAN {
+            // The oldest event is within MAX_SPAN of `t`: it becomes the base.
+            self.rebase();
+        }
+        let d = u32::try_from(t.saturating_sub(self.base())).unwrap_or(u32::MAX);
+        let p = self.pos(usize::from(self.len));
+        if let Some(slot) = self.off.get_mut(p) {
+            *slot = d;
+            self.len = self.len.saturating_add(1);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Tick> + '_ {
+        (0..usize::from(self.len)).filter_map(move |i| self.at(i))
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<const C: usize> defmt::Format for CompactLog<C> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "CompactLog {{ len: {=usize}, newest: {=?} }}",
+            self.len(),
+            self.newest()
+        );
+    }
+}
+
 /// A log of at most `W` timestamps whose storage follows use (feature
 /// `alloc`): up to four events inline (the oldest, then 32-bit offsets
 /// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
@@ -552,5 +732,113 @@ mod tests {
             spilled += usize::from(cap > 0 && grow.len() <= INLINE && grow.len() >= 2);
         }
         assert!(spilled > 0, "no log went to the heap for distance");
+    }
+
+    /// The compact ring: order, push when full, wrap, rebase, and only
+    /// events more than MAX_SPAN before a new one dropped.
+    #[test]
+    fn compact_log_ring_wraps_rebases_and_drops_only_beyond_the_span() {
+        const SPAN: u64 = CompactLog::<4>::MAX_SPAN;
+        let mut log = CompactLog::<4>::new();
+        assert!(log.is_empty() && log.oldest().is_none() && log.newest().is_none());
+        let e = 1u64 << 40;
+        for t in [e, e + 1, e + 5, e + 9] {
+            log.push(t);
+        }
+        assert!(log.iter().eq([e, e + 1, e + 5, e + 9]));
+        // Full: the oldest goes, the ring wraps.
+        log.push(e + 10);
+        log.push(e + 11);
+        assert!(log.iter().eq([e + 5, e + 9, e + 10, e + 11]));
+        assert_eq!((log.oldest(), log.newest()), (Some(e + 5), Some(e + 11)));
+        // An event exactly MAX_SPAN after the oldest: nothing dropped, and
+        // the base moves up to the oldest (its offset no longer fits from
+        // the old base e).
+        log.pop_oldest();
+        log.pop_oldest();
+        assert!(log.iter().eq([e + 10, e + 11]));
+        log.push(e + 10 + SPAN);
+        assert!(log.iter().eq([e + 10, e + 11, e + 10 + SPAN]));
+        assert_eq!(log.base(), e + 10, "rebased to the oldest");
+        // One tick further from e + 10: only e + 10 is beyond the span.
+        log.push(e + 11 + SPAN);
+        assert!(log.iter().eq([e + 11, e + 10 + SPAN, e + 11 + SPAN]));
+        assert_eq!(log.base(), e + 11);
+        // Far in the future: everything older goes, the base follows.
+        log.push(e * 3);
+        assert!(log.iter().eq([e * 3]));
+        assert_eq!(log.base(), e * 3);
+        log.clear();
+        assert!(log.is_empty());
+        log.push(7);
+        assert!(log.iter().eq([7]));
+        // A zero-capacity log keeps nothing.
+        let mut z = CompactLog::<0>::new();
+        z.push(1);
+        assert!(z.is_empty());
+    }
+
+    /// Under random pushes, prunes, truncations, removals and clears with
+    /// gaps of up to 2^31 ticks, the compact log holds exactly what
+    /// [`Log`] holds after dropping events more than MAX_SPAN before each
+    /// push, and answers every lookback of at most MAX_SPAN as [`Log`] does.
+    #[test]
+    fn compact_log_matches_fixed_log_within_its_span() {
+        const SPAN: u64 = CompactLog::<16>::MAX_SPAN;
+        let mut fixed = Log::<16>::new();
+        let mut compact = CompactLog::<16>::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut now = 1u64 << 48;
+        let mut rebased = 0usize;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            now += match x % 40 {
+                0 => 1 << 31,
+                1 => SPAN,
+                _ => x % 1000,
+            };
+            match x % 100 {
+                0..=69 => {
+                    let before = compact.base();
+                    fixed.push(now);
+                    // What the compact log may forget: events more than
+                    // MAX_SPAN before the new one.
+                    while fixed.oldest().is_some_and(|o| now - o > SPAN) {
+                        fixed.pop_oldest();
+                    }
+                    compact.push(now);
+                    rebased += usize::from(compact.base() != before && compact.len() > 1);
+                }
+                70..=89 => {
+                    let w = 1 + x % SPAN;
+                    fixed.prune(now, w);
+                    compact.prune(now, w);
+                }
+                90..=95 => {
+                    let n = (x % 20) as usize;
+                    fixed.truncate_front(n);
+                    compact.truncate_front(n);
+                }
+                96..=98 => {
+                    let t = fixed.iter().nth(fixed.len() / 2).unwrap_or(now + 1);
+                    assert_eq!(fixed.remove_one(t), compact.remove_one(t));
+                }
+                _ => {
+                    fixed.clear();
+                    compact.clear();
+                }
+            }
+            assert!(fixed.iter().eq(compact.iter()));
+            assert_eq!(fixed.len(), compact.len());
+            assert_eq!(fixed.oldest(), compact.oldest());
+            assert_eq!(fixed.newest(), compact.newest());
+            for w in [1, 50, 1 << 20, SPAN] {
+                assert_eq!(fixed.count(now, w), compact.count(now, w));
+                assert_eq!(fixed.oldest_in(now, w), compact.oldest_in(now, w));
+            }
+        }
+        assert!(rebased > 0, "no rebase happened");
     }
 }

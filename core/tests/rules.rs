@@ -33,9 +33,12 @@ fn release<S: Store<50>>(l: &mut Limiter<S, 50>, p: Penalty) -> Duration {
 }
 
 macro_rules! rules_for {
-    ($modname:ident, $make:expr) => {
+    ($modname:ident, $span_secs:expr, $make:expr) => {
         mod $modname {
             use super::*;
+
+            /// The longest lookback the table answers exactly, in seconds.
+            const SPAN_SECS: u64 = $span_secs;
 
             fn limiter_with(c: Config) -> impl LimiterExt {
                 ($make)(c)
@@ -122,13 +125,24 @@ macro_rules! rules_for {
 
             #[test]
             fn ten_violations_in_a_day_ban_until_lifted() {
-                let mut l = limiter();
+                // Ten violations over 20 h; over 50 min with 1-minute
+                // blocks where the table's lookbacks are shorter than a
+                // day (a fixed table at 1 MHz ticks).
+                let mut c = Config::default();
+                let gap = if SPAN_SECS >= 24 * 3600 {
+                    2 * 3600
+                } else {
+                    c.blocks.block_for = s(60);
+                    c.blocks.max_block = s(60);
+                    300
+                };
+                let mut l = limiter_with(c);
                 let a = ip(4);
                 let mut at = 0;
                 let mut banned = false;
                 for _ in 0..10 {
                     // Skip past any block, then violate.
-                    at += 2 * 3600;
+                    at += gap;
                     banned = violate(&mut l, a, at).reason() == Some(Reason::Banned);
                 }
                 assert!(banned, "tenth violation bans");
@@ -458,15 +472,16 @@ macro_rules! rules_for {
                 // Time going backwards is clamped to the latest seen.
                 assert_eq!(l.lim().check_request(ip(3), t(5)).is_allowed(), true);
                 assert!(l.lim().check_request(ip(2), Instant::from_ticks(0)).is_allowed());
-                // A 24-hour window.
+                // A 24-hour window (or the longest the table allows).
+                let day = (24 * 3600).min(SPAN_SECS);
                 let mut c = Config::default();
-                c.requests.window = s(24 * 3600);
+                c.requests.window = s(day);
                 let mut l = limiter_with(c);
                 for i in 0..50 {
-                    assert!(l.lim().check_request(ip(4), t(i * 1000)).is_allowed());
+                    assert!(l.lim().check_request(ip(4), t(i * (day / 100))).is_allowed());
                 }
-                assert!(!l.lim().check_request(ip(4), t(24 * 3600 - 1)).is_allowed());
-                assert!(l.lim().check_request(ip(4), t(24 * 3600)).is_allowed());
+                assert!(!l.lim().check_request(ip(4), t(day - 1)).is_allowed());
+                assert!(l.lim().check_request(ip(4), t(day)).is_allowed());
             }
 
             #[test]
@@ -495,7 +510,7 @@ macro_rules! rules_for {
                 let h = l.lim_ref().user_hash("Alice");
                 assert_eq!(h, l.lim_ref().user_hash("  alice\t"));
                 assert_ne!(h, l.lim_ref().user_hash("alicia"));
-                let other = FixedLimiter::<8, 50>::new(Config::default(), Seed::new([1; 16])).unwrap();
+                let other = FixedLimiter::<8, 50>::new(fixed_config(Config::default()), Seed::new([1; 16])).unwrap();
                 assert_ne!(h, other.user_hash("alice"), "hash is keyed by the seed");
             }
 
@@ -619,14 +634,26 @@ impl<S: Store<50>> LimiterExt for Limiter<S, 50> {
     }
 }
 
-rules_for!(fixed, |c| FixedLimiter::<128, 50>::new(c, SEED).unwrap());
+/// A fixed table at std's 1 MHz ticks keeps every lookback within 2^32
+/// ticks (71.6 min): the day-long defaults are clamped, which the rules
+/// below do not depend on beyond an hour.
+fn fixed_config(mut c: Config) -> Config {
+    c.clamp_lookbacks(FIXED_MAX_SPAN);
+    c
+}
+
+rules_for!(fixed, FIXED_MAX_SPAN / embassy_time::TICK_HZ, |c| {
+    FixedLimiter::<128, 50>::new(fixed_config(c), SEED).unwrap()
+});
 #[cfg(feature = "alloc")]
-rules_for!(growable, |c| MapLimiter::<50>::new_growable(c, SEED, 112)
-    .unwrap());
+rules_for!(growable, u64::MAX, |c| MapLimiter::<50>::new_growable(
+    c, SEED, 112
+)
+.unwrap());
 
 #[test]
 fn lift_clears_bans_blocks_and_locks_of_one_address() {
-    let mut l = FixedLimiter::<128, 50>::new(Config::default(), SEED).unwrap();
+    let mut l = FixedLimiter::<128, 50>::new(fixed_config(Config::default()), SEED).unwrap();
     let a = ip(1);
     l.ban(a, t(0));
     l.ban(ip(2), t(0));
@@ -716,7 +743,11 @@ fn unchanged_denials_answer_as_check_request() {
     c.blocks.block_after = 3;
     c.blocks.block_for = s(30);
     #[cfg_attr(not(feature = "alloc"), allow(unused_mut))]
-    let mut runs = vec![run(FixedLimiter::<64, 50>::new(c.clone(), SEED).unwrap())];
+    let mut runs = vec![run(FixedLimiter::<64, 50>::new(
+        fixed_config(c.clone()),
+        SEED,
+    )
+    .unwrap())];
     #[cfg(feature = "alloc")]
     runs.push(run(
         MapLimiter::<50>::new_growable(c.clone(), SEED, 100).unwrap()
@@ -727,4 +758,67 @@ fn unchanged_denials_answer_as_check_request() {
             "{answered} of {denials}"
         );
     }
+}
+
+/// A fixed table's logs keep 32-bit tick offsets: a lookback longer than
+/// `FIXED_MAX_SPAN` ticks is refused at construction and on reload,
+/// naming the key, the limit and the tick rate; the growable table takes
+/// it; a lookback of exactly the span is accepted.
+#[test]
+fn a_fixed_table_refuses_lookbacks_beyond_its_span() {
+    let over = Duration::from_ticks(FIXED_MAX_SPAN + 1);
+    let at = Duration::from_ticks(FIXED_MAX_SPAN);
+    type Set = fn(&mut Config, Duration);
+    let keys: [(&str, Set); 5] = [
+        ("requests.window", |c, d| c.requests.window = d),
+        ("blocks.violation_memory", |c, d| {
+            c.blocks.violation_memory = d
+        }),
+        ("blocks.ban_lookback", |c, d| c.blocks.ban_lookback = d),
+        ("login.failure_window", |c, d| c.login.failure_window = d),
+        ("login.account_window", |c, d| c.login.account_window = d),
+    ];
+    for (key, set) in keys {
+        let mut c = fixed_config(Config::default());
+        c.login.account_max_failures = Some(16);
+        let ok = c.clone();
+        set(&mut c, over);
+        let err = FixedLimiter::<16, 50>::new(c.clone(), SEED).err();
+        assert_eq!(
+            err,
+            Some(ConfigError::Span {
+                key,
+                max_ticks: FIXED_MAX_SPAN,
+                tick_hz: embassy_time::TICK_HZ
+            }),
+            "{key}"
+        );
+        let shown = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            shown.starts_with(key)
+                && shown.contains("4294967295 ticks")
+                && shown.contains(&format!("{} ticks per second", embassy_time::TICK_HZ)),
+            "{shown}"
+        );
+        // A reload is refused alike and the running rules stay.
+        let mut l = FixedLimiter::<16, 50>::new(ok.clone(), SEED).unwrap();
+        assert!(l.set_config(c.clone()).is_err());
+        assert_eq!(l.config(), &ok);
+        #[cfg(feature = "alloc")]
+        assert!(MapLimiter::<50>::new_growable(c.clone(), SEED, 8).is_ok());
+        // Exactly the span is accepted.
+        set(&mut c, at);
+        assert!(
+            FixedLimiter::<16, 50>::new(c, SEED).is_ok(),
+            "{key} at the span"
+        );
+    }
+    // Lookbacks nothing reads are not held to it: the ban lookback with
+    // bans off, the account window with accounts not counted.
+    let mut c = fixed_config(Config::default());
+    c.blocks.ban_after = None;
+    c.blocks.ban_lookback = over;
+    c.login.account_max_failures = None;
+    c.login.account_window = over;
+    assert!(FixedLimiter::<16, 50>::new(c, SEED).is_ok());
 }

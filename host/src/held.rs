@@ -126,6 +126,7 @@ mod tests {
     fn denial() -> StandingDenial {
         let mut c = Config::default();
         c.requests.max_requests = 1;
+        c.clamp_lookbacks(portcullis_core::FIXED_MAX_SPAN);
         let mut l: FixedLimiter<8, 64> = FixedLimiter::new(c, Seed::new([1; 16])).unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t = Instant::from_secs(100);

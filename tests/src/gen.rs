@@ -133,6 +133,18 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
         })
 }
 
+/// [`config`] for a fixed table at std's 1 MHz ticks: every lookback
+/// shortened to at most [`FIXED_MAX_SPAN`](portcullis_core::FIXED_MAX_SPAN)
+/// ticks (71.6 min), the longest its 32-bit offsets answer exactly (the
+/// table refuses longer ones). Many land exactly on the span, and
+/// [`step`] advances by up to days: the edge of exactness is exercised.
+pub fn fixed_config(w: u32) -> impl Strategy<Value = Config> {
+    config(w).prop_map(|mut c| {
+        c.clamp_lookbacks(portcullis_core::FIXED_MAX_SPAN);
+        c
+    })
+}
+
 /// The random part of a block's jitter: none, the most, or any.
 pub fn jitter() -> impl Strategy<Value = u16> {
     prop_oneof![Just(0u16), Just(u16::MAX), any::<u16>()]

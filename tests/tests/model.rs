@@ -17,8 +17,8 @@
 
 use embassy_time::Instant;
 use portcullis_core::{
-    AttemptId, Config, FixedLimiter, Jitter, Key, KeyKind, Limiter, MapLimiter, OnFull, Seed,
-    SlotToken, Store, Victim, MAX_LOOKBACK,
+    AttemptId, Config, ConfigError, FixedLimiter, Jitter, Key, KeyKind, Limiter, MapLimiter,
+    OnFull, Seed, SlotToken, Store, Victim, FIXED_MAX_SPAN, MAX_LOOKBACK,
 };
 use portcullis_tests::gen::{self, ips, step, USERS};
 use portcullis_tests::model::{normalise, MAttempt, MKey, MToken, Model};
@@ -77,6 +77,15 @@ fn op() -> impl Strategy<Value = Op> {
 fn config() -> impl Strategy<Value = Config> {
     (gen::config(W as u32), any::<bool>()).prop_map(|(mut c, deny)| {
         c.on_full = if deny { OnFull::Deny } else { OnFull::Allow };
+        c
+    })
+}
+
+/// [`config`] with every lookback within the fixed table's span
+/// (see [`gen::fixed_config`]).
+fn fixed_config() -> impl Strategy<Value = Config> {
+    config().prop_map(|mut c| {
+        c.clamp_lookbacks(FIXED_MAX_SPAN);
         c
     })
 }
@@ -278,9 +287,33 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: gen::cases(64), max_shrink_iters: 4096, ..ProptestConfig::default() })]
 
     #[test]
-    fn fixed_store_matches_model(cfg in config(), t0 in start(), ops in proptest::collection::vec(op(), 1..400), seed in any::<[u8; 16]>()) {
+    fn fixed_store_matches_model(cfg in fixed_config(), t0 in start(), ops in proptest::collection::vec(op(), 1..400), seed in any::<[u8; 16]>()) {
         let lim = FixedLimiter::<N, W>::new(cfg.clone(), Seed::new(seed)).unwrap();
         run(lim, cfg, t0, &ops)?;
+    }
+
+    /// Unclamped, a generated configuration is refused by the fixed table
+    /// exactly when a lookback its logs read exceeds the span (naming that
+    /// lookback), and taken by the growable one.
+    #[test]
+    fn fixed_store_refuses_exactly_the_lookbacks_beyond_its_span(cfg in config(), seed in any::<[u8; 16]>()) {
+        let over = |d: embassy_time::Duration| d.as_ticks() > FIXED_MAX_SPAN;
+        let long = [
+            ("requests.window", over(cfg.requests.window)),
+            ("blocks.violation_memory", over(cfg.blocks.violation_memory)),
+            ("blocks.ban_lookback", cfg.blocks.ban_after.is_some() && over(cfg.blocks.ban_lookback)),
+            ("login.failure_window", over(cfg.login.failure_window)),
+            ("login.account_window", cfg.login.account_max_failures.is_some() && over(cfg.login.account_window)),
+        ]
+        .into_iter()
+        .find(|&(_, o)| o)
+        .map(|(k, _)| k);
+        let got = FixedLimiter::<N, W>::new(cfg.clone(), Seed::new(seed)).err();
+        match long {
+            Some(key) => prop_assert_eq!(got, Some(ConfigError::Span { key, max_ticks: FIXED_MAX_SPAN, tick_hz: embassy_time::TICK_HZ })),
+            None => prop_assert!(got.is_none(), "{:?}", got),
+        }
+        prop_assert!(MapLimiter::<W>::new_growable(cfg, Seed::new(seed), 14).is_ok());
     }
 
     #[test]

@@ -273,7 +273,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: gen::cases(64), max_shrink_iters: 4096, ..ProptestConfig::default() })]
 
     #[test]
-    fn fixed_store_restored_decides_as_uninterrupted(cfg in gen::config(W as u32), t0 in start(), ops in proptest::collection::vec(op(), 1..300), seed in any::<[u8; 16]>()) {
+    fn fixed_store_restored_decides_as_uninterrupted(cfg in gen::fixed_config(W as u32), t0 in start(), ops in proptest::collection::vec(op(), 1..300), seed in any::<[u8; 16]>()) {
         let make = || FixedLimiter::<N, W>::new(cfg.clone(), Seed::new(seed)).unwrap();
         run(make(), make, t0, &ops)?;
     }
@@ -294,6 +294,7 @@ fn requests_older_than_the_window_are_forgotten_across_a_restart() {
     cfg.requests.max_requests = 3;
     cfg.requests.window = embassy_time::Duration::from_secs(2);
     cfg.blocks.block_after = 1;
+    cfg.clamp_lookbacks(portcullis_core::FIXED_MAX_SPAN);
     let seed = Seed::new([7; 16]);
     let ip = ips()[0];
     let mut a = FixedLimiter::<N, 64>::new(cfg.clone(), seed).unwrap();
@@ -323,9 +324,10 @@ fn requests_older_than_the_window_are_forgotten_across_a_restart() {
 fn lookbacks_beyond_max_lookback_are_refused() {
     let mut cfg = Config::default();
     cfg.blocks.ban_lookback = portcullis_core::MAX_LOOKBACK;
-    assert!(FixedLimiter::<N, 64>::new(cfg.clone(), Seed::new([1; 16])).is_ok());
+    let seed = Seed::new([1; 16]);
+    assert!(MapLimiter::<64>::new_growable(cfg.clone(), seed, 8).is_ok());
     cfg.blocks.ban_lookback = portcullis_core::MAX_LOOKBACK + embassy_time::Duration::from_ticks(1);
-    let err = FixedLimiter::<N, 64>::new(cfg, Seed::new([1; 16]))
+    let err = MapLimiter::<64>::new_growable(cfg, seed, 8)
         .err()
         .expect("refused");
     assert_eq!(

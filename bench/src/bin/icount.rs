@@ -29,7 +29,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
-use portcullis_bench::{at, bench_config, distinct_ipv4, host_limiter, KEYS, SEED};
+use portcullis_bench::{at, core_bench_config, distinct_ipv4, host_limiter, KEYS, SEED};
 use portcullis_core::FixedLimiter;
 
 /// Keys generated for the cold modes, whatever N (so setup is the same for N and 2N).
@@ -66,14 +66,15 @@ fn run(mode: &str, n: u64) -> Result<u64, String> {
         "core-hot" | "core-hot-allow" => {
             let step = if mode == "core-hot" { 1 } else { 2_000_000 };
             let mut l: FixedLimiter<64, 64> =
-                FixedLimiter::new(bench_config(), SEED).map_err(|e| format!("{e:?}"))?;
+                FixedLimiter::new(core_bench_config(), SEED).map_err(|e| format!("{e:?}"))?;
             measured(n, |i| {
                 l.check_request(black_box(hot()), at(i * step)).is_allowed()
             })
         }
         "core-cold" => {
-            let mut l: Box<FixedLimiter<32768, 64>> =
-                Box::new(FixedLimiter::new(bench_config(), SEED).map_err(|e| format!("{e:?}"))?);
+            let mut l: Box<FixedLimiter<32768, 64>> = Box::new(
+                FixedLimiter::new(core_bench_config(), SEED).map_err(|e| format!("{e:?}"))?,
+            );
             let keys = cold_keys(&cold, n)?;
             measured(n, |i| {
                 l.check_request(black_box(keys[i as usize]), at(i))
@@ -82,7 +83,7 @@ fn run(mode: &str, n: u64) -> Result<u64, String> {
         }
         "core-evict" => {
             let mut l: FixedLimiter<1024, 64> =
-                FixedLimiter::new(bench_config(), SEED).map_err(|e| format!("{e:?}"))?;
+                FixedLimiter::new(core_bench_config(), SEED).map_err(|e| format!("{e:?}"))?;
             // Fill the table with keys the run will not use again.
             let mut t = 0u64;
             while l.len() < l.capacity() {
