@@ -38,7 +38,7 @@ pub(crate) fn block_length(rules: &BlockRules, level: u8) -> u64 {
 /// Whether a denial at `now` is a new violation: none yet, or the last
 /// one at least a window old.
 pub(crate) fn is_new_violation<V: TimeLog>(c: &Cold<V>, window: u64, now: Tick) -> bool {
-    match c.violations.newest() {
+    match c.newest_violation() {
         Some(last) => age(now, last) >= window,
         None => true,
     }
@@ -57,7 +57,7 @@ pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
     if !is_new_violation(e.cold(), window, now) {
         return Escalation::None;
     }
-    let e = e.cold.make();
+    let e = e.cold.make().request_mut();
     e.violations.push(now);
     if let Some(ban_after) = rules.ban_after {
         if e.violations.count(now, rules.ban_lookback.as_ticks()) >= ban_after {

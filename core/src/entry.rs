@@ -16,19 +16,204 @@ use crate::window::{CompactLog, Log, TimeLog};
 /// at most this.
 pub const VIOLATION_LOG: usize = 16;
 
-/// The rarely used part of an entry: violations, block, ban, lock, slots.
-/// `V` is the violation log: [`Log`] in the growable table's boxed part,
-/// [`CompactLog`] inline in the fixed tables.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The rarely used part of an entry. A key uses one of two halves, never
+/// both, by its [`KeyKind`](crate::KeyKind): a request key its violations,
+/// block and ban; a login key its lock and (ip keys) slots. So the halves
+/// share their bytes, as one enum sized to the larger (the request half),
+/// behind accessors: a half not held reads as empty. `V` is the violation
+/// log: [`Log`] in the growable table's boxed part, [`CompactLog`] inline
+/// in the fixed tables.
+#[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Cold<V = Log<VIOLATION_LOG>> {
+    part: Part<V>,
+}
+
+/// The half of a [`Cold`] part a key holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Part<V> {
+    /// Violations, block and ban (request keys).
+    Request(RequestCold<V>),
+    /// Lock and slots (login keys).
+    Login(LoginCold),
+}
+
+impl<V: Default> Default for Part<V> {
+    fn default() -> Self {
+        Part::Request(RequestCold::default())
+    }
+}
+
+/// A request key's half of a [`Cold`] part: rules 2–4.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct RequestCold<V> {
     pub(crate) violations: V,
     pub(crate) block_until: OptTick,
-    pub(crate) block_level: u8,
     pub(crate) last_block_start: OptTick,
+    pub(crate) block_level: u8,
     pub(crate) banned: bool,
+}
+
+/// A login key's half of a [`Cold`] part: rules 5, 7 and 8.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct LoginCold {
     pub(crate) lock_until: OptTick,
     pub(crate) slots: Slots,
+}
+
+impl<V: TimeLog> RequestCold<V> {
+    /// Nothing recorded.
+    fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+            && !self.block_until.is_some()
+            && !self.last_block_start.is_some()
+            && self.block_level == 0
+            && !self.banned
+    }
+}
+
+impl LoginCold {
+    /// Nothing recorded.
+    fn is_empty(&self) -> bool {
+        *self == LoginCold::default()
+    }
+}
+
+impl<V: TimeLog> PartialEq for Cold<V> {
+    /// Equal when every field reads alike (a half not held reads as empty).
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.part, &other.part) {
+            (Part::Request(a), Part::Request(b)) => a == b,
+            (Part::Login(a), Part::Login(b)) => a == b,
+            (Part::Request(r), Part::Login(l)) | (Part::Login(l), Part::Request(r)) => {
+                r.is_empty() && l.is_empty()
+            }
+        }
+    }
+}
+
+impl<V: TimeLog> Eq for Cold<V> {}
+
+impl<V: TimeLog> Cold<V> {
+    /// The request half, if held.
+    pub(crate) fn request(&self) -> Option<&RequestCold<V>> {
+        match &self.part {
+            Part::Request(r) => Some(r),
+            Part::Login(_) => None,
+        }
+    }
+
+    /// The login half, if held.
+    pub(crate) fn login(&self) -> Option<&LoginCold> {
+        match &self.part {
+            Part::Login(l) => Some(l),
+            Part::Request(_) => None,
+        }
+    }
+
+    /// The request half mutably, if held.
+    pub(crate) fn request_if_held(&mut self) -> Option<&mut RequestCold<V>> {
+        match &mut self.part {
+            Part::Request(r) => Some(r),
+            Part::Login(_) => None,
+        }
+    }
+
+    /// The login half mutably, if held.
+    pub(crate) fn login_if_held(&mut self) -> Option<&mut LoginCold> {
+        match &mut self.part {
+            Part::Login(l) => Some(l),
+            Part::Request(_) => None,
+        }
+    }
+
+    /// The request half for writing. Only request keys write it and only
+    /// login keys write the other half, so the other half is empty here;
+    /// it is replaced (were it not empty, its state would be lost:
+    /// [`Record`](crate::Record) imports refuse records holding both).
+    pub(crate) fn request_mut(&mut self) -> &mut RequestCold<V> {
+        self.part.request_mut()
+    }
+
+    /// The login half for writing (the mirror of
+    /// [`request_mut`](Self::request_mut)).
+    pub(crate) fn login_mut(&mut self) -> &mut LoginCold {
+        self.part.login_mut()
+    }
+
+    /// Permanently banned.
+    pub(crate) fn banned(&self) -> bool {
+        self.request().is_some_and(|r| r.banned)
+    }
+
+    /// End of the current or last block.
+    pub(crate) fn block_until(&self) -> OptTick {
+        self.request().map_or(OptTick::NONE, |r| r.block_until)
+    }
+
+    /// Start of the last block.
+    pub(crate) fn last_block_start(&self) -> OptTick {
+        self.request().map_or(OptTick::NONE, |r| r.last_block_start)
+    }
+
+    /// Blocks so far within the memory.
+    pub(crate) fn block_level(&self) -> u8 {
+        self.request().map_or(0, |r| r.block_level)
+    }
+
+    /// The violation log, if the request half is held (none: empty).
+    pub(crate) fn violations(&self) -> Option<&V> {
+        self.request().map(|r| &r.violations)
+    }
+
+    /// Newest violation.
+    pub(crate) fn newest_violation(&self) -> Option<Tick> {
+        self.violations().and_then(TimeLog::newest)
+    }
+
+    /// Violations within `window` of `now`.
+    pub(crate) fn violation_count(&self, now: Tick, window: u64) -> u32 {
+        self.violations().map_or(0, |v| v.count(now, window))
+    }
+
+    /// End of the current or last lock.
+    pub(crate) fn lock_until(&self) -> OptTick {
+        self.login().map_or(OptTick::NONE, |l| l.lock_until)
+    }
+
+    /// Slots live at `now`.
+    pub(crate) fn live_slots(&self, now: Tick, ttl: u64) -> u32 {
+        self.login().map_or(0, |l| l.slots.live(now, ttl))
+    }
+}
+
+impl<V: Default> Part<V> {
+    /// The request half, made the held one if it was not.
+    fn request_mut(&mut self) -> &mut RequestCold<V> {
+        if let Part::Login(_) = self {
+            *self = Part::Request(RequestCold::default());
+        }
+        match self {
+            Part::Request(r) => r,
+            // Not reached (set just above); a recursion ends at once, and
+            // no panic path is compiled in.
+            Part::Login(_) => self.request_mut(),
+        }
+    }
+
+    /// The login half, made the held one if it was not.
+    fn login_mut(&mut self) -> &mut LoginCold {
+        if let Part::Request(_) = self {
+            *self = Part::Login(LoginCold::default());
+        }
+        match self {
+            Part::Login(l) => l,
+            Part::Request(_) => self.login_mut(),
+        }
+    }
 }
 
 /// The fixed tables' cold part: inline, violations in a [`CompactLog`].
@@ -36,24 +221,24 @@ pub type CompactCold = Cold<CompactLog<VIOLATION_LOG>>;
 
 /// The cold part with nothing in it.
 static EMPTY: Cold = Cold {
-    violations: Log::new(),
-    block_until: OptTick::NONE,
-    block_level: 0,
-    last_block_start: OptTick::NONE,
-    banned: false,
-    lock_until: OptTick::NONE,
-    slots: Slots::new(),
+    part: Part::Request(RequestCold {
+        violations: Log::new(),
+        block_until: OptTick::NONE,
+        last_block_start: OptTick::NONE,
+        block_level: 0,
+        banned: false,
+    }),
 };
 
 /// The compact cold part with nothing in it.
 static EMPTY_COMPACT: CompactCold = Cold {
-    violations: CompactLog::new(),
-    block_until: OptTick::NONE,
-    block_level: 0,
-    last_block_start: OptTick::NONE,
-    banned: false,
-    lock_until: OptTick::NONE,
-    slots: Slots::new(),
+    part: Part::Request(RequestCold {
+        violations: CompactLog::new(),
+        block_until: OptTick::NONE,
+        last_block_start: OptTick::NONE,
+        block_level: 0,
+        banned: false,
+    }),
 };
 
 #[cfg(feature = "alloc")]
@@ -171,17 +356,17 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
 
     /// Permanently banned.
     pub fn is_banned(&self) -> bool {
-        self.cold().banned
+        self.cold().banned()
     }
 
     /// End of the current or last temporary block.
     pub fn block_deadline(&self) -> Option<embassy_time::Instant> {
-        self.cold().block_until.get().map(crate::time::instant)
+        self.cold().block_until().get().map(crate::time::instant)
     }
 
     /// End of the current or last login lock.
     pub fn lock_deadline(&self) -> Option<embassy_time::Instant> {
-        self.cold().lock_until.get().map(crate::time::instant)
+        self.cold().lock_until().get().map(crate::time::instant)
     }
 
     /// Ban, block end and lock end: what persistence must not lose (ends
@@ -189,7 +374,7 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     /// [`block_deadline`](Self::block_deadline) for instants).
     pub fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
         let c = self.cold();
-        (c.banned, c.block_until.get(), c.lock_until.get())
+        (c.banned(), c.block_until().get(), c.lock_until().get())
     }
 
     /// Forget any ban, block, escalation and violation history (the
@@ -198,12 +383,10 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
         let Some(c) = self.cold.get_mut() else {
             return false;
         };
-        let had = c.banned || c.block_until.is_some();
-        c.banned = false;
-        c.block_until = OptTick::NONE;
-        c.block_level = 0;
-        c.last_block_start = OptTick::NONE;
-        c.violations.clear();
+        let had = c.banned() || c.block_until().is_some();
+        if let Some(r) = c.request_if_held() {
+            *r = RequestCold::default();
+        }
         self.cold.shrink();
         had
     }
@@ -213,7 +396,8 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
         let had = self
             .cold
             .get_mut()
-            .is_some_and(|c| c.lock_until.take().is_some());
+            .and_then(Cold::login_if_held)
+            .is_some_and(|l| l.lock_until.take().is_some());
         self.cold.shrink();
         had
     }
@@ -238,7 +422,7 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
                 .filter(|&u| running(u, now))
                 .map(|u| crate::time::until(now, u))
         };
-        crate::Hold::of(key, c.banned, left(c.block_until), left(c.lock_until))
+        crate::Hold::of(key, c.banned(), left(c.block_until()), left(c.lock_until()))
     }
 
     /// Holds a ban, block, lock or live slot: never evicted.
@@ -246,10 +430,10 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
         let Some(c) = self.cold.get() else {
             return false;
         };
-        c.banned
-            || matches!(c.block_until.get(), Some(u) if running(u, now))
-            || matches!(c.lock_until.get(), Some(u) if running(u, now))
-            || c.slots.live(now, slot_ttl) > 0
+        c.banned()
+            || matches!(c.block_until().get(), Some(u) if running(u, now))
+            || matches!(c.lock_until().get(), Some(u) if running(u, now))
+            || c.live_slots(now, slot_ttl) > 0
     }
 
     /// Nothing left that could change a decision at or after `now`, given
@@ -259,8 +443,85 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
             return false;
         }
         let c = self.cold();
-        c.violations.count(now, memory) == 0
-            && !matches!(c.last_block_start.get(), Some(s) if within(now, s, memory))
+        c.violation_count(now, memory) == 0
+            && !matches!(c.last_block_start().get(), Some(s) if within(now, s, memory))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
+mod halves {
+    use super::*;
+    use crate::table::FixedEntry;
+
+    /// The two halves share their bytes: the cold part is the larger half
+    /// (and its tag), not both.
+    #[test]
+    fn cold_part_is_the_larger_half_not_both() {
+        let both = core::mem::size_of::<RequestCold<CompactLog<VIOLATION_LOG>>>()
+            + core::mem::size_of::<LoginCold>();
+        let cold = core::mem::size_of::<CompactCold>();
+        assert!(cold < both, "{cold} B, halves side by side {both} B");
+        assert!(
+            cold <= core::mem::size_of::<RequestCold<CompactLog<VIOLATION_LOG>>>() + 4,
+            "{cold} B"
+        );
+    }
+
+    /// A half not held reads as empty; writing one half replaces an empty
+    /// other half; empty halves compare equal whichever is held.
+    #[test]
+    fn halves_read_empty_and_switch_when_empty() {
+        let mut e = FixedEntry::<4>::new();
+        let r = e.cold.make().request_mut();
+        r.banned = true;
+        r.violations.push(3);
+        r.block_until = OptTick::some(20);
+        r.last_block_start = OptTick::some(3);
+        r.block_level = 2;
+        let c = e.cold();
+        assert!(c.banned() && c.login().is_none());
+        assert_eq!(c.lock_until(), OptTick::NONE);
+        assert_eq!(c.live_slots(3, 10), 0);
+        assert_eq!(c.newest_violation(), Some(3));
+        assert_eq!((c.block_until().get(), c.block_level()), (Some(20), 2));
+        assert_eq!(e.pin_state(), (true, Some(20), None));
+        assert!(e.pinned(5, 10));
+        assert!(e.clear_block_and_ban());
+        assert_eq!(e, FixedEntry::<4>::new());
+
+        // A login key: lock and slots, nothing of the request half.
+        let l = e.cold.make().login_mut();
+        l.lock_until = OptTick::some(40);
+        assert!(l.slots.acquire(1, 5, 10, 2));
+        let c = e.cold();
+        assert!(!c.banned() && c.request().is_none());
+        assert_eq!(c.violation_count(5, 100), 0);
+        assert_eq!(c.newest_violation(), None);
+        assert_eq!(
+            (c.block_until(), c.last_block_start()),
+            (OptTick::NONE, OptTick::NONE)
+        );
+        assert_eq!(c.block_level(), 0);
+        assert_eq!(c.live_slots(6, 10), 1);
+        assert_eq!(e.pin_state(), (false, None, Some(40)));
+        assert!(!e.clear_block_and_ban(), "no ban or block on a login key");
+        assert_eq!(e.cold().live_slots(6, 10), 1, "unban keeps its slots");
+        assert!(e.clear_lock());
+        assert_ne!(e, FixedEntry::<4>::new(), "a slot is still held");
+        assert!(e
+            .cold
+            .get_mut()
+            .and_then(Cold::login_if_held)
+            .is_some_and(|l| l.slots.release(1)));
+        // An empty login half equals an empty request half.
+        assert!(e.cold().login().is_some());
+        assert_eq!(e, FixedEntry::<4>::new());
+        assert_eq!(FixedEntry::<4>::new(), e);
+        // Writing the request half now replaces the (empty) login half.
+        e.cold.make().request_mut().violations.push(9);
+        assert_eq!(e.cold().newest_violation(), Some(9));
+        assert!(e.cold().login().is_none());
     }
 }
 
@@ -278,21 +539,23 @@ mod tests {
         let mut e = MapEntry::new();
         assert!(e.cold.get().is_none());
         assert!(!e.clear_block_and_ban() && !e.clear_lock());
-        e.cold.make().banned = true;
+        e.cold.make().request_mut().banned = true;
         assert!(e.is_banned() && e.pinned(0, 1));
         assert!(e.clear_block_and_ban());
         assert!(e.cold.get().is_none(), "unban frees the cold part");
-        e.cold.make().lock_until = OptTick::some(5);
+        e.cold.make().login_mut().lock_until = OptTick::some(5);
         assert_eq!(e.pin_state(), (false, None, Some(5)));
         assert!(e.clear_lock());
         assert!(e.cold.get().is_none(), "lifting the lock frees it");
         let mut f = MapEntry::new();
         f.cold.make();
         assert_eq!(e, f);
-        // Something left (a violation) keeps the part.
-        e.cold.make().violations.push(1);
-        e.cold.make().lock_until = OptTick::some(9);
+        // Something left (a slot) keeps the part.
+        let l = e.cold.make().login_mut();
+        assert!(l.slots.acquire(7, 1, 10, 1));
+        l.lock_until = OptTick::some(9);
         assert!(e.clear_lock());
         assert!(e.cold.get().is_some());
+        assert_eq!(e.cold().live_slots(2, 10), 1);
     }
 }

@@ -54,7 +54,7 @@
 //! | [`lockout`] | login lockout and account throttle (rules 5, 8) |
 //! | [`penalty`] | back-off delays (rule 6) |
 //! | [`slots`] | concurrency slot tokens with TTL (rule 7) |
-//! | [`entry`] | per-key state: the log, and a [`Cold`] part (violations, block, ban, lock, slots) held inline or boxed on first use |
+//! | [`entry`] | per-key state: the log, and a [`Cold`] part (a request key's violations, block and ban, or a login key's lock and slots, in the same bytes) held inline or boxed on first use |
 //! | [`store`] | the [`Store`] trait |
 //! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, CLOCK eviction (dead entries first) |
 //! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under an open-addressing index |
@@ -66,20 +66,22 @@
 //!
 //! A [`FixedLimiter<N, W>`] is `size_of` a few words, the [`Changed`] set
 //! ([`CHANGED_KEYS`] keys) and the [`Evicted`] list plus `N` slots; one
-//! slot holds a key, a reference bit, a `W`-timestamp log, a 16-entry violation log,
-//! block/lock state and [`MAX_SLOTS`] slot tokens. Both logs are
+//! slot holds a key, a reference bit, a `W`-timestamp log and a [`Cold`]
+//! part: either a request key's 16-entry violation log and block/ban
+//! state or a login key's lock and [`MAX_SLOTS`] slot tokens (no key kind
+//! uses both, so they share their bytes). Both logs are
 //! [`CompactLog`]s (a 64-bit base and 32-bit offsets, exact for lookbacks
 //! up to [`FIXED_MAX_SPAN`] ticks: 49.7 days at 1 kHz, 71.6 minutes at
-//! 1 MHz), so a slot is about `4·W + 192` bytes on 64-bit hosts (measured
+//! 1 MHz), so a slot is about `4·W + 136` bytes on 64-bit hosts (measured
 //! by the `sizes` test, which prints the table):
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` | 257 | 9 824 |
-//! | `FixedLimiter<55, 16>` (firmware example: 49 keys in the 16 224 B of the 28-key `FixedLimiter<32, 16>` before compact logs) | 256 | 15 712 |
-//! | `FixedLimiter<64, 16>` | 256 | 18 016 |
-//! | `FixedLimiter<256, 16>` | 256 | 67 168 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 392 | 403 040 |
+//! | `FixedLimiter<32, 16>` | 201 | 8 032 |
+//! | `FixedLimiter<64, 16>` | 200 | 14 432 |
+//! | `FixedLimiter<70, 16>` (firmware example: 62 keys in the 16 224 B of the 28-key `FixedLimiter<32, 16>` before issue 18) | 200 | 15 632 |
+//! | `FixedLimiter<256, 16>` | 200 | 52 832 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 336 | 345 696 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!

@@ -9,7 +9,7 @@ use embassy_time::{Duration, Instant};
 use crate::block::{is_new_violation, on_denial, Escalation};
 use crate::config::{Config, ConfigError, Jitter, OnFull};
 use crate::decision::{Decision, Reason, StandingDenial, Stats};
-use crate::entry::{ColdPart, Entry};
+use crate::entry::{Cold, ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
@@ -538,7 +538,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
         // Not new: so there is a last violation, and it counts as new
         // from `last + window` on.
-        let last = e.cold().violations.newest()?;
+        let last = e.cold().newest_violation()?;
         let reset = oldest.saturating_add(window);
         denial(
             Reason::RateLimited,
@@ -589,7 +589,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let key = Key::request(self.addr(ip));
         let done = match self.upsert(key, now) {
             Some(e) => {
-                e.cold.make().banned = true;
+                e.cold.make().request_mut().banned = true;
                 true
             }
             None => false,
@@ -699,7 +699,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         let limit = self.config.slots.slots;
         let got = match self.upsert(key, now) {
-            Some(e) => e.cold.make().slots.acquire(id, now, ttl, limit),
+            Some(e) => e.cold.make().login_mut().slots.acquire(id, now, ttl, limit),
             None => false,
         };
         if !got {
@@ -715,13 +715,17 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         self.store
             .get(&Key::login_ip(self.addr(ip)))
-            .map_or(0, |e| e.cold().slots.live(now, ttl))
+            .map_or(0, |e| e.cold().live_slots(now, ttl))
     }
 
     /// Hand a slot back. False if it had already been reclaimed by its TTL.
     pub fn release_slot(&mut self, token: SlotToken) -> bool {
         self.store.get_mut(&token.key).is_some_and(|e| {
-            let released = e.cold.get_mut().is_some_and(|c| c.slots.release(token.id));
+            let released = e
+                .cold
+                .get_mut()
+                .and_then(Cold::login_if_held)
+                .is_some_and(|l| l.slots.release(token.id));
             e.cold.shrink();
             released
         })
@@ -791,10 +795,10 @@ fn standing<const W: usize, C: ColdPart, L: TimeLog>(
     now: Tick,
 ) -> Option<(Reason, Option<Tick>)> {
     let e = e.cold.get()?;
-    if e.banned {
+    if e.banned() {
         return Some((Reason::Banned, None));
     }
-    match e.block_until.get() {
+    match e.block_until().get() {
         Some(u) if running(u, now) => Some((Reason::Blocked, Some(u))),
         _ => None,
     }

@@ -97,11 +97,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             .store
             .get(&Key::login_user(self.users.hash(username), addr));
         let ipe = self.store.get(&Key::login_ip(addr));
-        let lock_left = |e: Option<&EntryOf<S, W>>| match e.and_then(|e| e.cold().lock_until.get())
-        {
-            Some(u) if running(u, now) => Some(until(now, u)),
-            _ => None,
-        };
+        let lock_left =
+            |e: Option<&EntryOf<S, W>>| match e.and_then(|e| e.cold().lock_until().get()) {
+                Some(u) if running(u, now) => Some(until(now, u)),
+                _ => None,
+            };
         match (lock_left(user), lock_left(ipe)) {
             (Some(u), i) => {
                 return Decision::Deny {
@@ -239,7 +239,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             k = e.log.count(now, window);
             e.log.push(now);
             if k.saturating_add(1) >= login.max_failures {
-                e.cold.make().lock_until = OptTick::some(lock_until);
+                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 user_locked = true;
             }
@@ -253,7 +253,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if before.saturating_add(1) >= login.max_failures
                 || (user_locked && login.lock_ip_on_account_lock)
             {
-                e.cold.make().lock_until = OptTick::some(lock_until);
+                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 ip_locked = true;
             }
@@ -405,7 +405,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let mut user_locked = false;
         if let Some(e) = self.store.get_mut(&key) {
             if e.log.count(now, window) >= login.max_failures {
-                e.cold.make().lock_until = OptTick::some(lock_until);
+                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 user_locked = true;
             }
@@ -416,7 +416,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             if e.log.count(now, window) >= login.max_failures
                 || (user_locked && login.lock_ip_on_account_lock)
             {
-                e.cold.make().lock_until = OptTick::some(lock_until);
+                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
                 e.log.clear();
                 ip_locked = true;
             }
@@ -508,7 +508,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let key = Key::login_user(self.users.hash(username), self.addr(ip));
         match self.store.remove(&key) {
             Some(e) => {
-                if e.cold().lock_until.is_some() {
+                if e.cold().lock_until().is_some() {
                     self.pinned_changed(key);
                 }
                 true

@@ -26,7 +26,7 @@ use crate::entry::{ColdPart, Entry, VIOLATION_LOG};
 use crate::key::Key;
 use crate::limiter::{Hold, Limiter};
 use crate::store::{EntryOf, Store};
-use crate::time::{ms_to_ticks, tick, ticks_to_ms, Tick};
+use crate::time::{ms_to_ticks, tick, ticks_to_ms, OptTick, Tick};
 use crate::window::TimeLog;
 
 /// Ties the limiter's monotonic clock to wall-clock time at one moment.
@@ -162,7 +162,22 @@ impl<const W: usize> Record<W> {
                 return Err("block ends before it starts");
             }
         }
+        if self.holds_request_state() && self.lock_until.is_some() {
+            // No key kind holds both: a request key is blocked and banned,
+            // a login key locked (the limiter keeps one of the two).
+            return Err("violations, block or ban together with a lock");
+        }
         Ok(())
+    }
+
+    /// Whether violations, a block (level) or a ban are recorded: the
+    /// request keys' half of the state.
+    fn holds_request_state(&self) -> bool {
+        !self.violations.is_empty()
+            || self.block_until.is_some()
+            || self.last_block_start.is_some()
+            || self.block_level != 0
+            || self.banned
     }
 }
 
@@ -214,14 +229,14 @@ fn to_record<const W: usize, C: ColdPart, L: TimeLog>(
         let _ = r.log.push(clock.unix_of(t));
     }
     let e = e.cold();
-    for t in e.violations.iter() {
+    for t in e.violations().into_iter().flat_map(TimeLog::iter) {
         let _ = r.violations.push(clock.unix_of(t));
     }
-    r.block_until = e.block_until.get().map(|t| clock.unix_of(t));
-    r.block_level = e.block_level;
-    r.last_block_start = e.last_block_start.get().map(|t| clock.unix_of(t));
-    r.banned = e.banned;
-    r.lock_until = e.lock_until.get().map(|t| clock.unix_of(t));
+    r.block_until = e.block_until().get().map(|t| clock.unix_of(t));
+    r.block_level = e.block_level();
+    r.last_block_start = e.last_block_start().get().map(|t| clock.unix_of(t));
+    r.banned = e.banned();
+    r.lock_until = e.lock_until().get().map(|t| clock.unix_of(t));
     r
 }
 
@@ -270,15 +285,20 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             for &t in r.log.iter() {
                 entry.log.push(clock.tick_of(t).min(now));
             }
-            let e = entry.cold.make();
-            for &t in r.violations.iter() {
-                e.violations.push(clock.tick_of(t).min(now));
+            // `check` refused a record holding both halves.
+            if r.holds_request_state() {
+                let e = entry.cold.make().request_mut();
+                for &t in r.violations.iter() {
+                    e.violations.push(clock.tick_of(t).min(now));
+                }
+                e.block_until = r.block_until.map(|t| clock.tick_of(t)).into();
+                e.block_level = r.block_level;
+                e.last_block_start = r.last_block_start.map(|t| clock.tick_of(t).min(now)).into();
+                e.banned = r.banned;
             }
-            e.block_until = r.block_until.map(|t| clock.tick_of(t)).into();
-            e.block_level = r.block_level;
-            e.last_block_start = r.last_block_start.map(|t| clock.tick_of(t).min(now)).into();
-            e.banned = r.banned;
-            e.lock_until = r.lock_until.map(|t| clock.tick_of(t)).into();
+            if let Some(u) = r.lock_until {
+                entry.cold.make().login_mut().lock_until = OptTick::some(clock.tick_of(u));
+            }
             entry.cold.shrink();
             if self.store.insert(r.key, entry).is_err() {
                 self.store.clear();

@@ -38,14 +38,6 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
-    /// No slot held.
-    pub(crate) const fn new() -> Self {
-        Slots {
-            ids: [0; MAX_SLOTS],
-            at: [OptTick::NONE; MAX_SLOTS],
-        }
-    }
-
     /// `(id, taken_at)` of every position.
     fn held(&self) -> impl Iterator<Item = (u32, Tick)> + '_ {
         self.ids

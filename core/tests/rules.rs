@@ -586,6 +586,24 @@ macro_rules! rules_for {
                 assert!(matches!(m.lim().import(later, &bad), Err(ImportError::Malformed { index, .. }) if index == last));
                 assert_eq!(m.lim().len(), before);
                 assert_eq!(m.lim().check_request(ip(1), Instant::from_secs(6)).reason(), Some(Reason::Banned));
+                // No key kind holds violations, a block or a ban together
+                // with a lock (the table keeps one or the other): a record
+                // holding both is refused, whatever its key.
+                for field in 0..3 {
+                    let mut both = recs.clone();
+                    let k = both.iter().position(|r| r.lock_until.is_none() && r.log.len() > 0).unwrap();
+                    both[k].lock_until = Some(later.unix_ms + 60_000);
+                    match field {
+                        0 => both[k].banned = true,
+                        1 => both[k].violations.push(later.unix_ms - 1).unwrap(),
+                        _ => both[k].block_level = 1,
+                    }
+                    assert!(
+                        matches!(m.lim().import(later, &both), Err(ImportError::Malformed { index, reason }) if index == k && reason.contains("lock")),
+                        "field {field}"
+                    );
+                    assert_eq!(m.lim().len(), before);
+                }
                 let mut unsorted = recs.clone();
                 let k = unsorted.iter().position(|r| r.log.len() >= 2).unwrap();
                 unsorted[k].log.swap(0, 1);
