@@ -329,46 +329,19 @@ async fn a_dead_master_takes_down_only_its_slots_and_comes_back() {
 /// without node, chromium or `tests/ui/node_modules`; a failure under
 /// `CI=true`).
 async fn dashboard_shows_nodes(s: &Server, dead_port: u16) {
-    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui");
-    let chromium = std::path::Path::new("/usr/bin/chromium");
-    let node_ok = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !node_ok || !chromium.exists() || !ui.join("node_modules/playwright-core").exists() {
-        let why = "node, /usr/bin/chromium or tests/ui/node_modules (npm ci) missing";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("dashboard node list: {why} under CI=true");
-        }
-        eprintln!("SKIP dashboard node list: {why}");
+    if !common::browser_or_skip("dashboard node list") {
         return;
     }
-    let (base, script) = (s.base.clone(), ui.join("cluster_nodes.mjs"));
-    let status = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("node")
-            .arg(&script)
-            .arg(&base)
-            .arg(common::TOKEN)
-            .arg(dead_port.to_string())
-            .spawn()
-            .expect("node runs");
-        let deadline = Instant::now() + Duration::from_secs(150);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
-    .await
-    .unwrap();
-    let status = status.expect("cluster_nodes.mjs did not finish within 150 s");
-    assert!(status.success(), "cluster_nodes.mjs failed: {status}");
+    common::run_ui_script(
+        "cluster_nodes.mjs",
+        vec![
+            s.base.clone().into(),
+            common::TOKEN.into(),
+            dead_port.to_string().into(),
+        ],
+        Duration::from_secs(150),
+    )
+    .await;
 }
 
 #[test]

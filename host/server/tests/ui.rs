@@ -12,12 +12,9 @@
 //! also replaces `docs/dashboard.png` (the README's picture).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 mod common;
 use common::{admin_json, Server, TOKEN};
@@ -259,36 +256,9 @@ async fn dashboard_http_contract() {
     assert_eq!(r.status(), 401);
 }
 
-/// What the browser test needs, or why it cannot run.
-fn browser_ready(ui_dir: &Path) -> Result<(), String> {
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("node not found: {e}"))?;
-    if !node.status.success() {
-        return Err("node --version failed".into());
-    }
-    if !Path::new(CHROMIUM).exists() {
-        return Err(format!("{CHROMIUM} not found (apt-get install chromium)"));
-    }
-    if !ui_dir.join("node_modules/playwright-core").exists() {
-        return Err(format!(
-            "{}/node_modules/playwright-core missing (npm ci in tests/ui)",
-            ui_dir.display()
-        ));
-    }
-    Ok(())
-}
-
 #[tokio::test]
 async fn dashboard_in_headless_chromium() {
-    let root = repo_root();
-    let ui_dir = root.join("tests/ui");
-    if let Err(why) = browser_ready(&ui_dir) {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("browser test cannot run under CI=true: {why}");
-        }
-        println!("SKIP dashboard_in_headless_chromium: {why}");
+    if !common::browser_or_skip("dashboard_in_headless_chromium") {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -307,34 +277,12 @@ async fn dashboard_in_headless_chromium() {
     assert_eq!(r.status(), 201);
 
     let shot = d.path().join("dashboard.png");
-    let script = ui_dir.join("dashboard.mjs");
-    let base = s.base.clone();
-    let shot_arg = shot.clone();
-    let status = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("node")
-            .arg(&script)
-            .arg(&base)
-            .arg(TOKEN)
-            .arg(&shot_arg)
-            .spawn()
-            .expect("node runs");
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
-    .await
-    .unwrap();
-    let status = status.expect("dashboard.mjs did not finish within 180 s");
-    assert!(status.success(), "dashboard.mjs failed: {status}");
+    common::run_ui_script(
+        "dashboard.mjs",
+        vec![s.base.clone().into(), TOKEN.into(), shot.clone().into()],
+        Duration::from_secs(180),
+    )
+    .await;
 
     // The page's Unban lifted the block for real, and the manual range.
     let r = c.get(s.url("/")).send().await.unwrap();
@@ -353,7 +301,7 @@ async fn dashboard_in_headless_chromium() {
         }
     }
     if std::env::var("UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
-        let docs = root.join("docs");
+        let docs = repo_root().join("docs");
         std::fs::create_dir_all(&docs).unwrap();
         std::fs::write(docs.join("dashboard.png"), &png).unwrap();
         println!("updated {}", docs.join("dashboard.png").display());

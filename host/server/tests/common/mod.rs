@@ -169,3 +169,61 @@ pub async fn metric(s: &Server, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
 }
+
+/// `tests/ui`: the browser scripts and their `node_modules`.
+pub fn ui_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui")
+}
+
+/// Whether a browser test can run: node, Debian's chromium and
+/// `tests/ui/node_modules` (`npm ci`). Missing ones fail the test under
+/// `CI=true` and make it print SKIP (`false`) otherwise.
+pub fn browser_or_skip(test: &str) -> bool {
+    let why = if !Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        "node not found".to_string()
+    } else if !Path::new("/usr/bin/chromium").exists() {
+        "/usr/bin/chromium not found (apt-get install chromium)".to_string()
+    } else if !ui_dir().join("node_modules/playwright-core").exists() {
+        "tests/ui/node_modules/playwright-core missing (npm ci in tests/ui)".to_string()
+    } else {
+        return true;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} cannot run under CI=true: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+/// `node tests/ui/<script> <args…>`, killed if it runs past `within`;
+/// asserts it finished and succeeded.
+pub async fn run_ui_script(script: &str, args: Vec<std::ffi::OsString>, within: Duration) {
+    let path = ui_dir().join(script);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("node")
+            .arg(&path)
+            .args(&args)
+            .spawn()
+            .expect("node runs");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let status = status.unwrap_or_else(|| panic!("{script} did not finish within {within:?}"));
+    assert!(status.success(), "{script} failed: {status}");
+}
