@@ -58,11 +58,7 @@ fn token_ok(run: &Running, headers: &HeaderMap, changes_state: bool) -> Result<(
 /// bearer token or the admin token). With `login.reveal_lock = false` an
 /// open or unauthenticated scrape shows no lock: see
 /// [`crate::exporter::hide_locks`].
-pub async fn metrics(
-    State(app): State<App>,
-    Extension(run): Run,
-    headers: HeaderMap,
-) -> Response {
+pub async fn metrics(State(app): State<App>, Extension(run): Run, headers: HeaderMap) -> Response {
     let bearer = |a: &Option<Arc<crate::admin_auth::AdminAuth>>| {
         a.as_ref().is_some_and(|a| a.bearer_ok(&headers))
     };
@@ -182,10 +178,7 @@ pub async fn status(State(app): State<App>, Extension(run): Run, headers: Header
             json!(app.engine.manual_bans().await.len()),
         );
         o.insert("max_entries".into(), json!(run.cfg.max_entries));
-        o.insert(
-            "admin_max_entries".into(),
-            json!(run.cfg.admin_max_entries),
-        );
+        o.insert("admin_max_entries".into(), json!(run.cfg.admin_max_entries));
     }
     Json(s).into_response()
 }

@@ -227,4 +227,3 @@ pub fn csrf_ok(headers: &HeaderMap) -> Result<(), Response> {
             .into_response()),
     }
 }
-

@@ -51,17 +51,26 @@ fn hidden(app: &App, run: &Run, ip: std::net::IpAddr, held: &Held, user: &str) -
     }
     let (engine, held, user) = (app.engine.clone(), held.clone(), user.to_string());
     let delay = crate::lock_reveal::hidden_lock_delay(&run.cfg.rules);
-    Some(Box::new(move |_d: Decision| -> BoxFuture<'static, Response> {
-        Box::pin(async move {
-            match take(&held) {
-                Some((admitted, password)) => {
-                    crate::lock_reveal::answer(engine.as_ref(), ip, admitted, user, password, delay)
+    Some(Box::new(
+        move |_d: Decision| -> BoxFuture<'static, Response> {
+            Box::pin(async move {
+                match take(&held) {
+                    Some((admitted, password)) => {
+                        crate::lock_reveal::answer(
+                            engine.as_ref(),
+                            ip,
+                            admitted,
+                            user,
+                            password,
+                            delay,
+                        )
                         .await
+                    }
+                    None => crate::lock_reveal::wrong_password(),
                 }
-                None => crate::lock_reveal::wrong_password(),
-            }
-        })
-    }))
+            })
+        },
+    ))
 }
 
 async fn login(

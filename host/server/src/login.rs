@@ -122,7 +122,12 @@ impl Replays {
         let (parts, body) = resp.into_parts();
         let bytes = match axum::body::to_bytes(body, MAX_REPLAY).await {
             Ok(b) => b,
-            Err(_) => return crate::proxy::text(StatusCode::BAD_GATEWAY, "portcullis: upstream answer too large\n"),
+            Err(_) => {
+                return crate::proxy::text(
+                    StatusCode::BAD_GATEWAY,
+                    "portcullis: upstream answer too large\n",
+                )
+            }
         };
         let r = Replay {
             status: parts.status,

@@ -56,8 +56,7 @@ pub struct OwnTables {
 /// own table).
 pub const ADMIN_QUOTA: u32 = 60;
 
-/// Shards of each of portcullis's own tables.
-pub const ADMIN_SHARDS: usize = 4;
+pub use crate::config::ADMIN_SHARDS;
 
 /// The rules of `/admin` and `/metrics`: the service's, with their own
 /// quota of [`ADMIN_QUOTA`] a minute.
@@ -72,7 +71,9 @@ impl OwnTables {
     /// The tables for `cfg`, each of `server.admin_max_entries` keys,
     /// counted in process only (`/metrics` shows the service's decisions,
     /// and its sums do not count scrapes).
-    pub fn new(cfg: &crate::config::ServerConfig) -> Result<OwnTables, portcullis::limiter::LimiterError> {
+    pub fn new(
+        cfg: &crate::config::ServerConfig,
+    ) -> Result<OwnTables, portcullis::limiter::LimiterError> {
         let table = |rules: portcullis_core::Config| {
             let opts = portcullis::LimiterOptions {
                 max_entries: cfg.admin_max_entries,
@@ -80,7 +81,8 @@ impl OwnTables {
                 seed: None,
             };
             let l = portcullis::Limiter::new(rules, opts)?;
-            let g = Guard::new(Arc::new(l), None).with_metrics(portcullis::metrics::Metrics::unexported());
+            let g = Guard::new(Arc::new(l), None)
+                .with_metrics(portcullis::metrics::Metrics::unexported());
             Ok::<_, portcullis::limiter::LimiterError>(Arc::new(g) as Arc<dyn Engine>)
         };
         Ok(OwnTables {
@@ -163,7 +165,12 @@ fn surface<'a>(run: &'a Running, t: &Target) -> Surface<'a> {
         return Surface::LoginResult;
     }
     if run.proxy.is_some() {
-        if let Some(r) = run.cfg.login_routes.iter().find(|r| r.matches(&t.method, &t.key)) {
+        if let Some(r) = run
+            .cfg
+            .login_routes
+            .iter()
+            .find(|r| r.matches(&t.method, &t.key))
+        {
             return Surface::Login(r);
         }
     }
@@ -201,8 +208,9 @@ impl Judged<'_> {
     /// The refusal: problem details (or a short page for a browser),
     /// `X-Portcullis-Reason` and the RateLimit fields.
     fn refusal(&self, headers: &HeaderMap) -> Response {
-        let mut r = portcullis::problem::deny_response(&self.decision, &[self.policy.name], headers)
-            .map(Body::from);
+        let mut r =
+            portcullis::problem::deny_response(&self.decision, &[self.policy.name], headers)
+                .map(Body::from);
         if let Some(reason) = self.decision.reason() {
             r.headers_mut().insert(
                 "x-portcullis-reason",
@@ -341,49 +349,41 @@ impl Pipeline {
         best
     }
 
-    /// Step 3: manual decisions, then the lists (`Some(true)`: allowlisted).
-    fn global(&self, run: &Running, ip: IpAddr) -> Result<Option<bool>, Decision> {
+    /// Step 3: a manual decision, or the denylist. (The allowlist is the
+    /// rules' own: every table has the service's lists, swapped in by a
+    /// reload, and lets a listed address through uncounted.)
+    fn global(&self, run: &Running, ip: IpAddr) -> Option<Decision> {
         let now = portcullis::clock::read();
         if let Some(d) = self.local.limiter().manual_denial(ip, now) {
-            return Err(d);
+            return Some(d);
         }
-        match run.cfg.rules.lists.lookup(ip) {
-            Listed::Deny => Err(Decision::Deny {
-                reason: Reason::Denylisted,
-                retry_after: embassy_time::Duration::MAX,
-            }),
-            Listed::Allow => Ok(Some(true)),
-            Listed::Neither => Ok(None),
-        }
+        (run.cfg.rules.lists.lookup(ip) == Listed::Deny).then_some(Decision::Deny {
+            reason: Reason::Denylisted,
+            retry_after: embassy_time::Duration::MAX,
+        })
     }
 
     /// Steps 3 and 5 for `ip` under `policy`.
     async fn judge<'a>(&self, run: &Running, ip: IpAddr, policy: Policy<'a>) -> Judged<'a> {
-        let pass = |policy: Policy<'a>| {
-            let remaining = policy.engine.map_or(0, |e| e.quota().0);
-            Judged {
+        if let Some(decision) = self.global(run, ip) {
+            // Counted with the service's decisions, whatever the surface.
+            self.local.metrics().count_from(ip, &decision);
+            tracing::debug!(%ip, decision = ?decision, "denied before any policy");
+            return Judged {
+                policy,
+                decision,
+                refuse: true,
+            };
+        }
+        let Some(engine) = policy.engine else {
+            return Judged {
                 policy,
                 decision: Decision::Allow {
-                    remaining,
+                    remaining: 0,
                     reset_after: embassy_time::Duration::from_ticks(0),
                 },
                 refuse: false,
-            }
-        };
-        match self.global(run, ip) {
-            Err(decision) => {
-                tracing::debug!(%ip, decision = ?decision, "denied before any policy");
-                return Judged {
-                    policy,
-                    decision,
-                    refuse: true,
-                };
-            }
-            Ok(Some(_allowlisted)) => return pass(policy),
-            Ok(None) => {}
-        }
-        let Some(engine) = policy.engine else {
-            return pass(policy);
+            };
         };
         let decision = engine.check_request(ip).await;
         let mut refuse = false;
@@ -405,12 +405,16 @@ impl Pipeline {
     }
 
     /// The forward-auth endpoint: steps 1 to 5 for the original request.
-    async fn check(&self, run: &Running, peer: IpAddr, ip: IpAddr, headers: &HeaderMap) -> Response {
-        let policy = if run.proxies.contains(peer) {
-            match crate::forward_auth::original(headers, &run.cfg.forward_auth.proxy) {
-                Some(t) => self.policy_for(run, &t),
-                None => self.strictest(run),
-            }
+    async fn check(
+        &self,
+        run: &Running,
+        peer: IpAddr,
+        ip: IpAddr,
+        headers: &HeaderMap,
+    ) -> Response {
+        let trusted = run.proxies.contains(peer);
+        let original = if trusted {
+            crate::forward_auth::original(headers, &run.cfg.forward_auth.proxy)
         } else {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -418,11 +422,17 @@ impl Pipeline {
                     "forward-auth call from outside server.trusted_proxies: the caller is judged as itself, its forwarding headers ignored (add the proxy's address to trusted_proxies)"
                 );
             }
-            self.default_policy(run)
+            None
+        };
+        let policy = match &original {
+            Some(t) => self.policy_for(run, t),
+            None if trusted => self.strictest(run),
+            None => self.default_policy(run),
         };
         let j = self.judge(run, ip, policy).await;
         if j.refuse {
-            tracing::info!(%ip, policy = %j.policy.name, decision = ?j.decision, "forward-auth denied");
+            let (method, path) = original.as_ref().map(|t| (&t.method, &t.path)).unzip();
+            tracing::info!(%ip, policy = %j.policy.name, method = ?method, path = ?path, decision = ?j.decision, "forward-auth denied");
         }
         let engine = j.policy.engine.unwrap_or(&self.engine);
         crate::forward_auth::answer(j.policy.name, engine.as_ref(), &j.decision, j.refuse)
@@ -438,7 +448,11 @@ impl Pipeline {
         } else {
             t.path.get(run.base.len()..).unwrap_or_default().to_string()
         };
-        let below = if below.is_empty() { "/".to_string() } else { below };
+        let below = if below.is_empty() {
+            "/".to_string()
+        } else {
+            below
+        };
         let pq = match req.uri().query() {
             Some(q) => format!("{below}?{q}"),
             None => below,
@@ -457,7 +471,10 @@ impl Pipeline {
         };
         let (parts, body) = req.into_parts();
         let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "portcullis: body too large\n");
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "portcullis: body too large\n",
+            );
         };
         crate::forward_auth::login_result(
             auth,
@@ -484,7 +501,12 @@ impl Pipeline {
         let Some(proxy) = run.proxy.clone() else {
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
-        let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, "portcullis: login body too large\n");
+        let too_large = || {
+            text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "portcullis: login body too large\n",
+            )
+        };
         let (parts, body) = req.into_parts();
         let declared = parts
             .headers

@@ -275,7 +275,10 @@ mod tests {
         assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
         assert_eq!(h["x-forwarded-host"], "app.example");
         assert_eq!(h["x-forwarded-proto"], "http");
-        for n in CLIENT_SENT.iter().filter(|n| !n.starts_with("x-forwarded-") && **n != "forwarded") {
+        for n in CLIENT_SENT
+            .iter()
+            .filter(|n| !n.starts_with("x-forwarded-") && **n != "forwarded")
+        {
             assert!(!h.contains_key(*n), "{n}");
         }
         assert!(!h.contains_key("x-original-anything"));
@@ -342,5 +345,4 @@ mod tests {
         assert_eq!(m.len(), 1, "{m:?}");
         assert_eq!(m.get("x-kept").unwrap(), "yes");
     }
-
 }

@@ -57,6 +57,9 @@ pub struct Running {
     pub check: Option<String>,
 }
 
+/// A policy's table: the rules and size it has, and its engine.
+type Table = (Config, usize, Arc<dyn Engine>);
+
 /// Checkers and tables a new [`Running`] takes over from the one before
 /// when their keys did not change (sessions survive a reload that does not
 /// rotate the admin token; a policy's counts survive a change of its
@@ -64,7 +67,7 @@ pub struct Running {
 #[derive(Default)]
 pub struct Carry {
     tokens: Mutex<HashMap<(&'static str, String), Arc<AdminAuth>>>,
-    tables: Mutex<HashMap<String, (Config, usize, Arc<dyn Engine>)>>,
+    tables: Mutex<HashMap<String, Table>>,
     /// The policy tables' cleanups, kept for the process.
     cleanups: Mutex<Vec<Cleanup>>,
     proxy: Mutex<Option<Arc<Proxy>>>,

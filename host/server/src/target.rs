@@ -116,7 +116,10 @@ fn decode(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while let Some(&c) = raw.get(i) {
-        let pair = (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex));
+        let pair = (
+            raw.get(i + 1).copied().and_then(hex),
+            raw.get(i + 2).copied().and_then(hex),
+        );
         match (c, pair) {
             (b'%', (Some(h), Some(l))) => {
                 out.push(h * 16 + l);
@@ -234,7 +237,10 @@ mod tests {
         );
         assert_eq!(Target::new(&Method::GET, b"/%zz").path, "/%25zz");
         assert_eq!(Target::new(&Method::GET, b"/%").path, "/%25");
-        assert_eq!(Target::new(&Method::GET, b"/%252e%252e").path, "/%252e%252e");
+        assert_eq!(
+            Target::new(&Method::GET, b"/%252e%252e").path,
+            "/%252e%252e"
+        );
         assert_eq!(Target::new(&Method::GET, b"/caf%C3%A9").path, "/caf%C3%A9");
         assert_eq!(Target::new(&Method::GET, b"/Caf%c3%a9").key, "/caf%c3%a9");
     }

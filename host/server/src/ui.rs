@@ -51,7 +51,6 @@ pub struct UiContext {
 /// How many offenders the page lists.
 pub const TOP_OFFENDERS: usize = 10;
 
-
 const SIGNIN_HTML: &str = include_str!("ui/signin.html");
 const DASHBOARD_HTML: &str = include_str!("ui/dashboard.html");
 const APP_JS: &str = include_str!("ui/app.js");
@@ -180,7 +179,11 @@ async fn sign_in(
     let Some(cookie) = session_cookie(&run.base_written, &headers, &id, SESSION_SECS) else {
         return html(
             StatusCode::INTERNAL_SERVER_ERROR,
-            fill(&run.base_written, SIGNIN_HTML, "Cannot set the session cookie."),
+            fill(
+                &run.base_written,
+                SIGNIN_HTML,
+                "Cannot set the session cookie.",
+            ),
         );
     };
     tracing::info!("dashboard sign-in");
@@ -232,6 +235,45 @@ async fn data_handler(
         .into_response()
 }
 
+/// A JSON object.
+type Obj = serde_json::Map<String, Value>;
+
+/// The per-second series of the last complete [`HISTORY_SECS`] seconds:
+/// the names, the non-zero series, and every series' total.
+fn history(m: &Metrics) -> (Vec<&'static str>, Obj, Obj) {
+    // The current second is still filling: end with the last complete one.
+    let now = m.history.now();
+    let window = m.history.window(now.saturating_sub(1));
+    let names = series_names();
+    let mut series = serde_json::Map::new();
+    let mut totals = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate().take(SERIES) {
+        let col: Vec<u64> = window.iter().map(|s| s[i]).collect();
+        let total: u64 = col.iter().sum();
+        totals.insert((*name).into(), json!(total));
+        if total > 0 {
+            series.insert((*name).into(), json!(col));
+        }
+    }
+
+    (names.to_vec(), series, totals)
+}
+
+/// The top offenders as JSON rows.
+fn offenders(m: &Metrics) -> Vec<Value> {
+    m.top_offenders(TOP_OFFENDERS)
+        .iter()
+        .map(|o| {
+            json!({
+                "ip": o.ip.to_string(),
+                "denials": o.denials,
+                "reason": o.last_reason.as_str(),
+                "last_seen_s": o.last_seen_secs_ago,
+            })
+        })
+        .collect()
+}
+
 /// Everything the dashboard shows, as one JSON document:
 ///
 /// * `bans`: `[{ip, kind, reason, seconds_left, ms_left, shadow}]` (`null` times for a ban;
@@ -274,34 +316,8 @@ pub async fn data(ctx: &UiContext, run: &Running) -> Value {
         portcullis::clock::unix_ms(),
     ));
 
-    // The current second is still filling: end with the last complete one.
-    let now = m.history.now();
-    let window = m.history.window(now.saturating_sub(1));
-    let names = series_names();
-    let mut series = serde_json::Map::new();
-    let mut totals = serde_json::Map::new();
-    for (i, name) in names.iter().enumerate().take(SERIES) {
-        let col: Vec<u64> = window.iter().map(|s| s[i]).collect();
-        let total: u64 = col.iter().sum();
-        totals.insert((*name).into(), json!(total));
-        if total > 0 {
-            series.insert((*name).into(), json!(col));
-        }
-    }
-
-    let offenders: Vec<Value> = m
-        .top_offenders(TOP_OFFENDERS)
-        .iter()
-        .map(|o| {
-            json!({
-                "ip": o.ip.to_string(),
-                "denials": o.denials,
-                "reason": o.last_reason.as_str(),
-                "last_seen_s": o.last_seen_secs_ago,
-            })
-        })
-        .collect();
-
+    let (names, series, totals) = history(m);
+    let offenders = offenders(m);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "bans": bans,

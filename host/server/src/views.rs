@@ -84,4 +84,3 @@ pub(crate) fn mark_shadow(mut rows: serde_json::Value, shadow: bool) -> serde_js
     }
     rows
 }
-

@@ -646,7 +646,16 @@ async fn caddy_forward_auth() {
     };
     let d = tempfile::tempdir().unwrap();
     let (up, hits) = upstream().await;
-    let pc = Server::start(&d.path().join("p.db"), &env_for(None));
+    // Caddy sets X-Forwarded-Method/-Uri and passes a client's own
+    // X-Original-* on: `proxy = "caddy"` reads only the former. A strict
+    // policy for POST /app/secure shows which was read.
+    let cfg = d.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[forward_auth]\nproxy = \"caddy\"\n[[policies]]\nname = \"secure\"\nprefix = \"/app/secure\"\nmethods = [\"POST\"]\n[policies.requests]\nmax_requests = 1\n",
+    )
+    .unwrap();
+    let pc = Server::start_with(&d.path().join("p.db"), &env_for(None), Some(&cfg));
     let pc_addr = pc.base.trim_start_matches("http://").to_string();
     let port = free_port();
     let site = snippet(
@@ -675,6 +684,27 @@ async fn caddy_forward_auth() {
     let _caddy = Peer(child);
     let base = format!("http://127.0.0.1:{port}");
     through_proxy(&pc, &base, &hits, "x-forwarded-for").await;
+    // A client claiming `GET /` in X-Original-* still gets the POST
+    // /app/secure policy (1 a minute): the second is refused by it.
+    let spoof = client("127.0.0.5");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = spoof
+            .post(format!("{base}/app/secure"))
+            .header("x-original-uri", "/")
+            .header("x-original-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        seen.push((r.status().as_u16(), header(&r, "ratelimit-policy")));
+    }
+    assert_eq!(seen[0].0, 200, "{seen:?}");
+    assert_eq!(seen[1].0, 429, "{seen:?}");
+    assert_eq!(
+        seen[1].1.as_deref(),
+        Some("\"secure\";q=1;w=60"),
+        "{seen:?}"
+    );
     pc.kill9();
     let r = client("127.0.0.4")
         .get(format!("{base}/"))
@@ -682,5 +712,5 @@ async fn caddy_forward_auth() {
         .await
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
-    assert_eq!(hits.load(Ordering::SeqCst), QUOTA + 1);
+    assert_eq!(hits.load(Ordering::SeqCst), QUOTA + 2);
 }

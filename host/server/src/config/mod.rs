@@ -197,6 +197,10 @@ pub const MAX_TABLE_ENTRIES: u32 = 960_000_000;
 /// Most keys the Redis backend's denial cache may be configured to hold.
 pub const MAX_DENIAL_CACHE: u32 = 10_000_000;
 
+/// Shards of each of portcullis's own tables (`/admin`, `/metrics`,
+/// report-token guesses).
+pub const ADMIN_SHARDS: usize = 4;
+
 /// Most keys each admin table may hold: the same bound for its 4 shards.
 pub const MAX_ADMIN_ENTRIES: u32 = 60_000_000;
 
@@ -325,7 +329,6 @@ pub(crate) fn core_key(e: &ConfigError) -> (String, String) {
     };
     (key, reason)
 }
-
 
 impl ServerConfig {
     /// Read `file` (if any) and the environment.
@@ -496,7 +499,12 @@ fn stores(store: raw::Store) -> Result<Stores, BadConfig> {
     })
 }
 
-fn table_size(key: &str, v: Option<raw::Uint>, max: u32, default: usize) -> Result<usize, BadConfig> {
+fn table_size(
+    key: &str,
+    v: Option<raw::Uint>,
+    max: u32,
+    default: usize,
+) -> Result<usize, BadConfig> {
     match v {
         None => Ok(default),
         Some(raw::Uint(0)) => Err(bad(key, "must be greater than zero")),
@@ -681,4 +689,3 @@ pub(crate) fn apply_requests(req: &raw::Requests, c: &mut Config) {
     set!(ticks(req.ban_lookback) => c.blocks.ban_lookback);
     set!(ticks(req.block_jitter) => c.blocks.block_jitter);
 }
-

@@ -62,6 +62,24 @@ fn bad(key: String, reason: impl Into<String>) -> BadConfig {
     }
 }
 
+/// The `i`th entry's methods, upper case.
+fn methods_of(i: usize, written: &[String]) -> Result<Vec<Method>, BadConfig> {
+    let mut methods = Vec::new();
+    for (j, m) in written.iter().enumerate() {
+        let up = m.trim().to_ascii_uppercase();
+        match Method::from_bytes(up.as_bytes()) {
+            Ok(m) if !up.is_empty() => methods.push(m),
+            _ => {
+                return Err(bad(
+                    format!("policies[{i}].methods[{j}]"),
+                    format!("{m:?} is not an HTTP method"),
+                ))
+            }
+        }
+    }
+    Ok(methods)
+}
+
 /// Check the entries against the default rules `base`.
 pub(crate) fn check(raws: Vec<RawPolicy>, base: &Config) -> Result<Vec<PolicyConfig>, BadConfig> {
     let mut out: Vec<PolicyConfig> = Vec::new();
@@ -87,19 +105,7 @@ pub(crate) fn check(raws: Vec<RawPolicy>, base: &Config) -> Result<Vec<PolicyCon
         if !r.prefix.starts_with('/') {
             return Err(bad(at("prefix"), "expected a path starting with /"));
         }
-        let mut methods = Vec::new();
-        for (j, m) in r.methods.iter().enumerate() {
-            let up = m.trim().to_ascii_uppercase();
-            match Method::from_bytes(up.as_bytes()) {
-                Ok(m) if !up.is_empty() => methods.push(m),
-                _ => {
-                    return Err(bad(
-                        format!("policies[{i}].methods[{j}]"),
-                        format!("{m:?} is not an HTTP method"),
-                    ))
-                }
-            }
-        }
+        let mut methods = methods_of(i, &r.methods)?;
         methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         methods.dedup();
         let canon = crate::target::key_of(&r.prefix);

@@ -89,10 +89,10 @@ impl LoginRoute {
         if *method != self.method {
             return false;
         }
-        match key.strip_prefix(self.key.as_str()) {
-            Some("") | Some(".json") | Some(".xml") => true,
-            _ => false,
-        }
+        matches!(
+            key.strip_prefix(self.key.as_str()),
+            Some("" | ".json" | ".xml")
+        )
     }
 
     /// `Some(true)` success, `Some(false)` failure, `None` neither.
@@ -121,55 +121,7 @@ pub(crate) fn check(
     up: Option<RawUpstream>,
     routes: Vec<RawLoginRoute>,
 ) -> Result<(Option<Upstream>, Vec<LoginRoute>), BadConfig> {
-    let upstream = match up {
-        None => None,
-        Some(u) => {
-            let url: Uri = u
-                .url
-                .parse()
-                .map_err(|e| bad("upstream.url".into(), format!("{:?}: {e}", u.url)))?;
-            if url.scheme_str() != Some("http") || url.authority().is_none() {
-                return Err(bad(
-                    "upstream.url".into(),
-                    format!("{:?}: expected http://host:port", u.url),
-                ));
-            }
-            if !matches!(url.path(), "" | "/") || url.query().is_some() {
-                return Err(bad(
-                    "upstream.url".into(),
-                    format!("{:?}: no path or query (requests keep theirs)", u.url),
-                ));
-            }
-            let dur = |k: &str, v: Option<raw::Dur>, d: u64| match v {
-                Some(d) if d.std().is_zero() => {
-                    Err(bad(format!("upstream.{k}"), "must be greater than zero"))
-                }
-                Some(d) => Ok(d.std()),
-                None => Ok(StdDuration::from_secs(d)),
-            };
-            let prefix = u
-                .admin_prefix
-                .unwrap_or_else(|| DEFAULT_ADMIN_PREFIX.into());
-            let prefix = prefix.trim_end_matches('/').to_string();
-            if !prefix.is_empty()
-                && (!prefix.starts_with('/')
-                    || !prefix
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/_-.~".contains(&b)))
-            {
-                return Err(bad(
-                    "upstream.admin_prefix".into(),
-                    "expected a path like \"/.portcullis\" (letters, digits, / _ - . ~) or \"\"",
-                ));
-            }
-            Some(Upstream {
-                url,
-                connect_timeout: dur("connect_timeout", u.connect_timeout, 5)?,
-                response_timeout: dur("response_timeout", u.response_timeout, 30)?,
-                admin_prefix: prefix,
-            })
-        }
-    };
+    let upstream = up.map(upstream).transpose()?;
     if upstream.is_none() && !routes.is_empty() {
         return Err(bad(
             "login_routes".into(),
@@ -178,72 +130,129 @@ pub(crate) fn check(
     }
     let mut out: Vec<LoginRoute> = Vec::new();
     for (i, r) in routes.into_iter().enumerate() {
-        let at = |k: &str| format!("login_routes[{i}].{k}");
-        let method = match r.method {
-            None => Method::POST,
-            Some(m) => Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
-                .map_err(|_| bad(at("method"), format!("{m:?} is not an HTTP method")))?,
-        };
-        if !r.path.starts_with('/') || r.path.contains('?') {
+        let route = login_route(i, r)?;
+        if out
+            .iter()
+            .any(|o| o.method == route.method && o.key == route.key)
+        {
             return Err(bad(
-                at("path"),
-                "expected a path starting with / (no query)",
+                format!("login_routes[{i}].path"),
+                format!("{} {} is listed twice", route.method, route.path),
             ));
         }
-        let key = crate::target::key_of(&r.path);
-        if out.iter().any(|o| o.method == method && o.key == key) {
-            return Err(bad(
-                at("path"),
-                format!("{method} {} is listed twice", r.path),
-            ));
-        }
-        let username = r.username.unwrap_or_else(|| "username".into());
-        if username.is_empty() {
-            return Err(bad(
-                at("username"),
-                "expected a field name or a JSON pointer",
-            ));
-        }
-        let statuses = |k: &str, v: Vec<u16>| {
-            v.iter().enumerate().try_for_each(|(j, s)| {
-                if (100..600).contains(s) {
-                    Ok(())
-                } else {
-                    Err(bad(
-                        format!("login_routes[{i}].{k}[{j}]"),
-                        format!("{s} is not an HTTP status"),
-                    ))
-                }
-            })?;
-            Ok::<_, BadConfig>(v)
-        };
-        let failure = statuses(
-            "failure_statuses",
-            r.failure_statuses.unwrap_or(vec![401, 403]),
-        )?;
-        let success = statuses("success_statuses", r.success_statuses.unwrap_or_default())?;
-        if let Some(s) = failure.iter().find(|s| success.contains(s)) {
-            return Err(bad(
-                at("success_statuses"),
-                format!("{s} is also a failure status"),
-            ));
-        }
-        let max_body = match r.max_body {
-            None => DEFAULT_MAX_BODY,
-            Some(raw::Uint(0)) => return Err(bad(at("max_body"), "must be greater than zero")),
-            Some(raw::Uint(n)) => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        out.push(LoginRoute {
-            method,
-            path: r.path,
-            key,
-            username,
-            failure,
-            success,
-            max_body,
-        });
+        out.push(route);
     }
     Ok((upstream, out))
+}
+
+/// `[upstream]`, checked.
+fn upstream(u: RawUpstream) -> Result<Upstream, BadConfig> {
+    let url: Uri = u
+        .url
+        .parse()
+        .map_err(|e| bad("upstream.url".into(), format!("{:?}: {e}", u.url)))?;
+    if url.scheme_str() != Some("http") || url.authority().is_none() {
+        return Err(bad(
+            "upstream.url".into(),
+            format!("{:?}: expected http://host:port", u.url),
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(bad(
+            "upstream.url".into(),
+            format!("{:?}: no path or query (requests keep theirs)", u.url),
+        ));
+    }
+    let dur = |k: &str, v: Option<raw::Dur>, d: u64| match v {
+        Some(d) if d.std().is_zero() => {
+            Err(bad(format!("upstream.{k}"), "must be greater than zero"))
+        }
+        Some(d) => Ok(d.std()),
+        None => Ok(StdDuration::from_secs(d)),
+    };
+    let prefix = u
+        .admin_prefix
+        .unwrap_or_else(|| DEFAULT_ADMIN_PREFIX.into());
+    let prefix = prefix.trim_end_matches('/').to_string();
+    if !prefix.is_empty()
+        && (!prefix.starts_with('/')
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_-.~".contains(&b)))
+    {
+        return Err(bad(
+            "upstream.admin_prefix".into(),
+            "expected a path like \"/.portcullis\" (letters, digits, / _ - . ~) or \"\"",
+        ));
+    }
+    Ok(Upstream {
+        url,
+        connect_timeout: dur("connect_timeout", u.connect_timeout, 5)?,
+        response_timeout: dur("response_timeout", u.response_timeout, 30)?,
+        admin_prefix: prefix,
+    })
+}
+
+/// One `[[login_routes]]` entry (the `i`th), checked.
+fn login_route(i: usize, r: RawLoginRoute) -> Result<LoginRoute, BadConfig> {
+    let at = |k: &str| format!("login_routes[{i}].{k}");
+    let method = match r.method {
+        None => Method::POST,
+        Some(m) => Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|_| bad(at("method"), format!("{m:?} is not an HTTP method")))?,
+    };
+    if !r.path.starts_with('/') || r.path.contains('?') {
+        return Err(bad(
+            at("path"),
+            "expected a path starting with / (no query)",
+        ));
+    }
+    let key = crate::target::key_of(&r.path);
+    let username = r.username.unwrap_or_else(|| "username".into());
+    if username.is_empty() {
+        return Err(bad(
+            at("username"),
+            "expected a field name or a JSON pointer",
+        ));
+    }
+    let statuses = |k: &str, v: Vec<u16>| {
+        v.iter().enumerate().try_for_each(|(j, s)| {
+            if (100..600).contains(s) {
+                Ok(())
+            } else {
+                Err(bad(
+                    format!("login_routes[{i}].{k}[{j}]"),
+                    format!("{s} is not an HTTP status"),
+                ))
+            }
+        })?;
+        Ok::<_, BadConfig>(v)
+    };
+    let failure = statuses(
+        "failure_statuses",
+        r.failure_statuses.unwrap_or(vec![401, 403]),
+    )?;
+    let success = statuses("success_statuses", r.success_statuses.unwrap_or_default())?;
+    if let Some(s) = failure.iter().find(|s| success.contains(s)) {
+        return Err(bad(
+            at("success_statuses"),
+            format!("{s} is also a failure status"),
+        ));
+    }
+    let max_body = match r.max_body {
+        None => DEFAULT_MAX_BODY,
+        Some(raw::Uint(0)) => return Err(bad(at("max_body"), "must be greater than zero")),
+        Some(raw::Uint(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    Ok(LoginRoute {
+        method,
+        path: r.path,
+        key,
+        username,
+        failure,
+        success,
+        max_body,
+    })
 }
 
 #[cfg(test)]
@@ -329,6 +338,11 @@ mod tests {
             )),
             "login_routes[1].path"
         );
+    }
+
+    #[test]
+    fn policy_errors_name_the_key() {
+        let key = |t: &str| load(t).unwrap_err().key;
         let p = "[[policies]]\nname = \"a\"\nprefix = \"/a\"\n";
         assert_eq!(
             key("[[policies]]\nname = \"a b\"\nprefix = \"/a\"\n"),
@@ -403,7 +417,13 @@ mod tests {
             success: vec![],
             max_body: 10,
         };
-        for p in ["/login", "/login.json", "/login.xml", "/LOGIN/", "/login;x=1"] {
+        for p in [
+            "/login",
+            "/login.json",
+            "/login.xml",
+            "/LOGIN/",
+            "/login;x=1",
+        ] {
             let t = crate::target::Target::new(&Method::from_bytes(b"post").unwrap(), p.as_bytes());
             assert!(r.matches(&t.method, &t.key), "{p}");
         }

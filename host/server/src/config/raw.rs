@@ -169,9 +169,7 @@ pub struct Dur(pub StdDuration);
 impl Dur {
     /// The core's duration.
     pub fn ticks(self) -> embassy_time::Duration {
-        embassy_time::Duration::from_micros(
-            u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX),
-        )
+        embassy_time::Duration::from_micros(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
     }
 
     /// Whole microseconds, as the core would keep it.

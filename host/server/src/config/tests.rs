@@ -1,6 +1,6 @@
 //! The configuration's unit tests.
 
-mod tests {
+mod general {
     use crate::config::*;
     use embassy_time::Duration;
     use portcullis_core::Growth;
@@ -303,7 +303,7 @@ mod tests {
         );
         let opts = portcullis::limiter::LimiterOptions {
             max_entries: MAX_ADMIN_ENTRIES as usize,
-            shards: crate::pipeline::ADMIN_SHARDS,
+            shards: crate::config::ADMIN_SHARDS,
             seed: None,
         };
         let l = portcullis::limiter::Limiter::new(Config::default(), opts).unwrap();
@@ -316,7 +316,7 @@ mod tests {
 }
 
 mod forward_auth_tests {
-    use super::tests::load;
+    use super::general::load;
 
     #[test]
     fn forward_auth_keys() {
