@@ -220,3 +220,6 @@ pub fn on_sighup(reloader: Arc<Reloader>) {
     #[cfg(not(unix))]
     let _ = reloader;
 }
+
+#[cfg(test)]
+mod tests;
