@@ -14,6 +14,7 @@ pub mod policies;
 pub mod proxy;
 pub mod reload;
 pub mod ui;
+pub mod usernames;
 
 use std::sync::Arc;
 

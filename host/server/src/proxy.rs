@@ -500,29 +500,11 @@ pub fn normalize(path: &str) -> String {
 /// The username in a login body: a JSON pointer (`/user/email`) in a JSON
 /// body, or a form field / top-level JSON key. Empty or blank: none.
 fn username(headers: &HeaderMap, body: &Bytes, field: &str) -> Option<String> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let v = v.to_ascii_lowercase();
-            v.starts_with("application/json") || v.contains("+json")
-        });
-    let found = if json {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let at = if field.starts_with('/') {
-            v.pointer(field)
-        } else {
-            v.get(field)
-        };
-        at.and_then(|s| s.as_str()).map(str::to_string)
-    } else if field.starts_with('/') {
-        None
-    } else {
-        form_urlencoded::parse(body)
-            .find(|(k, _)| k == field)
-            .map(|(_, v)| v.into_owned())
-    };
-    found.filter(|u| !u.trim().is_empty())
+    // The first of every value the application could read
+    // (`crate::usernames`); the query is not read here yet.
+    crate::usernames::usernames(headers, None, body, field)
+        .into_iter()
+        .next()
 }
 
 #[cfg(test)]
@@ -677,7 +659,8 @@ mod tests {
             username(&json, &b(r#"{"user":{"email":5}}"#), "/user/email"),
             None
         );
-        assert_eq!(username(&form, &b("user=a"), "/user"), None);
+        // A pointer names the nested form field too (`/user` is `user`).
+        assert_eq!(username(&form, &b("user=a"), "/user").as_deref(), Some("a"));
         assert_eq!(username(&json, &b("not json"), "username"), None);
     }
 
