@@ -20,7 +20,7 @@ pub const KEYS: usize = 1_000_000;
 /// Fixed seed of every portcullis table (benchmarks must be repeatable).
 pub const SEED: Seed = Seed::new([7; 16]);
 
-/// The portcullis configuration used by every benchmark: DESIGN.md's
+/// The portcullis configuration used by every benchmark: the rules'
 /// defaults (50 requests / 60 s sliding window) with escalation pushed out
 /// of reach (blocks after 16 violations, no bans), so that portcullis, like
 /// governor, keeps answering from the request window alone: a blocked key

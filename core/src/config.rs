@@ -1,4 +1,4 @@
-//! Every rule's knobs, with the defaults of DESIGN.md, and their checks.
+//! Every rule's knobs, with the defaults of `docs/rules.md`, and their checks.
 
 use crate::lists::Lists;
 use embassy_time::Duration;
@@ -195,7 +195,7 @@ pub enum OnFull {
     Allow,
 }
 
-/// All rules. `Config::default()` is DESIGN.md's defaults.
+/// All rules. `Config::default()` is the defaults listed in `docs/rules.md`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {

@@ -1,4 +1,4 @@
-//! One test per rule at DESIGN.md's defaults, run against both stores.
+//! One test per rule at the defaults of `docs/rules.md`, run against both stores.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

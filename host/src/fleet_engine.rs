@@ -18,6 +18,9 @@
 //! Redis itself (`<ns>:seed`, set once with `SET NX`). If Redis is
 //! unreachable at start-up the server starts degraded and keeps trying to
 //! connect in the background.
+//!
+//! Every login call folds the username first ([`crate::username::fold`]),
+//! before Redis, the denial cache or the local fallback sees it.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -37,6 +40,7 @@ use crate::fleet::{Endpoint, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
 use crate::limiter::BanInfo;
 use crate::manual::{ManualBan, ManualError};
+use crate::username::fold;
 use portcullis_core::Cidr;
 
 /// Key namespace of the bundled server's fleet.
@@ -429,6 +433,9 @@ impl Engine for FleetEngine {
 
     fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
+            // One account for every spelling (`crate::username`).
+            let folded = fold(user);
+            let user: &str = &folded;
             let now = read();
             if let Some(d) = self.local.limiter().manual_denial(ip, now) {
                 return d;
@@ -459,6 +466,9 @@ impl Engine for FleetEngine {
 
     fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
         Box::pin(async move {
+            // One account for every spelling (`crate::username`).
+            let folded = fold(user);
+            let user: &str = &folded;
             self.local.metrics().login_failure();
             let now = read();
             if let Some(p) = self
@@ -488,6 +498,9 @@ impl Engine for FleetEngine {
         ip: IpAddr,
     ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
         Box::pin(async move {
+            // One account for every spelling (`crate::username`).
+            let folded = fold(user);
+            let user: &str = &folded;
             let now = read();
             if let Some(d) = self.local.limiter().manual_denial(ip, now) {
                 return Err(d);
@@ -543,6 +556,9 @@ impl Engine for FleetEngine {
         ok: bool,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
+            // One account for every spelling (`crate::username`).
+            let folded = fold(user);
+            let user: &str = &folded;
             let now = read();
             let Ticket::Fleet(id) = ticket else {
                 // Reserved by the local fallback: settled there.
@@ -578,6 +594,9 @@ impl Engine for FleetEngine {
 
     fn login_succeeded<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            // One account for every spelling (`crate::username`).
+            let folded = fold(user);
+            let user: &str = &folded;
             self.local.metrics().login_success();
             let now = read();
             if self

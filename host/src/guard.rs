@@ -8,6 +8,9 @@
 //! [`Now`] read by the caller (the fleet engine passes the one it also
 //! sends to Redis).
 //!
+//! Every login call folds the username first ([`crate::username::fold`]):
+//! `ａlicé`, `Alice` and `alice` are one account.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use portcullis::{Guard, Limiter, LimiterOptions};
@@ -35,6 +38,7 @@ use crate::limiter::{BanInfo, Changes, Limiter};
 use crate::manual::{ManualBan, ManualChange, ManualError};
 use crate::metrics::Metrics;
 use crate::persist::{Persist, PersistError};
+use crate::username::fold;
 
 /// A held concurrency slot, released when dropped (and reclaimed by its
 /// TTL if it is leaked).
@@ -207,7 +211,7 @@ impl Guard {
 
     /// [`check_login`](Self::check_login) at `now`, read once by the caller.
     pub async fn check_login_at(&self, user: &str, ip: IpAddr, now: Now) -> Decision {
-        let d = self.limiter.check_login_at(user, ip, now);
+        let d = self.limiter.check_login_at(&fold(user), ip, now);
         self.metrics.count_from(ip, &d);
         d
     }
@@ -219,7 +223,7 @@ impl Guard {
 
     /// [`login_failed`](Self::login_failed) at `now`, read once by the caller.
     pub async fn login_failed_at(&self, user: &str, ip: IpAddr, now: Now) -> HostPenalty {
-        let o = self.limiter.login_failed_at(user, ip, now);
+        let o = self.limiter.login_failed_at(&fold(user), ip, now);
         self.persist(o.changes).await;
         self.metrics.login_failure();
         self.host_penalty(o.decision)
@@ -258,7 +262,7 @@ impl Guard {
         ip: IpAddr,
         now: Now,
     ) -> Result<LoginAttempt, Decision> {
-        let o = self.limiter.begin_login_at(user, ip, now);
+        let o = self.limiter.begin_login_at(&fold(user), ip, now);
         self.persist(o.changes).await;
         match o.decision {
             Ok(a) => {
@@ -306,7 +310,7 @@ impl Guard {
         };
         let o = self
             .limiter
-            .finish_login_at(user, ip, pair, account, ok, now);
+            .finish_login_at(&fold(user), ip, pair, account, ok, now);
         self.persist(o.changes).await;
         if ok {
             self.metrics.login_success();
@@ -323,7 +327,7 @@ impl Guard {
 
     /// [`login_succeeded`](Self::login_succeeded) at `now`, read once by the caller.
     pub async fn login_succeeded_at(&self, user: &str, ip: IpAddr, now: Now) {
-        let o = self.limiter.login_succeeded_at(user, ip, now);
+        let o = self.limiter.login_succeeded_at(&fold(user), ip, now);
         self.persist(o.changes).await;
         self.metrics.login_success();
     }

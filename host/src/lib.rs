@@ -24,6 +24,7 @@
 //! | `fleet`, `fleet_engine` | Redis backend for fleets, with local fallback (feature `redis`) |
 //! | [`clock`] | monotonic and wall-clock time |
 //! | [`metrics`] | counters through the `metrics` facade; the dashboard's history and offenders |
+//! | [`username`] | usernames folded to one account key (NFKC, case fold, accents) before the core hashes them |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -46,6 +47,7 @@ pub mod persist;
 pub mod problem;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod username;
 
 pub use guard::{Guard, SlotGuard};
 

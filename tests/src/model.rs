@@ -1,9 +1,9 @@
-//! A reference model of DESIGN.md's rules, written for clarity: `HashMap`s,
+//! A reference model of the rules in `docs/rules.md`, written for clarity: `HashMap`s,
 //! `Vec`s, full timestamp lists, no fixed capacities except the table's,
 //! no cleverness. The model-based test drives it and the core with the same
 //! operations and demands the same answers.
 //!
-//! Eviction (DESIGN.md, "Tables, memory, attacks"): when the table is full
+//! Eviction (`docs/design.md`, "Tables"): when the table is full
 //! and a new key comes, a pinned entry (ban, running block or lock, live
 //! slot) is never evicted; a dead entry (one `purge` would remove: its
 //! state can no longer affect any decision) goes before any live one; a

@@ -4,7 +4,7 @@
 //! `alloc` sneaks in, the build breaks. `alloc` is built separately with
 //! `-Zbuild-std=core,alloc`.
 //!
-//! Recipe from DESIGN.md: Debian's rustc (rustc-web + rust-web-src) with
+//! Recipe (as in `firmware-example/build.sh`): Debian's rustc (rustc-web + rust-web-src) with
 //! rustup's rust-lld. Outside CI a machine without them skips with a note;
 //! with `CI=true` a missing toolchain fails.
 

@@ -101,16 +101,23 @@ async fn login(
     let held: Held = Arc::new(Mutex::new(Some((admitted, password))));
     let hide = hidden(&app, &run, ip, &held, &username);
     let user = username.clone();
-    crate::login::guarded(app.engine.clone(), user, ip, &headers, hide, async move {
-        let Some((admitted, password)) = take(&held) else {
-            return (false, crate::lock_reveal::wrong_password());
-        };
-        if admitted.check(&username, &password).await {
-            let ok = Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() }));
-            (true, (StatusCode::OK, ok).into_response())
-        } else {
-            (false, crate::lock_reveal::wrong_password())
-        }
-    })
+    crate::login::guarded(
+        app.engine.clone(),
+        vec![user],
+        ip,
+        &headers,
+        hide,
+        async move {
+            let Some((admitted, password)) = take(&held) else {
+                return (false, crate::lock_reveal::wrong_password());
+            };
+            if admitted.check(&username, &password).await {
+                let ok = Json(json!({ "ok": true, "user": username.trim().to_ascii_lowercase() }));
+                (true, (StatusCode::OK, ok).into_response())
+            } else {
+                (false, crate::lock_reveal::wrong_password())
+            }
+        },
+    )
     .await
 }

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod running;
 pub mod target;
 pub mod ui;
+pub mod usernames;
 pub mod views;
 
 use std::sync::Arc;

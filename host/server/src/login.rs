@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portcullis::engine::Engine;
-use portcullis::guard::HostPenalty;
+use portcullis::guard::{HostPenalty, LoginAttempt};
 use portcullis::BoxFuture;
 use portcullis_core::Decision;
 use serde_json::json;
@@ -47,11 +47,35 @@ fn failed() -> Response {
         .into_response()
 }
 
-/// Reserve, check, settle (see the module doc). `hidden` answers a lock
-/// that `reveal_lock = false` hides; `None`: locks are refused openly.
+/// Reserve an attempt for every name in `users` (`Err`: the first
+/// refusal; the ones already reserved are settled as failures: the request
+/// was an attempt on them too).
+async fn reserve(
+    engine: &dyn Engine,
+    users: &[String],
+    ip: IpAddr,
+) -> Result<Vec<LoginAttempt>, Decision> {
+    let mut held: Vec<LoginAttempt> = Vec::with_capacity(users.len());
+    for user in users {
+        match engine.begin_login(user, ip).await {
+            Ok(a) => held.push(a),
+            Err(d) => {
+                for (a, u) in held.into_iter().zip(users) {
+                    engine.finish_login(u, ip, a.ticket, false).await;
+                }
+                return Err(d);
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Reserve, check, settle (see the module doc) for every username the
+/// request carries (`users`, at least one). `hidden` answers a lock that
+/// `reveal_lock = false` hides; `None`: locks are refused openly.
 pub async fn guarded<F>(
     engine: Arc<dyn Engine>,
-    username: String,
+    users: Vec<String>,
     ip: IpAddr,
     headers: &HeaderMap,
     hidden: Option<Hidden>,
@@ -60,7 +84,7 @@ pub async fn guarded<F>(
 where
     F: std::future::Future<Output = (bool, Response)> + Send + 'static,
 {
-    let attempt = match engine.begin_login(&username, ip).await {
+    let attempts = match reserve(engine.as_ref(), &users, ip).await {
         Ok(a) => a,
         Err(d) => match hidden {
             Some(answer) if crate::lock_reveal::hides(false, &d) => {
@@ -73,12 +97,12 @@ where
             }
         },
     };
-    if attempt.penalty.refused {
+    if attempts.iter().any(|a| a.penalty.refused) {
         // No slot for the penalty and the policy refuses: nothing is
-        // checked; the reservation stays a failure.
-        engine
-            .finish_login(&username, ip, attempt.ticket, false)
-            .await;
+        // checked; the reservations stay failures.
+        for (a, u) in attempts.into_iter().zip(&users) {
+            engine.finish_login(u, ip, a.ticket, false).await;
+        }
         return crate::lock_reveal::too_many_in_flight();
     }
     // The check, the settlement and the penalty run in a task of their own:
@@ -86,14 +110,19 @@ where
     // early or leave the attempt unsettled.
     let task = tokio::spawn(async move {
         let (ok, response) = check.await;
-        let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
+        let mut penalties = Vec::with_capacity(attempts.len());
+        let mut locked = false;
+        for (a, u) in attempts.into_iter().zip(&users) {
+            locked |= engine.finish_login(u, ip, a.ticket, ok).await;
+            penalties.push(a.penalty);
+        }
         if ok {
-            drop(attempt.penalty);
+            drop(penalties);
             return response;
         }
-        let penalty = attempt.penalty;
-        tracing::info!(%ip, delay_ms = penalty.delay.as_millis(), throttled = penalty.throttled, locked, "login failed");
-        penalty.serve().await;
+        let delay_ms = penalties.iter().map(|p| p.delay.as_millis()).max();
+        tracing::info!(%ip, delay_ms, users = users.len(), locked, "login failed");
+        futures_util::future::join_all(penalties.into_iter().map(HostPenalty::serve)).await;
         response
     });
     task.await.unwrap_or_else(|_| failed())

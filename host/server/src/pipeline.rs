@@ -519,10 +519,14 @@ impl Pipeline {
         let Ok(bytes) = axum::body::to_bytes(body, route.max_body).await else {
             return too_large();
         };
-        // A body without a username is counted against the address only:
-        // a name of its own per address, which no real username can be.
-        let user = crate::proxy::username(&parts.headers, &bytes, &route.username)
-            .unwrap_or_else(|| format!("\u{0}no-username:{ip}"));
+        // Every username the application could read is reserved; a body
+        // without one is counted against the address only: a name of its
+        // own per address, which no real username can be.
+        let mut users =
+            crate::usernames::usernames(&parts.headers, parts.uri.query(), &bytes, &route.username);
+        if users.is_empty() {
+            users.push(format!("\u{0}no-username:{ip}"));
+        }
         let headers = parts.headers.clone();
         let req = Request::from_parts(parts, Body::from(bytes));
         let slot = format!("{} {}", route.method, route.key);
@@ -536,7 +540,7 @@ impl Pipeline {
             )
         });
         let (replays, route) = (self.replays.clone(), route.clone());
-        crate::login::guarded(self.engine.clone(), user, ip, &headers, hidden, async move {
+        crate::login::guarded(self.engine.clone(), users, ip, &headers, hidden, async move {
             let resp = proxy.forward(ip, trusted, req).await;
             match route.classify(resp.status()) {
                 Some(true) => (true, resp),

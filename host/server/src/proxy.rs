@@ -25,7 +25,7 @@
 
 use std::net::IpAddr;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -229,34 +229,6 @@ impl Proxy {
     }
 }
 
-/// The username in a login body: a JSON pointer (`/user/email`) in a JSON
-/// body, or a form field / top-level JSON key. Empty or blank: none.
-pub(crate) fn username(headers: &HeaderMap, body: &Bytes, field: &str) -> Option<String> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let v = v.to_ascii_lowercase();
-            v.starts_with("application/json") || v.contains("+json")
-        });
-    let found = if json {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let at = if field.starts_with('/') {
-            v.pointer(field)
-        } else {
-            v.get(field)
-        };
-        at.and_then(|s| s.as_str()).map(str::to_string)
-    } else if field.starts_with('/') {
-        None
-    } else {
-        form_urlencoded::parse(body)
-            .find(|(k, _)| k == field)
-            .map(|(_, v)| v.into_owned())
-    };
-    found.filter(|u| !u.trim().is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,42 +260,6 @@ mod tests {
         set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), true);
         assert_eq!(h["forwarded"], "for=10.0.0.1;proto=https");
         assert_eq!(h["x-real-ip"], "10.0.0.1", "a trusted proxy's headers stay");
-    }
-
-    fn h(ct: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-        h
-    }
-
-    #[test]
-    fn username_from_form_json_and_pointer() {
-        let form = h("application/x-www-form-urlencoded");
-        let json = h("application/json; charset=utf-8");
-        let b = |s: &str| Bytes::from(s.to_string());
-        assert_eq!(
-            username(&form, &b("username=Al%20ice&password=x"), "username").as_deref(),
-            Some("Al ice")
-        );
-        assert_eq!(username(&form, &b("password=x"), "username"), None);
-        assert_eq!(
-            username(&form, &b("username=+&password=x"), "username"),
-            None
-        );
-        assert_eq!(
-            username(&json, &b(r#"{"username":"bob"}"#), "username").as_deref(),
-            Some("bob")
-        );
-        assert_eq!(
-            username(&json, &b(r#"{"user":{"email":"a@b"}}"#), "/user/email").as_deref(),
-            Some("a@b")
-        );
-        assert_eq!(
-            username(&json, &b(r#"{"user":{"email":5}}"#), "/user/email"),
-            None
-        );
-        assert_eq!(username(&form, &b("user=a"), "/user"), None);
-        assert_eq!(username(&json, &b("not json"), "username"), None);
     }
 
     #[test]
