@@ -357,6 +357,19 @@ async fn proxy_mode_judges_escapes_counts_any_spelling_and_hides_locks() {
     assert_eq!(a.header("retry-after"), None);
     assert_eq!(seen.count(), checked, "a locked attempt reached the app");
 
+    // Every username the app could read is an attempt: one request naming
+    // two (max_failures = 2 per address) locks its address.
+    let from = "127.18.1.1";
+    let two = "username=carol&username=dave&password=wrong";
+    assert_eq!(
+        raw(&s, from, "POST", b"/login", &form, two).await.status,
+        401
+    );
+    let asked = seen.count();
+    let a = raw(&s, from, "POST", b"/login?username=erin", &form, right).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(seen.count(), asked, "the locked address reached the app");
+
     // The open /metrics shows no lock; the admin token sees it.
     let open = get(&s, "127.0.0.1", "/.portcullis/metrics").await.body;
     assert!(!open.contains("account_locked"), "{open}");
