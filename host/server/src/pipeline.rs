@@ -266,6 +266,10 @@ impl Pipeline {
             return judged.refusal(req.headers());
         }
         // 6 and 7.
+        if run.proxy.is_none() || matches!(surface, Surface::Own { .. }) {
+            // Portcullis's own handlers route on the canonical method.
+            *req.method_mut() = target.method.clone();
+        }
         req.extensions_mut().insert(ClientIp(ip));
         req.extensions_mut().insert(run.clone());
         let trusted = run.proxies.contains(peer);

@@ -50,7 +50,11 @@ impl Target {
     /// `/a/b?q`, or absolute form `http://host/a/b?q`; any bytes).
     pub fn new(method: &Method, raw: &[u8]) -> Target {
         let path = normalize(path_of(raw));
-        let key = path.to_ascii_lowercase();
+        let key = if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            path.to_ascii_lowercase()
+        } else {
+            path.clone()
+        };
         Target {
             method: self::method(method),
             path,
@@ -142,8 +146,27 @@ fn plain(b: u8) -> bool {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// Whether `raw` is already in normal form (the common case: `/`, `/a/b`):
+/// only plain bytes, no `%`, no empty, `.` or `..` segment, no trailing
+/// `/` but the root's.
+fn is_normal(raw: &[u8]) -> bool {
+    if raw == b"/" {
+        return true;
+    }
+    raw.first() == Some(&b'/')
+        && raw.last() != Some(&b'/')
+        && raw
+            .split(|b| *b == b'/')
+            .skip(1)
+            .all(|seg| !matches!(seg, b"" | b"." | b"..") && seg.iter().all(|b| plain(*b)))
+}
+
 /// The normalised path of the path bytes `raw` (see the module doc).
 pub fn normalize(raw: &[u8]) -> String {
+    if is_normal(raw) {
+        // Plain bytes are ASCII.
+        return String::from_utf8_lossy(raw).into_owned();
+    }
     let decoded = decode(raw);
     let mut segs: Vec<&[u8]> = Vec::new();
     for seg in decoded.split(|b| *b == b'/' || *b == b'\\') {
@@ -277,6 +300,14 @@ mod tests {
                 let again = Target::new(&Method::GET, t.path.as_bytes());
                 prop_assert_eq!(&again.path, &t.path);
                 prop_assert_eq!(key_of(&t.key), t.key.clone());
+            }
+
+            #[test]
+            fn the_fast_path_agrees_with_the_full_one(raw in "[/a-zA-Z0-9._~%;-]{0,24}") {
+                let fast = normalize(raw.as_bytes());
+                // The full route: force it by a leading `/./`.
+                let full = normalize(format!("/.{}", if raw.starts_with('/') { raw.clone() } else { format!("/{raw}") }).as_bytes());
+                prop_assert_eq!(fast, full);
             }
 
             #[test]
