@@ -592,7 +592,18 @@ async fn nginx_auth_request() {
     };
     let d = tempfile::tempdir().unwrap();
     let (up, hits) = upstream().await;
-    let pc = Server::start(&d.path().join("p.db"), &env_for(Some("X-Real-IP")));
+    // A strict policy for //App/Strict spelled any way, raw bytes included.
+    let cfg = d.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[policies]]\nname = \"strict\"\nprefix = \"/app/strict\"\n[policies.requests]\nmax_requests = 1\n",
+    )
+    .unwrap();
+    let pc = Server::start_with(
+        &d.path().join("p.db"),
+        &env_for(Some("X-Real-IP")),
+        Some(&cfg),
+    );
     let pc_addr = pc.base.trim_start_matches("http://").to_string();
     let port = free_port();
     let server = snippet(
@@ -628,6 +639,21 @@ async fn nginx_auth_request() {
     let _nginx = Peer(child);
     let base = format!("http://127.0.0.1:{port}");
     through_proxy(&pc, &base, &hits, "x-real-ip").await;
+    // nginx passes `$request_uri` raw: `<`, `"` and 0xFF in the query, a
+    // spelling of the path; the strict policy applies all the same.
+    let before = hits.load(Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for target in [&b"//App/./strict?q=<\"\xff"[..], b"/app/x/../STRICT?q=\"<"] {
+        statuses.push(raw_get(port, "127.0.0.6", target).await);
+    }
+    // The first passes portcullis (what the app makes of its bytes is the
+    // app's affair); the second is the strict policy's second request.
+    assert!(
+        statuses[0] != 429 && statuses[1] == 429,
+        "through nginx: {statuses:?}"
+    );
+    let after = hits.load(Ordering::SeqCst);
+    assert!(after - before <= 1, "{before} {after}");
     // portcullis gone: nginx fails closed (500), the app sees nothing.
     pc.kill9();
     let r = client("127.0.0.4")
@@ -636,7 +662,29 @@ async fn nginx_auth_request() {
         .await
         .unwrap();
     assert_eq!(r.status(), 500);
-    assert_eq!(hits.load(Ordering::SeqCst), QUOTA + 1);
+    assert_eq!(hits.load(Ordering::SeqCst), after);
+}
+
+/// `GET target` sent as written to 127.0.0.1:`port` from `from`: the status.
+async fn raw_get(port: u16, from: &str, target: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut c = sock
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(target);
+    req.extend_from_slice(b" HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n");
+    c.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
