@@ -267,11 +267,12 @@ impl Pipeline {
         }
         // 6 and 7.
         if run.proxy.is_none() || matches!(surface, Surface::Own { .. }) {
-            // Portcullis's own handlers route on the canonical method.
+            // Portcullis's own handlers route on the canonical method and
+            // read the configuration this request was judged under.
             *req.method_mut() = target.method.clone();
+            req.extensions_mut().insert(ClientIp(ip));
+            req.extensions_mut().insert(run.clone());
         }
-        req.extensions_mut().insert(ClientIp(ip));
-        req.extensions_mut().insert(run.clone());
         let trusted = run.proxies.contains(peer);
         let mut resp = match surface {
             Surface::Own { .. } => self.own(&run, &target, req).await,
