@@ -165,7 +165,13 @@ impl Stack {
             "/admin/bans",
             Some(serde_json::json!({"ip": range, "reason": "matrix"})),
         );
-        assert_eq!(a.status, 201, "{} ban {range}: {}", self.mode.name(), a.text());
+        assert_eq!(
+            a.status,
+            201,
+            "{} ban {range}: {}",
+            self.mode.name(),
+            a.text()
+        );
     }
 
     /// Rewrite the config file with `tables` in place of the spec's and

@@ -202,7 +202,9 @@ fn read_request(rd: &mut BufReader<TcpStream>, peer: SocketAddr) -> Option<Seen>
     let body = if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         read_chunked(rd)?
     } else {
-        let n: usize = get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let n: usize = get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut b = vec![0; n];
         rd.read_exact(&mut b).ok()?;
         b
