@@ -750,6 +750,38 @@ fn login_cells(a: u8, i: u8) -> Vec<(String, Client, Vec<Sp>, Sp)> {
     cells
 }
 
+/// The lockout cells of one stack, labelled `row`, clients 127.`a`.`i`.*.
+fn lockout_cells(t: &mut Table, st: &Stack, row: &str, a: u8, i: u8) {
+    for (label, c, wrong, right) in login_cells(a, i) {
+        let before = st.up.logins();
+        let (fails, last) = attack(st, &c, &wrong, &right);
+        let checks = st.up.logins() - before;
+        let mut r = guesses_ok(st, &c, &fails);
+        let locked = last.answer.is_ok() && last.status() != 200 && !last.checked();
+        r.push((locked || !lock_due(&fails)).then_some(()).ok_or_else(|| {
+            format!(
+                "right password: expected a refusal (429) without a password check; got {}",
+                last.got()
+            )
+        }));
+        r.push(
+            (checks <= MAX_FAILURES).then_some(()).ok_or_else(|| {
+                format!("the app checked {checks} passwords (at most {MAX_FAILURES})")
+            }),
+        );
+        t.cell(st.mode, &format!("{row}{label}"), all(r));
+    }
+}
+
+/// Rewrite the config to `tables` and reload: a cell of its own.
+fn reload_cell(t: &mut Table, st: &mut Stack, tables: &str) {
+    let a = st.reload_with(tables);
+    let ok = (a.status == 200)
+        .then_some(())
+        .ok_or_else(|| format!("reload answered {} {}", a.status, a.text()));
+    t.cell(st.mode, "reload accepted", ok);
+}
+
 #[test]
 fn guard_login_lockout() {
     let mut t = Table::new("login_lockout");
@@ -757,23 +789,24 @@ fn guard_login_lockout() {
         let Some(st) = Stack::start(mode, login_spec(mode, true)) else {
             continue;
         };
-        for (label, c, wrong, right) in login_cells(15, i as u8) {
-            let before = st.up.logins();
-            let (fails, last) = attack(&st, &c, &wrong, &right);
-            let checks = st.up.logins() - before;
-            let mut r = guesses_ok(&st, &c, &fails);
-            let locked = last.answer.is_ok() && last.status() != 200 && !last.checked();
-            r.push((locked || !lock_due(&fails)).then_some(()).ok_or_else(|| {
-                format!(
-                    "right password: expected a refusal (429) without a password check; got {}",
-                    last.got()
-                )
-            }));
-            r.push((checks <= MAX_FAILURES).then_some(()).ok_or_else(|| {
-                format!("the app checked {checks} passwords (at most {MAX_FAILURES})")
-            }));
-            t.cell(mode, &label, all(r));
+        lockout_cells(&mut t, &st, "", 15, i as u8);
+        if !mode.is_proxy() {
+            continue;
         }
+        // The login route added by reload.
+        let full = login_spec(mode, true);
+        let (without, _) = full
+            .tables
+            .split_at(full.tables.find("[[login_routes]]").unwrap());
+        let spec = Spec {
+            tables: without.to_string(),
+            ..full.clone()
+        };
+        let Some(mut st) = Stack::start(mode, spec) else {
+            continue;
+        };
+        reload_cell(&mut t, &mut st, &full.tables);
+        lockout_cells(&mut t, &st, "reload: ", 15, i as u8 + 10);
     }
     t.finish();
 }
@@ -834,30 +867,51 @@ fn looks_like_a_miss(fails: &[Sent], last: &Sent) -> Result<(), String> {
     }
 }
 
+/// The hidden-lock cells of one stack, labelled `row`, clients
+/// 127.`a`.`i`.*, and the anonymous `/metrics` over them.
+fn hidden_cells(t: &mut Table, st: &Stack, row: &str, a: u8, i: u8) {
+    let (before, _) = lock_samples(st);
+    for (label, c, wrong, right) in login_cells(a, i) {
+        let (fails, last) = attack(st, &c, &wrong, &right);
+        let mut r = guesses_ok(st, &c, &fails);
+        if lock_due(&fails) {
+            r.push(looks_like_a_miss(&fails, &last));
+        }
+        t.cell(st.mode, &format!("{row}{label}"), all(r));
+    }
+    let (after, lines) = lock_samples(st);
+    let shown = (after <= before)
+        .then_some(())
+        .ok_or_else(|| format!("lock counts rose {before} -> {after}: {lines}"));
+    t.cell(
+        st.mode,
+        &format!("{row}anonymous /metrics shows no lock"),
+        shown,
+    );
+}
+
 #[test]
 fn guard_hidden_lock() {
     let mut t = Table::new("hidden_lock");
     for (i, mode) in Mode::ALL.into_iter().enumerate() {
-        let Some(st) = Stack::start(mode, login_spec(mode, false)) else {
+        let hidden = login_spec(mode, false);
+        let Some(st) = Stack::start(mode, hidden.clone()) else {
             continue;
         };
-        let (before, _) = lock_samples(&st);
-        for (label, c, wrong, right) in login_cells(16, i as u8) {
-            let (fails, last) = attack(&st, &c, &wrong, &right);
-            let mut r = guesses_ok(&st, &c, &fails);
-            if lock_due(&fails) {
-                r.push(looks_like_a_miss(&fails, &last));
-            }
-            t.cell(mode, &label, all(r));
-        }
-        let (after, lines) = lock_samples(&st);
-        let shown = (after <= before)
-            .then_some(())
-            .ok_or_else(|| format!("lock counts rose {before} -> {after}: {lines}"));
-        t.cell(mode, "anonymous /metrics shows no lock", shown);
-        if !st.missing_keys.is_empty() {
-            eprintln!("{}: server lacks {:?}", mode.name(), st.missing_keys);
-        }
+        hidden_cells(&mut t, &st, "", 16, i as u8);
+        // `reveal_lock = false` by reload (the rest unchanged).
+        let shown = hidden
+            .tables
+            .replace("reveal_lock = false", "reveal_lock = true");
+        let spec = Spec {
+            tables: shown,
+            ..hidden.clone()
+        };
+        let Some(mut st) = Stack::start(mode, spec) else {
+            continue;
+        };
+        reload_cell(&mut t, &mut st, &hidden.tables);
+        hidden_cells(&mut t, &st, "reload: ", 16, i as u8 + 10);
     }
     t.finish();
 }
