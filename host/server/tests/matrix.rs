@@ -3,7 +3,11 @@
 //!
 //! Guards: manual ban of an address, manual range, denylist (from the
 //! config and added by reload), the request quota, a `[[policies]]` quota,
-//! login lockout, hidden lock (`login.reveal_lock = false`). Modes: demo,
+//! login lockout (and, in proxy mode, its login route added by reload),
+//! hidden lock (`login.reveal_lock = false`, from the config and by
+//! reload). A manual decision refuses every path but leaves the admin API
+//! to the token (the operator can lift a ban of their own address); the
+//! lists refuse the admin API too. Modes: demo,
 //! proxy (and proxy with `[requests] shadow = true` for the manual
 //! decisions and lists, which shadow must not switch off), forward-auth
 //! through real nginx and through real Caddy (the shipped snippets).
@@ -20,6 +24,14 @@
 //! portcullis answers `400` without the application seeing it is a
 //! refusal, accepted wherever a refusal is (a target that cannot be
 //! understood may be refused, never judged by a laxer rule).
+//!
+//! In forward-auth modes the application is an integrated one: it checks
+//! the password, reports the result to `/v1/login-result` (the client
+//! being the last `X-Forwarded-For` entry it got, else `X-Real-IP`) and
+//! refuses a login portcullis says is locked. The keys the one pipeline
+//! adds (`[forward_auth] proxy`, `[server] metrics_token`) are written
+//! into the config when the server knows them and left out otherwise;
+//! `config_keys_of_the_pipeline` fails until it knows them.
 //!
 //! Every cell has state of its own: a distinct 127.x.y.z client address
 //! (the client socket is bound to it before it connects), and per mode a
