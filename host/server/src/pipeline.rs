@@ -259,9 +259,15 @@ impl Pipeline {
         if let Surface::Check = surface {
             return self.check(&run, peer, ip, req.headers()).await;
         }
-        // 3 to 5.
+        // 3 to 5. An operator proving the admin token on the admin routes
+        // passes a manual ban (theirs to lift), never the denylist.
+        let operator = matches!(surface, Surface::Own { metrics: false })
+            && run
+                .admin
+                .as_ref()
+                .is_some_and(|a| a.authenticate(req.headers()).is_some());
         let policy = self.select(&run, &target, &surface);
-        let judged = self.judge(&run, ip, policy).await;
+        let judged = self.judge(&run, ip, policy, operator).await;
         if judged.refuse {
             return judged.refusal(req.headers());
         }
@@ -354,13 +360,16 @@ impl Pipeline {
         best
     }
 
-    /// Step 3: a manual decision, or the denylist. (The allowlist is the
+    /// Step 3: a manual decision (not for an `operator`: a request to the
+    /// admin routes with the valid admin token), or the denylist. (The allowlist is the
     /// rules' own: every table has the service's lists, swapped in by a
     /// reload, and lets a listed address through uncounted.)
-    fn global(&self, run: &Running, ip: IpAddr) -> Option<Decision> {
-        let now = portcullis::clock::read();
-        if let Some(d) = self.local.limiter().manual_denial(ip, now) {
-            return Some(d);
+    fn global(&self, run: &Running, ip: IpAddr, operator: bool) -> Option<Decision> {
+        if !operator {
+            let now = portcullis::clock::read();
+            if let Some(d) = self.local.limiter().manual_denial(ip, now) {
+                return Some(d);
+            }
         }
         (run.cfg.rules.lists.lookup(ip) == Listed::Deny).then_some(Decision::Deny {
             reason: Reason::Denylisted,
@@ -368,9 +377,15 @@ impl Pipeline {
         })
     }
 
-    /// Steps 3 and 5 for `ip` under `policy`.
-    async fn judge<'a>(&self, run: &Running, ip: IpAddr, policy: Policy<'a>) -> Judged<'a> {
-        if let Some(decision) = self.global(run, ip) {
+    /// Steps 3 and 5 for `ip` under `policy` (`operator`: see [`Self::global`]).
+    async fn judge<'a>(
+        &self,
+        run: &Running,
+        ip: IpAddr,
+        policy: Policy<'a>,
+        operator: bool,
+    ) -> Judged<'a> {
+        if let Some(decision) = self.global(run, ip, operator) {
             // Counted with the service's decisions, whatever the surface.
             self.local.metrics().count_from(ip, &decision);
             tracing::debug!(%ip, decision = ?decision, "denied before any policy");
@@ -434,7 +449,7 @@ impl Pipeline {
             None if trusted => self.strictest(run),
             None => self.default_policy(run),
         };
-        let j = self.judge(run, ip, policy).await;
+        let j = self.judge(run, ip, policy, false).await;
         if j.refuse {
             let (method, path) = original.as_ref().map(|t| (&t.method, &t.path)).unzip();
             tracing::info!(%ip, policy = %j.policy.name, method = ?method, path = ?path, decision = ?j.decision, "forward-auth denied");

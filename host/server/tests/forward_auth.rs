@@ -1,21 +1,20 @@
 //! Forward-auth mode (issue 16, items 3 and 4) against the real binary:
 //! the decision endpoint `/check` called directly (as a trusted proxy and as
 //! anybody else), the login-result API, and the real peers: Debian's nginx
-//! (`auth_request`) and Caddy (`forward_auth`), each started here on free
+//! (`auth_request`) and Caddy (`forward_auth`), each started on free
 //! loopback ports with the snippet shipped in `docs/forward-auth/`, in front
-//! of a small upstream that counts its hits. Clients use distinct loopback
+//! of the recording upstream (all from `tests/common`). Clients use distinct loopback
 //! source addresses (127.0.0.2, .3, .4) so the proxies see distinct clients.
 //! A missing nginx or caddy skips its test, except under `CI=true`.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
-use common::{free_port, Server};
+use common::peers::{self, peer_binary};
+use common::upstream::Upstream;
+use common::{client_from as client, header, Server};
 
 const QUOTA: usize = 3;
 const DENIED: &str = "127.0.0.3";
@@ -32,20 +31,6 @@ fn env_for(header: Option<&'static str>) -> Vec<(&'static str, &'static str)> {
         env.push(("PORTCULLIS_SERVER__CLIENT_IP_HEADER", h));
     }
     env
-}
-
-/// A client whose connections come from `local`.
-fn client(local: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(local.parse::<IpAddr>().unwrap())
-        .build()
-        .unwrap()
-}
-
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
 }
 
 // ---------------------------------------------------------------- direct
@@ -450,78 +435,8 @@ async fn forward_auth_can_be_switched_off() {
 
 // ------------------------------------------------------------- real peers
 
-/// A binary from PATH or the sbin directories; `None` skips the test
-/// (a failure under `CI=true`).
-fn peer_binary(name: &str, test: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from));
-    let found = dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: {name} not found and CI=true");
-        }
-        eprintln!("{test}: SKIPPED, {name} not found (apt-get install {name})");
-    }
-    found
-}
-
-/// The upstream application: counts its hits.
-async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let app = axum::Router::new().fallback(move || {
-        let h = h.clone();
-        async move {
-            h.fetch_add(1, Ordering::SeqCst);
-            "upstream ok"
-        }
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (addr, hits)
-}
-
-/// A peer process, killed on drop.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Wait until the peer listens on `port`; its `log` in the panic if not.
-fn wait_listening(port: u16, child: &mut Child, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let log = || std::fs::read_to_string(log).unwrap_or_default();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("peer exited: {st}\n{}", log());
-        }
-        assert!(Instant::now() < deadline, "peer did not listen\n{}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The shipped snippet with its addresses replaced.
-fn snippet(file: &str, subst: &[(&str, String)]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/forward-auth")
-        .join(file);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (from, to) in subst {
-        assert!(text.contains(from), "{file} lacks {from}");
-        text = text.replace(from, to);
-    }
-    text
-}
-
 /// The same checks through either proxy at `base`.
-async fn through_proxy(pc: &Server, base: &str, hits: &AtomicUsize, spoof_header: &str) {
+async fn through_proxy(pc: &Server, base: &str, up: &Upstream, spoof_header: &str) {
     let a = client("127.0.0.2");
     for i in 0..QUOTA {
         let r = a
@@ -532,7 +447,7 @@ async fn through_proxy(pc: &Server, base: &str, hits: &AtomicUsize, spoof_header
         assert_eq!(r.status(), 200, "request {i}");
         assert_eq!(r.text().await.unwrap(), "upstream ok");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), QUOTA);
+    assert_eq!(up.count(), QUOTA);
     // Quota + 1: 429 with Retry-After and the fields, through the proxy.
     let r = a.get(format!("{base}/app/page")).send().await.unwrap();
     assert_eq!(r.status(), 429);
@@ -582,7 +497,7 @@ async fn through_proxy(pc: &Server, base: &str, hits: &AtomicUsize, spoof_header
     let r = c.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // The upstream never saw the refused requests.
-    assert_eq!(hits.load(Ordering::SeqCst), QUOTA + 1);
+    assert_eq!(up.count(), QUOTA + 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -591,8 +506,8 @@ async fn nginx_auth_request() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    let (up, hits) = upstream().await;
-    // A strict policy for //App/Strict spelled any way, raw bytes included.
+    let up = Upstream::start();
+    // A strict policy for /app/strict, spelled any way, raw bytes included.
     let cfg = d.path().join("c.toml");
     std::fs::write(
         &cfg,
@@ -605,46 +520,19 @@ async fn nginx_auth_request() {
         Some(&cfg),
     );
     let pc_addr = pc.base.trim_start_matches("http://").to_string();
-    let port = free_port();
-    let server = snippet(
-        "nginx.conf",
-        &[
-            ("listen 80;", format!("listen 127.0.0.1:{port};")),
-            ("127.0.0.1:8080", pc_addr),
-            ("127.0.0.1:3000", up.to_string()),
-        ],
-    );
-    let dir = d.path().display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
-           fastcgi_temp_path {dir}/fcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
-         {server}\n}}\n"
-    );
-    let conf_path = d.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut child = Command::new(nginx)
-        .arg("-p")
-        .arg(d.path())
-        .arg("-e")
-        .arg(d.path().join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.path().join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child, &d.path().join("error.log"));
-    let _nginx = Peer(child);
-    let base = format!("http://127.0.0.1:{port}");
-    through_proxy(&pc, &base, &hits, "x-real-ip").await;
+    let front = peers::nginx(&nginx, d.path(), &pc_addr, up.addr);
+    let base = front.base();
+    through_proxy(&pc, &base, &up, "x-real-ip").await;
     // nginx passes `$request_uri` raw: `<`, `"` and 0xFF in the query, a
     // spelling of the path; the strict policy applies all the same.
-    let before = hits.load(Ordering::SeqCst);
+    let before = up.count();
+    let from: std::net::IpAddr = "127.0.0.6".parse().unwrap();
     let mut statuses = Vec::new();
     for target in [&b"//App/./strict?q=<\"\xff"[..], b"/app/x/../STRICT?q=\"<"] {
-        statuses.push(raw_get(port, "127.0.0.6", target).await);
+        let a = common::raw::Raw::new("GET", target)
+            .send(from, front.addr)
+            .unwrap();
+        statuses.push(a.status);
     }
     // The first passes portcullis (what the app makes of its bytes is the
     // app's affair); the second is the strict policy's second request.
@@ -652,7 +540,7 @@ async fn nginx_auth_request() {
         statuses[0] != 429 && statuses[1] == 429,
         "through nginx: {statuses:?}"
     );
-    let after = hits.load(Ordering::SeqCst);
+    let after = up.count();
     assert!(after - before <= 1, "{before} {after}");
     // portcullis gone: nginx fails closed (500), the app sees nothing.
     pc.kill9();
@@ -662,29 +550,7 @@ async fn nginx_auth_request() {
         .await
         .unwrap();
     assert_eq!(r.status(), 500);
-    assert_eq!(hits.load(Ordering::SeqCst), after);
-}
-
-/// `GET target` sent as written to 127.0.0.1:`port` from `from`: the status.
-async fn raw_get(port: u16, from: &str, target: &[u8]) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut c = sock
-        .connect(format!("127.0.0.1:{port}").parse().unwrap())
-        .await
-        .unwrap();
-    let mut req = b"GET ".to_vec();
-    req.extend_from_slice(target);
-    req.extend_from_slice(b" HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n");
-    c.write_all(&req).await.unwrap();
-    let mut out = Vec::new();
-    c.read_to_end(&mut out).await.unwrap();
-    String::from_utf8_lossy(&out)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    assert_eq!(up.count(), after);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -693,7 +559,7 @@ async fn caddy_forward_auth() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    let (up, hits) = upstream().await;
+    let up = Upstream::start();
     // Caddy sets X-Forwarded-Method/-Uri and passes a client's own
     // X-Original-* on: `proxy = "caddy"` reads only the former. A strict
     // policy for POST /app/secure shows which was read.
@@ -705,33 +571,9 @@ async fn caddy_forward_auth() {
     .unwrap();
     let pc = Server::start_with(&d.path().join("p.db"), &env_for(None), Some(&cfg));
     let pc_addr = pc.base.trim_start_matches("http://").to_string();
-    let port = free_port();
-    let site = snippet(
-        "Caddyfile",
-        &[
-            (":80 {", format!("http://127.0.0.1:{port} {{")),
-            ("127.0.0.1:8080", pc_addr),
-            ("127.0.0.1:3000", up.to_string()),
-        ],
-    );
-    let conf = format!("{{\n\tadmin off\n\tauto_https off\n}}\n\n{site}");
-    let conf_path = d.path().join("Caddyfile");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut child = Command::new(caddy)
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&conf_path)
-        .env_clear()
-        .env("HOME", d.path())
-        .env("XDG_DATA_HOME", d.path().join("data"))
-        .env("XDG_CONFIG_HOME", d.path().join("config"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.path().join("caddy.log")).unwrap())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child, &d.path().join("caddy.log"));
-    let _caddy = Peer(child);
-    let base = format!("http://127.0.0.1:{port}");
-    through_proxy(&pc, &base, &hits, "x-forwarded-for").await;
+    let front = peers::caddy(&caddy, d.path(), &pc_addr, up.addr);
+    let base = front.base();
+    through_proxy(&pc, &base, &up, "x-forwarded-for").await;
     // A client claiming `GET /` in X-Original-* still gets the POST
     // /app/secure policy (1 a minute): the second is refused by it.
     let spoof = client("127.0.0.5");
@@ -760,5 +602,5 @@ async fn caddy_forward_auth() {
         .await
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
-    assert_eq!(hits.load(Ordering::SeqCst), QUOTA + 2);
+    assert_eq!(up.count(), QUOTA + 2);
 }

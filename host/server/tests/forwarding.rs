@@ -7,7 +7,7 @@
 use std::path::Path;
 
 mod common;
-use common::{admin_json, Server};
+use common::{admin_json, get_with as get, Server};
 
 const CLIENT: &str = "203.0.113.9";
 
@@ -21,14 +21,6 @@ fn start(db: &Path, extra: &[(&str, &str)]) -> Server {
     ];
     env.extend_from_slice(extra);
     Server::start(db, &env)
-}
-
-async fn get(s: &Server, headers: &[(&str, &str)]) -> u16 {
-    let mut rb = reqwest::Client::new().get(s.url("/"));
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    rb.send().await.unwrap().status().as_u16()
 }
 
 /// Four requests as `client` through header `name`: 200 200 200 429.

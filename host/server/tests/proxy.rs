@@ -451,10 +451,7 @@ async fn try_login(c: &reqwest::Client, s: &Server, user: &str, pw: &str) -> req
 
 /// A client whose connections come from `ip` (another loopback address).
 fn from(ip: [u8; 4]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from(ip))
-        .build()
-        .unwrap()
+    common::client_from(&std::net::IpAddr::from(ip).to_string())
 }
 
 #[tokio::test]

@@ -1,5 +1,15 @@
-//! The real `portcullis` binary on a free loopback port, for end-to-end tests.
+//! The real `portcullis` binary on a free loopback port, for end-to-end
+//! tests, and the request helpers the test files share. Beside it:
+//! [`raw`] (a byte-exact HTTP client from any 127/8 address), [`upstream`]
+//! (a recording application), [`peers`] (nginx and Caddy with the shipped
+//! forward-auth snippets) and [`stack`] (all of them in one of the
+//! server's modes, for `tests/matrix.rs`).
 #![allow(dead_code)]
+
+pub mod peers;
+pub mod raw;
+pub mod stack;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -168,6 +178,31 @@ pub async fn metric(s: &Server, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+}
+
+/// A reqwest client whose connections come from `local` (any 127/8
+/// address plays another client).
+pub fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The first value of header `name` of `r`, as text.
+pub fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+/// `GET /` with `headers`: the status.
+pub async fn get_with(s: &Server, headers: &[(&str, &str)]) -> u16 {
+    let mut rb = reqwest::Client::new().get(s.url("/"));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap().status().as_u16()
 }
 
 /// `tests/ui`: the browser scripts and their `node_modules`.
