@@ -449,13 +449,52 @@ impl Pipeline {
             None if trusted => self.strictest(run),
             None => self.default_policy(run),
         };
-        let j = self.judge(run, ip, policy, false).await;
+        let mut j = self.judge(run, ip, policy, false).await;
+        if !j.refuse {
+            if let Some(d) = self.locked_login(run, original.as_ref(), ip).await {
+                j = Judged {
+                    policy: Policy {
+                        name: "login",
+                        engine: Some(&self.engine),
+                        shadow: false,
+                    },
+                    decision: d,
+                    refuse: true,
+                };
+            }
+        }
         if j.refuse {
             let (method, path) = original.as_ref().map(|t| (&t.method, &t.path)).unzip();
             tracing::info!(%ip, policy = %j.policy.name, method = ?method, path = ?path, decision = ?j.decision, "forward-auth denied");
         }
         let engine = j.policy.engine.unwrap_or(&self.engine);
         crate::forward_auth::answer(j.policy.name, engine.as_ref(), &j.decision, j.refuse)
+    }
+
+    /// Forward-auth's login settlement: the application settles logins
+    /// through the login-result API, but an original request to a
+    /// `[[login_routes]]` entry from an address the login rules lock is
+    /// refused here, before the application checks a password (unless
+    /// `reveal_lock = false`: then the application answers it as a miss).
+    async fn locked_login(
+        &self,
+        run: &Running,
+        original: Option<&Target>,
+        ip: IpAddr,
+    ) -> Option<Decision> {
+        let t = original?;
+        if !run.cfg.reveal_lock
+            || !run
+                .cfg
+                .login_routes
+                .iter()
+                .any(|r| r.matches(&t.method, &t.key))
+        {
+            return None;
+        }
+        // No username reaches the endpoint: the address's own lock only.
+        let d = self.engine.check_login("\u{0}forward-auth", ip).await;
+        (!d.is_allowed()).then_some(d)
     }
 
     /// Portcullis's own routes: the request's path below the admin prefix.

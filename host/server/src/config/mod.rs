@@ -379,6 +379,13 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
     let rules = rules(&requests, &login, &penalty, &slots, lists)?;
     let policies = policies::check(policies, &rules)?;
     let (upstream, login_routes) = proxy::check(upstream, login_routes)?;
+    let forward_auth = forward_auth::check(forward_auth)?;
+    if upstream.is_none() && !forward_auth.enabled && !login_routes.is_empty() {
+        return Err(bad(
+            "login_routes",
+            "needs [upstream] (proxy mode) or the forward-auth endpoint",
+        ));
+    }
     let st = stores(store)?;
     Ok(ServerConfig {
         listen: server
@@ -416,7 +423,7 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
         users: check_users(users)?,
         conn: conn_limits(&server)?,
         hashing: hashing(&login)?,
-        forward_auth: forward_auth::check(forward_auth)?,
+        forward_auth,
         reveal_lock: login.reveal_lock.unwrap_or(true),
         policies,
         upstream,

@@ -122,12 +122,6 @@ pub(crate) fn check(
     routes: Vec<RawLoginRoute>,
 ) -> Result<(Option<Upstream>, Vec<LoginRoute>), BadConfig> {
     let upstream = up.map(upstream).transpose()?;
-    if upstream.is_none() && !routes.is_empty() {
-        return Err(bad(
-            "login_routes".into(),
-            "needs [upstream] (login routes are forwarded to it)",
-        ));
-    }
     let mut out: Vec<LoginRoute> = Vec::new();
     for (i, r) in routes.into_iter().enumerate() {
         let route = login_route(i, r)?;
@@ -308,7 +302,14 @@ mod tests {
             key("[upstream]\nurl = \"http://x:1\"\nadmin_prefix = \"x\"\n"),
             "upstream.admin_prefix"
         );
-        assert_eq!(key("[[login_routes]]\npath = \"/login\"\n"), "login_routes");
+        assert_eq!(
+            key("[forward_auth]\nenabled = false\n[[login_routes]]\npath = \"/login\"\n"),
+            "login_routes"
+        );
+        assert!(
+            load("[[login_routes]]\npath = \"/login\"\n").is_ok(),
+            "forward-auth's"
+        );
         let up = "[upstream]\nurl = \"http://x:1\"\n";
         assert_eq!(
             key(&format!("{up}[[login_routes]]\npath = \"login\"\n")),
