@@ -60,7 +60,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::BoxFuture;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use portcullis_core::Decision;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -302,6 +302,60 @@ fn put(h: &mut http::HeaderMap, k: &'static str, v: String) {
     }
 }
 
+/// `RateLimit-Policy`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-Portcullis-Reason`: the reason of a denial.
+pub const REASON: HeaderName = HeaderName::from_static("x-portcullis-reason");
+
+/// A header value formatted on the stack: its one allocation is the
+/// value's own bytes (`format!` and `HeaderValue::from_str` would be two).
+/// A value longer than the buffer (a long policy name) goes through a
+/// `String`.
+fn value_of(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 128];
+    let mut rest = &mut buf[..];
+    if rest.write_fmt(args).is_err() {
+        return HeaderValue::from_str(&args.to_string()).ok();
+    }
+    let n = 128 - rest.len();
+    HeaderValue::from_bytes(buf.get(..n)?).ok()
+}
+
+/// Set the `RateLimit-Policy` and `RateLimit` fields of a decision
+/// (the values of [`header_values`], without their intermediate strings).
+pub fn set_ratelimit_fields(
+    h: &mut http::HeaderMap,
+    name: &str,
+    engine: &dyn Engine,
+    d: &Decision,
+) {
+    let (q, w) = engine.quota();
+    if let Some(v) = value_of(format_args!("\"{name}\";q={q};w={}", ceil_secs(w))) {
+        h.insert(RATELIMIT_POLICY, v);
+    }
+    let state = match d {
+        Decision::Allow {
+            remaining,
+            reset_after,
+        } => value_of(format_args!(
+            "\"{name}\";r={remaining};t={}",
+            ceil_secs(*reset_after)
+        )),
+        Decision::Deny { retry_after, .. } if *retry_after == embassy_time::Duration::MAX => {
+            value_of(format_args!("\"{name}\";r=0"))
+        }
+        Decision::Deny { retry_after, .. } => {
+            value_of(format_args!("\"{name}\";r=0;t={}", ceil_secs(*retry_after)))
+        }
+    };
+    if let Some(v) = state {
+        h.insert(RATELIMIT, v);
+    }
+}
+
 /// The bare response for a denial: status, `Retry-After`, reason and
 /// `RateLimit` fields, empty body of the service's type (the layer sends
 /// [`crate::problem`] bodies instead).
@@ -330,11 +384,8 @@ pub fn deny_response<B: Default>(name: &str, engine: &dyn Engine, d: &Decision) 
                 ceil_secs(*retry_after).to_string(),
             );
         }
-        put(
-            resp.headers_mut(),
-            "x-portcullis-reason",
-            reason.as_str().to_string(),
-        );
+        resp.headers_mut()
+            .insert(REASON, HeaderValue::from_static(reason.as_str()));
     }
     put(resp.headers_mut(), "ratelimit-policy", policy);
     put(resp.headers_mut(), "ratelimit", state);
@@ -396,26 +447,21 @@ where
                                 &[policy.name.as_str()],
                                 req.headers(),
                             );
-                            put(
-                                r.headers_mut(),
-                                "x-portcullis-reason",
-                                reason.as_str().to_string(),
-                            );
+                            r.headers_mut()
+                                .insert(REASON, HeaderValue::from_static(reason.as_str()));
                             r
                         }
                     };
                     let mut resp = resp.map(RB::from);
-                    let (p, s) = header_values(&policy.name, policy.engine.as_ref(), &d);
-                    put(resp.headers_mut(), "ratelimit-policy", p);
-                    put(resp.headers_mut(), "ratelimit", s);
+                    let h = resp.headers_mut();
+                    set_ratelimit_fields(h, &policy.name, policy.engine.as_ref(), &d);
                     return Ok(resp);
                 }
             }
             req.extensions_mut().insert(ClientIp(ip));
             let mut resp = inner.call(req).await?;
-            let (p, s) = header_values(&policy.name, policy.engine.as_ref(), &d);
-            put(resp.headers_mut(), "ratelimit-policy", p);
-            put(resp.headers_mut(), "ratelimit", s);
+            let h = resp.headers_mut();
+            set_ratelimit_fields(h, &policy.name, policy.engine.as_ref(), &d);
             Ok(resp)
         })
     }
