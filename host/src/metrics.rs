@@ -327,6 +327,11 @@ impl Metrics {
 
     /// Count one decision (totals and the per-second history).
     pub fn count(&self, d: &Decision) {
+        self.count_in(d, self.history.now());
+    }
+
+    /// [`count`](Self::count) in second `sec` of the history.
+    fn count_in(&self, d: &Decision, sec: u64) {
         match d {
             Decision::Allow { .. } => self.allowed.fetch_add(1, Relaxed),
             Decision::Deny { reason, .. } => self.denied[index(*reason)].fetch_add(1, Relaxed),
@@ -335,15 +340,16 @@ impl Metrics {
         if let Some(k) = self.keys.as_ref().and_then(|k| k.decisions.get(i)) {
             k.counter().increment(1);
         }
-        self.history.record(self.history.now(), i);
+        self.history.record(sec, i);
     }
 
     /// Count one decision about `ip`; a denial also counts against `ip` in
-    /// the offender table.
+    /// the offender table (one clock read for both).
     pub fn count_from(&self, ip: IpAddr, d: &Decision) {
-        self.count(d);
+        let sec = self.history.now();
+        self.count_in(d, sec);
         if let Decision::Deny { reason, .. } = d {
-            self.offenders.record(ip, *reason, self.history.now());
+            self.offenders.record(ip, *reason, sec);
         }
     }
 
