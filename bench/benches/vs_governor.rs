@@ -11,7 +11,10 @@
 //! the benchmark advances it one microsecond per operation from a fixed
 //! base; governor reads its own clock (quanta, its default), and for the
 //! hot key also a "step" clock the benchmark advances the same way, to
-//! separate the cost of the clock from the cost of the decision.
+//! separate the cost of the clock from the cost of the decision. The hot
+//! key's `_real_clock` row reads `portcullis::clock::now()` per decision
+//! (`CLOCK_MONOTONIC`), `_coarse_clock` reads `clock::now_coarse()`
+//! (`CLOCK_MONOTONIC_COARSE`, feature `coarse-clock`).
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -160,6 +163,16 @@ fn hot_key(c: &mut Criterion) {
         })
     });
     report("portcullis_host_Limiter_real_clock", &allowed, &total);
+
+    let host = host_limiter(KEYS);
+    g.bench_function("portcullis_host_Limiter_coarse_clock", |b| {
+        b.iter(|| {
+            let o = host.check_request_at(black_box(ip), portcullis::clock::now_coarse());
+            count(o.decision.is_allowed());
+            o
+        })
+    });
+    report("portcullis_host_Limiter_coarse_clock", &allowed, &total);
 
     let gov = governor_keyed();
     g.bench_function("governor_keyed", |b| {

@@ -174,6 +174,7 @@ pub struct StandingDenial {
 
 impl StandingDenial {
     /// The limiter's answer at `now`, if the denial still holds then.
+    #[inline]
     pub fn decision_at(&self, now: Instant) -> Option<Decision> {
         let now = tick(now).max(self.clock);
         if now >= self.holds_until {
@@ -206,6 +207,7 @@ impl StandingDenial {
     }
 
     /// Back from [`to_words`](Self::to_words); `None` for words it never made.
+    #[inline]
     pub fn from_words(w: [u64; 4]) -> Option<StandingDenial> {
         let [head, deadline, holds_until, clock] = w;
         if head >> 9 != 0 {

@@ -130,6 +130,7 @@ impl Addr {
 
     /// Aggregate `ip`: IPv4 (and IPv4-mapped IPv6) kept whole, other IPv6
     /// cut to its first `v6_prefix` bits.
+    #[inline]
     pub fn from_ip(ip: IpAddr, v6_prefix: u8) -> Addr {
         match ip {
             IpAddr::V4(v4) => Addr::mapped(v4),
@@ -142,6 +143,7 @@ impl Addr {
 
     /// `::ffff:a.b.c.d` (as one 128-bit word: the byte-wise
     /// `to_ipv6_mapped` costs four times the instructions on the hot path).
+    #[inline]
     fn mapped(v4: Ipv4Addr) -> Addr {
         Addr((0xffff_u128 << 32 | u128::from(u32::from(v4))).to_be_bytes())
     }

@@ -92,6 +92,7 @@ const _: () = assert!(
 );
 
 /// The internal tick of a caller's instant.
+#[inline]
 pub(crate) fn tick(i: Instant) -> Tick {
     i.as_ticks().saturating_add(EPOCH)
 }
@@ -122,6 +123,7 @@ pub(crate) fn left_in_window(now: Tick, t: Tick, window: u64) -> Duration {
 }
 
 /// Time from `now` until `deadline` (zero if passed).
+#[inline]
 pub(crate) fn until(now: Tick, deadline: Tick) -> Duration {
     Duration::from_ticks(deadline.saturating_sub(now))
 }

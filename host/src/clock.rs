@@ -29,15 +29,104 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The clock's zero, set on first use.
+#[cfg(not(all(
+    feature = "coarse-clock",
+    any(target_os = "linux", target_os = "android", target_os = "freebsd")
+)))]
 fn zero() -> std::time::Instant {
     static ZERO: OnceLock<std::time::Instant> = OnceLock::new();
     *ZERO.get_or_init(std::time::Instant::now)
 }
 
 /// The monotonic now: microseconds since the first read.
+#[cfg(not(all(
+    feature = "coarse-clock",
+    any(target_os = "linux", target_os = "android", target_os = "freebsd")
+)))]
 pub fn now() -> Instant {
     let us = zero().elapsed().as_micros();
     Instant::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+}
+
+/// The monotonic now: microseconds since the first read (`CLOCK_MONOTONIC`,
+/// the clock `std::time::Instant` reads, here read directly so that
+/// [`now_coarse`] shares its zero).
+#[cfg(all(
+    feature = "coarse-clock",
+    any(target_os = "linux", target_os = "android", target_os = "freebsd")
+))]
+pub fn now() -> Instant {
+    coarse::since_zero(rustix::time::ClockId::Monotonic)
+}
+
+/// The monotonic now from the kernel's coarse clock
+/// (`CLOCK_MONOTONIC_COARSE`), on the same zero as [`now`]: the time of the
+/// last timer tick, so it lags the precise clock by up to one tick (1–4
+/// ms, the kernel's `HZ`), read without the time-stamp counter at about a
+/// third of the cost (BENCHMARKS.md, "Host hot key"). nginx decides on a
+/// millisecond clock cached once per event-loop turn; this is the same
+/// trade. Feature `coarse-clock`, on Linux and FreeBSD (elsewhere it is
+/// [`now`]).
+#[cfg(feature = "coarse-clock")]
+pub fn now_coarse() -> Instant {
+    #[cfg(all(
+        feature = "coarse-clock",
+        any(target_os = "linux", target_os = "android", target_os = "freebsd")
+    ))]
+    return coarse::since_zero(rustix::time::ClockId::MonotonicCoarse);
+    #[cfg(not(all(
+        feature = "coarse-clock",
+        any(target_os = "linux", target_os = "android", target_os = "freebsd")
+    )))]
+    return now();
+}
+
+/// [`read`] on the coarse clocks: [`now_coarse`] and the Unix time of
+/// `CLOCK_REALTIME_COARSE`. One per request, at the edge, where a tick's
+/// resolution will do (a rate limit's window, a block's length).
+#[cfg(feature = "coarse-clock")]
+pub fn read_coarse() -> Now {
+    #[cfg(all(
+        feature = "coarse-clock",
+        any(target_os = "linux", target_os = "android", target_os = "freebsd")
+    ))]
+    return Now::new(
+        now_coarse(),
+        coarse::micros(rustix::time::ClockId::RealtimeCoarse),
+    );
+    #[cfg(not(all(
+        feature = "coarse-clock",
+        any(target_os = "linux", target_os = "android", target_os = "freebsd")
+    )))]
+    return read();
+}
+
+/// The clocks read through `rustix` (vDSO calls on Linux).
+#[cfg(all(
+    feature = "coarse-clock",
+    any(target_os = "linux", target_os = "android", target_os = "freebsd")
+))]
+mod coarse {
+    use super::*;
+    use rustix::time::{clock_gettime, ClockId};
+
+    /// Microseconds of `id` (0 before its zero).
+    pub(super) fn micros(id: ClockId) -> u64 {
+        let t = clock_gettime(id);
+        let (s, ns) = (u64::try_from(t.tv_sec), u64::try_from(t.tv_nsec));
+        match (s, ns) {
+            (Ok(s), Ok(ns)) => s.saturating_mul(1_000_000).saturating_add(ns / 1000),
+            _ => 0,
+        }
+    }
+
+    /// `id` (a monotonic clock) as microseconds since the first read of
+    /// `CLOCK_MONOTONIC` here.
+    pub(super) fn since_zero(id: ClockId) -> Instant {
+        static ZERO: OnceLock<u64> = OnceLock::new();
+        let zero = *ZERO.get_or_init(|| micros(ClockId::Monotonic));
+        Instant::from_micros(micros(id).saturating_sub(zero))
+    }
 }
 
 /// Unix time in microseconds (0 before 1970).
@@ -159,5 +248,22 @@ mod tests {
             "{past} vs {base}: not moved by the age"
         );
         assert!(near(base, r.unix_us()));
+    }
+
+    /// The coarse clocks share the precise ones' zero and stay within a
+    /// few ticks of them (no timing asserted: 1 s of slack).
+    #[cfg(feature = "coarse-clock")]
+    #[test]
+    fn the_coarse_clocks_read_the_same_time() {
+        let (precise, coarse) = (read(), read_coarse());
+        let near = |a: u64, b: u64| a.abs_diff(b) < 1_000_000;
+        assert!(near(precise.mono().as_micros(), coarse.mono().as_micros()));
+        assert!(near(precise.unix_us(), coarse.unix_us()));
+        let mut last = now_coarse();
+        for _ in 0..1000 {
+            let t = now_coarse();
+            assert!(t >= last, "monotonic");
+            last = t;
+        }
     }
 }

@@ -46,6 +46,7 @@ pub struct HeldDenial {
 }
 
 /// An address as two words (a bijection of its 16 bytes).
+#[inline]
 pub(crate) fn words_of(addr: Addr) -> [u64; 2] {
     let o = addr.octets();
     let (hi, lo) = o.split_at(8);
@@ -55,6 +56,7 @@ pub(crate) fn words_of(addr: Addr) -> [u64; 2] {
 
 impl HeldDenial {
     /// The denial held for `addr`, if any.
+    #[inline]
     pub fn get(&self, addr: Addr) -> Option<StandingDenial> {
         let before = self.seq.load(Ordering::Acquire);
         if before & 1 != 0 {

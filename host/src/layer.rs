@@ -60,7 +60,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::BoxFuture;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use portcullis_core::Decision;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -302,6 +302,60 @@ fn put(h: &mut http::HeaderMap, k: &'static str, v: String) {
     }
 }
 
+/// `RateLimit-Policy`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-Portcullis-Reason`: the reason of a denial.
+pub const REASON: HeaderName = HeaderName::from_static("x-portcullis-reason");
+
+/// A header value formatted on the stack: its one allocation is the
+/// value's own bytes (`format!` and `HeaderValue::from_str` would be two).
+/// A value longer than the buffer (a long policy name) goes through a
+/// `String`.
+fn value_of(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 128];
+    let mut rest = &mut buf[..];
+    if rest.write_fmt(args).is_err() {
+        return HeaderValue::from_str(&args.to_string()).ok();
+    }
+    let n = 128 - rest.len();
+    HeaderValue::from_bytes(buf.get(..n)?).ok()
+}
+
+/// Set the `RateLimit-Policy` and `RateLimit` fields of a decision
+/// (the values of [`header_values`], without their intermediate strings).
+pub fn set_ratelimit_fields(
+    h: &mut http::HeaderMap,
+    name: &str,
+    engine: &dyn Engine,
+    d: &Decision,
+) {
+    let (q, w) = engine.quota();
+    if let Some(v) = value_of(format_args!("\"{name}\";q={q};w={}", ceil_secs(w))) {
+        h.insert(RATELIMIT_POLICY, v);
+    }
+    let state = match d {
+        Decision::Allow {
+            remaining,
+            reset_after,
+        } => value_of(format_args!(
+            "\"{name}\";r={remaining};t={}",
+            ceil_secs(*reset_after)
+        )),
+        Decision::Deny { retry_after, .. } if *retry_after == embassy_time::Duration::MAX => {
+            value_of(format_args!("\"{name}\";r=0"))
+        }
+        Decision::Deny { retry_after, .. } => {
+            value_of(format_args!("\"{name}\";r=0;t={}", ceil_secs(*retry_after)))
+        }
+    };
+    if let Some(v) = state {
+        h.insert(RATELIMIT, v);
+    }
+}
+
 /// The bare response for a denial: status, `Retry-After`, reason and
 /// `RateLimit` fields, empty body of the service's type (the layer sends
 /// [`crate::problem`] bodies instead).
@@ -330,11 +384,8 @@ pub fn deny_response<B: Default>(name: &str, engine: &dyn Engine, d: &Decision) 
                 ceil_secs(*retry_after).to_string(),
             );
         }
-        put(
-            resp.headers_mut(),
-            "x-portcullis-reason",
-            reason.as_str().to_string(),
-        );
+        resp.headers_mut()
+            .insert(REASON, HeaderValue::from_static(reason.as_str()));
     }
     put(resp.headers_mut(), "ratelimit-policy", policy);
     put(resp.headers_mut(), "ratelimit", state);
@@ -375,8 +426,7 @@ where
             let d = policy.engine.check_request(ip).await;
             if let Some(reason) = d.reason() {
                 if shared.is_shadow(&policy.name) {
-                    metrics::counter!(crate::metrics::SHADOW_DENIALS, "reason" => reason.as_str())
-                        .increment(1);
+                    shadow_denial(reason);
                     tracing::info!(%ip, policy = %policy.name, reason = reason.as_str(), "shadow: would deny; let through");
                 } else {
                     tracing::debug!(%ip, decision = ?d, "denied");
@@ -396,28 +446,58 @@ where
                                 &[policy.name.as_str()],
                                 req.headers(),
                             );
-                            put(
-                                r.headers_mut(),
-                                "x-portcullis-reason",
-                                reason.as_str().to_string(),
-                            );
+                            r.headers_mut()
+                                .insert(REASON, HeaderValue::from_static(reason.as_str()));
                             r
                         }
                     };
                     let mut resp = resp.map(RB::from);
-                    let (p, s) = header_values(&policy.name, policy.engine.as_ref(), &d);
-                    put(resp.headers_mut(), "ratelimit-policy", p);
-                    put(resp.headers_mut(), "ratelimit", s);
+                    let h = resp.headers_mut();
+                    set_ratelimit_fields(h, &policy.name, policy.engine.as_ref(), &d);
                     return Ok(resp);
                 }
             }
             req.extensions_mut().insert(ClientIp(ip));
             let mut resp = inner.call(req).await?;
-            let (p, s) = header_values(&policy.name, policy.engine.as_ref(), &d);
-            put(resp.headers_mut(), "ratelimit-policy", p);
-            put(resp.headers_mut(), "ratelimit", s);
+            let h = resp.headers_mut();
+            set_ratelimit_fields(h, &policy.name, policy.engine.as_ref(), &d);
             Ok(resp)
         })
+    }
+}
+
+/// The `reason` labels of `portcullis_shadow_denials_total`, static, so a
+/// shadow denial's key is never built on the heap.
+static SHADOW_LABELS: [[metrics::Label; 1]; portcullis_core::Reason::ALL.len()] = {
+    let mut out = [const { [metrics::Label::from_static_parts("reason", "")] };
+        portcullis_core::Reason::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        // Static labels own nothing; `forget` only spares const
+        // evaluation the destructor of the placeholder replaced.
+        std::mem::forget(std::mem::replace(
+            &mut out[i],
+            [metrics::Label::from_static_parts(
+                "reason",
+                portcullis_core::Reason::ALL[i].as_str(),
+            )],
+        ));
+        i += 1;
+    }
+    out
+};
+
+/// Count a denial a shadow policy let through.
+fn shadow_denial(reason: portcullis_core::Reason) {
+    let i = portcullis_core::Reason::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(0);
+    if let Some(labels) = SHADOW_LABELS.get(i) {
+        let key = metrics::Key::from_static_parts(crate::metrics::SHADOW_DENIALS, labels);
+        static META: metrics::Metadata<'static> =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        metrics::with_recorder(|r| r.register_counter(&key, &META)).increment(1);
     }
 }
 
@@ -432,4 +512,49 @@ fn peer_of<B>(req: &Request<B>) -> Option<IpAddr> {
         return Some(c.0.ip());
     }
     req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use portcullis_core::Reason;
+
+    /// Shadow denials are counted by reason under the static labels.
+    #[test]
+    fn shadow_denials_are_counted_by_reason() {
+        let rec = DebuggingRecorder::new();
+        metrics::with_local_recorder(&rec, || {
+            shadow_denial(Reason::Banned);
+            shadow_denial(Reason::Banned);
+            shadow_denial(Reason::RateLimited);
+        });
+        let mut seen: Vec<(String, u64)> = rec
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == crate::metrics::SHADOW_DENIALS)
+            .map(|(k, _, _, v)| {
+                let labels: Vec<String> = k
+                    .key()
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let n = match v {
+                    DebugValue::Counter(n) => n,
+                    _ => 0,
+                };
+                (labels.join(","), n)
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("reason=banned".to_string(), 2),
+                ("reason=rate_limited".to_string(), 1)
+            ]
+        );
+    }
 }

@@ -370,6 +370,7 @@ impl Limiter {
     /// multiplicative mix, not a keyed hash. The tables inside each shard
     /// are keyed (HashDoS-safe); a skew of keys over shards only costs
     /// contention, so the cheap mix will do.
+    #[inline]
     fn mix(&self, hi: u64, lo: u64) -> usize {
         let folded = (lo ^ self.route.1) ^ (hi ^ self.route.0).rotate_left(29);
         let h = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -380,6 +381,7 @@ impl Limiter {
     /// Shard of an address's keys and its denial mark (a 64-bit fold of
     /// the address, never 0, the empty hint: only a hint, two addresses
     /// may share it), from the address's two 64-bit halves.
+    #[inline]
     fn route_addr(&self, addr: Addr) -> (usize, u64) {
         let [hi, lo] = crate::held::words_of(addr);
         (self.mix(hi, lo), (lo ^ hi.rotate_left(32)) | 1)
@@ -394,6 +396,7 @@ impl Limiter {
         }
     }
 
+    #[inline]
     fn addr_of(&self, ip: IpAddr) -> Addr {
         Addr::from_ip(ip, self.ipv6_prefix)
     }
@@ -441,8 +444,57 @@ impl Limiter {
     /// all), else under the shared lock, which then holds the new standing
     /// denial. That is tried only for the address the shard denied last (a
     /// hint, one relaxed load), so other requests pay nothing for it.
+    ///
+    /// The held-denial answer is inlined into the caller and keeps its
+    /// values in registers (every step it calls is `#[inline]`): passed
+    /// through memory between separate functions, each small struct
+    /// (address, held denial, decision) was written field by field and read
+    /// back whole, a store-forwarding stall per hand-over that cost more
+    /// than the rest of the path.
+    #[inline]
     pub fn check_request_at(&self, ip: IpAddr, now: impl Into<Now>) -> Outcome<Decision> {
         let at = now.into();
+        let addr = self.addr_of(ip);
+        let (i, mark) = self.route_addr(addr);
+        if self.manual.is_empty() {
+            if let Some(decision) = self.held_denial(i, mark, addr, at.mono()) {
+                return Outcome {
+                    decision,
+                    changes: Changes::default(),
+                };
+            }
+        }
+        self.check_request_slow(ip, at, addr, i, mark)
+    }
+
+    /// The denial shard `i` holds for `addr` (marked `mark`) at `now`, if
+    /// it holds then: a relaxed load for any other address.
+    #[inline]
+    fn held_denial(
+        &self,
+        i: usize,
+        mark: u64,
+        addr: Addr,
+        now: embassy_time::Instant,
+    ) -> Option<Decision> {
+        let slot = self.shards.get(i)?;
+        if slot.denied.load(Ordering::Relaxed) != mark {
+            return None;
+        }
+        slot.held.get(addr)?.decision_at(now)
+    }
+
+    /// [`check_request_at`](Self::check_request_at) past the held denial:
+    /// manual decisions, the shared-lock answer, then the exclusive lock.
+    #[inline(never)]
+    fn check_request_slow(
+        &self,
+        ip: IpAddr,
+        at: Now,
+        addr: Addr,
+        i: usize,
+        mark: u64,
+    ) -> Outcome<Decision> {
         if let Some(decision) = self.manual_denial(ip, at) {
             return Outcome {
                 decision,
@@ -450,8 +502,6 @@ impl Limiter {
             };
         }
         let now = at.mono();
-        let addr = self.addr_of(ip);
-        let (i, mark) = self.route_addr(addr);
         let slot = &self.shards[i];
         if slot.denied.load(Ordering::Relaxed) == mark {
             let held = slot.held.get(addr).and_then(|h| h.decision_at(now));

@@ -241,6 +241,7 @@ impl ManualBans {
     }
 
     /// Whether none is held (no lock taken: the request path's test).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.count.load(Ordering::Acquire) == 0
     }

@@ -27,7 +27,11 @@
 //! | `portcullis_table_full_total` | counter | |
 //! | `portcullis_shadow_denials_total` | counter | `reason`: denials a shadow policy let through |
 //!
-//! Counters are recorded as they happen. The table gauges are read from
+//! Counters are recorded as they happen, through handles registered with
+//! the recorder once (the main series when a [`Metrics`] is made, a
+//! policy's when each first happens): a decision is an atomic add on its
+//! handle and never allocates. So install the recorder before making the
+//! guards that record to it. The table gauges are read from
 //! the limiter, so they are published by [`Metrics::record_table`]: the
 //! cleanup task does so on each run, and a `/metrics` handler should
 //! just before it renders (`Guard::record_table_metrics`).
@@ -39,9 +43,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use metrics::{Key, Label, Level, Metadata, SharedString};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, SharedString};
 use portcullis_core::{Decision, Reason};
 
 /// Seconds of per-second decision history kept (10 minutes).
@@ -111,23 +115,61 @@ pub fn describe() {
 /// Metadata of every series recorded here.
 static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
-/// The series' keys, built once per [`Metrics`] so that recording is a
-/// registry lookup by a hashed key: no allocation on the decision path.
+/// One series: its key, and the recorder's handle for it, registered on
+/// first use (or at construction, [`Series::register`]) and kept, so that
+/// recording is one call on the handle (an atomic add for the usual
+/// recorders). Registering again per event would cost a registry lookup
+/// and, for recorders that retain the key (`metrics-util`'s registry,
+/// `metrics-exporter-prometheus`), a copy of its labels on the heap.
+///
+/// The handle belongs to the recorder in force when it was registered: a
+/// recorder must be installed before the [`Metrics`] that records to it is
+/// made (the series of a policy, before its first event).
+#[derive(Debug)]
+struct Series<H> {
+    key: Key,
+    handle: OnceLock<H>,
+}
+
+impl<H> Series<H> {
+    fn new(key: Key) -> Series<H> {
+        Series {
+            key,
+            handle: OnceLock::new(),
+        }
+    }
+}
+
+impl Series<Counter> {
+    fn counter(&self) -> &Counter {
+        self.handle
+            .get_or_init(|| metrics::with_recorder(|r| r.register_counter(&self.key, &META)))
+    }
+}
+
+impl Series<Gauge> {
+    fn gauge(&self) -> &Gauge {
+        self.handle
+            .get_or_init(|| metrics::with_recorder(|r| r.register_gauge(&self.key, &META)))
+    }
+}
+
+/// The series of one [`Metrics`], keys built once when it is made.
 #[derive(Debug)]
 struct Keys {
     /// By [`series`]: allow, then each reason.
-    decisions: Vec<Key>,
-    login_failures: Key,
-    login_successes: Key,
-    store_errors: Key,
-    fallbacks: Key,
-    fail_closed: Key,
-    fallback_active: Key,
-    table_entries: Key,
-    table_capacity: Key,
-    evicted_dead: Key,
-    evicted_live: Key,
-    table_full: Key,
+    decisions: [Series<Counter>; SERIES],
+    login_failures: Series<Counter>,
+    login_successes: Series<Counter>,
+    store_errors: Series<Counter>,
+    fallbacks: Series<Counter>,
+    fail_closed: Series<Counter>,
+    fallback_active: Series<Gauge>,
+    table_entries: Series<Gauge>,
+    table_capacity: Series<Gauge>,
+    evicted_dead: Series<Counter>,
+    evicted_live: Series<Counter>,
+    table_full: Series<Counter>,
 }
 
 impl Keys {
@@ -142,36 +184,33 @@ impl Keys {
             }
             Key::from_parts(name, l)
         };
-        let mut decisions = vec![key(DECISIONS, &[("outcome", "allow"), ("reason", "")])];
-        for r in Reason::ALL {
-            decisions.push(key(
+        let c = |name, labels: &[_]| Series::<Counter>::new(key(name, labels));
+        let g = |name| Series::<Gauge>::new(key(name, &[]));
+        let decisions = std::array::from_fn(|i| match i.checked_sub(1) {
+            None => c(DECISIONS, &[("outcome", "allow"), ("reason", "")]),
+            Some(r) => c(
                 DECISIONS,
-                &[("outcome", "deny"), ("reason", r.as_str())],
-            ));
-        }
+                &[
+                    ("outcome", "deny"),
+                    ("reason", Reason::ALL.get(r).map_or("", |r| r.as_str())),
+                ],
+            ),
+        });
         Keys {
             decisions,
-            login_failures: key(LOGIN_FAILURES, &[]),
-            login_successes: key(LOGIN_SUCCESSES, &[]),
-            store_errors: key(STORE_ERRORS, &[]),
-            fallbacks: key(FALLBACKS, &[]),
-            fail_closed: key(FAIL_CLOSED, &[]),
-            fallback_active: key(FALLBACK_ACTIVE, &[]),
-            table_entries: key(TABLE_ENTRIES, &[]),
-            table_capacity: key(TABLE_CAPACITY, &[]),
-            evicted_dead: key(EVICTIONS, &[("kind", "dead")]),
-            evicted_live: key(EVICTIONS, &[("kind", "live")]),
-            table_full: key(TABLE_FULL, &[]),
+            login_failures: c(LOGIN_FAILURES, &[]),
+            login_successes: c(LOGIN_SUCCESSES, &[]),
+            store_errors: c(STORE_ERRORS, &[]),
+            fallbacks: c(FALLBACKS, &[]),
+            fail_closed: c(FAIL_CLOSED, &[]),
+            fallback_active: g(FALLBACK_ACTIVE),
+            table_entries: g(TABLE_ENTRIES),
+            table_capacity: g(TABLE_CAPACITY),
+            evicted_dead: c(EVICTIONS, &[("kind", "dead")]),
+            evicted_live: c(EVICTIONS, &[("kind", "live")]),
+            table_full: c(TABLE_FULL, &[]),
         }
     }
-}
-
-fn counter(k: &Key) -> metrics::Counter {
-    metrics::with_recorder(|r| r.register_counter(k, &META))
-}
-
-fn gauge(k: &Key) -> metrics::Gauge {
-    metrics::with_recorder(|r| r.register_gauge(k, &META))
 }
 
 /// What a guard counts: recorded through the `metrics` facade and kept in
@@ -258,21 +297,21 @@ impl Metrics {
         let Some(k) = m.keys.as_ref().filter(|_| m.policy.is_none()) else {
             return m;
         };
-        for key in k.decisions.iter().chain([
+        for series in k.decisions.iter().chain([
             &k.login_failures,
             &k.login_successes,
             &k.store_errors,
             &k.fallbacks,
             &k.fail_closed,
         ]) {
-            counter(key).increment(0);
+            series.counter().increment(0);
         }
         m
     }
 
-    fn inc(&self, key: fn(&Keys) -> &Key) {
+    fn inc(&self, series: fn(&Keys) -> &Series<Counter>) {
         if let Some(k) = &self.keys {
-            counter(key(k)).increment(1);
+            series(k).counter().increment(1);
         }
     }
 
@@ -288,23 +327,29 @@ impl Metrics {
 
     /// Count one decision (totals and the per-second history).
     pub fn count(&self, d: &Decision) {
+        self.count_in(d, self.history.now());
+    }
+
+    /// [`count`](Self::count) in second `sec` of the history.
+    fn count_in(&self, d: &Decision, sec: u64) {
         match d {
             Decision::Allow { .. } => self.allowed.fetch_add(1, Relaxed),
             Decision::Deny { reason, .. } => self.denied[index(*reason)].fetch_add(1, Relaxed),
         };
         let i = series(d);
         if let Some(k) = self.keys.as_ref().and_then(|k| k.decisions.get(i)) {
-            counter(k).increment(1);
+            k.counter().increment(1);
         }
-        self.history.record(self.history.now(), i);
+        self.history.record(sec, i);
     }
 
     /// Count one decision about `ip`; a denial also counts against `ip` in
-    /// the offender table.
+    /// the offender table (one clock read for both).
     pub fn count_from(&self, ip: IpAddr, d: &Decision) {
-        self.count(d);
+        let sec = self.history.now();
+        self.count_in(d, sec);
         if let Decision::Deny { reason, .. } = d {
-            self.offenders.record(ip, *reason, self.history.now());
+            self.offenders.record(ip, *reason, sec);
         }
     }
 
@@ -341,7 +386,7 @@ impl Metrics {
     /// Set `portcullis_fallback_active` (fleet backends).
     pub fn set_fallback_active(&self, active: bool) {
         if let Some(k) = &self.keys {
-            gauge(&k.fallback_active).set(f64::from(u8::from(active)));
+            k.fallback_active.gauge().set(f64::from(u8::from(active)));
         }
     }
 
@@ -349,9 +394,9 @@ impl Metrics {
     /// (`Limiter::len`, `Limiter::capacity`, `Limiter::stats`).
     pub fn record_table(&self, entries: usize, capacity: usize, table_full: u64) {
         if let Some(k) = &self.keys {
-            gauge(&k.table_entries).set(entries as f64);
-            gauge(&k.table_capacity).set(capacity as f64);
-            counter(&k.table_full).absolute(table_full);
+            k.table_entries.gauge().set(entries as f64);
+            k.table_capacity.gauge().set(capacity as f64);
+            k.table_full.counter().absolute(table_full);
         }
     }
 
@@ -359,8 +404,8 @@ impl Metrics {
     /// (`Stats::evicted_dead`, `Stats::evicted_live`).
     pub fn record_evictions(&self, dead: u64, live: u64) {
         if let Some(k) = &self.keys {
-            counter(&k.evicted_dead).absolute(dead);
-            counter(&k.evicted_live).absolute(live);
+            k.evicted_dead.counter().absolute(dead);
+            k.evicted_live.counter().absolute(live);
         }
     }
 
