@@ -1,20 +1,31 @@
-//! The `portcullis` binary's pieces: configuration, the HTTP service (demo
-//! page, login, metrics, admin API) and the admin CLI.
+//! The `portcullis` binary's pieces: configuration (`config`), the one
+//! request pipeline every request goes through (`pipeline`, on the
+//! canonical `target` and the `running` configuration), what it dispatches
+//! to (`routes`: the admin API, `/metrics`, the dashboard, demo mode;
+//! `proxy`; `forward_auth`; `login`), the listener and the admin CLI. The
+//! pipeline is described in `docs/pipeline.md`.
 
+pub mod admin_api;
+pub mod admin_auth;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod exporter;
 pub mod forward_auth;
-pub mod http;
 pub mod listener;
 pub mod lock_reveal;
+pub mod login;
 pub mod manual_api;
 pub mod passwords;
-pub mod policies;
+pub mod pipeline;
 pub mod proxy;
 pub mod reload;
+pub mod routes;
+pub mod running;
+pub mod target;
 pub mod ui;
 pub mod usernames;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -50,6 +61,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The running configuration could not be built.
+    #[error(transparent)]
+    Running(#[from] running::BuildError),
     /// Redis backend trouble.
     #[error("redis: {0}")]
     Fleet(String),
@@ -182,29 +196,8 @@ pub async fn serve_from(
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
-    let shadow = portcullis::layer::Shadow::new(cfg.shadow);
-    let registry = policies::Registry::default();
-    let reloader = Arc::new(reload::Reloader::new(
-        path,
-        cfg.clone(),
-        backend.engine.clone(),
-        shadow.clone(),
-        registry.clone(),
-    ));
-    reload::on_sighup(reloader.clone());
-    let app = http::router_with(
-        &cfg,
-        backend.engine.clone(),
-        users,
-        backend.kind,
-        backend.local.metrics().clone(),
-        server_metrics.clone(),
-        &http::Live {
-            shadow,
-            policies: registry,
-        },
-    )
-    .layer(axum::Extension(reloader));
+    log_front_proxy(&cfg);
+    let app = service(&cfg, &backend, users, server_metrics.clone(), path)?;
     let stop = shutdown_signal();
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
     listener::run(listener, app, cfg.conn.clone(), server_metrics, stop).await;
@@ -228,6 +221,63 @@ pub async fn serve_from(
     closed?;
     tracing::info!("bye");
     Ok(())
+}
+
+/// Which headers the forward-auth endpoint reads, said once when the
+/// default is in force behind a trusted proxy.
+fn log_front_proxy(cfg: &ServerConfig) {
+    let fa = &cfg.forward_auth;
+    if fa.enabled && !fa.proxy_given && !cfg.trusted_proxies.is_empty() {
+        tracing::info!(
+            "forward_auth.proxy not set: the original request is read from X-Original-Method / X-Original-URI only (nginx); set proxy = \"caddy\" or \"traefik\" behind those"
+        );
+    }
+}
+
+/// The whole service: every request goes to the pipeline
+/// ([`pipeline::Pipeline::handle`]); SIGHUP and `/admin/reload` reload
+/// the file at `path`.
+pub fn service(
+    cfg: &ServerConfig,
+    backend: &Backend,
+    users: passwords::Users,
+    server_metrics: Arc<exporter::ServerMetrics>,
+    path: Option<std::path::PathBuf>,
+) -> Result<axum::Router, ServeError> {
+    let live = Arc::new(running::Live::new(cfg.clone())?);
+    let own = pipeline::OwnTables::new(cfg)?;
+    let reloader = Arc::new(reload::Reloader::new(
+        path,
+        live.clone(),
+        reload::Tables {
+            service: backend.engine.clone(),
+            own: vec![own.admin.clone(), own.metrics.clone()],
+            guesses: own.guesses.clone(),
+        },
+    ));
+    reload::on_sighup(reloader.clone());
+    let app = admin_api::App {
+        engine: backend.engine.clone(),
+        users,
+        started: std::time::Instant::now(),
+        kind: backend.kind,
+        server_metrics,
+        reloader: Some(reloader),
+    };
+    let ui = ui::UiContext {
+        engine: backend.engine.clone(),
+        metrics: backend.local.metrics().clone(),
+        kind: backend.kind,
+    };
+    let p = Arc::new(pipeline::Pipeline::new(
+        live,
+        backend.engine.clone(),
+        backend.local.clone(),
+        own,
+        routes::own(app.clone(), ui),
+        routes::demo(app),
+    ));
+    Ok(axum::Router::new().fallback(move |req: axum::extract::Request| p.clone().handle(req)))
 }
 
 /// SIGINT or SIGTERM. The handlers are registered when this is called, not

@@ -507,6 +507,20 @@ async fn serve_conn(
     drop(ticket);
 }
 
+/// Admit a connection from `ip`: at the cap with evictions still
+/// closing, give them a few milliseconds rather than refuse.
+async fn admit(counts: &Arc<Counts>, ip: IpAddr) -> Option<Ticket> {
+    let mut admitted = counts.admit(ip, false);
+    for tries in 1..=20 {
+        if !matches!(admitted, Err(true)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        admitted = counts.admit(ip, tries == 20);
+    }
+    admitted.ok()
+}
+
 /// Serve `router` on `listener` under `cfg`'s limits until `signal`
 /// resolves, then stop accepting, give in-flight requests
 /// `cfg.shutdown_grace` and drop whatever is left.
@@ -535,17 +549,7 @@ pub async fn run(
             _ = &mut signal => break,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    // At the cap with evictions still closing: give them a
-                    // few milliseconds rather than refuse.
-                    let mut admitted = counts.admit(peer.ip(), false);
-                    for tries in 1..=20 {
-                        if !matches!(admitted, Err(true)) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        admitted = counts.admit(peer.ip(), tries == 20);
-                    }
-                    let Ok(ticket) = admitted else {
+                    let Some(ticket) = admit(&counts, peer.ip()).await else {
                         tracing::debug!(%peer, "connection cap reached; closing");
                         drop(stream);
                         continue;

@@ -115,57 +115,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Serve { config } => {
-            let cfg = match ServerConfig::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            init_logs();
-            match rt.block_on(portcullis_server::serve_from(cfg, config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                // One line, once: the log would repeat it.
-                Err(e) => {
-                    eprintln!("portcullis: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::HashPassword { config } => {
-            let cfg = match ServerConfig::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let params = match cfg.hashing.params() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("portcullis: argon2 parameters: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let mut pw = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut pw) {
-                eprintln!("portcullis: cannot read stdin: {e}");
-                return ExitCode::FAILURE;
-            }
-            let pw = pw.strip_suffix('\n').unwrap_or(&pw);
-            let pw = pw.strip_suffix('\r').unwrap_or(pw);
-            match portcullis_server::passwords::hash_password_with(pw, &params) {
-                Ok(h) => {
-                    println!("{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("portcullis: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Cmd::Serve { config } => serve(&rt, config),
+        Cmd::HashPassword { config } => hash_password(config),
         Cmd::Bans(r) => report(rt.block_on(cli::bans(&target(&r))), r.json, cli::bans_table),
         Cmd::Status(r) => report(rt.block_on(cli::status(&target(&r))), r.json, cli::kv_table),
         Cmd::Reload(r) => report(rt.block_on(cli::reload(&target(&r))), r.json, cli::kv_table),
@@ -187,6 +138,61 @@ fn main() -> ExitCode {
             remote.json,
             cli::kv_table,
         ),
+    }
+}
+
+/// `portcullis serve`.
+fn serve(rt: &tokio::runtime::Runtime, config: Option<PathBuf>) -> ExitCode {
+    let cfg = match ServerConfig::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs();
+    match rt.block_on(portcullis_server::serve_from(cfg, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // One line, once: the log would repeat it.
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `portcullis hash-password`.
+fn hash_password(config: Option<PathBuf>) -> ExitCode {
+    let cfg = match ServerConfig::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let params = match cfg.hashing.params() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("portcullis: argon2 parameters: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut pw = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut pw) {
+        eprintln!("portcullis: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let pw = pw.strip_suffix('\n').unwrap_or(&pw);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    match portcullis_server::passwords::hash_password_with(pw, &params) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,271 +1,47 @@
-//! Proxy mode: `[upstream] url = "http://127.0.0.1:3000"` makes
-//! `portcullis serve` forward every request the rules allow to the
-//! upstream and stream its answer back.
+//! Proxy mode's forwarding: `[upstream] url = "http://127.0.0.1:3000"`
+//! makes `portcullis serve` forward every request the pipeline lets through
+//! to the upstream and stream its answer back (`docs/pipeline.md`).
 //!
 //! - Bodies are streamed both ways; only `[[login_routes]]` buffer the
 //!   request body (up to `max_body`, `413` beyond) to find the username.
 //! - Hop-by-hop headers (`Connection` and the ones it names, `Keep-Alive`,
 //!   `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped
-//!   both ways. `X-Forwarded-For` is set to the client address portcullis
-//!   decided on (the peer, or the one a trusted proxy named);
-//!   `X-Forwarded-Proto` and `-Host` are passed on from a trusted proxy and
-//!   otherwise set to `http` and the request's `Host`. `Host` is kept.
+//!   both ways.
+//! - Forwarding headers: from a peer outside `server.trusted_proxies`,
+//!   every client-sent header that names a client, host or scheme
+//!   ([`CLIENT_SENT`]: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`,
+//!   `True-Client-IP`, `X-Client-IP`, `X-Cluster-Client-IP`,
+//!   `CF-Connecting-IP`, `Fastly-Client-IP`, `X-Original-*`) is dropped.
+//!   Then `X-Forwarded-For` is set to the client address portcullis
+//!   decided on and `Forwarded: for=…;proto=…` (RFC 7239; IPv6 quoted and
+//!   bracketed) beside it; `X-Forwarded-Proto` and `-Host` are kept from a
+//!   trusted proxy and otherwise set to `http` and the request's `Host`.
+//!   `Host` is kept.
 //! - `Upgrade` requests (WebSocket) are refused with `501` and a body
 //!   saying so: the proxy does not tunnel them.
 //! - Upstream unreachable: `502`; no response head within
 //!   `response_timeout`: `504`. Both have a short text body and are counted
 //!   in `portcullis_upstream_errors_total{status}`.
-//! - A login route runs the same flow as the demo `POST /login`
-//!   (`http::guarded_login`): the attempt is reserved before the
-//!   request is forwarded (a locked pair or ip gets `429`/`403` and the
-//!   upstream never sees it), settled from the upstream's status, and a
-//!   failure's penalty delay is served before its response goes out.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics::{counter, describe_counter};
-use portcullis::client_ip::TrustedProxies;
-use portcullis::engine::Engine;
-use serde::Deserialize;
 
-use crate::config::{raw, BadConfig};
-
-/// `[upstream]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table with url")]
-pub struct RawUpstream {
-    url: String,
-    #[serde(default)]
-    connect_timeout: Option<raw::Dur>,
-    #[serde(default)]
-    response_timeout: Option<raw::Dur>,
-    #[serde(default)]
-    admin_prefix: Option<String>,
-}
-
-/// One `[[login_routes]]` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table with path")]
-pub struct RawLoginRoute {
-    #[serde(default)]
-    method: Option<String>,
-    path: String,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    failure_statuses: Option<Vec<u16>>,
-    #[serde(default)]
-    success_statuses: Option<Vec<u16>>,
-    #[serde(default)]
-    max_body: Option<raw::Uint>,
-}
-
-/// The checked `[upstream]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upstream {
-    /// `http://host:port` (scheme and authority only).
-    pub url: Uri,
-    /// Connecting gives up after this \[5s\] (`502`).
-    pub connect_timeout: StdDuration,
-    /// The response head must arrive within this \[30s\] (`504`).
-    pub response_timeout: StdDuration,
-    /// Where `/admin`, `/metrics` and the dashboard are served in proxy
-    /// mode \[/.portcullis\]; empty: at the root.
-    pub admin_prefix: String,
-}
-
-/// Default `[upstream] admin_prefix`.
-pub const DEFAULT_ADMIN_PREFIX: &str = "/.portcullis";
-
-/// Default `[[login_routes]] max_body`: 64 KiB.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-
-/// A checked `[[login_routes]]` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoginRoute {
-    /// Method \[POST\].
-    pub method: Method,
-    /// Exact path (the query is not compared).
-    pub path: String,
-    /// Form field or top-level JSON key, or (starting with `/`) a JSON
-    /// pointer \[username\].
-    pub username: String,
-    /// Upstream statuses meaning a wrong password \[401, 403\].
-    pub failure: Vec<u16>,
-    /// Upstream statuses meaning success (empty: any 2xx or 3xx).
-    pub success: Vec<u16>,
-    /// Largest body buffered \[65536\]; more gets `413`.
-    pub max_body: usize,
-}
-
-impl LoginRoute {
-    /// `Some(true)` success, `Some(false)` failure, `None` neither.
-    fn classify(&self, status: StatusCode) -> Option<bool> {
-        let s = status.as_u16();
-        if self.failure.contains(&s) {
-            Some(false)
-        } else if (self.success.is_empty() && (200..400).contains(&s)) || self.success.contains(&s)
-        {
-            Some(true)
-        } else {
-            None
-        }
-    }
-}
-
-fn bad(key: String, reason: impl Into<String>) -> BadConfig {
-    BadConfig {
-        key,
-        reason: reason.into(),
-    }
-}
-
-/// Check `[upstream]` and `[[login_routes]]`.
-pub(crate) fn check(
-    up: Option<RawUpstream>,
-    routes: Vec<RawLoginRoute>,
-) -> Result<(Option<Upstream>, Vec<LoginRoute>), BadConfig> {
-    let upstream = match up {
-        None => None,
-        Some(u) => {
-            let url: Uri = u
-                .url
-                .parse()
-                .map_err(|e| bad("upstream.url".into(), format!("{:?}: {e}", u.url)))?;
-            if url.scheme_str() != Some("http") || url.authority().is_none() {
-                return Err(bad(
-                    "upstream.url".into(),
-                    format!("{:?}: expected http://host:port", u.url),
-                ));
-            }
-            if !matches!(url.path(), "" | "/") || url.query().is_some() {
-                return Err(bad(
-                    "upstream.url".into(),
-                    format!("{:?}: no path or query (requests keep theirs)", u.url),
-                ));
-            }
-            let dur = |k: &str, v: Option<raw::Dur>, d: u64| match v {
-                Some(d) if d.std().is_zero() => {
-                    Err(bad(format!("upstream.{k}"), "must be greater than zero"))
-                }
-                Some(d) => Ok(d.std()),
-                None => Ok(StdDuration::from_secs(d)),
-            };
-            let prefix = u
-                .admin_prefix
-                .unwrap_or_else(|| DEFAULT_ADMIN_PREFIX.into());
-            let prefix = prefix.trim_end_matches('/').to_string();
-            if !prefix.is_empty()
-                && (!prefix.starts_with('/')
-                    || !prefix
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/_-.~".contains(&b)))
-            {
-                return Err(bad(
-                    "upstream.admin_prefix".into(),
-                    "expected a path like \"/.portcullis\" (letters, digits, / _ - . ~) or \"\"",
-                ));
-            }
-            Some(Upstream {
-                url,
-                connect_timeout: dur("connect_timeout", u.connect_timeout, 5)?,
-                response_timeout: dur("response_timeout", u.response_timeout, 30)?,
-                admin_prefix: prefix,
-            })
-        }
-    };
-    if upstream.is_none() && !routes.is_empty() {
-        return Err(bad(
-            "login_routes".into(),
-            "needs [upstream] (login routes are forwarded to it)",
-        ));
-    }
-    let mut out: Vec<LoginRoute> = Vec::new();
-    for (i, r) in routes.into_iter().enumerate() {
-        let at = |k: &str| format!("login_routes[{i}].{k}");
-        let method = match r.method {
-            None => Method::POST,
-            Some(m) => Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
-                .map_err(|_| bad(at("method"), format!("{m:?} is not an HTTP method")))?,
-        };
-        if !r.path.starts_with('/') || r.path.contains('?') {
-            return Err(bad(
-                at("path"),
-                "expected a path starting with / (no query)",
-            ));
-        }
-        if out.iter().any(|o| o.method == method && o.path == r.path) {
-            return Err(bad(
-                at("path"),
-                format!("{method} {} is listed twice", r.path),
-            ));
-        }
-        let username = r.username.unwrap_or_else(|| "username".into());
-        if username.is_empty() {
-            return Err(bad(
-                at("username"),
-                "expected a field name or a JSON pointer",
-            ));
-        }
-        let statuses = |k: &str, v: Vec<u16>| {
-            v.iter().enumerate().try_for_each(|(j, s)| {
-                if (100..600).contains(s) {
-                    Ok(())
-                } else {
-                    Err(bad(
-                        format!("login_routes[{i}].{k}[{j}]"),
-                        format!("{s} is not an HTTP status"),
-                    ))
-                }
-            })?;
-            Ok::<_, BadConfig>(v)
-        };
-        let failure = statuses(
-            "failure_statuses",
-            r.failure_statuses.unwrap_or(vec![401, 403]),
-        )?;
-        let success = statuses("success_statuses", r.success_statuses.unwrap_or_default())?;
-        if let Some(s) = failure.iter().find(|s| success.contains(s)) {
-            return Err(bad(
-                at("success_statuses"),
-                format!("{s} is also a failure status"),
-            ));
-        }
-        let max_body = match r.max_body {
-            None => DEFAULT_MAX_BODY,
-            Some(raw::Uint(0)) => return Err(bad(at("max_body"), "must be greater than zero")),
-            Some(raw::Uint(n)) => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        out.push(LoginRoute {
-            method,
-            path: r.path,
-            username,
-            failure,
-            success,
-            max_body,
-        });
-    }
-    Ok((upstream, out))
-}
+use crate::config::proxy::Upstream;
 
 const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 
-/// The running proxy.
+/// The upstream client.
 pub struct Proxy {
     client: Client<HttpConnector, Body>,
     upstream: Upstream,
-    routes: Vec<LoginRoute>,
-    engine: Arc<dyn Engine>,
-    proxies: TrustedProxies,
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), dropped both ways.
@@ -279,6 +55,28 @@ const HOP_BY_HOP: [&str; 9] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+];
+
+/// Headers through which a client could name another client address,
+/// host, scheme or original request: dropped unless the peer is a trusted
+/// proxy.
+pub const CLIENT_SENT: [&str; 16] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-method",
+    "x-forwarded-uri",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-uri",
+    "x-original-method",
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -297,7 +95,58 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
+/// Drop what an untrusted client said about forwarding (every
+/// [`CLIENT_SENT`] header and any other `X-Original-*`).
+fn strip_client_sent(h: &mut HeaderMap) {
+    for n in CLIENT_SENT {
+        h.remove(n);
+    }
+    let originals: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-original-"))
+        .cloned()
+        .collect();
+    for n in originals {
+        h.remove(n);
+    }
+}
+
+/// `Forwarded: for=...;proto=...` (RFC 7239 section 6: an IPv6 address is
+/// quoted and bracketed).
+fn forwarded(ip: IpAddr, proto: &str) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+    }
+}
+
+/// Set the forwarding headers for client `ip` (see the module doc).
+fn set_forwarding(h: &mut HeaderMap, ip: IpAddr, trusted: bool) {
+    if !trusted {
+        strip_client_sent(h);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        h.insert("x-forwarded-for", v);
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !h.contains_key("x-forwarded-host") {
+        if let Some(host) = h.get(header::HOST).cloned() {
+            h.insert("x-forwarded-host", host);
+        }
+    }
+    let proto = match h.get("x-forwarded-proto").map(|v| v.as_bytes()) {
+        Some(b"https") => "https",
+        _ => "http",
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded(ip, proto)) {
+        h.insert("forwarded", v);
+    }
+}
+
+/// A short plain-text answer of portcullis's own.
+pub fn text(status: StatusCode, body: &'static str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -307,13 +156,8 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 }
 
 impl Proxy {
-    /// A proxy to `upstream`; login routes settle on `engine`.
-    pub fn new(
-        upstream: Upstream,
-        routes: Vec<LoginRoute>,
-        engine: Arc<dyn Engine>,
-        proxies: TrustedProxies,
-    ) -> Proxy {
+    /// A client of `upstream`.
+    pub fn new(upstream: Upstream) -> Proxy {
         describe_counter!(
             UPSTREAM_ERRORS,
             "Proxied requests answered by portcullis because the upstream failed: 502 unreachable, 504 too slow."
@@ -324,81 +168,24 @@ impl Proxy {
         conn.set_connect_timeout(Some(upstream.connect_timeout));
         conn.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(conn);
-        Proxy {
-            client,
-            upstream,
-            routes,
-            engine,
-            proxies,
-        }
+        Proxy { client, upstream }
     }
 
-    /// Answer one request the rate-limit layer allowed from `ip`.
-    pub async fn handle(
-        self: Arc<Self>,
-        ip: IpAddr,
-        peer: Option<IpAddr>,
-        req: Request,
-    ) -> Response {
+    /// The upstream it forwards to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Forward `req` from client `ip` (`trusted`: the peer is a trusted
+    /// proxy) and stream the answer back (501 for an upgrade, 502/504 on
+    /// failure).
+    pub async fn forward(&self, ip: IpAddr, trusted: bool, req: Request) -> Response {
         if req.headers().contains_key(header::UPGRADE) {
             return text(
                 StatusCode::NOT_IMPLEMENTED,
                 "portcullis: Upgrade (WebSocket) requests are not proxied\n",
             );
         }
-        let path = normalize(req.uri().path());
-        let route = self
-            .routes
-            .iter()
-            .find(|r| r.method == req.method() && normalize(&r.path) == path)
-            .cloned();
-        let Some(route) = route else {
-            return self.forward(ip, peer, req).await;
-        };
-        let (parts, body) = req.into_parts();
-        let too_big = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > route.max_body as u64);
-        if too_big {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "portcullis: login body too large\n",
-            );
-        }
-        let Ok(bytes) = axum::body::to_bytes(body, route.max_body).await else {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "portcullis: login body too large\n",
-            );
-        };
-        let user = username(&parts.headers, &bytes, &route.username);
-        // A body without a username is counted against the address only:
-        // a name of its own per address, which no real username can be.
-        let user = user.unwrap_or_else(|| format!("\u{0}no-username:{ip}"));
-        let headers = parts.headers.clone();
-        let req = Request::from_parts(parts, Body::from(bytes));
-        let me = self.clone();
-        let engine = self.engine.clone();
-        crate::http::guarded_login(engine, user, ip, &headers, None, async move {
-            let resp = me.forward(ip, peer, req).await;
-            let ok = match route.classify(resp.status()) {
-                Some(ok) => ok,
-                None => {
-                    tracing::warn!(status = resp.status().as_u16(), path = %route.path,
-                        "login route: upstream status is neither success nor failure; counted as a failure");
-                    false
-                }
-            };
-            (ok, resp)
-        })
-        .await
-    }
-
-    /// Forward `req` and stream the answer back (502/504 on failure).
-    async fn forward(&self, ip: IpAddr, peer: Option<IpAddr>, req: Request) -> Response {
         let (mut parts, body) = req.into_parts();
         let path = parts
             .uri
@@ -412,26 +199,11 @@ impl Proxy {
         };
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
-        let h = &mut parts.headers;
-        strip_hop_by_hop(h);
-        let trusted = peer.is_some_and(|p| self.proxies.contains(p));
-        if !trusted {
-            h.remove("x-forwarded-proto");
-            h.remove("x-forwarded-host");
-        }
-        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-            h.insert("x-forwarded-for", v);
-        }
-        if !h.contains_key("x-forwarded-proto") {
-            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        }
-        if !h.contains_key("x-forwarded-host") {
-            if let Some(host) = h.get(header::HOST).cloned() {
-                h.insert("x-forwarded-host", host);
-            }
-        }
+        strip_hop_by_hop(&mut parts.headers);
+        set_forwarding(&mut parts.headers, ip, trusted);
         let req = http::Request::from_parts(parts, body);
-        match tokio::time::timeout(self.upstream.response_timeout, self.client.request(req)).await {
+        let timeout = self.upstream.response_timeout;
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -446,7 +218,7 @@ impl Proxy {
                 )
             }
             Err(_) => {
-                tracing::warn!(upstream = %self.upstream.url, timeout_ms = self.upstream.response_timeout.as_millis() as u64, "upstream too slow");
+                tracing::warn!(upstream = %self.upstream.url, timeout_ms = timeout.as_millis() as u64, "upstream too slow");
                 counter!(UPSTREAM_ERRORS, "status" => "504").increment(1);
                 text(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -457,231 +229,37 @@ impl Proxy {
     }
 }
 
-/// A path as an application might read it, for matching login routes:
-/// percent-decoded, `;params` cut from each segment, empty and `.`
-/// segments dropped, `..` applied, ASCII lowercase, no trailing slash. So
-/// `//Login/`, `/%6cogin`, `/x/../login` and `/login;a=b` all are `/login`
-/// and cannot slip past a login route.
-pub fn normalize(path: &str) -> String {
-    let decoded: Vec<u8> = {
-        let b = path.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while let Some(&c) = b.get(i) {
-            let hex = |j: usize| b.get(j).and_then(|h| (*h as char).to_digit(16));
-            match (c, hex(i + 1), hex(i + 2)) {
-                (b'%', Some(h), Some(l)) => {
-                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
-                    i += 3;
-                }
-                _ => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        out
-    };
-    let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
-    let mut segs: Vec<&str> = Vec::new();
-    for seg in decoded.split(['/', '\\']) {
-        let seg = seg.split(';').next().unwrap_or("");
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segs.pop();
-            }
-            s => segs.push(s),
-        }
-    }
-    format!("/{}", segs.join("/"))
-}
-
-/// The username in a login body: a JSON pointer (`/user/email`) in a JSON
-/// body, or a form field / top-level JSON key. Empty or blank: none.
-fn username(headers: &HeaderMap, body: &Bytes, field: &str) -> Option<String> {
-    // The first of every value the application could read
-    // (`crate::usernames`); the query is not read here yet.
-    crate::usernames::usernames(headers, None, body, field)
-        .into_iter()
-        .next()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerConfig;
-
-    fn load(text: &str) -> Result<ServerConfig, BadConfig> {
-        ServerConfig::from_str_env(text, "t.toml", std::iter::empty())
-    }
 
     #[test]
-    fn the_example_proxy_block_loads_uncommented() {
-        let example = include_str!("../../../portcullis.example.toml");
-        let (head, rest) = example.split_once("# --- proxy mode").unwrap();
-        let (block, _) = rest.split_once("# --- end proxy mode").unwrap();
-        let block: String = block
-            .lines()
-            .skip(1)
-            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let c = load(&format!("{head}{block}")).unwrap();
-        let u = c.upstream.unwrap();
-        assert_eq!(u.url, "http://127.0.0.1:3000");
-        assert_eq!(u.admin_prefix, "/.portcullis");
-        assert_eq!(u.response_timeout, StdDuration::from_secs(30));
-        assert_eq!(c.login_routes.len(), 1);
-        assert_eq!(c.login_routes[0].failure, [401, 403]);
-        assert_eq!(c.policies.len(), 1);
-        assert_eq!(c.policies[0].name, "login-posts");
-        assert_eq!(c.policies[0].methods, [Method::POST]);
-        assert_eq!(c.policies[0].rules.requests.max_requests, 10);
-    }
-
-    #[test]
-    fn config_errors_name_the_key() {
-        let key = |t: &str| load(t).unwrap_err().key;
-        assert_eq!(key("[upstream]\nurl = \"https://x:1\"\n"), "upstream.url");
-        assert_eq!(
-            key("[upstream]\nurl = \"http://x:1/app\"\n"),
-            "upstream.url"
-        );
-        assert_eq!(
-            key("[upstream]\nurl = \"http://x:1\"\nbogus = 1\n"),
-            "upstream.bogus"
-        );
-        assert_eq!(
-            key("[upstream]\nurl = \"http://x:1\"\nresponse_timeout = \"0s\"\n"),
-            "upstream.response_timeout"
-        );
-        assert_eq!(
-            key("[upstream]\nurl = \"http://x:1\"\nadmin_prefix = \"x\"\n"),
-            "upstream.admin_prefix"
-        );
-        assert_eq!(key("[[login_routes]]\npath = \"/login\"\n"), "login_routes");
-        let up = "[upstream]\nurl = \"http://x:1\"\n";
-        assert_eq!(
-            key(&format!("{up}[[login_routes]]\npath = \"login\"\n")),
-            "login_routes[0].path"
-        );
-        assert_eq!(
-            key(&format!(
-                "{up}[[login_routes]]\npath = \"/l\"\nfailure_statuses = [99]\n"
-            )),
-            "login_routes[0].failure_statuses[0]"
-        );
-        assert_eq!(
-            key(&format!(
-                "{up}[[login_routes]]\npath = \"/l\"\nsuccess_statuses = [401]\n"
-            )),
-            "login_routes[0].success_statuses"
-        );
-        assert_eq!(
-            key(&format!(
-                "{up}[[login_routes]]\npath = \"/l\"\nmax_body = 0\n"
-            )),
-            "login_routes[0].max_body"
-        );
-        assert_eq!(
-            key(&format!(
-                "{up}[[login_routes]]\npath = \"/l\"\n[[login_routes]]\npath = \"/l\"\n"
-            )),
-            "login_routes[1].path"
-        );
-        let p = "[[policies]]\nname = \"a\"\nprefix = \"/a\"\n";
-        assert_eq!(
-            key("[[policies]]\nname = \"a b\"\nprefix = \"/a\"\n"),
-            "policies[0].name"
-        );
-        assert_eq!(
-            key("[[policies]]\nname = \"admin\"\nprefix = \"/a\"\n"),
-            "policies[0].name"
-        );
-        assert_eq!(key(&format!("{p}{p}")), "policies[1].name");
-        assert_eq!(
-            key("[[policies]]\nname = \"a\"\nprefix = \"a\"\n"),
-            "policies[0].prefix"
-        );
-        assert_eq!(
-            key(&format!("{p}methods = [\"GE T\"]\n")),
-            "policies[0].methods[0]"
-        );
-        assert_eq!(
-            key(&format!("{p}[policies.requests]\nmax_requests = 0\n")),
-            "policies[0].requests.max_requests"
-        );
-        assert_eq!(
-            key(&format!("{p}[policies.requests]\nwindoww = \"1s\"\n")),
-            "policies[0].requests.windoww"
-        );
-        // Defaults come from [requests]; a policy overrides only its keys.
-        let c = load(&format!("[requests]\nmax_requests = 7\nwindow = \"9s\"\n{p}[policies.requests]\nmax_requests = 3\n")).unwrap();
-        assert_eq!(c.policies[0].rules.requests.max_requests, 3);
-        assert_eq!(
-            c.policies[0].rules.requests.window,
-            embassy_time::Duration::from_secs(9)
-        );
-        assert_eq!(c.rules.requests.max_requests, 7);
-        assert!(c.upstream.is_none());
-    }
-
-    fn h(ct: &str) -> HeaderMap {
+    fn client_sent_forwarding_headers_are_dropped_unless_trusted() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-        h
-    }
-
-    #[test]
-    fn username_from_form_json_and_pointer() {
-        let form = h("application/x-www-form-urlencoded");
-        let json = h("application/json; charset=utf-8");
-        let b = |s: &str| Bytes::from(s.to_string());
-        assert_eq!(
-            username(&form, &b("username=Al%20ice&password=x"), "username").as_deref(),
-            Some("Al ice")
-        );
-        assert_eq!(username(&form, &b("password=x"), "username"), None);
-        assert_eq!(
-            username(&form, &b("username=+&password=x"), "username"),
-            None
-        );
-        assert_eq!(
-            username(&json, &b(r#"{"username":"bob"}"#), "username").as_deref(),
-            Some("bob")
-        );
-        assert_eq!(
-            username(&json, &b(r#"{"user":{"email":"a@b"}}"#), "/user/email").as_deref(),
-            Some("a@b")
-        );
-        assert_eq!(
-            username(&json, &b(r#"{"user":{"email":5}}"#), "/user/email"),
-            None
-        );
-        // A pointer names the nested form field too (`/user` is `user`).
-        assert_eq!(username(&form, &b("user=a"), "/user").as_deref(), Some("a"));
-        assert_eq!(username(&json, &b("not json"), "username"), None);
-    }
-
-    #[test]
-    fn login_paths_normalize() {
-        for p in [
-            "/login",
-            "//Login/",
-            "/%6cogin",
-            "/x/../login",
-            "/login;a=b",
-            "/./login",
-            "\\login",
-            "/LOGIN%2f",
-        ] {
-            assert_eq!(normalize(p), "/login", "{p}");
+        for n in CLIENT_SENT {
+            h.insert(n, HeaderValue::from_static("6.6.6.6"));
         }
-        assert_eq!(normalize("/"), "/");
-        assert_eq!(normalize("/a/b/"), "/a/b");
-        assert_ne!(normalize("/login2"), "/login");
-        assert_eq!(normalize("/%zz"), "/%zz");
+        h.insert("x-original-anything", HeaderValue::from_static("x"));
+        h.insert(header::HOST, HeaderValue::from_static("app.example"));
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        set_forwarding(&mut h, ip, false);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        for n in CLIENT_SENT
+            .iter()
+            .filter(|n| !n.starts_with("x-forwarded-") && **n != "forwarded")
+        {
+            assert!(!h.contains_key(*n), "{n}");
+        }
+        assert!(!h.contains_key("x-original-anything"));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-real-ip", HeaderValue::from_static("10.0.0.1"));
+        set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), true);
+        assert_eq!(h["forwarded"], "for=10.0.0.1;proto=https");
+        assert_eq!(h["x-real-ip"], "10.0.0.1", "a trusted proxy's headers stay");
     }
 
     #[test]
@@ -702,30 +280,5 @@ mod tests {
         strip_hop_by_hop(&mut m);
         assert_eq!(m.len(), 1, "{m:?}");
         assert_eq!(m.get("x-kept").unwrap(), "yes");
-    }
-
-    #[test]
-    fn statuses_classify() {
-        let r = LoginRoute {
-            method: Method::POST,
-            path: "/login".into(),
-            username: "username".into(),
-            failure: vec![401, 403],
-            success: vec![],
-            max_body: 10,
-        };
-        assert_eq!(r.classify(StatusCode::OK), Some(true));
-        assert_eq!(r.classify(StatusCode::FOUND), Some(true));
-        assert_eq!(r.classify(StatusCode::UNAUTHORIZED), Some(false));
-        assert_eq!(r.classify(StatusCode::FORBIDDEN), Some(false));
-        assert_eq!(r.classify(StatusCode::BAD_GATEWAY), None);
-        let r = LoginRoute {
-            success: vec![302],
-            failure: vec![200],
-            ..r
-        };
-        assert_eq!(r.classify(StatusCode::OK), Some(false));
-        assert_eq!(r.classify(StatusCode::FOUND), Some(true));
-        assert_eq!(r.classify(StatusCode::NO_CONTENT), None);
     }
 }

@@ -2,27 +2,32 @@
 //! `portcullis reload` re-read the config file and the environment.
 //!
 //! Three outcomes:
-//! * **applied**: the new rules (quotas, windows, blocks, login, penalty,
-//!   slots, lists) and the shadow switch take effect on the next decision;
-//!   every key's state, block, ban and lock stays (the limiter swaps its
-//!   rules in place on every shard, [`portcullis::Limiter::set_config`]),
-//!   and a running penalty delay completes;
+//! * **applied**: a new running configuration ([`crate::running`]) is
+//!   built and swapped in whole; the next request sees every key that can
+//!   change live: the rules (quotas, windows, blocks, login, penalty,
+//!   slots, lists; swapped in place on every table, so every key's state,
+//!   block, ban and lock stays, and a running penalty delay completes),
+//!   shadow switches, `[[policies]]` (added, removed, moved, retuned),
+//!   `[[login_routes]]`, `[upstream]`, `[forward_auth]`, the admin,
+//!   metrics and report tokens, trusted proxies and the client address
+//!   header, `login.reveal_lock`;
 //! * **refused**: a config that fails to parse or validate changes
 //!   nothing; it is logged with the key and reason and counted as
 //!   `portcullis_config_reload_errors_total`;
-//! * **needs restart**: settings that cannot change live (listen address,
-//!   store kind, path and sizing, Redis connection, listener limits, admin
-//!   token, proxies, users, password hashing) are reported by key and
-//!   otherwise ignored; the rest of the reload still applies.
+//! * **needs restart**: keys that cannot change live ([`RESTART_ONLY`]:
+//!   the listen address, the store, table sizes, listener limits, users
+//!   and password hashing) are reported by key and keep their running
+//!   value; the rest of the reload still applies.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use portcullis::layer::Shadow;
+use portcullis::engine::Engine;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::config::{BadConfig, ServerConfig};
+use crate::running::{Live, Running};
 
 /// Reload errors counter.
 pub const RELOAD_ERRORS: &str = "portcullis_config_reload_errors_total";
@@ -35,118 +40,146 @@ pub struct Reloaded {
     /// The shadow switch now.
     pub shadow: bool,
     /// Keys whose new value waits for a restart (ignored until then).
-    pub needs_restart: Vec<&'static str>,
+    pub needs_restart: Vec<String>,
+}
+
+/// The keys a reload cannot apply, each with how to carry the running
+/// value over to a new config (`keep(old, new)`) and whether it changed.
+type Keep = fn(&ServerConfig, &mut ServerConfig) -> bool;
+
+macro_rules! keep {
+    ($($key:literal => $($field:ident).+),* $(,)?) => {
+        &[$(($key, |old: &ServerConfig, new: &mut ServerConfig| {
+            let changed = old.$($field).+ != new.$($field).+;
+            new.$($field).+ = old.$($field).+.clone();
+            changed
+        })),*]
+    };
+}
+
+/// Keys that need a restart (see the module doc).
+pub const RESTART_ONLY: &[(&str, Keep)] = keep![
+    "server.listen" => listen,
+    "store.kind" => store,
+    "store.path" => path,
+    "store.redis_url" => redis_url,
+    "store.redis_cluster" => redis_cluster,
+    "store.fail_closed" => fail_closed,
+    "store.redis_timeout" => redis_timeout,
+    "store.denial_cache" => denial_cache,
+    "store.max_entries" => max_entries,
+    "server.admin_max_entries" => admin_max_entries,
+    "server.header_read_timeout" => conn.header_read_timeout,
+    "server.body_read_timeout" => conn.body_read_timeout,
+    "server.idle_timeout" => conn.idle_timeout,
+    "server.max_connections" => conn.max_connections,
+    "server.max_connections_per_ip" => conn.max_connections_per_ip,
+    "server.shutdown_grace" => conn.shutdown_grace,
+    "users" => users,
+    "login.max_concurrent_hashes" => hashing.max_concurrent,
+    "login.hash_queue" => hashing.queue,
+    "login.argon2_memory_kib" => hashing.memory_kib,
+    "login.argon2_iterations" => hashing.iterations,
+    "login.argon2_parallelism" => hashing.parallelism,
+];
+
+/// The tables a reload gives new rules besides the policies': the
+/// service's, and portcullis's own (`/admin`, `/metrics`, report-token
+/// guesses).
+pub struct Tables {
+    /// The service's backend.
+    pub service: Arc<dyn Engine>,
+    /// `/admin` and `/metrics` (their quota fixed, the rest the service's).
+    pub own: Vec<Arc<dyn Engine>>,
+    /// Report-token guesses (the service's login rules).
+    pub guesses: Arc<dyn Engine>,
 }
 
 /// Re-reads and applies the configuration; one reload at a time.
 pub struct Reloader {
     path: Option<PathBuf>,
-    running: Mutex<ServerConfig>,
-    engine: std::sync::Arc<dyn portcullis::engine::Engine>,
-    shadow: Shadow,
-    policies: crate::policies::Registry,
+    one: Mutex<()>,
+    live: Arc<Live>,
+    tables: Tables,
 }
 
 impl Reloader {
-    /// A reloader of the file at `path` (none: the environment only) for a
-    /// server started with `running`, whose limiter is `local`'s and whose
-    /// layer shadows while `shadow` is on.
-    pub fn new(
-        path: Option<PathBuf>,
-        running: ServerConfig,
-        engine: std::sync::Arc<dyn portcullis::engine::Engine>,
-        shadow: Shadow,
-        policies: crate::policies::Registry,
-    ) -> Self {
+    /// A reloader of the file at `path` (none: the environment only) for
+    /// the configuration in `live` and its `tables`.
+    pub fn new(path: Option<PathBuf>, live: Arc<Live>, tables: Tables) -> Self {
         metrics::describe_counter!(RELOAD_ERRORS, "Configuration reloads refused.");
         // Present (at 0) from the start, so a dashboard can alert on rate.
         metrics::counter!(RELOAD_ERRORS).increment(0);
         Reloader {
             path,
-            running: Mutex::new(running),
-            engine,
-            shadow,
-            policies,
+            one: Mutex::new(()),
+            live,
+            tables,
         }
     }
 
     /// Re-read the file and environment and apply what can change live.
     pub async fn reload(&self) -> Result<Reloaded, BadConfig> {
-        let mut running = self.running.lock().await;
+        let _one = self.one.lock().await;
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || ServerConfig::load(path.as_deref()))
             .await
-            .unwrap_or_else(|e| {
-                Err(BadConfig {
-                    key: "reload".into(),
-                    reason: e.to_string(),
-                })
-            });
-        let new = match loaded {
-            Ok(c) => c,
-            Err(e) => return Err(refuse(e)),
-        };
-        let mut needs_restart = needs_restart(&running, &new);
-        let rules_changed = new.rules != running.rules;
+            .unwrap_or_else(|e| Err(BadConfig::new("reload", e.to_string())));
+        let new = loaded.map_err(refuse)?;
+        self.apply(new).map_err(refuse)
+    }
+
+    /// Apply `new` (already checked) over the running configuration.
+    pub fn apply(&self, mut new: ServerConfig) -> Result<Reloaded, BadConfig> {
+        let old = self.live.load();
+        let mut needs_restart: Vec<String> = RESTART_ONLY
+            .iter()
+            .filter(|(_, keep)| keep(&old.cfg, &mut new))
+            .map(|(k, _)| (*k).to_string())
+            .collect();
+        for p in &mut new.policies {
+            if let Some(size) = self.live.carry.table_size(&p.name) {
+                if size != p.max_entries {
+                    needs_restart.push(format!("policies.{}.max_entries", p.name));
+                    p.max_entries = size;
+                }
+            }
+        }
+        let mut rules_changed = new.rules != old.cfg.rules;
         if rules_changed {
-            if let Err(e) = self.engine.set_rules(new.rules.clone()) {
-                return Err(refuse(BadConfig {
-                    key: config_key(&e),
-                    reason: e.to_string(),
-                }));
-            }
-            running.rules = new.rules;
+            self.set_rules(&new.rules)?;
         }
-        // `[[policies]]`: each running policy takes its new rules and shadow
-        // switch (checked first: one refusal changes nothing); adding,
-        // removing or moving one needs a restart (its table is built then).
-        let handles = self.policies.handles();
-        let mut moved = handles.len() != new.policies.len();
-        let mut updates = Vec::new();
-        for h in &handles {
-            match new.policies.iter().find(|p| p.name == h.name) {
-                Some(p) if (p.prefix.clone(), p.methods.clone()) == h.route => {
-                    updates.push((h.clone(), p.clone()))
-                }
-                _ => moved = true,
-            }
-        }
-        let mut policies_changed = false;
-        for (h, p) in &updates {
-            let old = running.policies.iter().find(|o| o.name == h.name);
-            if old.map(|o| &o.rules) != Some(&p.rules) {
-                if let Err(e) = h.engine.set_rules(p.rules.clone()) {
-                    return Err(refuse(BadConfig {
-                        key: format!("policies.{}.{}", h.name, config_key(&e)),
-                        reason: e.to_string(),
-                    }));
-                }
-                policies_changed = true;
-            }
-            h.shadow.set(p.shadow);
-        }
-        self.shadow.set(new.shadow);
-        running.shadow = new.shadow;
-        if moved {
-            needs_restart.push("policies (added, removed or moved)");
-        } else {
-            running.policies = new.policies.clone();
-        }
-        let rules_changed = rules_changed || policies_changed;
-        tracing::info!(
-            rules_changed,
-            shadow = new.shadow,
-            needs_restart = ?needs_restart,
-            "config reloaded"
-        );
+        rules_changed |= new.policies.iter().any(|p| {
+            old.cfg
+                .policies
+                .iter()
+                .find(|o| o.name == p.name)
+                .is_some_and(|o| o.rules != p.rules)
+        });
+        let shadow = new.shadow;
+        let running = Running::build(new, &self.live.carry)
+            .map_err(|e| BadConfig::new("policies", e.to_string()))?;
+        self.live.swap(running);
+        tracing::info!(rules_changed, shadow, needs_restart = ?needs_restart, "config reloaded");
         for key in &needs_restart {
             tracing::warn!(key, "config reload: this setting needs a restart; ignored");
         }
         Ok(Reloaded {
             rules_changed,
-            shadow: new.shadow,
+            shadow,
             needs_restart,
         })
+    }
+
+    /// The service's new rules on every table that follows them.
+    fn set_rules(&self, rules: &portcullis_core::Config) -> Result<(), BadConfig> {
+        let bad = |e: portcullis_core::ConfigError| BadConfig::new(config_key(&e), e.to_string());
+        self.tables.service.set_rules(rules.clone()).map_err(bad)?;
+        let own = crate::pipeline::own_rules(rules);
+        for t in &self.tables.own {
+            t.set_rules(own.clone()).map_err(bad)?;
+        }
+        self.tables.guesses.set_rules(rules.clone()).map_err(bad)
     }
 }
 
@@ -163,55 +196,6 @@ fn refuse(e: BadConfig) -> BadConfig {
     metrics::counter!(RELOAD_ERRORS).increment(1);
     tracing::error!(key = %e.key, reason = %e.reason, "config reload refused; the running config stays");
     e
-}
-
-/// The keys whose value differs and cannot change live.
-fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut check = |key: &'static str, differs: bool| {
-        if differs {
-            out.push(key);
-        }
-    };
-    // Debug forms compare the types without PartialEq; nothing is logged.
-    let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
-    check("server.listen", old.listen != new.listen);
-    check("store.kind", old.store != new.store);
-    check("store.path", old.path != new.path);
-    check("store.redis_url", old.redis_url != new.redis_url);
-    check(
-        "store.redis_cluster",
-        old.redis_cluster != new.redis_cluster,
-    );
-    check("store.fail_closed", old.fail_closed != new.fail_closed);
-    check(
-        "store.redis_timeout",
-        old.redis_timeout != new.redis_timeout,
-    );
-    check("store.max_entries", old.max_entries != new.max_entries);
-    check(
-        "server.admin_max_entries",
-        old.admin_max_entries != new.admin_max_entries,
-    );
-    check("server.admin_token", old.admin_token != new.admin_token);
-    check(
-        "server.trusted_proxies",
-        dbg(&old.trusted_proxies) != dbg(&new.trusted_proxies),
-    );
-    check(
-        "server.client_ip_header",
-        dbg(&old.client_ip_header) != dbg(&new.client_ip_header),
-    );
-    check(
-        "server (connection limits)",
-        dbg(&old.conn) != dbg(&new.conn),
-    );
-    check("users", dbg(&old.users) != dbg(&new.users));
-    check(
-        "login (password hashing)",
-        dbg(&old.hashing) != dbg(&new.hashing),
-    );
-    out
 }
 
 /// Reload on every `SIGHUP` until the process ends (unix only).
@@ -236,3 +220,6 @@ pub fn on_sighup(reloader: Arc<Reloader>) {
     #[cfg(not(unix))]
     let _ = reloader;
 }
+
+#[cfg(test)]
+mod tests;

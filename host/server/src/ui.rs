@@ -1,5 +1,5 @@
-//! The operator dashboard at `/admin/ui`, and the admin authentication
-//! helpers it shares with the admin API.
+//! The operator dashboard at `/admin/ui` (its authentication is
+//! [`crate::admin_auth`]'s).
 //!
 //! | route | what |
 //! | --- | --- |
@@ -14,254 +14,42 @@
 //! `X-Requested-With: portcullis`, which a cross-site page cannot send
 //! (see [`csrf_ok`]); the pages forbid framing and inline script.
 //!
-//! Authentication ([`AdminAuth`]) is decided per request: a valid
-//! `Authorization: Bearer <token>` (scheme in any case) is enough for every
-//! call; otherwise a live session cookie is, and then state-changing calls
-//! also need `X-Requested-With: portcullis`, whatever other headers are
-//! present. The cookie holds a random 128-bit session id, never the token;
-//! sessions live server-side for 12 h, at most [`MAX_SESSIONS`] at once, and
-//! sign-out ends them. Tokens and session ids are compared as keyed
-//! SipHash-2-4 128-bit digests (random key per process) in constant time,
-//! so the time taken says nothing about the token, its length included.
+//! Authentication is decided per request by [`crate::admin_auth`].
 
-use std::collections::HashMap;
-use std::hash::Hasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+use crate::admin_auth::{authorize, csrf_ok, off, COOKIE, SESSION_SECS};
+use crate::running::Running;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use portcullis::engine::Engine;
 use portcullis::metrics::{series_names, Metrics, HISTORY_SECS, SERIES};
 
-/// Name of the admin session cookie (`HttpOnly; SameSite=Strict`).
-pub const COOKIE: &str = "portcullis_admin";
+/// The running configuration of the request, as the pipeline put it: the
+/// admin credentials and sessions (none: dashboard off), the prefix the
+/// routes are served under, the shadow switches and `[[policies]]`.
+type Run = Extension<Arc<Running>>;
 
-/// Sessions held at once; signing in beyond it ends the oldest.
-pub const MAX_SESSIONS: usize = 1024;
-
-/// A fixed-size keyed digest.
-type Digest = [u8; 16];
-
-/// Constant-time comparison of two digests.
-fn same(a: &Digest, b: &Digest) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// How a request proved it may use the admin API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Auth {
-    /// A valid `Authorization: Bearer` token.
-    Bearer,
-    /// A live dashboard session cookie (CSRF guard applies).
-    Session,
-}
-
-/// The admin token (as a digest only) and the dashboard sessions.
-pub struct AdminAuth {
-    key: (u64, u64),
-    token: Digest,
-    sessions: parking_lot::Mutex<HashMap<Digest, Instant>>,
-    lifetime: Duration,
-}
-
-impl std::fmt::Debug for AdminAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminAuth").finish_non_exhaustive()
-    }
-}
-
-impl AdminAuth {
-    /// For `token`, with a fresh random digest key.
-    pub fn new(token: &str) -> Result<AdminAuth, getrandom::Error> {
-        let mut k = [0u8; 16];
-        getrandom::getrandom(&mut k)?;
-        let (a, b) = k.split_at(8);
-        let mut w = [0u8; 8];
-        w.copy_from_slice(a);
-        let k0 = u64::from_le_bytes(w);
-        w.copy_from_slice(b);
-        let k1 = u64::from_le_bytes(w);
-        let mut auth = AdminAuth {
-            key: (k0, k1),
-            token: [0; 16],
-            sessions: parking_lot::Mutex::new(HashMap::new()),
-            lifetime: Duration::from_secs(SESSION_SECS),
-        };
-        auth.token = auth.digest(token.as_bytes());
-        Ok(auth)
-    }
-
-    fn digest(&self, bytes: &[u8]) -> Digest {
-        use siphasher::sip128::Hasher128;
-        let mut h = siphasher::sip128::SipHasher24::new_with_keys(self.key.0, self.key.1);
-        h.write(bytes);
-        h.finish128().as_bytes()
-    }
-
-    /// Whether `given` is the admin token (constant time in the token).
-    pub fn token_ok(&self, given: &str) -> bool {
-        same(&self.digest(given.as_bytes()), &self.token)
-    }
-
-    /// Whether `Authorization` carries the token with the `Bearer` scheme
-    /// (any case).
-    pub fn bearer_ok(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.trim().split_once(' '))
-            .any(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && self.token_ok(t.trim()))
-    }
-
-    /// Session ids (as digests) in the request's `portcullis_admin` cookies.
-    fn cookie_digests<'a>(&'a self, headers: &'a HeaderMap) -> impl Iterator<Item = Digest> + 'a {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .filter(|(k, _)| *k == COOKIE)
-            .map(|(_, v)| self.digest(v.as_bytes()))
-    }
-
-    /// Whether the request carries the cookie of a live session.
-    pub fn session_ok(&self, headers: &HeaderMap) -> bool {
-        let now = Instant::now();
-        let sessions = self.sessions.lock();
-        let mut ok = false;
-        for d in self.cookie_digests(headers) {
-            // Every candidate is looked up: no early exit.
-            ok |= sessions
-                .iter()
-                .fold(false, |acc, (k, exp)| acc | (same(k, &d) && *exp > now));
-        }
-        ok
-    }
-
-    /// A new session: its id for the cookie (32 hex digits, 128 random bits).
-    pub fn start_session(&self) -> Result<String, getrandom::Error> {
-        let mut id = [0u8; 16];
-        getrandom::getrandom(&mut id)?;
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let now = Instant::now();
-        let mut sessions = self.sessions.lock();
-        sessions.retain(|_, exp| *exp > now);
-        while sessions.len() >= MAX_SESSIONS {
-            let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, exp)| **exp)
-                .map(|(k, _)| *k)
-            else {
-                break;
-            };
-            sessions.remove(&oldest);
-        }
-        sessions.insert(self.digest(id.as_bytes()), now + self.lifetime);
-        Ok(id)
-    }
-
-    /// End the sessions whose cookies the request carries.
-    pub fn end_sessions(&self, headers: &HeaderMap) -> usize {
-        let ds: Vec<Digest> = self.cookie_digests(headers).collect();
-        let mut sessions = self.sessions.lock();
-        ds.iter().filter(|d| sessions.remove(*d).is_some()).count()
-    }
-
-    /// Sessions held now (expired ones included until the next sign-in).
-    pub fn sessions(&self) -> usize {
-        self.sessions.lock().len()
-    }
-
-    /// Who the request is: bearer first, else a session, else nobody.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Auth> {
-        if self.bearer_ok(headers) {
-            Some(Auth::Bearer)
-        } else if self.session_ok(headers) {
-            Some(Auth::Session)
-        } else {
-            None
-        }
-    }
-}
-
-/// The admin API's gate: 404 when it is off, 401 without a valid token or
-/// session, and for `changes_state` calls on a session, 403 without
-/// `X-Requested-With: portcullis` ([`csrf_ok`]).
-#[allow(clippy::result_large_err)]
-pub fn authorize(
-    admin: Option<&AdminAuth>,
-    headers: &HeaderMap,
-    changes_state: bool,
-) -> Result<Auth, Response> {
-    let Some(admin) = admin else {
-        return Err(off());
-    };
-    match admin.authenticate(headers) {
-        None => Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": "bad or missing admin token" })),
-        )
-            .into_response()),
-        Some(Auth::Session) if changes_state => csrf_ok(headers).map(|()| Auth::Session),
-        Some(a) => Ok(a),
-    }
-}
-
-/// State-changing admin calls authenticated by the session cookie must also
-/// carry `X-Requested-With: portcullis`: a cross-site page cannot add that
-/// header without a CORS preflight, which this server never grants. Other
-/// headers (an `Authorization` that is not the right bearer token, say)
-/// change nothing.
-#[allow(clippy::result_large_err)]
-pub fn csrf_ok(headers: &HeaderMap) -> Result<(), Response> {
-    match headers
-        .get("x-requested-with")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some("portcullis") => Ok(()),
-        _ => Err((
-            StatusCode::FORBIDDEN,
-            "missing X-Requested-With: portcullis (CSRF guard)",
-        )
-            .into_response()),
-    }
-}
-
-/// What the dashboard reads.
+/// What the dashboard reads (the parts a reload does not change).
 #[derive(Clone)]
 pub struct UiContext {
     /// The decision backend (bans, lift, status).
     pub engine: Arc<dyn Engine>,
-    /// The admin credentials and sessions (none: dashboard off).
-    pub admin: Option<Arc<AdminAuth>>,
     /// The counters of the main guard.
     pub metrics: Arc<Metrics>,
     /// Store kind label.
     pub kind: &'static str,
-    /// The service policy's shadow switch: while on, its bans are listed
-    /// as shadow (recorded, not enforced).
-    pub shadow: portcullis::layer::Shadow,
-    /// Path prefix the routes are served under (proxy mode's
-    /// `[upstream] admin_prefix`; empty at the root).
-    pub base: String,
-    /// The `[[policies]]` (their tables' blocks are listed too).
-    pub policies: super::policies::Registry,
 }
 
 /// How many offenders the page lists.
 pub const TOP_OFFENDERS: usize = 10;
-
-/// How long a sign-in lasts.
-const SESSION_SECS: u64 = 12 * 3600;
 
 const SIGNIN_HTML: &str = include_str!("ui/signin.html");
 const DASHBOARD_HTML: &str = include_str!("ui/dashboard.html");
@@ -325,14 +113,6 @@ fn fill(base: &str, template: &str, message: &str) -> String {
         .replace("{{message}}", message)
 }
 
-fn off() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": "admin API is off (no server.admin_token)" })),
-    )
-        .into_response()
-}
-
 /// The session cookie (`value` empty and `max_age` 0 clears it). `Secure`
 /// when the request came over HTTPS (as a proxy in front reports it).
 fn session_cookie(
@@ -353,14 +133,14 @@ fn session_cookie(
 }
 
 /// `GET /admin/ui`: the dashboard when signed in, else only the sign-in form.
-async fn page(State(ctx): State<UiContext>, headers: HeaderMap) -> Response {
-    let Some(admin) = &ctx.admin else {
+async fn page(Extension(run): Run, headers: HeaderMap) -> Response {
+    let Some(admin) = &run.admin else {
         return off();
     };
     if admin.session_ok(&headers) {
-        html(StatusCode::OK, fill(&ctx.base, DASHBOARD_HTML, ""))
+        html(StatusCode::OK, fill(&run.base_written, DASHBOARD_HTML, ""))
     } else {
-        html(StatusCode::OK, fill(&ctx.base, SIGNIN_HTML, ""))
+        html(StatusCode::OK, fill(&run.base_written, SIGNIN_HTML, ""))
     }
 }
 
@@ -371,11 +151,11 @@ struct SignIn {
 
 /// `POST /admin/ui/login`: check the token, set the cookie, back to the page.
 async fn sign_in(
-    State(ctx): State<UiContext>,
+    Extension(run): Run,
     headers: HeaderMap,
     form: Result<Form<SignIn>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Some(admin) = &ctx.admin else {
+    let Some(admin) = &run.admin else {
         return off();
     };
     let given = form.map(|Form(f)| f.token).unwrap_or_default();
@@ -383,7 +163,7 @@ async fn sign_in(
         tracing::warn!("dashboard sign-in with a wrong token");
         return html(
             StatusCode::UNAUTHORIZED,
-            fill(&ctx.base, SIGNIN_HTML, "Wrong token."),
+            fill(&run.base_written, SIGNIN_HTML, "Wrong token."),
         );
     }
     let id = match admin.start_session() {
@@ -392,14 +172,18 @@ async fn sign_in(
             tracing::error!(error = %e, "no randomness for a session id");
             return html(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                fill(&ctx.base, SIGNIN_HTML, "Cannot start a session."),
+                fill(&run.base_written, SIGNIN_HTML, "Cannot start a session."),
             );
         }
     };
-    let Some(cookie) = session_cookie(&ctx.base, &headers, &id, SESSION_SECS) else {
+    let Some(cookie) = session_cookie(&run.base_written, &headers, &id, SESSION_SECS) else {
         return html(
             StatusCode::INTERNAL_SERVER_ERROR,
-            fill(&ctx.base, SIGNIN_HTML, "Cannot set the session cookie."),
+            fill(
+                &run.base_written,
+                SIGNIN_HTML,
+                "Cannot set the session cookie.",
+            ),
         );
     };
     tracing::info!("dashboard sign-in");
@@ -409,7 +193,7 @@ async fn sign_in(
             (header::SET_COOKIE, cookie),
             (
                 header::LOCATION,
-                HeaderValue::from_str(&format!("{}/admin/ui", ctx.base))
+                HeaderValue::from_str(&format!("{}/admin/ui", run.base_written))
                     .unwrap_or(HeaderValue::from_static("/admin/ui")),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
@@ -419,8 +203,8 @@ async fn sign_in(
 }
 
 /// `POST /admin/ui/logout`: end the session, clear the cookie.
-async fn sign_out(State(ctx): State<UiContext>, headers: HeaderMap) -> Response {
-    let Some(admin) = &ctx.admin else {
+async fn sign_out(Extension(run): Run, headers: HeaderMap) -> Response {
+    let Some(admin) = &run.admin else {
         return off();
     };
     if let Err(r) = csrf_ok(&headers) {
@@ -429,67 +213,34 @@ async fn sign_out(State(ctx): State<UiContext>, headers: HeaderMap) -> Response 
     let ended = admin.end_sessions(&headers);
     tracing::info!(ended, "dashboard sign-out");
     let mut r = StatusCode::NO_CONTENT.into_response();
-    if let Some(c) = session_cookie(&ctx.base, &headers, "", 0) {
+    if let Some(c) = session_cookie(&run.base_written, &headers, "", 0) {
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
     r
 }
 
 /// `GET /admin/ui/data`.
-async fn data_handler(State(ctx): State<UiContext>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(ctx.admin.as_deref(), &headers, false) {
+async fn data_handler(
+    State(ctx): State<UiContext>,
+    Extension(run): Run,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(run.admin.as_deref(), &headers, false) {
         return r;
     }
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(data(&ctx).await),
+        Json(data(&ctx, &run).await),
     )
         .into_response()
 }
 
-/// Everything the dashboard shows, as one JSON document:
-///
-/// * `bans`: `[{ip, kind, reason, seconds_left, ms_left, shadow}]` (`null` times for a ban;
-///   `shadow`: recorded by a shadow policy, not enforced); manual decisions last, kind
-///   `manual`, with the operator's reason as `note`;
-/// * `history`: `{names, step_s, len, series: {name: [count per second, oldest first]}, totals}`
-///   over the last complete [`HISTORY_SECS`] seconds; series that are all zero are left out;
-/// * `offenders`: `[{ip, denials, reason, last_seen_s}]`, the top [`TOP_OFFENDERS`];
-/// * `table`: `{entries, capacity, evictions, table_full}` (the local table's);
-/// * `store`: `{kind, fallback_active (null: not applicable), errors, fallbacks, path,
-///   nodes}`; `nodes`: a Redis Cluster's masters `[{node, slots, up, outages}]`
-///   (empty otherwise).
-pub async fn data(ctx: &UiContext) -> Value {
-    let bans = ctx.engine.bans().await;
-    let status = ctx.engine.status().await;
-    let m = &ctx.metrics;
+/// A JSON object.
+type Obj = serde_json::Map<String, Value>;
 
-    // A row of `/admin/bans` plus its countdown in ms, whether its policy
-    // shadows, and (for a `[[policies]]` table) the policy's name.
-    let row = |b: &portcullis::limiter::BanInfo, shadow: bool, policy: Option<&str>| {
-        let mut r = super::http::ban_row(b);
-        if let Some(o) = r.as_object_mut() {
-            o.insert("ms_left".into(), json!(b.left.map(|d| d.as_millis())));
-            o.insert("shadow".into(), json!(shadow));
-            if let Some(p) = policy {
-                o.insert("policy".into(), json!(p));
-            }
-        }
-        r
-    };
-    let shadow = ctx.shadow.is_on();
-    let mut bans: Vec<Value> = bans.iter().map(|b| row(b, shadow, None)).collect();
-    for h in ctx.policies.handles() {
-        let shadow = h.shadow.is_on();
-        let more = h.engine.bans().await;
-        bans.extend(more.iter().map(|b| row(b, shadow, Some(&h.name))));
-    }
-    let manual = ctx.engine.manual_bans().await;
-    bans.extend(super::manual_api::rows(
-        &manual,
-        portcullis::clock::unix_ms(),
-    ));
-
+/// The per-second series of the last complete [`HISTORY_SECS`] seconds:
+/// the names, the non-zero series, and every series' total.
+fn history(m: &Metrics) -> (Vec<&'static str>, Obj, Obj) {
     // The current second is still filling: end with the last complete one.
     let now = m.history.now();
     let window = m.history.window(now.saturating_sub(1));
@@ -505,8 +256,12 @@ pub async fn data(ctx: &UiContext) -> Value {
         }
     }
 
-    let offenders: Vec<Value> = m
-        .top_offenders(TOP_OFFENDERS)
+    (names.to_vec(), series, totals)
+}
+
+/// The top offenders as JSON rows.
+fn offenders(m: &Metrics) -> Vec<Value> {
+    m.top_offenders(TOP_OFFENDERS)
         .iter()
         .map(|o| {
             json!({
@@ -516,8 +271,53 @@ pub async fn data(ctx: &UiContext) -> Value {
                 "last_seen_s": o.last_seen_secs_ago,
             })
         })
-        .collect();
+        .collect()
+}
 
+/// Everything the dashboard shows, as one JSON document:
+///
+/// * `bans`: `[{ip, kind, reason, seconds_left, ms_left, shadow}]` (`null` times for a ban;
+///   `shadow`: recorded by a shadow policy, not enforced); manual decisions last, kind
+///   `manual`, with the operator's reason as `note`;
+/// * `history`: `{names, step_s, len, series: {name: [count per second, oldest first]}, totals}`
+///   over the last complete [`HISTORY_SECS`] seconds; series that are all zero are left out;
+/// * `offenders`: `[{ip, denials, reason, last_seen_s}]`, the top [`TOP_OFFENDERS`];
+/// * `table`: `{entries, capacity, evictions, table_full}` (the local table's);
+/// * `store`: `{kind, fallback_active (null: not applicable), errors, fallbacks, path,
+///   nodes}`; `nodes`: a Redis Cluster's masters `[{node, slots, up, outages}]`
+///   (empty otherwise).
+pub async fn data(ctx: &UiContext, run: &Running) -> Value {
+    let bans = ctx.engine.bans().await;
+    let status = ctx.engine.status().await;
+    let m = &ctx.metrics;
+
+    // A row of `/admin/bans` plus its countdown in ms, whether its policy
+    // shadows, and (for a `[[policies]]` table) the policy's name.
+    let row = |b: &portcullis::limiter::BanInfo, shadow: bool, policy: Option<&str>| {
+        let mut r = crate::views::ban_row(b);
+        if let Some(o) = r.as_object_mut() {
+            o.insert("ms_left".into(), json!(b.left.map(|d| d.as_millis())));
+            o.insert("shadow".into(), json!(shadow));
+            if let Some(p) = policy {
+                o.insert("policy".into(), json!(p));
+            }
+        }
+        r
+    };
+    let shadow = run.cfg.shadow;
+    let mut bans: Vec<Value> = bans.iter().map(|b| row(b, shadow, None)).collect();
+    for p in &run.policies {
+        let more = p.engine.bans().await;
+        bans.extend(more.iter().map(|b| row(b, p.cfg.shadow, Some(&p.cfg.name))));
+    }
+    let manual = ctx.engine.manual_bans().await;
+    bans.extend(crate::manual_api::rows(
+        &manual,
+        portcullis::clock::unix_ms(),
+    ));
+
+    let (names, series, totals) = history(m);
+    let offenders = offenders(m);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "bans": bans,
@@ -540,7 +340,7 @@ pub async fn data(ctx: &UiContext) -> Value {
             "backend": status.backend,
             "path": status.store,
             "fallback_active": status.fleet.as_ref().map(|f| f.fallback_active),
-            "nodes": status.fleet.as_ref().map_or(serde_json::Value::Array(Vec::new()), |f| super::http::nodes_json(&f.nodes)),
+            "nodes": status.fleet.as_ref().map_or(serde_json::Value::Array(Vec::new()), |f| crate::views::nodes_json(&f.nodes)),
             "errors": status.store_errors,
             "fallbacks": m.fallbacks(),
         },
@@ -554,6 +354,8 @@ pub async fn data(ctx: &UiContext) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin_auth::*;
+    use std::time::Duration;
 
     #[test]
     fn tokens_sessions_and_csrf() {

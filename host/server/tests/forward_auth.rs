@@ -507,11 +507,41 @@ async fn nginx_auth_request() {
     };
     let d = tempfile::tempdir().unwrap();
     let up = Upstream::start();
-    let pc = Server::start(&d.path().join("p.db"), &env_for(Some("X-Real-IP")));
+    // A strict policy for /app/strict, spelled any way, raw bytes included.
+    let cfg = d.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[policies]]\nname = \"strict\"\nprefix = \"/app/strict\"\n[policies.requests]\nmax_requests = 1\n",
+    )
+    .unwrap();
+    let pc = Server::start_with(
+        &d.path().join("p.db"),
+        &env_for(Some("X-Real-IP")),
+        Some(&cfg),
+    );
     let pc_addr = pc.base.trim_start_matches("http://").to_string();
     let front = peers::nginx(&nginx, d.path(), &pc_addr, up.addr);
     let base = front.base();
     through_proxy(&pc, &base, &up, "x-real-ip").await;
+    // nginx passes `$request_uri` raw: `<`, `"` and 0xFF in the query, a
+    // spelling of the path; the strict policy applies all the same.
+    let before = up.count();
+    let from: std::net::IpAddr = "127.0.0.6".parse().unwrap();
+    let mut statuses = Vec::new();
+    for target in [&b"//App/./strict?q=<\"\xff"[..], b"/app/x/../STRICT?q=\"<"] {
+        let a = common::raw::Raw::new("GET", target)
+            .send(from, front.addr)
+            .unwrap();
+        statuses.push(a.status);
+    }
+    // The first passes portcullis (what the app makes of its bytes is the
+    // app's affair); the second is the strict policy's second request.
+    assert!(
+        statuses[0] != 429 && statuses[1] == 429,
+        "through nginx: {statuses:?}"
+    );
+    let after = up.count();
+    assert!(after - before <= 1, "{before} {after}");
     // portcullis gone: nginx fails closed (500), the app sees nothing.
     pc.kill9();
     let r = client("127.0.0.4")
@@ -520,7 +550,7 @@ async fn nginx_auth_request() {
         .await
         .unwrap();
     assert_eq!(r.status(), 500);
-    assert_eq!(up.count(), QUOTA + 1);
+    assert_eq!(up.count(), after);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -530,11 +560,41 @@ async fn caddy_forward_auth() {
     };
     let d = tempfile::tempdir().unwrap();
     let up = Upstream::start();
-    let pc = Server::start(&d.path().join("p.db"), &env_for(None));
+    // Caddy sets X-Forwarded-Method/-Uri and passes a client's own
+    // X-Original-* on: `proxy = "caddy"` reads only the former. A strict
+    // policy for POST /app/secure shows which was read.
+    let cfg = d.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[forward_auth]\nproxy = \"caddy\"\n[[policies]]\nname = \"secure\"\nprefix = \"/app/secure\"\nmethods = [\"POST\"]\n[policies.requests]\nmax_requests = 1\n",
+    )
+    .unwrap();
+    let pc = Server::start_with(&d.path().join("p.db"), &env_for(None), Some(&cfg));
     let pc_addr = pc.base.trim_start_matches("http://").to_string();
     let front = peers::caddy(&caddy, d.path(), &pc_addr, up.addr);
     let base = front.base();
     through_proxy(&pc, &base, &up, "x-forwarded-for").await;
+    // A client claiming `GET /` in X-Original-* still gets the POST
+    // /app/secure policy (1 a minute): the second is refused by it.
+    let spoof = client("127.0.0.5");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = spoof
+            .post(format!("{base}/app/secure"))
+            .header("x-original-uri", "/")
+            .header("x-original-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        seen.push((r.status().as_u16(), header(&r, "ratelimit-policy")));
+    }
+    assert_eq!(seen[0].0, 200, "{seen:?}");
+    assert_eq!(seen[1].0, 429, "{seen:?}");
+    assert_eq!(
+        seen[1].1.as_deref(),
+        Some("\"secure\";q=1;w=60"),
+        "{seen:?}"
+    );
     pc.kill9();
     let r = client("127.0.0.4")
         .get(format!("{base}/"))
@@ -542,5 +602,5 @@ async fn caddy_forward_auth() {
         .await
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
-    assert_eq!(up.count(), QUOTA + 1);
+    assert_eq!(up.count(), QUOTA + 2);
 }

@@ -689,7 +689,9 @@ fn login_spec(mode: Mode, reveal: bool) -> Spec {
             "[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\n"
         ));
     }
-    if mode.is_proxy() {
+    if mode != Mode::Demo {
+        // Proxy mode settles logins on it; forward-auth's endpoint refuses
+        // a locked address on it before the application checks anything.
         tables.push_str(
             "[[login_routes]]\nmethod = \"POST\"\npath = \"/login\"\nusername = \"username\"\n",
         );
