@@ -128,6 +128,14 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
             })
         }
         StoreKind::Redis => {
+            // The reconciliation journal: `store.path`, a store file of its
+            // own (`portcullis::fleet::journal`).
+            let path = cfg.path.clone();
+            let (journal, loaded) = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|e| ServeError::Fleet(e.to_string()))??;
+            let journal = Arc::new(journal);
+            let restored = portcullis::fleet::journal::Restored::new(journal.clone(), loaded.journal);
             let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
             let fleet = portcullis::fleet_engine::FleetOptions {
@@ -138,15 +146,16 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 rules: cfg.rules.clone(),
                 denial_cache: cfg.denial_cache,
             };
-            let engine = portcullis::fleet_engine::connect(&fleet, guard.clone())
-                .await
-                .map_err(ServeError::Fleet)?;
+            let engine =
+                portcullis::fleet_engine::connect_with_journal(&fleet, guard.clone(), restored)
+                    .await
+                    .map_err(ServeError::Fleet)?;
             Ok(Backend {
                 engine,
                 local: guard,
                 cleanup: Some(cleanup),
                 kind: "redis",
-                sqlite: None,
+                sqlite: Some(journal),
             })
         }
     }

@@ -305,7 +305,7 @@ async fn a_version_1_store_is_migrated_and_keeps_its_bans() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(version(), 2);
+    assert_eq!(version(), portcullis::sqlite::SCHEMA_VERSION);
     let s = Server::start(&db, &PROXY);
     assert_eq!(status_as(&s, "203.0.113.50").await, 403, "the old ban");
     assert_eq!(status_as(&s, "192.0.2.7").await, 403, "the manual ban");
@@ -328,7 +328,7 @@ async fn a_version_1_store_is_migrated_and_keeps_its_bans() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 2);
+    assert_eq!(v, portcullis::sqlite::SCHEMA_VERSION);
 }
 
 /// A manual decision is the operator's explicit word: it holds for an

@@ -82,6 +82,7 @@
 mod cluster;
 pub mod denials;
 mod manual;
+pub mod journal;
 pub mod reconcile;
 
 pub(crate) use cluster::open;
