@@ -429,8 +429,7 @@ fn inspect(path: &Path) -> Result<Contents, StoreError> {
         3 => {
             tables == V3_TABLES
                 && strings("SELECT name FROM pragma_table_info('manual_bans')")? == V2_MANUAL
-                && strings("SELECT name FROM pragma_table_info('journal')")?
-                    == journal::V3_JOURNAL
+                && strings("SELECT name FROM pragma_table_info('journal')")? == journal::V3_JOURNAL
         }
         _ => false,
     };

@@ -135,7 +135,8 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 .await
                 .map_err(|e| ServeError::Fleet(e.to_string()))??;
             let journal = Arc::new(journal);
-            let restored = portcullis::fleet::journal::Restored::new(journal.clone(), loaded.journal);
+            let restored =
+                portcullis::fleet::journal::Restored::new(journal.clone(), loaded.journal);
             let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
             let fleet = portcullis::fleet_engine::FleetOptions {

@@ -327,7 +327,11 @@ async fn a_lock_from_redis_holds_on_every_server_while_redis_is_down() {
     for _ in 0..3 {
         assert_eq!(login_as(&a, x, "demo", "wrong").await, 401);
     }
-    assert_eq!(login_as(&a, x, "demo", "demo-password").await, 429, "locked");
+    assert_eq!(
+        login_as(&a, x, "demo", "demo-password").await,
+        429,
+        "locked"
+    );
     assert_eq!(login_as(&b, x, "demo", "demo-password").await, 429, "B too");
     let hex: String = portcullis_core::Addr::from_ip(x.parse().unwrap(), 64)
         .octets()
@@ -337,7 +341,10 @@ async fn a_lock_from_redis_holds_on_every_server_while_redis_is_down() {
     let keys = redis
         .inline(&format!("KEYS portcullis:{{a:{hex}}}:lu:*"))
         .unwrap_or_default();
-    assert!(keys.starts_with("*1\r\n"), "redis holds the pair's lock: {keys:?}");
+    assert!(
+        keys.starts_with("*1\r\n"),
+        "redis holds the pair's lock: {keys:?}"
+    );
     let bans = admin_json(&b, "/admin/bans").await;
     assert!(
         bans.as_array().unwrap().iter().any(|r| r["ip"] == x),

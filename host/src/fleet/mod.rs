@@ -81,8 +81,8 @@
 
 mod cluster;
 pub mod denials;
-mod manual;
 pub mod journal;
+mod manual;
 pub mod reconcile;
 
 pub(crate) use cluster::open;
