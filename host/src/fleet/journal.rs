@@ -1,4 +1,4 @@
-//! The fleet engine's journal: the reconciliation queue ([`Pending`]) on
+//! The fleet engine's journal: the reconciliation queue ([`Pending`](super::reconcile::Pending)) on
 //! disk, so a ban the local fallback imposed during a Redis outage
 //! survives a `kill -9` of the server and still reaches the fleet.
 //!
