@@ -28,8 +28,9 @@
 //! unban made through another server meanwhile cannot reach this one (nor
 //! its fallback) anyway; an unban made through this one forgets that
 //! address here at once. When the read succeeds again, the counter is
-//! compared with the last one read before the outage: if anything was
-//! lifted meanwhile (or Redis came back empty), the cache is emptied.
+//! compared with the last one read before the outage: if it moved (a lift
+//! meanwhile, or a Redis that came back empty after lifts had been
+//! counted), the cache is emptied.
 //!
 //! ## Memory
 //!
