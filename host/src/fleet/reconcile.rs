@@ -455,6 +455,69 @@ mod tests {
         assert!(p.names.lock().is_empty(), "forgotten once no call names it");
     }
 
+    /// A journal in memory: the changes in the order handed over; fails
+    /// when `fail` is set.
+    #[derive(Default)]
+    struct Log {
+        changes: Mutex<Vec<JournalChange>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Journal for Log {
+        fn submit(
+            &self,
+            changes: Vec<JournalChange>,
+        ) -> BoxFuture<'static, Result<(), PersistError>> {
+            let fail = self.fail.load(Relaxed);
+            if !fail {
+                self.changes.lock().extend(changes);
+            }
+            Box::pin(async move {
+                if fail {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_journal_follows_the_queue_and_a_failed_write_is_an_error() {
+        let log = Arc::new(Log::default());
+        let p = Arc::new(Pending::with_journal(log.clone()));
+        let rec = Recorder {
+            pending: p.clone(),
+            inner: None,
+        };
+        let k = Key::request(addr(1));
+        let until = crate::clock::unix_ms() + 60_000;
+        block_on(rec.write(vec![blocked(k, until)])).expect("journaled");
+        let e = p.entries(None).pop().expect("queued");
+        assert!(block_on(p.done(&e).expect("a delete")).is_ok());
+        let got = log.changes.lock().clone();
+        assert!(
+            matches!(&got[..], [JournalChange::Put(r), JournalChange::Delete(d)]
+            if r.key == journal::key_of(&e) && *d == r.key)
+        );
+        // Unchanged queue: nothing handed over.
+        assert!(p.done(&e).is_none());
+        // A write that fails is the guard's error; the key stays queued.
+        log.fail.store(true, Relaxed);
+        assert!(block_on(rec.write(vec![blocked(k, until)])).is_err());
+        assert_eq!(p.len(), 1);
+    }
+
     #[test]
     fn the_queue_is_bounded() {
         let p = Pending::default();
