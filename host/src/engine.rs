@@ -121,6 +121,11 @@ pub struct FleetStatus {
     /// A Redis Cluster's masters, their slots and health (empty: one node).
     #[cfg(feature = "redis")]
     pub nodes: Vec<crate::fleet::NodeHealth>,
+    /// Where the reconciliation queue is journaled (`None`: memory only).
+    pub journal: Option<String>,
+    /// Keys queued for the fleet store (each one a journal row when
+    /// journaled).
+    pub queued: usize,
 }
 
 /// A guard's [`Status`] (local backend).

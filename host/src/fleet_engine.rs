@@ -21,6 +21,14 @@
 //!
 //! Every login call folds the username first ([`crate::username::fold`]),
 //! before Redis, the denial cache or the local fallback sees it.
+//!
+//! No ban is lost in an outage: what the fallback imposes is queued for
+//! Redis ([`crate::fleet::reconcile`]) and, with a journal
+//! ([`connect_with_journal`], [`crate::fleet::journal`]), written to disk
+//! before the response leaves; at start-up the journal's holds are imposed
+//! again by the fallback and queued again. The standing denials this
+//! server had from Redis ([`crate::fleet::denials`]) keep refusing their
+//! clients through an outage, until they end.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -35,6 +43,7 @@ use portcullis_core::{Addr, Decision, Key, Reason, Seed, UserHasher};
 use crate::clock::read;
 use crate::engine::{Engine, FleetStatus, Status};
 use crate::fleet::denials::{self, DenialCache};
+use crate::fleet::journal::{self, Restored};
 use crate::fleet::reconcile::{self, Pending, Recorder};
 use crate::fleet::{Endpoint, FleetError, RedisLimiter};
 use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
@@ -145,15 +154,39 @@ async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Connect per `cfg` (or start degraded and keep trying), falling back to `local`.
+/// Connect per `cfg` (or start degraded and keep trying), falling back to
+/// `local`; the reconciliation queue is kept in memory only.
 pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, String> {
     Ok(connect_fleet(cfg, local).await?)
+}
+
+/// [`connect`] with the reconciliation queue kept in a journal: the holds
+/// `restored` read back are imposed again by `local` and queued for Redis.
+pub async fn connect_with_journal(
+    cfg: &FleetOptions,
+    local: Guard,
+    restored: Restored,
+) -> Result<Arc<dyn Engine>, String> {
+    Ok(connect_fleet_journaled(cfg, local, Some(restored)).await?)
 }
 
 /// [`connect`], as the fleet engine itself (for its reconciliation queue
 /// and denial cache figures).
 pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<FleetEngine>, String> {
-    let pending = Arc::new(Pending::default());
+    connect_fleet_journaled(cfg, local, None).await
+}
+
+/// [`connect_with_journal`] (or, with `None`, [`connect`]), as the fleet
+/// engine itself.
+pub async fn connect_fleet_journaled(
+    cfg: &FleetOptions,
+    local: Guard,
+    restored: Option<Restored>,
+) -> Result<Arc<FleetEngine>, String> {
+    let (pending, rows) = match restored {
+        Some(r) => (Arc::new(Pending::with_journal(r.journal)), r.rows),
+        None => (Arc::new(Pending::default()), Vec::new()),
+    };
     let store_location = local.store().map(|s| s.location());
     let recorder = Recorder {
         pending: pending.clone(),
@@ -174,6 +207,7 @@ pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<Fleet
         cluster: std::sync::OnceLock::new(),
     });
     describe_metrics();
+    engine.restore(rows).await;
     engine.local.metrics().set_fallback_active(false);
     match try_connect(cfg).await {
         Ok(r) => {
@@ -475,6 +509,9 @@ impl Engine for FleetEngine {
                 .on_redis(|r| async move { r.login_failed(user, ip, now.unix_us()).await })
                 .await
             {
+                if p.locked {
+                    self.remember_locks(user, ip, now).await;
+                }
                 let slot = self.slot_guard(p.slot);
                 return HostPenalty {
                     delay: p.delay,
@@ -585,10 +622,14 @@ impl Engine for FleetEngine {
             if settled.is_none() {
                 tracing::warn!(%ip, ok, "could not settle a login attempt in redis");
             }
+            let locked = !ok && settled.unwrap_or(false);
+            if locked {
+                self.remember_locks(user, ip, now).await;
+            }
             if ok {
                 let _ = self.local.limiter().login_succeeded_at(user, ip, now);
             }
-            !ok && settled.unwrap_or(false)
+            locked
         })
     }
 
@@ -722,6 +763,8 @@ impl Engine for FleetEngine {
                     fail_closed: self.fail_closed,
                     namespace: NAMESPACE,
                     nodes,
+                    journal: self.pending.journal_location(),
+                    queued: self.pending.len(),
                 }),
                 store: self.store_location.clone(),
                 ..crate::engine::local_status(&self.local)
@@ -752,8 +795,17 @@ fn describe_metrics() {
         denials::ENTRIES,
         "Keys in the local cache of standing denials."
     );
+    metrics::describe_gauge!(
+        journal::ENTRIES,
+        "Keys in the reconciliation journal: what the local fallback imposed that Redis does not know yet, kept on disk."
+    );
+    metrics::describe_counter!(
+        journal::ERRORS,
+        "Writes to the reconciliation journal that failed (the decision was served; that key is not safe from a crash)."
+    );
     metrics::counter!(reconcile::RECONCILED).increment(0);
     metrics::counter!(denials::HITS).increment(0);
+    metrics::counter!(journal::ERRORS).increment(0);
 }
 
 /// Drain the reconciliation queue: at once when Redis comes back
@@ -769,8 +821,10 @@ fn start_reconcile(engine: &Arc<FleetEngine>) {
     });
 }
 
-/// Read the fleet's lift counter every [`denials::POLL`]: the cache is
-/// used only while this succeeds, and emptied whenever the counter moves.
+/// Read the fleet's lift counter every [`denials::POLL`]: the cache takes
+/// new denials only while this succeeds, and is emptied whenever the
+/// counter moved, including across an outage (the counter read when Redis
+/// is back is compared with the last one read before).
 fn start_denial_poll(engine: &Arc<FleetEngine>) {
     if !engine.denials.enabled() {
         return;
@@ -794,10 +848,7 @@ fn start_denial_poll(engine: &Arc<FleetEngine>) {
                         seen = Some(v);
                         engine.denials.set_live(true);
                     }
-                    None => {
-                        seen = None;
-                        engine.denials.set_live(false);
-                    }
+                    None => engine.denials.set_live(false),
                 }
             }
             tokio::time::sleep(denials::POLL).await;
@@ -826,7 +877,53 @@ impl FleetEngine {
     /// [`Engine::status`], which calls this).
     fn record_gauges(&self) {
         metrics::gauge!(reconcile::QUEUED).set(self.pending.len() as f64);
+        if self.pending.journaled() {
+            metrics::gauge!(journal::ENTRIES).set(self.pending.len() as f64);
+        }
         metrics::gauge!(denials::ENTRIES).set(self.denials.len() as f64);
+    }
+
+    /// Impose again, in the local fallback, the holds the journal kept
+    /// from before a restart, and queue them for Redis; rows whose hold
+    /// ended (or that cannot be keyed) leave the journal.
+    async fn restore(&self, rows: Vec<crate::persist::JournalRow>) {
+        if rows.is_empty() {
+            return;
+        }
+        let now = read();
+        let (mut keep, mut gone) = (Vec::new(), Vec::new());
+        for row in rows {
+            match journal::entry_of(&row, &self.local_users) {
+                Some(e) if journal::record_of(&e).is_pinned_at(now.unix_ms()) => keep.push(e),
+                _ => gone.push(crate::persist::JournalChange::Delete(row.key)),
+            }
+        }
+        let mut imposed = 0usize;
+        for e in &keep {
+            let record = journal::record_of(e);
+            match self.local.limiter().import(now.wall(), &[record]) {
+                Ok(_) => imposed = imposed.saturating_add(1),
+                Err(err) => tracing::error!(
+                    kind = e.key.kind().as_str(),
+                    ip = %e.key.addr().ip(),
+                    error = %err,
+                    "a journaled hold was refused by the local limiter (still queued for redis)"
+                ),
+            }
+        }
+        let (queued, ended) = (keep.len(), gone.len());
+        self.pending.restore(keep);
+        if let Some(w) = self.pending.journal(gone) {
+            let _ = w.await;
+        }
+        self.record_gauges();
+        tracing::info!(
+            journal = self.pending.journal_location().unwrap_or_default(),
+            imposed,
+            queued,
+            ended,
+            "journal loaded: the fallback's holds from before the restart are imposed again and queued for redis"
+        );
     }
 
     /// Write everything queued to Redis (entries that fail stay queued).
@@ -945,6 +1042,35 @@ impl FleetEngine {
                 retry_after: left,
             };
             self.denials.insert(key, &lock, now.unix_us(), epoch);
+        }
+    }
+
+    /// This server's failure locked the (user, ip) pair or the address in
+    /// Redis: cache the locks now (one `inspect` each), so they hold here
+    /// through an outage even if the client does not come back first.
+    async fn remember_locks(&self, user: &str, ip: IpAddr, now: crate::clock::Now) {
+        if !self.denials.enabled() {
+            return;
+        }
+        let Some(r) = self.redis() else { return };
+        let epoch = self.denials.epoch();
+        let addr = self.addr(ip);
+        let locks = [
+            (
+                Key::login_user(r.user_hash(user), addr),
+                r.login_user_key(user, ip),
+                Reason::AccountLocked,
+            ),
+            (Key::login_ip(addr), r.login_ip_key(ip), Reason::IpLocked),
+        ];
+        for (key, redis_key, reason) in locks {
+            if let Ok(Some(left)) = r.lock_left(redis_key, now.unix_us()).await {
+                let lock = Decision::Deny {
+                    reason,
+                    retry_after: left,
+                };
+                self.denials.insert(key, &lock, now.unix_us(), epoch);
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! database they already run) without taking SQLite.
 
 use crate::BoxFuture;
+use portcullis_core::{Addr, KeyKind};
 
 use crate::limiter::HostRecord;
 
@@ -28,6 +29,72 @@ pub trait Persist: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), PersistError>> {
         let _ = change;
         Box::pin(async { Err("this store does not keep manual bans".into()) })
+    }
+}
+
+// A fleet server's journal ([`Journal`]): what its local fallback imposed
+// while the fleet store was away and that store does not know yet.
+
+/// Which key a journal row is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JournalKey {
+    /// The key's kind.
+    pub kind: KeyKind,
+    /// Its address ([`Addr::NONE`] for an account key).
+    pub addr: Addr,
+    /// The username of a (username, address) or account key; `""` for an
+    /// address key.
+    pub username: String,
+}
+
+/// One journal row: a key and what the fallback imposed on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalRow {
+    /// The key.
+    pub key: JournalKey,
+    /// Banned until lifted.
+    pub banned: bool,
+    /// End of the block (Unix ms).
+    pub block_until_ms: Option<u64>,
+    /// Escalation level of the block.
+    pub block_level: u8,
+    /// Start of the last block (Unix ms).
+    pub last_block_start_ms: Option<u64>,
+    /// End of the lock (Unix ms).
+    pub lock_until_ms: Option<u64>,
+    /// Violation times (Unix ms), oldest first.
+    pub violations_ms: Vec<u64>,
+}
+
+/// One change to the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalChange {
+    /// Insert or replace the row of its key.
+    Put(JournalRow),
+    /// Delete the row of this key (written to Redis, or lifted).
+    Delete(JournalKey),
+}
+
+/// Durable storage for a fleet server's journal of what its local fallback
+/// imposed during an outage (the SQLite store is one: its `journal` table).
+pub trait Journal: Send + Sync + 'static {
+    /// Hand `changes` over now, in the order of the calls; the future
+    /// resolves once they are durable. (A caller that must order its
+    /// changes against another caller's hands them over under its own lock
+    /// and awaits afterwards.)
+    fn submit(&self, changes: Vec<JournalChange>) -> BoxFuture<'static, Result<(), PersistError>>;
+    /// Where the journal is, for status pages and logs.
+    fn location(&self) -> String;
+}
+
+#[cfg(feature = "sqlite")]
+impl Journal for crate::sqlite::SqliteStore {
+    fn submit(&self, changes: Vec<JournalChange>) -> BoxFuture<'static, Result<(), PersistError>> {
+        let done = self.write_journal(changes);
+        Box::pin(async move { done.await.map_err(Into::into) })
+    }
+    fn location(&self) -> String {
+        self.path().display().to_string()
     }
 }
 

@@ -25,6 +25,11 @@
 //! and ranges, [`crate::manual`]); a version 1 store is migrated in the
 //! opening transaction (the table is created, nothing else changes), and
 //! read as having no manual bans by the read-only CLI.
+//!
+//! Schema version 3 added `journal` ([`journal`]: what a fleet server's
+//! local fallback imposed during a Redis outage, until Redis has it);
+//! versions 1 and 2 are migrated the same way (the missing tables are
+//! created) and read as having an empty journal.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -39,8 +44,11 @@ use crate::limiter::HostRecord;
 use crate::manual::ManualBan;
 pub use crate::manual::ManualChange;
 
-/// Schema version this build writes and reads (and migrates 1 to).
-pub const SCHEMA_VERSION: i64 = 2;
+pub mod journal;
+pub use journal::{JournalChange, JournalKey, JournalRow};
+
+/// Schema version this build writes and reads (and migrates 1 and 2 to).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a portcullis store ("PCLS").
 pub const APPLICATION_ID: i32 = 0x5043_4c53;
@@ -67,6 +75,9 @@ const V1_META: &[&str] = &["key", "value"];
 
 /// The tables of schema version 2: version 1's and `manual_bans`.
 const V2_TABLES: &[&str] = &["entries", "manual_bans", "meta"];
+
+/// The tables of schema version 3: version 2's and `journal`.
+const V3_TABLES: &[&str] = &["entries", "journal", "manual_bans", "meta"];
 
 /// The columns of version 2's `manual_bans`.
 const V2_MANUAL: &[&str] = &["range", "until_ms", "reason", "created_ms"];
@@ -313,6 +324,7 @@ fn try_lock(_file: &std::fs::File) -> std::io::Result<()> {
 enum Job {
     Upsert(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
     Manual(ManualChange, oneshot::Sender<Result<(), StoreError>>),
+    Journal(Vec<JournalChange>, oneshot::Sender<Result<(), StoreError>>),
     Snapshot(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
     Stop,
 }
@@ -326,6 +338,9 @@ pub struct Loaded {
     /// The operator's manual bans of addresses and ranges (ended ones too:
     /// the limiter ignores them and its purge forgets them).
     pub manual: Vec<ManualBan>,
+    /// A fleet server's journal ([`journal`]; empty for a store of
+    /// `kind = "sqlite"`).
+    pub journal: Vec<JournalRow>,
 }
 
 /// Handle to the SQLite writer thread.
@@ -411,6 +426,11 @@ fn inspect(path: &Path) -> Result<Contents, StoreError> {
             tables == V2_TABLES
                 && strings("SELECT name FROM pragma_table_info('manual_bans')")? == V2_MANUAL
         }
+        3 => {
+            tables == V3_TABLES
+                && strings("SELECT name FROM pragma_table_info('manual_bans')")? == V2_MANUAL
+                && strings("SELECT name FROM pragma_table_info('journal')")? == journal::V3_JOURNAL
+        }
         _ => false,
     };
     if known_tables
@@ -465,12 +485,19 @@ pub fn open_connection(lock: &StoreLock) -> Result<Connection, StoreError> {
              ) WITHOUT ROWID;",
         );
         setup.push_str(CREATE_MANUAL);
+        setup.push_str(journal::CREATE_JOURNAL);
         setup.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};"));
     }
-    if let Contents::Ours { version: 1, .. } = contents {
-        // The migration from version 1: the manual bans' table.
-        setup.push_str(CREATE_MANUAL);
-        setup.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};"));
+    if let Contents::Ours { version, .. } = contents {
+        // The migrations: version 2 added the manual bans' table, 3 the
+        // journal.
+        if version < 2 {
+            setup.push_str(CREATE_MANUAL);
+        }
+        if version < 3 {
+            setup.push_str(journal::CREATE_JOURNAL);
+            setup.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};"));
+        }
     }
     if !matches!(contents, Contents::Ours { stamped: true, .. }) {
         setup.push_str(&format!("PRAGMA application_id = {APPLICATION_ID};"));
@@ -633,10 +660,12 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
     drop(rows);
     drop(stmt);
     let manual = load_manual(conn, path)?;
+    let journal = journal::load(conn, path)?;
     Ok(Loaded {
         seed,
         records,
         manual,
+        journal,
     })
 }
 
@@ -736,6 +765,9 @@ impl SqliteStore {
                         Job::Manual(change, ack) => {
                             let _ = ack.send(write_manual(&mut conn, &path, &change));
                         }
+                        Job::Journal(changes, ack) => {
+                            let _ = ack.send(journal::write(&mut conn, &path, &changes));
+                        }
                         Job::Snapshot(recs, ack) => {
                             let r = write(&mut conn, &path, &recs, &mut known, true);
                             last_snapshot = r.as_ref().err().map(ToString::to_string);
@@ -803,6 +835,19 @@ impl SqliteStore {
                 path: self.path.clone(),
             })
         })
+    }
+
+    /// Hand `changes` to the writer now (jobs are applied in the order
+    /// they are handed over); the future resolves once they are committed,
+    /// in one transaction. A caller that must order its changes against
+    /// another's hands them over under its own lock and awaits afterwards.
+    pub fn write_journal(
+        &self,
+        changes: Vec<JournalChange>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let rx = self.send(|ack| Job::Journal(changes, ack));
+        let path = self.path.clone();
+        async move { rx.await.unwrap_or(Err(StoreError::Closed { path })) }
     }
 
     /// Replace everything with `records`; resolves once committed.
@@ -922,6 +967,7 @@ pub fn read_only(lock: &StoreLock) -> Result<Loaded, StoreError> {
             seed: Seed::new([0; 16]),
             records: Vec::new(),
             manual: Vec::new(),
+            journal: Vec::new(),
         });
     }
     let conn = Connection::open_with_flags(

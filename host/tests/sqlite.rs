@@ -466,3 +466,66 @@ async fn manual_bans_are_written_through_and_ended_ones_purged() {
     assert!(g.unban_range(&r).await.is_some());
     assert_eq!(rows(&copy), ["203.0.113.0/24"]);
 }
+
+/// Schema version 3's journal (a fleet server's outage queue): rows are
+/// upserted and deleted in order and read back at the next open; a
+/// version 2 file is migrated to 3 with an empty journal.
+#[tokio::test]
+async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
+    use portcullis::sqlite::{JournalChange, JournalKey, JournalRow, SCHEMA_VERSION};
+    use portcullis_core::{Addr, KeyKind};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("j.db");
+    let key = |kind, a: u8, user: &str| JournalKey {
+        kind,
+        addr: Addr::from_octets([a; 16]),
+        username: user.into(),
+    };
+    let row = |k: JournalKey, lock: Option<u64>| JournalRow {
+        key: k,
+        banned: lock.is_none(),
+        block_until_ms: None,
+        block_level: 0,
+        last_block_start_ms: None,
+        lock_until_ms: lock,
+        violations_ms: vec![5, 6],
+    };
+    let (store, loaded) = SqliteStore::open(&p).unwrap();
+    assert!(loaded.journal.is_empty());
+    let ban = row(key(KeyKind::Request, 1, ""), None);
+    let lock = row(key(KeyKind::LoginUser, 2, "alice"), Some(9_000));
+    // Handed over in this order: the second put of the lock wins, the ban
+    // is deleted.
+    let first = store.write_journal(vec![
+        JournalChange::Put(ban.clone()),
+        JournalChange::Put(lock.clone()),
+    ]);
+    let later = JournalRow {
+        lock_until_ms: Some(12_000),
+        ..lock.clone()
+    };
+    let second = store.write_journal(vec![
+        JournalChange::Put(later.clone()),
+        JournalChange::Delete(ban.key.clone()),
+    ]);
+    first.await.unwrap();
+    second.await.unwrap();
+    store.close().unwrap();
+    let (store, loaded) = SqliteStore::open(&p).unwrap();
+    assert_eq!(loaded.journal, vec![later]);
+    store.close().unwrap();
+
+    // A version 2 file (no journal table) opens, migrated.
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch("DROP TABLE journal; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(c);
+    let (store, loaded) = SqliteStore::open(&p).unwrap();
+    assert!(loaded.journal.is_empty());
+    store.close().unwrap();
+    let v: i64 = rusqlite::Connection::open(&p)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}

@@ -396,6 +396,7 @@ mod tests {
             seed: Seed::new([0; 16]),
             records,
             manual: Vec::new(),
+            journal: Vec::new(),
         });
         let rows: Vec<(String, String, String, Value)> = v
             .as_array()

@@ -91,47 +91,13 @@ pub struct Backend {
 
 /// Build the backend the config asks for.
 pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
-    let opts = |seed| LimiterOptions {
-        seed,
-        max_entries: cfg.max_entries,
-        ..LimiterOptions::default()
-    };
     match cfg.store {
-        StoreKind::Sqlite => {
-            let path = cfg.path.clone();
-            let (store, loaded) = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-                .await
-                .map_err(|e| ServeError::Fleet(e.to_string()))??;
-            let limiter = Limiter::new(cfg.rules.clone(), opts(Some(loaded.seed)))?;
-            let n = limiter
-                .import(portcullis::clock::wall(), &loaded.records)
-                .map_err(|source| ServeError::Import {
-                    path: cfg.path.display().to_string(),
-                    source,
-                })?;
-            let now_ms = portcullis::clock::unix_ms();
-            let mut manual = 0usize;
-            for b in loaded.manual.into_iter().filter(|b| b.live(now_ms)) {
-                if let Err(e) = limiter.manual().add(b.clone()) {
-                    tracing::error!(range = %b.range, error = %e, "saved manual ban refused");
-                } else {
-                    manual += 1;
-                }
-            }
-            tracing::info!(path = %cfg.path.display(), records = n, manual, "sqlite store loaded");
-            let store = Arc::new(store);
-            let guard = Guard::new(Arc::new(limiter), Some(store.clone()));
-            let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
-            Ok(Backend {
-                engine: Arc::new(guard.clone()),
-                local: guard,
-                cleanup: Some(cleanup),
-                kind: "sqlite",
-                sqlite: Some(store),
-            })
-        }
+        StoreKind::Sqlite => sqlite_backend(cfg).await,
         StoreKind::Memory => {
-            let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
+            let guard = Guard::new(
+                Arc::new(Limiter::new(cfg.rules.clone(), options(cfg, None))?),
+                None,
+            );
             let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
             Ok(Backend {
                 engine: Arc::new(guard.clone()),
@@ -141,29 +107,93 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 sqlite: None,
             })
         }
-        StoreKind::Redis => {
-            let guard = Guard::new(Arc::new(Limiter::new(cfg.rules.clone(), opts(None))?), None);
-            let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
-            let fleet = portcullis::fleet_engine::FleetOptions {
-                redis_url: cfg.redis_url.clone(),
-                redis_cluster: cfg.redis_cluster.clone(),
-                redis_timeout: cfg.redis_timeout,
-                fail_closed: cfg.fail_closed,
-                rules: cfg.rules.clone(),
-                denial_cache: cfg.denial_cache,
-            };
-            let engine = portcullis::fleet_engine::connect(&fleet, guard.clone())
-                .await
-                .map_err(ServeError::Fleet)?;
-            Ok(Backend {
-                engine,
-                local: guard,
-                cleanup: Some(cleanup),
-                kind: "redis",
-                sqlite: None,
-            })
+        StoreKind::Redis => redis_backend(cfg).await,
+    }
+}
+
+/// The limiter's options for the service table.
+fn options(cfg: &ServerConfig, seed: Option<portcullis_core::Seed>) -> LimiterOptions {
+    LimiterOptions {
+        seed,
+        max_entries: cfg.max_entries,
+        ..LimiterOptions::default()
+    }
+}
+
+/// Open `store.path` on a blocking thread (it may migrate or check the file).
+async fn open_store(
+    cfg: &ServerConfig,
+) -> Result<(SqliteStore, portcullis::sqlite::Loaded), ServeError> {
+    let path = cfg.path.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .map_err(|e| ServeError::Fleet(e.to_string()))??,
+    )
+}
+
+/// The SQLite default: the saved records and live manual bans loaded, every
+/// hold written through.
+async fn sqlite_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
+    let (store, loaded) = open_store(cfg).await?;
+    let limiter = Limiter::new(cfg.rules.clone(), options(cfg, Some(loaded.seed)))?;
+    let n = limiter
+        .import(portcullis::clock::wall(), &loaded.records)
+        .map_err(|source| ServeError::Import {
+            path: cfg.path.display().to_string(),
+            source,
+        })?;
+    let now_ms = portcullis::clock::unix_ms();
+    let mut manual = 0usize;
+    for b in loaded.manual.into_iter().filter(|b| b.live(now_ms)) {
+        if let Err(e) = limiter.manual().add(b.clone()) {
+            tracing::error!(range = %b.range, error = %e, "saved manual ban refused");
+        } else {
+            manual += 1;
         }
     }
+    tracing::info!(path = %cfg.path.display(), records = n, manual, "sqlite store loaded");
+    let store = Arc::new(store);
+    let guard = Guard::new(Arc::new(limiter), Some(store.clone()));
+    let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
+    Ok(Backend {
+        engine: Arc::new(guard.clone()),
+        local: guard,
+        cleanup: Some(cleanup),
+        kind: "sqlite",
+        sqlite: Some(store),
+    })
+}
+
+/// A fleet on Redis, the local limiter as its fallback, and `store.path` as
+/// the outage journal (`portcullis::fleet::journal`).
+async fn redis_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
+    let (journal, loaded) = open_store(cfg).await?;
+    let journal = Arc::new(journal);
+    let restored = portcullis::fleet::journal::Restored::new(journal.clone(), loaded.journal);
+    let guard = Guard::new(
+        Arc::new(Limiter::new(cfg.rules.clone(), options(cfg, None))?),
+        None,
+    );
+    let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
+    let fleet = portcullis::fleet_engine::FleetOptions {
+        redis_url: cfg.redis_url.clone(),
+        redis_cluster: cfg.redis_cluster.clone(),
+        redis_timeout: cfg.redis_timeout,
+        fail_closed: cfg.fail_closed,
+        rules: cfg.rules.clone(),
+        denial_cache: cfg.denial_cache,
+    };
+    let engine = portcullis::fleet_engine::connect_with_journal(&fleet, guard.clone(), restored)
+        .await
+        .map_err(ServeError::Fleet)?;
+    Ok(Backend {
+        engine,
+        local: guard,
+        cleanup: Some(cleanup),
+        kind: "redis",
+        sqlite: Some(journal),
+    })
 }
 
 /// Run `portcullis serve` until SIGINT/SIGTERM, then shut down: stop

@@ -23,6 +23,12 @@ pub(crate) fn status_json(s: &Status) -> serde_json::Value {
         o.insert("fail_closed".into(), json!(f.fail_closed));
         o.insert("namespace".into(), json!(f.namespace));
         o.insert("nodes".into(), nodes_json(&f.nodes));
+        // Where the reconciliation queue is kept on disk (null: nowhere).
+        let journal = f
+            .journal
+            .as_ref()
+            .map(|p| json!({"path": p, "entries": f.queued}));
+        o.insert("journal".into(), json!(journal));
     }
     v
 }

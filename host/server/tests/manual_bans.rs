@@ -305,7 +305,7 @@ async fn a_version_1_store_is_migrated_and_keeps_its_bans() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(version(), 2);
+    assert_eq!(version(), portcullis::sqlite::SCHEMA_VERSION);
     let s = Server::start(&db, &PROXY);
     assert_eq!(status_as(&s, "203.0.113.50").await, 403, "the old ban");
     assert_eq!(status_as(&s, "192.0.2.7").await, 403, "the manual ban");
@@ -316,7 +316,7 @@ async fn a_version_1_store_is_migrated_and_keeps_its_bans() {
     let db2 = d.path().join("v1b.db");
     std::fs::copy(&db, &db2).unwrap();
     let c = rusqlite::Connection::open(&db2).unwrap();
-    c.execute_batch("DROP TABLE manual_bans; PRAGMA user_version = 1;")
+    c.execute_batch("DROP TABLE manual_bans; DROP TABLE journal; PRAGMA user_version = 1;")
         .unwrap();
     drop(c);
     let s = Server::start(&db2, &PROXY);
@@ -328,7 +328,7 @@ async fn a_version_1_store_is_migrated_and_keeps_its_bans() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 2);
+    assert_eq!(v, portcullis::sqlite::SCHEMA_VERSION);
 }
 
 /// A manual decision is the operator's explicit word: it holds for an

@@ -16,11 +16,21 @@
 //! `<ns>:{denials}:v` (one key, one hash tag: Redis Cluster compatible);
 //! each server reads it every [`POLL`] and empties its cache when it moved,
 //! so an unban reaches every server within about [`POLL`] plus a round
-//! trip. The cache is only used while that read succeeds: when it fails
-//! (Redis away, or partitioned from this server) the cache is emptied and
-//! not used until it succeeds again, so no missed unban can linger. A
-//! denial that was in flight while the cache was emptied is not stored
-//! (an epoch counter). A rules reload empties it too.
+//! trip. A denial that was in flight while the cache was emptied is not
+//! stored (an epoch counter). A rules reload empties it too.
+//!
+//! ## Through an outage
+//!
+//! When that read fails (Redis away, or partitioned from this server) the
+//! cache takes no new denials, but the ones it holds keep refusing their
+//! clients until they end: an outage must not hand an attacker who was
+//! blocked, banned or locked fresh guesses from the local fallback. An
+//! unban made through another server meanwhile cannot reach this one (nor
+//! its fallback) anyway; an unban made through this one forgets that
+//! address here at once. When the read succeeds again, the counter is
+//! compared with the last one read before the outage: if it moved (a lift
+//! meanwhile, or a Redis that came back empty after lifts had been
+//! counted), the cache is emptied.
 //!
 //! ## Memory
 //!
@@ -104,18 +114,22 @@ impl DenialCache {
         self.epoch.load(Relaxed)
     }
 
-    /// The lift counter was read (`true`): the cache may be used; or it
-    /// could not be (`false`): emptied and unused until it can.
+    /// The lift counter was read (`true`): the cache takes new denials;
+    /// or it could not be (`false`): it takes none until it can, and keeps
+    /// answering those it holds until they end (see the module docs).
     pub fn set_live(&self, live: bool) {
-        if !live {
-            self.clear();
-        }
         self.live.store(live, Relaxed);
     }
 
-    /// The cached denial of `key` at `now_us`, if one is standing.
+    /// Whether the last read of the lift counter succeeded.
+    pub fn is_live(&self) -> bool {
+        self.live.load(Relaxed)
+    }
+
+    /// The cached denial of `key` at `now_us`, if one is standing (live or
+    /// not: an outage keeps what was cached).
     pub fn get(&self, key: &Key, now_us: u64) -> Option<Decision> {
-        if !self.enabled() || !self.live.load(Relaxed) {
+        if !self.enabled() {
             return None;
         }
         let c = *self.map.read().get(key)?;
@@ -291,11 +305,16 @@ mod tests {
         c.clear();
         c.insert(key(3), &blocked(10), 0, e);
         assert_eq!(c.get(&key(3), 0), None);
-        // Going dark empties it.
+        // Going dark keeps what it holds until it ends, and takes nothing
+        // new.
         c.insert(key(3), &blocked(10), 0, c.epoch());
         c.set_live(false);
+        assert_eq!(c.get(&key(3), 1_000_000), Some(blocked(9)));
+        assert_eq!(c.get(&key(3), 10_000_000), None, "ended");
+        c.insert(key(4), &blocked(10), 0, c.epoch());
+        assert_eq!(c.get(&key(4), 0), None, "nothing new while dark");
         c.set_live(true);
-        assert_eq!(c.get(&key(3), 0), None);
+        assert_eq!(c.get(&key(3), 1_000_000), Some(blocked(9)));
     }
 
     #[test]

@@ -81,6 +81,7 @@
 
 mod cluster;
 pub mod denials;
+pub mod journal;
 mod manual;
 pub mod reconcile;
 

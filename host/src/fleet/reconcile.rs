@@ -21,6 +21,10 @@
 //! the fallback calls in flight ([`Pending::naming`]); a record of a pair
 //! is queued with its username, and a pair whose name is not known is
 //! dropped (logged).
+//!
+//! The queue can be kept on disk too ([`Pending::with_journal`],
+//! [`super::journal`]): every change is written to the journal before the
+//! fallback's response leaves, and a key written to Redis leaves it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -29,9 +33,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use portcullis_core::{Addr, Key, KeyKind, Record};
 
-use super::{FleetError, RedisLimiter, MAX_US};
+use super::{journal, FleetError, RedisLimiter, MAX_US};
 use crate::limiter::HostRecord;
-use crate::persist::{Persist, PersistError};
+use crate::persist::{Journal, JournalChange, Persist, PersistError};
 use crate::BoxFuture;
 
 /// Keys the queue holds at most; beyond it new keys are dropped (counted,
@@ -88,10 +92,15 @@ pub struct PendingEntry {
     pub imposed: Imposed,
 }
 
+/// A journal write handed over: await it to know it is durable.
+pub type Written = Option<BoxFuture<'static, Result<(), PersistError>>>;
+
 /// The queue of what the fallback imposed and Redis does not know yet.
 #[derive(Default)]
 pub struct Pending {
     map: Mutex<HashMap<Key, PendingEntry>>,
+    /// Where every change to `map` is written, in `map`'s order.
+    journal: Option<Arc<dyn Journal>>,
     /// Local user hash -> (username, calls in flight naming it).
     names: Mutex<HashMap<u64, (String, usize)>>,
     len: AtomicUsize,
@@ -118,6 +127,43 @@ impl Drop for Naming<'_> {
 }
 
 impl Pending {
+    /// A queue kept in `journal` too.
+    pub fn with_journal(journal: Arc<dyn Journal>) -> Pending {
+        Pending {
+            journal: Some(journal),
+            ..Pending::default()
+        }
+    }
+
+    /// Whether the queue is kept in a journal.
+    pub fn journaled(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Queue `entries` read back from the journal at start-up (not
+    /// written again: the journal holds them).
+    pub fn restore(&self, entries: Vec<PendingEntry>) {
+        let mut map = self.map.lock();
+        for e in entries {
+            map.insert(e.key, e);
+        }
+        self.len.store(map.len(), Relaxed);
+    }
+
+    /// Where the queue is journaled, if it is.
+    pub fn journal_location(&self) -> Option<String> {
+        self.journal.as_ref().map(|j| j.location())
+    }
+
+    /// Hand `changes` to the journal, after every change handed over so
+    /// far (the queue's own changes are handed over under its lock).
+    pub fn journal(&self, changes: Vec<JournalChange>) -> Written {
+        match &self.journal {
+            Some(j) if !changes.is_empty() => Some(journal::submit(j, changes)),
+            _ => None,
+        }
+    }
+
     /// Nothing queued.
     pub fn is_empty(&self) -> bool {
         self.len.load(Relaxed) == 0
@@ -148,12 +194,16 @@ impl Pending {
     }
 
     /// Queue the records that hold something at `now_ms`; unqueue the
-    /// others (a lift, or a state that ended).
-    pub fn record(&self, records: &[HostRecord], now_ms: u64) {
+    /// others (a lift, or a state that ended). The journal write, if any,
+    /// is handed over before this returns: await it before answering.
+    pub fn record(&self, records: &[HostRecord], now_ms: u64) -> Written {
         let mut map = self.map.lock();
+        let mut changes = Vec::new();
         for r in records {
             if !r.is_pinned_at(now_ms) {
-                map.remove(&r.key);
+                if let Some(old) = map.remove(&r.key) {
+                    changes.push(JournalChange::Delete(journal::key_of(&old)));
+                }
                 continue;
             }
             let username = match r.key.kind() {
@@ -180,16 +230,18 @@ impl Pending {
                 }
                 continue;
             }
-            map.insert(
-                r.key,
-                PendingEntry {
-                    key: r.key,
-                    username,
-                    imposed: Imposed::of(r),
-                },
-            );
+            let e = PendingEntry {
+                key: r.key,
+                username,
+                imposed: Imposed::of(r),
+            };
+            if self.journal.is_some() {
+                changes.push(JournalChange::Put(journal::row_of(&e)));
+            }
+            map.insert(r.key, e);
         }
         self.len.store(map.len(), Relaxed);
+        self.journal(changes)
     }
 
     /// A copy of every queued entry (for `addr` only, if given).
@@ -201,13 +253,17 @@ impl Pending {
             .collect()
     }
 
-    /// `e` was written to Redis: unqueue it unless it changed meanwhile.
-    pub fn done(&self, e: &PendingEntry) {
+    /// `e` was written to Redis: unqueue it (and hand its deletion to the
+    /// journal) unless it changed meanwhile.
+    pub fn done(&self, e: &PendingEntry) -> Written {
         let mut map = self.map.lock();
+        let mut changes = Vec::new();
         if map.get(&e.key) == Some(e) {
             map.remove(&e.key);
+            changes.push(JournalChange::Delete(journal::key_of(e)));
         }
         self.len.store(map.len(), Relaxed);
+        self.journal(changes)
     }
 
     /// Write `entries` to Redis with `r`, unqueueing each one written;
@@ -231,7 +287,11 @@ impl Pending {
                 )
                 .await?;
             tracing::debug!(kind = e.key.kind().as_str(), ip = %e.key.addr().ip(), changed, "reconciled into redis");
-            self.done(&e);
+            if let Some(w) = self.done(&e) {
+                // A failure is counted and logged; the row is written to
+                // Redis again after a restart (merge only raises).
+                let _ = w.await;
+            }
             metrics::counter!(RECONCILED).increment(1);
             n = n.saturating_add(1);
         }
@@ -250,11 +310,19 @@ pub struct Recorder {
 
 impl Persist for Recorder {
     fn write(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>> {
-        self.pending.record(&records, crate::clock::unix_ms());
-        match &self.inner {
-            Some(s) => s.write(records),
-            None => Box::pin(async { Ok(()) }),
-        }
+        let journaled = self.pending.record(&records, crate::clock::unix_ms());
+        Box::pin(async move {
+            // The journal first: it is what survives a crash in an outage.
+            let j = match journaled {
+                Some(w) => w.await,
+                None => Ok(()),
+            };
+            let inner = match &self.inner {
+                Some(s) => s.write(records).await,
+                None => Ok(()),
+            };
+            j.and(inner)
+        })
     }
     fn snapshot(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>> {
         match &self.inner {
@@ -263,9 +331,11 @@ impl Persist for Recorder {
         }
     }
     fn location(&self) -> String {
-        self.inner
-            .as_ref()
-            .map_or_else(|| "redis reconciliation queue".into(), |s| s.location())
+        match (&self.inner, &self.pending.journal) {
+            (Some(s), _) => s.location(),
+            (None, Some(j)) => format!("{} (journal)", j.location()),
+            (None, None) => "redis reconciliation queue".into(),
+        }
     }
     fn write_manual(
         &self,
@@ -383,6 +453,69 @@ mod tests {
         let e = p.entries(None).pop().expect("queued");
         assert_eq!(e.username.as_deref(), Some("alice"));
         assert!(p.names.lock().is_empty(), "forgotten once no call names it");
+    }
+
+    /// A journal in memory: the changes in the order handed over; fails
+    /// when `fail` is set.
+    #[derive(Default)]
+    struct Log {
+        changes: Mutex<Vec<JournalChange>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Journal for Log {
+        fn submit(
+            &self,
+            changes: Vec<JournalChange>,
+        ) -> BoxFuture<'static, Result<(), PersistError>> {
+            let fail = self.fail.load(Relaxed);
+            if !fail {
+                self.changes.lock().extend(changes);
+            }
+            Box::pin(async move {
+                if fail {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_journal_follows_the_queue_and_a_failed_write_is_an_error() {
+        let log = Arc::new(Log::default());
+        let p = Arc::new(Pending::with_journal(log.clone()));
+        let rec = Recorder {
+            pending: p.clone(),
+            inner: None,
+        };
+        let k = Key::request(addr(1));
+        let until = crate::clock::unix_ms() + 60_000;
+        block_on(rec.write(vec![blocked(k, until)])).expect("journaled");
+        let e = p.entries(None).pop().expect("queued");
+        assert!(block_on(p.done(&e).expect("a delete")).is_ok());
+        let got = log.changes.lock().clone();
+        assert!(
+            matches!(&got[..], [JournalChange::Put(r), JournalChange::Delete(d)]
+            if r.key == journal::key_of(&e) && *d == r.key)
+        );
+        // Unchanged queue: nothing handed over.
+        assert!(p.done(&e).is_none());
+        // A write that fails is the guard's error; the key stays queued.
+        log.fail.store(true, Relaxed);
+        assert!(block_on(rec.write(vec![blocked(k, until)])).is_err());
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// Store kind \[sqlite\].
     pub store: StoreKind,
-    /// SQLite path \[./portcullis.db\].
+    /// SQLite path \[./portcullis.db\]; with `kind = "redis"`, the outage journal (`portcullis::fleet::journal`).
     pub path: PathBuf,
     /// Redis URL \[redis://127.0.0.1:6379/\].
     pub redis_url: String,
