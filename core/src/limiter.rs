@@ -19,19 +19,53 @@ use crate::time::{left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
+///
+/// `repr(C)`, the fields a request reads first: the rule values it needs
+/// ([`Hot`]), the clock and the store's header sit together at the start,
+/// so a decision reads one or two lines of the limiter (next to the lock
+/// a host puts around it), not fields spread over the whole
+/// configuration.
+#[repr(C)]
 pub struct Limiter<S, const W: usize> {
-    pub(crate) config: Config,
-    pub(crate) store: S,
-    pub(crate) users: UserHasher,
+    /// What every request reads of `config`.
+    pub(crate) hot: Hot,
     /// The latest `now` seen: the clock never runs backwards inside.
     pub(crate) latest: Tick,
-    pub(crate) next_slot: u32,
+    pub(crate) store: S,
     pub(crate) stats: Stats,
     /// Keys whose ban, block or lock changed since the last
     /// [`take_changed`](Self::take_changed).
     pub(crate) changed: Changed,
     /// Keys evicted since the last [`take_evicted`](Self::take_evicted).
     pub(crate) evicted: Evicted,
+    pub(crate) next_slot: u32,
+    pub(crate) users: UserHasher,
+    pub(crate) config: Config,
+}
+
+/// The rule values every request reads, copied from the configuration in
+/// force (by [`Limiter::with_store`] and [`Limiter::set_config`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hot {
+    /// `requests.window` in ticks.
+    window: u64,
+    /// `requests.max_requests`.
+    max_requests: u32,
+    /// `ipv6_prefix`.
+    ipv6_prefix: u8,
+    /// Whether `lists` has any entry (else no lookup is needed).
+    lists: bool,
+}
+
+impl Hot {
+    fn of(c: &Config) -> Hot {
+        Hot {
+            window: c.requests.window.as_ticks(),
+            max_requests: c.requests.max_requests,
+            ipv6_prefix: c.ipv6_prefix,
+            lists: !(c.lists.deny.is_empty() && c.lists.allow.is_empty()),
+        }
+    }
 }
 
 /// Keys an [`Evicted`] list holds; later evictions are only counted.
@@ -281,6 +315,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         config.validate(W)?;
         config.validate_span(S::MAX_SPAN)?;
         Ok(Limiter {
+            hot: Hot::of(&config),
             config,
             store,
             users: UserHasher::new(seed),
@@ -313,6 +348,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 expected: "unchanged by a reload (held keys are aggregated by it)",
             });
         }
+        self.hot = Hot::of(&config);
         self.config = config;
         Ok(())
     }
@@ -344,7 +380,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// The aggregated address key part for `ip`.
     pub fn addr(&self, ip: IpAddr) -> Addr {
-        Addr::from_ip(ip, self.config.ipv6_prefix)
+        Addr::from_ip(ip, self.hot.ipv6_prefix)
     }
 
     /// The store (read-only; for inspection, accounting and tests).
@@ -406,6 +442,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
+        if !self.hot.lists {
+            return None;
+        }
         self.config
             .lists
             .lookup(ip)
@@ -429,14 +468,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
         let key = Key::request(self.addr(ip));
         let Limiter {
+            hot,
             config,
             store,
             stats,
             evicted,
             ..
         } = self;
-        let max = config.requests.max_requests;
-        let window = config.requests.window.as_ticks();
+        let (max, window) = (hot.max_requests, hot.window);
         let e = match upsert_in(store, stats, evicted, key, config, now) {
             Some(e) => e,
             None => return self.full_decision(),
@@ -611,6 +650,13 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// changes are to be persisted (see [`Changed`]).
     pub fn take_changed(&mut self) -> Changed {
         core::mem::take(&mut self.changed)
+    }
+
+    /// The keys whose ban, block or lock changed since the last
+    /// [`take_changed`](Self::take_changed), left in place (a host checks
+    /// [`Changed::is_empty`] here and drains only when something changed).
+    pub fn changed(&self) -> &Changed {
+        &self.changed
     }
 
     /// Lift a ban and any block on `ip` (an operator's decision; violation
@@ -1059,16 +1105,10 @@ mod tests {
     #[test]
     fn lists_lookup_is_public_and_decides_like_the_limiter() {
         let mut l = limiter();
-        l.config
-            .lists
-            .deny
-            .push("192.0.2.0/28".parse().unwrap())
-            .unwrap();
-        l.config
-            .lists
-            .allow
-            .push("192.0.2.0/24".parse().unwrap())
-            .unwrap();
+        let mut c = l.config().clone();
+        c.lists.deny.push("192.0.2.0/28".parse().unwrap()).unwrap();
+        c.lists.allow.push("192.0.2.0/24".parse().unwrap()).unwrap();
+        l.set_config(c).unwrap();
         assert_eq!(l.config().lists.lookup(ip(1)), Listed::Deny, "deny wins");
         assert_eq!(l.config().lists.lookup(ip(200)), Listed::Allow);
         assert_eq!(Listed::Neither.decision(3), None);

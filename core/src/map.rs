@@ -63,17 +63,20 @@ type Chunk<const W: usize> = Box<[Option<Node<W>>]>;
 
 /// Growable key table: keyed open-addressing index over a chunked slab,
 /// CLOCK eviction.
+/// `repr(C)`: what a lookup reads first (hash keys, index, chunk table)
+/// together at the start.
+#[repr(C)]
 pub struct MapStore<const W: usize> {
+    hasher: KeyHasher,
     index: SlotIndex,
     chunks: Vec<Chunk<W>>,
     /// Nodes per chunk is `1 << chunk_bits`.
     chunk_bits: u32,
-    /// Every empty slot of `chunks`.
-    free: Vec<u32>,
     /// The CLOCK hand: the slab slot the next eviction sweep starts at.
     hand: u32,
-    hasher: KeyHasher,
     cap: usize,
+    /// Every empty slot of `chunks`.
+    free: Vec<u32>,
 }
 
 impl<const W: usize> MapStore<W> {
