@@ -110,8 +110,6 @@ pub mod block;
 pub mod config;
 pub mod decision;
 pub mod entry;
-#[cfg(feature = "alloc")]
-mod index;
 pub mod key;
 pub mod limiter;
 pub mod lists;

@@ -19,38 +19,30 @@ use crate::time::{left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
-///
-/// `repr(C)`, the fields a request reads first: the rule values it needs
-/// ([`Hot`]), the clock and the store's header sit together at the start,
-/// so a decision reads one or two lines of the limiter (next to the lock
-/// a host puts around it), not fields spread over the whole
-/// configuration.
-#[repr(C)]
 pub struct Limiter<S, const W: usize> {
-    /// What every request reads of `config`.
-    pub(crate) hot: Hot,
+    pub(crate) config: Config,
+    pub(crate) store: S,
+    pub(crate) users: UserHasher,
     /// The latest `now` seen: the clock never runs backwards inside.
     pub(crate) latest: Tick,
-    pub(crate) store: S,
+    pub(crate) next_slot: u32,
+    /// What every request reads of `config` outside `requests` (kept
+    /// beside the clock rather than spread over the configuration).
+    pub(crate) hot: Hot,
     pub(crate) stats: Stats,
     /// Keys whose ban, block or lock changed since the last
     /// [`take_changed`](Self::take_changed).
     pub(crate) changed: Changed,
     /// Keys evicted since the last [`take_evicted`](Self::take_evicted).
     pub(crate) evicted: Evicted,
-    pub(crate) next_slot: u32,
-    pub(crate) users: UserHasher,
-    pub(crate) config: Config,
 }
 
-/// The rule values every request reads, copied from the configuration in
-/// force (by [`Limiter::with_store`] and [`Limiter::set_config`]).
+/// The rule values every request reads beside `requests`, copied from the
+/// configuration in force (by [`Limiter::with_store`] and
+/// [`Limiter::set_config`]): 2 bytes, in the limiter's padding (the fixed
+/// tables' size is unchanged, `core/tests/sizes.rs`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hot {
-    /// `requests.window` in ticks.
-    window: u64,
-    /// `requests.max_requests`.
-    max_requests: u32,
     /// `ipv6_prefix`.
     ipv6_prefix: u8,
     /// Whether `lists` has any entry (else no lookup is needed).
@@ -60,8 +52,6 @@ pub(crate) struct Hot {
 impl Hot {
     fn of(c: &Config) -> Hot {
         Hot {
-            window: c.requests.window.as_ticks(),
-            max_requests: c.requests.max_requests,
             ipv6_prefix: c.ipv6_prefix,
             lists: !(c.lists.deny.is_empty() && c.lists.allow.is_empty()),
         }
@@ -468,14 +458,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
         let key = Key::request(self.addr(ip));
         let Limiter {
-            hot,
             config,
             store,
             stats,
             evicted,
             ..
         } = self;
-        let (max, window) = (hot.max_requests, hot.window);
+        let max = config.requests.max_requests;
+        let window = config.requests.window.as_ticks();
         let e = match upsert_in(store, stats, evicted, key, config, now) {
             Some(e) => e,
             None => return self.full_decision(),
