@@ -20,21 +20,37 @@ use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
 pub struct Limiter<S, const W: usize> {
+    /// What a request reads first, together (see [`Head`]).
+    pub(crate) head: Head<S>,
     pub(crate) config: Config,
-    pub(crate) store: S,
     pub(crate) users: UserHasher,
-    /// The latest `now` seen: the clock never runs backwards inside.
-    pub(crate) latest: Tick,
-    pub(crate) next_slot: u32,
-    /// What every request reads of `config` outside `requests` (kept
-    /// beside the clock rather than spread over the configuration).
-    pub(crate) hot: Hot,
     pub(crate) stats: Stats,
     /// Keys whose ban, block or lock changed since the last
     /// [`take_changed`](Self::take_changed).
     pub(crate) changed: Changed,
     /// Keys evicted since the last [`take_evicted`](Self::take_evicted).
     pub(crate) evicted: Evicted,
+}
+
+/// The fields of a [`Limiter`] a request reads first, in this order
+/// (`repr(C)`): the clock, the rule values copied out of the
+/// configuration, then the store (whose own header, for the growable
+/// table, starts with what a lookup reads). So a decision reads one or two
+/// lines of the limiter (next to the lock a host puts around it) besides
+/// `requests` in the configuration. 16 bytes before the store, as the
+/// clock, slot counter and padding took before (the fixed tables' size is
+/// unchanged, `core/tests/sizes.rs`).
+#[repr(C)]
+pub(crate) struct Head<S> {
+    /// The latest `now` seen: the clock never runs backwards inside.
+    pub(crate) latest: Tick,
+    pub(crate) next_slot: u32,
+    /// What every request reads of the configuration outside `requests`.
+    pub(crate) hot: Hot,
+    /// Whether `changed` holds anything (read by a host after every call,
+    /// here rather than on `changed`'s own lines).
+    pub(crate) dirty: bool,
+    pub(crate) store: S,
 }
 
 /// The rule values every request reads beside `requests`, copied from the
@@ -305,12 +321,15 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         config.validate(W)?;
         config.validate_span(S::MAX_SPAN)?;
         Ok(Limiter {
-            hot: Hot::of(&config),
+            head: Head {
+                latest: 0,
+                next_slot: 1,
+                hot: Hot::of(&config),
+                dirty: false,
+                store,
+            },
             config,
-            store,
             users: UserHasher::new(seed),
-            latest: 0,
-            next_slot: 1,
             stats: Stats::default(),
             changed: Changed::default(),
             evicted: Evicted::default(),
@@ -338,7 +357,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 expected: "unchanged by a reload (held keys are aggregated by it)",
             });
         }
-        self.hot = Hot::of(&config);
+        self.head.hot = Hot::of(&config);
         self.config = config;
         Ok(())
     }
@@ -350,17 +369,17 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.store.len()
+        self.head.store.len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
+        self.head.store.is_empty()
     }
 
     /// Most keys held at once.
     pub fn capacity(&self) -> usize {
-        self.store.capacity()
+        self.head.store.capacity()
     }
 
     /// The keyed hash of a username (after trim + ASCII lowercase).
@@ -370,35 +389,35 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// The aggregated address key part for `ip`.
     pub fn addr(&self, ip: IpAddr) -> Addr {
-        Addr::from_ip(ip, self.hot.ipv6_prefix)
+        Addr::from_ip(ip, self.head.hot.ipv6_prefix)
     }
 
     /// The store (read-only; for inspection, accounting and tests).
     pub fn store(&self) -> &S {
-        &self.store
+        &self.head.store
     }
 
     /// The entry for `key`, if any (read-only; for inspection and tests).
     pub fn entry(&self, key: &Key) -> Option<&EntryOf<S, W>> {
-        self.store.get(key)
+        self.head.store.get(key)
     }
 
     /// Advance the internal clock to `now` (never backwards) and return it.
     pub(crate) fn clock(&mut self, now: Instant) -> Tick {
-        self.latest = self.latest.max(tick(now));
-        self.latest
+        self.head.latest = self.head.latest.max(tick(now));
+        self.head.latest
     }
 
     /// `now` as the clock would see it, without advancing it.
     pub(crate) fn peek_clock(&self, now: Instant) -> Tick {
-        self.latest.max(tick(now))
+        self.head.latest.max(tick(now))
     }
 
     /// The entry for `key`, created (evicting if needed) and touched;
     /// `None` when the table is full of entries that may not be evicted.
     pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Option<&mut EntryOf<S, W>> {
         upsert_in(
-            &mut self.store,
+            &mut self.head.store,
             &mut self.stats,
             &mut self.evicted,
             key,
@@ -432,7 +451,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
-        if !self.hot.lists {
+        if !self.head.hot.lists {
             return None;
         }
         self.config
@@ -459,7 +478,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let key = Key::request(self.addr(ip));
         let Limiter {
             config,
-            store,
+            head: Head { store, .. },
             stats,
             evicted,
             ..
@@ -551,7 +570,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             Listed::Allow => return None,
             Listed::Neither => {}
         }
-        let e = self.store.get_if_touched(&Key::request(self.addr(ip)))?;
+        let e = self
+            .head
+            .store
+            .get_if_touched(&Key::request(self.addr(ip)))?;
         if let Some((reason, deadline)) = standing(e, now) {
             return denial(reason, deadline, deadline.unwrap_or(Tick::MAX));
         }
@@ -585,7 +607,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let now = self.peek_clock(now);
         let max = self.config.requests.max_requests;
         let window = self.config.requests.window.as_ticks();
-        let Some(e) = self.store.get(&Key::request(self.addr(ip))) else {
+        let Some(e) = self.head.store.get(&Key::request(self.addr(ip))) else {
             return Decision::Allow {
                 remaining: max,
                 reset_after: Duration::from_ticks(0),
@@ -633,27 +655,29 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub(crate) fn pinned_changed(&mut self, key: Key) {
         self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
         self.changed.note(key);
+        self.head.dirty = true;
     }
 
     /// The keys whose ban, block or lock changed since the last call, and
     /// an empty set in their place: drain it after each call whose
     /// changes are to be persisted (see [`Changed`]).
     pub fn take_changed(&mut self) -> Changed {
+        self.head.dirty = false;
         core::mem::take(&mut self.changed)
     }
 
-    /// The keys whose ban, block or lock changed since the last
-    /// [`take_changed`](Self::take_changed), left in place (a host checks
-    /// [`Changed::is_empty`] here and drains only when something changed).
-    pub fn changed(&self) -> &Changed {
-        &self.changed
+    /// Whether [`take_changed`](Self::take_changed) would return anything:
+    /// one byte beside the clock, so a host that drains only when
+    /// something changed reads and writes nothing more on most calls.
+    pub fn has_changes(&self) -> bool {
+        self.head.dirty
     }
 
     /// Lift a ban and any block on `ip` (an operator's decision; violation
     /// history is forgotten too). True if there was one.
     pub fn unban(&mut self, ip: IpAddr) -> bool {
         let key = Key::request(self.addr(ip));
-        let had = match self.store.get_mut(&key) {
+        let had = match self.head.store.get_mut(&key) {
             Some(e) => e.clear_block_and_ban(),
             None => false,
         };
@@ -672,7 +696,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let addr = self.addr(ip);
         let mut lifted = 0usize;
         let Limiter {
-            store,
+            head: Head { store, dirty, .. },
             stats,
             changed,
             ..
@@ -683,6 +707,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 lifted = lifted.saturating_add(1);
                 stats.pin_changes = stats.pin_changes.wrapping_add(1);
                 changed.note(*k);
+                *dirty = true;
             }
         });
         lifted
@@ -692,7 +717,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// key, why, time left): the one listing every host shows.
     pub fn for_each_hold(&self, now: Instant, mut f: impl FnMut(Hold)) {
         let now = self.peek_clock(now);
-        self.store.for_each(&mut |k, e| {
+        self.head.store.for_each(&mut |k, e| {
             if let Some(h) = e.hold(k, now) {
                 f(h);
             }
@@ -714,7 +739,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// lock part of [`for_each_hold`](Self::for_each_hold)).
     pub fn for_each_lock(&self, now: Instant, mut f: impl FnMut(Key, Duration)) {
         let now = self.peek_clock(now);
-        self.store.for_each(&mut |k, e| {
+        self.head.store.for_each(&mut |k, e| {
             if let Some(h) = e.hold(k, now).filter(|h| h.kind != KeyKind::Request) {
                 if let Some(left) = h.left {
                     f(*k, left);
@@ -731,7 +756,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     pub(crate) fn acquire_slot_at(&mut self, key: Key, now: Tick) -> Option<SlotToken> {
-        let id = self.next_slot;
+        let id = self.head.next_slot;
         let ttl = self.config.slots.slot_ttl.as_ticks();
         let limit = self.config.slots.slots;
         let got = match self.upsert(key, now) {
@@ -741,7 +766,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         if !got {
             return None;
         }
-        self.next_slot = id.wrapping_add(1).max(1);
+        self.head.next_slot = id.wrapping_add(1).max(1);
         Some(SlotToken { key, id })
     }
 
@@ -749,14 +774,15 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn slots_in_use(&self, ip: IpAddr, now: Instant) -> u32 {
         let now = self.peek_clock(now);
         let ttl = self.config.slots.slot_ttl.as_ticks();
-        self.store
+        self.head
+            .store
             .get(&Key::login_ip(self.addr(ip)))
             .map_or(0, |e| e.cold().live_slots(now, ttl))
     }
 
     /// Hand a slot back. False if it had already been reclaimed by its TTL.
     pub fn release_slot(&mut self, token: SlotToken) -> bool {
-        self.store.get_mut(&token.key).is_some_and(|e| {
+        self.head.store.get_mut(&token.key).is_some_and(|e| {
             let released = e
                 .cold
                 .get_mut()
@@ -772,14 +798,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn purge(&mut self, now: Instant) -> usize {
         let now = self.clock(now);
         let sweep = Sweep::new(&self.config, now);
-        let removed = self.store.retain(&mut |k, e| !sweep.idle(k, e));
+        let removed = self.head.store.retain(&mut |k, e| !sweep.idle(k, e));
         self.stats.purged = self.stats.purged.saturating_add(removed as u64);
         removed
     }
 
     /// Forget every key (counters stay).
     pub fn clear(&mut self) {
-        self.store.clear();
+        self.head.store.clear();
     }
 }
 
@@ -967,12 +993,15 @@ mod tests {
             assert!(l.check_request(a, t(0)).is_allowed());
         }
         fail(&mut l, "alice", a, 2);
+        assert!(!l.has_changes());
         assert!(l.take_changed().is_empty());
 
         // The third failure locks the pair and (lock_ip_on_account_lock)
         // the ip: those two keys, nothing else.
         fail(&mut l, "alice", a, 1);
+        assert!(l.has_changes());
         let c = l.take_changed();
+        assert!(!l.has_changes());
         assert_eq!(c.keys(), &[pair(&l, "alice"), lip]);
         assert_eq!(c.spill(), Spill::None);
         assert!(l.take_changed().is_empty(), "drained");

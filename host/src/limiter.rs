@@ -431,11 +431,11 @@ impl Limiter {
         // Whatever an earlier call left undrained is not this call's. The
         // set is read in place and drained only when it holds something:
         // most calls change no ban, block or lock, and copy nothing.
-        if !shard.changed().is_empty() {
+        if shard.has_changes() {
             let _ = shard.take_changed();
         }
         let decision = f(&mut shard);
-        let changes = if shard.changed().is_empty() {
+        let changes = if !shard.has_changes() {
             Changes::default()
         } else {
             let changed = shard.take_changed();
