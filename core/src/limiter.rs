@@ -13,15 +13,15 @@ use crate::entry::{Cold, ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
-use crate::store::{Class, EntryOf, Store, Upsert, Victim};
+use crate::store::{Class, EntryOf, RequestRulesAt, Store, Upsert, Victim};
 use crate::table::FixedStore;
 use crate::time::{left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
-pub struct Limiter<S, const W: usize> {
+pub struct Limiter<S: Store<W>, const W: usize> {
     /// What a request reads first, together (see [`Head`]).
-    pub(crate) head: Head<S>,
+    pub(crate) head: Head<S, S::Rules>,
     pub(crate) config: Config,
     pub(crate) users: UserHasher,
     pub(crate) stats: Stats,
@@ -34,14 +34,15 @@ pub struct Limiter<S, const W: usize> {
 
 /// The fields of a [`Limiter`] a request reads first, in this order
 /// (`repr(C)`): the clock, the rule values copied out of the
-/// configuration, then the store (whose own header, for the growable
-/// table, starts with what a lookup reads). So a decision reads one or two
-/// lines of the limiter (next to the lock a host puts around it) besides
-/// `requests` in the configuration. 16 bytes before the store, as the
-/// clock, slot counter and padding took before (the fixed tables' size is
-/// unchanged, `core/tests/sizes.rs`).
+/// configuration (the request rules only where the store asks for a
+/// copy, [`Store::Rules`]), then the store (whose own header, for the
+/// growable table, starts with what a lookup reads). So a decision reads
+/// one or two lines of the limiter, next to the lock a host puts around
+/// it. For the fixed tables that is 16 bytes before the store, as the
+/// clock, slot counter and padding took before (their size is unchanged,
+/// `core/tests/sizes.rs`); the growable table's copy adds 16.
 #[repr(C)]
-pub(crate) struct Head<S> {
+pub(crate) struct Head<S, R> {
     /// The latest `now` seen: the clock never runs backwards inside.
     pub(crate) latest: Tick,
     pub(crate) next_slot: u32,
@@ -50,6 +51,10 @@ pub(crate) struct Head<S> {
     /// Whether `changed` holds anything (read by a host after every call,
     /// here rather than on `changed`'s own lines).
     pub(crate) dirty: bool,
+    /// `requests.max_requests` and `requests.window`: copied here for the
+    /// growable table, read from the configuration for the fixed ones
+    /// (no bytes), see [`RequestRulesAt`].
+    pub(crate) rules: R,
     pub(crate) store: S,
 }
 
@@ -326,6 +331,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 next_slot: 1,
                 hot: Hot::of(&config),
                 dirty: false,
+                rules: S::Rules::of(&config),
                 store,
             },
             config,
@@ -358,6 +364,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             });
         }
         self.head.hot = Hot::of(&config);
+        self.head.rules = S::Rules::of(&config);
         self.config = config;
         Ok(())
     }
@@ -478,13 +485,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let key = Key::request(self.addr(ip));
         let Limiter {
             config,
-            head: Head { store, .. },
+            head: Head { store, rules, .. },
             stats,
             evicted,
             ..
         } = self;
-        let max = config.requests.max_requests;
-        let window = config.requests.window.as_ticks();
+        let (max, window) = rules.get(config);
         let e = match upsert_in(store, stats, evicted, key, config, now) {
             Some(e) => e,
             None => return self.full_decision(),

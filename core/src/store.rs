@@ -36,6 +36,7 @@
 //! lookup already read (the exact LRU list it replaces dirtied two
 //! neighbours, or appended to a queue that needed compaction).
 
+use crate::config::Config;
 use crate::entry::{ColdPart, Entry};
 use crate::key::Key;
 use crate::window::TimeLog;
@@ -95,6 +96,52 @@ pub enum Victim {
     Live,
 }
 
+/// Where a limiter over a store reads the request rule values
+/// (`requests.max_requests`, `requests.window`) every decision reads: a
+/// copy beside its clock ([`RulesCopied`], 16 bytes: the growable table,
+/// where the configuration's line is one more cache miss per decision) or
+/// the configuration itself ([`RulesInConfig`], no bytes: the fixed
+/// tables, whose size is their budget).
+pub trait RequestRulesAt: Copy + core::fmt::Debug {
+    /// What to keep of `c`.
+    fn of(c: &Config) -> Self;
+    /// `(max_requests, window in ticks)` under `c` (the configuration
+    /// this was made of).
+    fn get(&self, c: &Config) -> (u32, u64);
+}
+
+/// The request rule values read from the configuration (no copy).
+#[derive(Clone, Copy, Debug)]
+pub struct RulesInConfig;
+
+impl RequestRulesAt for RulesInConfig {
+    fn of(_: &Config) -> Self {
+        RulesInConfig
+    }
+    fn get(&self, c: &Config) -> (u32, u64) {
+        (c.requests.max_requests, c.requests.window.as_ticks())
+    }
+}
+
+/// The request rule values copied beside the limiter's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct RulesCopied {
+    window: u64,
+    max_requests: u32,
+}
+
+impl RequestRulesAt for RulesCopied {
+    fn of(c: &Config) -> Self {
+        RulesCopied {
+            window: c.requests.window.as_ticks(),
+            max_requests: c.requests.max_requests,
+        }
+    }
+    fn get(&self, _: &Config) -> (u32, u64) {
+        (self.max_requests, self.window)
+    }
+}
+
 /// The entry type of store `S`.
 pub type EntryOf<S, const W: usize> = Entry<W, <S as Store<W>>::Cold, <S as Store<W>>::Log>;
 
@@ -119,6 +166,8 @@ pub trait Store<const W: usize> {
     type Cold: ColdPart;
     /// How entries hold their log (inline or growing).
     type Log: TimeLog;
+    /// Where a limiter over this store reads its request rule values.
+    type Rules: RequestRulesAt;
     /// Longest lookback (ticks) the entries' logs answer exactly: a
     /// limiter over this store refuses a configuration with a longer
     /// `requests.window`, `blocks.violation_memory`, `blocks.ban_lookback`,
