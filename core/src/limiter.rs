@@ -13,7 +13,7 @@ use crate::entry::{Cold, ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
-use crate::store::{Class, EntryOf, RequestRulesAt, Store, Upsert, Victim};
+use crate::store::{Class, EntryOf, HotRules, Store, Upsert, Victim};
 use crate::table::FixedStore;
 use crate::time::{left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
@@ -24,6 +24,7 @@ pub struct Limiter<S: Store<W>, const W: usize> {
     pub(crate) head: Head<S, S::Rules>,
     pub(crate) config: Config,
     pub(crate) users: UserHasher,
+    pub(crate) next_slot: u32,
     pub(crate) stats: Stats,
     /// Keys whose ban, block or lock changed since the last
     /// [`take_changed`](Self::take_changed).
@@ -33,50 +34,22 @@ pub struct Limiter<S: Store<W>, const W: usize> {
 }
 
 /// The fields of a [`Limiter`] a request reads first, in this order
-/// (`repr(C)`): the clock, the rule values copied out of the
-/// configuration (the request rules only where the store asks for a
-/// copy, [`Store::Rules`]), then the store (whose own header, for the
-/// growable table, starts with what a lookup reads). So a decision reads
-/// one or two lines of the limiter, next to the lock a host puts around
-/// it. For the fixed tables that is 16 bytes before the store, as the
-/// clock, slot counter and padding took before (their size is unchanged,
-/// `core/tests/sizes.rs`); the growable table's copy adds 16.
+/// (`repr(C)`): the clock, the values a request reads besides the store
+/// (copied here where the store asks for it, [`Store::Rules`]), then the
+/// store (whose own header, for the growable table, starts with what a
+/// lookup reads). So a decision reads one or two lines of the limiter,
+/// next to the lock a host puts around it. For the fixed tables the copy
+/// is zero-sized and the fields are the ones they had (their size is
+/// unchanged on every target, `core/tests/sizes.rs`); the growable
+/// table's copy adds 16 bytes.
 #[repr(C)]
 pub(crate) struct Head<S, R> {
     /// The latest `now` seen: the clock never runs backwards inside.
     pub(crate) latest: Tick,
-    pub(crate) next_slot: u32,
-    /// What every request reads of the configuration outside `requests`.
-    pub(crate) hot: Hot,
-    /// Whether `changed` holds anything (read by a host after every call,
-    /// here rather than on `changed`'s own lines).
-    pub(crate) dirty: bool,
-    /// `requests.max_requests` and `requests.window`: copied here for the
-    /// growable table, read from the configuration for the fixed ones
-    /// (no bytes), see [`RequestRulesAt`].
+    /// Request rules, IPv6 prefix, lists set, changed flag (see
+    /// [`HotRules`]).
     pub(crate) rules: R,
     pub(crate) store: S,
-}
-
-/// The rule values every request reads beside `requests`, copied from the
-/// configuration in force (by [`Limiter::with_store`] and
-/// [`Limiter::set_config`]): 2 bytes, in the limiter's padding (the fixed
-/// tables' size is unchanged, `core/tests/sizes.rs`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Hot {
-    /// `ipv6_prefix`.
-    ipv6_prefix: u8,
-    /// Whether `lists` has any entry (else no lookup is needed).
-    lists: bool,
-}
-
-impl Hot {
-    fn of(c: &Config) -> Hot {
-        Hot {
-            ipv6_prefix: c.ipv6_prefix,
-            lists: !(c.lists.deny.is_empty() && c.lists.allow.is_empty()),
-        }
-    }
 }
 
 /// Keys an [`Evicted`] list holds; later evictions are only counted.
@@ -328,12 +301,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         Ok(Limiter {
             head: Head {
                 latest: 0,
-                next_slot: 1,
-                hot: Hot::of(&config),
-                dirty: false,
                 rules: S::Rules::of(&config),
                 store,
             },
+            next_slot: 1,
             config,
             users: UserHasher::new(seed),
             stats: Stats::default(),
@@ -363,8 +334,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 expected: "unchanged by a reload (held keys are aggregated by it)",
             });
         }
-        self.head.hot = Hot::of(&config);
+        let dirty = self.has_changes();
         self.head.rules = S::Rules::of(&config);
+        self.head.rules.set_dirty(dirty);
         self.config = config;
         Ok(())
     }
@@ -396,7 +368,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// The aggregated address key part for `ip`.
     pub fn addr(&self, ip: IpAddr) -> Addr {
-        Addr::from_ip(ip, self.head.hot.ipv6_prefix)
+        Addr::from_ip(ip, self.head.rules.ipv6_prefix(&self.config))
     }
 
     /// The store (read-only; for inspection, accounting and tests).
@@ -458,7 +430,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
-        if !self.head.hot.lists {
+        if !self.head.rules.lists(&self.config) {
             return None;
         }
         self.config
@@ -490,7 +462,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             evicted,
             ..
         } = self;
-        let (max, window) = rules.get(config);
+        let (max, window) = rules.requests(config);
         let e = match upsert_in(store, stats, evicted, key, config, now) {
             Some(e) => e,
             None => return self.full_decision(),
@@ -661,22 +633,26 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub(crate) fn pinned_changed(&mut self, key: Key) {
         self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
         self.changed.note(key);
-        self.head.dirty = true;
+        self.head.rules.set_dirty(true);
     }
 
     /// The keys whose ban, block or lock changed since the last call, and
     /// an empty set in their place: drain it after each call whose
     /// changes are to be persisted (see [`Changed`]).
     pub fn take_changed(&mut self) -> Changed {
-        self.head.dirty = false;
+        self.head.rules.set_dirty(false);
         core::mem::take(&mut self.changed)
     }
 
-    /// Whether [`take_changed`](Self::take_changed) would return anything:
-    /// one byte beside the clock, so a host that drains only when
-    /// something changed reads and writes nothing more on most calls.
+    /// Whether [`take_changed`](Self::take_changed) would return anything
+    /// (for the growable table a flag beside the clock, so a host that
+    /// drains only when something changed reads nothing more on most
+    /// calls).
     pub fn has_changes(&self) -> bool {
-        self.head.dirty
+        self.head
+            .rules
+            .dirty()
+            .unwrap_or_else(|| !self.changed.is_empty())
     }
 
     /// Lift a ban and any block on `ip` (an operator's decision; violation
@@ -702,7 +678,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let addr = self.addr(ip);
         let mut lifted = 0usize;
         let Limiter {
-            head: Head { store, dirty, .. },
+            head: Head { store, rules, .. },
             stats,
             changed,
             ..
@@ -713,7 +689,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 lifted = lifted.saturating_add(1);
                 stats.pin_changes = stats.pin_changes.wrapping_add(1);
                 changed.note(*k);
-                *dirty = true;
+                rules.set_dirty(true);
             }
         });
         lifted
@@ -762,7 +738,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     pub(crate) fn acquire_slot_at(&mut self, key: Key, now: Tick) -> Option<SlotToken> {
-        let id = self.head.next_slot;
+        let id = self.next_slot;
         let ttl = self.config.slots.slot_ttl.as_ticks();
         let limit = self.config.slots.slots;
         let got = match self.upsert(key, now) {
@@ -772,7 +748,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         if !got {
             return None;
         }
-        self.head.next_slot = id.wrapping_add(1).max(1);
+        self.next_slot = id.wrapping_add(1).max(1);
         Some(SlotToken { key, id })
     }
 

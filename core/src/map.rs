@@ -517,7 +517,7 @@ impl<const W: usize> MapStore<W> {
 impl<const W: usize> Store<W> for MapStore<W> {
     type Cold = BoxedCold;
     type Log = GrowLog<W>;
-    type Rules = crate::store::RulesCopied;
+    type Rules = crate::store::HotCopy;
 
     fn capacity(&self) -> usize {
         self.cap

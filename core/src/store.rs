@@ -96,49 +96,88 @@ pub enum Victim {
     Live,
 }
 
-/// Where a limiter over a store reads the request rule values
-/// (`requests.max_requests`, `requests.window`) every decision reads: a
-/// copy beside its clock ([`RulesCopied`], 16 bytes: the growable table,
-/// where the configuration's line is one more cache miss per decision) or
-/// the configuration itself ([`RulesInConfig`], no bytes: the fixed
-/// tables, whose size is their budget).
-pub trait RequestRulesAt: Copy + core::fmt::Debug {
-    /// What to keep of `c`.
+/// Where a limiter over a store reads the values every request reads
+/// besides the store (`requests.max_requests`, `requests.window`,
+/// `ipv6_prefix`, whether `lists` are set) and whether its set of
+/// changed keys holds anything: a copy beside its clock ([`HotCopy`], 16
+/// bytes: the growable table, where the configuration's lines are more
+/// cache misses per decision) or the configuration and the set
+/// themselves ([`HotInConfig`], no bytes: the fixed tables, whose size is
+/// their budget).
+pub trait HotRules: Copy + core::fmt::Debug {
+    /// What to keep of `c`, nothing changed.
     fn of(c: &Config) -> Self;
     /// `(max_requests, window in ticks)` under `c` (the configuration
     /// this was made of).
-    fn get(&self, c: &Config) -> (u32, u64);
+    fn requests(&self, c: &Config) -> (u32, u64);
+    /// `ipv6_prefix` under `c`.
+    fn ipv6_prefix(&self, c: &Config) -> u8;
+    /// Whether `c`'s lists hold anything.
+    fn lists(&self, c: &Config) -> bool;
+    /// Whether the changed set holds anything, if kept here (`None`: ask
+    /// the set).
+    fn dirty(&self) -> Option<bool>;
+    /// Note whether the changed set holds anything.
+    fn set_dirty(&mut self, dirty: bool);
 }
 
-/// The request rule values read from the configuration (no copy).
+/// The hot values read from the configuration (no copy).
 #[derive(Clone, Copy, Debug)]
-pub struct RulesInConfig;
+pub struct HotInConfig;
 
-impl RequestRulesAt for RulesInConfig {
+impl HotRules for HotInConfig {
     fn of(_: &Config) -> Self {
-        RulesInConfig
+        HotInConfig
     }
-    fn get(&self, c: &Config) -> (u32, u64) {
+    fn requests(&self, c: &Config) -> (u32, u64) {
         (c.requests.max_requests, c.requests.window.as_ticks())
     }
+    fn ipv6_prefix(&self, c: &Config) -> u8 {
+        c.ipv6_prefix
+    }
+    fn lists(&self, c: &Config) -> bool {
+        !(c.lists.deny.is_empty() && c.lists.allow.is_empty())
+    }
+    fn dirty(&self) -> Option<bool> {
+        None
+    }
+    fn set_dirty(&mut self, _: bool) {}
 }
 
-/// The request rule values copied beside the limiter's clock.
+/// The hot values copied beside the limiter's clock.
 #[derive(Clone, Copy, Debug)]
-pub struct RulesCopied {
+pub struct HotCopy {
     window: u64,
     max_requests: u32,
+    ipv6_prefix: u8,
+    lists: bool,
+    dirty: bool,
 }
 
-impl RequestRulesAt for RulesCopied {
+impl HotRules for HotCopy {
     fn of(c: &Config) -> Self {
-        RulesCopied {
+        HotCopy {
             window: c.requests.window.as_ticks(),
             max_requests: c.requests.max_requests,
+            ipv6_prefix: c.ipv6_prefix,
+            lists: HotInConfig.lists(c),
+            dirty: false,
         }
     }
-    fn get(&self, _: &Config) -> (u32, u64) {
+    fn requests(&self, _: &Config) -> (u32, u64) {
         (self.max_requests, self.window)
+    }
+    fn ipv6_prefix(&self, _: &Config) -> u8 {
+        self.ipv6_prefix
+    }
+    fn lists(&self, _: &Config) -> bool {
+        self.lists
+    }
+    fn dirty(&self) -> Option<bool> {
+        Some(self.dirty)
+    }
+    fn set_dirty(&mut self, dirty: bool) {
+        self.dirty = dirty;
     }
 }
 
@@ -166,8 +205,8 @@ pub trait Store<const W: usize> {
     type Cold: ColdPart;
     /// How entries hold their log (inline or growing).
     type Log: TimeLog;
-    /// Where a limiter over this store reads its request rule values.
-    type Rules: RequestRulesAt;
+    /// Where a limiter over this store reads what every request reads.
+    type Rules: HotRules;
     /// Longest lookback (ticks) the entries' logs answer exactly: a
     /// limiter over this store refuses a configuration with a longer
     /// `requests.window`, `blocks.violation_memory`, `blocks.ban_lookback`,
