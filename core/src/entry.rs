@@ -290,25 +290,55 @@ macro_rules! inline_cold {
 inline_cold!(Log<VIOLATION_LOG>, EMPTY);
 inline_cold!(CompactLog<VIOLATION_LOG>, EMPTY_COMPACT);
 
-/// A cold part allocated on first use (feature `alloc`).
+/// A cold part allocated on first use (feature `alloc`). The growable
+/// table also keeps here the full key of a key it cannot hold in its
+/// 8-byte slot word (a (username, address) pair, an IPv6 key longer than
+/// /64): such a key always has its box, which an empty cold part then
+/// does not free.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug, Default)]
-pub struct BoxedCold(Option<alloc::boxed::Box<Cold>>);
+pub struct BoxedCold(Option<alloc::boxed::Box<ColdRecord>>);
+
+/// What a [`BoxedCold`] points at.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+struct ColdRecord {
+    cold: Cold,
+    /// The full key, for keys the table holds by a fingerprint.
+    key: Option<crate::Key>,
+}
+
+#[cfg(feature = "alloc")]
+impl BoxedCold {
+    /// The full key kept for the table, if any.
+    pub(crate) fn full_key(&self) -> Option<&crate::Key> {
+        self.0.as_deref().and_then(|r| r.key.as_ref())
+    }
+
+    /// Keep `key` as the full key (allocating the box if absent).
+    pub(crate) fn set_full_key(&mut self, key: crate::Key) {
+        self.0.get_or_insert_with(Default::default).key = Some(key);
+    }
+}
 
 #[cfg(feature = "alloc")]
 impl ColdPart for BoxedCold {
     type Violations = Log<VIOLATION_LOG>;
     fn get(&self) -> Option<&Cold> {
-        self.0.as_deref()
+        self.0.as_deref().map(|r| &r.cold)
     }
     fn get_mut(&mut self) -> Option<&mut Cold> {
-        self.0.as_deref_mut()
+        self.0.as_deref_mut().map(|r| &mut r.cold)
     }
     fn make(&mut self) -> &mut Cold {
-        self.0.get_or_insert_with(Default::default)
+        &mut self.0.get_or_insert_with(Default::default).cold
     }
     fn shrink(&mut self) {
-        if self.0.as_deref().is_some_and(Cold::is_empty) {
+        if self
+            .0
+            .as_deref()
+            .is_some_and(|r| r.key.is_none() && r.cold.is_empty())
+        {
             self.0 = None;
         }
     }
@@ -320,7 +350,7 @@ impl ColdPart for BoxedCold {
 #[cfg(all(feature = "alloc", feature = "defmt"))]
 impl defmt::Format for BoxedCold {
     fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "{=?}", self.0.as_deref());
+        defmt::write!(f, "{=?}", self.0.as_deref().map(|r| &r.cold));
     }
 }
 

@@ -57,7 +57,7 @@
 //! | [`entry`] | per-key state: the log, and a [`Cold`] part (a request key's violations, block and ban, or a login key's lock and slots, in the same bytes) held inline or boxed on first use |
 //! | [`store`] | the [`Store`] trait |
 //! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, CLOCK eviction (dead entries first) |
-//! | `map` | `MapStore` (feature `alloc`): growable, 64-byte nodes in a chunked slab under an open-addressing index |
+//! | `map` | `MapStore` (feature `alloc`): growable, the entries themselves in one open-addressing table (40-byte slots, compact 8-byte keys, a 2-byte meta per slot), CLOCK eviction |
 //! | [`limiter`] | [`Limiter`], tying rules to a store; [`Hold`] (what a listing of bans, blocks and locks shows), [`Changed`] (the keys a call's bans, blocks and locks changed, for write-through) |
 //! | [`record`] | export/import with wall-clock times; [`Record::hold`], [`Record::lift`] |
 //! | `shared` | `Shared` (feature `critical-section`) |
@@ -85,12 +85,15 @@
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
-//! A `MapStore` key (feature `alloc`) is one 64-byte node (key, CLOCK
-//! reference bit, up to four timestamps inline, a pointer to its cold part) plus
-//! its share of the index: about 77 bytes at 1 000 000 keys with one event
-//! each. Logs longer than four events live in a heap ring sized to them;
-//! the cold part is allocated only for keys that were denied, blocked,
-//! banned, locked or hold slots.
+//! A `MapStore` key (feature `alloc`) is one 40-byte slot (an 8-byte key
+//! word, up to four timestamps inline, a pointer to its cold part) and a
+//! 2-byte meta (kind, form, CLOCK reference bit, hash tag) in a table at
+//! most 7/8 full, its last growth step sized to the cap: about 53 bytes
+//! at 1 000 000 keys with one event each (48 at the cap). Logs longer than
+//! four events live in a heap ring sized to them; the cold part is
+//! allocated only for keys that were denied, blocked, banned, locked or
+//! hold slots, and for keys held by a fingerprint (a (username, address)
+//! pair, an IPv6 key longer than /64), whose full key it keeps.
 //!
 //! ## Features
 //!
@@ -110,8 +113,6 @@ pub mod block;
 pub mod config;
 pub mod decision;
 pub mod entry;
-#[cfg(feature = "alloc")]
-mod index;
 pub mod key;
 pub mod limiter;
 pub mod lists;

@@ -13,18 +13,17 @@ use crate::entry::{Cold, ColdPart, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
-use crate::store::{Class, EntryOf, Store, Upsert, Victim};
+use crate::store::{Class, EntryOf, HotRules, Store, Upsert, Victim};
 use crate::table::FixedStore;
 use crate::time::{left_in_window, running, tick, until, Tick};
 use crate::window::TimeLog;
 
 /// The decision engine: one configuration, one store, one keyed hash.
-pub struct Limiter<S, const W: usize> {
+pub struct Limiter<S: Store<W>, const W: usize> {
+    /// What a request reads first, together (see [`Head`]).
+    pub(crate) head: Head<S, S::Rules>,
     pub(crate) config: Config,
-    pub(crate) store: S,
     pub(crate) users: UserHasher,
-    /// The latest `now` seen: the clock never runs backwards inside.
-    pub(crate) latest: Tick,
     pub(crate) next_slot: u32,
     pub(crate) stats: Stats,
     /// Keys whose ban, block or lock changed since the last
@@ -32,6 +31,25 @@ pub struct Limiter<S, const W: usize> {
     pub(crate) changed: Changed,
     /// Keys evicted since the last [`take_evicted`](Self::take_evicted).
     pub(crate) evicted: Evicted,
+}
+
+/// The fields of a [`Limiter`] a request reads first, in this order
+/// (`repr(C)`): the clock, the values a request reads besides the store
+/// (copied here where the store asks for it, [`Store::Rules`]), then the
+/// store (whose own header, for the growable table, starts with what a
+/// lookup reads). So a decision reads one or two lines of the limiter,
+/// next to the lock a host puts around it. For the fixed tables the copy
+/// is zero-sized and the fields are the ones they had (their size is
+/// unchanged on every target, `core/tests/sizes.rs`); the growable
+/// table's copy adds 16 bytes.
+#[repr(C)]
+pub(crate) struct Head<S, R> {
+    /// The latest `now` seen: the clock never runs backwards inside.
+    pub(crate) latest: Tick,
+    /// Request rules, IPv6 prefix, lists set, changed flag (see
+    /// [`HotRules`]).
+    pub(crate) rules: R,
+    pub(crate) store: S,
 }
 
 /// Keys an [`Evicted`] list holds; later evictions are only counted.
@@ -281,11 +299,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         config.validate(W)?;
         config.validate_span(S::MAX_SPAN)?;
         Ok(Limiter {
-            config,
-            store,
-            users: UserHasher::new(seed),
-            latest: 0,
+            head: Head {
+                latest: 0,
+                rules: S::Rules::of(&config),
+                store,
+            },
             next_slot: 1,
+            config,
+            users: UserHasher::new(seed),
             stats: Stats::default(),
             changed: Changed::default(),
             evicted: Evicted::default(),
@@ -313,6 +334,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 expected: "unchanged by a reload (held keys are aggregated by it)",
             });
         }
+        let dirty = self.has_changes();
+        self.head.rules = S::Rules::of(&config);
+        self.head.rules.set_dirty(dirty);
         self.config = config;
         Ok(())
     }
@@ -324,17 +348,17 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.store.len()
+        self.head.store.len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
+        self.head.store.is_empty()
     }
 
     /// Most keys held at once.
     pub fn capacity(&self) -> usize {
-        self.store.capacity()
+        self.head.store.capacity()
     }
 
     /// The keyed hash of a username (after trim + ASCII lowercase).
@@ -344,35 +368,35 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// The aggregated address key part for `ip`.
     pub fn addr(&self, ip: IpAddr) -> Addr {
-        Addr::from_ip(ip, self.config.ipv6_prefix)
+        Addr::from_ip(ip, self.head.rules.ipv6_prefix(&self.config))
     }
 
     /// The store (read-only; for inspection, accounting and tests).
     pub fn store(&self) -> &S {
-        &self.store
+        &self.head.store
     }
 
     /// The entry for `key`, if any (read-only; for inspection and tests).
     pub fn entry(&self, key: &Key) -> Option<&EntryOf<S, W>> {
-        self.store.get(key)
+        self.head.store.get(key)
     }
 
     /// Advance the internal clock to `now` (never backwards) and return it.
     pub(crate) fn clock(&mut self, now: Instant) -> Tick {
-        self.latest = self.latest.max(tick(now));
-        self.latest
+        self.head.latest = self.head.latest.max(tick(now));
+        self.head.latest
     }
 
     /// `now` as the clock would see it, without advancing it.
     pub(crate) fn peek_clock(&self, now: Instant) -> Tick {
-        self.latest.max(tick(now))
+        self.head.latest.max(tick(now))
     }
 
     /// The entry for `key`, created (evicting if needed) and touched;
     /// `None` when the table is full of entries that may not be evicted.
     pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Option<&mut EntryOf<S, W>> {
         upsert_in(
-            &mut self.store,
+            &mut self.head.store,
             &mut self.stats,
             &mut self.evicted,
             key,
@@ -406,6 +430,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
+        if !self.head.rules.lists(&self.config) {
+            return None;
+        }
         self.config
             .lists
             .lookup(ip)
@@ -430,13 +457,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let key = Key::request(self.addr(ip));
         let Limiter {
             config,
-            store,
+            head: Head { store, rules, .. },
             stats,
             evicted,
             ..
         } = self;
-        let max = config.requests.max_requests;
-        let window = config.requests.window.as_ticks();
+        let (max, window) = rules.requests(config);
         let e = match upsert_in(store, stats, evicted, key, config, now) {
             Some(e) => e,
             None => return self.full_decision(),
@@ -522,7 +548,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             Listed::Allow => return None,
             Listed::Neither => {}
         }
-        let e = self.store.get_if_touched(&Key::request(self.addr(ip)))?;
+        let e = self
+            .head
+            .store
+            .get_if_touched(&Key::request(self.addr(ip)))?;
         if let Some((reason, deadline)) = standing(e, now) {
             return denial(reason, deadline, deadline.unwrap_or(Tick::MAX));
         }
@@ -556,7 +585,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let now = self.peek_clock(now);
         let max = self.config.requests.max_requests;
         let window = self.config.requests.window.as_ticks();
-        let Some(e) = self.store.get(&Key::request(self.addr(ip))) else {
+        let Some(e) = self.head.store.get(&Key::request(self.addr(ip))) else {
             return Decision::Allow {
                 remaining: max,
                 reset_after: Duration::from_ticks(0),
@@ -604,20 +633,33 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub(crate) fn pinned_changed(&mut self, key: Key) {
         self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
         self.changed.note(key);
+        self.head.rules.set_dirty(true);
     }
 
     /// The keys whose ban, block or lock changed since the last call, and
     /// an empty set in their place: drain it after each call whose
     /// changes are to be persisted (see [`Changed`]).
     pub fn take_changed(&mut self) -> Changed {
+        self.head.rules.set_dirty(false);
         core::mem::take(&mut self.changed)
+    }
+
+    /// Whether [`take_changed`](Self::take_changed) would return anything
+    /// (for the growable table a flag beside the clock, so a host that
+    /// drains only when something changed reads nothing more on most
+    /// calls).
+    pub fn has_changes(&self) -> bool {
+        self.head
+            .rules
+            .dirty()
+            .unwrap_or_else(|| !self.changed.is_empty())
     }
 
     /// Lift a ban and any block on `ip` (an operator's decision; violation
     /// history is forgotten too). True if there was one.
     pub fn unban(&mut self, ip: IpAddr) -> bool {
         let key = Key::request(self.addr(ip));
-        let had = match self.store.get_mut(&key) {
+        let had = match self.head.store.get_mut(&key) {
             Some(e) => e.clear_block_and_ban(),
             None => false,
         };
@@ -636,7 +678,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let addr = self.addr(ip);
         let mut lifted = 0usize;
         let Limiter {
-            store,
+            head: Head { store, rules, .. },
             stats,
             changed,
             ..
@@ -647,6 +689,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 lifted = lifted.saturating_add(1);
                 stats.pin_changes = stats.pin_changes.wrapping_add(1);
                 changed.note(*k);
+                rules.set_dirty(true);
             }
         });
         lifted
@@ -656,7 +699,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// key, why, time left): the one listing every host shows.
     pub fn for_each_hold(&self, now: Instant, mut f: impl FnMut(Hold)) {
         let now = self.peek_clock(now);
-        self.store.for_each(&mut |k, e| {
+        self.head.store.for_each(&mut |k, e| {
             if let Some(h) = e.hold(k, now) {
                 f(h);
             }
@@ -678,7 +721,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// lock part of [`for_each_hold`](Self::for_each_hold)).
     pub fn for_each_lock(&self, now: Instant, mut f: impl FnMut(Key, Duration)) {
         let now = self.peek_clock(now);
-        self.store.for_each(&mut |k, e| {
+        self.head.store.for_each(&mut |k, e| {
             if let Some(h) = e.hold(k, now).filter(|h| h.kind != KeyKind::Request) {
                 if let Some(left) = h.left {
                     f(*k, left);
@@ -713,14 +756,15 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn slots_in_use(&self, ip: IpAddr, now: Instant) -> u32 {
         let now = self.peek_clock(now);
         let ttl = self.config.slots.slot_ttl.as_ticks();
-        self.store
+        self.head
+            .store
             .get(&Key::login_ip(self.addr(ip)))
             .map_or(0, |e| e.cold().live_slots(now, ttl))
     }
 
     /// Hand a slot back. False if it had already been reclaimed by its TTL.
     pub fn release_slot(&mut self, token: SlotToken) -> bool {
-        self.store.get_mut(&token.key).is_some_and(|e| {
+        self.head.store.get_mut(&token.key).is_some_and(|e| {
             let released = e
                 .cold
                 .get_mut()
@@ -736,14 +780,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn purge(&mut self, now: Instant) -> usize {
         let now = self.clock(now);
         let sweep = Sweep::new(&self.config, now);
-        let removed = self.store.retain(&mut |k, e| !sweep.idle(k, e));
+        let removed = self.head.store.retain(&mut |k, e| !sweep.idle(k, e));
         self.stats.purged = self.stats.purged.saturating_add(removed as u64);
         removed
     }
 
     /// Forget every key (counters stay).
     pub fn clear(&mut self) {
-        self.store.clear();
+        self.head.store.clear();
     }
 }
 
@@ -931,12 +975,15 @@ mod tests {
             assert!(l.check_request(a, t(0)).is_allowed());
         }
         fail(&mut l, "alice", a, 2);
+        assert!(!l.has_changes());
         assert!(l.take_changed().is_empty());
 
         // The third failure locks the pair and (lock_ip_on_account_lock)
         // the ip: those two keys, nothing else.
         fail(&mut l, "alice", a, 1);
+        assert!(l.has_changes());
         let c = l.take_changed();
+        assert!(!l.has_changes());
         assert_eq!(c.keys(), &[pair(&l, "alice"), lip]);
         assert_eq!(c.spill(), Spill::None);
         assert!(l.take_changed().is_empty(), "drained");
@@ -1059,16 +1106,10 @@ mod tests {
     #[test]
     fn lists_lookup_is_public_and_decides_like_the_limiter() {
         let mut l = limiter();
-        l.config
-            .lists
-            .deny
-            .push("192.0.2.0/28".parse().unwrap())
-            .unwrap();
-        l.config
-            .lists
-            .allow
-            .push("192.0.2.0/24".parse().unwrap())
-            .unwrap();
+        let mut c = l.config().clone();
+        c.lists.deny.push("192.0.2.0/28".parse().unwrap()).unwrap();
+        c.lists.allow.push("192.0.2.0/24".parse().unwrap()).unwrap();
+        l.set_config(c).unwrap();
         assert_eq!(l.config().lists.lookup(ip(1)), Listed::Deny, "deny wins");
         assert_eq!(l.config().lists.lookup(ip(200)), Listed::Allow);
         assert_eq!(Listed::Neither.decision(3), None);

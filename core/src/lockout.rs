@@ -94,9 +94,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
         let addr = self.addr(ip);
         let user = self
+            .head
             .store
             .get(&Key::login_user(self.users.hash(username), addr));
-        let ipe = self.store.get(&Key::login_ip(addr));
+        let ipe = self.head.store.get(&Key::login_ip(addr));
         let lock_left =
             |e: Option<&EntryOf<S, W>>| match e.and_then(|e| e.cold().lock_until().get()) {
                 Some(u) if running(u, now) => Some(until(now, u)),
@@ -332,7 +333,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             return false;
         }
         let key = Key::account(self.users.hash(username));
-        self.store
+        self.head
+            .store
             .get_mut(&key)
             .is_some_and(|e| e.log.remove_one(id.at))
     }
@@ -403,7 +405,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let addr = self.addr(ip);
         let key = Key::login_user(self.users.hash(username), addr);
         let mut user_locked = false;
-        if let Some(e) = self.store.get_mut(&key) {
+        if let Some(e) = self.head.store.get_mut(&key) {
             if e.log.count(now, window) >= login.max_failures {
                 e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
                 e.log.clear();
@@ -412,7 +414,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         }
         let ip_key = Key::login_ip(addr);
         let mut ip_locked = false;
-        if let Some(e) = self.store.get_mut(&ip_key) {
+        if let Some(e) = self.head.store.get_mut(&ip_key) {
             if e.log.count(now, window) >= login.max_failures
                 || (user_locked && login.lock_ip_on_account_lock)
             {
@@ -464,7 +466,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let cleared = self.login_succeeded(username, ip, now);
         if id.counted {
             let key = Key::login_ip(self.addr(ip));
-            if let Some(e) = self.store.get_mut(&key) {
+            if let Some(e) = self.head.store.get_mut(&key) {
                 e.log.remove_one(id.at);
             }
         }
@@ -506,7 +508,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn login_succeeded(&mut self, username: &str, ip: IpAddr, now: Instant) -> bool {
         self.clock(now);
         let key = Key::login_user(self.users.hash(username), self.addr(ip));
-        match self.store.remove(&key) {
+        match self.head.store.remove(&key) {
             Some(e) => {
                 if e.cold().lock_until().is_some() {
                     self.pinned_changed(key);

@@ -243,12 +243,14 @@ fn to_record<const W: usize, C: ColdPart, L: TimeLog>(
 impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// The record of one key, if held.
     pub fn record(&self, key: &Key, clock: WallClock) -> Option<Record<W>> {
-        self.store.get(key).map(|e| to_record(key, e, clock))
+        self.head.store.get(key).map(|e| to_record(key, e, clock))
     }
 
     /// Hand every entry to `f` as a record (order unspecified).
     pub fn export(&self, clock: WallClock, mut f: impl FnMut(&Record<W>)) {
-        self.store.for_each(&mut |k, e| f(&to_record(k, e, clock)));
+        self.head
+            .store
+            .for_each(&mut |k, e| f(&to_record(k, e, clock)));
     }
 
     /// Replace all state with `records` (in export order). Every record is
@@ -261,10 +263,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         clock: WallClock,
         records: &[Record<W>],
     ) -> Result<usize, ImportError> {
-        if records.len() > self.store.capacity() {
+        if records.len() > self.head.store.capacity() {
             return Err(ImportError::TooMany {
                 records: records.len(),
-                capacity: self.store.capacity(),
+                capacity: self.head.store.capacity(),
             });
         }
         for (index, r) in records.iter().enumerate() {
@@ -275,10 +277,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         // Everything is replaced by what was stored: nothing to write back.
         self.stats.pin_changes = self.stats.pin_changes.wrapping_add(1);
         self.changed = crate::Changed::default();
-        self.store.clear();
+        self.head.store.clear();
         for (index, r) in records.iter().enumerate() {
-            if self.store.get(&r.key).is_some() {
-                self.store.clear();
+            if self.head.store.get(&r.key).is_some() {
+                self.head.store.clear();
                 return Err(ImportError::Duplicate { index });
             }
             let mut entry = EntryOf::<S, W>::new();
@@ -300,11 +302,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 entry.cold.make().login_mut().lock_until = OptTick::some(clock.tick_of(u));
             }
             entry.cold.shrink();
-            if self.store.insert(r.key, entry).is_err() {
-                self.store.clear();
+            if self.head.store.insert(r.key, entry).is_err() {
+                self.head.store.clear();
                 return Err(ImportError::TooMany {
                     records: records.len(),
-                    capacity: self.store.capacity(),
+                    capacity: self.head.store.capacity(),
                 });
             }
         }

@@ -36,6 +36,7 @@
 //! lookup already read (the exact LRU list it replaces dirtied two
 //! neighbours, or appended to a queue that needed compaction).
 
+use crate::config::Config;
 use crate::entry::{ColdPart, Entry};
 use crate::key::Key;
 use crate::window::TimeLog;
@@ -95,6 +96,91 @@ pub enum Victim {
     Live,
 }
 
+/// Where a limiter over a store reads the values every request reads
+/// besides the store (`requests.max_requests`, `requests.window`,
+/// `ipv6_prefix`, whether `lists` are set) and whether its set of
+/// changed keys holds anything: a copy beside its clock ([`HotCopy`], 16
+/// bytes: the growable table, where the configuration's lines are more
+/// cache misses per decision) or the configuration and the set
+/// themselves ([`HotInConfig`], no bytes: the fixed tables, whose size is
+/// their budget).
+pub trait HotRules: Copy + core::fmt::Debug {
+    /// What to keep of `c`, nothing changed.
+    fn of(c: &Config) -> Self;
+    /// `(max_requests, window in ticks)` under `c` (the configuration
+    /// this was made of).
+    fn requests(&self, c: &Config) -> (u32, u64);
+    /// `ipv6_prefix` under `c`.
+    fn ipv6_prefix(&self, c: &Config) -> u8;
+    /// Whether `c`'s lists hold anything.
+    fn lists(&self, c: &Config) -> bool;
+    /// Whether the changed set holds anything, if kept here (`None`: ask
+    /// the set).
+    fn dirty(&self) -> Option<bool>;
+    /// Note whether the changed set holds anything.
+    fn set_dirty(&mut self, dirty: bool);
+}
+
+/// The hot values read from the configuration (no copy).
+#[derive(Clone, Copy, Debug)]
+pub struct HotInConfig;
+
+impl HotRules for HotInConfig {
+    fn of(_: &Config) -> Self {
+        HotInConfig
+    }
+    fn requests(&self, c: &Config) -> (u32, u64) {
+        (c.requests.max_requests, c.requests.window.as_ticks())
+    }
+    fn ipv6_prefix(&self, c: &Config) -> u8 {
+        c.ipv6_prefix
+    }
+    fn lists(&self, c: &Config) -> bool {
+        !(c.lists.deny.is_empty() && c.lists.allow.is_empty())
+    }
+    fn dirty(&self) -> Option<bool> {
+        None
+    }
+    fn set_dirty(&mut self, _: bool) {}
+}
+
+/// The hot values copied beside the limiter's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct HotCopy {
+    window: u64,
+    max_requests: u32,
+    ipv6_prefix: u8,
+    lists: bool,
+    dirty: bool,
+}
+
+impl HotRules for HotCopy {
+    fn of(c: &Config) -> Self {
+        HotCopy {
+            window: c.requests.window.as_ticks(),
+            max_requests: c.requests.max_requests,
+            ipv6_prefix: c.ipv6_prefix,
+            lists: HotInConfig.lists(c),
+            dirty: false,
+        }
+    }
+    fn requests(&self, _: &Config) -> (u32, u64) {
+        (self.max_requests, self.window)
+    }
+    fn ipv6_prefix(&self, _: &Config) -> u8 {
+        self.ipv6_prefix
+    }
+    fn lists(&self, _: &Config) -> bool {
+        self.lists
+    }
+    fn dirty(&self) -> Option<bool> {
+        Some(self.dirty)
+    }
+    fn set_dirty(&mut self, dirty: bool) {
+        self.dirty = dirty;
+    }
+}
+
 /// The entry type of store `S`.
 pub type EntryOf<S, const W: usize> = Entry<W, <S as Store<W>>::Cold, <S as Store<W>>::Log>;
 
@@ -119,6 +205,8 @@ pub trait Store<const W: usize> {
     type Cold: ColdPart;
     /// How entries hold their log (inline or growing).
     type Log: TimeLog;
+    /// Where a limiter over this store reads what every request reads.
+    type Rules: HotRules;
     /// Longest lookback (ticks) the entries' logs answer exactly: a
     /// limiter over this store refuses a configuration with a longer
     /// `requests.window`, `blocks.violation_memory`, `blocks.ban_lookback`,

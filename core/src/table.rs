@@ -192,6 +192,7 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
 impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
     type Cold = CompactCold;
     type Log = CompactLog<W>;
+    type Rules = crate::store::HotInConfig;
     const MAX_SPAN: u64 = FIXED_MAX_SPAN;
 
     fn capacity(&self) -> usize {

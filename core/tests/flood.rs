@@ -6,9 +6,10 @@
 //! * every ban and block survives the flood;
 //! * while the table holds more than a window of arrivals, every eviction
 //!   reclaims a dead entry (no live key is evicted);
-//! * with the clock held still, live keys are evicted only once the table
-//!   is full of them: exactly the arrivals beyond the dead entries left,
-//!   each counted as live;
+//! * with the clock held still, live keys are evicted once the table is
+//!   full of them: the arrivals beyond the dead entries left, each counted
+//!   as live (and, the hand's window missing a last scattered dead entry,
+//!   at most 1 in 10 000 before the dead ones are gone);
 //! * memory is flat once the table is full: the store's table bytes do not
 //!   move, nor does resident memory (`/proc/self/statm`) beyond a margin.
 //!
@@ -129,11 +130,23 @@ fn ten_million_addresses_through_a_million_key_table() {
         assert!(l.check_request(flood_ip(n), now).is_allowed());
     }
     let s2 = l.stats();
-    assert_eq!(s2.evicted_dead - s.evicted_dead, dead as u64);
-    assert_eq!(
-        s2.evicted_live, 50_000,
-        "live evictions only once full of live keys"
+    // The table places a new key at its hash position, not behind the
+    // hand, so the last few dead entries lie scattered: the hand's SCAN
+    // window (the rule: a dead entry within SCAN of the hand first) can
+    // miss one of them. That may cost a live key before the last dead
+    // ones go, a handful among ~900 000 (issue 24: 24 with this seed);
+    // bounded at 1 in 10 000.
+    let reclaimed = s2.evicted_dead - s.evicted_dead;
+    let early = dead as u64 - reclaimed;
+    println!(
+        "phase 2: {reclaimed} of {dead} dead reclaimed, {} live",
+        s2.evicted_live
     );
+    assert!(
+        early <= dead as u64 / 10_000,
+        "{early} dead left unreclaimed"
+    );
+    assert_eq!(s2.evicted_live, 50_000 + early);
     assert_eq!(s2.table_full, 0);
 
     // Every ban and block survived, and still decides.

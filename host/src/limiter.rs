@@ -197,14 +197,21 @@ pub struct PurgeReport {
 /// One shard with its denial hint and held denial, on cache lines of its
 /// own so two threads on neighbouring shards do not share a line (128: the
 /// pair of lines adjacent-line prefetchers fetch together).
-#[repr(align(128))]
+///
+/// `repr(C)`, in the order a decision reads it: the denial hint, the lock
+/// word, then the shard, whose first fields are what a request reads of
+/// it (the core limiter's hot rule values, clock and store header), so a
+/// decision on a new or cold key reads the one or two lines at the start
+/// of its slot. The held denial, written without the lock, comes after
+/// the shard on lines of its own (`HeldDenial` is 64-byte aligned).
+#[repr(C, align(128))]
 pub struct ShardSlot {
-    /// The standing denial of the address this shard denied last, for
-    /// answers without the lock.
-    held: HeldDenial,
     /// A mark of the address this shard denied last (0: none).
     denied: AtomicU64,
     lock: RwLock<Shard>,
+    /// The standing denial of the address this shard denied last, for
+    /// answers without the lock.
+    held: HeldDenial,
 }
 
 impl ShardSlot {
@@ -424,13 +431,17 @@ impl Limiter {
     /// [`on_addr`](Self::on_addr) for shard `i`.
     fn on<T>(&self, i: usize, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
         let mut shard = self.shards[i].write();
-        // Whatever an earlier call left undrained is not this call's.
-        let _ = shard.take_changed();
+        // Whatever an earlier call left undrained is not this call's. The
+        // set is read in place and drained only when it holds something:
+        // most calls change no ban, block or lock, and copy nothing.
+        if shard.has_changes() {
+            let _ = shard.take_changed();
+        }
         let decision = f(&mut shard);
-        let changed = shard.take_changed();
-        let changes = if changed.is_empty() {
+        let changes = if !shard.has_changes() {
             Changes::default()
         } else {
+            let changed = shard.take_changed();
             changes_of(&shard, &changed, now.wall())
         };
         Outcome { decision, changes }
