@@ -127,6 +127,9 @@ pub struct ConnLimits {
     pub max_connections_per_ip: u32,
     /// SIGTERM: in-flight requests get this long before they are dropped \[10s\].
     pub shutdown_grace: StdDuration,
+    /// Worker threads, each with its own runtime and listening socket
+    /// \[None: one per core\].
+    pub workers: Option<usize>,
 }
 
 impl Default for ConnLimits {
@@ -138,6 +141,7 @@ impl Default for ConnLimits {
             max_connections: 4096,
             max_connections_per_ip: 64,
             shutdown_grace: StdDuration::from_secs(10),
+            workers: None,
         }
     }
 }
@@ -281,6 +285,7 @@ pub(crate) mod raw {
         pub max_connections: Option<Uint>,
         pub max_connections_per_ip: Option<Uint>,
         pub shutdown_grace: Option<Dur>,
+        pub workers: Option<Uint>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -765,6 +770,13 @@ impl ServerConfig {
         set!(nonzero("idle_timeout", server.idle_timeout)? => conn.idle_timeout);
         set!(server.shutdown_grace.map(raw::Dur::std) => conn.shutdown_grace);
         set!(positive("server.max_connections", server.max_connections)? => conn.max_connections);
+        if let Some(n) = positive("server.workers", server.workers)? {
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= 1024)
+                .ok_or_else(|| bad("server.workers", "must be at most 1024"))?;
+            conn.workers = Some(n);
+        }
         set!(
             positive("server.max_connections_per_ip", server.max_connections_per_ip)?
                 => conn.max_connections_per_ip

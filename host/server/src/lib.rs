@@ -14,6 +14,8 @@ pub mod policies;
 pub mod proxy;
 pub mod reload;
 pub mod ui;
+pub mod upstream;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -174,13 +176,12 @@ pub async fn serve_from(
             "no [[users]] configured: demo user `demo` with password `demo-password` is active"
         );
     }
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let n_workers = cfg.conn.workers.unwrap_or_else(workers::default_workers);
+    let listeners = workers::bind(cfg.listen, n_workers).map_err(|source| ServeError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = listeners[0].local_addr().map_err(ServeError::Http)?;
     let shadow = portcullis::layer::Shadow::new(cfg.shadow);
     let registry = policies::Registry::default();
     let reloader = Arc::new(reload::Reloader::new(
@@ -205,8 +206,8 @@ pub async fn serve_from(
     )
     .layer(axum::Extension(reloader));
     let stop = shutdown_signal();
-    tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
-    listener::run(listener, app, cfg.conn.clone(), server_metrics, stop).await;
+    tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), workers = n_workers, "portcullis listening on http://{addr}");
+    let served = workers::run(listeners, app, cfg.conn.clone(), server_metrics, stop).await;
     tracing::info!("shutting down");
     let last = match backend.cleanup {
         Some(c) => c.shutdown().await,
@@ -223,6 +224,7 @@ pub async fn serve_from(
         }
         None => Ok(()),
     };
+    served.map_err(ServeError::Http)?;
     last?;
     closed?;
     tracing::info!("bye");

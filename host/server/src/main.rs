@@ -104,7 +104,10 @@ fn init_logs() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // `serve` runs its requests on worker runtimes of its own (one per
+    // core, see `portcullis_server::workers`); this one runs start-up,
+    // background tasks and shutdown, so one thread is enough.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -29,9 +29,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use metrics::{counter, describe_counter};
 use portcullis::client_ip::TrustedProxies;
 use portcullis::engine::Engine;
@@ -261,7 +258,7 @@ const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 
 /// The running proxy.
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    client: crate::upstream::Client,
     upstream: Upstream,
     routes: Vec<LoginRoute>,
     engine: Arc<dyn Engine>,
@@ -320,10 +317,11 @@ impl Proxy {
         );
         counter!(UPSTREAM_ERRORS, "status" => "502").absolute(0);
         counter!(UPSTREAM_ERRORS, "status" => "504").absolute(0);
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(upstream.connect_timeout));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(conn);
+        let client = crate::upstream::Client::new(
+            &upstream.url,
+            upstream.connect_timeout,
+            upstream.response_timeout,
+        );
         Proxy {
             client,
             upstream,
@@ -431,13 +429,13 @@ impl Proxy {
             }
         }
         let req = http::Request::from_parts(parts, body);
-        match tokio::time::timeout(self.upstream.response_timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => {
+        match self.client.send(req).await {
+            Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body))
+                Response::from_parts(parts, body)
             }
-            Ok(Err(e)) => {
+            Err(e @ crate::upstream::UpstreamError::Unreachable(_)) => {
                 tracing::warn!(error = %e, upstream = %self.upstream.url, "upstream unreachable");
                 counter!(UPSTREAM_ERRORS, "status" => "502").increment(1);
                 text(
@@ -445,7 +443,7 @@ impl Proxy {
                     "portcullis: upstream unreachable\n",
                 )
             }
-            Err(_) => {
+            Err(crate::upstream::UpstreamError::Timeout(_)) => {
                 tracing::warn!(upstream = %self.upstream.url, timeout_ms = self.upstream.response_timeout.as_millis() as u64, "upstream too slow");
                 counter!(UPSTREAM_ERRORS, "status" => "504").increment(1);
                 text(

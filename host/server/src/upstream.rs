@@ -1,0 +1,267 @@
+//! The upstream HTTP/1.1 client of proxy mode.
+//!
+//! Each upstream connection is driven by the task of the request using it
+//! (the client connection's task, on its worker thread: see
+//! [`crate::workers`]): while waiting for the response head the request's
+//! future polls the connection, and while the response body streams back
+//! the body polls it. A connection whose response is complete goes back to
+//! a per-thread idle list and the next request on that thread takes it
+//! (newest first). So there is no task per connection, no lock shared by
+//! the workers and no channel hop between tasks per request, and both
+//! sides of a request stay on one thread.
+//!
+//! A reused connection the upstream has closed is noticed when taken (its
+//! end of stream is read) or, if the request was not written yet, when
+//! sending; the request then goes on the next connection. A request that
+//! was written is never sent twice.
+//!
+//! Errors: connecting fails or times out (`connect_timeout`), or the
+//! connection fails before a response head: [`UpstreamError::Unreachable`]
+//! (502 in the proxy); no response head within `response_timeout`
+//! (connecting included): [`UpstreamError::Timeout`] (504).
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle upstream connections kept per worker thread (all clients).
+const MAX_IDLE_PER_THREAD: usize = 256;
+
+/// Why no upstream response came back.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting failed or timed out, or the connection failed before a
+    /// response head.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No response head within the response timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A client for one upstream `http://host:port`.
+#[derive(Debug)]
+pub struct Client {
+    /// Identifies this client's connections in the per-thread idle lists.
+    id: u64,
+    host: String,
+    port: u16,
+    authority: HeaderValue,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+type Conn = Connection<TokioIo<TcpStream>, Body>;
+
+/// One upstream connection and its request handle.
+struct Pooled {
+    tx: SendRequest<Body>,
+    conn: Conn,
+    /// Not used for a request yet.
+    fresh: bool,
+}
+
+thread_local! {
+    /// This thread's idle connections: (client id, connection), newest last.
+    static IDLE: RefCell<Vec<(u64, Pooled)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Client {
+    /// A client for `url` (`http://host[:port]`, as `[upstream] url` is
+    /// checked).
+    pub fn new(url: &Uri, connect_timeout: Duration, response_timeout: Duration) -> Client {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let host = url.host().unwrap_or("localhost");
+        // `[::1]` as written in a URL, `::1` to connect to.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let authority = url.authority().map_or(host, |a| a.as_str());
+        Client {
+            id: NEXT.fetch_add(1, Relaxed),
+            host: bare.to_string(),
+            port: url.port_u16().unwrap_or(80),
+            authority: HeaderValue::from_str(authority)
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            connect_timeout,
+            response_timeout,
+        }
+    }
+
+    /// Send `req` (its URI's path and query; `Host` set to the upstream's
+    /// if it has none) and return the response head, its body streaming.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        if parts.uri.scheme().is_some() {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, self.authority.clone());
+        }
+        let req = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.response_timeout, self.exchange(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+        }
+    }
+
+    /// One request on a reused connection or a new one.
+    async fn exchange(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        loop {
+            let mut p = match take_idle(self.id) {
+                Some(p) => p,
+                None => self.connect().await?,
+            };
+            if poll_fn(|cx| p.poll_ready(cx)).await.is_err() {
+                if p.fresh {
+                    return Err(UpstreamError::Unreachable(
+                        "connection closed before the request".into(),
+                    ));
+                }
+                continue;
+            }
+            let fresh = std::mem::replace(&mut p.fresh, false);
+            let mut sent = std::pin::pin!(p.tx.try_send_request(req));
+            let r = poll_fn(|cx| {
+                // The connection first: it writes the request and reads
+                // the answer the response future waits for.
+                let _ = p.poll_conn(cx);
+                sent.as_mut().poll(cx)
+            })
+            .await;
+            match r {
+                Ok(resp) => {
+                    let id = self.id;
+                    return Ok(resp.map(|body| {
+                        Body::new(PooledBody {
+                            inner: body,
+                            conn: Some(p),
+                            id,
+                        })
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: a stale connection; try the next one.
+                    Some(r) if !fresh => req = r,
+                    _ => return Err(UpstreamError::Unreachable(e.into_error().to_string())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Pooled, UpstreamError> {
+        let addr = (self.host.as_str(), self.port);
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
+            Err(_) => {
+                return Err(UpstreamError::Unreachable(format!(
+                    "connect timed out after {:?}",
+                    self.connect_timeout
+                )))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        Ok(Pooled {
+            tx,
+            conn,
+            fresh: true,
+        })
+    }
+}
+
+impl Pooled {
+    /// Drive the connection; `Ready` once it has ended (closed or failed).
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.conn).poll(cx).map(|_| ())
+    }
+
+    /// Ready for a request, or `Err` if the connection has ended.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        if self.poll_conn(cx).is_ready() {
+            return Poll::Ready(Err(()));
+        }
+        self.tx.poll_ready(cx).map_err(|_| ())
+    }
+}
+
+fn take_idle(id: u64) -> Option<Pooled> {
+    IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let at = idle.iter().rposition(|(i, _)| *i == id)?;
+        Some(idle.swap_remove(at).1)
+    })
+    .ok()
+    .flatten()
+}
+
+fn put_idle(id: u64, p: Pooled) {
+    let _ = IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() >= MAX_IDLE_PER_THREAD {
+            idle.remove(0);
+        }
+        idle.push((id, p));
+    });
+}
+
+/// A response body that drives its connection, and puts the connection
+/// back in this thread's idle list once the body is complete.
+struct PooledBody {
+    inner: Incoming,
+    /// `None` once the connection has ended.
+    conn: Option<Pooled>,
+    id: u64,
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(p) = self.conn.as_mut() {
+            if p.poll_conn(cx).is_ready() {
+                // Ended (e.g. `Connection: close`): what it read is in the body.
+                self.conn = None;
+            }
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves the connection mid-response:
+        // it is closed (dropped) instead.
+        if self.inner.is_end_stream() {
+            if let Some(p) = self.conn.take() {
+                put_idle(self.id, p);
+            }
+        }
+    }
+}
