@@ -265,3 +265,110 @@ impl Drop for PooledBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A raw HTTP/1.1 upstream on a free port: answers every request on a
+    /// connection with `body` (closing after `per_conn` answers, without
+    /// saying so), counting the connections it accepted.
+    async fn upstream(body: &'static str, per_conn: usize) -> (Uri, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", l.local_addr().unwrap()).parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                count.fetch_add(1, Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_conn {
+                        // One request head (no bodies in these tests).
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        buf.drain(..end);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn get(c: &Client, url: &Uri) -> Result<String, UpstreamError> {
+        let req = Request::get(format!("{url}x?y=1")).body(Body::empty()).unwrap();
+        let resp = c.send(req).await?;
+        assert_eq!(resp.status(), 200);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    fn client(url: &Uri) -> Client {
+        Client::new(url, Duration::from_secs(2), Duration::from_secs(2))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn keep_alive_connections_are_reused() {
+        let (url, accepted) = upstream("hello", usize::MAX).await;
+        let c = client(&url);
+        for _ in 0..10 {
+            assert_eq!(get(&c, &url).await.unwrap(), "hello");
+        }
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_the_upstream_closed_are_replaced_without_failing() {
+        // The upstream closes each connection after one answer, without
+        // `Connection: close`: the pooled connection is stale every time.
+        let (url, accepted) = upstream("once", 1).await;
+        let c = client(&url);
+        for _ in 0..5 {
+            // Give the upstream's close time to arrive, as it does when idle.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(get(&c, &url).await.unwrap(), "once");
+        }
+        assert_eq!(accepted.load(Relaxed), 5);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unreachable_and_silent_upstreams_are_told_apart() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: Uri = format!("http://{}", closed.local_addr().unwrap()).parse().unwrap();
+        drop(closed);
+        let err = get(&client(&url), &url).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Unreachable(_)), "{err}");
+
+        // Accepts, never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", silent.local_addr().unwrap()).parse().unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            loop {
+                conns.push(silent.accept().await.unwrap());
+            }
+        });
+        let c = Client::new(&url, Duration::from_secs(2), Duration::from_millis(200));
+        let err = get(&c, &url).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Timeout(_)), "{err}");
+        held.abort();
+    }
+}
