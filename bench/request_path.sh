@@ -19,6 +19,8 @@
 # Not in CI. Needs nginx and wrk (apt-get install nginx wrk).
 # Usage: bench/request_path.sh [SECONDS] [ROUNDS] [CONNECTIONS]
 #   SECTIONS="proxy demo fa open" (default: all) picks the parts to run.
+#   EXTRA="base=/tmp/portcullis-old ..." adds more portcullis binaries in
+#   proxy mode to the proxy rounds (e.g. an older build, to measure a change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -126,19 +128,25 @@ max_requests = 64
 window = "50us"
 $4
 EOF
-  PORTCULLIS_LOG=warn target/release/portcullis serve --config "$DIR/$1.toml" &
+  PORTCULLIS_LOG=warn ${BIN:-target/release/portcullis} serve --config "$DIR/$1.toml" &
   PIDS+=($!)
   PID[$1]=$!
 }
 portcullis proxy "$PC" "" "[upstream]
 url = \"http://127.0.0.1:$UP\""
 portcullis demo "$PD" "" ""
+declare -A EXTRA_PORT
+for e in ${EXTRA:-}; do
+  EXTRA_PORT[${e%%=*}]=$(free_port)
+  BIN=${e#*=} portcullis "${e%%=*}" "${EXTRA_PORT[${e%%=*}]}" "" "[upstream]
+url = \"http://127.0.0.1:$UP\""
+done
 portcullis check "$FC" 'trusted_proxies = ["127.0.0.1/32"]
 client_ip_header = "X-Real-IP"' ""
 target/release/hello "127.0.0.1:$HE" 2>/dev/null &
 PIDS+=($!)
 PID[hello]=$!
-for p in $UP $NG $PC $PD $HE $FA; do
+for p in $UP $NG $PC $PD $HE $FA "${EXTRA_PORT[@]}"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
 done
 
@@ -187,6 +195,9 @@ for r in $(seq "$ROUNDS"); do
       proxy)
         run nginx "http://127.0.0.1:$NG/" nginx upstream
         run proxy "http://127.0.0.1:$PC/" proxy upstream
+        for e in ${EXTRA:-}; do
+          run "${e%%=*}" "http://127.0.0.1:${EXTRA_PORT[${e%%=*}]}/" "${e%%=*}" upstream
+        done
         ;;
       demo)
         run hello "http://127.0.0.1:$HE/" hello
@@ -203,7 +214,7 @@ python3 - "$DIR/results" "$HZ" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 hz = float(sys.argv[2])
-names = [n for n in ("nginx", "proxy", "hello", "demo", "fa") if any(r[0] == n for r in rows)]
+names = list(dict.fromkeys(r[0] for r in rows))
 med = lambda n, i: statistics.median(float(r[i]) for r in rows if r[0] == n)
 def cpu(n):
     # median CPU µs per request of each counted process
@@ -224,6 +235,9 @@ def ratio(a, b, what):
 ratio("proxy", "nginx", "proxy mode vs nginx limit_req")
 ratio("demo", "hello", "demo GET / vs bare hyper")
 ratio("fa", "nginx", "nginx auth_request + portcullis vs nginx limit_req")
+for n in names:
+    if n not in ("nginx", "proxy", "hello", "demo", "fa"):
+        ratio(n, "nginx", f"{n} in proxy mode vs nginx limit_req")
 if "nginx" in names:
     open(sys.argv[1] + ".nginx", "w").write(f"{med('nginx', 1):.0f}")
 EOF

@@ -109,7 +109,10 @@ impl Client {
             parts.headers.insert(header::HOST, self.authority.clone());
         }
         let req = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.response_timeout, self.exchange(req)).await {
+        // Boxed: the exchange holds a whole connection (about 2 KiB), and
+        // every layer above that boxes or moves this future would copy it.
+        let exchange = Box::pin(self.exchange(req));
+        match tokio::time::timeout(self.response_timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
         }
