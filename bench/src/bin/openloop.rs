@@ -177,10 +177,19 @@ async fn connection(uri: Uri, s: Schedule) -> Tally {
         let ok = match sender.send_request(req).await {
             Ok(resp) => {
                 let status = resp.status();
-                match resp.into_body().collect().await {
+                // nginx closes a keep-alive connection after 1000 requests.
+                let close = resp
+                    .headers()
+                    .get("connection")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                let ok = match resp.into_body().collect().await {
                     Ok(_) => Some(status.is_success()),
                     Err(_) => None,
+                };
+                if close {
+                    tx = None;
                 }
+                ok
             }
             Err(_) => None,
         };
