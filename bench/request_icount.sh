@@ -53,7 +53,7 @@ PIDS+=($!)
 wait_up() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/" >/dev/null && return; sleep 0.2; done; }
 # name port command... : total Ir of the server while openloop sends $n requests.
 measure() {
-  local name=$1 port=$2 n=$3 vp
+  local name=${1//\//_} port=$2 n=$3 vp
   shift 3
   valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.$name.$n" "$@" 2>/dev/null &
   vp=$!

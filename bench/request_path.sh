@@ -9,9 +9,11 @@
 #   fa     forward-auth: nginx `auth_request` -> portcullis `/check` ->
 #          upstream, against nginx `limit_req` alone;
 #   open   latency at a fixed rate (bench/src/bin/openloop.rs, measured from
-#          each request's intended send time) at 50 % of the median nginx
-#          `limit_req` rate of the proxy rounds, for nginx, the proxy and
-#          forward-auth.
+#          each request's intended send time) at 50 % (OPEN_FRACTIONS="0.5",
+#          e.g. "0.25 0.5") of the median nginx `limit_req` rate of the
+#          closed-loop rounds, for nginx, the proxy and forward-auth.
+# Both nginx servers in front listen with `reuseport` (one socket per
+# worker), as portcullis does.
 # Each closed-loop run prints requests/s, p99, and each server's CPU time per
 # request (utime + stime of the process and its children from /proc over
 # the run, divided by the requests wrk completed). Quotas are high enough
@@ -86,7 +88,7 @@ PROXY_TO_APP="
       proxy_pass http://app;"
 nginx_conf nginx 2 "$LIMIT_REQ
   server {
-    listen 127.0.0.1:$NG;
+    listen 127.0.0.1:$NG reuseport;
     location / {
       limit_req zone=perip burst=1000000 nodelay;$PROXY_TO_APP
     }
@@ -96,7 +98,7 @@ nginx_conf fa 2 "
   upstream app { server 127.0.0.1:$UP; keepalive 64; }
   upstream portcullis { server 127.0.0.1:$FC; keepalive 64; }
   server {
-    listen 127.0.0.1:$FA;
+    listen 127.0.0.1:$FA reuseport;
     location / {
       auth_request /_portcullis;$PROXY_TO_APP
     }
@@ -242,13 +244,15 @@ if "nginx" in names:
     open(sys.argv[1] + ".nginx", "w").write(f"{med('nginx', 1):.0f}")
 EOF
 if [[ " $SECTIONS " == *" open "* && -f "$DIR/results.nginx" ]]; then
-  RATE=$(($(cat "$DIR/results.nginx") / 2))
-  echo "# open loop at $RATE req/s (50 % of nginx's median), $CONNS connections, ${SECS}s after ${WARM}s warm-up"
+  echo "# open loop, $CONNS connections, ${SECS}s after ${WARM}s warm-up"
   echo "# columns: name target_rps done_rps sent ok non2xx errors p50_us p99_us p999_us max_us"
-  for r in $(seq "$ROUNDS"); do
-    open_run nginx "http://127.0.0.1:$NG/" "$RATE"
-    open_run proxy "http://127.0.0.1:$PC/" "$RATE"
-    [[ " $SECTIONS " == *" fa "* ]] && open_run fa "http://127.0.0.1:$FA/" "$RATE"
+  for f in ${OPEN_FRACTIONS:-0.5}; do
+    RATE=$(python3 -c "print(int($(cat "$DIR/results.nginx") * $f))")
+    for r in $(seq "$ROUNDS"); do
+      open_run "nginx@$f" "http://127.0.0.1:$NG/" "$RATE"
+      open_run "proxy@$f" "http://127.0.0.1:$PC/" "$RATE"
+      if [[ " $SECTIONS " == *" fa "* ]]; then open_run "fa@$f" "http://127.0.0.1:$FA/" "$RATE"; fi
+    done
   done
   python3 - "$DIR/open" <<'EOF'
 import statistics, sys

@@ -85,7 +85,14 @@ fn main() {
                     let tasks: Vec<_> = (t..conns)
                         .step_by(threads)
                         .map(|c| {
-                            let sched = Schedule { start, rate, conns, first: c, secs, warmup };
+                            let sched = Schedule {
+                                start,
+                                rate,
+                                conns,
+                                first: c,
+                                secs,
+                                warmup,
+                            };
                             tokio::spawn(connection(uri.clone(), sched))
                         })
                         .collect();
@@ -161,7 +168,12 @@ async fn connection(uri: Uri, s: Schedule) -> Tally {
         let due = s.start + Duration::from_secs_f64(due_s);
         let now = Instant::now();
         // Busy at its due time: latency counts from then; free: from the send.
-        let from = if now > due { due } else { tokio::time::sleep_until(due).await; Instant::now() };
+        let from = if now > due {
+            due
+        } else {
+            tokio::time::sleep_until(due).await;
+            Instant::now()
+        };
         if tx.is_none() {
             tx = open(&host, port).await;
         }
