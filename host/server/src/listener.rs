@@ -38,7 +38,6 @@ use axum::extract::ConnectInfo;
 use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::task::AtomicWaker;
 use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -438,6 +437,24 @@ impl Drop for InFlight {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The router's answer to one request, marked answered when this
+    /// future is dropped (not boxed: hyper names its type).
+    struct Served {
+        #[pin]
+        inner: tower::util::Oneshot<Router, Request<axum::body::Body>>,
+        busy: InFlight,
+    }
+}
+
+impl Future for Served {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
 /// The router for one connection: peer address as `ConnectInfo`, body
 /// deadline, in-flight tracking.
 #[derive(Clone)]
@@ -451,9 +468,9 @@ struct ConnService {
 impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = Served;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Served {
         self.state.begin();
         let busy = InFlight(self.state.clone());
         let limit = self.body_timeout;
@@ -471,12 +488,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             }
         });
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        let fut = self.router.clone().oneshot(req);
-        Box::pin(async move {
-            let r = fut.await;
-            drop(busy);
-            r
-        })
+        Served {
+            inner: self.router.clone().oneshot(req),
+            busy,
+        }
     }
 }
 

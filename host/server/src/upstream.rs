@@ -13,7 +13,9 @@
 //! A reused connection the upstream has closed is noticed when taken (its
 //! end of stream is read) or, if the request was not written yet, when
 //! sending; the request then goes on the next connection. A request that
-//! was written is never sent twice.
+//! was written is never sent twice. A connection taken from the list that
+//! is not ready at once (still sending the body of a request the upstream
+//! answered before reading it) is closed, not waited for.
 //!
 //! Errors: connecting fails or times out (`connect_timeout`), or the
 //! connection fails before a response head: [`UpstreamError::Unreachable`]
@@ -125,7 +127,21 @@ impl Client {
                 Some(p) => p,
                 None => self.connect().await?,
             };
-            if poll_fn(|cx| p.poll_ready(cx)).await.is_err() {
+            let ready = if p.fresh {
+                poll_fn(|cx| p.poll_ready(cx)).await
+            } else {
+                // An idle connection is ready at once; one still busy
+                // (e.g. sending the body of a request the upstream answered
+                // early) is closed rather than waited for.
+                poll_fn(|cx| {
+                    Poll::Ready(match p.poll_ready(cx) {
+                        Poll::Ready(r) => r,
+                        Poll::Pending => Err(()),
+                    })
+                })
+                .await
+            };
+            if ready.is_err() {
                 if p.fresh {
                     return Err(UpstreamError::Unreachable(
                         "connection closed before the request".into(),
@@ -164,17 +180,17 @@ impl Client {
 
     async fn connect(&self) -> Result<Pooled, UpstreamError> {
         let addr = (self.host.as_str(), self.port);
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
-            Err(_) => {
-                return Err(UpstreamError::Unreachable(format!(
-                    "connect timed out after {:?}",
-                    self.connect_timeout
-                )))
-            }
-        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
+                Err(_) => {
+                    return Err(UpstreamError::Unreachable(format!(
+                        "connect timed out after {:?}",
+                        self.connect_timeout
+                    )))
+                }
+            };
         let _ = stream.set_nodelay(true);
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -282,7 +298,9 @@ mod tests {
     /// saying so), counting the connections it accepted.
     async fn upstream(body: &'static str, per_conn: usize) -> (Uri, Arc<AtomicUsize>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url: Uri = format!("http://{}", l.local_addr().unwrap()).parse().unwrap();
+        let url: Uri = format!("http://{}", l.local_addr().unwrap())
+            .parse()
+            .unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -317,10 +335,14 @@ mod tests {
     }
 
     async fn get(c: &Client, url: &Uri) -> Result<String, UpstreamError> {
-        let req = Request::get(format!("{url}x?y=1")).body(Body::empty()).unwrap();
+        let req = Request::get(format!("{url}x?y=1"))
+            .body(Body::empty())
+            .unwrap();
         let resp = c.send(req).await?;
         assert_eq!(resp.status(), 200);
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         Ok(String::from_utf8(bytes.to_vec()).unwrap())
     }
 
@@ -355,14 +377,18 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn unreachable_and_silent_upstreams_are_told_apart() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url: Uri = format!("http://{}", closed.local_addr().unwrap()).parse().unwrap();
+        let url: Uri = format!("http://{}", closed.local_addr().unwrap())
+            .parse()
+            .unwrap();
         drop(closed);
         let err = get(&client(&url), &url).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Unreachable(_)), "{err}");
 
         // Accepts, never answers.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url: Uri = format!("http://{}", silent.local_addr().unwrap()).parse().unwrap();
+        let url: Uri = format!("http://{}", silent.local_addr().unwrap())
+            .parse()
+            .unwrap();
         let held = tokio::spawn(async move {
             let mut conns = Vec::new();
             loop {

@@ -209,6 +209,12 @@ async fn accept_loop(listener: TcpListener, shared: Shared) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_conn(stream, peer, router.clone(), cfg.clone(), ticket));
+        tokio::spawn(serve_conn(
+            stream,
+            peer,
+            router.clone(),
+            cfg.clone(),
+            ticket,
+        ));
     }
 }
