@@ -24,8 +24,10 @@ pub mod routes;
 pub mod running;
 pub mod target;
 pub mod ui;
+pub mod upstream;
 pub mod usernames;
 pub mod views;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -219,18 +221,17 @@ pub async fn serve_from(
             "no [[users]] configured: demo user `demo` with password `demo-password` is active"
         );
     }
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let n_workers = cfg.conn.workers.unwrap_or_else(workers::default_workers);
+    let listeners = workers::bind(cfg.listen, n_workers).map_err(|source| ServeError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = listeners[0].local_addr().map_err(ServeError::Http)?;
     log_front_proxy(&cfg);
     let app = service(&cfg, &backend, users, server_metrics.clone(), path)?;
     let stop = shutdown_signal();
-    tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), "portcullis listening on http://{addr}");
-    listener::run(listener, app, cfg.conn.clone(), server_metrics, stop).await;
+    tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), workers = n_workers, "portcullis listening on http://{addr}");
+    let served = workers::run(listeners, app, cfg.conn.clone(), server_metrics, stop).await;
     tracing::info!("shutting down");
     let last = match backend.cleanup {
         Some(c) => c.shutdown().await,
@@ -247,6 +248,7 @@ pub async fn serve_from(
         }
         None => Ok(()),
     };
+    served.map_err(ServeError::Http)?;
     last?;
     closed?;
     tracing::info!("bye");

@@ -25,13 +25,9 @@
 
 use std::net::IpAddr;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use metrics::{counter, describe_counter};
 
 use crate::config::proxy::Upstream;
@@ -40,7 +36,7 @@ const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
 
 /// The upstream client.
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    client: crate::upstream::Client,
     upstream: Upstream,
 }
 
@@ -164,10 +160,11 @@ impl Proxy {
         );
         counter!(UPSTREAM_ERRORS, "status" => "502").absolute(0);
         counter!(UPSTREAM_ERRORS, "status" => "504").absolute(0);
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(upstream.connect_timeout));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(conn);
+        let client = crate::upstream::Client::new(
+            &upstream.url,
+            upstream.connect_timeout,
+            upstream.response_timeout,
+        );
         Proxy { client, upstream }
     }
 
@@ -202,14 +199,13 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         set_forwarding(&mut parts.headers, ip, trusted);
         let req = http::Request::from_parts(parts, body);
-        let timeout = self.upstream.response_timeout;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => {
+        match self.client.send(req).await {
+            Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body))
+                Response::from_parts(parts, body)
             }
-            Ok(Err(e)) => {
+            Err(e @ crate::upstream::UpstreamError::Unreachable(_)) => {
                 tracing::warn!(error = %e, upstream = %self.upstream.url, "upstream unreachable");
                 counter!(UPSTREAM_ERRORS, "status" => "502").increment(1);
                 text(
@@ -217,8 +213,8 @@ impl Proxy {
                     "portcullis: upstream unreachable\n",
                 )
             }
-            Err(_) => {
-                tracing::warn!(upstream = %self.upstream.url, timeout_ms = timeout.as_millis() as u64, "upstream too slow");
+            Err(crate::upstream::UpstreamError::Timeout(_)) => {
+                tracing::warn!(upstream = %self.upstream.url, timeout_ms = self.upstream.response_timeout.as_millis() as u64, "upstream too slow");
                 counter!(UPSTREAM_ERRORS, "status" => "504").increment(1);
                 text(
                     StatusCode::GATEWAY_TIMEOUT,

@@ -109,6 +109,9 @@ pub struct ConnLimits {
     pub max_connections_per_ip: u32,
     /// SIGTERM: in-flight requests get this long before they are dropped \[10s\].
     pub shutdown_grace: StdDuration,
+    /// Worker threads, each with its own runtime and listening socket
+    /// \[None: one per core\].
+    pub workers: Option<usize>,
 }
 
 impl Default for ConnLimits {
@@ -120,6 +123,7 @@ impl Default for ConnLimits {
             max_connections: 4096,
             max_connections_per_ip: 64,
             shutdown_grace: StdDuration::from_secs(10),
+            workers: None,
         }
     }
 }
@@ -591,6 +595,13 @@ fn conn_limits(server: &raw::Server) -> Result<ConnLimits, BadConfig> {
         positive("server.max_connections_per_ip", server.max_connections_per_ip)?
             => conn.max_connections_per_ip
     );
+    if let Some(n) = positive("server.workers", server.workers)? {
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= 1024)
+            .ok_or_else(|| bad("server.workers", "must be at most 1024"))?;
+        conn.workers = Some(n);
+    }
     Ok(conn)
 }
 

@@ -58,6 +58,7 @@ pub struct Server {
     pub max_connections: Option<Uint>,
     pub max_connections_per_ip: Option<Uint>,
     pub shutdown_grace: Option<Dur>,
+    pub workers: Option<Uint>,
 }
 
 #[derive(Debug, Default, Deserialize)]

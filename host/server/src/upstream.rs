@@ -1,0 +1,403 @@
+//! The upstream HTTP/1.1 client of proxy mode.
+//!
+//! Each upstream connection is driven by the task of the request using it
+//! (the client connection's task, on its worker thread: see
+//! [`crate::workers`]): while waiting for the response head the request's
+//! future polls the connection, and while the response body streams back
+//! the body polls it. A connection whose response is complete goes back to
+//! a per-thread idle list and the next request on that thread takes it
+//! (newest first). So there is no task per connection, no lock shared by
+//! the workers and no channel hop between tasks per request, and both
+//! sides of a request stay on one thread.
+//!
+//! A reused connection the upstream has closed is noticed when taken (its
+//! end of stream is read) or, if the request was not written yet, when
+//! sending; the request then goes on the next connection. A request that
+//! was written is never sent twice. A connection taken from the list that
+//! is not ready at once (still sending the body of a request the upstream
+//! answered before reading it) is closed, not waited for.
+//!
+//! Errors: connecting fails or times out (`connect_timeout`), or the
+//! connection fails before a response head: [`UpstreamError::Unreachable`]
+//! (502 in the proxy); no response head within `response_timeout`
+//! (connecting included): [`UpstreamError::Timeout`] (504).
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle upstream connections kept per worker thread (all clients).
+const MAX_IDLE_PER_THREAD: usize = 256;
+
+/// Why no upstream response came back.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting failed or timed out, or the connection failed before a
+    /// response head.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No response head within the response timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A client for one upstream `http://host:port`.
+#[derive(Debug)]
+pub struct Client {
+    /// Identifies this client's connections in the per-thread idle lists.
+    id: u64,
+    host: String,
+    port: u16,
+    authority: HeaderValue,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+type Conn = Connection<TokioIo<TcpStream>, Body>;
+
+/// One upstream connection and its request handle.
+struct Pooled {
+    tx: SendRequest<Body>,
+    conn: Conn,
+    /// Not used for a request yet.
+    fresh: bool,
+}
+
+thread_local! {
+    /// This thread's idle connections: (client id, connection), newest last.
+    static IDLE: RefCell<Vec<(u64, Pooled)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Client {
+    /// A client for `url` (`http://host[:port]`, as `[upstream] url` is
+    /// checked).
+    pub fn new(url: &Uri, connect_timeout: Duration, response_timeout: Duration) -> Client {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let host = url.host().unwrap_or("localhost");
+        // `[::1]` as written in a URL, `::1` to connect to.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let authority = url.authority().map_or(host, |a| a.as_str());
+        Client {
+            id: NEXT.fetch_add(1, Relaxed),
+            host: bare.to_string(),
+            port: url.port_u16().unwrap_or(80),
+            authority: HeaderValue::from_str(authority)
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            connect_timeout,
+            response_timeout,
+        }
+    }
+
+    /// Send `req` (its URI's path and query; `Host` set to the upstream's
+    /// if it has none) and return the response head, its body streaming.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        if parts.uri.scheme().is_some() {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, self.authority.clone());
+        }
+        let req = Request::from_parts(parts, body);
+        // Boxed: the exchange holds a whole connection (about 2 KiB), and
+        // every layer above that boxes or moves this future would copy it.
+        let exchange = Box::pin(self.exchange(req));
+        match tokio::time::timeout(self.response_timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+        }
+    }
+
+    /// One request on a reused connection or a new one.
+    async fn exchange(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        loop {
+            let mut p = match take_idle(self.id) {
+                Some(p) => p,
+                None => self.connect().await?,
+            };
+            let ready = if p.fresh {
+                poll_fn(|cx| p.poll_ready(cx)).await
+            } else {
+                // An idle connection is ready at once; one still busy
+                // (e.g. sending the body of a request the upstream answered
+                // early) is closed rather than waited for.
+                poll_fn(|cx| {
+                    Poll::Ready(match p.poll_ready(cx) {
+                        Poll::Ready(r) => r,
+                        Poll::Pending => Err(()),
+                    })
+                })
+                .await
+            };
+            if ready.is_err() {
+                if p.fresh {
+                    return Err(UpstreamError::Unreachable(
+                        "connection closed before the request".into(),
+                    ));
+                }
+                continue;
+            }
+            let fresh = std::mem::replace(&mut p.fresh, false);
+            let mut sent = std::pin::pin!(p.tx.try_send_request(req));
+            let r = poll_fn(|cx| {
+                // The connection first: it writes the request and reads
+                // the answer the response future waits for.
+                let _ = p.poll_conn(cx);
+                sent.as_mut().poll(cx)
+            })
+            .await;
+            match r {
+                Ok(resp) => {
+                    let id = self.id;
+                    return Ok(resp.map(|body| {
+                        Body::new(PooledBody {
+                            inner: body,
+                            conn: Some(p),
+                            id,
+                        })
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: a stale connection; try the next one.
+                    Some(r) if !fresh => req = r,
+                    _ => return Err(UpstreamError::Unreachable(e.into_error().to_string())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Pooled, UpstreamError> {
+        let addr = (self.host.as_str(), self.port);
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
+                Err(_) => {
+                    return Err(UpstreamError::Unreachable(format!(
+                        "connect timed out after {:?}",
+                        self.connect_timeout
+                    )))
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        Ok(Pooled {
+            tx,
+            conn,
+            fresh: true,
+        })
+    }
+}
+
+impl Pooled {
+    /// Drive the connection; `Ready` once it has ended (closed or failed).
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.conn).poll(cx).map(|_| ())
+    }
+
+    /// Ready for a request, or `Err` if the connection has ended.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        if self.poll_conn(cx).is_ready() {
+            return Poll::Ready(Err(()));
+        }
+        self.tx.poll_ready(cx).map_err(|_| ())
+    }
+}
+
+fn take_idle(id: u64) -> Option<Pooled> {
+    IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let at = idle.iter().rposition(|(i, _)| *i == id)?;
+        Some(idle.swap_remove(at).1)
+    })
+    .ok()
+    .flatten()
+}
+
+fn put_idle(id: u64, p: Pooled) {
+    let _ = IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() >= MAX_IDLE_PER_THREAD {
+            idle.remove(0);
+        }
+        idle.push((id, p));
+    });
+}
+
+/// A response body that drives its connection, and puts the connection
+/// back in this thread's idle list once the body is complete.
+struct PooledBody {
+    inner: Incoming,
+    /// `None` once the connection has ended.
+    conn: Option<Pooled>,
+    id: u64,
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(p) = self.conn.as_mut() {
+            if p.poll_conn(cx).is_ready() {
+                // Ended (e.g. `Connection: close`): what it read is in the body.
+                self.conn = None;
+            }
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves the connection mid-response:
+        // it is closed (dropped) instead.
+        if self.inner.is_end_stream() {
+            if let Some(p) = self.conn.take() {
+                put_idle(self.id, p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A raw HTTP/1.1 upstream on a free port: answers every request on a
+    /// connection with `body` (closing after `per_conn` answers, without
+    /// saying so), counting the connections it accepted.
+    async fn upstream(body: &'static str, per_conn: usize) -> (Uri, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", l.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                count.fetch_add(1, Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_conn {
+                        // One request head (no bodies in these tests).
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        buf.drain(..end);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn get(c: &Client, url: &Uri) -> Result<String, UpstreamError> {
+        let req = Request::get(format!("{url}x?y=1"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = c.send(req).await?;
+        assert_eq!(resp.status(), 200);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    fn client(url: &Uri) -> Client {
+        Client::new(url, Duration::from_secs(2), Duration::from_secs(2))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn keep_alive_connections_are_reused() {
+        let (url, accepted) = upstream("hello", usize::MAX).await;
+        let c = client(&url);
+        for _ in 0..10 {
+            assert_eq!(get(&c, &url).await.unwrap(), "hello");
+        }
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_the_upstream_closed_are_replaced_without_failing() {
+        // The upstream closes each connection after one answer, without
+        // `Connection: close`: the pooled connection is stale every time.
+        let (url, accepted) = upstream("once", 1).await;
+        let c = client(&url);
+        for _ in 0..5 {
+            // Give the upstream's close time to arrive, as it does when idle.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(get(&c, &url).await.unwrap(), "once");
+        }
+        assert_eq!(accepted.load(Relaxed), 5);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unreachable_and_silent_upstreams_are_told_apart() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: Uri = format!("http://{}", closed.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(closed);
+        let err = get(&client(&url), &url).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Unreachable(_)), "{err}");
+
+        // Accepts, never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", silent.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            loop {
+                conns.push(silent.accept().await.unwrap());
+            }
+        });
+        let c = Client::new(&url, Duration::from_secs(2), Duration::from_millis(200));
+        let err = get(&c, &url).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Timeout(_)), "{err}");
+        held.abort();
+    }
+}
