@@ -400,24 +400,29 @@ impl Config {
     /// assert!(limiter.is_ok());
     /// ```
     pub fn requests_only(max_requests: u32, window: Duration) -> Config {
-        let mut c = Config::default();
-        c.requests = RequestRules {
-            max_requests,
-            window,
-        };
-        c.blocks.block_after = 2;
-        c.blocks.violation_memory = window;
-        c.blocks.ban_after = None;
-        c.blocks.ban_lookback = window;
-        c.login = LoginRules {
-            max_failures: max_requests,
-            failure_window: window,
-            lock_for: window,
-            lock_ip_on_account_lock: false,
-            account_max_failures: None,
-            account_window: window,
-        };
-        c
+        let d = Config::default();
+        Config {
+            requests: RequestRules {
+                max_requests,
+                window,
+            },
+            blocks: BlockRules {
+                block_after: 2,
+                violation_memory: window,
+                ban_after: None,
+                ban_lookback: window,
+                ..d.blocks
+            },
+            login: LoginRules {
+                max_failures: max_requests,
+                failure_window: window,
+                lock_for: window,
+                lock_ip_on_account_lock: false,
+                account_max_failures: None,
+                account_window: window,
+            },
+            ..d
+        }
     }
 
     /// Check every lookback that reads a log against `max_ticks`, the
@@ -524,6 +529,7 @@ impl Config {
 impl core::error::Error for ConfigError {}
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{Decision, FixedLimiter, Reason, Seed};
