@@ -367,6 +367,64 @@ fn lookback(key: &'static str, d: Duration) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// Only rule 1, the request window: at most `max_requests` requests
+    /// per `window` per address, nothing else that a request-only caller
+    /// would trip over.
+    ///
+    /// - **Escalation off**: a violation is recorded at most once per
+    ///   window and `violation_memory` is one window, so no two violations
+    ///   are ever remembered together and `block_after = 2` is never
+    ///   reached; bans are off (`ban_after = None`).
+    /// - **Login lockout and account throttle off**: the account throttle
+    ///   is disabled (`account_max_failures = None`); the login lockout
+    ///   (rule 5) only acts on failures the caller reports, and a
+    ///   request-only caller reports none. Its threshold is `max_requests`
+    ///   so that it fits every log that holds the request window.
+    /// - **Every lookback is `window`**, so the configuration fits any
+    ///   table whose log capacity `W` is at least `max_requests`, and a
+    ///   fixed table whenever `window` itself fits
+    ///   [`FIXED_MAX_SPAN`](crate::FIXED_MAX_SPAN) ticks (71.6 minutes at
+    ///   a 1 MHz tick rate, 49.7 days at 1 kHz). Nothing needs
+    ///   [`clamp_lookbacks`](Config::clamp_lookbacks).
+    ///
+    /// A `max_requests` of 0, a zero `window`, or a `max_requests` above
+    /// the table's `W` is refused by the limiter's constructor with the
+    /// usual [`ConfigError`].
+    ///
+    /// ```
+    /// use embassy_time::Duration;
+    /// use portcullis_core::{Config, FixedLimiter, Seed};
+    ///
+    /// let seed = Seed::new([7; 16]); // from your RNG
+    /// let limiter = FixedLimiter::<16, 4>::new(Config::requests_only(4, Duration::from_secs(1)), seed);
+    /// assert!(limiter.is_ok());
+    /// ```
+    pub fn requests_only(max_requests: u32, window: Duration) -> Config {
+        let d = Config::default();
+        Config {
+            requests: RequestRules {
+                max_requests,
+                window,
+            },
+            blocks: BlockRules {
+                block_after: 2,
+                violation_memory: window,
+                ban_after: None,
+                ban_lookback: window,
+                ..d.blocks
+            },
+            login: LoginRules {
+                max_failures: max_requests,
+                failure_window: window,
+                lock_for: window,
+                lock_ip_on_account_lock: false,
+                account_max_failures: None,
+                account_window: window,
+            },
+            ..d
+        }
+    }
+
     /// Check every lookback that reads a log against `max_ticks`, the
     /// longest a store's logs answer exactly
     /// ([`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN)): the request
@@ -469,3 +527,73 @@ impl Config {
 }
 
 impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{Decision, FixedLimiter, Reason, Seed};
+    use core::net::{IpAddr, Ipv4Addr};
+    use embassy_time::Instant;
+
+    const SEED: Seed = Seed::new([9; 16]);
+
+    #[test]
+    fn requests_only_is_accepted_by_every_fixed_table_with_w_at_least_max() {
+        let c = || Config::requests_only(4, Duration::from_secs(1));
+        assert!(FixedLimiter::<16, 4>::new(c(), SEED).is_ok());
+        assert!(FixedLimiter::<16, 8>::new(c(), SEED).is_ok());
+        assert!(FixedLimiter::<64, 16>::new(c(), SEED).is_ok());
+        // The longest window a fixed table takes at 1 MHz: FIXED_MAX_SPAN ticks.
+        let longest = Duration::from_ticks(crate::FIXED_MAX_SPAN);
+        assert!(FixedLimiter::<16, 4>::new(Config::requests_only(4, longest), SEED).is_ok());
+        assert_eq!(c().validate_span(crate::FIXED_MAX_SPAN), Ok(()));
+    }
+
+    #[test]
+    fn requests_only_with_w_below_max_is_refused_with_the_usual_error() {
+        let r = FixedLimiter::<16, 4>::new(Config::requests_only(5, Duration::from_secs(1)), SEED);
+        assert_eq!(
+            r.err(),
+            Some(ConfigError::TooLarge {
+                key: "requests.max_requests",
+                max: 4
+            })
+        );
+        let r = FixedLimiter::<16, 4>::new(Config::requests_only(0, Duration::from_secs(1)), SEED);
+        assert_eq!(
+            r.err(),
+            Some(ConfigError::Zero {
+                key: "requests.max_requests"
+            })
+        );
+    }
+
+    #[test]
+    fn requests_only_never_escalates_past_the_window() {
+        let mut l =
+            FixedLimiter::<16, 4>::new(Config::requests_only(2, Duration::from_secs(1)), SEED)
+                .unwrap();
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        // Twenty windows of flooding: each allows 2, then denies as
+        // RateLimited (never Blocked or Banned).
+        for w in 0..20u64 {
+            let t = Instant::from_secs(100 + w);
+            for _ in 0..2 {
+                assert!(l.check_request(ip, t).is_allowed(), "window {w}");
+            }
+            for _ in 0..5 {
+                assert!(
+                    matches!(
+                        l.check_request(ip, t),
+                        Decision::Deny {
+                            reason: Reason::RateLimited,
+                            ..
+                        }
+                    ),
+                    "window {w}"
+                );
+            }
+        }
+    }
+}

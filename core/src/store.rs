@@ -6,7 +6,7 @@
 //! [`MapStore`](crate::MapStore) (grows up to a run-time cap).
 //! Both run the same tests.
 //!
-//! # Eviction (DESIGN.md, "Tables, memory, attacks")
+//! # Eviction
 //!
 //! No recency order is kept. Each entry has a reference bit, set when it is
 //! touched, and the store has a CLOCK hand over its slots. A new key in a

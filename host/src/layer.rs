@@ -174,6 +174,16 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// One policy named `name` for every path.
+    ///
+    /// **The layer needs the connection's address** on every request:
+    /// axum's `ConnectInfo<SocketAddr>` (serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, feature
+    /// `axum`) or, in any other tower stack (hyper, tonic), a
+    /// [`PeerAddr`] request extension inserted before the layer. A request
+    /// with neither is not guessed at: it gets a `500` whose text body is
+    /// [`NO_PEER_ADDRESS`], naming the missing extension, logged with
+    /// `tracing::error!` on every such request and printed to stderr once
+    /// per process, so it shows even without a tracing subscriber.
     pub fn new(name: &str, engine: impl Engine) -> Self {
         Self::with_engine(name, Arc::new(engine))
     }
@@ -412,13 +422,17 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         Box::pin(async move {
-            let peer = peer_of(&req);
-            let (Some(peer), Some(policy)) = (peer, shared.pick(req.method(), req.uri().path()))
-            else {
+            let Some(peer) = peer_of(&req) else {
+                return Ok(no_peer_address());
+            };
+            let Some(policy) = shared.pick(req.method(), req.uri().path()) else {
                 tracing::error!(
-                    "no peer address (serve with connect info) or no policy for the path"
+                    path = req.uri().path(),
+                    "portcullis: no policy for the path"
                 );
-                let mut r = Response::new(RB::from(String::new()));
+                let mut r = Response::new(RB::from(String::from(
+                    "portcullis: no rate-limit policy for this path\n",
+                )));
                 *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 return Ok(r);
             };
@@ -499,6 +513,30 @@ fn shadow_denial(reason: portcullis_core::Reason) {
             metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
         metrics::with_recorder(|r| r.register_counter(&key, &META)).increment(1);
     }
+}
+
+/// What a request without a peer address gets: see [`RateLimitLayer::new`].
+pub const NO_PEER_ADDRESS: &str = "portcullis: no client address: insert \
+    portcullis::client_ip::PeerAddr as a request extension (or serve with \
+    axum's into_make_service_with_connect_info)";
+
+/// Set once the missing peer address has been printed to stderr.
+static NO_PEER_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// A 500 whose body names the missing extension, logged at error and,
+/// once per process, printed to stderr so that it shows without a tracing
+/// subscriber.
+fn no_peer_address<RB: From<String>>() -> Response<RB> {
+    tracing::error!("{NO_PEER_ADDRESS}");
+    if !NO_PEER_PRINTED.swap(true, Ordering::Relaxed) {
+        eprintln!("{NO_PEER_ADDRESS}");
+    }
+    let mut r = Response::new(RB::from(format!("{NO_PEER_ADDRESS}\n")));
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    if let Ok(v) = HeaderValue::from_str("text/plain; charset=utf-8") {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
 }
 
 /// The peer address: axum's `ConnectInfo<SocketAddr>` (feature `axum`) or

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{routing::get, Router};
 use portcullis::client_ip::TrustedProxies;
-use portcullis::layer::{ClientIp, RateLimitLayer};
+use portcullis::layer::{ClientIp, RateLimitLayer, NO_PEER_ADDRESS};
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::Config;
 
@@ -222,6 +222,72 @@ async fn plain_tower_service_with_peer_addr_extension() {
         .await
         .unwrap();
     assert_eq!(r.status(), 500);
+    assert_eq!(r.body(), &format!("{NO_PEER_ADDRESS}\n"));
+}
+
+/// A plain tower service without `PeerAddr` (and without axum's
+/// `ConnectInfo`): every request gets a 500 whose text body names the
+/// missing extension.
+async fn two_requests_without_peer_addr() {
+    use tower::{Layer, Service, ServiceExt};
+
+    let layer = RateLimitLayer::new("requests", guard(5, |_| {}));
+    let mut svc = layer.layer(tower::service_fn(|_: http::Request<()>| async move {
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::from("reached")))
+    }));
+    for _ in 0..2 {
+        let r = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        let body = r.body();
+        assert!(body.contains("PeerAddr"), "{body}");
+        assert!(
+            body.contains("into_make_service_with_connect_info"),
+            "{body}"
+        );
+        assert_ne!(body, "reached");
+    }
+}
+
+/// The child half of the test below: a no-op unless its parent set the
+/// variable.
+#[tokio::test]
+async fn child_without_peer_addr() {
+    if std::env::var_os("PORTCULLIS_NO_PEER_CHILD").is_some() {
+        two_requests_without_peer_addr().await;
+    }
+}
+
+/// Without a tracing subscriber the missing extension is still said, on
+/// stderr, once per process (two refused requests, one line). Runs this
+/// test binary again as a child so its stderr can be read.
+#[test]
+fn without_peer_addr_the_layer_answers_500_and_says_why_on_stderr() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_without_peer_addr",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PORTCULLIS_NO_PEER_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert_eq!(
+        stderr.matches(NO_PEER_ADDRESS).count(),
+        1,
+        "stderr:\n{stderr}"
+    );
 }
 
 #[tokio::test]
