@@ -18,7 +18,7 @@
 //! - On shutdown the listener closes, idle connections close, in-flight
 //!   requests get `shutdown_grace`, then every connection left is dropped.
 //!
-//! The counts are shared by every worker runtime ([`crate::workers`]), so
+//! The counts are shared by every worker runtime (the `workers` module), so
 //! the caps are exact across them. Each connection is one task driving
 //! its hyper connection and one timer (re-armed every tick, not per
 //! request); eviction and shutdown set a flag and wake that task.

@@ -102,6 +102,14 @@ pub(crate) fn check(raws: Vec<RawPolicy>, base: &Config) -> Result<Vec<PolicyCon
                 format!("{:?} is taken (the server's tables: requests, admin, metrics; names are unique)", r.name),
             ));
         }
+        if r.requests.shadow.is_some() {
+            // Every key is applied or refused, never ignored: a policy's
+            // switch sits on the policy itself.
+            return Err(bad(
+                at("requests.shadow"),
+                format!("a policy's shadow switch is policies[{i}].shadow ([requests] shadow is the service policy's)"),
+            ));
+        }
         if !r.prefix.starts_with('/') {
             return Err(bad(at("prefix"), "expected a path starting with /"));
         }

@@ -370,6 +370,13 @@ mod tests {
             key(&format!("{p}[policies.requests]\nwindoww = \"1s\"\n")),
             "policies[0].requests.windoww"
         );
+        // Parsed by the shared [requests] table, but a policy's switch is
+        // `shadow` on the policy: refused, never silently ignored.
+        assert_eq!(
+            key(&format!("{p}[policies.requests]\nshadow = true\n")),
+            "policies[0].requests.shadow"
+        );
+        assert!(load(&format!("{p}shadow = true\n")).unwrap().policies[0].shadow);
         // Defaults come from [requests]; a policy overrides only its keys.
         let c = load(&format!("[requests]\nmax_requests = 7\nwindow = \"9s\"\n{p}[policies.requests]\nmax_requests = 3\n")).unwrap();
         assert_eq!(c.policies[0].rules.requests.max_requests, 3);
