@@ -50,6 +50,22 @@ pub fn hidden_lock_delay(rules: &Config) -> Duration {
     portcullis_core::penalty::delay(&rules.penalty, rules.login.max_failures)
 }
 
+/// The penalty a hidden lock serves: the one the backend gives it, else
+/// `delay` without a slot.
+pub(crate) async fn hidden_penalty(
+    engine: &dyn Engine,
+    ip: std::net::IpAddr,
+    delay: Duration,
+) -> HostPenalty {
+    engine.hidden_lock_penalty(ip).await.unwrap_or(HostPenalty {
+        delay,
+        slot: None,
+        refused: false,
+        throttled: false,
+        locked: false,
+    })
+}
+
 /// Answer a locked login like a wrong password: the penalty the backend
 /// gives a hidden lock (else `delay`, without a slot); refused like a
 /// failure without a slot, or: check the password (result ignored), wait
@@ -63,13 +79,7 @@ pub async fn answer(
     password: String,
     delay: Duration,
 ) -> Response {
-    let penalty = engine.hidden_lock_penalty(ip).await.unwrap_or(HostPenalty {
-        delay,
-        slot: None,
-        refused: false,
-        throttled: false,
-        locked: false,
-    });
+    let penalty = hidden_penalty(engine, ip, delay).await;
     if penalty.refused {
         return too_many_in_flight();
     }

@@ -204,13 +204,7 @@ pub fn hidden_replay(
 ) -> Hidden {
     Box::new(move |_d: Decision| -> BoxFuture<'static, Response> {
         Box::pin(async move {
-            let penalty = engine.hidden_lock_penalty(ip).await.unwrap_or(HostPenalty {
-                delay,
-                slot: None,
-                refused: false,
-                throttled: false,
-                locked: false,
-            });
+            let penalty = crate::lock_reveal::hidden_penalty(engine.as_ref(), ip, delay).await;
             if penalty.refused {
                 return crate::lock_reveal::too_many_in_flight();
             }

@@ -76,17 +76,21 @@ pub const CLIENT_SENT: [&str; 16] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
+    // One pass over the headers present (a request has a handful), not a
+    // hashed removal per listed name; nothing is allocated when none match.
+    let mut drop: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
+    drop.extend(
+        h.keys()
+            .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
+            .cloned(),
+    );
+    for n in drop {
         h.remove(n);
     }
 }
@@ -94,15 +98,15 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Drop what an untrusted client said about forwarding (every
 /// [`CLIENT_SENT`] header and any other `X-Original-*`).
 fn strip_client_sent(h: &mut HeaderMap) {
-    for n in CLIENT_SENT {
-        h.remove(n);
-    }
-    let originals: Vec<HeaderName> = h
+    let drop: Vec<HeaderName> = h
         .keys()
-        .filter(|k| k.as_str().starts_with("x-original-"))
+        .filter(|k| {
+            let k = k.as_str();
+            CLIENT_SENT.contains(&k) || k.starts_with("x-original-")
+        })
         .cloned()
         .collect();
-    for n in originals {
+    for n in drop {
         h.remove(n);
     }
 }
@@ -122,24 +126,28 @@ fn set_forwarding(h: &mut HeaderMap, ip: IpAddr, trusted: bool) {
         strip_client_sent(h);
     }
     if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
     }
-    if !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !h.contains_key(X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !h.contains_key("x-forwarded-host") {
+    if !h.contains_key(X_FORWARDED_HOST) {
         if let Some(host) = h.get(header::HOST).cloned() {
-            h.insert("x-forwarded-host", host);
+            h.insert(X_FORWARDED_HOST, host);
         }
     }
-    let proto = match h.get("x-forwarded-proto").map(|v| v.as_bytes()) {
+    let proto = match h.get(X_FORWARDED_PROTO).map(|v| v.as_bytes()) {
         Some(b"https") => "https",
         _ => "http",
     };
     if let Ok(v) = HeaderValue::from_str(&forwarded(ip, proto)) {
-        h.insert("forwarded", v);
+        h.insert(header::FORWARDED, v);
     }
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// A short plain-text answer of portcullis's own.
 pub fn text(status: StatusCode, body: &'static str) -> Response {
