@@ -146,9 +146,11 @@ fn no_function_is_longer_than_80_lines() {
 fn code_cites_only_files_in_the_repository() {
     for (_, path) in files() {
         let text = std::fs::read_to_string(&path).unwrap();
+        // The name is built so that this file does not cite it either.
+        let outside = concat!("DESIGN", ".md");
         assert!(
-            !text.contains("DESIGN.md"),
-            "{} cites DESIGN.md",
+            !text.contains(outside),
+            "{} cites {outside}, a file outside the repository",
             path.display()
         );
         for cited in text.split('`').filter(|s| s.starts_with("docs/")) {
