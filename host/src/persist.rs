@@ -52,18 +52,40 @@ pub struct JournalKey {
 pub struct JournalRow {
     /// The key.
     pub key: JournalKey,
+    /// What was imposed on it.
+    pub imposed: Imposed,
+}
+
+/// What the fallback imposed on one key (times in Unix ms, as records
+/// carry them): what the reconcile queue holds and the journal keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Imposed {
     /// Banned until lifted.
     pub banned: bool,
-    /// End of the block (Unix ms).
+    /// End of the block.
     pub block_until_ms: Option<u64>,
     /// Escalation level of the block.
     pub block_level: u8,
-    /// Start of the last block (Unix ms).
+    /// Start of the last block.
     pub last_block_start_ms: Option<u64>,
-    /// End of the lock (Unix ms).
+    /// End of the lock.
     pub lock_until_ms: Option<u64>,
-    /// Violation times (Unix ms), oldest first.
+    /// Violation times, oldest first.
     pub violations_ms: Vec<u64>,
+}
+
+impl Imposed {
+    /// The ban, block, escalation, lock and violations of `r`.
+    pub fn of<const W: usize>(r: &portcullis_core::Record<W>) -> Imposed {
+        Imposed {
+            banned: r.banned,
+            block_until_ms: r.block_until,
+            block_level: r.block_level,
+            last_block_start_ms: r.last_block_start,
+            lock_until_ms: r.lock_until,
+            violations_ms: r.violations.iter().copied().collect(),
+        }
+    }
 }
 
 /// One change to the journal.

@@ -45,7 +45,7 @@ use crate::manual::ManualBan;
 pub use crate::manual::ManualChange;
 
 pub mod journal;
-pub use journal::{JournalChange, JournalKey, JournalRow};
+pub use journal::{Imposed, JournalChange, JournalKey, JournalRow};
 
 /// Schema version this build writes and reads (and migrates 1 and 2 to).
 pub const SCHEMA_VERSION: i64 = 3;

@@ -472,7 +472,7 @@ async fn manual_bans_are_written_through_and_ended_ones_purged() {
 /// version 2 file is migrated to 3 with an empty journal.
 #[tokio::test]
 async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
-    use portcullis::sqlite::{JournalChange, JournalKey, JournalRow, SCHEMA_VERSION};
+    use portcullis::sqlite::{Imposed, JournalChange, JournalKey, JournalRow, SCHEMA_VERSION};
     use portcullis_core::{Addr, KeyKind};
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("j.db");
@@ -483,12 +483,14 @@ async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
     };
     let row = |k: JournalKey, lock: Option<u64>| JournalRow {
         key: k,
-        banned: lock.is_none(),
-        block_until_ms: None,
-        block_level: 0,
-        last_block_start_ms: None,
-        lock_until_ms: lock,
-        violations_ms: vec![5, 6],
+        imposed: Imposed {
+            banned: lock.is_none(),
+            block_until_ms: None,
+            block_level: 0,
+            last_block_start_ms: None,
+            lock_until_ms: lock,
+            violations_ms: vec![5, 6],
+        },
     };
     let (store, loaded) = SqliteStore::open(&p).unwrap();
     assert!(loaded.journal.is_empty());
@@ -500,10 +502,8 @@ async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
         JournalChange::Put(ban.clone()),
         JournalChange::Put(lock.clone()),
     ]);
-    let later = JournalRow {
-        lock_until_ms: Some(12_000),
-        ..lock.clone()
-    };
+    let mut later = lock.clone();
+    later.imposed.lock_until_ms = Some(12_000);
     let second = store.write_journal(vec![
         JournalChange::Put(later.clone()),
         JournalChange::Delete(ban.key.clone()),

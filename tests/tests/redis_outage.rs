@@ -150,10 +150,10 @@ async fn the_journal_carries_bans_and_locks_across_a_restart_into_redis() {
         .find(|r| r.key.kind == KeyKind::LoginUser)
         .expect("the pair's row");
     assert_eq!(pair.key.username, "alice", "folded, by name");
-    assert!(pair.lock_until_ms.is_some());
+    assert!(pair.imposed.lock_until_ms.is_some());
     assert!(saved
         .iter()
-        .any(|r| r.key.kind == KeyKind::Request && r.banned));
+        .any(|r| r.key.kind == KeyKind::Request && r.imposed.banned));
 
     // Started again while Redis is still away: the holds are imposed again.
     let (e, store) = journaled(&server, &db).await;

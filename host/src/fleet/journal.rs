@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use portcullis_core::{Key, KeyKind, UserHasher};
 
-use super::reconcile::{Imposed, PendingEntry};
+use super::reconcile::PendingEntry;
 use crate::limiter::HostRecord;
 use crate::persist::{Journal, JournalChange, JournalKey, JournalRow, PersistError};
 use crate::BoxFuture;
@@ -48,15 +48,9 @@ pub(crate) fn key_of(e: &PendingEntry) -> JournalKey {
 
 /// The journal row of a queue entry.
 pub(crate) fn row_of(e: &PendingEntry) -> JournalRow {
-    let i = &e.imposed;
     JournalRow {
         key: key_of(e),
-        banned: i.banned,
-        block_until_ms: i.block_until_ms,
-        block_level: i.block_level,
-        last_block_start_ms: i.last_block_start_ms,
-        lock_until_ms: i.lock_until_ms,
-        violations_ms: i.violations_ms.clone(),
+        imposed: e.imposed.clone(),
     }
 }
 
@@ -108,14 +102,7 @@ pub(crate) fn entry_of(row: &JournalRow, local: &UserHasher) -> Option<PendingEn
     Some(PendingEntry {
         key: Key::from_parts(k.kind, k.addr, user)?,
         username,
-        imposed: Imposed {
-            banned: row.banned,
-            block_until_ms: row.block_until_ms,
-            block_level: row.block_level,
-            last_block_start_ms: row.last_block_start_ms,
-            lock_until_ms: row.lock_until_ms,
-            violations_ms: row.violations_ms.clone(),
-        },
+        imposed: row.imposed.clone(),
     })
 }
 
@@ -139,6 +126,7 @@ pub(crate) fn record_of(e: &PendingEntry) -> HostRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::Imposed;
     use portcullis_core::{Addr, Seed};
 
     #[test]

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use portcullis_core::{Addr, Key, KeyKind, Record};
+use portcullis_core::{Addr, Key, KeyKind};
 
 use super::{journal, FleetError, RedisLimiter, MAX_US};
 use crate::limiter::HostRecord;
@@ -49,37 +49,7 @@ pub const RECONCILED: &str = "portcullis_reconciled_total";
 /// Gauge: keys queued for Redis.
 pub const QUEUED: &str = "portcullis_reconcile_queued";
 
-/// What the fallback imposed on one key (times in Unix ms, as records
-/// carry them).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Imposed {
-    /// Banned until lifted.
-    pub banned: bool,
-    /// End of the block.
-    pub block_until_ms: Option<u64>,
-    /// Escalation level of the block.
-    pub block_level: u8,
-    /// Start of the last block.
-    pub last_block_start_ms: Option<u64>,
-    /// End of the lock.
-    pub lock_until_ms: Option<u64>,
-    /// Violation times, oldest first.
-    pub violations_ms: Vec<u64>,
-}
-
-impl Imposed {
-    /// The ban, block, escalation, lock and violations of `r`.
-    pub fn of<const W: usize>(r: &Record<W>) -> Imposed {
-        Imposed {
-            banned: r.banned,
-            block_until_ms: r.block_until,
-            block_level: r.block_level,
-            last_block_start_ms: r.last_block_start,
-            lock_until_ms: r.lock_until,
-            violations_ms: r.violations.iter().copied().collect(),
-        }
-    }
-}
+pub use crate::persist::Imposed;
 
 /// One queued key.
 #[derive(Clone, Debug, PartialEq, Eq)]

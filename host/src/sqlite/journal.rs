@@ -16,7 +16,7 @@ use portcullis_core::{Addr, KeyKind};
 use rusqlite::{params, Connection};
 
 use super::{corrupt, ms, sql, times, StoreError};
-pub use crate::persist::{JournalChange, JournalKey, JournalRow};
+pub use crate::persist::{Imposed, JournalChange, JournalKey, JournalRow};
 
 /// Schema version 3's new table (also the migration from 1 and 2).
 pub(super) const CREATE_JOURNAL: &str = "CREATE TABLE journal (
@@ -66,12 +66,12 @@ pub(super) fn write(
                     r.key.kind.tag(),
                     r.key.addr.octets().as_slice(),
                     r.key.username,
-                    r.banned,
-                    ms(r.block_until_ms),
-                    r.block_level,
-                    ms(r.last_block_start_ms),
-                    ms(r.lock_until_ms),
-                    times(&r.violations_ms),
+                    r.imposed.banned,
+                    ms(r.imposed.block_until_ms),
+                    r.imposed.block_level,
+                    ms(r.imposed.last_block_start_ms),
+                    ms(r.imposed.lock_until_ms),
+                    times(&r.imposed.violations_ms),
                 ],
             ),
             JournalChange::Delete(k) => tx.execute(
@@ -128,13 +128,15 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Vec<JournalRow>, St
                 addr: Addr::from_octets(addr),
                 username,
             },
-            banned: row.get(3).map_err(&e)?,
-            block_until_ms: opt(4)?,
-            block_level: u8::try_from(level).map_err(|_| bad("block level out of range"))?,
-            last_block_start_ms: opt(6)?,
-            lock_until_ms: opt(7)?,
-            violations_ms: serde_json::from_str(&v)
-                .map_err(|err| bad(&format!("violations: {err}")))?,
+            imposed: Imposed {
+                banned: row.get(3).map_err(&e)?,
+                block_until_ms: opt(4)?,
+                block_level: u8::try_from(level).map_err(|_| bad("block level out of range"))?,
+                last_block_start_ms: opt(6)?,
+                lock_until_ms: opt(7)?,
+                violations_ms: serde_json::from_str(&v)
+                    .map_err(|err| bad(&format!("violations: {err}")))?,
+            },
         });
     }
     Ok(out)
