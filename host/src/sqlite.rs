@@ -572,6 +572,23 @@ fn upsert(tx: &rusqlite::Transaction<'_>, r: &HostRecord) -> rusqlite::Result<()
     Ok(())
 }
 
+/// A row's key kind and address (its columns 0 and 1), as the entries and
+/// the journal tables both store them.
+fn kind_addr(
+    row: &rusqlite::Row<'_>,
+    e: &dyn Fn(rusqlite::Error) -> StoreError,
+    bad: &dyn Fn(&str) -> StoreError,
+) -> Result<(KeyKind, Addr), StoreError> {
+    let kind: i64 = row.get(0).map_err(e)?;
+    let kind = u8::try_from(kind)
+        .ok()
+        .and_then(KeyKind::from_tag)
+        .ok_or_else(|| bad("unknown kind"))?;
+    let addr: Vec<u8> = row.get(1).map_err(|_| bad("addr is not a blob"))?;
+    let addr: [u8; 16] = addr.try_into().map_err(|_| bad("addr is not 16 bytes"))?;
+    Ok((kind, Addr::from_octets(addr)))
+}
+
 fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         path: path.to_path_buf(),
@@ -617,16 +634,9 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
     while let Some(row) = rows.next().map_err(&e)? {
         let n = records.len();
         let bad = |what: &str| corrupt(path, format!("row {n}: {what}"));
-        let kind: i64 = row.get(0).map_err(&e)?;
-        let kind = u8::try_from(kind)
-            .ok()
-            .and_then(KeyKind::from_tag)
-            .ok_or_else(|| bad("unknown kind"))?;
-        let addr: Vec<u8> = row.get(1).map_err(|_| bad("addr is not a blob"))?;
-        let addr: [u8; 16] = addr.try_into().map_err(|_| bad("addr is not 16 bytes"))?;
+        let (kind, addr) = kind_addr(row, &e, &bad)?;
         let user: i64 = row.get(2).map_err(&e)?;
-        let key = Key::from_parts(kind, Addr::from_octets(addr), user as u64)
-            .ok_or_else(|| bad("impossible key"))?;
+        let key = Key::from_parts(kind, addr, user as u64).ok_or_else(|| bad("impossible key"))?;
         let mut rec = HostRecord::empty(key);
         let log: String = row.get(3).map_err(&e)?;
         let log: Vec<u64> =

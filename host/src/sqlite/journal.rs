@@ -12,7 +12,6 @@
 
 use std::path::Path;
 
-use portcullis_core::{Addr, KeyKind};
 use rusqlite::{params, Connection};
 
 use super::{corrupt, ms, sql, times, StoreError};
@@ -107,13 +106,7 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Vec<JournalRow>, St
     while let Some(row) = rows.next().map_err(&e)? {
         let n = out.len();
         let bad = |what: &str| corrupt(path, format!("journal row {n}: {what}"));
-        let kind: i64 = row.get(0).map_err(&e)?;
-        let kind = u8::try_from(kind)
-            .ok()
-            .and_then(KeyKind::from_tag)
-            .ok_or_else(|| bad("unknown kind"))?;
-        let addr: Vec<u8> = row.get(1).map_err(|_| bad("addr is not a blob"))?;
-        let addr: [u8; 16] = addr.try_into().map_err(|_| bad("addr is not 16 bytes"))?;
+        let (kind, addr) = super::kind_addr(row, &e, &bad)?;
         let username: String = row.get(2).map_err(|_| bad("username is not text"))?;
         let opt = |i: usize| -> Result<Option<u64>, StoreError> {
             let v: Option<i64> = row.get(i).map_err(&e)?;
@@ -125,7 +118,7 @@ pub(super) fn load(conn: &Connection, path: &Path) -> Result<Vec<JournalRow>, St
         out.push(JournalRow {
             key: JournalKey {
                 kind,
-                addr: Addr::from_octets(addr),
+                addr,
                 username,
             },
             imposed: Imposed {
