@@ -433,3 +433,81 @@ fn a_ban_on_one_fleet_server_reaches_the_others_kernel() {
     );
     drop((sa, sb));
 }
+
+/// `portcullis serve` with `env` until it exits (it must not start): its
+/// exit status and standard error.
+fn refused(cmd: &mut Command) -> (std::process::ExitStatus, String) {
+    let out = cmd.stdout(Stdio::null()).output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn without_nft_or_its_permission_the_server_does_not_start() {
+    let d = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let serve = |db: &str| {
+        let mut c = Command::new(common::BIN);
+        c.arg("serve")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PORTCULLIS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS_STORE__PATH", d.path().join(db))
+            .env("PORTCULLIS_FIREWALL__KIND", "nftables");
+        c
+    };
+    let (status, err) = refused(serve("a.db").env("PORTCULLIS_FIREWALL__NFT", "/nonexistent/nft"));
+    assert!(!status.success());
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(
+            "portcullis: firewall.kind = \"nftables\": cannot run \"/nonexistent/nft\""
+        ),
+        "{err}"
+    );
+    // Without CAP_NET_ADMIN (as nobody): one line naming the setting. Only
+    // root can switch to nobody to show it.
+    if !Netns::is_root()
+        || !Path::new("/usr/bin/setpriv").exists()
+        || Command::new("nft").arg("--version").output().is_err()
+    {
+        eprintln!("SKIP the permission half: needs root, setpriv and nft");
+        return;
+    }
+    Command::new("chmod")
+        .arg("777")
+        .arg(d.path())
+        .status()
+        .unwrap();
+    let mut c = serve("b.db");
+    let args: Vec<String> = std::iter::once(c.get_program().to_string_lossy().into_owned())
+        .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect();
+    let envs: Vec<(String, String)> = c
+        .get_envs()
+        .filter_map(|(k, v)| {
+            Some((
+                k.to_string_lossy().into_owned(),
+                v?.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    let mut c = Command::new("/usr/bin/setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(&args)
+        .env_clear()
+        .envs(envs);
+    let (status, err) = refused(&mut c);
+    assert!(!status.success());
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("portcullis: firewall.kind = \"nftables\": creating the table: nft: ")
+            && last.contains("Operation not permitted")
+            && last.ends_with(
+                "(nft needs CAP_NET_ADMIN: run portcullis as root or give it that capability)"
+            ),
+        "{err}"
+    );
+}

@@ -39,7 +39,7 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
 
 /// Why this machine cannot run the namespace tests, if it cannot.
 fn missing() -> Option<String> {
-    if !nix_is_root() {
+    if !Netns::is_root() {
         return Some(
             "not root (network namespaces and nft need CAP_SYS_ADMIN / CAP_NET_ADMIN)".into(),
         );
@@ -53,7 +53,14 @@ fn missing() -> Option<String> {
     None
 }
 
-fn nix_is_root() -> bool {
+impl Netns {
+    /// Whether this process runs as root.
+    pub fn is_root() -> bool {
+        is_root()
+    }
+}
+
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
