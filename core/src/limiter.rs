@@ -3,8 +3,8 @@
 //! and 8) in [`lockout`](crate::lockout); export/import in
 //! [`record`](crate::record).
 
+use crate::{Duration, Instant};
 use core::net::IpAddr;
-use embassy_time::{Duration, Instant};
 
 use crate::block::{is_new_violation, on_denial, Escalation};
 use crate::config::{Config, ConfigError, Jitter, OnFull};

@@ -7,7 +7,7 @@
 use core::net::IpAddr;
 use core::str::FromStr;
 
-use embassy_time::Duration;
+use crate::Duration;
 
 use crate::decision::{Decision, Reason};
 use crate::key::{mask, Addr};

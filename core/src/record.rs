@@ -20,7 +20,7 @@
 //! millisecond resolution: an export truncates each age to whole
 //! milliseconds (an event reads up to 1 ms younger, never older).
 
-use embassy_time::{Duration, Instant};
+use crate::{Duration, Instant};
 
 use crate::entry::{ColdPart, Entry, VIOLATION_LOG};
 use crate::key::Key;
