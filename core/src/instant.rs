@@ -34,22 +34,52 @@
 use core::fmt;
 use core::ops::{Add, AddAssign, Div, Mul, Sub, SubAssign};
 
-/// Ticks per second: 1 000 000 (a tick is a microsecond), or
-/// `embassy_time::TICK_HZ` with the `embassy` feature (see the
-/// [module doc](self)).
+/// Ticks per second of [`Instant`] and [`Duration`].
+///
+/// * Without the `embassy` feature: 1 000 000, a tick is a microsecond
+///   (embassy-time's default rate; a std host's clock reads microseconds).
+/// * With the `embassy` feature: `embassy_time::TICK_HZ`, whatever
+///   `tick-hz-*` feature the firmware gives embassy-time, and the core's
+///   times convert to and from embassy-time's with `From`/`Into`, tick
+///   for tick, so a firmware's spans ([`FIXED_MAX_SPAN`](crate::FIXED_MAX_SPAN)
+///   ticks: 49.7 days at 1 kHz) and table sizes are those of embassy's
+///   types.
+///
+/// One rate per build, as with embassy-time: a rate of the core's own
+/// (its own `tick-hz-*` features) could disagree with embassy-time's and
+/// make every conversion round.
 #[cfg(not(feature = "embassy"))]
 pub const TICK_HZ: u64 = 1_000_000;
 
-/// Ticks per second: `embassy_time::TICK_HZ` (the `embassy` feature is on),
-/// so the core's times convert to embassy-time's tick for tick.
+/// Ticks per second of [`Instant`] and [`Duration`].
+///
+/// * Without the `embassy` feature: 1 000 000, a tick is a microsecond
+///   (embassy-time's default rate; a std host's clock reads microseconds).
+/// * With the `embassy` feature: `embassy_time::TICK_HZ`, whatever
+///   `tick-hz-*` feature the firmware gives embassy-time, and the core's
+///   times convert to and from embassy-time's with `From`/`Into`, tick
+///   for tick, so a firmware's spans ([`FIXED_MAX_SPAN`](crate::FIXED_MAX_SPAN)
+///   ticks: 49.7 days at 1 kHz) and table sizes are those of embassy's
+///   types.
+///
+/// One rate per build, as with embassy-time: a rate of the core's own
+/// (its own `tick-hz-*` features) could disagree with embassy-time's and
+/// make every conversion round.
 #[cfg(feature = "embassy")]
 pub const TICK_HZ: u64 = embassy_time::TICK_HZ;
 
 const _: () = assert!(TICK_HZ > 0, "a tick rate of zero");
 
-/// `v × num / den`, rounded down, saturating at `u64::MAX` (`den > 0`).
+/// `v × num / den`, rounded down, saturating at `u64::MAX` (`den = 0`
+/// saturates too).
 const fn scale_floor(v: u64, num: u64, den: u64) -> u64 {
-    let q = (v as u128).saturating_mul(num as u128) / den as u128;
+    let q = match (v as u128)
+        .saturating_mul(num as u128)
+        .checked_div(den as u128)
+    {
+        Some(q) => q,
+        None => u128::MAX,
+    };
     if q > u64::MAX as u128 {
         u64::MAX
     } else {
@@ -61,14 +91,14 @@ const fn scale_floor(v: u64, num: u64, den: u64) -> u64 {
     }
 }
 
-/// `v × num / den`, rounded up, saturating at `u64::MAX` (`den > 0`).
+/// `v × num / den`, rounded up, saturating at `u64::MAX` (`den = 0`
+/// saturates too).
 const fn scale_ceil(v: u64, num: u64, den: u64) -> u64 {
     let p = (v as u128).saturating_mul(num as u128);
-    let q = p / den as u128;
-    let q = if p % den as u128 == 0 {
-        q
-    } else {
-        q.saturating_add(1)
+    let q = match (p.checked_div(den as u128), p.checked_rem(den as u128)) {
+        (Some(q), Some(0)) => q,
+        (Some(q), Some(_)) => q.saturating_add(1),
+        _ => u128::MAX,
     };
     if q > u64::MAX as u128 {
         u64::MAX
@@ -345,7 +375,9 @@ impl Mul<Duration> for u32 {
     type Output = Duration;
     /// Saturating.
     fn mul(self, rhs: Duration) -> Duration {
-        rhs * self
+        Duration {
+            ticks: rhs.ticks.saturating_mul(u64::from(self)),
+        }
     }
 }
 

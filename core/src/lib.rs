@@ -46,6 +46,7 @@
 //! | module | holds |
 //! | --- | --- |
 //! | `instant` | [`Instant`], [`Duration`], [`TICK_HZ`]: the core's time types (`u64` ticks) |
+//! | `fixed_vec` | [`FixedVec`]: at most `N` elements in place, never panics ([`Blank`] fills the rest) |
 //! | [`config`] | every rule's knobs and defaults (`docs/rules.md`), [`ConfigError`] |
 //! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
 //! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
@@ -117,6 +118,7 @@ pub mod block;
 pub mod config;
 pub mod decision;
 pub mod entry;
+mod fixed_vec;
 mod instant;
 pub mod key;
 pub mod limiter;
@@ -143,6 +145,7 @@ pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
 #[cfg(feature = "alloc")]
 pub use entry::BoxedCold;
 pub use entry::{Cold, ColdPart, CompactCold, Entry, VIOLATION_LOG};
+pub use fixed_vec::{Blank, FixedVec};
 pub use instant::{Duration, Instant, TICK_HZ};
 pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 #[cfg(feature = "alloc")]
