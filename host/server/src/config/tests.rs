@@ -2,7 +2,7 @@
 
 mod general {
     use crate::config::*;
-    use embassy_time::Duration;
+    use portcullis::Duration;
     use portcullis_core::Growth;
 
     pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
