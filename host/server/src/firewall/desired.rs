@@ -259,7 +259,7 @@ pub fn diff(have: &State, want: &State, now_ms: u64) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embassy_time::Duration;
+    use portcullis::Duration;
     use portcullis::manual::parse_range;
     use portcullis_core::KeyKind;
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use embassy_time::Duration;
+use portcullis::Duration;
 use parking_lot::Mutex;
 use portcullis::clock::read;
 use portcullis::engine::{Engine, Status};
