@@ -84,20 +84,18 @@ fn held_addresses_get_no_syn_ack_until_lifted() {
     let Some(ns) = Netns::create_or_skip("held_addresses_get_no_syn_ack_until_lifted") else {
         return;
     };
-    for a in ["fd00:1:2:3::1/64", "fd00:1:2:3::2/64", "fd00:1:2:4::1/64"] {
-        ns.ip(&["addr", "add", a, "dev", "lo", "nodad"]).unwrap();
-    }
     let d = tempfile::tempdir().unwrap();
     // Table and set names are the operator's.
     let env = env(&[
         ("PORTCULLIS_FIREWALL__TABLE", "guard"),
         ("PORTCULLIS_FIREWALL__SET_V4", "bad4"),
     ]);
-    let s = ns.serve(sock(&format!("[::]:{PORT}")), &d.path().join("pc.db"), &env);
+    let s = ns.serve(
+        sock(&format!("127.0.0.1:{PORT}")),
+        &d.path().join("pc.db"),
+        &env,
+    );
     let v4 = sock(&format!("127.0.0.1:{PORT}"));
-    // Not an address of the /64 about to be blocked: on loopback the
-    // server's answers pass the input hook too.
-    let v6 = sock(&format!("[::1]:{PORT}"));
     let listed = ns.nft(&["list", "table", "inet", "guard"]);
     println!("{listed}");
     assert!(listed.contains("ip saddr @bad4 counter"), "{listed}");
@@ -147,20 +145,51 @@ fn held_addresses_get_no_syn_ack_until_lifted() {
         assert!(connects(ip("127.6.0.1"), v4, PROBE), "outside it");
     });
 
+    ns.run(|| {
+        assert!(metric(v4, "portcullis_firewall_reconciles_total") >= 1);
+        assert_eq!(metric(v4, "portcullis_firewall_errors_total"), 0);
+    });
+    println!("{}", ns.nft(&["list", "table", "inet", "guard"]));
+    drop(s);
+}
+
+#[test]
+fn an_ipv6_block_is_dropped_for_its_whole_64() {
+    let Some(ns) = Netns::create_or_skip("an_ipv6_block_is_dropped_for_its_whole_64") else {
+        return;
+    };
+    for a in ["fd00:1:2:3::1/64", "fd00:1:2:3::2/64", "fd00:1:2:4::1/64"] {
+        ns.ip(&["addr", "add", a, "dev", "lo", "nodad"]).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let s = ns.serve(
+        sock(&format!("[::1]:{PORT}")),
+        &d.path().join("pc.db"),
+        &env(&[]),
+    );
+    // Not an address of the /64 about to be blocked: on loopback the
+    // server's answers pass the input hook too.
+    let v6 = sock(&format!("[::1]:{PORT}"));
     // IPv6: a block of one address is its /64's.
     ns.run(|| get_blocked(ip("fd00:1:2:3::1"), v6));
     wait_for("the /64 in addr6", || {
-        ns.elements("guard", "addr6") == ["fd00:1:2:3::/64"]
+        ns.elements("portcullis", "addr6") == ["fd00:1:2:3::/64"]
     });
     ns.run(|| {
         assert!(!connects(ip("fd00:1:2:3::2"), v6, PROBE), "same /64");
         assert!(connects(ip("fd00:1:2:4::1"), v6, PROBE), "another /64");
     });
     ns.run(|| {
-        assert!(metric(v4, "portcullis_firewall_reconciles_total") >= 1);
-        assert_eq!(metric(v4, "portcullis_firewall_errors_total"), 0);
+        let a = Raw::new("DELETE", b"/admin/bans/fd00:1:2:3::1")
+            .bearer(TOKEN)
+            .send(ip("::1"), v6)
+            .unwrap();
+        assert_eq!(a.status, 200, "{}", a.text());
     });
-    println!("{}", ns.nft(&["list", "table", "inet", "guard"]));
+    wait_for("addr6 empty", || {
+        ns.elements("portcullis", "addr6").is_empty()
+    });
+    ns.run(|| assert!(connects(ip("fd00:1:2:3::2"), v6, PROBE)));
     drop(s);
 }
 
@@ -345,27 +374,7 @@ fn a_ban_on_one_fleet_server_reaches_the_others_kernel() {
         return;
     }
     // A veth between the two: A 10.77.0.1 (and the attacker's .3), B .2.
-    let (va, vb) = (
-        format!("pcv{}a", std::process::id() % 100_000),
-        format!("pcv{}b", std::process::id() % 100_000),
-    );
-    let out = Command::new("/usr/sbin/ip")
-        .args([
-            "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns",
-            &b.name,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    a.ip(&["addr", "add", "10.77.0.1/24", "dev", &va]).unwrap();
-    a.ip(&["addr", "add", "10.77.0.3/24", "dev", &va]).unwrap();
-    b.ip(&["addr", "add", "10.77.0.2/24", "dev", &vb]).unwrap();
-    a.ip(&["link", "set", &va, "up"]).unwrap();
-    b.ip(&["link", "set", &vb, "up"]).unwrap();
+    common::netns::link(&a, &["10.77.0.1/24", "10.77.0.3/24"], &b, &["10.77.0.2/24"]);
     let _redis = redis_in(&a, "10.77.0.1", 6379).expect("redis-server runs");
     let d = tempfile::tempdir().unwrap();
     let env = env(&[
@@ -481,7 +490,7 @@ fn without_nft_or_its_permission_the_server_does_not_start() {
         .arg(d.path())
         .status()
         .unwrap();
-    let mut c = serve("b.db");
+    let c = serve("b.db");
     let args: Vec<String> = std::iter::once(c.get_program().to_string_lossy().into_owned())
         .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
         .collect();

@@ -112,7 +112,7 @@ impl Sync {
             Err(e) => {
                 // The table went (deleted by hand?): make it again.
                 tracing::warn!(error = %e, "firewall: cannot read the sets; creating them again");
-                self.nft.setup().await.inspect_err(|e| failed(e))?;
+                self.nft.setup().await.inspect_err(failed)?;
                 State::new()
             }
         };
@@ -121,10 +121,7 @@ impl Sync {
         metrics::counter!(RECONCILES).increment(1);
         metrics::counter!(DRIFT).increment(d.len() as u64);
         let started = Instant::now();
-        self.nft
-            .apply(&d, now_ms)
-            .await
-            .inspect_err(|e| failed(e))?;
+        self.nft.apply(&d, now_ms).await.inspect_err(failed)?;
         if !d.is_empty() {
             tracing::info!(
                 table = self.nft.table(),
@@ -187,10 +184,7 @@ impl Sync {
         want.extend(pick(&self.ranges));
         let d = diff(&have, &want, now_ms);
         if !d.is_empty() {
-            self.nft
-                .apply(&d, now_ms)
-                .await
-                .inspect_err(|e| failed(e))?;
+            self.nft.apply(&d, now_ms).await.inspect_err(failed)?;
             metrics::counter!(UPDATES).increment(d.len() as u64);
             tracing::debug!(
                 put = d.put.len(),

@@ -26,11 +26,19 @@ use portcullis_core::{Cidr, Decision, Reason};
 use tokio::sync::Notify;
 
 use super::desired::{longer, mirrored, Element, Until};
-use super::fleet::Heard;
 
 /// The username of the lock probe after a failure that locked (no account
 /// is named so; the probe only reads).
 const PROBE_USER: &str = "\u{0}firewall";
+
+/// Changes heard from other fleet servers (`super::fleet`).
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// Holds, with their ends.
+    pub holds: HashMap<Element, Until>,
+    /// Addresses lifted.
+    pub lifted: Vec<IpAddr>,
+}
 
 /// Changes noted since the task last looked.
 #[derive(Debug, Default)]
