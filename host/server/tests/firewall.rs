@@ -520,3 +520,76 @@ fn without_nft_or_its_permission_the_server_does_not_start() {
         "{err}"
     );
 }
+
+#[test]
+fn shadow_mode_mirrors_manual_decisions_only() {
+    let Some(ns) = Netns::create_or_skip("shadow_mode_mirrors_manual_decisions_only") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let to = sock(&format!("127.0.0.1:{PORT}"));
+    let s = ns.serve(
+        to,
+        &d.path().join("pc.db"),
+        &env(&[("PORTCULLIS_REQUESTS__SHADOW", "true")]),
+    );
+    ns.run(|| {
+        for _ in 0..3 {
+            // Would be blocked on the third: shadow lets it through.
+            assert_eq!(Raw::get("/").send(ip("127.0.0.2"), to).unwrap().status, 200);
+        }
+        let a = admin(
+            "POST",
+            "/admin/bans",
+            Some(serde_json::json!({"ip": "127.5.0.0/16", "reason": "x"})),
+            to,
+        );
+        assert_eq!(a.status, 201, "{}", a.text());
+    });
+    // The range was noted after the shadowed block: once it is in, the
+    // block would be too.
+    wait_for("the range in range4", || {
+        ns.elements("portcullis", "range4") == ["127.5.0.0/16"]
+    });
+    assert!(ns.elements("portcullis", "addr4").is_empty());
+    ns.run(|| assert!(connects(ip("127.0.0.2"), to, PROBE)));
+    drop(s);
+}
+
+#[test]
+fn an_address_locked_by_login_failures_is_dropped() {
+    let Some(ns) = Netns::create_or_skip("an_address_locked_by_login_failures_is_dropped") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let to = sock(&format!("127.0.0.1:{PORT}"));
+    let env = env(&[
+        ("PORTCULLIS_LOGIN__MAX_FAILURES", "2"),
+        ("PORTCULLIS_LOGIN__LOCK_FOR", "2m"),
+        ("PORTCULLIS_PENALTY__BASE", "10ms"),
+        ("PORTCULLIS_PENALTY__MAX", "10ms"),
+    ]);
+    let s = ns.serve(to, &d.path().join("pc.db"), &env);
+    let wrong = serde_json::json!({"username": "demo", "password": "wrong"});
+    ns.run(|| {
+        for _ in 0..2 {
+            let a = Raw::new("POST", b"/login")
+                .json(&wrong)
+                .send(ip("127.0.0.4"), to)
+                .unwrap();
+            assert_eq!(a.status, 401, "{}", a.text());
+        }
+    });
+    // The failure that locked it puts it in the kernel, with the lock's
+    // time left.
+    wait_for("127.0.0.4 in addr4", || {
+        ns.elements("portcullis", "addr4") == ["127.0.0.4"]
+    });
+    let set = ns.nft(&["list", "set", "inet", "portcullis", "addr4"]);
+    assert!(set.contains("127.0.0.4 timeout 2m"), "{set}");
+    ns.run(|| {
+        assert!(!connects(ip("127.0.0.4"), to, PROBE));
+        assert!(connects(ip("127.0.0.5"), to, PROBE));
+    });
+    drop(s);
+}

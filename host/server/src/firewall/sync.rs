@@ -104,8 +104,12 @@ impl Sync {
     /// the difference. Counted; the difference found is drift.
     pub async fn full(&mut self) -> Result<(), NftError> {
         let now_ms = read().unix_ms();
-        let bans = self.engine.bans().await;
-        self.holds = desired::holds(&bans, now_ms, self.tap.v6_prefix(), self.tap.locks());
+        self.holds = if self.tap.shadow() {
+            State::new()
+        } else {
+            let bans = self.engine.bans().await;
+            desired::holds(&bans, now_ms, self.tap.v6_prefix(), self.tap.locks())
+        };
         self.read_ranges(now_ms).await;
         let have = match self.nft.list(now_ms).await {
             Ok(s) => s,
@@ -156,7 +160,8 @@ impl Sync {
                 touched.push(e);
             }
         }
-        for (e, until) in heard.holds {
+        let shadow = self.tap.shadow();
+        for (e, until) in heard.holds.into_iter().filter(|_| !shadow) {
             if self.merge(e, until) {
                 touched.push(e);
             }
