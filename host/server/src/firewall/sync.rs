@@ -86,6 +86,9 @@ impl Sync {
             let noted = self.tap.take();
             let now = Instant::now();
             if noted.rebuild || now >= next_full {
+                // The store has what was noted; the fleet is still told.
+                let fresh: Vec<(Element, Until)> = noted.holds.into_iter().collect();
+                self.tell(fresh, noted.lifted);
                 let ok = self.full().await.is_ok();
                 next_full = now + if ok { self.interval } else { RETRY };
                 continue;
@@ -171,6 +174,9 @@ impl Sync {
             self.holds.remove(&e);
             touched.push(e);
         }
+        // Told before the kernel here is asked: a failure here is no
+        // reason for the others to wait.
+        self.tell(fresh, lifted);
         if manual || manual_due || !heard.lifted.is_empty() || self.range_due(now_ms) {
             let old = std::mem::take(&mut self.ranges);
             self.read_ranges(now_ms).await;
@@ -204,13 +210,18 @@ impl Sync {
             };
         }
         metrics::gauge!(ELEMENTS).set(self.applied.len() as f64);
+        Ok(())
+    }
+
+    /// Tell the fleet (if any) about holds imposed and lifts made here,
+    /// without waiting for Redis.
+    fn tell(&self, fresh: Vec<(Element, Until)>, lifted: Vec<std::net::IpAddr>) {
         if let Some(f) = &self.fleet {
             if !fresh.is_empty() || !lifted.is_empty() {
                 let f = f.clone();
                 tokio::spawn(async move { f.publish(&fresh, &lifted).await });
             }
         }
-        Ok(())
     }
 
     /// Take a hold in; whether it is new or longer.
