@@ -168,6 +168,9 @@ impl Reloader {
                 .is_some_and(|o| o.rules != p.rules)
         });
         let shadow = new.shadow;
+        if let Some(tap) = &self.tables.firewall {
+            tap.set_shadow(shadow);
+        }
         let running = Running::build(new, &self.live.carry)
             .map_err(|e| BadConfig::new("policies", e.to_string()))?;
         self.live.swap(running);
