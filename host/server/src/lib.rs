@@ -231,9 +231,7 @@ pub async fn serve_from(
     })?;
     let addr = listeners[0].local_addr().map_err(ServeError::Http)?;
     log_front_proxy(&cfg);
-    let app = service(&cfg, &backend, users, server_metrics.clone(), path)?;
-    let stop = shutdown_signal();
-    tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), workers = n_workers, "portcullis listening on http://{addr}");
+    // Before "listening": a log that appears from now on is read whole.
     let lock_for = std::time::Duration::from_micros(cfg.rules.login.lock_for.as_micros());
     let jails = jails::Jails::start(
         &cfg.jails,
@@ -242,6 +240,9 @@ pub async fn serve_from(
         backend.sqlite.clone(),
     )
     .await;
+    let app = service(&cfg, &backend, users, server_metrics.clone(), path)?;
+    let stop = shutdown_signal();
+    tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), workers = n_workers, "portcullis listening on http://{addr}");
     let served = workers::run(listeners, app, cfg.conn.clone(), server_metrics, stop).await;
     tracing::info!("shutting down");
     jails.stop().await;
