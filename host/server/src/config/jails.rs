@@ -175,3 +175,68 @@ pub fn check(raw: Vec<RawJail>) -> Result<Vec<JailConfig>, BadConfig> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{BadConfig, ServerConfig};
+
+    fn load(text: &str) -> Result<ServerConfig, BadConfig> {
+        ServerConfig::from_str_env(text, "t.toml", std::iter::empty())
+    }
+
+    #[test]
+    fn the_example_jail_block_loads_uncommented() {
+        let example = include_str!("../../../../portcullis.example.toml");
+        let (_, rest) = example.split_once("# --- log jail").unwrap();
+        let (block, _) = rest.split_once("# --- end log jail").unwrap();
+        let block: String = block
+            .lines()
+            .skip(1)
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = load(&block).unwrap();
+        let j = &c.jails[0];
+        assert_eq!(j.name, "sshd");
+        assert_eq!(
+            j.source,
+            super::JailSource::File("/var/log/auth.log".into())
+        );
+        assert_eq!(
+            (j.failure.len(), j.success.len(), j.ignore.len()),
+            (2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let key = |t: &str| load(t).unwrap_err().to_string();
+        let jail = |rest: &str| format!("[[jails]]\nname = \"ssh\"\n{rest}\n");
+        let e = key(&jail("filter = \"nope\"\npath = \"/x\""));
+        assert!(
+            e.contains("jails[0].filter: \"nope\" is not a shipped filter"),
+            "{e}"
+        );
+        let e = key(&jail("path = \"/x\""));
+        assert!(e.contains("jails[0].failure: no failure pattern"), "{e}");
+        let e = key(&jail("failure = ['from (<HOST>']\npath = \"/x\""));
+        assert!(e.contains("jails[0].failure[0]: "), "{e}");
+        let e = key(&jail("failure = ['no address']\npath = \"/x\""));
+        assert!(e.contains("jails[0].failure[0]: has no <HOST>"), "{e}");
+        let e = key(&jail("filter = \"sshd\""));
+        assert!(e.contains("jails[0].path: missing"), "{e}");
+        let e = key(&jail(
+            "filter = \"sshd\"\npath = \"/x\"\njournal_unit = \"ssh\"",
+        ));
+        assert!(e.contains("jails[0].journal_unit: set either"), "{e}");
+        let two = format!(
+            "{}{}",
+            jail("filter = \"sshd\"\npath = \"/x\""),
+            jail("filter = \"sshd\"\npath = \"/y\"")
+        );
+        assert!(key(&two).contains("jails[1].name: \"ssh\" is used twice"));
+        let e = key("[[jails]]\nname = \"a b\"\nfilter = \"sshd\"\npath = \"/x\"\n");
+        assert!(e.contains("jails[0].name"), "{e}");
+        let e = key("[[jails]]\nname = \"a\"\nfilter = \"sshd\"\npath = \"/x\"\nport = 22\n");
+        assert!(e.contains("jails[0].port: unknown key"), "{e}");
+    }
+}
