@@ -188,7 +188,8 @@ impl Task {
         let mut cursor = saved.map(|p| p.cursor).filter(|c| !c.is_empty());
         loop {
             match self.journal_once(&unit, &mut cursor).await {
-                Ok(()) => tracing::warn!(jail = %self.jail.name, unit, "journalctl exited"),
+                Ok(true) => return,
+                Ok(false) => tracing::warn!(jail = %self.jail.name, unit, "journalctl exited"),
                 Err(e) => {
                     tracing::warn!(jail = %self.jail.name, unit, error = %e, "journalctl failed")
                 }
@@ -199,12 +200,12 @@ impl Task {
         }
     }
 
-    /// Run `journalctl` until it exits or the jail stops.
+    /// Run `journalctl` until it exits (false) or the jail stops (true).
     async fn journal_once(
         &mut self,
         unit: &str,
         cursor: &mut Option<String>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new("journalctl")
             .args(journal::args(unit, cursor.as_deref()))
@@ -220,9 +221,9 @@ impl Task {
         loop {
             let line = tokio::select! {
                 l = lines.next_line() => l?,
-                _ = self.stop.changed() => return Ok(()),
+                _ = self.stop.changed() => return Ok(true),
             };
-            let Some(line) = line else { return Ok(()) };
+            let Some(line) = line else { return Ok(false) };
             let Some(entry) = journal::parse(&line) else {
                 continue;
             };

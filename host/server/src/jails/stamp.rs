@@ -79,7 +79,7 @@ fn syslog(line: &str, now_ms: u64) -> Option<u64> {
     // year's, a January line read in December next year's.
     let best = [y - 1, y, y + 1]
         .into_iter()
-        .filter_map(|y| at(y))
+        .filter_map(at)
         .min_by_key(|t| (t - now).abs())?;
     u64::try_from(best).ok()
 }
