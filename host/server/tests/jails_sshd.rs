@@ -22,6 +22,9 @@
 //! store: lines written while the server is down are counted once after
 //! the restart, lines read before it are not counted again.
 //!
+//! `the_journal_source_resumes_after_its_cursor`: the journal source with a
+//! stand-in `journalctl` (no journald runs here).
+//!
 //! Needs root, `ip`, `sshd`, `ssh-keygen`, `hydra`, `useradd`/`chpasswd`:
 //! under `CI=true` a missing one fails; otherwise the test is skipped with
 //! the reason printed.
@@ -362,4 +365,65 @@ async fn a_restart_resumes_the_log_where_it_stopped() {
     until("1 more line", || async { lines(&s, "failure").await >= 4 }).await;
     // Neither the two lines read before the restart again, nor any skipped.
     assert_eq!(lines(&s, "failure").await, 4);
+}
+
+/// The journal source's plumbing, with a stand-in `journalctl` on `PATH`
+/// (no journald runs here): its JSON entries are fed (one stamped in the
+/// future is skipped), and after a restart it is asked to resume after the
+/// last cursor handled.
+#[tokio::test]
+async fn the_journal_source_resumes_after_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = d.join("args");
+    let entry = |c: &str, us: u64, ip: &str| {
+        format!(
+            r#"{{"__CURSOR":"{c}","__REALTIME_TIMESTAMP":"{us}","MESSAGE":"Failed password for root from {ip} port 1 ssh2"}}"#
+        )
+    };
+    let past = 1_700_000_000_000_000u64;
+    let entries = [
+        entry("c1", past, "192.0.2.50"),
+        entry("c2", past + 1, "192.0.2.51"),
+        entry("c3", 99_999_999_999_000_000, "192.0.2.52"),
+    ];
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> {args:?}\nif [ \"$(wc -l < {args:?})\" = 1 ]; then\n{}fi\nexec sleep 1000\n",
+        entries.iter().map(|e| format!("echo '{e}'\n")).collect::<String>()
+    );
+    let fake = d.join("journalctl");
+    std::fs::write(&fake, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = d.join("portcullis.toml");
+    std::fs::write(
+        &cfg,
+        "[[jails]]\nname = \"sshd\"\nfilter = \"sshd\"\njournal_unit = \"ssh.service\"\n",
+    )
+    .unwrap();
+    let path = format!("{}:/usr/bin:/bin", d.display());
+    let env = [("PATH", path.as_str())];
+    let s = Server::start_with(&d.join("p.db"), &env, Some(&cfg));
+    until("the entries", || async {
+        lines(&s, "failure").await == 2 && lines(&s, "future").await == 1
+    })
+    .await;
+    assert!(s.stop().success());
+    let s = Server::start_with(&d.join("p.db"), &env, Some(&cfg));
+    until("the second journalctl", || async {
+        std::fs::read_to_string(&args)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 2
+    })
+    .await;
+    let called = std::fs::read_to_string(&args).unwrap();
+    let called: Vec<&str> = called.lines().collect();
+    assert_eq!(called[0], "-f -o json --no-pager -u ssh.service -n 0");
+    assert_eq!(
+        called[1],
+        "-f -o json --no-pager -u ssh.service --after-cursor=c3"
+    );
+    assert_eq!(lines(&s, "failure").await, 0);
 }
