@@ -39,6 +39,7 @@ pub struct Tail {
     dev: u64,
     ino: u64,
     offset: u64,
+    /// The file was there at start: with nothing saved, read from its end.
     first: bool,
     saved: Option<JailPosition>,
 }
@@ -55,15 +56,18 @@ fn rotated(path: &Path) -> PathBuf {
 }
 
 impl Tail {
-    /// Follow `path` from `saved` (see the module doc).
+    /// Follow `path` from `saved` (see the module doc). Call it at start:
+    /// whether the file is there now decides where an unsaved one is read
+    /// from (one `stat`).
     pub fn new(path: PathBuf, saved: Option<JailPosition>) -> Tail {
+        let first = path.exists();
         Tail {
             path,
             file: None,
             dev: 0,
             ino: 0,
             offset: 0,
-            first: true,
+            first,
             saved,
         }
     }

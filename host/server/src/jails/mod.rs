@@ -60,13 +60,18 @@ impl Jails {
             let feeder = Feeder::new(jail.clone(), engine.clone(), lock_for_ms);
             let saved = positions.get(&jail.name, &jail.source.label());
             tracing::info!(jail = %jail.name, source = %jail.source.label(), resumed = saved.is_some(), "jail started");
+            // The file's presence is judged now, before the server listens.
+            let source = match &jail.source {
+                JailSource::File(p) => Source::File(follow::Tail::new(p.clone(), saved)),
+                JailSource::Journal(u) => Source::Journal(u.clone(), saved),
+            };
             let task = Task {
                 jail,
                 feeder,
                 positions: positions.clone(),
                 stop: rx.clone(),
             };
-            tasks.push(tokio::spawn(task.run(saved)));
+            tasks.push(tokio::spawn(task.run(source)));
         }
         Jails { stop, tasks }
     }
@@ -92,6 +97,14 @@ fn describe() {
     );
 }
 
+/// What a jail reads, ready to start.
+enum Source {
+    /// A file, its start judged.
+    File(follow::Tail),
+    /// A unit's journal, after the saved cursor.
+    Journal(String, Option<JailPosition>),
+}
+
 /// One jail's loop.
 struct Task {
     jail: Arc<JailConfig>,
@@ -101,10 +114,10 @@ struct Task {
 }
 
 impl Task {
-    async fn run(self, saved: Option<JailPosition>) {
-        match self.jail.source.clone() {
-            JailSource::File(path) => self.file(path, saved).await,
-            JailSource::Journal(unit) => self.journal(unit, saved).await,
+    async fn run(self, source: Source) {
+        match source {
+            Source::File(tail) => self.file(tail).await,
+            Source::Journal(unit, saved) => self.journal(unit, saved).await,
         }
     }
 
@@ -130,8 +143,7 @@ impl Task {
         }
     }
 
-    async fn file(mut self, path: std::path::PathBuf, saved: Option<JailPosition>) {
-        let mut tail = follow::Tail::new(path.clone(), saved);
+    async fn file(mut self, mut tail: follow::Tail) {
         let mut last = None;
         let mut failing = false;
         loop {
@@ -155,7 +167,7 @@ impl Task {
                 }
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(jail = %self.jail.name, path = %path.display(), error = %e, "jail cannot read its log");
+                        tracing::warn!(jail = %self.jail.name, source = %self.jail.source.label(), error = %e, "jail cannot read its log");
                     }
                     failing = true;
                     false
