@@ -334,7 +334,10 @@ fn hydra_against_a_real_sshd_is_dropped_by_the_kernel() {
         m.contains("portcullis_jail_locks_total{jail=\"sshd\"} 1"),
         "{m}"
     );
-    assert_eq!(srv.elements("portcullis", "addr4"), [sshd.attacker.as_str()]);
+    assert_eq!(
+        srv.elements("portcullis", "addr4"),
+        [sshd.attacker.as_str()]
+    );
     let attacker: IpAddr = sshd.attacker.parse().unwrap();
     let target: SocketAddr = format!("{}:2222", sshd.target).parse().unwrap();
     assert!(
