@@ -236,6 +236,27 @@ mod tests {
             caught(&closed, line),
             Some(("127.0.0.1".into(), Some("root".into())))
         );
+        // Lines Debian's sshd 9.2 wrote under hydra (`sshd -E`): which
+        // filter counts them.
+        let sshd = |name: &str, line: &str| {
+            let p = preset(name).unwrap();
+            p.failure
+                .iter()
+                .filter(|s| compile(s).unwrap().regex.is_match(line))
+                .count()
+        };
+        let real = [
+            ("Received disconnect from 10.77.0.2 port 48670:11: Bye Bye [preauth]", 0, 0),
+            ("Disconnected from authenticating user pcjailtest 10.77.0.2 port 48670 [preauth]", 0, 1),
+            ("Failed password for pcjailtest from 10.77.0.2 port 48676 ssh2", 1, 1),
+            ("Connection closed by authenticating user pcjailtest 10.77.0.2 port 48676 [preauth]", 0, 1),
+            ("Invalid user admin from 10.77.0.2 port 48700", 0, 1),
+            ("Server listening on 0.0.0.0 port 2222.", 0, 0),
+        ];
+        for (line, normal, aggressive) in real {
+            assert_eq!(sshd("sshd", line), normal, "{line}");
+            assert_eq!(sshd("sshd-aggressive", line).min(1), aggressive, "{line}");
+        }
         let ok = compile(SSHD_SUCCESS[0]).unwrap();
         let line = "Accepted password for bob from 10.0.0.9 port 4 ssh2";
         assert_eq!(
