@@ -15,6 +15,7 @@ pub mod demo;
 pub mod exporter;
 pub mod firewall;
 pub mod forward_auth;
+pub mod jail_series;
 pub mod jails;
 pub mod listener;
 pub mod lock_reveal;

@@ -259,8 +259,8 @@ pub fn diff(have: &State, want: &State, now_ms: u64) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis::Duration;
     use portcullis::manual::parse_range;
+    use portcullis::Duration;
     use portcullis_core::KeyKind;
 
     fn ban(range: &str, until_ms: Option<u64>) -> ManualBan {

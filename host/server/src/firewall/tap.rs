@@ -15,13 +15,13 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use portcullis::Duration;
 use parking_lot::Mutex;
 use portcullis::clock::read;
 use portcullis::engine::{Engine, Status};
 use portcullis::guard::{HostPenalty, LoginAttempt, Ticket};
 use portcullis::limiter::BanInfo;
 use portcullis::manual::{ManualBan, ManualError};
+use portcullis::Duration;
 use portcullis::{BoxFuture, Guard};
 use portcullis_core::{Cidr, Decision, Reason};
 use tokio::sync::Notify;
