@@ -157,7 +157,3 @@ pub use time::MAX_LOOKBACK;
 #[cfg(feature = "alloc")]
 pub use window::GrowLog;
 pub use window::{CompactLog, Log, TimeLog};
-
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
