@@ -97,11 +97,10 @@
 //!
 //! ## Features
 //!
-//! * `alloc`: `MapStore`/`MapLimiter`, a growable table.
-//! * `defmt`: `defmt::Format` on public types.
-//! * `critical-section`: `shared::Shared`, a `Mutex<RefCell<_>>` wrapper.
-//!
 //! None pulls in `std`; CI builds all of them for `thumbv7m-none-eabi`.
+//! The list is generated from `Cargo.toml` (`document-features`):
+//!
+#![doc = document_features::document_features!()]
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -386,3 +386,55 @@ fn the_book_builds_and_its_links_resolve() {
         broken.join("\n")
     );
 }
+
+/// The features of a `Cargo.toml` (not `default`), each with whether a
+/// `## ` doc comment stands right above it.
+fn features(manifest: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut in_features = false;
+    let mut documented = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+            continue;
+        }
+        if !in_features {
+            continue;
+        }
+        if line.starts_with("##") {
+            documented = true;
+        } else if let Some((name, _)) = line.split_once('=') {
+            let name = name.trim();
+            if name != "default" {
+                out.push((name.to_string(), documented));
+            }
+            documented = false;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            documented = false;
+        }
+    }
+    out
+}
+
+#[test]
+fn every_feature_has_the_doc_comment_its_crate_docs_list() {
+    for (crate_dir, lib) in [
+        ("core", "core/src/lib.rs"),
+        ("host", "host/src/lib.rs"),
+        ("host/server", "host/server/src/lib.rs"),
+    ] {
+        let manifest = read(&root().join(crate_dir).join("Cargo.toml"));
+        for (name, documented) in features(&manifest) {
+            assert!(
+                documented,
+                "{crate_dir}/Cargo.toml: feature `{name}` has no `## ` comment"
+            );
+        }
+        assert!(
+            read(&root().join(lib)).contains("#![doc = document_features::document_features!()]"),
+            "{lib}: the crate docs list the features from Cargo.toml"
+        );
+    }
+    let host = features(&read(&root().join("host/Cargo.toml")));
+    assert!(host.iter().any(|(n, _)| n == "sqlite"), "{host:?}");
+}

@@ -4,6 +4,14 @@
 //! to (`routes`: the admin API, `/metrics`, the dashboard, demo mode;
 //! `proxy`; `forward_auth`; `login`), the listener and the admin CLI. The
 //! pipeline is described in `docs/pipeline.md`.
+//!
+//! ## Features
+//!
+//! Generated from `Cargo.toml` (`document-features`). Whatever is listed,
+//! the server builds its library `portcullis` with `sqlite`, `redis` and
+//! `axum`.
+//!
+#![doc = document_features::document_features!()]
 
 pub mod admin_api;
 pub mod admin_auth;
