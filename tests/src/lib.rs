@@ -5,6 +5,7 @@
 
 pub mod gen;
 pub mod model;
+pub mod public_api;
 pub mod redis_server;
 
 /// The README's and the book's Rust snippets, compiled and run as doctests.
