@@ -7,12 +7,12 @@
 //! ```
 
 use core::net::{IpAddr, Ipv4Addr};
-use embassy_time::{Duration, Instant};
 use portcullis_core::{Config, ConfigError, Decision, FixedLimiter, Reason, Seed, FIXED_MAX_SPAN};
+use portcullis_core::{Duration, Instant};
 
 fn main() -> Result<(), ConfigError> {
     // A fixed table keeps 32-bit tick offsets: lookbacks up to 2^32 - 1 ticks
-    // (49.7 days at a firmware's 1 kHz; at std's 1 MHz, 71.6 min, so the
+    // (49.7 days at a firmware's 1 kHz; at the default 1 MHz, 71.6 min, so the
     // day-long violation memory and ban lookback are shortened here).
     let mut config = Config::default();
     config.clamp_lookbacks(FIXED_MAX_SPAN);

@@ -5,7 +5,9 @@
 //! run on a 64 KiB microcontroller, inside a std server and (through the
 //! host crate's Lua port, tested differentially) in Redis.
 //!
-//! Every call takes `now` as an [`embassy_time::Instant`] and returns a
+//! Every call takes `now` as an [`Instant`] (the core's own: `u64` ticks at
+//! [`TICK_HZ`] per second, a microsecond each, or embassy-time's rate and
+//! `From`/`Into` its types with the `embassy` feature) and returns a
 //! [`Decision`]: `Allow { remaining, reset_after }` or
 //! `Deny { reason, retry_after }`.
 //!
@@ -16,8 +18,7 @@
 //!
 //! ```
 //! use core::net::{IpAddr, Ipv4Addr};
-//! use embassy_time::{Duration, Instant};
-//! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed, FIXED_MAX_SPAN};
+//! use portcullis_core::{Config, Decision, Duration, FixedLimiter, Instant, Reason, Seed, FIXED_MAX_SPAN};
 //!
 //! let mut config = Config::default();
 //! // A fixed table's logs keep 32-bit tick offsets: every lookback at most
@@ -44,6 +45,8 @@
 //!
 //! | module | holds |
 //! | --- | --- |
+//! | `instant` | [`Instant`], [`Duration`], [`TICK_HZ`]: the core's time types (`u64` ticks) |
+//! | `fixed_vec` | [`FixedVec`]: at most `N` elements in place, never panics ([`Blank`] fills the rest) |
 //! | [`config`] | every rule's knobs and defaults (`docs/rules.md`), [`ConfigError`] |
 //! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
 //! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
@@ -112,6 +115,8 @@ pub mod block;
 pub mod config;
 pub mod decision;
 pub mod entry;
+mod fixed_vec;
+mod instant;
 pub mod key;
 pub mod limiter;
 pub mod lists;
@@ -137,6 +142,8 @@ pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
 #[cfg(feature = "alloc")]
 pub use entry::BoxedCold;
 pub use entry::{Cold, ColdPart, CompactCold, Entry, VIOLATION_LOG};
+pub use fixed_vec::{Blank, FixedVec};
+pub use instant::{Duration, Instant, TICK_HZ};
 pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
 #[cfg(feature = "alloc")]
 pub use limiter::MapLimiter;

@@ -117,6 +117,6 @@ fn the_firmware_table_bytes_hold_twice_the_keys() {
         assert_eq!(size_of::<FixedEntry<16>>(), 172);
     }
     // A log of 16 timestamps: a 64-bit base and 16 32-bit offsets, 76 B
-    // (a heapless deque of 16 u64 was 152 B).
+    // (a deque of 16 u64 was 152 B).
     assert_eq!(size_of::<portcullis_core::CompactLog<16>>(), 76);
 }

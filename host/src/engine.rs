@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 
 use crate::BoxFuture;
-use embassy_time::Duration;
 use portcullis_core::Decision;
+use portcullis_core::Duration;
 
 use crate::guard::{Guard, HostPenalty, LoginAttempt, Ticket};
 use crate::limiter::BanInfo;

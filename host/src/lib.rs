@@ -63,3 +63,6 @@ pub use guard::{Guard, SlotGuard};
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 pub use limiter::{Limiter, LimiterOptions};
 pub use portcullis_core as core_rules;
+/// The core's time types: every `now` the library takes and every delay it
+/// returns (microsecond ticks; [`clock::now`] reads one).
+pub use portcullis_core::{Duration, Instant};

@@ -17,7 +17,7 @@
 //! ```
 //! use portcullis::problem::{problem, ProblemType};
 //! use portcullis_core::{Decision, Reason};
-//! use embassy_time::Duration;
+//! use portcullis_core::Duration;
 //!
 //! let d = Decision::Deny { reason: Reason::RateLimited, retry_after: Duration::from_secs(7) };
 //! let p = problem(&d, &["requests"]).unwrap();
@@ -26,8 +26,8 @@
 //! assert_eq!(p.retry_after, Some(7));
 //! ```
 
-use embassy_time::Duration;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use portcullis_core::Duration;
 use portcullis_core::{Decision, Reason};
 
 use crate::layer::ceil_secs;

@@ -25,8 +25,8 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use embassy_time::{Duration, Instant};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use portcullis::{Duration, Instant};
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::{Config, Decision, Reason};
 

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use embassy_time::Instant;
+use portcullis::Instant;
 use portcullis::{Limiter, LimiterOptions};
 use portcullis_core::{Config, Reason};
 

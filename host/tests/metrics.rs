@@ -162,7 +162,7 @@ fn a_users_recorder_sees_decisions_logins_and_table_gauges() {
 /// `portcullis_evictions_total` sum to every eviction.
 #[test]
 fn evictions_are_published_dead_and_live_apart() {
-    use embassy_time::{Duration, Instant};
+    use portcullis::{Duration, Instant};
     let rec = DebuggingRecorder::new();
     let (stats, r) = metrics::with_local_recorder(&rec, || {
         let opts = LimiterOptions {

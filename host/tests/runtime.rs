@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use embassy_time::{Duration, Instant};
 use portcullis::cleanup::{run_once, Cleanup};
+use portcullis::{Duration, Instant};
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::Config;
 

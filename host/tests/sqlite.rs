@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use embassy_time::Duration;
 use portcullis::sqlite::{SqliteStore, StoreError};
+use portcullis::Duration;
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::{Config, Decision, Reason};
 

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use embassy_time::Duration;
 use portcullis::engine::Engine;
 use portcullis::fleet::journal::Restored;
 use portcullis::fleet::RedisLimiter;
@@ -19,6 +18,7 @@ use portcullis::fleet_engine::{
 };
 use portcullis::sqlite::SqliteStore;
 use portcullis::{Guard, Limiter, LimiterOptions};
+use portcullis_core::Duration;
 use portcullis_core::{Config, Decision, KeyKind, Reason, Seed};
 use portcullis_tests::redis_server::RedisServer;
 use redis::AsyncCommands;

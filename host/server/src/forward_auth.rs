@@ -122,7 +122,7 @@ fn error(status: StatusCode, msg: &str) -> Response {
 }
 
 /// Milliseconds, rounded up.
-fn ceil_ms(d: embassy_time::Duration) -> u64 {
+fn ceil_ms(d: portcullis::Duration) -> u64 {
     d.as_micros().div_ceil(1_000)
 }
 
@@ -190,7 +190,7 @@ fn refused(d: &Decision) -> Response {
     else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "not a denial");
     };
-    let retry = (*retry_after != embassy_time::Duration::MAX).then(|| ceil_secs(*retry_after));
+    let retry = (*retry_after != portcullis::Duration::MAX).then(|| ceil_secs(*retry_after));
     Json(json!({
         "recorded": false,
         "locked": true,
@@ -270,11 +270,8 @@ mod tests {
 
     #[test]
     fn milliseconds_round_up() {
-        assert_eq!(ceil_ms(embassy_time::Duration::from_micros(1)), 1);
-        assert_eq!(ceil_ms(embassy_time::Duration::from_millis(1500)), 1500);
-        assert_eq!(
-            ceil_ms(embassy_time::Duration::MAX),
-            u64::MAX.div_ceil(1_000)
-        );
+        assert_eq!(ceil_ms(portcullis::Duration::from_micros(1)), 1);
+        assert_eq!(ceil_ms(portcullis::Duration::from_millis(1500)), 1500);
+        assert_eq!(ceil_ms(portcullis::Duration::MAX), u64::MAX.div_ceil(1_000));
     }
 }

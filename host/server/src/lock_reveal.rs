@@ -11,7 +11,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use embassy_time::Duration;
+use portcullis::Duration;
 use portcullis_core::{Config, Decision, Reason};
 use serde_json::json;
 

@@ -200,7 +200,7 @@ pub fn hidden_replay(
     replays: Arc<Replays>,
     route: String,
     ip: IpAddr,
-    delay: embassy_time::Duration,
+    delay: portcullis::Duration,
 ) -> Hidden {
     Box::new(move |_d: Decision| -> BoxFuture<'static, Response> {
         Box::pin(async move {

@@ -63,7 +63,7 @@ pub use crate::config::ADMIN_SHARDS;
 pub fn own_rules(rules: &portcullis_core::Config) -> portcullis_core::Config {
     let mut r = rules.clone();
     r.requests.max_requests = ADMIN_QUOTA;
-    r.requests.window = embassy_time::Duration::from_secs(60);
+    r.requests.window = portcullis::Duration::from_secs(60);
     r
 }
 
@@ -373,7 +373,7 @@ impl Pipeline {
         }
         (run.cfg.rules.lists.lookup(ip) == Listed::Deny).then_some(Decision::Deny {
             reason: Reason::Denylisted,
-            retry_after: embassy_time::Duration::MAX,
+            retry_after: portcullis::Duration::MAX,
         })
     }
 
@@ -400,7 +400,7 @@ impl Pipeline {
                 policy,
                 decision: Decision::Allow {
                     remaining: 0,
-                    reset_after: embassy_time::Duration::from_ticks(0),
+                    reset_after: portcullis::Duration::from_ticks(0),
                 },
                 refuse: false,
             };

@@ -92,7 +92,7 @@ use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
 use cluster::{Con, Nodes};
-use embassy_time::Duration;
+use portcullis_core::Duration;
 #[cfg(doc)]
 use portcullis_core::Lists;
 use portcullis_core::{

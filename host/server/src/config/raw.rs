@@ -30,6 +30,21 @@ pub struct File {
     pub policies: Vec<super::policies::RawPolicy>,
     pub upstream: Option<super::proxy::RawUpstream>,
     pub login_routes: Vec<super::proxy::RawLoginRoute>,
+    pub firewall: Firewall,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+pub struct Firewall {
+    pub kind: Option<String>,
+    pub table: Option<String>,
+    pub set_v4: Option<String>,
+    pub set_v6: Option<String>,
+    pub ranges_v4: Option<String>,
+    pub ranges_v6: Option<String>,
+    pub reconcile_interval: Option<Dur>,
+    pub locks: Option<bool>,
+    pub nft: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,8 +184,8 @@ pub struct Dur(pub StdDuration);
 
 impl Dur {
     /// The core's duration.
-    pub fn ticks(self) -> embassy_time::Duration {
-        embassy_time::Duration::from_micros(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
+    pub fn ticks(self) -> portcullis::Duration {
+        portcullis::Duration::from_micros(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
     }
 
     /// Whole microseconds, as the core would keep it.
