@@ -100,13 +100,10 @@
 //!
 //! ## Features
 //!
-//! * `alloc`: `MapStore`/`MapLimiter`, a growable table.
-//! * `defmt`: `defmt::Format` on public types.
-//! * `critical-section`: `shared::Shared`, a `Mutex<RefCell<_>>` wrapper.
-//! * `embassy`: [`Instant`]/[`Duration`] convert to and from embassy-time's,
-//!   tick for tick ([`TICK_HZ`] becomes `embassy_time::TICK_HZ`).
-//!
 //! None pulls in `std`; CI builds all of them for `thumbv7m-none-eabi`.
+//! The list is generated from `Cargo.toml` (`document-features`):
+//!
+#![doc = document_features::document_features!()]
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -166,7 +163,3 @@ pub use time::MAX_LOOKBACK;
 #[cfg(feature = "alloc")]
 pub use window::GrowLog;
 pub use window::{CompactLog, Log, TimeLog};
-
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

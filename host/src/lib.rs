@@ -6,9 +6,9 @@
 //! `portcullis` server binary is a separate crate (`portcullis-server`)
 //! built on this library.
 //!
-//! Features: `sqlite` and `axum` (default), `redis`. With
-//! `--no-default-features` the crate is the sharded limiter, [`Guard`],
-//! the tower layer and the cleanup task.
+//! With `--no-default-features` the crate is the sharded limiter,
+//! [`Guard`], the tower layer and the cleanup task; the features add the
+//! rest.
 //!
 //! | module | holds |
 //! | --- | --- |
@@ -25,6 +25,12 @@
 //! | [`clock`] | monotonic and wall-clock time |
 //! | [`metrics`] | counters through the `metrics` facade; the dashboard's history and offenders |
 //! | [`username`] | usernames folded to one account key (NFKC, case fold, accents) before the core hashes them |
+//!
+//! ## Features
+//!
+//! Generated from `Cargo.toml` (`document-features`):
+//!
+#![doc = document_features::document_features!()]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
