@@ -106,7 +106,10 @@
 //! * `embassy`: [`Instant`]/[`Duration`] convert to and from embassy-time's,
 //!   tick for tick ([`TICK_HZ`] becomes `embassy_time::TICK_HZ`).
 //!
-//! None pulls in `std`; CI builds all of them for `thumbv7m-none-eabi`.
+//! None pulls in `std`; the tests build all of them for `thumbv7m-none-eabi`,
+//! `thumbv6m-none-eabi` (Cortex-M0: no compare-and-swap) and
+//! `riscv32imc-unknown-none-elf` (no atomics: the core uses none), and run
+//! the core's rule checks on a Cortex-M0 in QEMU (`firmware-m0-tests/`).
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
