@@ -34,6 +34,7 @@ fn config() -> Config {
     c.requests.window = Duration::from_secs(5);
     c.blocks.block_for = Duration::from_secs(30);
     c.login.max_failures = 5;
+    c.login.ip_max_failures = Some(5);
     c.login.account_max_failures = Some(16); // every log fits W = 16
     c.penalty.base = Duration::from_millis(250);
     c.penalty.max = Duration::from_secs(2);
@@ -91,7 +92,7 @@ fn login(
     let attempt = match l.begin_login(user, ip, now) {
         Ok(a) => a,
         Err(Decision::Deny {
-            reason: Reason::AccountLocked | Reason::IpLocked,
+            reason: Reason::PairLocked | Reason::IpLocked,
             ..
         }) => {
             bump(&mut t.locked_out);

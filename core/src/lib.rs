@@ -80,11 +80,11 @@
 //!
 //! | configuration | bytes per slot | total |
 //! | --- | --- | --- |
-//! | `FixedLimiter<32, 16>` | 201 | 8 032 |
-//! | `FixedLimiter<64, 16>` | 200 | 14 432 |
-//! | `FixedLimiter<70, 16>` (firmware example: 62 keys in the 16 224 B of the 28-key `FixedLimiter<32, 16>` before issue 18) | 200 | 15 632 |
-//! | `FixedLimiter<256, 16>` | 200 | 52 832 |
-//! | `FixedLimiter<1024, 50>` (server defaults) | 336 | 345 696 |
+//! | `FixedLimiter<32, 16>` | 201 | 8 040 |
+//! | `FixedLimiter<64, 16>` | 200 | 14 440 |
+//! | `FixedLimiter<70, 16>` (firmware example: 62 keys in the 16 224 B of the 28-key `FixedLimiter<32, 16>` before issue 18) | 200 | 15 640 |
+//! | `FixedLimiter<256, 16>` | 200 | 52 840 |
+//! | `FixedLimiter<1024, 50>` (server defaults) | 336 | 345 704 |
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!

@@ -105,6 +105,7 @@ fn config() -> Config {
     c.clamp_lookbacks(FIXED_MAX_SPAN);
     c.requests.max_requests = 10;
     c.login.max_failures = 8;
+    c.login.ip_max_failures = Some(8);
     c.login.account_max_failures = Some(16);
     c
 }
@@ -254,7 +255,7 @@ fn login_lockout_pair_and_ip(l: &mut Limiter, e: Epoch) -> Result<(), Failure> {
     ensure!(
         l.check_login("alice", a, t(7))
             == Decision::Deny {
-                reason: Reason::AccountLocked,
+                reason: Reason::PairLocked,
                 retry_after: s(300),
             },
         "8 failures lock the (alice, address) pair for 5 min"
