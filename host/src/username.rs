@@ -200,7 +200,7 @@ mod tests {
     }
 
     /// Ten failures split between `ａlicé` and `alice` from one address
-    /// lock the account under every spelling: the pair lock
+    /// lock that user from that address under every spelling: the pair lock
     /// (`pair_locked`), not only the address's (`ip_locked`, which a
     /// different name from that address gets).
     #[tokio::test]
