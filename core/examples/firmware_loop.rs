@@ -2,7 +2,8 @@
 //! once, no allocator, a main loop that reads a clock and hands every call
 //! its `now`. Here the clock is simulated (100 ms per turn of the loop), so
 //! the example runs on the host in an instant; on a board `now` is
-//! `portcullis_core::Instant::now()` (see `firmware-example/`).
+//! `embassy_time::Instant::now().into()` with the core's `embassy` feature
+//! (see `firmware-example/`).
 //!
 //! Three peers talk to the device: a flooder sending three lines per turn
 //! (rate limited, then blocked, rule 1–2), a guesser trying passwords as
