@@ -3,7 +3,9 @@
 //! canonical `target` and the `running` configuration), what it dispatches
 //! to (`routes`: the admin API, `/metrics`, the dashboard, demo mode;
 //! `proxy`; `forward_auth`; `login`), the listener and the admin CLI. The
-//! pipeline is described in `docs/pipeline.md`.
+//! pipeline is described in `docs/pipeline.md`. Beside it, the log jails
+//! (`jails`, `docs/jails.md`) feed other services' failed logins to the
+//! same rules.
 
 pub mod admin_api;
 pub mod admin_auth;
@@ -11,7 +13,9 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod exporter;
+pub mod firewall;
 pub mod forward_auth;
+pub mod jails;
 pub mod listener;
 pub mod lock_reveal;
 pub mod login;
@@ -72,6 +76,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("http: {0}")]
     Http(std::io::Error),
+    /// `[firewall]` could not start (names `firewall.kind`).
+    #[error(transparent)]
+    Firewall(#[from] firewall::FirewallError),
     /// The final snapshot at shutdown was not saved.
     #[error(transparent)]
     Shutdown(#[from] portcullis::cleanup::ShutdownError),
@@ -89,6 +96,8 @@ pub struct Backend {
     pub kind: &'static str,
     /// The SQLite store, closed at shutdown.
     pub sqlite: Option<Arc<SqliteStore>>,
+    /// The kernel mirror's tap (`[firewall]` on).
+    pub firewall: Option<Arc<firewall::tap::Tap>>,
 }
 
 /// Build the backend the config asks for.
@@ -107,6 +116,7 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 cleanup: Some(cleanup),
                 kind: "memory",
                 sqlite: None,
+                firewall: None,
             })
         }
         StoreKind::Redis => redis_backend(cfg).await,
@@ -164,6 +174,7 @@ async fn sqlite_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
         cleanup: Some(cleanup),
         kind: "sqlite",
         sqlite: Some(store),
+        firewall: None,
     })
 }
 
@@ -195,6 +206,7 @@ async fn redis_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
         cleanup: Some(cleanup),
         kind: "redis",
         sqlite: Some(journal),
+        firewall: None,
     })
 }
 
@@ -213,7 +225,11 @@ pub async fn serve_from(
 ) -> Result<(), ServeError> {
     // Before any guard registers its series.
     exporter::install();
-    let backend = backend(&cfg).await?;
+    let mut backend = backend(&cfg).await?;
+    if let Some(fw) = firewall::start(&cfg, backend.engine.clone(), backend.local.clone()).await? {
+        backend.engine = fw.engine;
+        backend.firewall = Some(fw.tap);
+    }
     let server_metrics = Arc::new(exporter::ServerMetrics::default());
     let users = passwords::Users::new(&cfg.users, &cfg.hashing, server_metrics.clone());
     if cfg.users.is_empty() {
@@ -228,11 +244,21 @@ pub async fn serve_from(
     })?;
     let addr = listeners[0].local_addr().map_err(ServeError::Http)?;
     log_front_proxy(&cfg);
+    // Before "listening": a log that appears from now on is read whole.
+    let lock_for = std::time::Duration::from_micros(cfg.rules.login.lock_for.as_micros());
+    let jails = jails::Jails::start(
+        &cfg.jails,
+        backend.engine.clone(),
+        lock_for,
+        backend.sqlite.clone(),
+    )
+    .await;
     let app = service(&cfg, &backend, users, server_metrics.clone(), path)?;
     let stop = shutdown_signal();
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), workers = n_workers, "portcullis listening on http://{addr}");
     let served = workers::run(listeners, app, cfg.conn.clone(), server_metrics, stop).await;
     tracing::info!("shutting down");
+    jails.stop().await;
     let last = match backend.cleanup {
         Some(c) => c.shutdown().await,
         None => Ok(()),
@@ -285,6 +311,7 @@ pub fn service(
             service: backend.engine.clone(),
             own: vec![own.admin.clone(), own.metrics.clone()],
             guesses: own.guesses.clone(),
+            firewall: backend.firewall.clone(),
         },
     ));
     reload::on_sighup(reloader.clone());

@@ -16,7 +16,7 @@
 //!   `portcullis_config_reload_errors_total`;
 //! * **needs restart**: keys that cannot change live ([`RESTART_ONLY`]:
 //!   the listen address, the store, table sizes, listener limits, users
-//!   and password hashing) are reported by key and keep their running
+//!   and password hashing, `[[jails]]`) are reported by key and keep their running
 //!   value; the rest of the reload still applies.
 
 use std::path::PathBuf;
@@ -81,6 +81,16 @@ pub const RESTART_ONLY: &[(&str, Keep)] = keep![
     "login.argon2_memory_kib" => hashing.memory_kib,
     "login.argon2_iterations" => hashing.iterations,
     "login.argon2_parallelism" => hashing.parallelism,
+    "firewall.kind" => firewall.kind,
+    "firewall.table" => firewall.table,
+    "firewall.set_v4" => firewall.set_v4,
+    "firewall.set_v6" => firewall.set_v6,
+    "firewall.ranges_v4" => firewall.ranges_v4,
+    "firewall.ranges_v6" => firewall.ranges_v6,
+    "firewall.reconcile_interval" => firewall.reconcile_interval,
+    "firewall.locks" => firewall.locks,
+    "firewall.nft" => firewall.nft,
+    "jails" => jails,
 ];
 
 /// The tables a reload gives new rules besides the policies': the
@@ -93,6 +103,8 @@ pub struct Tables {
     pub own: Vec<Arc<dyn Engine>>,
     /// Report-token guesses (the service's login rules).
     pub guesses: Arc<dyn Engine>,
+    /// The kernel mirror, rebuilt from the store after each reload.
+    pub firewall: Option<Arc<crate::firewall::tap::Tap>>,
 }
 
 /// Re-reads and applies the configuration; one reload at a time.
@@ -157,9 +169,15 @@ impl Reloader {
                 .is_some_and(|o| o.rules != p.rules)
         });
         let shadow = new.shadow;
+        if let Some(tap) = &self.tables.firewall {
+            tap.set_shadow(shadow);
+        }
         let running = Running::build(new, &self.live.carry)
             .map_err(|e| BadConfig::new("policies", e.to_string()))?;
         self.live.swap(running);
+        if let Some(tap) = &self.tables.firewall {
+            tap.rebuild();
+        }
         tracing::info!(rules_changed, shadow, needs_restart = ?needs_restart, "config reloaded");
         for key in &needs_restart {
             tracing::warn!(key, "config reload: this setting needs a restart; ignored");

@@ -91,6 +91,10 @@ pub struct ServerConfig {
     pub upstream: Option<proxy::Upstream>,
     /// `[[login_routes]]` (proxy mode).
     pub login_routes: Vec<proxy::LoginRoute>,
+    /// `[[jails]]`: log sources whose lines count as logins.
+    pub jails: Vec<jails::JailConfig>,
+    /// `[firewall]`: holds mirrored into the kernel (nftables).
+    pub firewall: Firewall,
 }
 
 /// Connection limits and timeouts (`[server]`).
@@ -222,11 +226,15 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
         .map_err(|e| format!("{s:?} is not a duration like \"60s\", \"15m\", \"24h\" ({e})"))
 }
 
+pub mod filter;
+pub mod firewall;
 pub mod forward_auth;
+pub mod jails;
 pub mod policies;
 pub mod proxy;
 pub(crate) mod raw;
 
+pub use firewall::{Firewall, FirewallKind};
 pub use forward_auth::{ForwardAuth, FrontProxy};
 #[cfg(test)]
 mod tests;
@@ -379,11 +387,15 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
         policies,
         upstream,
         login_routes,
+        jails,
+        firewall,
     } = file;
+    let jails = jails::check(jails)?;
     let rules = rules(&requests, &login, &penalty, &slots, lists)?;
     let policies = policies::check(policies, &rules)?;
     let (upstream, login_routes) = proxy::check(upstream, login_routes)?;
     let forward_auth = forward_auth::check(forward_auth)?;
+    let firewall = firewall::check(firewall)?;
     if upstream.is_none() && !forward_auth.enabled && !login_routes.is_empty() {
         return Err(bad(
             "login_routes",
@@ -432,6 +444,8 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
         policies,
         upstream,
         login_routes,
+        jails,
+        firewall,
     })
 }
 
