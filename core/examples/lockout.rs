@@ -31,7 +31,7 @@ fn main() -> Result<(), ConfigError> {
     assert_eq!(
         limiter.check_login("Alice", ip, now),
         Decision::Deny {
-            reason: Reason::AccountLocked,
+            reason: Reason::PairLocked,
             retry_after: Duration::from_secs(300)
         }
     );

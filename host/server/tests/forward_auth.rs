@@ -300,7 +300,7 @@ async fn login_results_run_the_core_lockout_and_answer_the_penalty() {
         assert_eq!(v["recorded"], false, "{v}");
         assert_eq!(v["locked"], true, "{v}");
         assert!(
-            ["account_locked", "ip_locked"].contains(&v["reason"].as_str().unwrap()),
+            ["pair_locked", "ip_locked"].contains(&v["reason"].as_str().unwrap()),
             "{v}"
         );
         let retry = v["retry_after"].as_u64().unwrap();
