@@ -9,6 +9,7 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use embassy_time::{Duration, Instant};
+use portcullis_core::internals::Store;
 use portcullis_core::*;
 
 const SEED: Seed = Seed::new([0x5a; 16]);

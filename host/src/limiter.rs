@@ -306,7 +306,7 @@ impl Limiter {
             .into_boxed_slice();
         // Shard routing keys, derived from the seed so shard choice is as
         // unpredictable to an attacker as the table hashes.
-        let kh = portcullis_core::key::KeyHasher::new(seed);
+        let kh = portcullis_core::KeyHasher::new(seed);
         let route = (
             kh.hash(&Key::account(0x5348_4152_4431)),
             kh.hash(&Key::account(0x5348_4152_4432)),

@@ -47,7 +47,7 @@ pub fn hides(reveal_lock: bool, d: &Decision) -> bool {
 /// The penalty delay a wrong password gets once its pair has failed
 /// `max_failures` times in the window: what a locked attempt waits.
 pub fn hidden_lock_delay(rules: &Config) -> Duration {
-    portcullis_core::penalty::delay(&rules.penalty, rules.login.max_failures)
+    rules.penalty.delay(rules.login.max_failures)
 }
 
 /// The penalty a hidden lock serves: the one the backend gives it, else
