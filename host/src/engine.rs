@@ -48,7 +48,7 @@ pub trait Engine: Send + Sync + 'static {
     fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize>;
     /// Everything blocked, banned or locked.
     fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>>;
-    /// Block or ban an address or range by hand ([`crate::manual`]); the
+    /// Block or ban an address or range by hand ([`ManualBan`](crate::ManualBan)); the
     /// decision it replaced. The default refuses.
     fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
         let _ = ban;

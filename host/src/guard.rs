@@ -14,7 +14,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use portcullis::{Guard, Limiter, LimiterOptions};
-//! use portcullis_core::Config;
+//! use portcullis::Config;
 //! use std::sync::Arc;
 //!
 //! let limiter = Arc::new(Limiter::new(Config::default(), LimiterOptions::default()).unwrap());

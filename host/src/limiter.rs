@@ -15,7 +15,7 @@
 //! ```
 //! use std::net::IpAddr;
 //! use portcullis::{Limiter, LimiterOptions};
-//! use portcullis_core::Config;
+//! use portcullis::Config;
 //!
 //! let mut config = Config::default();
 //! config.requests.max_requests = 2;
@@ -59,10 +59,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Timestamps per key log on the host: `requests.max_requests`,
 /// `login.max_failures` and `login.account_max_failures` must not exceed it.
-pub const W: usize = 64;
+pub const LOG_CAPACITY: usize = 64;
+const W: usize = LOG_CAPACITY;
 
 /// One shard.
-pub type Shard = MapLimiter<W>;
+pub(crate) type Shard = MapLimiter<W>;
 
 /// A record of one key as the host persists it.
 pub type HostRecord = Record<W>;
@@ -205,7 +206,7 @@ pub struct PurgeReport {
 /// of its slot. The held denial, written without the lock, comes after
 /// the shard on lines of its own (`HeldDenial` is 64-byte aligned).
 #[repr(C, align(128))]
-pub struct ShardSlot {
+pub(crate) struct ShardSlot {
     /// A mark of the address this shard denied last (0: none).
     denied: AtomicU64,
     lock: RwLock<Shard>,
@@ -216,7 +217,7 @@ pub struct ShardSlot {
 
 impl ShardSlot {
     /// The shard, shared.
-    pub fn read(&self) -> RwLockReadGuard<'_, Shard> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Shard> {
         // The core never panics, so a poisoned lock still holds a
         // consistent shard.
         self.lock.read().unwrap_or_else(PoisonError::into_inner)
@@ -224,7 +225,7 @@ impl ShardSlot {
 
     /// The shard, exclusively: the held denial is cleared first, since
     /// whatever the caller does may change it.
-    pub fn write(&self) -> RwLockWriteGuard<'_, Shard> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Shard> {
         let guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
         self.held.clear();
         guard
@@ -417,8 +418,14 @@ impl Limiter {
     }
 
     /// Which shard holds `key`.
-    pub fn shard_for_key(&self, key: &Key) -> &ShardSlot {
+    pub(crate) fn shard_for_key(&self, key: &Key) -> &ShardSlot {
         &self.shards[self.index_for_key(key)]
+    }
+
+    /// The index of the shard that holds `key` (below `shards`): keys with
+    /// the same index contend for one lock.
+    pub fn shard_of(&self, key: &Key) -> usize {
+        self.index_for_key(key)
     }
 
     /// Run `f` on `ip`'s shard and collect the records of the keys whose
@@ -451,7 +458,7 @@ impl Limiter {
     ///
     /// A denial that changes nothing (a key already denied and most
     /// recently seen: a client hammering) is decided without the exclusive
-    /// lock: from the shard's [`HeldDenial`] while it holds (no lock at
+    /// lock: from the shard's held denial while it holds (no lock at
     /// all), else under the shared lock, which then holds the new standing
     /// denial. That is tried only for the address the shard denied last (a
     /// hint, one relaxed load), so other requests pay nothing for it.

@@ -21,7 +21,7 @@ pub trait Persist: Send + Sync + 'static {
     /// Where the records go, for status pages (a path, a URL).
     fn location(&self) -> String;
     /// Write a manual ban of an address or range (or its lifting) through
-    /// ([`crate::manual`]). The default refuses: a store that cannot keep
+    /// ([`ManualBan`](crate::ManualBan)). The default refuses: a store that cannot keep
     /// them says so rather than losing them silently.
     fn write_manual(
         &self,

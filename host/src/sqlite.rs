@@ -22,7 +22,7 @@
 //!   that are no longer present, in one transaction.
 //!
 //! Schema version 2 added `manual_bans` (an operator's bans of addresses
-//! and ranges, [`crate::manual`]); a version 1 store is migrated in the
+//! and ranges, [`ManualBan`]); a version 1 store is migrated in the
 //! opening transaction (the table is created, nothing else changes), and
 //! read as having no manual bans by the read-only CLI.
 //!

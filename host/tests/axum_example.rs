@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis::Config;
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Config;
 use serde_json::json;
 
 fn guard(f: impl FnOnce(&mut Config)) -> Guard {
@@ -32,7 +32,7 @@ async fn serve() -> String {
     let login = guard(|c| {
         c.requests.max_requests = 8;
         c.login.max_failures = 3;
-        c.penalty.base = embassy_time::Duration::from_millis(10);
+        c.penalty.base = portcullis::Duration::from_millis(10);
     });
     let app = axum_login::app(global, login);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,9 +4,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use embassy_time::Instant;
+use portcullis::Instant;
+use portcullis::{Config, Reason};
 use portcullis::{Limiter, LimiterOptions};
-use portcullis_core::{Config, Reason};
 
 const THREADS: usize = 8;
 const EACH: usize = 10_000;
@@ -184,7 +184,7 @@ fn successes_do_not_accumulate_as_failures() {
     }
     let d = lim.check_login_at("bob", ip, Instant::from_secs(1_100));
     assert!(
-        matches!(d, portcullis_core::Decision::Allow { remaining: 10, .. }),
+        matches!(d, portcullis::Decision::Allow { remaining: 10, .. }),
         "{d:?}"
     );
 }

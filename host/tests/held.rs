@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use embassy_time::{Duration, Instant};
+use portcullis::{Duration, Instant};
 use portcullis::{Limiter, LimiterOptions};
 use portcullis_core::{Config, Decision, MapLimiter, Reason, Seed};
 

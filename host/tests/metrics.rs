@@ -9,10 +9,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use portcullis::engine::Engine;
 use portcullis::metrics::Metrics;
+use portcullis::Engine;
+use portcullis::{Config, Decision};
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::{Config, Decision};
 
 fn guard(c: Config) -> Guard {
     let opts = LimiterOptions {
@@ -162,7 +162,7 @@ fn a_users_recorder_sees_decisions_logins_and_table_gauges() {
 /// `portcullis_evictions_total` sum to every eviction.
 #[test]
 fn evictions_are_published_dead_and_live_apart() {
-    use embassy_time::{Duration, Instant};
+    use portcullis::{Duration, Instant};
     let rec = DebuggingRecorder::new();
     let (stats, r) = metrics::with_local_recorder(&rec, || {
         let opts = LimiterOptions {

@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use embassy_time::Duration;
 use portcullis::sqlite::{SqliteStore, StoreError};
+use portcullis::Duration;
+use portcullis::{Config, Decision, Reason};
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::{Config, Decision, Reason};
 
 fn open(path: &std::path::Path) -> Guard {
     let (store, loaded) = SqliteStore::open(path).unwrap();
@@ -260,7 +260,8 @@ async fn only_bans_blocks_and_locks_are_written_through() {
 #[tokio::test]
 async fn each_call_writes_through_exactly_the_records_it_changed() {
     use portcullis::clock::{read, Now};
-    use portcullis_core::{Addr, Key, UserHasher};
+    use portcullis::{Addr, Key};
+    use portcullis_core::UserHasher;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exact.db");
@@ -279,8 +280,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     let lim = g.limiter().clone();
     let user = |name: &str| UserHasher::new(lim.seed()).hash(name);
     let addr = |ip: IpAddr| Addr::from_ip(ip, 64);
-    let keys =
-        |c: &portcullis::limiter::Changes| c.upsert.iter().map(|r| r.key).collect::<Vec<_>>();
+    let keys = |c: &portcullis::Changes| c.upsert.iter().map(|r| r.key).collect::<Vec<_>>();
     let rows = || {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0))
@@ -388,7 +388,7 @@ fn a_lift_of_many_locked_pairs_writes_them_all() {
 /// from memory and from the file.
 #[tokio::test]
 async fn manual_bans_are_written_through_and_ended_ones_purged() {
-    use portcullis::manual::{parse_range, ManualBan};
+    use portcullis::{parse_range, ManualBan};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
     let now = portcullis::clock::unix_ms();
@@ -473,7 +473,7 @@ async fn manual_bans_are_written_through_and_ended_ones_purged() {
 #[tokio::test]
 async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
     use portcullis::sqlite::{Imposed, JournalChange, JournalKey, JournalRow, SCHEMA_VERSION};
-    use portcullis_core::{Addr, KeyKind};
+    use portcullis::{Addr, KeyKind};
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("j.db");
     let key = |kind, a: u8, user: &str| JournalKey {

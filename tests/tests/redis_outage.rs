@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use embassy_time::Duration;
-use portcullis::engine::Engine;
 use portcullis::fleet::journal::Restored;
 use portcullis::fleet::RedisLimiter;
-use portcullis::fleet_engine::{
+use portcullis::fleet::{
     connect_fleet, connect_fleet_journaled, FleetEngine, FleetOptions, NAMESPACE,
 };
 use portcullis::sqlite::SqliteStore;
+use portcullis::Engine;
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::{Config, Decision, KeyKind, Reason, Seed};
 use portcullis_tests::redis_server::RedisServer;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use embassy_time::Duration;
-use portcullis::engine::Engine;
-use portcullis::fleet::reconcile::Imposed;
 use portcullis::fleet::RedisLimiter;
-use portcullis::fleet_engine::{connect_fleet, FleetEngine, FleetOptions, NAMESPACE};
+use portcullis::fleet::{connect_fleet, FleetEngine, FleetOptions, NAMESPACE};
+use portcullis::Engine;
+use portcullis::Imposed;
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::{Config, Decision, Growth, KeyKind, Reason, Seed};
 use portcullis_tests::redis_server::RedisServer;

@@ -36,9 +36,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portcullis::engine::Engine;
-use portcullis::layer::{ceil_secs, deny_response, header_values};
-use portcullis_core::Decision;
+use portcullis::Decision;
+use portcullis::Engine;
+use portcullis::{bare_deny_response, ceil_secs, header_values};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -84,7 +84,7 @@ pub fn answer(name: &str, engine: &dyn Engine, d: &Decision, refuse: bool) -> Re
         h.insert(STATUS_HEADER, HeaderValue::from_static("204"));
         return r;
     }
-    let mut r: Response<Body> = deny_response(name, engine, d);
+    let mut r: Response<Body> = bare_deny_response(name, engine, d);
     let status = r.status();
     if let Ok(v) = HeaderValue::from_str(status.as_str()) {
         r.headers_mut().insert(STATUS_HEADER, v);
@@ -122,7 +122,7 @@ fn error(status: StatusCode, msg: &str) -> Response {
 }
 
 /// Milliseconds, rounded up.
-fn ceil_ms(d: embassy_time::Duration) -> u64 {
+fn ceil_ms(d: portcullis::Duration) -> u64 {
     d.as_micros().div_ceil(1_000)
 }
 
@@ -140,7 +140,7 @@ pub async fn login_result(
     // looked at, so further guesses learn nothing.
     let d = guesses.check_login(TOKEN_GUESS_USER, caller).await;
     if !d.is_allowed() {
-        return deny_response("report-token", guesses, &d);
+        return bare_deny_response("report-token", guesses, &d);
     }
     if !auth.bearer_ok(headers) {
         let p = guesses.login_failed(TOKEN_GUESS_USER, caller).await;
@@ -190,7 +190,7 @@ fn refused(d: &Decision) -> Response {
     else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "not a denial");
     };
-    let retry = (*retry_after != embassy_time::Duration::MAX).then(|| ceil_secs(*retry_after));
+    let retry = (*retry_after != portcullis::Duration::MAX).then(|| ceil_secs(*retry_after));
     Json(json!({
         "recorded": false,
         "locked": true,
@@ -270,11 +270,8 @@ mod tests {
 
     #[test]
     fn milliseconds_round_up() {
-        assert_eq!(ceil_ms(embassy_time::Duration::from_micros(1)), 1);
-        assert_eq!(ceil_ms(embassy_time::Duration::from_millis(1500)), 1500);
-        assert_eq!(
-            ceil_ms(embassy_time::Duration::MAX),
-            u64::MAX.div_ceil(1_000)
-        );
+        assert_eq!(ceil_ms(portcullis::Duration::from_micros(1)), 1);
+        assert_eq!(ceil_ms(portcullis::Duration::from_millis(1500)), 1500);
+        assert_eq!(ceil_ms(portcullis::Duration::MAX), u64::MAX.div_ceil(1_000));
     }
 }

@@ -11,13 +11,13 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use embassy_time::Duration;
-use portcullis_core::{Config, Decision, Reason};
+use portcullis::Duration;
+use portcullis::{Config, Decision, Reason};
 use serde_json::json;
 
 use crate::passwords::Admitted;
-use portcullis::engine::Engine;
-use portcullis::guard::HostPenalty;
+use portcullis::Engine;
+use portcullis::HostPenalty;
 
 /// The body and status of a wrong password: the one definition both the
 /// login handler and a hidden lock answer with.

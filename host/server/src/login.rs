@@ -21,10 +21,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portcullis::engine::Engine;
-use portcullis::guard::{HostPenalty, LoginAttempt};
 use portcullis::BoxFuture;
-use portcullis_core::Decision;
+use portcullis::Decision;
+use portcullis::Engine;
+use portcullis::{HostPenalty, LoginAttempt};
 use serde_json::json;
 
 /// What answers a lock that `login.reveal_lock = false` hides.
@@ -200,7 +200,7 @@ pub fn hidden_replay(
     replays: Arc<Replays>,
     route: String,
     ip: IpAddr,
-    delay: embassy_time::Duration,
+    delay: portcullis::Duration,
 ) -> Hidden {
     Box::new(move |_d: Decision| -> BoxFuture<'static, Response> {
         Box::pin(async move {

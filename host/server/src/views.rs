@@ -1,8 +1,8 @@
 //! JSON views of the backends' state that the admin API and the dashboard
 //! both show: status, ban rows, Redis Cluster nodes.
 
-use portcullis::engine::{Engine, Status};
-use portcullis::layer::ceil_secs;
+use portcullis::ceil_secs;
+use portcullis::{Engine, Status};
 use serde_json::json;
 
 /// A backend's status as the JSON `/admin/status` starts from; the fleet
@@ -71,7 +71,7 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
 
 /// One blocked, banned or locked key as a JSON row (`/admin/bans`; the
 /// dashboard adds `ms_left`, `shadow` and `policy` to it).
-pub(crate) fn ban_row(b: &portcullis::limiter::BanInfo) -> serde_json::Value {
+pub(crate) fn ban_row(b: &portcullis::BanInfo) -> serde_json::Value {
     json!({
         "ip": b.ip.to_string(),
         "kind": b.kind.as_str(),

@@ -81,12 +81,17 @@
 
 mod cluster;
 pub mod denials;
+mod engine;
 pub mod journal;
 mod manual;
 pub mod reconcile;
 
 pub(crate) use cluster::open;
 pub use cluster::{Endpoint, NodeHealth, NODE_OUTAGES, NODE_UP};
+pub use engine::{
+    connect, connect_fleet, connect_fleet_journaled, connect_with_journal, FleetEngine,
+    FleetOptions, MANUAL_SYNC, NAMESPACE,
+};
 
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;

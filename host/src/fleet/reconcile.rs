@@ -2,7 +2,7 @@
 //! fallback imposed while Redis was away is written to Redis when it comes
 //! back, so the rest of the fleet enforces it too.
 //!
-//! The fallback guard of a [`FleetEngine`](crate::fleet_engine::FleetEngine)
+//! The fallback guard of a [`FleetEngine`](crate::fleet::FleetEngine)
 //! writes through a [`Recorder`] (a [`Persist`] wrapping the guard's own
 //! store, if any): each record it is handed that holds a ban, or a block
 //! or lock still running, goes into a bounded [`Pending`] queue (one entry
@@ -49,7 +49,7 @@ pub const RECONCILED: &str = "portcullis_reconciled_total";
 /// Gauge: keys queued for Redis.
 pub const QUEUED: &str = "portcullis_reconcile_queued";
 
-pub use crate::persist::Imposed;
+use crate::persist::Imposed;
 
 /// One queued key.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(c.policies[0].rules.requests.max_requests, 3);
         assert_eq!(
             c.policies[0].rules.requests.window,
-            embassy_time::Duration::from_secs(9)
+            portcullis::Duration::from_secs(9)
         );
         assert_eq!(c.rules.requests.max_requests, 7);
         assert!(c.upstream.is_none());

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
-use portcullis_core::{Cidr, Growth};
+use portcullis::{Cidr, Growth};
 use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
@@ -169,8 +169,8 @@ pub struct Dur(pub StdDuration);
 
 impl Dur {
     /// The core's duration.
-    pub fn ticks(self) -> embassy_time::Duration {
-        embassy_time::Duration::from_micros(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
+    pub fn ticks(self) -> portcullis::Duration {
+        portcullis::Duration::from_micros(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
     }
 
     /// Whole microseconds, as the core would keep it.
