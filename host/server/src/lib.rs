@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod exporter;
+pub mod firewall;
 pub mod forward_auth;
 pub mod listener;
 pub mod lock_reveal;
@@ -72,6 +73,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("http: {0}")]
     Http(std::io::Error),
+    /// `[firewall]` could not start (names `firewall.kind`).
+    #[error(transparent)]
+    Firewall(#[from] firewall::FirewallError),
     /// The final snapshot at shutdown was not saved.
     #[error(transparent)]
     Shutdown(#[from] portcullis::ShutdownError),
@@ -89,6 +93,8 @@ pub struct Backend {
     pub kind: &'static str,
     /// The SQLite store, closed at shutdown.
     pub sqlite: Option<Arc<SqliteStore>>,
+    /// The kernel mirror's tap (`[firewall]` on).
+    pub firewall: Option<Arc<firewall::tap::Tap>>,
 }
 
 /// Build the backend the config asks for.
@@ -107,6 +113,7 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 cleanup: Some(cleanup),
                 kind: "memory",
                 sqlite: None,
+                firewall: None,
             })
         }
         StoreKind::Redis => redis_backend(cfg).await,
@@ -164,6 +171,7 @@ async fn sqlite_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
         cleanup: Some(cleanup),
         kind: "sqlite",
         sqlite: Some(store),
+        firewall: None,
     })
 }
 
@@ -195,6 +203,7 @@ async fn redis_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
         cleanup: Some(cleanup),
         kind: "redis",
         sqlite: Some(journal),
+        firewall: None,
     })
 }
 
@@ -213,7 +222,11 @@ pub async fn serve_from(
 ) -> Result<(), ServeError> {
     // Before any guard registers its series.
     exporter::install();
-    let backend = backend(&cfg).await?;
+    let mut backend = backend(&cfg).await?;
+    if let Some(fw) = firewall::start(&cfg, backend.engine.clone(), backend.local.clone()).await? {
+        backend.engine = fw.engine;
+        backend.firewall = Some(fw.tap);
+    }
     let server_metrics = Arc::new(exporter::ServerMetrics::default());
     let users = passwords::Users::new(&cfg.users, &cfg.hashing, server_metrics.clone());
     if cfg.users.is_empty() {
@@ -285,6 +298,7 @@ pub fn service(
             service: backend.engine.clone(),
             own: vec![own.admin.clone(), own.metrics.clone()],
             guesses: own.guesses.clone(),
+            firewall: backend.firewall.clone(),
         },
     ));
     reload::on_sighup(reloader.clone());

@@ -81,6 +81,15 @@ pub const RESTART_ONLY: &[(&str, Keep)] = keep![
     "login.argon2_memory_kib" => hashing.memory_kib,
     "login.argon2_iterations" => hashing.iterations,
     "login.argon2_parallelism" => hashing.parallelism,
+    "firewall.kind" => firewall.kind,
+    "firewall.table" => firewall.table,
+    "firewall.set_v4" => firewall.set_v4,
+    "firewall.set_v6" => firewall.set_v6,
+    "firewall.ranges_v4" => firewall.ranges_v4,
+    "firewall.ranges_v6" => firewall.ranges_v6,
+    "firewall.reconcile_interval" => firewall.reconcile_interval,
+    "firewall.locks" => firewall.locks,
+    "firewall.nft" => firewall.nft,
 ];
 
 /// The tables a reload gives new rules besides the policies': the
@@ -93,6 +102,8 @@ pub struct Tables {
     pub own: Vec<Arc<dyn Engine>>,
     /// Report-token guesses (the service's login rules).
     pub guesses: Arc<dyn Engine>,
+    /// The kernel mirror, rebuilt from the store after each reload.
+    pub firewall: Option<Arc<crate::firewall::tap::Tap>>,
 }
 
 /// Re-reads and applies the configuration; one reload at a time.
@@ -160,6 +171,9 @@ impl Reloader {
         let running = Running::build(new, &self.live.carry)
             .map_err(|e| BadConfig::new("policies", e.to_string()))?;
         self.live.swap(running);
+        if let Some(tap) = &self.tables.firewall {
+            tap.rebuild();
+        }
         tracing::info!(rules_changed, shadow, needs_restart = ?needs_restart, "config reloaded");
         for key in &needs_restart {
             tracing::warn!(key, "config reload: this setting needs a restart; ignored");

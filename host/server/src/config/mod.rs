@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub upstream: Option<proxy::Upstream>,
     /// `[[login_routes]]` (proxy mode).
     pub login_routes: Vec<proxy::LoginRoute>,
+    /// `[firewall]`: holds mirrored into the kernel (nftables).
+    pub firewall: Firewall,
 }
 
 /// Connection limits and timeouts (`[server]`).
@@ -222,11 +224,13 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
         .map_err(|e| format!("{s:?} is not a duration like \"60s\", \"15m\", \"24h\" ({e})"))
 }
 
+pub mod firewall;
 pub mod forward_auth;
 pub mod policies;
 pub mod proxy;
 pub(crate) mod raw;
 
+pub use firewall::{Firewall, FirewallKind};
 pub use forward_auth::{ForwardAuth, FrontProxy};
 #[cfg(test)]
 mod tests;
@@ -379,11 +383,13 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
         policies,
         upstream,
         login_routes,
+        firewall,
     } = file;
     let rules = rules(&requests, &login, &penalty, &slots, lists)?;
     let policies = policies::check(policies, &rules)?;
     let (upstream, login_routes) = proxy::check(upstream, login_routes)?;
     let forward_auth = forward_auth::check(forward_auth)?;
+    let firewall = firewall::check(firewall)?;
     if upstream.is_none() && !forward_auth.enabled && !login_routes.is_empty() {
         return Err(bad(
             "login_routes",
@@ -432,6 +438,7 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
         policies,
         upstream,
         login_routes,
+        firewall,
     })
 }
 

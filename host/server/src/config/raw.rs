@@ -30,6 +30,21 @@ pub struct File {
     pub policies: Vec<super::policies::RawPolicy>,
     pub upstream: Option<super::proxy::RawUpstream>,
     pub login_routes: Vec<super::proxy::RawLoginRoute>,
+    pub firewall: Firewall,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+pub struct Firewall {
+    pub kind: Option<String>,
+    pub table: Option<String>,
+    pub set_v4: Option<String>,
+    pub set_v6: Option<String>,
+    pub ranges_v4: Option<String>,
+    pub ranges_v6: Option<String>,
+    pub reconcile_interval: Option<Dur>,
+    pub locks: Option<bool>,
+    pub nft: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

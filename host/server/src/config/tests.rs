@@ -184,7 +184,7 @@ mod general {
             "config error: penalty.bogus: unknown key (known: base, multiplier, max)"
         );
         assert!(e("[bogus]\n", &[]).starts_with(
-            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth, policies, upstream, login_routes)"
+            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth, policies, upstream, login_routes, firewall)"
         ));
         assert!(e("", &[("PORTCULLIS_NOPE__X", "1")])
             .starts_with("config error: nope: unknown section"));
@@ -434,5 +434,34 @@ mod limits_tests {
             .starts_with("config error: login.argon2_memory_kib:"));
         assert!(e(&[("PORTCULLIS_LOGIN__ARGON2_MEMORY_KIB", "300000")])
             .starts_with("config error: login.argon2_memory_kib: must be at most 262144"));
+    }
+}
+
+mod firewall {
+    use super::general::load;
+    use crate::config::FirewallKind;
+
+    #[test]
+    fn keys_are_checked_and_named() {
+        let c = load("[firewall]\nkind = \"nftables\"\ntable = \"pc1\"\n", &[]).unwrap();
+        assert_eq!(c.firewall.kind, FirewallKind::Nftables);
+        assert_eq!(c.firewall.table, "pc1");
+        assert_eq!(load("", &[]).unwrap().firewall.kind, FirewallKind::Off);
+        let e = |t: &str| load(t, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e("[firewall]\nkind = \"iptables\"\n"),
+            "config error: firewall.kind: \"iptables\": \"off\" or \"nftables\""
+        );
+        assert!(
+            e("[firewall]\ntable = \"my table\"\n").starts_with("config error: firewall.table: ")
+        );
+        assert_eq!(
+            e("[firewall]\nset_v4 = \"x\"\nranges_v6 = \"x\"\n"),
+            "config error: firewall.set_v4: \"x\": the four set names must differ"
+        );
+        assert_eq!(
+            e("[firewall]\nreconcile_interval = \"100ms\"\n"),
+            "config error: firewall.reconcile_interval: must be at least 1s"
+        );
     }
 }

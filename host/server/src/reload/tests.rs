@@ -69,7 +69,7 @@ fn candidates(v: &Value) -> Vec<Value> {
             if let Ok(d) = crate::config::parse_duration(s) {
                 c.push(format!("{}ms", d.as_millis() + 1000));
             }
-            c.extend(["memory", "caddy", "X-Real-IP"].map(String::from));
+            c.extend(["memory", "caddy", "X-Real-IP", "nftables"].map(String::from));
             c.push(format!("{s}x"));
             c.extend(bump_digit(s));
             c.into_iter()
@@ -141,6 +141,7 @@ fn reloader(cfg: &ServerConfig) -> (Reloader, Arc<Live>) {
         service: Arc::new(service),
         own: vec![own.admin, own.metrics],
         guesses: own.guesses,
+        firewall: None,
     };
     (Reloader::new(None, live.clone(), tables), live)
 }

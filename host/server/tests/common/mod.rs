@@ -6,6 +6,7 @@
 //! server's modes, for `tests/matrix.rs`).
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod peers;
 pub mod raw;
 pub mod stack;
@@ -32,6 +33,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     log: mpsc::Receiver<String>,
+    /// The lines logged before "listening on".
+    pub early: Vec<String>,
 }
 
 impl Server {
@@ -67,6 +70,12 @@ impl Server {
             cmd.env(k, v);
         }
         customize(&mut cmd);
+        Server::spawn(cmd, format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Run `cmd` (a `portcullis serve`, its stderr piped) and wait for its
+    /// "listening on" line; `base` is the URL it serves.
+    pub fn spawn(mut cmd: Command, base: String) -> Server {
         let mut child = cmd.spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let err = child.stderr.take().unwrap();
@@ -76,18 +85,24 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(l) if l.contains("listening on") => break,
-                Ok(_) => continue,
-                Err(_) => panic!("server did not start: {:?}", child.try_wait()),
+                Ok(l) => seen.push(l),
+                Err(_) => panic!(
+                    "server did not start: {:?}\n{}",
+                    child.try_wait(),
+                    seen.join("\n")
+                ),
             }
         }
         Server {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             log: rx,
+            early: seen,
         }
     }
 

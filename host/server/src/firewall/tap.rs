@@ -1,0 +1,299 @@
+//! How the firewall learns of holds without scanning the store: the
+//! service's engine is wrapped ([`Mirrored`]), and every answer that is a
+//! mirrored hold (a ban, a block, an address lock), every lift and every
+//! manual decision is noted in the [`Tap`] and its task woken. The request
+//! path pays one `match` on an allowed request; a denial takes a short
+//! lock to note the address (the task applies it, the kernel then drops
+//! that address's packets before they reach portcullis).
+//!
+//! Anything the tap misses (a hold imposed by another fleet server while
+//! Redis pub/sub was away, a block that ended early) the periodic full
+//! reconcile finds (`super::sync`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use embassy_time::Duration;
+use parking_lot::Mutex;
+use portcullis::clock::read;
+use portcullis::engine::{Engine, Status};
+use portcullis::guard::{HostPenalty, LoginAttempt, Ticket};
+use portcullis::limiter::BanInfo;
+use portcullis::manual::{ManualBan, ManualError};
+use portcullis::{BoxFuture, Guard};
+use portcullis_core::{Cidr, Decision, Reason};
+use tokio::sync::Notify;
+
+use super::desired::{longer, mirrored, Element, Until};
+use super::fleet::Heard;
+
+/// The username of the lock probe after a failure that locked (no account
+/// is named so; the probe only reads).
+const PROBE_USER: &str = "\u{0}firewall";
+
+/// Changes noted since the task last looked.
+#[derive(Debug, Default)]
+pub struct Noted {
+    /// Holds seen in answers, with their ends.
+    pub holds: HashMap<Element, Until>,
+    /// Addresses lifted.
+    pub lifted: Vec<IpAddr>,
+    /// A manual decision changed.
+    pub manual: bool,
+    /// Rebuild everything from the store (a reload).
+    pub rebuild: bool,
+    /// What other fleet servers told (not told on again).
+    pub heard: Heard,
+}
+
+/// Where the wrapped engine notes changes for the firewall task.
+#[derive(Debug)]
+pub struct Tap {
+    noted: Mutex<Noted>,
+    wake: Notify,
+    locks: bool,
+    v6_prefix: u8,
+}
+
+impl Tap {
+    /// A tap mirroring address locks too if `locks`; IPv6 holds cut to
+    /// `v6_prefix`.
+    pub fn new(locks: bool, v6_prefix: u8) -> Tap {
+        Tap {
+            noted: Mutex::new(Noted::default()),
+            wake: Notify::new(),
+            locks,
+            v6_prefix,
+        }
+    }
+
+    /// The IPv6 aggregation length.
+    pub fn v6_prefix(&self) -> u8 {
+        self.v6_prefix
+    }
+
+    /// Whether address locks are mirrored.
+    pub fn locks(&self) -> bool {
+        self.locks
+    }
+
+    /// Note `d`, the answer for `ip`, if it is a mirrored hold.
+    #[inline]
+    pub fn decision(&self, ip: IpAddr, d: &Decision) {
+        if let Decision::Deny {
+            reason,
+            retry_after,
+        } = d
+        {
+            if mirrored(*reason, self.locks) {
+                self.hold(ip, *reason, *retry_after);
+            }
+        }
+    }
+
+    #[cold]
+    fn hold(&self, ip: IpAddr, reason: Reason, left: Duration) {
+        let until = (reason != Reason::Banned && left != Duration::MAX)
+            .then(|| read().unix_ms().saturating_add(left.as_millis()));
+        self.note_hold(Element::hold(ip, self.v6_prefix), until);
+    }
+
+    /// Note a hold on `e` ending at `until` (also: one heard from the fleet).
+    pub fn note_hold(&self, e: Element, until: Until) {
+        {
+            let mut n = self.noted.lock();
+            let merged = match n.holds.get(&e) {
+                Some(old) => longer(*old, until),
+                None => until,
+            };
+            n.holds.insert(e, merged);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Note a hold another fleet server imposed.
+    pub fn heard_hold(&self, e: Element, until: Until) {
+        {
+            let mut n = self.noted.lock();
+            let merged = match n.heard.holds.get(&e) {
+                Some(old) => longer(*old, until),
+                None => until,
+            };
+            n.heard.holds.insert(e, merged);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Note a lift on another fleet server.
+    pub fn heard_lift(&self, ip: IpAddr) {
+        self.noted.lock().heard.lifted.push(ip);
+        self.wake.notify_one();
+    }
+
+    /// Note that `ip`'s holds were lifted.
+    pub fn lifted(&self, ip: IpAddr) {
+        self.noted.lock().lifted.push(ip);
+        self.wake.notify_one();
+    }
+
+    /// Note that the manual decisions changed.
+    pub fn manual_changed(&self) {
+        self.noted.lock().manual = true;
+        self.wake.notify_one();
+    }
+
+    /// Ask for a rebuild from the store (after a reload).
+    pub fn rebuild(&self) {
+        self.noted.lock().rebuild = true;
+        self.wake.notify_one();
+    }
+
+    /// Take what was noted.
+    pub fn take(&self) -> Noted {
+        std::mem::take(&mut *self.noted.lock())
+    }
+
+    /// Wait until something is noted.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// The service's engine with its holds noted in a [`Tap`].
+pub struct Mirrored {
+    inner: Arc<dyn Engine>,
+    tap: Arc<Tap>,
+    local: Guard,
+}
+
+impl Mirrored {
+    /// Wrap `inner` (whose manual decisions are `local`'s).
+    pub fn new(inner: Arc<dyn Engine>, tap: Arc<Tap>, local: Guard) -> Mirrored {
+        Mirrored { inner, tap, local }
+    }
+
+    /// Note `d` for `ip` unless a manual decision made it (those are
+    /// mirrored as ranges).
+    fn note(&self, ip: IpAddr, d: &Decision) {
+        if d.is_allowed() {
+            return;
+        }
+        if self.local.limiter().manual_denial(ip, read()).is_some() {
+            return;
+        }
+        self.tap.decision(ip, d);
+    }
+
+    /// A failure locked something: find out whether the address itself is
+    /// locked, and for how long, off the request path.
+    fn probe_lock(&self, ip: IpAddr) {
+        let (inner, tap) = (self.inner.clone(), self.tap.clone());
+        tokio::spawn(async move {
+            let d = inner.check_login(PROBE_USER, ip).await;
+            tap.decision(ip, &d);
+        });
+    }
+}
+
+impl Engine for Mirrored {
+    fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
+        Box::pin(async move {
+            let d = self.inner.check_request(ip).await;
+            self.note(ip, &d);
+            d
+        })
+    }
+    fn quota(&self) -> (u32, Duration) {
+        self.inner.quota()
+    }
+    fn check_login<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Decision> {
+        Box::pin(async move {
+            let d = self.inner.check_login(user, ip).await;
+            self.note(ip, &d);
+            d
+        })
+    }
+    fn begin_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
+        Box::pin(async move {
+            let r = self.inner.begin_login(user, ip).await;
+            if let Err(d) = &r {
+                self.note(ip, d);
+            }
+            r
+        })
+    }
+    fn finish_login<'a>(
+        &'a self,
+        user: &'a str,
+        ip: IpAddr,
+        ticket: Ticket,
+        ok: bool,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let locked = self.inner.finish_login(user, ip, ticket, ok).await;
+            if locked && self.tap.locks() {
+                self.probe_lock(ip);
+            }
+            locked
+        })
+    }
+    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
+        Box::pin(async move {
+            let p = self.inner.login_failed(user, ip).await;
+            if p.locked && self.tap.locks() {
+                self.probe_lock(ip);
+            }
+            p
+        })
+    }
+    fn login_succeeded<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, ()> {
+        self.inner.login_succeeded(user, ip)
+    }
+    fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            let n = self.inner.lift(ip).await;
+            self.tap.lifted(ip);
+            self.tap.manual_changed();
+            n
+        })
+    }
+    fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
+        self.inner.bans()
+    }
+    fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
+        Box::pin(async move {
+            let r = self.inner.ban_range(ban).await;
+            self.tap.manual_changed();
+            r
+        })
+    }
+    fn unban_range(&self, range: Cidr) -> BoxFuture<'_, Option<ManualBan>> {
+        Box::pin(async move {
+            let r = self.inner.unban_range(range).await;
+            self.tap.manual_changed();
+            r
+        })
+    }
+    fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
+        self.inner.manual_bans()
+    }
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+        self.inner.hidden_lock_penalty(ip)
+    }
+    fn status(&self) -> BoxFuture<'_, Status> {
+        self.inner.status()
+    }
+    fn set_rules(
+        &self,
+        config: portcullis_core::Config,
+    ) -> Result<(), portcullis_core::ConfigError> {
+        self.inner.set_rules(config)?;
+        self.tap.rebuild();
+        Ok(())
+    }
+}
