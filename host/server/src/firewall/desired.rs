@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use portcullis::limiter::BanInfo;
-use portcullis::manual::ManualBan;
-use portcullis_core::{Cidr, Reason};
+use portcullis::BanInfo;
+use portcullis::ManualBan;
+use portcullis::{Cidr, Reason};
 
 /// Which of portcullis's four sets an element belongs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -259,9 +259,9 @@ pub fn diff(have: &State, want: &State, now_ms: u64) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embassy_time::Duration;
-    use portcullis::manual::parse_range;
-    use portcullis_core::KeyKind;
+    use portcullis::parse_range;
+    use portcullis::Duration;
+    use portcullis::KeyKind;
 
     fn ban(range: &str, until_ms: Option<u64>) -> ManualBan {
         ManualBan {

@@ -14,15 +14,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use embassy_time::Duration;
 use parking_lot::Mutex;
 use portcullis::clock::read;
-use portcullis::engine::{Engine, Status};
-use portcullis::guard::{HostPenalty, LoginAttempt, Ticket};
-use portcullis::limiter::BanInfo;
-use portcullis::manual::{ManualBan, ManualError};
+use portcullis::BanInfo;
+use portcullis::Duration;
 use portcullis::{BoxFuture, Guard};
-use portcullis_core::{Cidr, Decision, Reason};
+use portcullis::{Cidr, Decision, Reason};
+use portcullis::{Engine, Status};
+use portcullis::{HostPenalty, LoginAttempt, Ticket};
+use portcullis::{ManualBan, ManualError};
 use tokio::sync::Notify;
 
 use super::desired::{longer, mirrored, Element, Until};
@@ -288,10 +288,7 @@ impl Engine for Mirrored {
     fn status(&self) -> BoxFuture<'_, Status> {
         self.inner.status()
     }
-    fn set_rules(
-        &self,
-        config: portcullis_core::Config,
-    ) -> Result<(), portcullis_core::ConfigError> {
+    fn set_rules(&self, config: portcullis::Config) -> Result<(), portcullis::ConfigError> {
         self.inner.set_rules(config)?;
         self.tap.rebuild();
         Ok(())
