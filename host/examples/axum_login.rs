@@ -10,7 +10,7 @@
 //!   pair or address gets `429` + `Retry-After`, unchecked.
 //! * [`Guard::finish_login`] settles it: a right password clears the pair,
 //!   a wrong one may lock; the wrong one's penalty delay (1, 2, 4 … 30 s) is
-//!   served with [`HostPenalty::serve`](portcullis::HostPenalty::serve)
+//!   served with [`Serve::serve`](portcullis::Serve::serve)
 //!   before the `401`, in a task of its own so a client that hangs up
 //!   cannot cut it short.
 //!
@@ -33,7 +33,7 @@ use axum::{Extension, Json, Router};
 use portcullis::Cleanup;
 use portcullis::{ceil_secs, ClientIp, RateLimitLayer};
 use portcullis::{Config, Decision};
-use portcullis::{Guard, Limiter, LimiterOptions};
+use portcullis::{Guard, Limiter, LimiterOptions, Serve};
 use serde::Deserialize;
 
 /// The app: `global` limits every path, `login` limits `/login` and
@@ -63,14 +63,12 @@ async fn login_handler(
     };
     if attempt.penalty.refused {
         // No slot to serve a penalty in (policy `Refuse`): not checked.
-        guard
-            .finish_login(&username, ip, attempt.ticket, false)
-            .await;
+        guard.finish_login(&username, ip, attempt.id, false).await;
         return (StatusCode::TOO_MANY_REQUESTS, [(RETRY_AFTER, "1")]).into_response();
     }
     let task = tokio::spawn(async move {
         let ok = password_ok(&username, &password);
-        guard.finish_login(&username, ip, attempt.ticket, ok).await;
+        guard.finish_login(&username, ip, attempt.id, ok).await;
         if ok {
             return (StatusCode::OK, "welcome\n").into_response(); // the slot is released
         }

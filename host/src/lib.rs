@@ -20,12 +20,12 @@
 //! | layer | items |
 //! | --- | --- |
 //! | rules (from the core) | [`Config`] and its parts ([`RequestRules`], [`BlockRules`], [`LoginRules`], [`PenaltyRules`], [`SlotRules`], [`Growth`], [`Jitter`], [`NoSlot`], [`OnFull`]), [`ConfigError`], [`Lists`], [`Cidr`], [`Listed`] |
-//! | decisions | [`Decision`], [`Reason`], [`StandingDenial`], [`Stats`]; keys: [`Key`], [`KeyKind`], [`Addr`], [`Seed`]; time: [`Instant`], [`Duration`] |
-//! | the limiter | [`Limiter`]: sharded core tables, exact under contention ([`LimiterOptions`], [`LimiterError`], [`Outcome`], [`Changes`], [`PurgeReport`], [`LOG_CAPACITY`]) |
-//! | async face | [`Guard`]: write-through, [`SlotGuard`] (RAII slot), penalty sleep ([`HostPenalty`]), reserved logins ([`LoginAttempt`], [`Ticket`]) |
+//! | decisions | [`Decision`], [`Reason`], [`Penalty`] (in a [`SlotGuard`]; [`Serve`] sleeps it), [`Attempt`] (named by an [`AttemptId`]), [`StandingDenial`], [`Stats`]; keys: [`Key`], [`KeyKind`], [`Addr`], [`Seed`]; time: [`Instant`], [`Duration`] |
+//! | the limiter | [`Limiter`]: sharded core tables, exact under contention ([`LimiterOptions`], [`LimiterError`], [`Outcome`], [`PurgeReport`], [`LOG_CAPACITY`]) |
+//! | async face | [`Guard`]: write-through, penalties served with `tokio::time::sleep` in an RAII [`SlotGuard`], logins reserved before the password is checked |
 //! | backends | the [`Engine`] trait ([`Status`], [`FleetStatus`]): local ([`Guard`]) or `fleet` (feature `redis`: Redis, with local fallback) |
 //! | persistence | the [`Persist`] trait and the fallback journal ([`Journal`], [`JournalRow`], [`JournalKey`], [`JournalChange`], [`Imposed`]); `sqlite` (feature `sqlite`: WAL, versioned schema, writer thread); the [`Cleanup`] task |
-//! | records | [`HostRecord`] (one key's state, wall-clock times), [`BanInfo`] (a listing row), [`WallClock`] |
+//! | records | [`Record`] (one key's state, wall-clock times), [`Hold`] (a ban, block or lock as listed), [`WallClock`] |
 //! | manual decisions | [`ManualBan`], [`ManualBans`], [`ManualChange`], [`ManualError`], [`parse_range`] |
 //! | tower layer | [`RateLimitLayer`], [`RateLimit`]: 429/403, RateLimit headers ([`header_values`], [`set_ratelimit_fields`]), per-route [`Policy`]s, [`Shadow`] mode, [`DenyHook`]; [`ClientIp`] |
 //! | client address | [`PeerAddr`], [`TrustedProxies`], [`ForwardingHeader`], [`client_ip`] |
@@ -56,20 +56,19 @@ mod username;
 // The core's rules, decisions, keys and time types.
 pub use embassy_time::{Duration, Instant};
 pub use portcullis_core::{
-    Addr, BlockRules, Cidr, CidrError, Config, ConfigError, Decision, Growth, ImportError, Jitter,
-    Key, KeyKind, Listed, Lists, LoginRules, NoSlot, OnFull, PenaltyRules, Reason, RequestRules,
-    Seed, SlotRules, StandingDenial, Stats, WallClock,
+    Addr, Attempt, BlockRules, Cidr, CidrError, Config, ConfigError, Decision, Growth, Hold,
+    ImportError, Jitter, Key, KeyKind, Listed, Lists, LoginRules, NoSlot, OnFull, Penalty,
+    PenaltyRules, Reason, RequestRules, Seed, SlotRules, StandingDenial, Stats, WallClock,
 };
 
 // The limiter and its async face.
-pub use guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
+pub use guard::Guard;
 pub use limiter::{
-    BanInfo, Changes, HostRecord, Limiter, LimiterError, LimiterOptions, Outcome, PurgeReport,
-    LOG_CAPACITY,
+    Limiter, LimiterError, LimiterOptions, Outcome, PurgeReport, Record, LOG_CAPACITY,
 };
 
-// Backends.
-pub use engine::{Engine, FleetStatus, Status};
+// Backends, and the types they speak besides the core's.
+pub use engine::{AttemptId, Engine, FleetStatus, Serve, SlotGuard, Status};
 
 // Persistence and the cleanup task.
 pub use cleanup::{Cleanup, ShutdownError};
@@ -91,6 +90,12 @@ pub use layer::{
 
 // Usernames.
 pub use username::fold as fold_username;
+
+/// The traits whose methods a user of the layer or of [`Guard`] calls:
+/// `use portcullis::prelude::*;` (the only second path of any item).
+pub mod prelude {
+    pub use crate::{Engine, Serve};
+}
 
 /// A boxed, `Send` future borrowing for `'a`: what [`Engine`],
 /// [`Persist`] and the layer hand back (the same shape as

@@ -40,7 +40,7 @@ use portcullis_core::{Addr, Key, KeyKind, Seed};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use crate::limiter::HostRecord;
+use crate::limiter::Record;
 use crate::manual::ManualBan;
 pub use crate::manual::ManualChange;
 
@@ -322,10 +322,10 @@ fn try_lock(_file: &std::fs::File) -> std::io::Result<()> {
 }
 
 enum Job {
-    Upsert(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
+    Upsert(Vec<Record>, oneshot::Sender<Result<(), StoreError>>),
     Manual(ManualChange, oneshot::Sender<Result<(), StoreError>>),
     Journal(Vec<JournalChange>, oneshot::Sender<Result<(), StoreError>>),
-    Snapshot(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
+    Snapshot(Vec<Record>, oneshot::Sender<Result<(), StoreError>>),
     Stop,
 }
 
@@ -334,7 +334,7 @@ pub struct Loaded {
     /// The deployment's seed (created on first start).
     pub seed: Seed,
     /// Every saved record.
-    pub records: Vec<HostRecord>,
+    pub records: Vec<Record>,
     /// The operator's manual bans of addresses and ranges (ended ones too:
     /// the limiter ignores them and its purge forgets them).
     pub manual: Vec<ManualBan>,
@@ -528,7 +528,7 @@ fn times(list: &[u64]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
-fn holds_state(r: &HostRecord) -> bool {
+fn holds_state(r: &Record) -> bool {
     !r.log.is_empty()
         || !r.violations.is_empty()
         || r.block_until.is_some()
@@ -536,7 +536,7 @@ fn holds_state(r: &HostRecord) -> bool {
         || r.lock_until.is_some()
 }
 
-fn upsert(tx: &rusqlite::Transaction<'_>, r: &HostRecord) -> rusqlite::Result<()> {
+fn upsert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
     let (kind, addr, user) = (
         r.key.kind().tag(),
         r.key.addr().octets(),
@@ -637,7 +637,7 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
         let (kind, addr) = kind_addr(row, &e, &bad)?;
         let user: i64 = row.get(2).map_err(&e)?;
         let key = Key::from_parts(kind, addr, user as u64).ok_or_else(|| bad("impossible key"))?;
-        let mut rec = HostRecord::empty(key);
+        let mut rec = Record::empty(key);
         let log: String = row.get(3).map_err(&e)?;
         let log: Vec<u64> =
             serde_json::from_str(&log).map_err(|err| bad(&format!("log: {err}")))?;
@@ -828,7 +828,7 @@ impl SqliteStore {
     }
 
     /// Write records through; resolves once they are committed.
-    pub async fn write(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub async fn write(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Upsert(records, ack));
         rx.await.unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -861,7 +861,7 @@ impl SqliteStore {
     }
 
     /// Replace everything with `records`; resolves once committed.
-    pub async fn snapshot(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub async fn snapshot(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Snapshot(records, ack));
         rx.await.unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -871,7 +871,7 @@ impl SqliteStore {
     }
 
     /// [`snapshot`](Self::snapshot) for non-async callers.
-    pub fn snapshot_blocking(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub fn snapshot_blocking(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Snapshot(records, ack));
         rx.blocking_recv().unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -881,7 +881,7 @@ impl SqliteStore {
     }
 
     /// [`write`](Self::write) for non-async callers.
-    pub fn write_blocking(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub fn write_blocking(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Upsert(records, ack));
         rx.blocking_recv().unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -922,7 +922,7 @@ impl Drop for SqliteStore {
 fn write(
     conn: &mut Connection,
     path: &Path,
-    recs: &[HostRecord],
+    recs: &[Record],
     known: &mut HashSet<Key>,
     snapshot: bool,
 ) -> Result<(), StoreError> {
@@ -990,7 +990,7 @@ pub fn read_only(lock: &StoreLock) -> Result<Loaded, StoreError> {
 
 /// Apply a change to a store file directly (CLI `unban --db`); the caller
 /// holds the lock. Nothing to apply writes nothing.
-pub fn apply(lock: &StoreLock, records: &[HostRecord]) -> Result<(), StoreError> {
+pub fn apply(lock: &StoreLock, records: &[Record]) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }

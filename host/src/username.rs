@@ -258,7 +258,7 @@ mod tests {
             let name = if i % 2 == 0 { "Zoë" } else { "ZOE" };
             let a = guard.begin_login(name, ip).await.expect("allowed");
             drop(a.penalty);
-            guard.finish_login("zoe", ip, a.ticket, false).await;
+            guard.finish_login("zoe", ip, a.id, false).await;
         }
         assert_eq!(
             guard.check_login("ｚｏｅ", ip).await.reason(),

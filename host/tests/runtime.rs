@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 use portcullis::Cleanup;
 use portcullis::Config;
 use portcullis::{Duration, Instant};
-use portcullis::{Guard, Limiter, LimiterOptions};
+use portcullis::{Guard, Limiter, LimiterOptions, Serve};
 
 fn guard(c: Config, max_entries: usize) -> Guard {
     let opts = LimiterOptions {

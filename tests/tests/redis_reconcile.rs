@@ -513,7 +513,7 @@ async fn cached_denials_skip_redis_and_a_lift_elsewhere_ends_them() {
             reason(&b.check_login("carol", z).await),
             Some(Reason::AccountLocked)
         );
-        let d = b.begin_login("dave", z).await.err().expect("ip locked");
+        let d = b.begin_login("dave", z).await.expect_err("ip locked");
         assert_eq!(reason(&d), Some(Reason::IpLocked));
     }
     // The first refusal of dave@z came from Redis (one login check plus its

@@ -359,7 +359,7 @@ pub fn kv_table(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis::HostRecord;
+    use portcullis::Record;
     use portcullis::{Key, Seed};
 
     /// The file listing is the core's `Record::hold`: bans, running blocks
@@ -369,13 +369,13 @@ mod tests {
     fn file_listing_shows_what_holds_now() {
         let now = now_ms();
         let addr = |s: &str| Addr::from_ip(s.parse().unwrap(), 64);
-        let rec = |key: Key, f: &dyn Fn(&mut HostRecord)| {
-            let mut r = HostRecord::empty(key);
+        let rec = |key: Key, f: &dyn Fn(&mut Record)| {
+            let mut r = Record::empty(key);
             f(&mut r);
             r
         };
         let block = |until: u64| {
-            move |r: &mut HostRecord| {
+            move |r: &mut Record| {
                 r.block_until = Some(until);
                 r.last_block_start = Some(until - 1);
             }

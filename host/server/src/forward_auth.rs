@@ -163,7 +163,7 @@ pub async fn login_result(
         Ok(a) => a,
         Err(d) => return refused(&d),
     };
-    let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
+    let locked = engine.finish_login(&username, ip, attempt.id, ok).await;
     let p = attempt.penalty;
     // The app applies the delay; the slot is not held for it here.
     let delay_ms = if ok { 0 } else { ceil_ms(p.delay) };

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::passwords::Admitted;
 use portcullis::Engine;
-use portcullis::HostPenalty;
+use portcullis::{Penalty, Serve, SlotGuard};
 
 /// The body and status of a wrong password: the one definition both the
 /// login handler and a hidden lock answer with.
@@ -56,14 +56,17 @@ pub(crate) async fn hidden_penalty(
     engine: &dyn Engine,
     ip: std::net::IpAddr,
     delay: Duration,
-) -> HostPenalty {
-    engine.hidden_lock_penalty(ip).await.unwrap_or(HostPenalty {
-        delay,
-        slot: None,
-        refused: false,
-        throttled: false,
-        locked: false,
-    })
+) -> Penalty<SlotGuard> {
+    engine
+        .hidden_lock_penalty(ip)
+        .await
+        .unwrap_or(Penalty::<SlotGuard> {
+            delay,
+            slot: None,
+            refused: false,
+            throttled: false,
+            locked: false,
+        })
 }
 
 /// Answer a locked login like a wrong password: the penalty the backend

@@ -293,7 +293,7 @@ pub async fn data(ctx: &UiContext, run: &Running) -> Value {
 
     // A row of `/admin/bans` plus its countdown in ms, whether its policy
     // shadows, and (for a `[[policies]]` table) the policy's name.
-    let row = |b: &portcullis::BanInfo, shadow: bool, policy: Option<&str>| {
+    let row = |b: &portcullis::Hold, shadow: bool, policy: Option<&str>| {
         let mut r = crate::views::ban_row(b);
         if let Some(o) = r.as_object_mut() {
             o.insert("ms_left".into(), json!(b.left.map(|d| d.as_millis())));

@@ -71,9 +71,9 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
 
 /// One blocked, banned or locked key as a JSON row (`/admin/bans`; the
 /// dashboard adds `ms_left`, `shadow` and `policy` to it).
-pub(crate) fn ban_row(b: &portcullis::BanInfo) -> serde_json::Value {
+pub(crate) fn ban_row(b: &portcullis::Hold) -> serde_json::Value {
     json!({
-        "ip": b.ip.to_string(),
+        "ip": b.addr.ip().to_string(),
         "kind": b.kind.as_str(),
         "reason": b.reason.as_str(),
         "seconds_left": b.left.map(ceil_secs),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use portcullis_core::{Key, KeyKind, UserHasher};
 
 use super::reconcile::PendingEntry;
-use crate::limiter::HostRecord;
+use crate::limiter::Record;
 use crate::persist::{Journal, JournalChange, JournalKey, JournalRow, PersistError};
 use crate::BoxFuture;
 
@@ -108,9 +108,9 @@ pub(crate) fn entry_of(row: &JournalRow, local: &UserHasher) -> Option<PendingEn
 
 /// The record that imposes `e` again in the local limiter (its latest
 /// violations, as many as a record holds).
-pub(crate) fn record_of(e: &PendingEntry) -> HostRecord {
+pub(crate) fn record_of(e: &PendingEntry) -> Record {
     let i = &e.imposed;
-    let mut r = HostRecord::empty(e.key);
+    let mut r = Record::empty(e.key);
     r.banned = i.banned;
     r.block_until = i.block_until_ms;
     r.block_level = i.block_level;

@@ -96,13 +96,14 @@ pub use engine::{
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
+use crate::engine::AttemptId;
 use cluster::{Con, Nodes};
 use embassy_time::Duration;
 #[cfg(doc)]
 use portcullis_core::Lists;
 use portcullis_core::{
-    Addr, Config, ConfigError, Decision, Hold, Jitter, Key, Listed, NoSlot, Reason, Seed,
-    UserHasher,
+    Addr, Attempt, Config, ConfigError, Decision, Hold, Jitter, Key, Listed, NoSlot, Penalty,
+    Reason, Seed, UserHasher,
 };
 use redis::{AsyncCommands, Script};
 use std::sync::Arc;
@@ -176,49 +177,6 @@ impl FleetSlot {
     }
 }
 
-/// What a failed login costs (core [`Penalty`](portcullis_core::Penalty)).
-#[derive(Debug, PartialEq, Eq)]
-pub struct FleetPenalty {
-    /// How long to hold the response.
-    pub delay: Duration,
-    /// The username's account throttle (rule 8) is on.
-    pub throttled: bool,
-    /// The slot the delay runs in, if one was free.
-    pub slot: Option<FleetSlot>,
-    /// No slot was free and the policy refuses.
-    pub refused: bool,
-    /// This failure locked the (username, ip) pair or the ip.
-    pub locked: bool,
-}
-
-impl FleetPenalty {
-    /// No delay, no slot (listed addresses).
-    const NONE: FleetPenalty = FleetPenalty {
-        delay: Duration::from_ticks(0),
-        throttled: false,
-        slot: None,
-        refused: false,
-        locked: false,
-    };
-}
-
-/// Which reservation to settle: the Redis times its failure was counted
-/// at on the pair/ip keys and on the account key (`None`: not counted).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FleetAttemptId {
-    pair_at: Option<u64>,
-    acct_at: Option<u64>,
-}
-
-/// A login attempt reserved in Redis (core `Attempt`).
-#[derive(Debug, PartialEq, Eq)]
-pub struct FleetAttempt {
-    /// Names the reservation when it is settled.
-    pub id: FleetAttemptId,
-    /// What a wrong password costs; the slot is held now.
-    pub penalty: FleetPenalty,
-}
-
 fn flag(v: i64, what: &str) -> Result<bool, FleetError> {
     match v {
         0 => Ok(false),
@@ -236,9 +194,9 @@ fn penalty_of(
     locked: i64,
     slot: i64,
     ip_key: String,
-) -> Result<FleetPenalty, FleetError> {
+) -> Result<Penalty<FleetSlot>, FleetError> {
     let slot = nat(slot, "slot id")?;
-    Ok(FleetPenalty {
+    Ok(Penalty {
         delay: micros(d, "delay")?,
         throttled: flag(throttled, "throttled")?,
         slot: (slot != 0).then_some(FleetSlot {
@@ -680,9 +638,9 @@ impl RedisLimiter {
         username: &str,
         ip: IpAddr,
         now_us: u64,
-    ) -> Result<FleetPenalty, FleetError> {
+    ) -> Result<Penalty<FleetSlot>, FleetError> {
         if self.listed(ip) != Listed::Neither {
-            return Ok(FleetPenalty::NONE);
+            return Ok(Penalty::NONE);
         }
         let throttled = if self.config.login.account_max_failures.is_some() {
             let t: i64 = self
@@ -718,7 +676,7 @@ impl RedisLimiter {
         username: &str,
         ip: IpAddr,
         now_us: u64,
-    ) -> Result<Result<FleetAttempt, Decision>, FleetError> {
+    ) -> Result<Result<Attempt<AttemptId, FleetSlot>, Decision>, FleetError> {
         match self.listed(ip) {
             l @ Listed::Deny => {
                 if let Some(d) = l.decision(0) {
@@ -726,9 +684,9 @@ impl RedisLimiter {
                 }
             }
             Listed::Allow => {
-                return Ok(Ok(FleetAttempt {
-                    id: FleetAttemptId::default(),
-                    penalty: FleetPenalty::NONE,
+                return Ok(Ok(Attempt {
+                    id: AttemptId::remote(None, None),
+                    penalty: Penalty::NONE,
                 }))
             }
             Listed::Neither => {}
@@ -750,11 +708,8 @@ impl RedisLimiter {
         args.push(u8::from(throttled).to_string());
         let reply: Vec<i64> = self.call(&keys, args).await?;
         match reply[..] {
-            [0, d, t, refused, slot, at] => Ok(Ok(FleetAttempt {
-                id: FleetAttemptId {
-                    pair_at: Some(nat(at, "attempt time")?),
-                    acct_at,
-                },
+            [0, d, t, refused, slot, at] => Ok(Ok(Attempt {
+                id: AttemptId::remote(Some(nat(at, "attempt time")?), acct_at),
                 penalty: penalty_of(d, t, refused, 0, slot, ip_key)?,
             })),
             _ => {
@@ -801,10 +756,10 @@ impl RedisLimiter {
         &self,
         username: &str,
         ip: IpAddr,
-        id: FleetAttemptId,
+        id: AttemptId,
         now_us: u64,
     ) -> Result<bool, FleetError> {
-        match id.pair_at {
+        match id.pair() {
             Some(at) if self.listed(ip) == Listed::Neither => {
                 self.settle(username, ip, at, false, now_us).await
             }
@@ -819,14 +774,14 @@ impl RedisLimiter {
         &self,
         username: &str,
         ip: IpAddr,
-        id: FleetAttemptId,
+        id: AttemptId,
         now_us: u64,
     ) -> Result<bool, FleetError> {
-        let cleared = match id.pair_at {
+        let cleared = match id.pair() {
             Some(at) => self.settle(username, ip, at, true, now_us).await?,
             None => self.login_succeeded(username, ip, now_us).await?,
         };
-        if let Some(at) = id.acct_at {
+        if let Some(at) = id.account() {
             self.cancel_account(username, at, now_us).await?;
         }
         Ok(cleared)

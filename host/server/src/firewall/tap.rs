@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use portcullis::clock::read;
-use portcullis::BanInfo;
 use portcullis::Duration;
+use portcullis::Hold;
+use portcullis::{Attempt, AttemptId, Penalty, SlotGuard};
 use portcullis::{BoxFuture, Guard};
 use portcullis::{Cidr, Decision, Reason};
 use portcullis::{Engine, Status};
-use portcullis::{HostPenalty, LoginAttempt, Ticket};
 use portcullis::{ManualBan, ManualError};
 use tokio::sync::Notify;
 
@@ -218,7 +218,7 @@ impl Engine for Mirrored {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
+    ) -> BoxFuture<'a, Result<Attempt<AttemptId, SlotGuard>, Decision>> {
         Box::pin(async move {
             let r = self.inner.begin_login(user, ip).await;
             if let Err(d) = &r {
@@ -231,18 +231,18 @@ impl Engine for Mirrored {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-        ticket: Ticket,
+        id: AttemptId,
         ok: bool,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let locked = self.inner.finish_login(user, ip, ticket, ok).await;
+            let locked = self.inner.finish_login(user, ip, id, ok).await;
             if locked && self.tap.locks() {
                 self.probe_lock(ip);
             }
             locked
         })
     }
-    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
+    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Penalty<SlotGuard>> {
         Box::pin(async move {
             let p = self.inner.login_failed(user, ip).await;
             if p.locked && self.tap.locks() {
@@ -262,7 +262,7 @@ impl Engine for Mirrored {
             n
         })
     }
-    fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
+    fn bans(&self) -> BoxFuture<'_, Vec<Hold>> {
         self.inner.bans()
     }
     fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
@@ -282,7 +282,7 @@ impl Engine for Mirrored {
     fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
         self.inner.manual_bans()
     }
-    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<Penalty<SlotGuard>>> {
         self.inner.hidden_lock_penalty(ip)
     }
     fn status(&self) -> BoxFuture<'_, Status> {
