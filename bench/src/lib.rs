@@ -7,9 +7,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use embassy_time::{Duration, Instant};
 use portcullis::{Limiter, LimiterOptions};
 use portcullis_core::{Config, Seed};
+use portcullis_core::{Duration, Instant};
 
 /// The steady rate both libraries are configured to: 50 per 60 s, burst 50.
 pub const PER_MINUTE: u32 = 50;

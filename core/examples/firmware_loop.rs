@@ -2,7 +2,7 @@
 //! once, no allocator, a main loop that reads a clock and hands every call
 //! its `now`. Here the clock is simulated (100 ms per turn of the loop), so
 //! the example runs on the host in an instant; on a board `now` is
-//! `embassy_time::Instant::now()` (see `firmware-example/`).
+//! `portcullis_core::Instant::now()` (see `firmware-example/`).
 //!
 //! Three peers talk to the device: a flooder sending three lines per turn
 //! (rate limited, then blocked, rule 1–2), a guesser trying passwords as
@@ -16,8 +16,8 @@
 
 use core::net::{IpAddr, Ipv4Addr};
 
-use embassy_time::{Duration, Instant};
 use portcullis_core::{Config, ConfigError, Decision, FixedLimiter, Reason, Seed, SlotToken};
+use portcullis_core::{Duration, Instant};
 
 /// 32 table slots (28 live keys), 16 timestamps per key: about 16 KB.
 type Limiter = FixedLimiter<32, 16>;

@@ -100,7 +100,7 @@ mod tests {
     fn blocks_double_up_to_a_day() {
         let rules = Config::default().blocks;
         let mins: [u64; 8] = core::array::from_fn(|l| {
-            embassy_time::Duration::from_ticks(block_length(&rules, l as u8)).as_secs() / 60
+            crate::Duration::from_ticks(block_length(&rules, l as u8)).as_secs() / 60
         });
         assert_eq!(mins, [15, 30, 60, 120, 240, 480, 960, 1440]);
         assert_eq!(block_length(&rules, u8::MAX), rules.max_block.as_ticks());
@@ -111,7 +111,7 @@ mod tests {
         let mut rules = Config::default().blocks;
         rules.block_growth = crate::Growth::from_thousandths(1500);
         let secs: [u64; 10] = core::array::from_fn(|l| {
-            embassy_time::Duration::from_ticks(block_length(&rules, l as u8)).as_secs()
+            crate::Duration::from_ticks(block_length(&rules, l as u8)).as_secs()
         });
         // 900 s × 1.5^level, up to a day.
         assert_eq!(
@@ -145,9 +145,9 @@ mod tests {
 
     #[test]
     fn a_block_lasts_its_length_plus_the_jitter_share() {
+        use crate::{Duration, Instant};
         use crate::{FixedLimiter, Jitter, Limiter, Seed};
         use core::net::{IpAddr, Ipv4Addr};
-        use embassy_time::{Duration, Instant};
         let mut c = Config::default();
         c.requests.max_requests = 1;
         c.blocks.block_after = 1;

@@ -1,7 +1,7 @@
 //! Every rule's knobs, with the defaults of `docs/rules.md`, and their checks.
 
 use crate::lists::Lists;
-use embassy_time::Duration;
+use crate::Duration;
 
 /// Rule 1: the sliding request window.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -392,7 +392,7 @@ impl Config {
     /// usual [`ConfigError`].
     ///
     /// ```
-    /// use embassy_time::Duration;
+    /// use portcullis_core::Duration;
     /// use portcullis_core::{Config, FixedLimiter, Seed};
     ///
     /// let seed = Seed::new([7; 16]); // from your RNG
@@ -455,7 +455,7 @@ impl Config {
                 return Err(ConfigError::Span {
                     key,
                     max_ticks,
-                    tick_hz: embassy_time::TICK_HZ,
+                    tick_hz: crate::TICK_HZ,
                 });
             }
         }
@@ -469,7 +469,7 @@ impl Config {
     /// benchmarks on a 1 MHz host clock). What it changes is what it says:
     /// events older than the shortened lookbacks stop counting.
     pub fn clamp_lookbacks(&mut self, max_ticks: u64) {
-        let max = embassy_time::Duration::from_ticks(max_ticks);
+        let max = crate::Duration::from_ticks(max_ticks);
         for d in [
             &mut self.requests.window,
             &mut self.blocks.violation_memory,
@@ -532,9 +532,9 @@ impl core::error::Error for ConfigError {}
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::Instant;
     use crate::{Decision, FixedLimiter, Reason, Seed};
     use core::net::{IpAddr, Ipv4Addr};
-    use embassy_time::Instant;
 
     const SEED: Seed = Seed::new([9; 16]);
 

@@ -1,7 +1,7 @@
 //! What every call answers: allow with the quota left, or deny with a
 //! reason and when to come back.
 
-use embassy_time::{Duration, Instant};
+use crate::{Duration, Instant};
 
 use crate::time::{tick, until, Tick};
 

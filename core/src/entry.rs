@@ -390,12 +390,12 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     }
 
     /// End of the current or last temporary block.
-    pub fn block_deadline(&self) -> Option<embassy_time::Instant> {
+    pub fn block_deadline(&self) -> Option<crate::Instant> {
         self.cold().block_until().get().map(crate::time::instant)
     }
 
     /// End of the current or last login lock.
-    pub fn lock_deadline(&self) -> Option<embassy_time::Instant> {
+    pub fn lock_deadline(&self) -> Option<crate::Instant> {
         self.cold().lock_until().get().map(crate::time::instant)
     }
 

@@ -5,7 +5,9 @@
 //! run on a 64 KiB microcontroller, inside a std server and (through the
 //! host crate's Lua port, tested differentially) in Redis.
 //!
-//! Every call takes `now` as an [`embassy_time::Instant`] and returns a
+//! Every call takes `now` as an [`Instant`] (the core's own: `u64` ticks at
+//! [`TICK_HZ`] per second, a microsecond each, or embassy-time's rate and
+//! `From`/`Into` its types with the `embassy` feature) and returns a
 //! [`Decision`]: `Allow { remaining, reset_after }` or
 //! `Deny { reason, retry_after }`.
 //!
@@ -16,8 +18,7 @@
 //!
 //! ```
 //! use core::net::{IpAddr, Ipv4Addr};
-//! use embassy_time::{Duration, Instant};
-//! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed, FIXED_MAX_SPAN};
+//! use portcullis_core::{Config, Decision, Duration, FixedLimiter, Instant, Reason, Seed, FIXED_MAX_SPAN};
 //!
 //! let mut config = Config::default();
 //! // A fixed table's logs keep 32-bit tick offsets: every lookback at most
@@ -48,11 +49,13 @@
 //! | layer | items |
 //! | --- | --- |
 //! | rules and configuration | [`Config`] and its parts ([`RequestRules`], [`BlockRules`], [`LoginRules`], [`PenaltyRules`], [`SlotRules`], [`Growth`], [`Jitter`], [`NoSlot`], [`OnFull`]), [`ConfigError`]; allow/deny [`Lists`] of [`Cidr`]s ([`Listed`], [`CidrError`], [`MAX_LIST`], rule 9); manual bans of ranges in a [`RangeSet`] over a [`RangeStore`] ([`RangeError`], [`MIN_V4_PREFIX`], [`MIN_V6_PREFIX`]); [`MAX_LOOKBACK`], [`FIXED_MAX_SPAN`], [`VIOLATION_LOG`], [`MAX_SLOTS`] |
+//! | time | [`Instant`], [`Duration`], [`TICK_HZ`]: the core's time types (`u64` ticks) |
 //! | keys | [`Key`], [`KeyKind`], [`Addr`] (IPv6 prefix aggregation), [`Seed`], [`UserHasher`] (keyed username hashing), [`KeyHasher`] |
 //! | decisions | [`Decision`], [`Reason`], [`Penalty`] (rule 6's delay, in a [`SlotToken`] slot, rule 7), [`Attempt`] and [`AttemptId`] (a login reserved before its password is checked), [`StandingDenial`], [`Stats`] |
 //! | tables | [`Limiter`] (rules 1–9 over a table), [`FixedLimiter`] (fixed array, no allocator), `MapLimiter` (feature `alloc`, growable); what a call changed: [`Changed`] ([`CHANGED_KEYS`], [`Spill`]) and [`Evicted`] ([`EVICTED_KEYS`]) |
 //! | records | [`Record`] (export/import with wall-clock times, [`Record::hold`], [`Record::lift`]), [`Hold`] (what a listing of bans, blocks and locks shows), [`WallClock`], [`ImportError`] |
 //! | sharing | `Shared` (feature `critical-section`), `Reentered` |
+//! | containers | [`FixedVec`]: at most `N` elements in place, never panics ([`Blank`] fills the rest) |
 //!
 //! The storage layer under [`Limiter`] (the `Store` trait, per-key `Entry`
 //! and its cold part, the logs, the table layouts) is private: a storage
@@ -101,6 +104,8 @@
 //! * `unstable-internals`: the storage layer under `internals` (`Store`,
 //!   `Entry`, the cold parts and logs, `FixedStore`, `MapStore`), for the
 //!   workspace's benchmarks and tests. Not covered by semver.
+//! * `embassy`: [`Instant`]/[`Duration`] convert to and from embassy-time's,
+//!   tick for tick ([`TICK_HZ`] becomes `embassy_time::TICK_HZ`).
 //!
 //! None pulls in `std`; CI builds all of them for `thumbv7m-none-eabi`.
 #![no_std]
@@ -114,6 +119,8 @@ mod block;
 mod config;
 mod decision;
 mod entry;
+mod fixed_vec;
+mod instant;
 mod key;
 mod limiter;
 mod lists;
@@ -143,6 +150,9 @@ pub use slots::MAX_SLOTS;
 pub use table::FIXED_MAX_SPAN;
 pub use time::MAX_LOOKBACK;
 
+// Time.
+pub use instant::{Duration, Instant, TICK_HZ};
+
 // Keys.
 pub use key::{Addr, Key, KeyHasher, KeyKind, Seed, UserHasher};
 
@@ -159,6 +169,9 @@ pub use limiter::{Changed, Evicted, FixedLimiter, Limiter, Spill, CHANGED_KEYS, 
 // Records.
 pub use limiter::Hold;
 pub use record::{ImportError, Record, WallClock};
+
+// Containers.
+pub use fixed_vec::{Blank, FixedVec};
 
 // Sharing.
 #[cfg(feature = "critical-section")]

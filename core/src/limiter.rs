@@ -3,13 +3,14 @@
 //! and 8) in [`lockout`](crate::lockout); export/import in
 //! [`record`](crate::record).
 
+use crate::{Duration, Instant};
 use core::net::IpAddr;
-use embassy_time::{Duration, Instant};
 
 use crate::block::{is_new_violation, on_denial, Escalation};
 use crate::config::{Config, ConfigError, Jitter, OnFull};
 use crate::decision::{Decision, Reason, StandingDenial, Stats};
 use crate::entry::{Cold, ColdPart, Entry};
+use crate::fixed_vec::FixedVec;
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
@@ -61,7 +62,7 @@ pub const EVICTED_KEYS: usize = 4;
 /// three (a login touches the pair, the address and the account).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evicted {
-    keys: heapless::Vec<(Key, Victim), EVICTED_KEYS>,
+    keys: FixedVec<(Key, Victim), EVICTED_KEYS>,
     more: bool,
 }
 
@@ -169,7 +170,7 @@ pub enum Spill {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Changed {
-    keys: heapless::Vec<Key, CHANGED_KEYS>,
+    keys: FixedVec<Key, CHANGED_KEYS>,
     spill: Spill,
 }
 
@@ -1056,7 +1057,7 @@ mod tests {
         let (a, b) = (ip(4), ip(5));
         assert!(l.ban(a, t(0)));
         fail(&mut l, "bob", b, 3);
-        let mut from_entries = heapless::Vec::<Hold, 8>::new();
+        let mut from_entries = crate::FixedVec::<Hold, 8>::new();
         l.for_each_hold(t(10), |h| from_entries.push(h).unwrap());
         from_entries.sort_unstable_by_key(|h| (h.addr, h.kind));
         let lock = Config::default().login.lock_for - Duration::from_secs(10);
@@ -1070,7 +1071,7 @@ mod tests {
                 Some(lock),
             ),
         ];
-        let got: heapless::Vec<_, 8> = from_entries
+        let got: crate::FixedVec<_, 8> = from_entries
             .iter()
             .map(|h| (h.addr, h.kind, h.reason, h.left))
             .collect();
@@ -1081,7 +1082,7 @@ mod tests {
             now: t(10),
             unix_ms: 1_700_000_000_000,
         };
-        let mut from_records = heapless::Vec::<Hold, 8>::new();
+        let mut from_records = crate::FixedVec::<Hold, 8>::new();
         l.export(clock, |r| {
             if let Some(h) = r.hold(clock.unix_ms) {
                 from_records.push(h).unwrap();
@@ -1091,14 +1092,22 @@ mod tests {
         assert_eq!(from_records, from_entries);
 
         // A record lifted is what the limiter's lift leaves.
-        let mut recs = heapless::Vec::<crate::Record<16>, 8>::new();
-        l.export(clock, |r| recs.push(r.clone()).unwrap());
-        for r in recs.iter_mut().filter(|r| r.key.addr() == l.addr(b)) {
+        let mut recs: [Option<crate::Record<16>>; 8] = core::array::from_fn(|_| None);
+        let mut n = 0;
+        l.export(clock, |r| {
+            recs[n] = Some(r.clone());
+            n += 1;
+        });
+        for r in recs
+            .iter_mut()
+            .flatten()
+            .filter(|r| r.key.addr() == l.addr(b))
+        {
             let held = r.key.kind() != KeyKind::Account && r.lock_until.is_some();
             assert_eq!(r.lift(), held);
         }
         assert_eq!(l.lift(b), 2);
-        for r in recs.iter().filter(|r| r.key.addr() == l.addr(b)) {
+        for r in recs.iter().flatten().filter(|r| r.key.addr() == l.addr(b)) {
             assert_eq!(Some(r), l.record(&r.key, clock).as_ref(), "{:?}", r.key);
         }
     }

@@ -7,9 +7,10 @@
 use core::net::IpAddr;
 use core::str::FromStr;
 
-use embassy_time::Duration;
+use crate::Duration;
 
 use crate::decision::{Decision, Reason};
+use crate::fixed_vec::{Blank, FixedVec};
 use crate::key::{mask, Addr};
 
 /// Most entries per list.
@@ -23,6 +24,14 @@ pub struct Cidr {
     net: [u8; 16],
     /// Prefix length in the 128-bit space (IPv4 /n is 96 + n).
     bits: u8,
+}
+
+/// A [`FixedVec`]'s filler: `::/0`, never read as an element.
+impl Blank for Cidr {
+    const BLANK: Self = Cidr {
+        net: [0; 16],
+        bits: 0,
+    };
 }
 
 /// A CIDR that does not parse.
@@ -129,9 +138,9 @@ impl core::fmt::Display for Cidr {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Lists {
     /// Never limited.
-    pub allow: heapless::Vec<Cidr, MAX_LIST>,
+    pub allow: FixedVec<Cidr, MAX_LIST>,
     /// Always refused.
-    pub deny: heapless::Vec<Cidr, MAX_LIST>,
+    pub deny: FixedVec<Cidr, MAX_LIST>,
 }
 
 /// What the lists say about an address ([`Lists::lookup`]).
@@ -171,8 +180,8 @@ impl Lists {
     /// Empty lists.
     pub const fn new() -> Lists {
         Lists {
-            allow: heapless::Vec::new(),
-            deny: heapless::Vec::new(),
+            allow: FixedVec::new(),
+            deny: FixedVec::new(),
         }
     }
 

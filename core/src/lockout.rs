@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use core::net::{IpAddr, Ipv4Addr};
-//! use embassy_time::Instant;
+//! use portcullis_core::Instant;
 //! use portcullis_core::{Config, Decision, FixedLimiter, Reason, Seed, FIXED_MAX_SPAN};
 //!
 //! let mut config = Config::default();
@@ -29,8 +29,8 @@
 //! assert_eq!(lim.check_login("alice ", ip, now).reason(), Some(Reason::AccountLocked));
 //! ```
 
+use crate::{Duration, Instant};
 use core::net::IpAddr;
-use embassy_time::{Duration, Instant};
 
 use crate::config::NoSlot;
 use crate::decision::{Decision, Penalty, Reason};

@@ -8,7 +8,7 @@
 //! 30 … seconds at the defaults. The caller delays its *response*; the
 //! server keeps serving.
 
-use embassy_time::Duration;
+use crate::Duration;
 
 use crate::config::PenaltyRules;
 use crate::time::grown;

@@ -8,12 +8,12 @@
 //! range: `O(L · log n)` for `L` distinct lengths (at most 25 for IPv4,
 //! 97 for IPv6; a handful in practice), never `O(n)`.
 //!
-//! Storage is a [`RangeStore`]: a fixed-capacity `heapless::Vec` (no
+//! Storage is a [`RangeStore`]: a fixed-capacity [`FixedVec`] (no
 //! allocator, firmware) or, with feature `alloc`, a `Vec`.
 //!
 //! ```
-//! use portcullis_core::{Cidr, RangeSet};
-//! let mut bans: RangeSet<heapless::Vec<(Cidr, u32), 8>> = RangeSet::default();
+//! use portcullis_core::{Cidr, FixedVec, RangeSet};
+//! let mut bans: RangeSet<FixedVec<(Cidr, u32), 8>> = RangeSet::default();
 //! bans.insert("203.0.113.0/24".parse().unwrap(), 1).unwrap();
 //! bans.insert("203.0.113.9".parse().unwrap(), 2).unwrap();
 //! let ip = "203.0.113.9".parse().unwrap();
@@ -26,6 +26,7 @@
 use core::cmp::Ordering;
 use core::net::IpAddr;
 
+use crate::fixed_vec::{Blank, FixedVec};
 use crate::key::{mask, Addr};
 use crate::lists::Cidr;
 
@@ -70,7 +71,7 @@ pub trait RangeStore {
     fn remove_at(&mut self, i: usize) -> Option<(Cidr, Self::Value)>;
 }
 
-impl<T, const N: usize> RangeStore for heapless::Vec<(Cidr, T), N> {
+impl<T: Blank, const N: usize> RangeStore for FixedVec<(Cidr, T), N> {
     type Value = T;
     fn slice(&self) -> &[(Cidr, T)] {
         self.as_slice()
@@ -85,7 +86,7 @@ impl<T, const N: usize> RangeStore for heapless::Vec<(Cidr, T), N> {
         self.insert(i, e)
     }
     fn remove_at(&mut self, i: usize) -> Option<(Cidr, T)> {
-        (i < self.len()).then(|| self.remove(i))
+        self.remove(i)
     }
 }
 
@@ -317,7 +318,7 @@ impl<S: RangeStore> RangeSet<S> {
 mod tests {
     use super::*;
 
-    type Set = RangeSet<heapless::Vec<(Cidr, u8), 16>>;
+    type Set = RangeSet<FixedVec<(Cidr, u8), 16>>;
 
     fn c(s: &str) -> Cidr {
         s.parse().unwrap()
@@ -356,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_full_set_says_so() {
-        let mut s: RangeSet<heapless::Vec<(Cidr, u8), 1>> = RangeSet::default();
+        let mut s: RangeSet<FixedVec<(Cidr, u8), 1>> = RangeSet::default();
         s.insert(c("192.0.2.0/24"), 1).unwrap();
         assert_eq!(s.insert(c("192.0.3.0/24"), 1), Err(RangeError::Full));
     }

@@ -20,9 +20,10 @@
 //! millisecond resolution: an export truncates each age to whole
 //! milliseconds (an event reads up to 1 ms younger, never older).
 
-use embassy_time::{Duration, Instant};
+use crate::{Duration, Instant};
 
 use crate::entry::{ColdPart, Entry, VIOLATION_LOG};
+use crate::fixed_vec::FixedVec;
 use crate::key::Key;
 use crate::limiter::{Hold, Limiter};
 use crate::store::{EntryOf, Store};
@@ -71,9 +72,9 @@ pub struct Record<const W: usize> {
     /// Whose state.
     pub key: Key,
     /// Counted events (requests or failures), oldest first.
-    pub log: heapless::Vec<u64, W>,
+    pub log: FixedVec<u64, W>,
     /// Violations, oldest first.
-    pub violations: heapless::Vec<u64, VIOLATION_LOG>,
+    pub violations: FixedVec<u64, VIOLATION_LOG>,
     /// End of the current or last block.
     pub block_until: Option<u64>,
     /// Blocks so far within the memory.
@@ -91,8 +92,8 @@ impl<const W: usize> Record<W> {
     pub fn empty(key: Key) -> Self {
         Record {
             key,
-            log: heapless::Vec::new(),
-            violations: heapless::Vec::new(),
+            log: FixedVec::new(),
+            violations: FixedVec::new(),
             block_until: None,
             block_level: 0,
             last_block_start: None,

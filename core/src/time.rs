@@ -1,6 +1,7 @@
 //! Saturating tick arithmetic.
 //!
-//! Internally every time is a `u64` count of [`embassy_time`] ticks and every
+//! Internally every time is a `u64` count of ticks ([`TICK_HZ`] per
+//! second, the rate of the caller's [`Instant`]) and every
 //! operation saturates, so `Instant::MAX`, time standing still and uptimes of
 //! years never wrap or panic.
 //!
@@ -19,7 +20,7 @@
 //! `MAX_LOOKBACK` of `Instant::MAX` all read as the end of time (at 1 MHz
 //! that is after 584 000 years of uptime).
 
-use embassy_time::{Duration, Instant, TICK_HZ};
+use crate::instant::{Duration, Instant, TICK_HZ};
 
 use crate::config::Growth;
 
@@ -85,7 +86,8 @@ pub const MAX_LOOKBACK: Duration = Duration::from_ticks(EPOCH);
 /// [`MAX_LOOKBACK`] in ticks: internal tick = caller's ticks + `EPOCH`.
 pub(crate) const EPOCH: Tick = 315_360_000u64.saturating_mul(TICK_HZ); // 3650 × 86 400 s
 
-// Room for the epoch at every tick rate embassy-time offers (up to 5.2 GHz).
+// Room for the epoch at every tick rate embassy-time offers (up to 5.2 GHz,
+// the core's `TICK_HZ` with the `embassy` feature).
 const _: () = assert!(
     EPOCH < u64::MAX / 8,
     "MAX_LOOKBACK must leave room for uptime"
@@ -132,7 +134,7 @@ pub(crate) fn until(now: Tick, deadline: Tick) -> Duration {
 /// overflow for huge values).
 pub(crate) fn ms_to_ticks(ms: u64) -> u64 {
     let t = u128::from(ms)
-        .saturating_mul(u128::from(embassy_time::TICK_HZ))
+        .saturating_mul(u128::from(TICK_HZ))
         .checked_div(1000)
         .unwrap_or(0);
     u64::try_from(t).unwrap_or(u64::MAX)
@@ -142,7 +144,7 @@ pub(crate) fn ms_to_ticks(ms: u64) -> u64 {
 pub(crate) fn ticks_to_ms(ticks: u64) -> u64 {
     let ms = u128::from(ticks)
         .saturating_mul(1000)
-        .checked_div(u128::from(embassy_time::TICK_HZ))
+        .checked_div(u128::from(TICK_HZ))
         .unwrap_or(0);
     u64::try_from(ms).unwrap_or(u64::MAX)
 }

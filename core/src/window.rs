@@ -1,4 +1,4 @@
-//! Sliding logs: timestamps oldest first, in a fixed-capacity deque
+//! Sliding logs: timestamps oldest first, in a fixed-capacity ring
 //! ([`Log`], inline, no allocator) or a ring that grows with use up to its
 //! cap ([`GrowLog`], feature `alloc`: up to four events inline, then a
 //! ring sized to the events, not to `W`). Both are a [`TimeLog`].
@@ -16,8 +16,6 @@
 //! log.prune(35, 20); // window (15, 35]: 10 leaves
 //! assert_eq!((log.len(), log.oldest()), (2, Some(20)));
 //! ```
-
-use heapless::Deque;
 
 use crate::time::{within, Tick};
 
@@ -90,52 +88,106 @@ pub trait TimeLog: Default + Clone + core::fmt::Debug + PartialEq {
     fn iter(&self) -> impl Iterator<Item = Tick> + '_;
 }
 
-/// A sliding log of at most `C` timestamps.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A sliding log of at most `C` timestamps: a ring of `C` ticks, the
+/// oldest pushed out when full.
+#[derive(Clone, Copy)]
 pub struct Log<const C: usize> {
-    times: Deque<Tick, C>,
+    /// The ring; the `len` events start at `head`.
+    times: [Tick; C],
+    head: usize,
+    len: usize,
 }
 
 impl<const C: usize> Log<C> {
     /// An empty log.
     pub const fn new() -> Self {
         Log {
-            times: Deque::new(),
+            times: [0; C],
+            head: 0,
+            len: 0,
         }
+    }
+
+    /// The ring index of the `i`-th event (oldest first), `i < C`.
+    fn at(&self, i: usize) -> usize {
+        let j = self.head.wrapping_add(i);
+        if j >= C {
+            j.wrapping_sub(C)
+        } else {
+            j
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<Tick> {
+        if i >= self.len {
+            return None;
+        }
+        self.times.get(self.at(i)).copied()
+    }
+}
+
+impl<const C: usize> Default for Log<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Equal when they hold the same events, wherever the ring starts.
+impl<const C: usize> PartialEq for Log<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl<const C: usize> Eq for Log<C> {}
+
+impl<const C: usize> core::fmt::Debug for Log<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 impl<const C: usize> TimeLog for Log<C> {
     fn oldest(&self) -> Option<Tick> {
-        self.times.front().copied()
+        self.get(0)
     }
 
     fn newest(&self) -> Option<Tick> {
-        self.times.back().copied()
+        self.get(self.len.checked_sub(1)?)
     }
 
     fn pop_oldest(&mut self) {
-        self.times.pop_front();
+        if self.len > 0 {
+            self.head = self.at(1);
+            self.len = self.len.saturating_sub(1);
+        }
     }
 
     fn push(&mut self, t: Tick) {
-        if self.times.is_full() {
-            self.times.pop_front();
+        if C == 0 {
+            return; // a zero-capacity log keeps nothing
         }
-        // Cannot fail: room was made above (a zero-capacity log keeps nothing).
-        let _ = self.times.push_back(t);
+        if self.len >= C {
+            self.pop_oldest();
+        }
+        let end = self.at(self.len);
+        if let Some(place) = self.times.get_mut(end) {
+            *place = t;
+            self.len = self.len.saturating_add(1);
+        }
     }
 
     fn clear(&mut self) {
-        self.times.clear();
+        self.head = 0;
+        self.len = 0;
     }
 
     fn len(&self) -> usize {
-        self.times.len()
+        self.len
     }
 
     fn iter(&self) -> impl Iterator<Item = Tick> + '_ {
-        self.times.iter().copied()
+        (0..self.len).filter_map(move |i| self.get(i))
     }
 }
 
@@ -640,7 +692,7 @@ impl<const C: usize> defmt::Format for Log<C> {
         defmt::write!(
             f,
             "Log {{ len: {=usize}, newest: {=?} }}",
-            self.times.len(),
+            self.len,
             self.newest()
         );
     }

@@ -24,8 +24,8 @@
 )]
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use embassy_time::{Duration, Instant};
 use portcullis_core::{Config, MapLimiter, Reason, Seed};
+use portcullis_core::{Duration, Instant};
 
 const CAP: usize = 1_000_000;
 const FLOOD: u64 = 10_000_000;

@@ -8,9 +8,9 @@
 )]
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use embassy_time::{Duration, Instant};
 use portcullis_core::internals::Store;
 use portcullis_core::*;
+use portcullis_core::{Duration, Instant};
 
 const SEED: Seed = Seed::new([0x5a; 16]);
 
@@ -661,7 +661,7 @@ fn fixed_config(mut c: Config) -> Config {
     c
 }
 
-rules_for!(fixed, FIXED_MAX_SPAN / embassy_time::TICK_HZ, |c| {
+rules_for!(fixed, FIXED_MAX_SPAN / portcullis_core::TICK_HZ, |c| {
     FixedLimiter::<128, 50>::new(fixed_config(c), SEED).unwrap()
 });
 #[cfg(feature = "alloc")]
@@ -808,7 +808,7 @@ fn a_fixed_table_refuses_lookbacks_beyond_its_span() {
             Some(ConfigError::Span {
                 key,
                 max_ticks: FIXED_MAX_SPAN,
-                tick_hz: embassy_time::TICK_HZ
+                tick_hz: portcullis_core::TICK_HZ
             }),
             "{key}"
         );
@@ -816,7 +816,7 @@ fn a_fixed_table_refuses_lookbacks_beyond_its_span() {
         assert!(
             shown.starts_with(key)
                 && shown.contains("4294967295 ticks")
-                && shown.contains(&format!("{} ticks per second", embassy_time::TICK_HZ)),
+                && shown.contains(&format!("{} ticks per second", portcullis_core::TICK_HZ)),
             "{shown}"
         );
         // A reload is refused alike and the running rules stay.

@@ -35,6 +35,7 @@ use embassy_net::{
     IpAddress, Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4,
 };
 use embassy_time::{Duration, Instant, Timer};
+use portcullis_core::Duration as CoreDuration;
 use embedded_io_async::Write;
 use portcullis_core::Shared;
 use portcullis_core::{Config, ConfigError, FixedLimiter, Growth, NoSlot, Seed};
@@ -74,21 +75,21 @@ static LIMITER: StaticCell<SharedLimiter> = StaticCell::new();
 fn config() -> Config {
     let mut c = Config::default();
     c.requests.max_requests = 10;
-    c.requests.window = Duration::from_secs(5);
-    c.blocks.block_for = Duration::from_secs(30);
-    c.blocks.violation_memory = Duration::from_secs(600);
-    c.blocks.max_block = Duration::from_secs(300);
-    c.blocks.ban_lookback = Duration::from_secs(3600);
+    c.requests.window = CoreDuration::from_secs(5);
+    c.blocks.block_for = CoreDuration::from_secs(30);
+    c.blocks.violation_memory = CoreDuration::from_secs(600);
+    c.blocks.max_block = CoreDuration::from_secs(300);
+    c.blocks.ban_lookback = CoreDuration::from_secs(3600);
     c.login.max_failures = 8;
-    c.login.failure_window = Duration::from_secs(60);
-    c.login.lock_for = Duration::from_secs(20);
+    c.login.failure_window = CoreDuration::from_secs(60);
+    c.login.lock_for = CoreDuration::from_secs(20);
     c.login.account_max_failures = Some(16);
-    c.login.account_window = Duration::from_secs(600);
-    c.penalty.base = Duration::from_millis(250);
+    c.login.account_window = CoreDuration::from_secs(600);
+    c.penalty.base = CoreDuration::from_millis(250);
     c.penalty.multiplier = Growth::times(2);
-    c.penalty.max = Duration::from_secs(4);
+    c.penalty.max = CoreDuration::from_secs(4);
     c.slots.slots = 2;
-    c.slots.slot_ttl = Duration::from_secs(30);
+    c.slots.slot_ttl = CoreDuration::from_secs(30);
     c.slots.when_full = NoSlot::Refuse;
     c
 }
@@ -191,7 +192,7 @@ async fn purge_task(limiter: &'static SharedLimiter) -> ! {
     loop {
         Timer::after(PURGE_EVERY).await;
         let now = Instant::now();
-        if let Ok((removed, len, stats)) = limiter.with(|l| (l.purge(now), l.len(), l.stats())) {
+        if let Ok((removed, len, stats)) = limiter.with(|l| (l.purge(now.into()), l.len(), l.stats())) {
             defmt::info!(
                 "purge: removed {=usize}, {=usize} live, {=u64} evictions, {=u64} table-full; eth {}; stack peak since boot {=usize} of {=usize} bytes",
                 removed,
@@ -254,7 +255,7 @@ async fn serve(
 ) {
     // A denied address does not get to hold a socket: peek (counts
     // nothing) and hang up with the reason.
-    let early = limiter.with(|l| l.peek_request(peer, Instant::now()));
+    let early = limiter.with(|l| l.peek_request(peer, Instant::now().into()));
     if let Ok(d @ portcullis_core::Decision::Deny { .. }) = early {
         let r = Reply::denied(&d);
         defmt::info!("[{=usize}] refused at accept: {}", id, d);

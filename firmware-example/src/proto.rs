@@ -28,7 +28,8 @@
 use core::fmt::Write as _;
 use core::net::IpAddr;
 
-use embassy_time::{Duration, Instant, Timer};
+use embassy_time::Timer;
+use portcullis_core::{Duration, Instant};
 use portcullis_core::{Decision, Reason};
 
 use crate::SharedLimiter;
@@ -166,6 +167,12 @@ pub enum Reply {
     Err(&'static str),
 }
 
+/// The core's now: embassy-time's clock, converted tick for tick (the
+/// core's `embassy` feature).
+fn now() -> Instant {
+    embassy_time::Instant::now().into()
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis()
 }
@@ -224,7 +231,7 @@ pub async fn handle(line: Line<'_>, peer: IpAddr, limiter: &SharedLimiter) -> Re
         return Reply::Nothing;
     }
     // Every line is one request for the address.
-    let Ok(d) = limiter.with(|l| l.check_request(peer, Instant::now())) else {
+    let Ok(d) = limiter.with(|l| l.check_request(peer, now())) else {
         return Reply::Busy(0);
     };
     if !d.is_allowed() {
@@ -242,7 +249,7 @@ pub async fn handle(line: Line<'_>, peer: IpAddr, limiter: &SharedLimiter) -> Re
 async fn login(user: &str, password: &str, peer: IpAddr, limiter: &SharedLimiter) -> Reply {
     // The attempt is reserved (counted as a failure) before the password is
     // compared, and settled after: the same rule as the host's.
-    let Ok(begun) = limiter.with(|l| l.begin_login(user, peer, Instant::now())) else {
+    let Ok(begun) = limiter.with(|l| l.begin_login(user, peer, now())) else {
         return Reply::Busy(0);
     };
     let attempt = match begun {
@@ -254,7 +261,7 @@ async fn login(user: &str, password: &str, peer: IpAddr, limiter: &SharedLimiter
     let (id, mut penalty) = (attempt.id, attempt.penalty);
     if good {
         let _ = limiter.with(|l| {
-            l.login_attempt_succeeded(user, peer, id, Instant::now());
+            l.login_attempt_succeeded(user, peer, id, now());
             if let Some(slot) = penalty.slot.take() {
                 l.release_slot(slot);
             }
@@ -262,7 +269,7 @@ async fn login(user: &str, password: &str, peer: IpAddr, limiter: &SharedLimiter
         return Reply::Ok;
     }
     penalty.locked = limiter
-        .with(|l| l.login_attempt_failed(user, peer, id, Instant::now()))
+        .with(|l| l.login_attempt_failed(user, peer, id, now()))
         .unwrap_or(false);
     let base = limiter
         .with(|l| l.config().penalty.base)
@@ -272,12 +279,12 @@ async fn login(user: &str, password: &str, peer: IpAddr, limiter: &SharedLimiter
         return Reply::Busy(ms(base));
     }
     // Hold the reply for the penalty, inside the slot.
-    Timer::after(penalty.delay).await;
+    Timer::after(penalty.delay.into()).await;
     if let Some(slot) = penalty.slot {
         let _ = limiter.with(|l| l.release_slot(slot));
     }
     if penalty.locked {
-        let now = Instant::now();
+        let now = now();
         if let Ok(d @ Decision::Deny { .. }) = limiter.with(|l| l.check_login(user, peer, now)) {
             return Reply::denied(&d);
         }

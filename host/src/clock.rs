@@ -10,7 +10,7 @@
 //! `now` reads `std::time::Instant` (the OS monotonic clock, a vDSO call
 //! on Linux: no lock, no syscall). embassy-time's std driver takes a
 //! process-wide mutex on every read, which two threads deciding at once
-//! would fight over, so the library never calls `embassy_time::Instant::now`
+//! would fight over, so the library never calls `portcullis_core::Instant::now`
 //! and does not enable that driver.
 
 //! ## One reading per request
@@ -23,7 +23,7 @@
 //! library user may still pass a bare [`Instant`] (it converts into a
 //! `Now` whose Unix time is derived only if something is persisted).
 //!
-use embassy_time::Instant;
+use portcullis_core::Instant;
 use portcullis_core::WallClock;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -221,7 +221,7 @@ pub fn read() -> Now {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embassy_time::Duration;
+    use portcullis_core::Duration;
 
     /// A reading holds both clocks; a bare instant gets the Unix time at
     /// that instant, before or after now, and the same wall tie.

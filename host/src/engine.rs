@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use crate::BoxFuture;
-use embassy_time::Duration;
+use portcullis_core::Duration;
 use portcullis_core::{Attempt, Cidr, Decision, Hold, Penalty};
 
 use crate::guard::Guard;

@@ -30,7 +30,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use embassy_time::Duration;
+use portcullis_core::Duration;
 use portcullis_core::{Attempt, Decision, Hold, Penalty, SlotToken};
 
 use crate::clock::{read, Now};

@@ -117,7 +117,7 @@ impl HeldDenial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embassy_time::Instant;
+    use portcullis_core::Instant;
     use portcullis_core::{Config, FixedLimiter, Seed};
 
     fn addr(s: &str) -> Addr {

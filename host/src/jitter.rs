@@ -25,7 +25,7 @@ pub fn draw(config: &Config) -> Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embassy_time::Duration;
+    use portcullis_core::Duration;
 
     #[test]
     fn no_jitter_configured_draws_none_and_a_jitter_draws_spread_values() {

@@ -284,7 +284,7 @@ pub struct RateLimit<S> {
 }
 
 /// Whole seconds, rounded up (`Retry-After`, `t=`, `seconds_left`).
-pub fn ceil_secs(d: embassy_time::Duration) -> u64 {
+pub fn ceil_secs(d: portcullis_core::Duration) -> u64 {
     d.as_micros().div_ceil(1_000_000)
 }
 
@@ -299,7 +299,7 @@ pub fn header_values(name: &str, engine: &dyn Engine, d: &Decision) -> (String, 
         } => {
             format!("\"{name}\";r={remaining};t={}", ceil_secs(*reset_after))
         }
-        Decision::Deny { retry_after, .. } if *retry_after == embassy_time::Duration::MAX => {
+        Decision::Deny { retry_after, .. } if *retry_after == portcullis_core::Duration::MAX => {
             format!("\"{name}\";r=0")
         }
         Decision::Deny { retry_after, .. } => {
@@ -357,7 +357,7 @@ pub fn set_ratelimit_fields(
             "\"{name}\";r={remaining};t={}",
             ceil_secs(*reset_after)
         )),
-        Decision::Deny { retry_after, .. } if *retry_after == embassy_time::Duration::MAX => {
+        Decision::Deny { retry_after, .. } if *retry_after == portcullis_core::Duration::MAX => {
             value_of(format_args!("\"{name}\";r=0"))
         }
         Decision::Deny { retry_after, .. } => {

@@ -54,12 +54,12 @@ pub mod sqlite;
 mod username;
 
 // The core's rules, decisions, keys and time types.
-pub use embassy_time::{Duration, Instant};
 pub use portcullis_core::{
     Addr, Attempt, BlockRules, Cidr, CidrError, Config, ConfigError, Decision, Growth, Hold,
     ImportError, Jitter, Key, KeyKind, Listed, Lists, LoginRules, NoSlot, OnFull, Penalty,
     PenaltyRules, Reason, RequestRules, Seed, SlotRules, StandingDenial, Stats, WallClock,
 };
+pub use portcullis_core::{Duration, Instant};
 
 // The limiter and its async face.
 pub use guard::Guard;

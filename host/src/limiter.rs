@@ -32,7 +32,7 @@
 //! Every call takes `now` as anything that converts into a
 //! [`clock::Now`](crate::clock::Now): a reading from
 //! [`clock::read`](crate::clock::read) (what [`Guard`](crate::Guard) passes,
-//! one per request) or a bare [`Instant`](embassy_time::Instant) from
+//! one per request) or a bare [`Instant`](portcullis_core::Instant) from
 //! [`clock::now`](crate::clock::now). The rules run on its monotonic part;
 //! the records of what changed carry wall-clock times from the same
 //! reading ([`Now::wall`](crate::clock::Now::wall)).
@@ -46,7 +46,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use embassy_time::Duration;
+use portcullis_core::Duration;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::Now;
@@ -446,7 +446,7 @@ impl Limiter {
         i: usize,
         mark: u64,
         addr: Addr,
-        now: embassy_time::Instant,
+        now: portcullis_core::Instant,
     ) -> Option<Decision> {
         let slot = self.shards.get(i)?;
         if slot.denied.load(Ordering::Relaxed) != mark {

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use embassy_time::Duration;
+use portcullis_core::Duration;
 use portcullis_core::{Cidr, Decision, RangeError, RangeSet, Reason};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -684,7 +684,7 @@ impl Offenders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embassy_time::Duration;
+    use portcullis_core::Duration;
 
     fn deny(reason: Reason) -> Decision {
         Decision::Deny {

@@ -26,8 +26,8 @@
 //! assert_eq!(p.retry_after, Some(7));
 //! ```
 
-use embassy_time::Duration;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use portcullis_core::Duration;
 use portcullis_core::{Decision, Reason};
 
 use crate::layer::ceil_secs;

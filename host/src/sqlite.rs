@@ -30,6 +30,10 @@
 //! local fallback imposed during a Redis outage, until Redis has it);
 //! versions 1 and 2 are migrated the same way (the missing tables are
 //! created) and read as having an empty journal.
+//!
+//! Schema version 4 added `jail_positions` ([`jails`]: how far each of the
+//! server's log jails has read its source); versions 1 to 3 are migrated
+//! the same way.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -44,11 +48,13 @@ use crate::limiter::Record;
 use crate::manual::ManualBan;
 pub use crate::manual::ManualChange;
 
+pub mod jails;
 pub mod journal;
+pub use jails::JailPosition;
 pub use journal::{Imposed, JournalChange, JournalKey, JournalRow};
 
-/// Schema version this build writes and reads (and migrates 1 and 2 to).
-pub const SCHEMA_VERSION: i64 = 3;
+/// Schema version this build writes and reads (and migrates 1 to 3 to).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a portcullis store ("PCLS").
 pub const APPLICATION_ID: i32 = 0x5043_4c53;
@@ -78,6 +84,15 @@ const V2_TABLES: &[&str] = &["entries", "manual_bans", "meta"];
 
 /// The tables of schema version 3: version 2's and `journal`.
 const V3_TABLES: &[&str] = &["entries", "journal", "manual_bans", "meta"];
+
+/// The tables of schema version 4: version 3's and `jail_positions`.
+const V4_TABLES: &[&str] = &[
+    "entries",
+    "jail_positions",
+    "journal",
+    "manual_bans",
+    "meta",
+];
 
 /// The columns of version 2's `manual_bans`.
 const V2_MANUAL: &[&str] = &["range", "until_ms", "reason", "created_ms"];
@@ -326,6 +341,8 @@ enum Job {
     Manual(ManualChange, oneshot::Sender<Result<(), StoreError>>),
     Journal(Vec<JournalChange>, oneshot::Sender<Result<(), StoreError>>),
     Snapshot(Vec<Record>, oneshot::Sender<Result<(), StoreError>>),
+    JailPosition(JailPosition, oneshot::Sender<Result<(), StoreError>>),
+    JailPositions(oneshot::Sender<Result<Vec<JailPosition>, StoreError>>),
     Stop,
 }
 
@@ -431,6 +448,13 @@ fn inspect(path: &Path) -> Result<Contents, StoreError> {
                 && strings("SELECT name FROM pragma_table_info('manual_bans')")? == V2_MANUAL
                 && strings("SELECT name FROM pragma_table_info('journal')")? == journal::V3_JOURNAL
         }
+        4 => {
+            tables == V4_TABLES
+                && strings("SELECT name FROM pragma_table_info('manual_bans')")? == V2_MANUAL
+                && strings("SELECT name FROM pragma_table_info('journal')")? == journal::V3_JOURNAL
+                && strings("SELECT name FROM pragma_table_info('jail_positions')")?
+                    == jails::V4_JAIL_POSITIONS
+        }
         _ => false,
     };
     if known_tables
@@ -486,16 +510,20 @@ pub fn open_connection(lock: &StoreLock) -> Result<Connection, StoreError> {
         );
         setup.push_str(CREATE_MANUAL);
         setup.push_str(journal::CREATE_JOURNAL);
+        setup.push_str(jails::CREATE_JAIL_POSITIONS);
         setup.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};"));
     }
     if let Contents::Ours { version, .. } = contents {
         // The migrations: version 2 added the manual bans' table, 3 the
-        // journal.
+        // journal, 4 the jails' positions.
         if version < 2 {
             setup.push_str(CREATE_MANUAL);
         }
         if version < 3 {
             setup.push_str(journal::CREATE_JOURNAL);
+        }
+        if version < 4 {
+            setup.push_str(jails::CREATE_JAIL_POSITIONS);
             setup.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};"));
         }
     }
@@ -783,6 +811,12 @@ impl SqliteStore {
                             last_snapshot = r.as_ref().err().map(ToString::to_string);
                             let _ = ack.send(r);
                         }
+                        Job::JailPosition(p, ack) => {
+                            let _ = ack.send(jails::write(&conn, &path, &p));
+                        }
+                        Job::JailPositions(ack) => {
+                            let _ = ack.send(jails::read(&conn, &path));
+                        }
                         Job::Stop => break,
                     }
                 }
@@ -858,6 +892,28 @@ impl SqliteStore {
         let rx = self.send(|ack| Job::Journal(changes, ack));
         let path = self.path.clone();
         async move { rx.await.unwrap_or(Err(StoreError::Closed { path })) }
+    }
+
+    /// Save one log jail's read position ([`jails`]); resolves once
+    /// committed.
+    pub async fn write_jail_position(&self, position: JailPosition) -> Result<(), StoreError> {
+        let rx = self.send(|ack| Job::JailPosition(position, ack));
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
+    }
+
+    /// Every log jail's saved read position ([`jails`]).
+    pub async fn jail_positions(&self) -> Result<Vec<JailPosition>, StoreError> {
+        let (ack, rx) = oneshot::channel();
+        let _ = self.tx.send(Job::JailPositions(ack));
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                path: self.path.clone(),
+            })
+        })
     }
 
     /// Replace everything with `records`; resolves once committed.

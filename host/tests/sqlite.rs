@@ -516,11 +516,59 @@ async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
 
     // A version 2 file (no journal table) opens, migrated.
     let c = rusqlite::Connection::open(&p).unwrap();
-    c.execute_batch("DROP TABLE journal; PRAGMA user_version = 2;")
+    c.execute_batch("DROP TABLE journal; DROP TABLE jail_positions; PRAGMA user_version = 2;")
         .unwrap();
     drop(c);
     let (store, loaded) = SqliteStore::open(&p).unwrap();
     assert!(loaded.journal.is_empty());
+    store.close().unwrap();
+    let v: i64 = rusqlite::Connection::open(&p)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+/// Schema version 4's jail positions (the server's log jails): written
+/// through, read back after a reopen, one row per jail; a version 3 file
+/// is migrated to 4 with none.
+#[tokio::test]
+async fn jail_positions_survive_a_reopen_and_version_3_is_migrated() {
+    use portcullis::sqlite::{JailPosition, SCHEMA_VERSION};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("j.db");
+    let (store, _) = SqliteStore::open(&p).unwrap();
+    assert!(store.jail_positions().await.unwrap().is_empty());
+    let pos = |offset| JailPosition {
+        jail: "sshd".into(),
+        source: "/var/log/auth.log".into(),
+        device: 66,
+        inode: 1234,
+        offset,
+        cursor: String::new(),
+    };
+    store.write_jail_position(pos(10)).await.unwrap();
+    store.write_jail_position(pos(99)).await.unwrap();
+    let journal = JailPosition {
+        jail: "ssh-journal".into(),
+        source: "journal:ssh.service".into(),
+        cursor: "s=1;i=2".into(),
+        ..JailPosition::default()
+    };
+    store.write_jail_position(journal.clone()).await.unwrap();
+    store.close().unwrap();
+    let (store, _) = SqliteStore::open(&p).unwrap();
+    let mut got = store.jail_positions().await.unwrap();
+    got.sort_by(|a, b| a.jail.cmp(&b.jail));
+    assert_eq!(got, vec![journal, pos(99)]);
+    store.close().unwrap();
+
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch("DROP TABLE jail_positions; PRAGMA user_version = 3;")
+        .unwrap();
+    drop(c);
+    let (store, _) = SqliteStore::open(&p).unwrap();
+    assert!(store.jail_positions().await.unwrap().is_empty());
     store.close().unwrap();
     let v: i64 = rusqlite::Connection::open(&p)
         .unwrap()

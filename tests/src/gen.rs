@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use embassy_time::Duration;
+use portcullis_core::Duration;
 use portcullis_core::{Config, Growth, NoSlot};
 use proptest::prelude::*;
 

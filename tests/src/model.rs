@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use embassy_time::Duration;
+use portcullis_core::Duration;
 use portcullis_core::{Config, Decision, Growth, NoSlot, OnFull, Reason};
 
 /// Which rule a model key belongs to.

@@ -15,8 +15,8 @@
 //!
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
-use embassy_time::Instant;
 use portcullis_core::internals::{Store, Victim};
+use portcullis_core::Instant;
 use portcullis_core::{
     AttemptId, Config, ConfigError, FixedLimiter, Jitter, Key, KeyKind, Limiter, MapLimiter,
     OnFull, Seed, SlotToken, FIXED_MAX_SPAN, MAX_LOOKBACK,
@@ -298,7 +298,7 @@ proptest! {
     /// lookback), and taken by the growable one.
     #[test]
     fn fixed_store_refuses_exactly_the_lookbacks_beyond_its_span(cfg in config(), seed in any::<[u8; 16]>()) {
-        let over = |d: embassy_time::Duration| d.as_ticks() > FIXED_MAX_SPAN;
+        let over = |d: portcullis_core::Duration| d.as_ticks() > FIXED_MAX_SPAN;
         let long = [
             ("requests.window", over(cfg.requests.window)),
             ("blocks.violation_memory", over(cfg.blocks.violation_memory)),
@@ -311,7 +311,7 @@ proptest! {
         .map(|(k, _)| k);
         let got = FixedLimiter::<N, W>::new(cfg.clone(), Seed::new(seed)).err();
         match long {
-            Some(key) => prop_assert_eq!(got, Some(ConfigError::Span { key, max_ticks: FIXED_MAX_SPAN, tick_hz: embassy_time::TICK_HZ })),
+            Some(key) => prop_assert_eq!(got, Some(ConfigError::Span { key, max_ticks: FIXED_MAX_SPAN, tick_hz: portcullis_core::TICK_HZ })),
             None => prop_assert!(got.is_none(), "{:?}", got),
         }
         prop_assert!(MapLimiter::<W>::new_growable(cfg, Seed::new(seed), 14).is_ok());

@@ -1,6 +1,6 @@
 //! The no_std proof that can fail: build `portcullis-core` for
 //! `thumbv7m-none-eabi` with only `core` available (`-Zbuild-std=core`), for
-//! the default features, `defmt` and `critical-section`. If `std` or
+//! the default features, `defmt`, `critical-section` and `embassy`. If `std` or
 //! `alloc` sneaks in, the build breaks. `alloc` is built separately with
 //! `-Zbuild-std=core,alloc`.
 //!
@@ -68,6 +68,8 @@ fn core_builds_for_thumbv7m_without_std_or_alloc() {
     build("defmt", "core");
     build("critical-section", "core");
     build("defmt,critical-section", "core");
+    build("embassy", "core");
+    build("defmt,critical-section,embassy", "core");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! answers: the most specific live range holding the address, on random
 //! sets of IPv4 and IPv6 ranges (clustered so that ranges nest and
 //! addresses hit), random inserts, replacements, removals and expiry, over
-//! both storages (fixed `heapless::Vec` and growable `Vec`).
+//! both storages (fixed `FixedVec` and growable `Vec`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -128,7 +128,7 @@ proptest! {
 
     #[test]
     fn fixed_lookup_agrees_with_a_naive_scan(ops in proptest::collection::vec(op(), 1..200)) {
-        run::<heapless::Vec<(Cidr, u8), 48>>(&ops, 48)?;
+        run::<portcullis_core::FixedVec<(Cidr, u8), 48>>(&ops, 48)?;
     }
 
     #[test]

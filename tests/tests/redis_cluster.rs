@@ -168,7 +168,7 @@ async fn every_call_works_on_a_cluster_and_each_address_stays_on_its_node() {
         lim.check_request(ips[1], T0 + 4).await.expect("req"),
         Decision::Deny {
             reason: Reason::Banned,
-            retry_after: embassy_time::Duration::MAX
+            retry_after: portcullis_core::Duration::MAX
         }
     );
     // `lift` scans the node of the address's slot and lifts all its keys.
@@ -236,7 +236,7 @@ async fn script_is_reloaded_per_node_after_script_flush() {
             lim.check_request(ip, T0).await.expect("after flush"),
             Decision::Allow {
                 remaining: 1,
-                reset_after: embassy_time::Duration::from_secs(60)
+                reset_after: portcullis_core::Duration::from_secs(60)
             }
         );
     }

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
-use embassy_time::Duration;
 use portcullis::fleet::{FleetError, RedisLimiter};
+use portcullis_core::Duration;
 use portcullis_core::{Config, Decision, Reason, Seed};
 use portcullis_tests::redis_server::RedisServer;
 use redis::AsyncCommands;
@@ -164,7 +164,7 @@ async fn ttls_follow_the_state() {
     c.requests.max_requests = 1;
     c.blocks.block_after = 1;
     c.login.max_failures = 2;
-    c.login.lock_for = embassy_time::Duration::from_secs(1200);
+    c.login.lock_for = portcullis_core::Duration::from_secs(1200);
     let lim = limiter(&server, c, "ttl")
         .await
         .with_ttl_slack(StdDuration::ZERO);

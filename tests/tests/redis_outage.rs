@@ -10,13 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use embassy_time::Duration;
 use portcullis::fleet::journal::Restored;
 use portcullis::fleet::RedisLimiter;
 use portcullis::fleet::{
     connect_fleet, connect_fleet_journaled, FleetEngine, FleetOptions, NAMESPACE,
 };
 use portcullis::sqlite::SqliteStore;
+use portcullis::Duration;
 use portcullis::Engine;
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::{Config, Decision, KeyKind, Reason, Seed};

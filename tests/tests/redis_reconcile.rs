@@ -9,12 +9,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use embassy_time::Duration;
 use portcullis::fleet::RedisLimiter;
 use portcullis::fleet::{connect_fleet, FleetEngine, FleetOptions, NAMESPACE};
 use portcullis::Engine;
 use portcullis::Imposed;
 use portcullis::{Guard, Limiter, LimiterOptions};
+use portcullis_core::Duration;
 use portcullis_core::{Config, Decision, Growth, KeyKind, Reason, Seed};
 use portcullis_tests::redis_server::RedisServer;
 use redis::AsyncCommands;
@@ -631,7 +631,7 @@ fn a_merged_record_decides_as_the_core_with_that_record() {
                 pair.lock_until = pair_lock.map(lock_at);
                 let records = [req, lip, pair];
                 let clock = WallClock {
-                    now: embassy_time::Instant::from_ticks(t0),
+                    now: portcullis_core::Instant::from_ticks(t0),
                     unix_ms: t0_ms,
                 };
                 core.import(clock, &records)
@@ -654,7 +654,7 @@ fn a_merged_record_decides_as_the_core_with_that_record() {
                 let mut now = t0;
                 for (i, (dt, what)) in ops.iter().enumerate() {
                     now = now.saturating_add(*dt);
-                    let at = embassy_time::Instant::from_ticks(now);
+                    let at = portcullis_core::Instant::from_ticks(now);
                     let ctx = format!("op {i} at t0 + {} µs, {records:?}", now - t0);
                     let (c, f) = match what {
                         0..=2 => (core.check_request(a, at), fleet.check_request(a, now).await),

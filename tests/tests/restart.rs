@@ -14,8 +14,8 @@
 //!
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
-use embassy_time::Instant;
 use portcullis_core::internals::Store;
+use portcullis_core::Instant;
 use portcullis_core::{Config, FixedLimiter, Limiter, MapLimiter, Record, Seed, WallClock};
 use portcullis_tests::gen::{self, ips, step, USERS};
 use proptest::prelude::*;
@@ -293,7 +293,7 @@ proptest! {
 fn requests_older_than_the_window_are_forgotten_across_a_restart() {
     let mut cfg = Config::default();
     cfg.requests.max_requests = 3;
-    cfg.requests.window = embassy_time::Duration::from_secs(2);
+    cfg.requests.window = portcullis_core::Duration::from_secs(2);
     cfg.blocks.block_after = 1;
     cfg.clamp_lookbacks(portcullis_core::FIXED_MAX_SPAN);
     let seed = Seed::new([7; 16]);
@@ -327,7 +327,8 @@ fn lookbacks_beyond_max_lookback_are_refused() {
     cfg.blocks.ban_lookback = portcullis_core::MAX_LOOKBACK;
     let seed = Seed::new([1; 16]);
     assert!(MapLimiter::<64>::new_growable(cfg.clone(), seed, 8).is_ok());
-    cfg.blocks.ban_lookback = portcullis_core::MAX_LOOKBACK + embassy_time::Duration::from_ticks(1);
+    cfg.blocks.ban_lookback =
+        portcullis_core::MAX_LOOKBACK + portcullis_core::Duration::from_ticks(1);
     let err = MapLimiter::<64>::new_growable(cfg, seed, 8)
         .err()
         .expect("refused");

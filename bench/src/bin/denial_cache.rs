@@ -25,7 +25,7 @@ fn rules() -> Config {
     let mut c = portcullis_bench::bench_config();
     c.requests.max_requests = 5;
     c.blocks.block_after = 1;
-    c.blocks.block_for = embassy_time::Duration::from_secs(3600);
+    c.blocks.block_for = portcullis_core::Duration::from_secs(3600);
     c.blocks.ban_after = None;
     c
 }

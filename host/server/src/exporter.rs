@@ -116,6 +116,7 @@ pub fn render(m: &ServerMetrics) -> String {
 /// miss counts: an allowed attempt (`outcome="allow"`) and a failed login
 /// (`portcullis_login_failures_total`). A policy's series
 /// (`policy="..."`) are left as they are (request quotas never lock). The
+/// log jails' lock counts go too ([`crate::jails::feed::hide_locks`]). The
 /// true figures are shown to a scrape with the metrics or admin token.
 pub fn hide_locks(text: &str) -> String {
     const DECISIONS: &str = "portcullis_decisions_total{";
@@ -143,7 +144,7 @@ pub fn hide_locks(text: &str) -> String {
             }
         }
     }
-    out
+    crate::jails::feed::hide_locks(&out)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! canonical `target` and the `running` configuration), what it dispatches
 //! to (`routes`: the admin API, `/metrics`, the dashboard, demo mode;
 //! `proxy`; `forward_auth`; `login`), the listener and the admin CLI. The
-//! pipeline is described in `docs/pipeline.md`.
+//! pipeline is described in `docs/pipeline.md`. Beside it, the log jails
+//! (`jails`, `docs/jails.md`) feed other services' failed logins to the
+//! same rules.
 
 pub mod admin_api;
 pub mod admin_auth;
@@ -13,6 +15,7 @@ pub mod demo;
 pub mod exporter;
 pub mod firewall;
 pub mod forward_auth;
+pub mod jails;
 pub mod listener;
 pub mod lock_reveal;
 pub mod login;
@@ -241,11 +244,21 @@ pub async fn serve_from(
     })?;
     let addr = listeners[0].local_addr().map_err(ServeError::Http)?;
     log_front_proxy(&cfg);
+    // Before "listening": a log that appears from now on is read whole.
+    let lock_for = std::time::Duration::from_micros(cfg.rules.login.lock_for.as_micros());
+    let jails = jails::Jails::start(
+        &cfg.jails,
+        backend.engine.clone(),
+        lock_for,
+        backend.sqlite.clone(),
+    )
+    .await;
     let app = service(&cfg, &backend, users, server_metrics.clone(), path)?;
     let stop = shutdown_signal();
     tracing::info!(%addr, store = backend.kind, admin = cfg.admin_token.is_some(), workers = n_workers, "portcullis listening on http://{addr}");
     let served = workers::run(listeners, app, cfg.conn.clone(), server_metrics, stop).await;
     tracing::info!("shutting down");
+    jails.stop().await;
     let last = match backend.cleanup {
         Some(c) => c.shutdown().await,
         None => Ok(()),

@@ -20,7 +20,7 @@ use portcullis_server::config::ServerConfig;
 /// endpoint, and the tools to inspect and lift bans.
 #[derive(Parser)]
 #[command(name = "portcullis", version, about, long_about = None, after_help = "\
-CONFIG: TOML sections [server] [store] [requests] [login] [penalty] [slots] [lists] [[users]];
+CONFIG: TOML sections [server] [store] [requests] [login] [penalty] [slots] [lists] [[users]] [[jails]];
 every key can be set as PORTCULLIS_<SECTION>__<KEY> (e.g. PORTCULLIS_REQUESTS__MAX_REQUESTS=5).
 Durations are strings like \"60s\", \"15m\", \"24h\". A bad config exits with code 2 naming the key.
 Logs: PORTCULLIS_LOG (or RUST_LOG), e.g. PORTCULLIS_LOG=debug.")]

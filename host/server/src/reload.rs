@@ -16,7 +16,7 @@
 //!   `portcullis_config_reload_errors_total`;
 //! * **needs restart**: keys that cannot change live ([`RESTART_ONLY`]:
 //!   the listen address, the store, table sizes, listener limits, users
-//!   and password hashing) are reported by key and keep their running
+//!   and password hashing, `[[jails]]`) are reported by key and keep their running
 //!   value; the rest of the reload still applies.
 
 use std::path::PathBuf;
@@ -90,6 +90,7 @@ pub const RESTART_ONLY: &[(&str, Keep)] = keep![
     "firewall.reconcile_interval" => firewall.reconcile_interval,
     "firewall.locks" => firewall.locks,
     "firewall.nft" => firewall.nft,
+    "jails" => jails,
 ];
 
 /// The tables a reload gives new rules besides the policies': the
@@ -168,6 +169,9 @@ impl Reloader {
                 .is_some_and(|o| o.rules != p.rules)
         });
         let shadow = new.shadow;
+        if let Some(tap) = &self.tables.firewall {
+            tap.set_shadow(shadow);
+        }
         let running = Running::build(new, &self.live.carry)
             .map_err(|e| BadConfig::new("policies", e.to_string()))?;
         self.live.swap(running);

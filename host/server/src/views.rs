@@ -70,14 +70,20 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
 }
 
 /// One blocked, banned or locked key as a JSON row (`/admin/bans`; the
-/// dashboard adds `ms_left`, `shadow` and `policy` to it).
+/// dashboard adds `ms_left`, `shadow` and `policy` to it), with `jail`: the
+/// log jail that locked the address (`crate::jails::origins`), if one did.
 pub(crate) fn ban_row(b: &portcullis::Hold) -> serde_json::Value {
-    json!({
-        "ip": b.addr.ip().to_string(),
+    let ip = b.addr.ip();
+    let mut row = json!({
+        "ip": ip.to_string(),
         "kind": b.kind.as_str(),
         "reason": b.reason.as_str(),
         "seconds_left": b.left.map(ceil_secs),
-    })
+    });
+    if let (Some(jail), Some(o)) = (crate::jails::origins::of(ip), row.as_object_mut()) {
+        o.insert("jail".into(), json!(jail));
+    }
+    row
 }
 
 /// Mark every row `"shadow": shadow`: while the service policy shadows,

@@ -71,6 +71,20 @@ fn admin(method: &str, path: &str, body: Option<serde_json::Value>, to: SocketAd
     r.send(ip("127.0.0.1"), to).unwrap()
 }
 
+/// The timeout nft lists for `elem` in `listing` (`nft list set`), in
+/// seconds; none for an element without one.
+fn timeout_of(listing: &str, elem: &str) -> Option<u64> {
+    let rest = listing.split(&format!("{elem} timeout ")).nth(1)?;
+    let t = rest.split([' ', ',', '}']).next()?;
+    Some(humantime::parse_duration(t).ok()?.as_secs())
+}
+
+/// Whether `elem` holds in `listing` for about `secs` (its end is rounded
+/// up to whole seconds when it goes in, and a little time passes first).
+fn holds_for(listing: &str, elem: &str, secs: u64) -> bool {
+    timeout_of(listing, elem).is_some_and(|t| t <= secs && t + 30 >= secs)
+}
+
 /// The value of counter `name` on `/metrics`.
 fn metric(to: SocketAddr, name: &str) -> u64 {
     let text = admin("GET", "/metrics", None, to).text();
@@ -84,20 +98,18 @@ fn held_addresses_get_no_syn_ack_until_lifted() {
     let Some(ns) = Netns::create_or_skip("held_addresses_get_no_syn_ack_until_lifted") else {
         return;
     };
-    for a in ["fd00:1:2:3::1/64", "fd00:1:2:3::2/64", "fd00:1:2:4::1/64"] {
-        ns.ip(&["addr", "add", a, "dev", "lo", "nodad"]).unwrap();
-    }
     let d = tempfile::tempdir().unwrap();
     // Table and set names are the operator's.
     let env = env(&[
         ("PORTCULLIS_FIREWALL__TABLE", "guard"),
         ("PORTCULLIS_FIREWALL__SET_V4", "bad4"),
     ]);
-    let s = ns.serve(sock(&format!("[::]:{PORT}")), &d.path().join("pc.db"), &env);
+    let s = ns.serve(
+        sock(&format!("127.0.0.1:{PORT}")),
+        &d.path().join("pc.db"),
+        &env,
+    );
     let v4 = sock(&format!("127.0.0.1:{PORT}"));
-    // Not an address of the /64 about to be blocked: on loopback the
-    // server's answers pass the input hook too.
-    let v6 = sock(&format!("[::1]:{PORT}"));
     let listed = ns.nft(&["list", "table", "inet", "guard"]);
     println!("{listed}");
     assert!(listed.contains("ip saddr @bad4 counter"), "{listed}");
@@ -109,7 +121,7 @@ fn held_addresses_get_no_syn_ack_until_lifted() {
     });
     let set = ns.nft(&["list", "set", "inet", "guard", "bad4"]);
     assert!(
-        set.contains("127.0.0.2 timeout 15m"),
+        holds_for(&set, "127.0.0.2", 900),
         "the block's time left: {set}"
     );
     ns.run(|| {
@@ -147,20 +159,51 @@ fn held_addresses_get_no_syn_ack_until_lifted() {
         assert!(connects(ip("127.6.0.1"), v4, PROBE), "outside it");
     });
 
+    ns.run(|| {
+        assert!(metric(v4, "portcullis_firewall_reconciles_total") >= 1);
+        assert_eq!(metric(v4, "portcullis_firewall_errors_total"), 0);
+    });
+    println!("{}", ns.nft(&["list", "table", "inet", "guard"]));
+    drop(s);
+}
+
+#[test]
+fn an_ipv6_block_is_dropped_for_its_whole_64() {
+    let Some(ns) = Netns::create_or_skip("an_ipv6_block_is_dropped_for_its_whole_64") else {
+        return;
+    };
+    for a in ["fd00:1:2:3::1/64", "fd00:1:2:3::2/64", "fd00:1:2:4::1/64"] {
+        ns.ip(&["addr", "add", a, "dev", "lo", "nodad"]).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let s = ns.serve(
+        sock(&format!("[::1]:{PORT}")),
+        &d.path().join("pc.db"),
+        &env(&[]),
+    );
+    // Not an address of the /64 about to be blocked: on loopback the
+    // server's answers pass the input hook too.
+    let v6 = sock(&format!("[::1]:{PORT}"));
     // IPv6: a block of one address is its /64's.
     ns.run(|| get_blocked(ip("fd00:1:2:3::1"), v6));
     wait_for("the /64 in addr6", || {
-        ns.elements("guard", "addr6") == ["fd00:1:2:3::/64"]
+        ns.elements("portcullis", "addr6") == ["fd00:1:2:3::/64"]
     });
     ns.run(|| {
         assert!(!connects(ip("fd00:1:2:3::2"), v6, PROBE), "same /64");
         assert!(connects(ip("fd00:1:2:4::1"), v6, PROBE), "another /64");
     });
     ns.run(|| {
-        assert!(metric(v4, "portcullis_firewall_reconciles_total") >= 1);
-        assert_eq!(metric(v4, "portcullis_firewall_errors_total"), 0);
+        let a = Raw::new("DELETE", b"/admin/bans/fd00:1:2:3::1")
+            .bearer(TOKEN)
+            .send(ip("::1"), v6)
+            .unwrap();
+        assert_eq!(a.status, 200, "{}", a.text());
     });
-    println!("{}", ns.nft(&["list", "table", "inet", "guard"]));
+    wait_for("addr6 empty", || {
+        ns.elements("portcullis", "addr6").is_empty()
+    });
+    ns.run(|| assert!(connects(ip("fd00:1:2:3::2"), v6, PROBE)));
     drop(s);
 }
 
@@ -345,27 +388,7 @@ fn a_ban_on_one_fleet_server_reaches_the_others_kernel() {
         return;
     }
     // A veth between the two: A 10.77.0.1 (and the attacker's .3), B .2.
-    let (va, vb) = (
-        format!("pcv{}a", std::process::id() % 100_000),
-        format!("pcv{}b", std::process::id() % 100_000),
-    );
-    let out = Command::new("/usr/sbin/ip")
-        .args([
-            "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns",
-            &b.name,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    a.ip(&["addr", "add", "10.77.0.1/24", "dev", &va]).unwrap();
-    a.ip(&["addr", "add", "10.77.0.3/24", "dev", &va]).unwrap();
-    b.ip(&["addr", "add", "10.77.0.2/24", "dev", &vb]).unwrap();
-    a.ip(&["link", "set", &va, "up"]).unwrap();
-    b.ip(&["link", "set", &vb, "up"]).unwrap();
+    common::netns::link(&a, &["10.77.0.1/24", "10.77.0.3/24"], &b, &["10.77.0.2/24"]);
     let _redis = redis_in(&a, "10.77.0.1", 6379).expect("redis-server runs");
     let d = tempfile::tempdir().unwrap();
     let env = env(&[
@@ -481,7 +504,7 @@ fn without_nft_or_its_permission_the_server_does_not_start() {
         .arg(d.path())
         .status()
         .unwrap();
-    let mut c = serve("b.db");
+    let c = serve("b.db");
     let args: Vec<String> = std::iter::once(c.get_program().to_string_lossy().into_owned())
         .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
         .collect();
@@ -510,4 +533,111 @@ fn without_nft_or_its_permission_the_server_does_not_start() {
             ),
         "{err}"
     );
+}
+
+#[test]
+fn shadow_mode_mirrors_manual_decisions_only() {
+    let Some(ns) = Netns::create_or_skip("shadow_mode_mirrors_manual_decisions_only") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let to = sock(&format!("127.0.0.1:{PORT}"));
+    let s = ns.serve(
+        to,
+        &d.path().join("pc.db"),
+        &env(&[("PORTCULLIS_REQUESTS__SHADOW", "true")]),
+    );
+    ns.run(|| {
+        for _ in 0..3 {
+            // Would be blocked on the third: shadow lets it through.
+            assert_eq!(Raw::get("/").send(ip("127.0.0.2"), to).unwrap().status, 200);
+        }
+        let a = admin(
+            "POST",
+            "/admin/bans",
+            Some(serde_json::json!({"ip": "127.5.0.0/16", "reason": "x"})),
+            to,
+        );
+        assert_eq!(a.status, 201, "{}", a.text());
+    });
+    // The range was noted after the shadowed block: once it is in, the
+    // block would be too.
+    wait_for("the range in range4", || {
+        ns.elements("portcullis", "range4") == ["127.5.0.0/16"]
+    });
+    assert!(ns.elements("portcullis", "addr4").is_empty());
+    ns.run(|| assert!(connects(ip("127.0.0.2"), to, PROBE)));
+    drop(s);
+}
+
+#[test]
+fn an_address_locked_by_login_failures_is_dropped() {
+    let Some(ns) = Netns::create_or_skip("an_address_locked_by_login_failures_is_dropped") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let to = sock(&format!("127.0.0.1:{PORT}"));
+    let env = env(&[
+        ("PORTCULLIS_LOGIN__MAX_FAILURES", "2"),
+        ("PORTCULLIS_LOGIN__LOCK_FOR", "2m"),
+        ("PORTCULLIS_PENALTY__BASE", "10ms"),
+        ("PORTCULLIS_PENALTY__MAX", "10ms"),
+    ]);
+    let s = ns.serve(to, &d.path().join("pc.db"), &env);
+    let wrong = serde_json::json!({"username": "demo", "password": "wrong"});
+    ns.run(|| {
+        for _ in 0..2 {
+            let a = Raw::new("POST", b"/login")
+                .json(&wrong)
+                .send(ip("127.0.0.4"), to)
+                .unwrap();
+            assert_eq!(a.status, 401, "{}", a.text());
+        }
+    });
+    // The failure that locked it puts it in the kernel, with the lock's
+    // time left.
+    wait_for("127.0.0.4 in addr4", || {
+        ns.elements("portcullis", "addr4") == ["127.0.0.4"]
+    });
+    let set = ns.nft(&["list", "set", "inet", "portcullis", "addr4"]);
+    assert!(holds_for(&set, "127.0.0.4", 120), "{set}");
+    ns.run(|| {
+        assert!(!connects(ip("127.0.0.4"), to, PROBE));
+        assert!(connects(ip("127.0.0.5"), to, PROBE));
+    });
+    drop(s);
+}
+
+#[test]
+fn a_range_inside_a_lifted_one_takes_its_place() {
+    let Some(ns) = Netns::create_or_skip("a_range_inside_a_lifted_one_takes_its_place") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let to = sock(&format!("127.0.0.1:{PORT}"));
+    let s = ns.serve(to, &d.path().join("pc.db"), &env(&[]));
+    ns.run(|| {
+        for (range, time) in [("127.5.0.0/16", None), ("127.5.3.0/24", Some("10m"))] {
+            let body = serde_json::json!({"ip": range, "reason": "x", "for": time});
+            let a = admin("POST", "/admin/bans", Some(body), to);
+            assert_eq!(a.status, 201, "{}", a.text());
+        }
+    });
+    // nft refuses overlapping intervals: only the wider range goes in.
+    wait_for("the /16 alone", || {
+        ns.elements("portcullis", "range4") == ["127.5.0.0/16"]
+    });
+    let a = ns.run(|| admin("DELETE", "/admin/bans/127.5.0.0%2F16", None, to));
+    assert_eq!(a.status, 200, "{}", a.text());
+    wait_for("the /24 in its place", || {
+        ns.elements("portcullis", "range4") == ["127.5.3.0/24"]
+    });
+    let set = ns.nft(&["list", "set", "inet", "portcullis", "range4"]);
+    assert!(holds_for(&set, "127.5.3.0/24", 600), "{set}");
+    ns.run(|| {
+        assert!(!connects(ip("127.5.3.1"), to, PROBE));
+        assert!(connects(ip("127.5.4.1"), to, PROBE));
+        assert_eq!(metric(to, "portcullis_firewall_errors_total"), 0);
+    });
+    drop(s);
 }

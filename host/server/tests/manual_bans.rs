@@ -316,7 +316,9 @@ async fn a_version_1_store_is_migrated_and_keeps_its_bans() {
     let db2 = d.path().join("v1b.db");
     std::fs::copy(&db, &db2).unwrap();
     let c = rusqlite::Connection::open(&db2).unwrap();
-    c.execute_batch("DROP TABLE manual_bans; DROP TABLE journal; PRAGMA user_version = 1;")
+    c.execute_batch(
+        "DROP TABLE manual_bans; DROP TABLE journal; DROP TABLE jail_positions; PRAGMA user_version = 1;",
+    )
         .unwrap();
     drop(c);
     let s = Server::start(&db2, &PROXY);

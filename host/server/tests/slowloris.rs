@@ -112,7 +112,7 @@ async fn per_address_cap_and_read_timeouts_close_connections() {
         &db,
         &[
             ("PORTCULLIS_SERVER__MAX_CONNECTIONS_PER_IP", "4"),
-            ("PORTCULLIS_SERVER__HEADER_READ_TIMEOUT", "1s"),
+            ("PORTCULLIS_SERVER__HEADER_READ_TIMEOUT", "4s"),
             ("PORTCULLIS_SERVER__BODY_READ_TIMEOUT", "1s"),
         ],
     );
@@ -124,9 +124,11 @@ async fn per_address_cap_and_read_timeouts_close_connections() {
         c.write_all(STALL).await.unwrap();
         held.push(c);
     }
-    // Connection 5 from the same address is closed at once, unanswered.
+    // Connection 5 from the same address is closed at once, unanswered:
+    // well before the 4 s header timeout that would close it otherwise
+    // (2 s of slack for a loaded machine).
     let mut fifth = connect_from(&s, one).await.unwrap();
-    let got = closed_within(&mut fifth, Duration::from_millis(500))
+    let got = closed_within(&mut fifth, Duration::from_secs(2))
         .await
         .expect("connection over the per-address cap is closed at once");
     assert!(got.is_empty(), "closed without an answer");
@@ -149,13 +151,13 @@ async fn per_address_cap_and_read_timeouts_close_connections() {
     // The four stalled heads are cut after header_read_timeout, not before.
     for c in &mut held {
         assert!(
-            closed_within(c, Duration::from_secs(3)).await.is_some(),
+            closed_within(c, Duration::from_secs(8)).await.is_some(),
             "stalled head closed by the server"
         );
     }
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(900),
+        took >= Duration::from_millis(3900),
         "closed too early: {took:?}"
     );
 

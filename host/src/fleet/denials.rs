@@ -45,8 +45,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration as StdDuration;
 
-use embassy_time::Duration;
 use parking_lot::RwLock;
+use portcullis_core::Duration;
 use portcullis_core::{Addr, Decision, Key, KeyKind, Reason};
 
 use super::{FleetError, RedisLimiter};

@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use crate::BoxFuture;
-use embassy_time::Duration;
 use parking_lot::RwLock;
+use portcullis_core::Duration;
 use portcullis_core::{Addr, Decision, Key, Reason, Seed, UserHasher};
 
 use crate::clock::read;

@@ -98,7 +98,7 @@ use std::time::Duration as StdDuration;
 
 use crate::engine::AttemptId;
 use cluster::{Con, Nodes};
-use embassy_time::Duration;
+use portcullis_core::Duration;
 #[cfg(doc)]
 use portcullis_core::Lists;
 use portcullis_core::{

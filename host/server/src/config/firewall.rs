@@ -1,6 +1,6 @@
 //! `[firewall]`, checked: whether holds are mirrored into the kernel
 //! (nftables) and the names of the table and sets portcullis owns there.
-//! How the mirror works is in `crate::firewall` and `docs/firewall.md`.
+//! How the mirror works: `docs/firewall.md`.
 
 use std::time::Duration as StdDuration;
 

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub upstream: Option<proxy::Upstream>,
     /// `[[login_routes]]` (proxy mode).
     pub login_routes: Vec<proxy::LoginRoute>,
+    /// `[[jails]]`: log sources whose lines count as logins.
+    pub jails: Vec<jails::JailConfig>,
     /// `[firewall]`: holds mirrored into the kernel (nftables).
     pub firewall: Firewall,
 }
@@ -224,8 +226,10 @@ pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
         .map_err(|e| format!("{s:?} is not a duration like \"60s\", \"15m\", \"24h\" ({e})"))
 }
 
+pub mod filter;
 pub mod firewall;
 pub mod forward_auth;
+pub mod jails;
 pub mod policies;
 pub mod proxy;
 pub(crate) mod raw;
@@ -383,8 +387,10 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
         policies,
         upstream,
         login_routes,
+        jails,
         firewall,
     } = file;
+    let jails = jails::check(jails)?;
     let rules = rules(&requests, &login, &penalty, &slots, lists)?;
     let policies = policies::check(policies, &rules)?;
     let (upstream, login_routes) = proxy::check(upstream, login_routes)?;
@@ -438,6 +444,7 @@ fn build(file: raw::File) -> Result<ServerConfig, BadConfig> {
         policies,
         upstream,
         login_routes,
+        jails,
         firewall,
     })
 }

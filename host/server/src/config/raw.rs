@@ -30,6 +30,7 @@ pub struct File {
     pub policies: Vec<super::policies::RawPolicy>,
     pub upstream: Option<super::proxy::RawUpstream>,
     pub login_routes: Vec<super::proxy::RawLoginRoute>,
+    pub jails: Vec<super::jails::RawJail>,
     pub firewall: Firewall,
 }
 

@@ -184,7 +184,7 @@ mod general {
             "config error: penalty.bogus: unknown key (known: base, multiplier, max)"
         );
         assert!(e("[bogus]\n", &[]).starts_with(
-            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth, policies, upstream, login_routes, firewall)"
+            "config error: bogus: unknown section (known: server, store, requests, login, penalty, slots, lists, users, forward_auth, policies, upstream, login_routes, jails, firewall)"
         ));
         assert!(e("", &[("PORTCULLIS_NOPE__X", "1")])
             .starts_with("config error: nope: unknown section"));

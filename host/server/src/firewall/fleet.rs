@@ -16,7 +16,6 @@
 //! no message: each server's copy follows Redis already (the firewall task
 //! reads it each second).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -26,15 +25,6 @@ use tokio::sync::Mutex;
 
 use super::desired::{Element, SetKind, Until};
 use super::tap::Tap;
-
-/// Changes heard from other servers.
-#[derive(Debug, Default)]
-pub struct Heard {
-    /// Holds, with their ends.
-    pub holds: HashMap<Element, Until>,
-    /// Addresses lifted.
-    pub lifted: Vec<IpAddr>,
-}
 
 /// This server's line to the fleet's channel.
 pub struct FleetLink {

@@ -93,6 +93,7 @@ pub async fn start(
         .await
         .map_err(|e| FirewallError(e.to_string()))?;
     let tap = Arc::new(tap::Tap::new(fw.locks, cfg.rules.ipv6_prefix));
+    tap.set_shadow(cfg.shadow);
     let link = match cfg.store {
         StoreKind::Redis => {
             let url = cfg.redis_cluster.first().unwrap_or(&cfg.redis_url);
@@ -116,7 +117,12 @@ pub async fn start(
     tokio::spawn(task.run());
     tracing::info!(table = %fw.table, "firewall: holds mirrored into nftables (inet {})", fw.table);
     Ok(Some(Running {
-        engine: Arc::new(tap::Mirrored::new(engine, tap.clone(), local)),
+        engine: Arc::new(tap::Mirrored::new(
+            engine,
+            tap.clone(),
+            local,
+            cfg.store == StoreKind::Redis,
+        )),
         tap,
     }))
 }

@@ -86,6 +86,9 @@ impl Sync {
             let noted = self.tap.take();
             let now = Instant::now();
             if noted.rebuild || now >= next_full {
+                // The store has what was noted; the fleet is still told.
+                let fresh: Vec<(Element, Until)> = noted.holds.into_iter().collect();
+                self.tell(fresh, noted.lifted);
                 let ok = self.full().await.is_ok();
                 next_full = now + if ok { self.interval } else { RETRY };
                 continue;
@@ -104,15 +107,19 @@ impl Sync {
     /// the difference. Counted; the difference found is drift.
     pub async fn full(&mut self) -> Result<(), NftError> {
         let now_ms = read().unix_ms();
-        let bans = self.engine.bans().await;
-        self.holds = desired::holds(&bans, now_ms, self.tap.v6_prefix(), self.tap.locks());
+        self.holds = if self.tap.shadow() {
+            State::new()
+        } else {
+            let bans = self.engine.bans().await;
+            desired::holds(&bans, now_ms, self.tap.v6_prefix(), self.tap.locks())
+        };
         self.read_ranges(now_ms).await;
         let have = match self.nft.list(now_ms).await {
             Ok(s) => s,
             Err(e) => {
                 // The table went (deleted by hand?): make it again.
                 tracing::warn!(error = %e, "firewall: cannot read the sets; creating them again");
-                self.nft.setup().await.inspect_err(|e| failed(e))?;
+                self.nft.setup().await.inspect_err(failed)?;
                 State::new()
             }
         };
@@ -121,10 +128,7 @@ impl Sync {
         metrics::counter!(RECONCILES).increment(1);
         metrics::counter!(DRIFT).increment(d.len() as u64);
         let started = Instant::now();
-        self.nft
-            .apply(&d, now_ms)
-            .await
-            .inspect_err(|e| failed(e))?;
+        self.nft.apply(&d, now_ms).await.inspect_err(failed)?;
         if !d.is_empty() {
             tracing::info!(
                 table = self.nft.table(),
@@ -159,7 +163,8 @@ impl Sync {
                 touched.push(e);
             }
         }
-        for (e, until) in heard.holds {
+        let shadow = self.tap.shadow();
+        for (e, until) in heard.holds.into_iter().filter(|_| !shadow) {
             if self.merge(e, until) {
                 touched.push(e);
             }
@@ -169,6 +174,9 @@ impl Sync {
             self.holds.remove(&e);
             touched.push(e);
         }
+        // Told before the kernel here is asked: a failure here is no
+        // reason for the others to wait.
+        self.tell(fresh, lifted);
         if manual || manual_due || !heard.lifted.is_empty() || self.range_due(now_ms) {
             let old = std::mem::take(&mut self.ranges);
             self.read_ranges(now_ms).await;
@@ -187,10 +195,7 @@ impl Sync {
         want.extend(pick(&self.ranges));
         let d = diff(&have, &want, now_ms);
         if !d.is_empty() {
-            self.nft
-                .apply(&d, now_ms)
-                .await
-                .inspect_err(|e| failed(e))?;
+            self.nft.apply(&d, now_ms).await.inspect_err(failed)?;
             metrics::counter!(UPDATES).increment(d.len() as u64);
             tracing::debug!(
                 put = d.put.len(),
@@ -205,13 +210,18 @@ impl Sync {
             };
         }
         metrics::gauge!(ELEMENTS).set(self.applied.len() as f64);
+        Ok(())
+    }
+
+    /// Tell the fleet (if any) about holds imposed and lifts made here,
+    /// without waiting for Redis.
+    fn tell(&self, fresh: Vec<(Element, Until)>, lifted: Vec<std::net::IpAddr>) {
         if let Some(f) = &self.fleet {
             if !fresh.is_empty() || !lifted.is_empty() {
                 let f = f.clone();
                 tokio::spawn(async move { f.publish(&fresh, &lifted).await });
             }
         }
-        Ok(())
     }
 
     /// Take a hold in; whether it is new or longer.

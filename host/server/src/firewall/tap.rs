@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -26,11 +27,19 @@ use portcullis::{ManualBan, ManualError};
 use tokio::sync::Notify;
 
 use super::desired::{longer, mirrored, Element, Until};
-use super::fleet::Heard;
 
 /// The username of the lock probe after a failure that locked (no account
 /// is named so; the probe only reads).
 const PROBE_USER: &str = "\u{0}firewall";
+
+/// Changes heard from other fleet servers (`super::fleet`).
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// Holds, with their ends.
+    pub holds: HashMap<Element, Until>,
+    /// Addresses lifted.
+    pub lifted: Vec<IpAddr>,
+}
 
 /// Changes noted since the task last looked.
 #[derive(Debug, Default)]
@@ -54,6 +63,9 @@ pub struct Tap {
     wake: Notify,
     locks: bool,
     v6_prefix: u8,
+    /// `requests.shadow`: the rules' holds are not enforced, so not
+    /// mirrored (manual decisions still are).
+    shadow: AtomicBool,
 }
 
 impl Tap {
@@ -65,7 +77,18 @@ impl Tap {
             wake: Notify::new(),
             locks,
             v6_prefix,
+            shadow: AtomicBool::new(false),
         }
+    }
+
+    /// Follow `requests.shadow` (at start and on each reload).
+    pub fn set_shadow(&self, shadow: bool) {
+        self.shadow.store(shadow, Ordering::Relaxed);
+    }
+
+    /// Whether the rules' holds are shadowed (not mirrored).
+    pub fn shadow(&self) -> bool {
+        self.shadow.load(Ordering::Relaxed)
     }
 
     /// The IPv6 aggregation length.
@@ -86,7 +109,7 @@ impl Tap {
             retry_after,
         } = d
         {
-            if mirrored(*reason, self.locks) {
+            if mirrored(*reason, self.locks) && !self.shadow() {
                 self.hold(ip, *reason, *retry_after);
             }
         }
@@ -165,12 +188,20 @@ pub struct Mirrored {
     inner: Arc<dyn Engine>,
     tap: Arc<Tap>,
     local: Guard,
+    /// The engine is a fleet's (its locks live in Redis, not in `local`).
+    fleet: bool,
 }
 
 impl Mirrored {
-    /// Wrap `inner` (whose manual decisions are `local`'s).
-    pub fn new(inner: Arc<dyn Engine>, tap: Arc<Tap>, local: Guard) -> Mirrored {
-        Mirrored { inner, tap, local }
+    /// Wrap `inner` (whose manual decisions are `local`'s; `fleet`: its
+    /// holds live in Redis).
+    pub fn new(inner: Arc<dyn Engine>, tap: Arc<Tap>, local: Guard, fleet: bool) -> Mirrored {
+        Mirrored {
+            inner,
+            tap,
+            local,
+            fleet,
+        }
     }
 
     /// Note `d` for `ip` unless a manual decision made it (those are
@@ -186,8 +217,15 @@ impl Mirrored {
     }
 
     /// A failure locked something: find out whether the address itself is
-    /// locked, and for how long, off the request path.
+    /// locked, and for how long. Locally the limiter is asked directly (no
+    /// decision is counted); a fleet's lock is in Redis, asked off the
+    /// request path (that check is counted like any other).
     fn probe_lock(&self, ip: IpAddr) {
+        if !self.fleet {
+            let d = self.local.limiter().check_login_at(PROBE_USER, ip, read());
+            self.tap.decision(ip, &d);
+            return;
+        }
         let (inner, tap) = (self.inner.clone(), self.tap.clone());
         tokio::spawn(async move {
             let d = inner.check_login(PROBE_USER, ip).await;

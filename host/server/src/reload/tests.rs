@@ -17,11 +17,11 @@ fn example() -> String {
     let mut out = String::new();
     let mut proxy = false;
     for line in text.lines() {
-        if line.starts_with("# --- proxy mode") {
+        if line.starts_with("# --- proxy mode") || line.starts_with("# --- log jail") {
             proxy = true;
             continue;
         }
-        if line.starts_with("# --- end proxy mode") {
+        if line.starts_with("# --- end proxy mode") || line.starts_with("# --- end log jail") {
             proxy = false;
             continue;
         }
@@ -70,6 +70,7 @@ fn candidates(v: &Value) -> Vec<Value> {
                 c.push(format!("{}ms", d.as_millis() + 1000));
             }
             c.extend(["memory", "caddy", "X-Real-IP", "nftables"].map(String::from));
+            c.push(format!("{s}-aggressive"));
             c.push(format!("{s}x"));
             c.extend(bump_digit(s));
             c.into_iter()
@@ -86,6 +87,7 @@ fn candidates(v: &Value) -> Vec<Value> {
             if a.len() > 1 {
                 c.push(Value::Array(a[..a.len() - 1].to_vec()));
             }
+            c.push(Value::Array(Vec::new()));
             c
         }
         _ => Vec::new(),
@@ -172,10 +174,11 @@ async fn every_example_key_is_applied_or_needs_a_restart() {
         let done = r.apply(new.clone()).unwrap();
         let applied = format!("{:?}", live.load().cfg) == format!("{new:?}");
         let leaf = name.rsplit('.').next().unwrap_or(&name);
-        let reported = done
-            .needs_restart
-            .iter()
-            .any(|k| *k == name || (name.starts_with("policies[") && k.ends_with(leaf)));
+        let reported = done.needs_restart.iter().any(|k| {
+            *k == name
+                || (name.starts_with("policies[") && k.ends_with(leaf))
+                || (name.starts_with("jails[") && k == "jails")
+        });
         if applied == reported {
             neither.push(format!(
                 "{name}: applied {applied}, reported {reported} ({:?})",

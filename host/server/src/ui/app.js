@@ -141,9 +141,11 @@
         rows.set(key, row);
         banBody.append(row.tr);
       }
-      // A manual decision shows the operator's reason after its own.
+      // A manual decision shows the operator's reason after its own; a
+      // lock set by a log jail, the jail's name.
       const label = LABELS[b.reason] || b.reason;
-      row.reason.textContent = (b.note ? `${label}: ${b.note}` : label) + (b.shadow ? ' (shadow: not enforced)' : '');
+      const jail = b.jail ? ` (jail ${b.jail})` : '';
+      row.reason.textContent = (b.note ? `${label}: ${b.note}` : label) + jail + (b.shadow ? ' (shadow: not enforced)' : '');
       row.reason.dataset.reason = b.reason;
       row.reason.dataset.shadow = b.shadow ? 'true' : 'false';
       row.reason.className = `reason r-${b.reason}${b.shadow ? ' shadow' : ''}`;

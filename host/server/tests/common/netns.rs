@@ -182,6 +182,23 @@ impl Drop for Netns {
     }
 }
 
+/// A veth pair between `a` and `b`, up, with `on_a` and `on_b` (`addr/len`).
+pub fn link(a: &Netns, on_a: &[&str], b: &Netns, on_b: &[&str]) {
+    let id = std::process::id() % 100_000;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let (va, vb) = (format!("pcv{id}a{n}"), format!("pcv{id}b{n}"));
+    run(Command::new(IP).args([
+        "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name,
+    ]))
+    .unwrap();
+    for (ns, dev, addrs) in [(a, &va, on_a), (b, &vb, on_b)] {
+        for addr in addrs {
+            ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
+        }
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+}
+
 /// Whether a TCP handshake from `from` to `to` completes within `wait`
 /// (call inside the namespace). A dropped SYN times out: false.
 pub fn connects(from: IpAddr, to: SocketAddr, wait: Duration) -> bool {
