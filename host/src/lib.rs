@@ -26,7 +26,7 @@
 //! | backends | the [`Engine`] trait ([`Status`], [`FleetStatus`]): local ([`Guard`]) or `fleet` (feature `redis`: Redis, with local fallback) |
 //! | persistence | the [`Persist`] trait and the fallback journal ([`Journal`], [`JournalRow`], [`JournalKey`], [`JournalChange`], [`Imposed`]); `sqlite` (feature `sqlite`: WAL, versioned schema, writer thread); the [`Cleanup`] task |
 //! | records | [`Record`] (one key's state, wall-clock times), [`Hold`] (a ban, block or lock as listed), [`WallClock`] |
-//! | manual decisions | [`ManualBan`], [`ManualBans`], [`ManualChange`], [`ManualError`], [`parse_range`] |
+//! | manual decisions | [`ManualBan`], [`ManualBans`], [`ManualChange`], [`ManualError`], [`parse_range`] ([`RangeParseError`]) |
 //! | tower layer | [`RateLimitLayer`], [`RateLimit`]: 429/403, RateLimit headers ([`header_values`], [`set_ratelimit_fields`]), per-route [`Policy`]s, [`Shadow`] mode, [`DenyHook`]; [`ClientIp`] |
 //! | client address | [`PeerAddr`], [`TrustedProxies`], [`ForwardingHeader`], [`client_ip`] |
 //! | usernames | [`fold_username`]: NFKC, case fold, accents, before the core hashes them |
@@ -76,8 +76,8 @@ pub use persist::{Imposed, Journal, JournalChange, JournalKey, JournalRow, Persi
 
 // Manual decisions.
 pub use manual::{
-    clean_reason, parse_range, ManualBan, ManualBans, ManualChange, ManualError, MAX_MANUAL,
-    MAX_REASON,
+    clean_reason, parse_range, ManualBan, ManualBans, ManualChange, ManualError, RangeParseError,
+    MAX_MANUAL, MAX_REASON,
 };
 
 // The tower layer and the client's address.

@@ -98,7 +98,7 @@ pub enum LimiterError {
     /// The rules do not hold together.
     Config(ConfigError),
     /// The OS RNG failed.
-    Rng(String),
+    Rng(getrandom::Error),
     /// Zero shards or zero entries.
     Sizing(&'static str),
 }
@@ -224,7 +224,7 @@ impl HotRules {
 
 fn random_seed() -> Result<Seed, LimiterError> {
     let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).map_err(|e| LimiterError::Rng(e.to_string()))?;
+    getrandom::getrandom(&mut b).map_err(LimiterError::Rng)?;
     Ok(Seed::new(b))
 }
 

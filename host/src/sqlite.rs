@@ -729,7 +729,7 @@ fn load_manual(conn: &Connection, path: &Path) -> Result<Vec<ManualBan>, StoreEr
         let n = out.len();
         let bad = |what: &str| corrupt(path, format!("manual_bans row {n}: {what}"));
         let range: String = row.get(0).map_err(&e)?;
-        let range = crate::manual::parse_range(&range).map_err(|r| bad(&r))?;
+        let range = crate::manual::parse_range(&range).map_err(|r| bad(&r.to_string()))?;
         let until: Option<i64> = row.get(1).map_err(&e)?;
         let until_ms = until
             .map(|u| u64::try_from(u).map_err(|_| bad("negative time")))

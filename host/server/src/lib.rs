@@ -72,7 +72,10 @@ pub enum ServeError {
     Running(#[from] running::BuildError),
     /// Redis backend trouble.
     #[error("redis: {0}")]
-    Fleet(String),
+    Fleet(#[source] portcullis::fleet::FleetError),
+    /// The store's opening task failed (panicked or was cancelled).
+    #[error("store task: {0}")]
+    StoreTask(#[source] tokio::task::JoinError),
     /// The HTTP server failed.
     #[error("http: {0}")]
     Http(std::io::Error),
@@ -140,7 +143,7 @@ async fn open_store(
     Ok(
         tokio::task::spawn_blocking(move || SqliteStore::open(&path))
             .await
-            .map_err(|e| ServeError::Fleet(e.to_string()))??,
+            .map_err(ServeError::StoreTask)??,
     )
 }
 

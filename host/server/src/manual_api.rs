@@ -67,7 +67,7 @@ pub fn rows(bans: &[ManualBan], now_ms: u64) -> Vec<Value> {
 
 /// Parse a ban request into the decision it makes at `now_ms`.
 pub fn decide(req: &BanRequest, now_ms: u64) -> Result<ManualBan, String> {
-    let range = parse_range(&req.ip)?;
+    let range = parse_range(&req.ip).map_err(|e| e.to_string())?;
     let until_ms = match req.for_.as_deref() {
         None => None,
         Some(s) => {

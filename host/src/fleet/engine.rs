@@ -113,14 +113,12 @@ impl FleetOptions {
 }
 
 /// The seed shared by the fleet, created by the first server.
-async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, String> {
-    let mut con = crate::fleet::open(endpoint, timeout.max(StdDuration::from_millis(500)))
-        .await
-        .map_err(|e| e.to_string())?;
+async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, FleetError> {
+    let bound = timeout.max(StdDuration::from_millis(500));
+    let mut con = crate::fleet::open(endpoint, bound).await?;
+    let mut fresh = [0u8; 16];
+    getrandom::getrandom(&mut fresh).map_err(FleetError::Rng)?;
     let work = async {
-        let mut fresh = [0u8; 16];
-        getrandom::getrandom(&mut fresh)
-            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
         let key = format!("{NAMESPACE}:seed");
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
@@ -131,17 +129,16 @@ async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, S
         let got: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
         Ok::<_, redis::RedisError>(got)
     };
-    let bytes = tokio::time::timeout(timeout.max(StdDuration::from_millis(500)), work)
+    let bytes = tokio::time::timeout(bound, work)
         .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| FleetError::Timeout(bound))??;
     let arr: [u8; 16] = bytes
         .try_into()
-        .map_err(|_| format!("{NAMESPACE}:seed is not 16 bytes"))?;
+        .map_err(|_| FleetError::Unexpected(format!("{NAMESPACE}:seed is not 16 bytes")))?;
     Ok(Seed::new(arr))
 }
 
-async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
+async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, FleetError> {
     let endpoint = cfg.endpoint();
     let seed = fleet_seed(&endpoint, cfg.redis_timeout).await?;
     RedisLimiter::connect_to(
@@ -152,12 +149,11 @@ async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
         cfg.redis_timeout,
     )
     .await
-    .map_err(|e| e.to_string())
 }
 
 /// Connect per `cfg` (or start degraded and keep trying), falling back to
 /// `local`; the reconciliation queue is kept in memory only.
-pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, String> {
+pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, FleetError> {
     Ok(connect_fleet(cfg, local).await?)
 }
 
@@ -167,13 +163,16 @@ pub async fn connect_with_journal(
     cfg: &FleetOptions,
     local: Guard,
     restored: Restored,
-) -> Result<Arc<dyn Engine>, String> {
+) -> Result<Arc<dyn Engine>, FleetError> {
     Ok(connect_fleet_journaled(cfg, local, Some(restored)).await?)
 }
 
 /// [`connect`], as the fleet engine itself (for its reconciliation queue
 /// and denial cache figures).
-pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<FleetEngine>, String> {
+pub async fn connect_fleet(
+    cfg: &FleetOptions,
+    local: Guard,
+) -> Result<Arc<FleetEngine>, FleetError> {
     connect_fleet_journaled(cfg, local, None).await
 }
 
@@ -183,7 +182,7 @@ pub async fn connect_fleet_journaled(
     cfg: &FleetOptions,
     local: Guard,
     restored: Option<Restored>,
-) -> Result<Arc<FleetEngine>, String> {
+) -> Result<Arc<FleetEngine>, FleetError> {
     let (pending, rows) = match restored {
         Some(r) => (Arc::new(Pending::with_journal(r.journal)), r.rows),
         None => (Arc::new(Pending::default()), Vec::new()),

@@ -154,6 +154,9 @@ pub enum FleetError {
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(ConfigError),
+    /// The OS RNG failed (drawing the fleet's seed).
+    #[error("no random seed: {0}")]
+    Rng(getrandom::Error),
 }
 
 /// A concurrency slot held in Redis (rule 7). Hand it back with
