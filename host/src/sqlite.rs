@@ -26,12 +26,12 @@
 //! opening transaction (the table is created, nothing else changes), and
 //! read as having no manual bans by the read-only CLI.
 //!
-//! Schema version 3 added `journal` ([`journal`]: what a fleet server's
+//! Schema version 3 added `journal` (`sqlite/journal.rs`: what a fleet server's
 //! local fallback imposed during a Redis outage, until Redis has it);
 //! versions 1 and 2 are migrated the same way (the missing tables are
 //! created) and read as having an empty journal.
 //!
-//! Schema version 4 added `jail_positions` ([`jails`]: how far each of the
+//! Schema version 4 added `jail_positions` (`sqlite/jails.rs`: how far each of the
 //! server's log jails has read its source); versions 1 to 3 are migrated
 //! the same way.
 
@@ -46,12 +46,12 @@ use tokio::sync::oneshot;
 
 use crate::limiter::Record;
 use crate::manual::ManualBan;
-pub use crate::manual::ManualChange;
+use crate::manual::ManualChange;
 
-pub mod jails;
-pub mod journal;
+mod jails;
+mod journal;
+use crate::persist::{JournalChange, JournalRow};
 pub use jails::JailPosition;
-pub use journal::{Imposed, JournalChange, JournalKey, JournalRow};
 
 /// Schema version this build writes and reads (and migrates 1 to 3 to).
 pub const SCHEMA_VERSION: i64 = 4;

@@ -471,8 +471,9 @@ async fn manual_bans_are_written_through_and_ended_ones_purged() {
 /// version 2 file is migrated to 3 with an empty journal.
 #[tokio::test]
 async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
-    use portcullis::sqlite::{Imposed, JournalChange, JournalKey, JournalRow, SCHEMA_VERSION};
+    use portcullis::sqlite::SCHEMA_VERSION;
     use portcullis::{Addr, KeyKind};
+    use portcullis::{Imposed, JournalChange, JournalKey, JournalRow};
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("j.db");
     let key = |kind, a: u8, user: &str| JournalKey {

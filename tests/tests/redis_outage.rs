@@ -105,7 +105,7 @@ async fn until_drained(e: &FleetEngine) {
 }
 
 /// The journal's rows, read from the file by a store of its own.
-fn rows(db: &Path) -> Vec<portcullis::sqlite::JournalRow> {
+fn rows(db: &Path) -> Vec<portcullis::JournalRow> {
     let (store, loaded) = SqliteStore::open(db).expect("reopen");
     store.close().expect("close");
     loaded.journal

@@ -171,7 +171,7 @@ fn db_ban(path: &Path, args: &BanArgs) -> Result<Value, CliError> {
     let now = now_ms();
     let ban = crate::manual_api::decide(&req, now).map_err(CliError::Usage)?;
     let lock = lock(path)?;
-    sqlite::apply_manual(&lock, &sqlite::ManualChange::Put(ban.clone()))?;
+    sqlite::apply_manual(&lock, &portcullis::ManualChange::Put(ban.clone()))?;
     Ok(json!({
         "ip": crate::manual_api::range_text(&ban),
         "kind": "manual",
@@ -205,7 +205,7 @@ fn db_unban_range(path: &Path, range: portcullis::Cidr) -> Result<Value, CliErro
     let loaded = sqlite::read_only(&lock)?;
     let had = loaded.manual.iter().any(|b| b.range == range);
     if had {
-        sqlite::apply_manual(&lock, &sqlite::ManualChange::Delete(range))?;
+        sqlite::apply_manual(&lock, &portcullis::ManualChange::Delete(range))?;
     }
     Ok(json!({ "ip": range.to_string(), "lifted": usize::from(had) }))
 }
@@ -230,7 +230,7 @@ fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
     let host = portcullis::Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 });
     if let Ok(host) = host {
         if loaded.manual.iter().any(|b| b.range == host) {
-            sqlite::apply_manual(&lock, &sqlite::ManualChange::Delete(host))?;
+            sqlite::apply_manual(&lock, &portcullis::ManualChange::Delete(host))?;
             n += 1;
         }
     }

@@ -3,7 +3,7 @@
 //! survives a `kill -9` of the server and still reaches the fleet.
 //!
 //! Every change to the queue is handed to a [`Journal`] (the SQLite
-//! store's `journal` table, [`crate::sqlite::journal`]) under the queue's
+//! store's `journal` table, `sqlite/journal.rs`) under the queue's
 //! lock, so the journal sees the changes in the queue's order: a key
 //! queued is written (`Put`) before the fallback's response leaves (the
 //! fallback guard awaits it, as a SQLite server awaits its write-through),
@@ -13,7 +13,7 @@
 //! `kill -9` during an outage → restart (the ban holds locally) → Redis
 //! back → the ban is reconciled into Redis and every server refuses it.
 //!
-//! Rows name their username in plain text (see [`crate::sqlite::journal`]):
+//! Rows name their username in plain text (see `sqlite/journal.rs`):
 //! only keys the fallback banned, blocked or locked during an outage are
 //! written, and only until Redis has them.
 //!
