@@ -355,7 +355,7 @@ pub struct Loaded {
     /// The operator's manual bans of addresses and ranges (ended ones too:
     /// the limiter ignores them and its purge forgets them).
     pub manual: Vec<ManualBan>,
-    /// A fleet server's journal ([`journal`]; empty for a store of
+    /// A fleet server's journal (`sqlite/journal.rs`; empty for a store of
     /// `kind = "sqlite"`).
     pub journal: Vec<JournalRow>,
 }
@@ -894,7 +894,7 @@ impl SqliteStore {
         async move { rx.await.unwrap_or(Err(StoreError::Closed { path })) }
     }
 
-    /// Save one log jail's read position ([`jails`]); resolves once
+    /// Save one log jail's read position (`sqlite/jails.rs`); resolves once
     /// committed.
     pub async fn write_jail_position(&self, position: JailPosition) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::JailPosition(position, ack));
