@@ -905,7 +905,7 @@ impl SqliteStore {
         })
     }
 
-    /// Every log jail's saved read position ([`jails`]).
+    /// Every log jail's saved read position (`sqlite/jails.rs`).
     pub async fn jail_positions(&self) -> Result<Vec<JailPosition>, StoreError> {
         let (ack, rx) = oneshot::channel();
         let _ = self.tx.send(Job::JailPositions(ack));
