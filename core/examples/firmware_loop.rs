@@ -2,7 +2,8 @@
 //! once, no allocator, a main loop that reads a clock and hands every call
 //! its `now`. Here the clock is simulated (100 ms per turn of the loop), so
 //! the example runs on the host in an instant; on a board `now` is
-//! `portcullis_core::Instant::now()` (see `firmware-example/`).
+//! `embassy_time::Instant::now().into()` with the core's `embassy` feature
+//! (see `firmware-example/`).
 //!
 //! Three peers talk to the device: a flooder sending three lines per turn
 //! (rate limited, then blocked, rule 1–2), a guesser trying passwords as
@@ -34,6 +35,7 @@ fn config() -> Config {
     c.requests.window = Duration::from_secs(5);
     c.blocks.block_for = Duration::from_secs(30);
     c.login.max_failures = 5;
+    c.login.ip_max_failures = Some(5);
     c.login.account_max_failures = Some(16); // every log fits W = 16
     c.penalty.base = Duration::from_millis(250);
     c.penalty.max = Duration::from_secs(2);
@@ -91,7 +93,7 @@ fn login(
     let attempt = match l.begin_login(user, ip, now) {
         Ok(a) => a,
         Err(Decision::Deny {
-            reason: Reason::AccountLocked | Reason::IpLocked,
+            reason: Reason::PairLocked | Reason::IpLocked,
             ..
         }) => {
             bump(&mut t.locked_out);

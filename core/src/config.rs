@@ -71,8 +71,12 @@ impl Jitter {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LoginRules {
-    /// Failures per (user, ip) and per ip that lock \[10\].
+    /// Failures per (user, ip) pair that lock the pair \[10\].
     pub max_failures: u32,
+    /// Failures per ip, across usernames, that lock the ip \[Some(10)\];
+    /// `None`: the ip's own count never locks it (with
+    /// `lock_ip_on_account_lock = false` the lockout is pair-only).
+    pub ip_max_failures: Option<u32>,
     /// Failure window \[5 min\].
     pub failure_window: Duration,
     /// Lock length \[5 min\].
@@ -240,6 +244,7 @@ impl Default for Config {
             },
             login: LoginRules {
                 max_failures: 10,
+                ip_max_failures: Some(10),
                 failure_window: secs(5 * 60),
                 lock_for: secs(5 * 60),
                 lock_ip_on_account_lock: true,
@@ -415,6 +420,7 @@ impl Config {
             },
             login: LoginRules {
                 max_failures: max_requests,
+                ip_max_failures: Some(max_requests),
                 failure_window: window,
                 lock_for: window,
                 lock_ip_on_account_lock: false,
@@ -501,6 +507,9 @@ impl Config {
         }
         lookback("blocks.ban_lookback", self.blocks.ban_lookback)?;
         nonzero_count("login.max_failures", self.login.max_failures, w)?;
+        if let Some(n) = self.login.ip_max_failures {
+            nonzero_count("login.ip_max_failures", n, w)?;
+        }
         lookback("login.failure_window", self.login.failure_window)?;
         nonzero_time("login.lock_for", self.login.lock_for)?;
         if let Some(n) = self.login.account_max_failures {

@@ -16,9 +16,11 @@ pub enum Reason {
     Blocked,
     /// A permanent ban; only an operator lifts it (rule 4).
     Banned,
-    /// The (username, address) pair is locked after login failures (rule 5).
-    AccountLocked,
-    /// The address is locked after login failures (rule 5).
+    /// The (username, address) pair is locked after its login failures
+    /// (rule 5): that username from that address, not the account.
+    PairLocked,
+    /// The address is locked after login failures (rule 5): its own count
+    /// (`ip_max_failures`) or a pair lock (`lock_ip_on_account_lock`).
     IpLocked,
     /// The address is on the denylist (rule 9).
     Denylisted,
@@ -35,7 +37,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::Blocked => "blocked",
             Reason::Banned => "banned",
-            Reason::AccountLocked => "account_locked",
+            Reason::PairLocked => "pair_locked",
             Reason::IpLocked => "ip_locked",
             Reason::Denylisted => "denylisted",
             Reason::TableFull => "table_full",
@@ -48,7 +50,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::Blocked,
         Reason::Banned,
-        Reason::AccountLocked,
+        Reason::PairLocked,
         Reason::IpLocked,
         Reason::Denylisted,
         Reason::TableFull,

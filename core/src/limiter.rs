@@ -232,7 +232,7 @@ pub struct Hold {
     pub addr: Addr,
     /// [`Banned`](Reason::Banned), [`Blocked`](Reason::Blocked),
     /// [`IpLocked`](Reason::IpLocked) or
-    /// [`AccountLocked`](Reason::AccountLocked) (a (username, address)
+    /// [`PairLocked`](Reason::PairLocked) (a (username, address)
     /// pair).
     pub reason: Reason,
     /// Time left; `None` for a ban (until lifted).
@@ -255,7 +255,7 @@ impl Hold {
             KeyKind::Request if banned => (Reason::Banned, None),
             KeyKind::Request => (Reason::Blocked, Some(block_left?)),
             KeyKind::LoginIp => (Reason::IpLocked, Some(lock_left?)),
-            KeyKind::LoginUser => (Reason::AccountLocked, Some(lock_left?)),
+            KeyKind::LoginUser => (Reason::PairLocked, Some(lock_left?)),
             KeyKind::Account => return None,
         };
         Some(Hold {
@@ -878,6 +878,7 @@ mod tests {
         let mut c = Config::default();
         c.requests.max_requests = 3;
         c.login.max_failures = 3;
+        c.login.ip_max_failures = Some(3);
         c.login.account_max_failures = Some(16);
         c.clamp_lookbacks(crate::FIXED_MAX_SPAN);
         L::new(c, Seed::new([3; 16])).unwrap()
@@ -1042,6 +1043,7 @@ mod tests {
         // A lift of an address with many locked pairs spills that way.
         let mut l = limiter();
         l.config.login.max_failures = 1; // every failure locks its pair
+        l.config.login.ip_max_failures = Some(1);
         let users = ["u0", "u1", "u2", "u3", "u4", "u5"];
         for u in users {
             fail(&mut l, u, ip(3), 1);
@@ -1067,7 +1069,7 @@ mod tests {
             (
                 l.addr(b),
                 KeyKind::LoginUser,
-                Reason::AccountLocked,
+                Reason::PairLocked,
                 Some(lock),
             ),
         ];

@@ -2,9 +2,13 @@
 //! throttle across addresses.
 //!
 //! Failures are counted per (username, ip) and per ip; `max_failures`
-//! within `failure_window` lock that key for `lock_for` (a lock starts a
-//! fresh count), and a (username, ip) lock also locks the ip. Both must be
-//! unlocked for a login to proceed. Success clears the (username, ip)
+//! within `failure_window` lock the pair for `lock_for`, and
+//! `ip_max_failures` the ip (a lock starts a fresh count); a pair lock
+//! also locks the ip while `lock_ip_on_account_lock` holds. With
+//! `ip_max_failures = None` and `lock_ip_on_account_lock = false` the
+//! lockout is pair-only: one user's guesses never lock the address for
+//! the others behind it. Both must be unlocked for a login to proceed
+//! (denied as [`Reason::PairLocked`] or [`Reason::IpLocked`]). Success clears the (username, ip)
 //! record and keeps the ip's. Failures per username across all addresses
 //! switch on the full penalty (`penalty.max`) once `account_max_failures`
 //! lie within `account_window`: a soft throttle that cannot lock the real
@@ -26,7 +30,7 @@
 //!     if let Some(slot) = penalty.slot { lim.release_slot(slot); }
 //! }
 //! // "alice " is the same account after normalisation, and it is locked.
-//! assert_eq!(lim.check_login("alice ", ip, now).reason(), Some(Reason::AccountLocked));
+//! assert_eq!(lim.check_login("alice ", ip, now).reason(), Some(Reason::PairLocked));
 //! ```
 
 use crate::{Duration, Instant};
@@ -129,7 +133,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         match (lock_left(user), lock_left(ipe)) {
             (Some(u), i) => {
                 return Decision::Deny {
-                    reason: Reason::AccountLocked,
+                    reason: Reason::PairLocked,
                     retry_after: u.max(i.unwrap_or(Duration::from_ticks(0))),
                 }
             }
@@ -147,30 +151,34 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         // Attempts reserved by `begin_login` and not yet settled count as
         // failures: with `max_failures` of them in flight the next one waits
         // (a lock clears the log, so settled failures never reach this).
-        let full = |e: Option<&EntryOf<S, W>>, n: u32| {
+        let ip_max = self.config.login.ip_max_failures.unwrap_or(u32::MAX);
+        let full = |e: Option<&EntryOf<S, W>>, n: u32, max: u32| {
             (n >= max).then(|| {
                 e.and_then(|e| e.log.oldest_in(now, window))
                     .map_or(Duration::from_ticks(0), |t| left_in_window(now, t, window))
             })
         };
-        if let Some(retry_after) = full(user, fu) {
+        if let Some(retry_after) = full(user, fu, max) {
             return Decision::Deny {
-                reason: Reason::AccountLocked,
+                reason: Reason::PairLocked,
                 retry_after,
             };
         }
-        if let Some(retry_after) = full(ipe, fi) {
+        if let Some(retry_after) = full(ipe, fi, ip_max) {
             return Decision::Deny {
                 reason: Reason::IpLocked,
                 retry_after,
             };
         }
-        let limiting = if fu >= fi { user } else { ipe };
+        // The key nearer its lock limits (the pair on a tie; never an ip
+        // that does not lock).
+        let (ru, ri) = (max.saturating_sub(fu), ip_max.saturating_sub(fi));
+        let limiting = if ru <= ri { user } else { ipe };
         let reset_after = limiting
             .and_then(|e| e.log.oldest_in(now, window))
             .map_or(Duration::from_ticks(0), |t| left_in_window(now, t, window));
         Decision::Allow {
-            remaining: max.saturating_sub(fu.max(fi)),
+            remaining: ru.min(ri),
             reset_after,
         }
     }
@@ -274,7 +282,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             e.log.prune(now, window);
             let before = e.log.count(now, window);
             e.log.push(now);
-            if before.saturating_add(1) >= login.max_failures
+            if login
+                .ip_max_failures
+                .is_some_and(|m| before.saturating_add(1) >= m)
                 || (user_locked && login.lock_ip_on_account_lock)
             {
                 e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
@@ -408,9 +418,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         })
     }
 
-    /// The reserved attempt `id` had a wrong password: lock the pair and
-    /// the ip if their counts (this attempt included) reached
-    /// `max_failures`. True if that locked anything.
+    /// The reserved attempt `id` had a wrong password: lock the pair if
+    /// its count (this attempt included) reached `max_failures`, the ip if
+    /// its count reached `ip_max_failures` or the pair lock locks it. True
+    /// if that locked anything.
     pub fn login_attempt_failed(
         &mut self,
         username: &str,
@@ -438,7 +449,9 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let ip_key = Key::login_ip(addr);
         let mut ip_locked = false;
         if let Some(e) = self.head.store.get_mut(&ip_key) {
-            if e.log.count(now, window) >= login.max_failures
+            if login
+                .ip_max_failures
+                .is_some_and(|m| e.log.count(now, window) >= m)
                 || (user_locked && login.lock_ip_on_account_lock)
             {
                 e.cold.make().login_mut().lock_until = OptTick::some(lock_until);

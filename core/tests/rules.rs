@@ -171,7 +171,7 @@ macro_rules! rules_for {
                 }
                 assert_eq!(
                     l.lim().check_login("alice", a, t(9)),
-                    Decision::Deny { reason: Reason::AccountLocked, retry_after: s(300) }
+                    Decision::Deny { reason: Reason::PairLocked, retry_after: s(300) }
                 );
                 // The ip is locked too, for every username.
                 assert_eq!(
@@ -207,8 +207,8 @@ macro_rules! rules_for {
                     match l.lim().begin_login("mallory", a, t(0)) {
                         Ok(att) => flight.push(att),
                         Err(d) => {
-                            assert_eq!(d.reason(), Some(Reason::AccountLocked));
-                            assert_eq!(d, Decision::Deny { reason: Reason::AccountLocked, retry_after: s(300) });
+                            assert_eq!(d.reason(), Some(Reason::PairLocked));
+                            assert_eq!(d, Decision::Deny { reason: Reason::PairLocked, retry_after: s(300) });
                             refused += 1;
                         }
                     }
@@ -224,7 +224,7 @@ macro_rules! rules_for {
                 assert!(locked);
                 assert_eq!(
                     l.lim().check_login("mallory", a, t(1)),
-                    Decision::Deny { reason: Reason::AccountLocked, retry_after: s(300) }
+                    Decision::Deny { reason: Reason::PairLocked, retry_after: s(300) }
                 );
                 assert_eq!(l.lim().check_login("other", a, t(1)).reason(), Some(Reason::IpLocked));
             }
@@ -287,6 +287,7 @@ macro_rules! rules_for {
             fn penalties_are_1_2_4_8_16_30_30() {
                 let mut c = Config::default();
                 c.login.max_failures = 20;
+                c.login.ip_max_failures = Some(20);
                 let mut l = limiter_with(c);
                 let got: Vec<u64> = (0..7)
                     .map(|i| {
@@ -329,6 +330,7 @@ macro_rules! rules_for {
             fn a_hidden_lock_costs_what_the_next_failure_would() {
                 let mut c = Config::default();
                 c.login.max_failures = 3;
+                c.login.ip_max_failures = Some(3);
                 let mut l = limiter_with(c.clone());
                 let a = ip(11);
                 let got: Vec<u64> = (0..3)
@@ -338,7 +340,7 @@ macro_rules! rules_for {
                     })
                     .collect();
                 assert_eq!(got, [1, 2, 4]);
-                assert_eq!(l.lim().check_login("hana", a, t(3)).reason(), Some(Reason::AccountLocked));
+                assert_eq!(l.lim().check_login("hana", a, t(3)).reason(), Some(Reason::PairLocked));
                 // What a fourth wrong password would cost (k = 3): 8 s, in
                 // a slot; nothing is counted.
                 let before = l.lim().peek_login("hana", a, t(3));
@@ -463,7 +465,7 @@ macro_rules! rules_for {
                     release(l.lim(), p);
                 }
                 assert_eq!(l.lim().check_request(ip(1), end).reason(), Some(Reason::RateLimited));
-                assert_eq!(l.lim().check_login("x", ip(1), end).reason(), Some(Reason::AccountLocked));
+                assert_eq!(l.lim().check_login("x", ip(1), end).reason(), Some(Reason::PairLocked));
                 // Time standing still at zero.
                 let mut l = limiter();
                 for _ in 0..50 {
@@ -670,6 +672,86 @@ rules_for!(growable, u64::MAX, |c| MapLimiter::<50>::new_growable(
 )
 .unwrap());
 
+/// `ip_max_failures = None` and `lock_ip_on_account_lock = false`: a
+/// pair-only lockout. One user's guesses lock that user from that
+/// address (`pair_locked`), never the address for the others behind it.
+#[test]
+fn a_pair_only_lockout_never_locks_the_address() {
+    let mut c = Config::default();
+    c.login.ip_max_failures = None;
+    c.login.lock_ip_on_account_lock = false;
+    c.login.account_max_failures = None;
+    let mut l = FixedLimiter::<128, 50>::new(fixed_config(c), SEED).unwrap();
+    let a = ip(1);
+    for i in 0..10 {
+        let p = l.login_failed("alice", a, t(i));
+        release(&mut l, p);
+    }
+    assert_eq!(
+        l.check_login("alice", a, t(10)),
+        Decision::Deny {
+            reason: Reason::PairLocked,
+            retry_after: s(299)
+        }
+    );
+    assert_eq!(Reason::PairLocked.as_str(), "pair_locked");
+    // Thirty more users, nine failures each, from the same address: the
+    // address never locks and only the pair count limits.
+    for u in 0..30 {
+        let user = format!("user{u}");
+        for i in 0..9 {
+            let p = l.login_failed(&user, a, t(20 + i));
+            release(&mut l, p);
+        }
+    }
+    assert_eq!(
+        l.check_login("bob", a, t(40)),
+        Decision::Allow {
+            remaining: 10,
+            reset_after: s(0)
+        }
+    );
+    assert!(matches!(
+        l.check_login("user0", a, t(40)),
+        Decision::Allow { remaining: 1, .. }
+    ));
+}
+
+/// `ip_max_failures` apart from `max_failures`: the address locks at its
+/// own count, across usernames, before any pair does.
+#[test]
+fn the_address_locks_at_its_own_count() {
+    let mut c = Config::default();
+    c.login.ip_max_failures = Some(3);
+    let mut l = FixedLimiter::<128, 50>::new(fixed_config(c), SEED).unwrap();
+    let a = ip(2);
+    let p = l.login_failed("u1", a, t(0));
+    release(&mut l, p);
+    assert!(matches!(
+        l.check_login("u1", a, t(0)),
+        Decision::Allow { remaining: 2, .. }
+    ));
+    let p = l.login_failed("u2", a, t(1));
+    release(&mut l, p);
+    let p = l.login_failed("u3", a, t(2));
+    release(&mut l, p);
+    assert_eq!(
+        l.check_login("fresh", a, t(3)),
+        Decision::Deny {
+            reason: Reason::IpLocked,
+            retry_after: s(299)
+        }
+    );
+    // A zero count is refused like any other.
+    c = Config::default();
+    c.login.ip_max_failures = Some(0);
+    assert!(c
+        .validate(50)
+        .unwrap_err()
+        .to_string()
+        .starts_with("login.ip_max_failures"));
+}
+
 #[test]
 fn lift_clears_bans_blocks_and_locks_of_one_address() {
     let mut l = FixedLimiter::<128, 50>::new(fixed_config(Config::default()), SEED).unwrap();
@@ -683,7 +765,7 @@ fn lift_clears_bans_blocks_and_locks_of_one_address() {
     }
     assert_eq!(
         l.check_login("zoe", a, t(10)).reason(),
-        Some(Reason::AccountLocked)
+        Some(Reason::PairLocked)
     );
     assert_eq!(l.lift(a), 3);
     assert!(l.check_request(a, t(11)).is_allowed());

@@ -84,7 +84,7 @@ fn sizes_of_documented_configurations() {
 /// (no key kind uses both) takes a slot from 256 to 200 B, so
 /// `FixedLimiter<64, 16>` (56 keys, 2×) fits and the firmware's
 /// `FixedLimiter<70, 16>` (62 keys, 2.2×) is the largest that fits on both
-/// targets (on thumbv7m `TABLES` is 15 600 B: see BENCHMARKS.md).
+/// targets (on thumbv7m `TABLES` is 15 608 B: see firmware-example/README.md).
 #[test]
 fn the_firmware_table_bytes_hold_twice_the_keys() {
     const BEFORE_X86_64: usize = 16_224;

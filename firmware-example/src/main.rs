@@ -81,6 +81,7 @@ fn config() -> Config {
     c.blocks.max_block = CoreDuration::from_secs(300);
     c.blocks.ban_lookback = CoreDuration::from_secs(3600);
     c.login.max_failures = 8;
+    c.login.ip_max_failures = Some(8);
     c.login.failure_window = CoreDuration::from_secs(60);
     c.login.lock_for = CoreDuration::from_secs(20);
     c.login.account_max_failures = Some(16);

@@ -192,7 +192,7 @@ impl Reply {
             Reason::RateLimited => Reply::Limited(retry),
             Reason::Blocked => Reply::Blocked(retry),
             Reason::Banned | Reason::Denylisted => Reply::Banned,
-            Reason::AccountLocked | Reason::IpLocked => Reply::Locked(retry),
+            Reason::PairLocked | Reason::IpLocked => Reply::Locked(retry),
             _ => Reply::Busy(retry),
         }
     }

@@ -8,10 +8,10 @@
 //! or export needs.
 //!
 //! `now` reads `std::time::Instant` (the OS monotonic clock, a vDSO call
-//! on Linux: no lock, no syscall). embassy-time's std driver takes a
-//! process-wide mutex on every read, which two threads deciding at once
-//! would fight over, so the library never calls `portcullis_core::Instant::now`
-//! and does not enable that driver.
+//! on Linux: no lock, no syscall) into the core's [`Instant`], a
+//! microsecond per tick. The core has no clock of its own, and the library
+//! no embassy-time (whose std driver takes a process-wide mutex on every
+//! read, which two threads deciding at once would fight over).
 
 //! ## One reading per request
 //!

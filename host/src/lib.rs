@@ -6,9 +6,9 @@
 //! `portcullis` server binary is a separate crate (`portcullis-server`)
 //! built on this library.
 //!
-//! Features: `sqlite` and `axum` (default), `redis`. With
-//! `--no-default-features` the crate is the sharded limiter, [`Guard`],
-//! the tower layer and the cleanup task.
+//! With `--no-default-features` the crate is the sharded limiter,
+//! [`Guard`], the tower layer and the cleanup task; the features add the
+//! rest.
 //!
 //! Everything a user of the layer or of [`Guard`] needs is here, including
 //! the core's rules and decisions ([`Config`], [`Decision`], [`Reason`], …)
@@ -31,6 +31,12 @@
 //! | client address | [`PeerAddr`], [`TrustedProxies`], [`ForwardingHeader`], [`client_ip`] |
 //! | usernames | [`fold_username`]: NFKC, case fold, accents, before the core hashes them |
 //! | namespaces | [`clock`] (monotonic and wall-clock time), [`metrics`] (counters through the `metrics` facade; the dashboard's history and offenders), [`problem`] (refusals as RFC 9457 problem details or a short HTML page), `sqlite`, `fleet` |
+//!
+//! ## Features
+//!
+//! Generated from `Cargo.toml` (`document-features`):
+//!
+#![doc = document_features::document_features!()]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

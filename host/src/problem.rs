@@ -163,7 +163,7 @@ impl Problem {
             Reason::RateLimited => "Too many requests from your address",
             Reason::Blocked => "Your address is temporarily blocked after repeated excess requests",
             Reason::Banned => "Your address is banned",
-            Reason::AccountLocked => "Too many failed logins for this account from your address",
+            Reason::PairLocked => "Too many failed logins for this account from your address",
             Reason::IpLocked => "Too many failed logins from your address",
             Reason::Denylisted => "Your address is not allowed",
             Reason::TableFull => "The service is busy",
@@ -295,11 +295,7 @@ mod tests {
             (Reason::Banned, ProblemType::AbnormalUsageDetected, 403),
             (Reason::Denylisted, ProblemType::AbnormalUsageDetected, 403),
             (Reason::IpLocked, ProblemType::AbnormalUsageDetected, 429),
-            (
-                Reason::AccountLocked,
-                ProblemType::AbnormalUsageDetected,
-                429,
-            ),
+            (Reason::PairLocked, ProblemType::AbnormalUsageDetected, 429),
             (
                 Reason::Unavailable,
                 ProblemType::TemporaryReducedCapacity,

@@ -200,8 +200,8 @@ mod tests {
     }
 
     /// Ten failures split between `ａlicé` and `alice` from one address
-    /// lock the account under every spelling: the pair lock
-    /// (`account_locked`), not only the address's (`ip_locked`, which a
+    /// lock that user from that address under every spelling: the pair lock
+    /// (`pair_locked`), not only the address's (`ip_locked`, which a
     /// different name from that address gets).
     #[tokio::test]
     async fn guard_spellings_share_one_lockout() {
@@ -223,7 +223,7 @@ mod tests {
         for name in ["alice", "ａlicé", "ALICE", "Ａｌｉｃｅ", "alice\u{301}"] {
             assert_eq!(
                 guard.check_login(name, ip).await.reason(),
-                Some(Reason::AccountLocked),
+                Some(Reason::PairLocked),
                 "{name:?}"
             );
         }
@@ -262,7 +262,7 @@ mod tests {
         }
         assert_eq!(
             guard.check_login("ｚｏｅ", ip).await.reason(),
-            Some(Reason::AccountLocked)
+            Some(Reason::PairLocked)
         );
     }
 }

@@ -32,6 +32,7 @@ async fn serve() -> String {
     let login = guard(|c| {
         c.requests.max_requests = 8;
         c.login.max_failures = 3;
+        c.login.ip_max_failures = Some(3);
         c.penalty.base = portcullis::Duration::from_millis(10);
     });
     let app = axum_login::app(global, login);
@@ -120,7 +121,7 @@ async fn wrong_passwords_lock_the_pair_and_a_locked_pair_is_not_checked() {
     let (status, retry, body) = login(&c, &base, "wonderland").await;
     assert_eq!(
         (status, retry.as_str(), body.as_str()),
-        (429, "300", "account_locked")
+        (429, "300", "pair_locked")
     );
     // Someone else logs in as alice from elsewhere.
     assert_eq!(login(&client(6), &base, "wonderland").await.0, 200);
@@ -136,7 +137,7 @@ async fn success_clears_the_pair() {
     assert_eq!((status, body.as_str()), (200, "welcome\n"));
     // A third failure from this address locks the address (its count is
     // kept), but not the pair: the success cleared alice's two failures,
-    // so the lock is `ip_locked`, not `account_locked` as above.
+    // so the lock is `ip_locked`, not `pair_locked` as above.
     assert_eq!(login(&c, &base, "guess").await.0, 401);
     let (status, retry, body) = login(&c, &base, "wonderland").await;
     assert_eq!(

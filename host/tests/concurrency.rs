@@ -87,7 +87,7 @@ fn login_lock_engages_at_exactly_max_failures_under_contention() {
     assert_eq!(locks.load(Ordering::Relaxed), (THREADS * EACH / 10) as u64);
     assert_eq!(
         lim.check_login_at("mallory", ip, now).reason(),
-        Some(Reason::AccountLocked)
+        Some(Reason::PairLocked)
     );
 }
 
@@ -136,7 +136,7 @@ fn parallel_guesses_get_exactly_max_failures_checks() {
         }
     }
     let d = lim.check_login_at("victim", ip, now);
-    assert_eq!(d.reason(), Some(Reason::AccountLocked), "{d:?}");
+    assert_eq!(d.reason(), Some(Reason::PairLocked), "{d:?}");
 }
 
 /// The account throttle across addresses holds under a race too: 40

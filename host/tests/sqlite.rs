@@ -51,7 +51,7 @@ async fn bans_blocks_and_locks_survive_a_restart_with_remaining_time() {
     let g = open(&path);
     assert_eq!(g.check_request(banned).await.reason(), Some(Reason::Banned));
     let d = g.check_login("root", locked).await;
-    assert_eq!(d.reason(), Some(Reason::AccountLocked));
+    assert_eq!(d.reason(), Some(Reason::PairLocked));
     let left = retry(d);
     assert!(
         left <= Duration::from_secs(299) && left >= Duration::from_secs(297),
@@ -60,7 +60,7 @@ async fn bans_blocks_and_locks_survive_a_restart_with_remaining_time() {
     // The seed persisted too: the username hash still finds the pair.
     assert_eq!(
         g.check_login("ROOT", locked).await.reason(),
-        Some(Reason::AccountLocked)
+        Some(Reason::PairLocked)
     );
     // Lifting writes through as well.
     assert!(g.lift(banned).await > 0);
@@ -270,6 +270,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     config.requests.max_requests = 1;
     config.blocks.block_after = 1;
     config.login.max_failures = 3;
+    config.login.ip_max_failures = Some(3);
     let opts = LimiterOptions {
         max_entries: 1_000,
         shards: 4,
@@ -356,6 +357,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
 fn a_lift_of_many_locked_pairs_writes_them_all() {
     let mut config = Config::default();
     config.login.max_failures = 1;
+    config.login.ip_max_failures = Some(1);
     let opts = LimiterOptions {
         max_entries: 1_000,
         shards: 1,

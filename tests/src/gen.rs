@@ -84,6 +84,8 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
             any::<bool>(),
             proptest::option::of(1u32..=w),
             secs(60, 7200),
+            // The ip's own lock: at max_failures (0), its own count, or never.
+            prop_oneof![2 => Just(0u32), 1 => 1u32..=w, 1 => Just(u32::MAX)],
         ),
         (
             (1u64..=5_000_000).prop_map(Duration::from_micros),
@@ -113,6 +115,11 @@ pub fn config(w: u32) -> impl Strategy<Value = Config> {
             c.login.lock_ip_on_account_lock = l.3;
             c.login.account_max_failures = l.4;
             c.login.account_window = l.5;
+            c.login.ip_max_failures = match l.6 {
+                0 => Some(l.0),
+                u32::MAX => None,
+                n => Some(n),
+            };
             c.penalty.base = p.0;
             c.penalty.multiplier = p.1;
             c.penalty.max = Duration::from_secs(p.2).max(p.0);

@@ -498,7 +498,7 @@ impl Model {
         if let Some(u) = lock_left(pair) {
             let i = lock_left(from_ip).unwrap_or(0);
             return Decision::Deny {
-                reason: Reason::AccountLocked,
+                reason: Reason::PairLocked,
                 retry_after: Duration::from_ticks(u.max(i)),
             };
         }
@@ -518,22 +518,26 @@ impl Model {
         };
         if fu >= max {
             return Decision::Deny {
-                reason: Reason::AccountLocked,
+                reason: Reason::PairLocked,
                 retry_after: reset_of(pair),
             };
         }
-        if fi >= max {
+        // The ip's own count locks it only with `ip_max_failures` set.
+        let ip_max = self.cfg.login.ip_max_failures.unwrap_or(u32::MAX);
+        if fi >= ip_max {
             return Decision::Deny {
                 reason: Reason::IpLocked,
                 retry_after: reset_of(from_ip),
             };
         }
-        let limiting = if fu >= fi { pair } else { from_ip };
+        // The key with fewer failures left limits (the pair on a tie).
+        let (ru, ri) = (max - fu, ip_max - fi);
+        let limiting = if ru <= ri { pair } else { from_ip };
         let reset = limiting
             .and_then(|e| oldest(&e.log, now, window))
             .map_or(Duration::from_ticks(0), |t| left(now, t, window));
         Decision::Allow {
-            remaining: max.saturating_sub(fu.max(fi)),
+            remaining: ru.min(ri),
             reset_after: reset,
         }
     }
@@ -574,7 +578,8 @@ impl Model {
         if let Some(e) = self.upsert(&ip_key, now) {
             let before = count(&e.log, now, window);
             e.log.push(now);
-            if before + 1 >= login.max_failures || (pair_locked && login.lock_ip_on_account_lock) {
+            let ip_full = login.ip_max_failures.is_some_and(|m| before + 1 >= m);
+            if ip_full || (pair_locked && login.lock_ip_on_account_lock) {
                 e.lock_until = Some(lock_until);
                 e.log.clear();
                 locked = true;
@@ -702,7 +707,9 @@ impl Model {
         }
         let mut locked = pair_locked;
         if let Some(e) = self.entries.get_mut(&MKey::LoginIp(addr)) {
-            if count(&e.log, now, window) >= login.max_failures
+            if login
+                .ip_max_failures
+                .is_some_and(|m| count(&e.log, now, window) >= m)
                 || (pair_locked && login.lock_ip_on_account_lock)
             {
                 e.lock_until = Some(lock_until);

@@ -69,6 +69,7 @@ async fn every_call_works_on_a_cluster_and_each_address_stays_on_its_node() {
     let mut c = Config::default();
     c.requests.max_requests = 2;
     c.login.max_failures = 2;
+    c.login.ip_max_failures = Some(2);
     c.login.account_max_failures = Some(100);
     let lim = limiter(&cluster, c, "cl").await;
     assert!(lim.is_cluster());
@@ -124,14 +125,14 @@ async fn every_call_works_on_a_cluster_and_each_address_stays_on_its_node() {
                 .await
                 .expect("check")
                 .reason(),
-            Some(Reason::AccountLocked)
+            Some(Reason::PairLocked)
         );
         // A denied reservation hands the account failure back; peeks and
         // slots.
         let denied = lim.begin_login("alice", ip, T0 + 2).await.expect("begin");
         assert_eq!(
             denied.err().and_then(|d| d.reason()),
-            Some(Reason::AccountLocked)
+            Some(Reason::PairLocked)
         );
         assert_eq!(
             lim.peek_request(ip, T0 + 2).await.expect("peek").reason(),

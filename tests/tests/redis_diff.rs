@@ -91,7 +91,7 @@ const SEEN_NAMES: [&str; 10] = [
     "rate_limited",
     "blocked",
     "banned",
-    "account_locked",
+    "pair_locked",
     "ip_locked",
     "denylisted",
     "penalty_throttled",
@@ -109,7 +109,7 @@ fn seen_decision(d: &portcullis_core::Decision) {
         Some(Reason::RateLimited) => 1,
         Some(Reason::Blocked) => 2,
         Some(Reason::Banned) => 3,
-        Some(Reason::AccountLocked) => 4,
+        Some(Reason::PairLocked) => 4,
         Some(Reason::IpLocked) => 5,
         Some(_) => 6,
     });

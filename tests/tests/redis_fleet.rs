@@ -164,6 +164,7 @@ async fn ttls_follow_the_state() {
     c.requests.max_requests = 1;
     c.blocks.block_after = 1;
     c.login.max_failures = 2;
+    c.login.ip_max_failures = Some(2);
     c.login.lock_for = portcullis_core::Duration::from_secs(1200);
     let lim = limiter(&server, c, "ttl")
         .await
@@ -256,7 +257,7 @@ async fn ttls_follow_the_state() {
         .any(|r| r.addr.ip() == a && r.reason == Reason::IpLocked));
     assert!(rows
         .iter()
-        .any(|r| r.addr.ip() == a && r.reason == Reason::AccountLocked));
+        .any(|r| r.addr.ip() == a && r.reason == Reason::PairLocked));
     assert_eq!(lim.lift(a, T0 + SEC).await.expect("lift"), 3);
     assert_eq!(lim.lift(b, T0 + SEC).await.expect("lift"), 1);
     assert_eq!(lim.bans(T0 + SEC).await.expect("bans"), vec![]);

@@ -40,6 +40,7 @@ fn rules() -> Config {
     c.blocks.block_for = Duration::from_secs(120);
     c.blocks.ban_after = Some(1);
     c.login.max_failures = 3;
+    c.login.ip_max_failures = Some(3);
     c.login.lock_for = Duration::from_secs(120);
     c.login.account_max_failures = None;
     c
@@ -161,7 +162,7 @@ async fn the_journal_carries_bans_and_locks_across_a_restart_into_redis() {
     assert_eq!(reason(&e.check_request(x).await), Some(Reason::Banned));
     assert_eq!(
         reason(&e.check_login("alice", z).await),
-        Some(Reason::AccountLocked)
+        Some(Reason::PairLocked)
     );
     assert!(e.check_request(ip("198.51.100.22")).await.is_allowed());
 
@@ -180,7 +181,7 @@ async fn the_journal_carries_bans_and_locks_across_a_restart_into_redis() {
     let d = look.peek_request(x, now).await.expect("peek");
     assert_eq!(reason(&d), Some(Reason::Banned), "{d:?}");
     let d = look.check_login("alice", z, now).await.expect("login");
-    assert_eq!(reason(&d), Some(Reason::AccountLocked), "{d:?}");
+    assert_eq!(reason(&d), Some(Reason::PairLocked), "{d:?}");
     // Another engine on that Redis (no journal) refuses x.
     let other = connect_fleet(&options(&server, 0), guard())
         .await

@@ -91,6 +91,7 @@ fn block_rules() -> Config {
     c.blocks.block_for = secs(120);
     c.blocks.ban_after = None;
     c.login.max_failures = 3;
+    c.login.ip_max_failures = Some(3);
     c.login.lock_for = secs(120);
     c.login.account_max_failures = None;
     c
@@ -187,7 +188,7 @@ async fn fallback_bans_blocks_and_locks_reach_redis_when_it_returns() {
     let d = look.peek_request(y, now_us()).await.expect("peek y");
     assert_eq!(reason(&d), Some(Reason::Banned), "{d:?}");
     let d = look.check_login("alice", z, now_us()).await.expect("login");
-    assert_eq!(reason(&d), Some(Reason::AccountLocked), "{d:?}");
+    assert_eq!(reason(&d), Some(Reason::PairLocked), "{d:?}");
     assert!(retry(&d) > secs(100), "{d:?}");
     let d = look.check_login("bob", z, now_us()).await.expect("login");
     assert_eq!(
@@ -396,7 +397,7 @@ async fn merge_raises_and_never_lowers() {
     assert_eq!(
         d,
         Decision::Deny {
-            reason: Reason::AccountLocked,
+            reason: Reason::PairLocked,
             retry_after: secs(90)
         }
     );
@@ -506,12 +507,12 @@ async fn cached_denials_skip_redis_and_a_lift_elsewhere_ends_them() {
         drop(a.login_failed("carol", z).await);
     }
     let d = b.check_login("carol", z).await;
-    assert_eq!(reason(&d), Some(Reason::AccountLocked));
+    assert_eq!(reason(&d), Some(Reason::PairLocked));
     let before = evalsha_calls(&server).await;
     for _ in 0..10 {
         assert_eq!(
             reason(&b.check_login("carol", z).await),
-            Some(Reason::AccountLocked)
+            Some(Reason::PairLocked)
         );
         let d = b.begin_login("dave", z).await.expect_err("ip locked");
         assert_eq!(reason(&d), Some(Reason::IpLocked));

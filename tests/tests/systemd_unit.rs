@@ -1,5 +1,5 @@
 //! `contrib/systemd/portcullis.service` is a unit systemd accepts, with the
-//! sandboxing the README promises.
+//! sandboxing `docs/operations.md` promises.
 //!
 //! `systemd-analyze verify` checks every directive's syntax and value and
 //! that `ExecStart`'s binary exists. The unit names
@@ -26,7 +26,7 @@ fn systemd_analyze() -> Option<PathBuf> {
 }
 
 #[test]
-fn the_unit_has_the_sandboxing_the_readme_promises() {
+fn the_unit_has_the_sandboxing_the_docs_promise() {
     let text = unit_text();
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     for want in [

@@ -416,7 +416,7 @@ mod tests {
                 row("192.0.2.1", "request", "banned", Value::Null),
                 row("192.0.2.2", "request", "blocked", json!(91)),
                 row("192.0.2.4", "login_ip", "ip_locked", json!(1)),
-                row("192.0.2.5", "login_user", "account_locked", json!(2)),
+                row("192.0.2.5", "login_user", "pair_locked", json!(2)),
             ]
         );
     }

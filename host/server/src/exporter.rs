@@ -112,18 +112,18 @@ pub fn render(m: &ServerMetrics) -> String {
 /// Lock denials shown as what they look like with `login.reveal_lock =
 /// false`: wrong passwords. The open `/metrics` must not tell a lock from
 /// a miss, so the service's `portcullis_decisions_total` samples for
-/// `account_locked` and `ip_locked` are left out and counted as what a
+/// `pair_locked` and `ip_locked` are left out and counted as what a
 /// miss counts: an allowed attempt (`outcome="allow"`) and a failed login
 /// (`portcullis_login_failures_total`). A policy's series
 /// (`policy="..."`) are left as they are (request quotas never lock). The
-/// log jails' lock counts go too ([`crate::jails::feed::hide_locks`]). The
+/// log jails' lock counts go too ([`crate::jail_series::hide_locks`]). The
 /// true figures are shown to a scrape with the metrics or admin token.
 pub fn hide_locks(text: &str) -> String {
     const DECISIONS: &str = "portcullis_decisions_total{";
     let locked = |l: &str| {
         l.starts_with(DECISIONS)
             && !l.contains("policy=")
-            && (l.contains("reason=\"account_locked\"") || l.contains("reason=\"ip_locked\""))
+            && (l.contains("reason=\"pair_locked\"") || l.contains("reason=\"ip_locked\""))
     };
     let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
     let hidden: f64 = text.lines().filter(|l| locked(l)).filter_map(value).sum();
@@ -144,7 +144,7 @@ pub fn hide_locks(text: &str) -> String {
             }
         }
     }
-    crate::jails::feed::hide_locks(&out)
+    crate::jail_series::hide_locks(&out)
 }
 
 #[cfg(test)]
@@ -153,13 +153,13 @@ mod tests {
     fn locks_are_shown_as_misses() {
         let text = "# TYPE portcullis_decisions_total counter\n\
 portcullis_decisions_total{outcome=\"allow\",reason=\"\"} 5\n\
-portcullis_decisions_total{outcome=\"deny\",reason=\"account_locked\"} 2\n\
+portcullis_decisions_total{outcome=\"deny\",reason=\"pair_locked\"} 2\n\
 portcullis_decisions_total{outcome=\"deny\",reason=\"ip_locked\"} 1\n\
 portcullis_decisions_total{outcome=\"deny\",reason=\"rate_limited\"} 4\n\
 portcullis_decisions_total{outcome=\"deny\",reason=\"ip_locked\",policy=\"api\"} 0\n\
 portcullis_login_failures_total 3\n";
         let out = super::hide_locks(text);
-        assert!(!out.contains("account_locked"), "{out}");
+        assert!(!out.contains("pair_locked"), "{out}");
         assert!(!out.contains("ip_locked\"} "), "{out}");
         assert!(out.contains("reason=\"\"} 8\n"), "{out}");
         assert!(out.contains("portcullis_login_failures_total 6\n"), "{out}");

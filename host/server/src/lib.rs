@@ -6,6 +6,14 @@
 //! pipeline is described in `docs/pipeline.md`. Beside it, the log jails
 //! (`jails`, `docs/jails.md`) feed other services' failed logins to the
 //! same rules.
+//!
+//! ## Features
+//!
+//! Generated from `Cargo.toml` (`document-features`). Whatever is listed,
+//! the server builds its library `portcullis` with `sqlite`, `redis` and
+//! `axum`.
+//!
+#![doc = document_features::document_features!()]
 
 pub mod admin_api;
 pub mod admin_auth;
@@ -15,6 +23,7 @@ pub mod demo;
 pub mod exporter;
 pub mod firewall;
 pub mod forward_auth;
+pub mod jail_series;
 pub mod jails;
 pub mod listener;
 pub mod lock_reveal;

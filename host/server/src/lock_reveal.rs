@@ -41,7 +41,7 @@ pub fn too_many_in_flight() -> Response {
 
 /// Whether `d` is a lock that `reveal_lock = false` hides.
 pub fn hides(reveal_lock: bool, d: &Decision) -> bool {
-    !reveal_lock && matches!(d.reason(), Some(Reason::AccountLocked | Reason::IpLocked))
+    !reveal_lock && matches!(d.reason(), Some(Reason::PairLocked | Reason::IpLocked))
 }
 
 /// The penalty delay a wrong password gets once its pair has failed

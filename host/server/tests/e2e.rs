@@ -1,5 +1,6 @@
 //! End-to-end: the real `portcullis` binary on a free loopback port,
-//! checked line by line against the contract in the README.
+//! checked line by line against the contract in `docs/modes.md` and
+//! `docs/operations.md`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -462,7 +463,7 @@ async fn users_from_hash_password_and_the_sample_config() {
     assert_eq!(login(&s, "ops", "correct horse").await.status(), 200);
     assert_eq!(login(&s, "demo", "demo-password").await.status(), 401);
     drop(s);
-    // The README's sample config starts a server as documented.
+    // The sample config (`portcullis.example.toml`) starts a server as documented.
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../portcullis.example.toml");
     let s = Server::start_with(&db, &[], Some(&sample));
     assert_eq!(get(&s, "/").await.status(), 200);

@@ -825,7 +825,7 @@ fn guard_login_lockout() {
     t.finish();
 }
 
-/// The sum of every sample naming `account_locked` or `ip_locked` on an
+/// The sum of every sample naming `pair_locked` or `ip_locked` on an
 /// anonymous `/metrics` (0 when it is not served to anonymous scrapers).
 fn lock_samples(st: &Stack) -> (f64, String) {
     let a = st.metrics_anonymous();
@@ -836,7 +836,7 @@ fn lock_samples(st: &Stack) -> (f64, String) {
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.contains("account_locked") || l.contains("ip_locked"))
+        .filter(|l| l.contains("pair_locked") || l.contains("ip_locked"))
         .collect();
     let sum = lines
         .iter()

@@ -372,12 +372,12 @@ async fn proxy_mode_judges_escapes_counts_any_spelling_and_hides_locks() {
 
     // The open /metrics shows no lock; the admin token sees it.
     let open = get(&s, "127.0.0.1", "/.portcullis/metrics").await.body;
-    assert!(!open.contains("account_locked"), "{open}");
+    assert!(!open.contains("pair_locked"), "{open}");
     assert!(!open.contains("reason=\"ip_locked\"}"), "{open}");
     let full = admin(&s, "GET", "/.portcullis/metrics", "").await.body;
     assert!(
         full.lines()
-            .any(|l| l.contains("reason=\"account_locked\"") && !l.ends_with(" 0")),
+            .any(|l| l.contains("reason=\"pair_locked\"") && !l.ends_with(" 0")),
         "{full}"
     );
 }

@@ -9,7 +9,7 @@
 //! `tests/ui/node_modules` (`npm ci` in `tests/ui`; `scripts/test` does it).
 //! Without them it fails under `CI=true` and prints SKIP otherwise. The
 //! screenshot goes to a temporary directory; with `UPDATE_SCREENSHOT=1` it
-//! also replaces `docs/dashboard.png` (the README's picture).
+//! also replaces `docs/dashboard.png` (the picture in `docs/operations.md`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

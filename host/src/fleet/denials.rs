@@ -159,7 +159,7 @@ impl DenialCache {
             (KeyKind::Request, Reason::Banned) => FOREVER,
             (KeyKind::Request, Reason::Blocked)
             | (KeyKind::LoginIp, Reason::IpLocked)
-            | (KeyKind::LoginUser, Reason::AccountLocked) => {
+            | (KeyKind::LoginUser, Reason::PairLocked) => {
                 now_us.saturating_add(retry_after.as_micros())
             }
             _ => return,

@@ -1000,7 +1000,7 @@ impl FleetEngine {
                 Some(Decision::Deny { retry_after: a, .. }),
                 Some(Decision::Deny { retry_after: b, .. }),
             ) => Some(Decision::Deny {
-                reason: Reason::AccountLocked,
+                reason: Reason::PairLocked,
                 retry_after: a.max(b),
             }),
             (Some(d), _) | (None, Some(d)) => Some(d),
@@ -1021,12 +1021,12 @@ impl FleetEngine {
         let Decision::Deny { reason, .. } = *d else {
             return;
         };
-        if !self.denials.enabled() || !matches!(reason, Reason::AccountLocked | Reason::IpLocked) {
+        if !self.denials.enabled() || !matches!(reason, Reason::PairLocked | Reason::IpLocked) {
             return;
         }
         let Some(r) = self.redis() else { return };
         let addr = self.addr(ip);
-        let (key, redis_key) = if reason == Reason::AccountLocked {
+        let (key, redis_key) = if reason == Reason::PairLocked {
             (
                 Key::login_user(r.user_hash(user), addr),
                 r.login_user_key(user, ip),
@@ -1057,7 +1057,7 @@ impl FleetEngine {
             (
                 Key::login_user(r.user_hash(user), addr),
                 r.login_user_key(user, ip),
-                Reason::AccountLocked,
+                Reason::PairLocked,
             ),
             (Key::login_ip(addr), r.login_ip_key(ip), Reason::IpLocked),
         ];

@@ -324,7 +324,7 @@ fn decision(reply: &[i64]) -> Result<Decision, FleetError> {
             reason: Reason::Banned,
             retry_after: Duration::MAX,
         }),
-        [4, retry] => deny(Reason::AccountLocked, retry),
+        [4, retry] => deny(Reason::PairLocked, retry),
         [5, retry] => deny(Reason::IpLocked, retry),
         _ => Err(FleetError::Unexpected(format!("decision reply {reply:?}"))),
     }
@@ -511,6 +511,7 @@ impl RedisLimiter {
             u64::from(s.when_full == NoSlot::Refuse),
             portcullis_core::VIOLATION_LOG as u64,
             self.slack_ms.min(MAX_US / 1000),
+            u64::from(l.ip_max_failures.unwrap_or(0)),
         ];
         let mut v = Vec::with_capacity(n.len() + 2);
         v.push(op.to_string());
@@ -838,7 +839,7 @@ impl RedisLimiter {
 
     /// Every ban, block and login lock in force ([`Hold`]: request keys
     /// banned or blocked, login-ip keys as [`Reason::IpLocked`], pair keys
-    /// as [`Reason::AccountLocked`], one row per locked pair), made by the
+    /// as [`Reason::PairLocked`], one row per locked pair), made by the
     /// core's [`Hold::of`] from what the script reports. Walks the
     /// namespace with `SCAN`: an admin call, not for the request path. On a
     /// cluster, masters that are down are left out (see

@@ -24,7 +24,8 @@
 --  18 penalty base    19 penalty multiplier 20 penalty max
 --  21 slots           22 slot_ttl           23 refuse without slot (0/1)
 --  24 violation log capacity                25 TTL slack (milliseconds)
---  26.. op arguments ('req': 26 block_jitter, 27 jitter fraction 0..65535)
+--  26 ip_max_failures (0 = the ip's own count never locks it)
+--  27.. op arguments ('req': 27 block_jitter, 28 jitter fraction 0..65535)
 --
 -- Entry (one Redis string per key, cmsgpack map):
 --   l  log of timestamps, oldest first     v  violation timestamps
@@ -36,7 +37,7 @@
 local MAXI = 9007199254740991 -- 2^53 - 1: "the end of time"
 
 local A = {}
-for i = 2, 25 do
+for i = 2, 26 do
   local x = tonumber(ARGV[i])
   if x == nil or x < 0 or x ~= math.floor(x) then
     return redis.error_reply('PORTCULLIS bad argument ' .. i)
@@ -54,6 +55,12 @@ local ACCT_MAX, ACCT_WIN = A[16], A[17]
 local P_BASE, P_MULT, P_MAX = A[18], A[19], A[20]
 local SLOTS, SLOT_TTL, REFUSE = A[21], A[22], A[23]
 local VCAP, SLACK_MS = A[24], A[25]
+local IP_MAX = A[26]
+
+-- Whether the ip's own count `n` locks it (rule 5; IP_MAX 0 = never).
+local function ip_full(n)
+  return IP_MAX > 0 and n >= IP_MAX
+end
 
 -- Saturating integer helpers (core/src/time.rs).
 local function sat_add(a, b)
@@ -304,7 +311,7 @@ local function login_denial(u, i, now)
     return left_in_window(now, oldest, FAIL_WIN)
   end
   if count(u.l, now, FAIL_WIN) >= MAX_FAIL then return { 4, reset(u) } end
-  if count(i.l, now, FAIL_WIN) >= MAX_FAIL then return { 5, reset(i) } end
+  if ip_full(count(i.l, now, FAIL_WIN)) then return { 5, reset(i) } end
   return nil
 end
 
@@ -347,7 +354,7 @@ if op == 'req' then
     return { 0, sub0(sub0(REQ_MAX, used), 1), left_in_window(now, oldest, REQ_WIN) }
   end
   local oldest = oldest_in(e.l, now, REQ_WIN) or now
-  local jd, jf = tonumber(ARGV[26] or '0'), tonumber(ARGV[27] or '0')
+  local jd, jf = tonumber(ARGV[27] or '0'), tonumber(ARGV[28] or '0')
   if jd == nil or jf == nil or jd < 0 or jf < 0 or jf > 65535
     or jd ~= math.floor(jd) or jf ~= math.floor(jf) then
     return redis.error_reply('PORTCULLIS bad jitter')
@@ -370,19 +377,24 @@ elseif op == 'peek' then
   if used < REQ_MAX then return { 0, sub0(REQ_MAX, used), reset } end
   return { 1, reset }
 elseif op == 'login' then
-  -- Rule 5 check: {0, remaining, reset_after} | {4, retry} account locked | {5, retry} ip locked.
+  -- Rule 5 check: {0, remaining, reset_after} | {4, retry} pair locked | {5, retry} ip locked.
   local u = load(KEYS[1])
   local i = load(KEYS[2])
   local now = clock(clock(NOW, u), i)
   local denied = login_denial(u, i, now)
   if denied then return denied end
   local fu, fi = count(u.l, now, FAIL_WIN), count(i.l, now, FAIL_WIN)
+  -- The key nearer its lock limits (the pair on a tie; never an ip that
+  -- does not lock).
+  local ru = sub0(MAX_FAIL, fu)
+  local ri = MAXI
+  if IP_MAX > 0 then ri = sub0(IP_MAX, fi) end
   local limiting = i
-  if fu >= fi then limiting = u end
+  if ru <= ri then limiting = u end
   local oldest = oldest_in(limiting.l, now, FAIL_WIN)
   local reset = 0
   if oldest ~= nil then reset = left_in_window(now, oldest, FAIL_WIN) end
-  return { 0, sub0(MAX_FAIL, math.max(fu, fi)), reset }
+  return { 0, math.min(ru, ri), reset }
 elseif op == 'acct' then
   -- Rule 8: count a failure for the account; 1 if its throttle was on.
   if ACCT_MAX == 0 then return 0 end
@@ -397,9 +409,9 @@ elseif op == 'acct' then
   return throttled
 elseif op == 'fail' then
   -- Rules 5-7 for one failure: {delay, throttled, refused, locked, slot id or 0}.
-  local throttled = tonumber(ARGV[26])
+  local throttled = tonumber(ARGV[27])
   if throttled ~= 0 and throttled ~= 1 then
-    return redis.error_reply('PORTCULLIS bad argument 26')
+    return redis.error_reply('PORTCULLIS bad argument 27')
   end
   local uk, ik = KEYS[1], KEYS[2]
   local u = load(uk)
@@ -419,7 +431,7 @@ elseif op == 'fail' then
   i.l = prune(i.l, now, FAIL_WIN)
   local before = count(i.l, now, FAIL_WIN)
   i.l = push(i.l, now, nil)
-  if before + 1 >= MAX_FAIL or (user_locked and LOCK_IP == 1) then
+  if ip_full(before + 1) or (user_locked and LOCK_IP == 1) then
     i.lk = lock_until
     i.l = {}
     locked = true
@@ -443,9 +455,9 @@ elseif op == 'racct' then
   save(k, e, now)
   return { throttled, now }
 elseif op == 'unacct' then
-  -- Take back the account failure counted at ARGV[26]; 1 if it was there.
-  local t = tonumber(ARGV[26])
-  if t == nil or not is_int(t) then return redis.error_reply('PORTCULLIS bad argument 26') end
+  -- Take back the account failure counted at ARGV[27]; 1 if it was there.
+  local t = tonumber(ARGV[27])
+  if t == nil or not is_int(t) then return redis.error_reply('PORTCULLIS bad argument 27') end
   local k = KEYS[1]
   local e, found = load(k)
   if not found then return 0 end
@@ -457,8 +469,8 @@ elseif op == 'unacct' then
 elseif op == 'begin' then
   -- Reserve an attempt (core begin_login_pair): the denial reply
   -- {4|5, retry}, or {0, delay, throttled, refused, slot id or 0, time}.
-  local throttled = flag_arg(26)
-  if throttled == nil then return redis.error_reply('PORTCULLIS bad argument 26') end
+  local throttled = flag_arg(27)
+  if throttled == nil then return redis.error_reply('PORTCULLIS bad argument 27') end
   local uk, ik = KEYS[1], KEYS[2]
   local u = load(uk)
   local i = load(ik)
@@ -475,13 +487,13 @@ elseif op == 'begin' then
   save(ik, i, now)
   return { 0, d, throttled, refused, slot, now }
 elseif op == 'settle' then
-  -- Settle the attempt reserved at ARGV[27]: ARGV[26] = 1 right password
+  -- Settle the attempt reserved at ARGV[28]: ARGV[27] = 1 right password
   -- (delete the pair, take the failure back from the ip; 1 if the pair
   -- existed), 0 wrong (lock what reached max_failures; 1 if locked).
-  local ok = flag_arg(26)
-  local t = tonumber(ARGV[27])
-  if ok == nil then return redis.error_reply('PORTCULLIS bad argument 26') end
-  if t == nil or not is_int(t) then return redis.error_reply('PORTCULLIS bad argument 27') end
+  local ok = flag_arg(27)
+  local t = tonumber(ARGV[28])
+  if ok == nil then return redis.error_reply('PORTCULLIS bad argument 27') end
+  if t == nil or not is_int(t) then return redis.error_reply('PORTCULLIS bad argument 28') end
   local uk, ik = KEYS[1], KEYS[2]
   if ok == 1 then
     local n = redis.call('DEL', uk)
@@ -505,7 +517,7 @@ elseif op == 'settle' then
     save(uk, u, now)
   end
   local locked = user_locked
-  if ifound and (count(i.l, now, FAIL_WIN) >= MAX_FAIL or (user_locked and LOCK_IP == 1)) then
+  if ifound and (ip_full(count(i.l, now, FAIL_WIN)) or (user_locked and LOCK_IP == 1)) then
     i.lk = lock_until
     i.l = {}
     locked = true
@@ -521,8 +533,8 @@ elseif op == 'acquire' then
   save(k, e, now)
   return id
 elseif op == 'release' then
-  local id = tonumber(ARGV[26])
-  if id == nil or id < 1 then return redis.error_reply('PORTCULLIS bad argument 26') end
+  local id = tonumber(ARGV[27])
+  if id == nil or id < 1 then return redis.error_reply('PORTCULLIS bad argument 27') end
   local k = KEYS[1]
   local e, found = load(k)
   if not found then return 0 end
@@ -573,17 +585,17 @@ elseif op == 'merge' then
   -- block is within violation_memory; a tie keeps the later start), and
   -- the violation logs are merged (newest VCAP kept). Returns 1 if the key
   -- changed, 0 if Redis already held at least as much.
-  local banned = flag_arg(26)
-  if banned == nil then return redis.error_reply('PORTCULLIS bad argument 26') end
+  local banned = flag_arg(27)
+  if banned == nil then return redis.error_reply('PORTCULLIS bad argument 27') end
   local m = {}
-  for i = 27, 30 do
+  for i = 28, 31 do
     local x = tonumber(ARGV[i])
     if x == nil or not is_int(x) then return redis.error_reply('PORTCULLIS bad argument ' .. i) end
     m[i] = x
   end
-  local bu, bl, lb, lk = m[27], math.min(m[28], 255), m[29], m[30]
+  local bu, bl, lb, lk = m[28], math.min(m[29], 255), m[30], m[31]
   local vs = {}
-  for i = 31, #ARGV do
+  for i = 32, #ARGV do
     local x = tonumber(ARGV[i])
     if x == nil or not is_int(x) then return redis.error_reply('PORTCULLIS bad argument ' .. i) end
     vs[#vs + 1] = x

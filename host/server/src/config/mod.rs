@@ -562,6 +562,13 @@ fn rules(
     let ticks = |v: Option<raw::Dur>| v.map(raw::Dur::ticks);
     apply_requests(req, &mut c);
     set!(uint(login.max_failures) => c.login.max_failures);
+    // Unset: the address locks at the pair's count, as before the key
+    // existed; 0: the address's own count never locks it.
+    c.login.ip_max_failures = match uint(login.ip_max_failures) {
+        None => Some(c.login.max_failures),
+        Some(0) => None,
+        Some(n) => Some(n),
+    };
     set!(ticks(login.failure_window) => c.login.failure_window);
     set!(ticks(login.lock_for) => c.login.lock_for);
     set!(login.lock_ip_on_account_lock => c.login.lock_ip_on_account_lock);

@@ -110,6 +110,7 @@ pub struct Requests {
 #[serde(default, deny_unknown_fields, expecting = "a table")]
 pub struct Login {
     pub max_failures: Option<Uint>,
+    pub ip_max_failures: Option<Uint>,
     pub failure_window: Option<Dur>,
     pub lock_for: Option<Dur>,
     pub lock_ip_on_account_lock: Option<bool>,

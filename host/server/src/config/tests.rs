@@ -239,6 +239,25 @@ mod general {
     }
 
     #[test]
+    fn ip_max_failures_follows_max_failures_unless_set_and_0_is_off() {
+        let ip_max = |t: &str| load(t, &[]).unwrap().rules.login.ip_max_failures;
+        assert_eq!(ip_max(""), Some(10));
+        assert_eq!(ip_max("[login]\nmax_failures = 4\n"), Some(4));
+        assert_eq!(
+            ip_max("[login]\nmax_failures = 4\nip_max_failures = 20\n"),
+            Some(20)
+        );
+        // Pair-only: the address's own count never locks it.
+        let c = load(
+            "[login]\nip_max_failures = 0\nlock_ip_on_account_lock = false\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.rules.login.ip_max_failures, None);
+        assert!(!c.rules.login.lock_ip_on_account_lock);
+    }
+
+    #[test]
     fn denial_cache_size() {
         assert_eq!(load("", &[]).unwrap().denial_cache, 10_000);
         let c = load("[store]\ndenial_cache = 0\n", &[]).unwrap();

@@ -284,7 +284,7 @@ mod tests {
             info("192.0.2.1", Reason::Blocked, Some(60)),
             info("192.0.2.1", Reason::IpLocked, Some(300)),
             info("2001:db8:1:2:3::9", Reason::Banned, None),
-            info("192.0.2.9", Reason::AccountLocked, Some(60)),
+            info("192.0.2.9", Reason::PairLocked, Some(60)),
         ];
         let s = holds(&bans, 1_000, 64, true);
         assert_eq!(s.len(), 2);

@@ -88,11 +88,11 @@ impl Jails {
 
 fn describe() {
     metrics::describe_counter!(
-        feed::LINES,
+        crate::jail_series::LINES,
         "Log lines each jail read, by outcome (failure, refused, success, unmatched, ignored, no_address, future, duplicate)."
     );
     metrics::describe_counter!(
-        feed::LOCKS,
+        crate::jail_series::LOCKS,
         "Failure lines of each jail that locked a (username, ip) pair or an ip."
     );
 }
