@@ -287,7 +287,7 @@ pub enum ConfigError {
     },
     /// A lookback longer than the table's logs answer exactly (the fixed
     /// tables keep 32-bit tick offsets: see
-    /// [`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN)).
+    /// the table's `MAX_SPAN`).
     Span {
         /// Dotted key.
         key: &'static str,
@@ -433,7 +433,7 @@ impl Config {
 
     /// Check every lookback that reads a log against `max_ticks`, the
     /// longest a store's logs answer exactly
-    /// ([`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN)): the request
+    /// (the table's `MAX_SPAN`): the request
     /// window, the violation memory, the ban lookback (when bans are on),
     /// the failure window and the account window (when accounts are
     /// counted).
@@ -471,7 +471,7 @@ impl Config {
     /// Shorten every lookback that reads a log to at most `max_ticks` (a
     /// configuration written for the growable table, run on a fixed table
     /// at a tick rate where its lookbacks exceed
-    /// [`Store::MAX_SPAN`](crate::store::Store::MAX_SPAN): tests and
+    /// the table's `MAX_SPAN`: tests and
     /// benchmarks on a 1 MHz host clock). What it changes is what it says:
     /// events older than the shortened lookbacks stop counting.
     pub fn clamp_lookbacks(&mut self, max_ticks: u64) {

@@ -109,13 +109,18 @@ impl Decision {
 /// What a failed login costs the caller: delay the *response* by `delay`
 /// while holding `slot` (release it afterwards), or refuse outright when
 /// `refused` (no slot free and the policy is [`NoSlot::Refuse`](crate::NoSlot::Refuse)).
+///
+/// The one penalty type of every layer: the core's slot is a
+/// [`SlotToken`](crate::SlotToken) (the default `S`); a host wraps it in
+/// whatever releases it (an RAII guard, a slot held in Redis) with
+/// [`map_slot`](Self::map_slot).
 #[derive(Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Penalty {
+pub struct Penalty<S = crate::SlotToken> {
     /// How long to hold the response.
     pub delay: Duration,
     /// The concurrency slot the delay runs in, if one was free.
-    pub slot: Option<crate::SlotToken>,
+    pub slot: Option<S>,
     /// No slot was free and the policy refuses rather than caps.
     pub refused: bool,
     /// The username's account throttle (rule 8) is on.
@@ -124,15 +129,27 @@ pub struct Penalty {
     pub locked: bool,
 }
 
-impl Penalty {
+impl<S> Penalty<S> {
     /// No delay, no slot.
-    pub const NONE: Penalty = Penalty {
+    pub const NONE: Penalty<S> = Penalty {
         delay: Duration::from_ticks(0),
         slot: None,
         refused: false,
         throttled: false,
         locked: false,
     };
+
+    /// The same penalty with its slot turned into `T` (e.g. a guard that
+    /// releases it when dropped).
+    pub fn map_slot<T>(self, f: impl FnOnce(S) -> T) -> Penalty<T> {
+        Penalty {
+            delay: self.delay,
+            slot: self.slot.map(f),
+            refused: self.refused,
+            throttled: self.throttled,
+            locked: self.locked,
+        }
+    }
 }
 
 /// Counters a limiter keeps about itself.

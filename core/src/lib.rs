@@ -43,37 +43,35 @@
 //!
 //! ## Contents
 //!
-//! | module | holds |
+//! Every public item is re-exported at the crate root (one path per type);
+//! the modules themselves are private. Grouped by layer:
+//!
+//! | layer | items |
 //! | --- | --- |
-//! | `instant` | [`Instant`], [`Duration`], [`TICK_HZ`]: the core's time types (`u64` ticks) |
-//! | `fixed_vec` | [`FixedVec`]: at most `N` elements in place, never panics ([`Blank`] fills the rest) |
-//! | [`config`] | every rule's knobs and defaults (`docs/rules.md`), [`ConfigError`] |
-//! | [`decision`] | [`Decision`], [`Reason`], [`Penalty`], [`Stats`] |
-//! | [`key`] | [`Key`]s, IPv6 prefix aggregation, keyed username hashing, [`Seed`] |
-//! | [`lists`] | allow/deny [`Cidr`] lists and their [`Lists::lookup`] (rule 9) |
-//! | [`ranges`] | [`RangeSet`]: manual bans of addresses and CIDR ranges, looked up by prefix length and binary search |
-//! | [`window`] | sliding logs (rule 1): fixed [`Log`], growing `GrowLog` |
-//! | [`block`] | violations, escalating blocks, bans (rules 2–4) |
-//! | [`lockout`] | login lockout and account throttle (rules 5, 8) |
-//! | [`penalty`] | back-off delays (rule 6) |
-//! | [`slots`] | concurrency slot tokens with TTL (rule 7) |
-//! | [`entry`] | per-key state: the log, and a [`Cold`] part (a request key's violations, block and ban, or a login key's lock and slots, in the same bytes) held inline or boxed on first use |
-//! | [`store`] | the [`Store`] trait |
-//! | [`table`] | [`FixedStore`]: fixed array, keyed open addressing, CLOCK eviction (dead entries first) |
-//! | `map` | `MapStore` (feature `alloc`): growable, the entries themselves in one open-addressing table (40-byte slots, compact 8-byte keys, a 2-byte meta per slot), CLOCK eviction |
-//! | [`limiter`] | [`Limiter`], tying rules to a store; [`Hold`] (what a listing of bans, blocks and locks shows), [`Changed`] (the keys a call's bans, blocks and locks changed, for write-through) |
-//! | [`record`] | export/import with wall-clock times; [`Record::hold`], [`Record::lift`] |
-//! | `shared` | `Shared` (feature `critical-section`) |
+//! | rules and configuration | [`Config`] and its parts ([`RequestRules`], [`BlockRules`], [`LoginRules`], [`PenaltyRules`], [`SlotRules`], [`Growth`], [`Jitter`], [`NoSlot`], [`OnFull`]), [`ConfigError`]; allow/deny [`Lists`] of [`Cidr`]s ([`Listed`], [`CidrError`], [`MAX_LIST`], rule 9); manual bans of ranges in a [`RangeSet`] over a [`RangeStore`] ([`RangeError`], [`MIN_V4_PREFIX`], [`MIN_V6_PREFIX`]); [`MAX_LOOKBACK`], [`FIXED_MAX_SPAN`], [`VIOLATION_LOG`], [`MAX_SLOTS`] |
+//! | time | [`Instant`], [`Duration`], [`TICK_HZ`]: the core's time types (`u64` ticks) |
+//! | keys | [`Key`], [`KeyKind`], [`Addr`] (IPv6 prefix aggregation), [`Seed`], [`UserHasher`] (keyed username hashing), [`KeyHasher`] |
+//! | decisions | [`Decision`], [`Reason`], [`Penalty`] (rule 6's delay, in a [`SlotToken`] slot, rule 7), [`Attempt`] and [`AttemptId`] (a login reserved before its password is checked), [`StandingDenial`], [`Stats`] |
+//! | tables | [`Limiter`] (rules 1–9 over a table), [`FixedLimiter`] (fixed array, no allocator), `MapLimiter` (feature `alloc`, growable); what a call changed: [`Changed`] ([`CHANGED_KEYS`], [`Spill`]) and [`Evicted`] ([`EVICTED_KEYS`]) |
+//! | records | [`Record`] (export/import with wall-clock times, [`Record::hold`], [`Record::lift`]), [`Hold`] (what a listing of bans, blocks and locks shows), [`WallClock`], [`ImportError`] |
+//! | sharing | `Shared` (feature `critical-section`), `Reentered` |
+//! | containers | [`FixedVec`]: at most `N` elements in place, never panics ([`Blank`] fills the rest) |
+//!
+//! The storage layer under [`Limiter`] (the `Store` trait, per-key `Entry`
+//! and its cold part, the logs, the table layouts) is private: a storage
+//! change is not an API change. The `unstable-internals` feature re-exports
+//! it under `internals` for the crate's own benchmarks and tests; it
+//! follows no semver promise.
 //!
 //! ## Memory
 //!
 //! A [`FixedLimiter<N, W>`] is `size_of` a few words, the [`Changed`] set
 //! ([`CHANGED_KEYS`] keys) and the [`Evicted`] list plus `N` slots; one
-//! slot holds a key, a reference bit, a `W`-timestamp log and a [`Cold`]
+//! slot holds a key, a reference bit, a `W`-timestamp log and a cold
 //! part: either a request key's 16-entry violation log and block/ban
 //! state or a login key's lock and [`MAX_SLOTS`] slot tokens (no key kind
 //! uses both, so they share their bytes). Both logs are
-//! [`CompactLog`]s (a 64-bit base and 32-bit offsets, exact for lookbacks
+//! compact logs (a 64-bit base and 32-bit offsets, exact for lookbacks
 //! up to [`FIXED_MAX_SPAN`] ticks: 49.7 days at 1 kHz, 71.6 minutes at
 //! 1 MHz), so a slot is about `4·W + 136` bytes on 64-bit hosts (measured
 //! by the `sizes` test, which prints the table):
@@ -114,55 +112,82 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-pub mod block;
-pub mod config;
-pub mod decision;
-pub mod entry;
+mod block;
+mod config;
+mod decision;
+mod entry;
 mod fixed_vec;
 mod instant;
-pub mod key;
-pub mod limiter;
-pub mod lists;
-pub mod lockout;
+mod key;
+mod limiter;
+mod lists;
+mod lockout;
 #[cfg(feature = "alloc")]
-pub mod map;
-pub mod penalty;
-pub mod ranges;
-pub mod record;
+mod map;
+mod penalty;
+mod ranges;
+mod record;
 #[cfg(feature = "critical-section")]
-pub mod shared;
-pub mod slots;
-pub mod store;
-pub mod table;
+mod shared;
+mod slots;
+mod store;
+mod table;
 mod time;
-pub mod window;
+mod window;
 
+// Rules and configuration.
 pub use config::{
     BlockRules, Config, ConfigError, Growth, Jitter, LoginRules, NoSlot, OnFull, PenaltyRules,
     RequestRules, SlotRules,
 };
-pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
-#[cfg(feature = "alloc")]
-pub use entry::BoxedCold;
-pub use entry::{Cold, ColdPart, CompactCold, Entry, VIOLATION_LOG};
-pub use fixed_vec::{Blank, FixedVec};
+pub use entry::VIOLATION_LOG;
+pub use lists::{Cidr, CidrError, Listed, Lists, MAX_LIST};
+pub use ranges::{RangeError, RangeSet, RangeStore, MIN_V4_PREFIX, MIN_V6_PREFIX};
+pub use slots::MAX_SLOTS;
+pub use table::FIXED_MAX_SPAN;
+pub use time::MAX_LOOKBACK;
+
+// Time.
 pub use instant::{Duration, Instant, TICK_HZ};
-pub use key::{Addr, Key, KeyKind, Seed, UserHasher};
+
+// Keys.
+pub use key::{Addr, Key, KeyHasher, KeyKind, Seed, UserHasher};
+
+// Decisions.
+pub use decision::{Decision, Penalty, Reason, StandingDenial, Stats};
+pub use lockout::{Attempt, AttemptId};
+pub use slots::SlotToken;
+
+// Tables.
 #[cfg(feature = "alloc")]
 pub use limiter::MapLimiter;
-pub use limiter::{
-    Changed, Evicted, FixedLimiter, Hold, Limiter, Spill, CHANGED_KEYS, EVICTED_KEYS,
-};
-pub use lists::{Cidr, CidrError, Listed, Lists};
-pub use lockout::{Attempt, AttemptId};
-#[cfg(feature = "alloc")]
-pub use map::MapStore;
-pub use ranges::{RangeError, RangeSet, RangeStore};
+pub use limiter::{Changed, Evicted, FixedLimiter, Limiter, Spill, CHANGED_KEYS, EVICTED_KEYS};
+
+// Records.
+pub use limiter::Hold;
 pub use record::{ImportError, Record, WallClock};
-pub use slots::{SlotToken, MAX_SLOTS};
-pub use store::{Class, EntryOf, Store, Upsert, Victim, SCAN};
-pub use table::{FixedEntry, FixedStore, FIXED_MAX_SPAN};
-pub use time::MAX_LOOKBACK;
-#[cfg(feature = "alloc")]
-pub use window::GrowLog;
-pub use window::{CompactLog, Log, TimeLog};
+
+// Containers.
+pub use fixed_vec::{Blank, FixedVec};
+
+// Sharing.
+#[cfg(feature = "critical-section")]
+pub use shared::{Reentered, Shared};
+
+/// The storage layer under [`Limiter`] (feature `unstable-internals`): the
+/// [`Store`](internals::Store) trait, per-key entries, their cold parts
+/// and logs, and the two table layouts. For the workspace's benchmarks and
+/// tests; it changes with the storage and follows no semver promise.
+#[cfg(feature = "unstable-internals")]
+pub mod internals {
+    #[cfg(feature = "alloc")]
+    pub use crate::entry::BoxedCold;
+    pub use crate::entry::{Cold, ColdPart, CompactCold, Entry};
+    #[cfg(feature = "alloc")]
+    pub use crate::map::MapStore;
+    pub use crate::store::{Class, EntryOf, Store, Upsert, Victim, SCAN};
+    pub use crate::table::{FixedEntry, FixedStore};
+    #[cfg(feature = "alloc")]
+    pub use crate::window::GrowLog;
+    pub use crate::window::{CompactLog, Log, TimeLog};
+}

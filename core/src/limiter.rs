@@ -270,6 +270,12 @@ impl Hold {
 /// A limiter over the fixed-capacity table: `N` slots, `W` timestamps per log.
 pub type FixedLimiter<const N: usize, const W: usize> = Limiter<FixedStore<N, W>, W>;
 
+impl<const N: usize, const W: usize> Limiter<FixedStore<N, W>, W> {
+    /// The most keys a [`FixedLimiter<N, W>`] holds at once (`N - N/8`:
+    /// short probe chains).
+    pub const MAX_KEYS: usize = FixedStore::<N, W>::MAX_ENTRIES;
+}
+
 /// A limiter over the growable table (feature `alloc`).
 #[cfg(feature = "alloc")]
 pub type MapLimiter<const W: usize> = Limiter<crate::map::MapStore<W>, W>;

@@ -49,14 +49,19 @@ use crate::window::TimeLog;
 
 /// A login attempt reserved by [`Limiter::begin_login`]: already counted as
 /// a failure; settle it once the password is checked.
+///
+/// The one attempt type of every layer: `I` names the reservation to the
+/// limiter that made it (the core's [`AttemptId`] by default; a host that
+/// spreads a login over several tables or a fleet store has its own) and
+/// `S` is the penalty's slot (see [`Penalty`]).
 #[derive(Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Attempt {
+pub struct Attempt<I = AttemptId, S = crate::SlotToken> {
     /// Names the reservation when it is settled.
-    pub id: AttemptId,
+    pub id: I,
     /// What a wrong password costs: the delay to hold the response, in a
     /// slot taken now (release it whatever the outcome).
-    pub penalty: Penalty,
+    pub penalty: Penalty<S>,
 }
 
 /// Which reserved attempt to settle: the instant its failure was counted
@@ -74,6 +79,24 @@ impl AttemptId {
         at: 0,
         counted: false,
     };
+
+    /// The tick its failure was counted at (`None`: not counted), for a
+    /// host that carries the id in a form of its own.
+    pub const fn ticks(self) -> Option<u64> {
+        if self.counted {
+            Some(self.at)
+        } else {
+            None
+        }
+    }
+
+    /// The id [`ticks`](Self::ticks) came from.
+    pub const fn from_ticks(ticks: Option<u64>) -> AttemptId {
+        match ticks {
+            Some(at) => AttemptId { at, counted: true },
+            None => AttemptId::NOT_COUNTED,
+        }
+    }
 }
 
 impl<S: Store<W>, const W: usize> Limiter<S, W> {

@@ -1,6 +1,6 @@
 //! [`MapStore`] (feature `alloc`): a growable table up to a run-time cap,
 //! with the same keyed hash and the same eviction rule as
-//! [`FixedStore`](crate::FixedStore).
+//! [`FixedStore`](crate::internals::FixedStore).
 //!
 //! * One table: the entries themselves live in one `Vec` of 40-byte
 //!   slots (an 8-byte key word beside the 32-byte entry), with a parallel
@@ -29,7 +29,7 @@
 //! * Eviction: a reference bit per key, set on touch, and a CLOCK hand
 //!   stepping by a stride coprime with the table size (the rule and why
 //!   CLOCK: [`store`](crate::store); why a stride:
-//!   [`FixedStore`](crate::FixedStore)).
+//!   [`FixedStore`](crate::internals::FixedStore)).
 
 use crate::entry::{BoxedCold, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, DOMAIN_TABLE};

@@ -23,6 +23,14 @@ pub fn delay(rules: &PenaltyRules, k: u32) -> Duration {
     ))
 }
 
+impl PenaltyRules {
+    /// Rule 6's delay for a failure with `earlier` failures of the same
+    /// (username, ip) before it in the window: `min(base × multiplier^earlier, max)`.
+    pub fn delay(&self, earlier: u32) -> Duration {
+        delay(self, earlier)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

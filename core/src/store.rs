@@ -1,9 +1,9 @@
 //! The storage trait behind a limiter: a map from [`Key`] to [`Entry`] that
 //! also chooses which entry gives way when it is full.
 //!
-//! Two backends: [`FixedStore`](crate::FixedStore) (fixed array, no
+//! Two backends: [`FixedStore`](crate::internals::FixedStore) (fixed array, no
 //! allocator, the default) and, with the `alloc` feature,
-//! [`MapStore`](crate::MapStore) (grows up to a run-time cap).
+//! [`MapStore`](crate::internals::MapStore) (grows up to a run-time cap).
 //! Both run the same tests.
 //!
 //! # Eviction
@@ -146,6 +146,7 @@ impl HotRules for HotInConfig {
 
 /// The hot values copied beside the limiter's clock.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 pub struct HotCopy {
     window: u64,
     max_requests: u32,
@@ -212,7 +213,7 @@ pub trait Store<const W: usize> {
     /// `requests.window`, `blocks.violation_memory`, `blocks.ban_lookback`,
     /// `login.failure_window` or `login.account_window`
     /// ([`ConfigError::Span`](crate::ConfigError::Span)). Unbounded by
-    /// default; the fixed tables' [`CompactLog`](crate::CompactLog)s keep
+    /// default; the fixed tables' [`CompactLog`](crate::internals::CompactLog)s keep
     /// 32-bit offsets: `u32::MAX` ticks.
     const MAX_SPAN: u64 = u64::MAX;
     /// Most entries held at once.

@@ -20,7 +20,7 @@ use crate::window::CompactLog;
 pub type FixedEntry<const W: usize> = Entry<W, CompactCold, CompactLog<W>>;
 
 /// Longest lookback (ticks) a fixed table's logs answer exactly: their
-/// [`CompactLog`]s keep 32-bit offsets, so `u32::MAX` ticks (49.7 days at
+/// Compact logs keep 32-bit offsets, so `u32::MAX` ticks (49.7 days at
 /// the firmware's 1 kHz, 71.6 minutes at std's 1 MHz). A
 /// [`FixedLimiter`](crate::FixedLimiter) refuses a configuration with a
 /// longer lookback ([`ConfigError::Span`](crate::ConfigError::Span)).

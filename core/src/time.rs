@@ -29,7 +29,7 @@ pub(crate) type Tick = u64;
 
 /// An optional tick in two 32-bit words, tick 0 meaning none: half the
 /// size of an `Option<Tick>` and alignment 4, so a fixed table's cold
-/// part (deadlines beside [`CompactLog`](crate::CompactLog)s) has no
+/// part (deadlines beside [`CompactLog`](crate::internals::CompactLog)s) has no
 /// padding. Tick 0 is never a real event or deadline: internal ticks of
 /// the caller's instants are at least [`EPOCH`], and a restored time that
 /// saturates to 0 lies before every lookback (and a deadline there has

@@ -6,8 +6,9 @@
 //! An event counts iff it lies in `(now - window, now]`. Logs are kept in
 //! time order because a limiter never moves its clock backwards.
 //!
-//! ```
-//! use portcullis_core::window::{Log, TimeLog};
+//! ```text
+//! // (a private module: this runs as the unit test `log_doc_example`)
+//! use crate::window::{Log, TimeLog};
 //! let mut log = Log::<4>::new();
 //! for t in [10, 20, 30] {
 //!     log.push(t);
@@ -701,6 +702,17 @@ impl<const C: usize> defmt::Format for Log<C> {
 mod tests {
     #![allow(clippy::arithmetic_side_effects)]
     use super::*;
+
+    /// The module doc's example.
+    #[test]
+    fn log_doc_example() {
+        let mut log = Log::<4>::new();
+        for t in [10, 20, 30] {
+            log.push(t);
+        }
+        log.prune(35, 20); // window (15, 35]: 10 leaves
+        assert_eq!((log.len(), log.oldest()), (2, Some(20)));
+    }
 
     /// `remove_one` takes out one event equal to `t`, keeping the order.
     #[test]

@@ -8,6 +8,7 @@
 )]
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use portcullis_core::internals::Store;
 use portcullis_core::*;
 use portcullis_core::{Duration, Instant};
 

@@ -7,7 +7,8 @@
 )]
 //! configurations and hold the crate docs to it.
 use core::mem::size_of;
-use portcullis_core::{FixedEntry, FixedLimiter, FixedStore};
+use portcullis_core::internals::{CompactCold, CompactLog, FixedEntry, FixedStore};
+use portcullis_core::FixedLimiter;
 
 fn row<const N: usize, const W: usize>(name: &str) -> (usize, usize) {
     let total = size_of::<FixedLimiter<N, W>>();
@@ -113,10 +114,10 @@ fn the_firmware_table_bytes_hold_twice_the_keys() {
         // The cold part: the request half (76 B violation log, two 8 B
         // deadlines, level, ban flag) with the variant tag, where both
         // halves side by side were 152 B.
-        assert_eq!(size_of::<portcullis_core::CompactCold>(), 96);
+        assert_eq!(size_of::<CompactCold>(), 96);
         assert_eq!(size_of::<FixedEntry<16>>(), 172);
     }
     // A log of 16 timestamps: a 64-bit base and 16 32-bit offsets, 76 B
-    // (a deque of 16 u64 was 152 B).
-    assert_eq!(size_of::<portcullis_core::CompactLog<16>>(), 76);
+    // (a heapless deque of 16 u64 was 152 B).
+    assert_eq!(size_of::<CompactLog<16>>(), 76);
 }

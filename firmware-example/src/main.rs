@@ -37,7 +37,7 @@ use embassy_net::{
 use embassy_time::{Duration, Instant, Timer};
 use portcullis_core::Duration as CoreDuration;
 use embedded_io_async::Write;
-use portcullis_core::shared::Shared;
+use portcullis_core::Shared;
 use portcullis_core::{Config, ConfigError, FixedLimiter, Growth, NoSlot, Seed};
 use static_cell::StaticCell;
 

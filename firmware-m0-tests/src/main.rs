@@ -20,7 +20,7 @@ mod checks;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
-use portcullis_core::{FixedLimiter, FixedStore};
+use portcullis_core::FixedLimiter;
 
 /// The table every check uses: 16 slots (14 keys), 16 timestamps per key.
 pub type Limiter = FixedLimiter<16, 16>;
@@ -30,7 +30,7 @@ fn main() -> ! {
     hprintln!(
         "portcullis-m0-tests: FixedLimiter<16, 16> is {} B, {} keys",
         core::mem::size_of::<Limiter>(),
-        FixedStore::<16, 16>::MAX_ENTRIES
+        Limiter::MAX_KEYS
     );
     let mut table = checks::new_table();
     let Some(l) = table.as_mut() else {

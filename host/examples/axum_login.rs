@@ -10,7 +10,7 @@
 //!   pair or address gets `429` + `Retry-After`, unchecked.
 //! * [`Guard::finish_login`] settles it: a right password clears the pair,
 //!   a wrong one may lock; the wrong one's penalty delay (1, 2, 4 … 30 s) is
-//!   served with [`HostPenalty::serve`](portcullis::guard::HostPenalty::serve)
+//!   served with [`Serve::serve`](portcullis::Serve::serve)
 //!   before the `401`, in a task of its own so a client that hangs up
 //!   cannot cut it short.
 //!
@@ -30,10 +30,10 @@ use axum::http::{header::RETRY_AFTER, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use portcullis::cleanup::{Cleanup, DEFAULT_INTERVAL};
-use portcullis::layer::{ceil_secs, ClientIp, RateLimitLayer};
-use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::{Config, Decision};
+use portcullis::Cleanup;
+use portcullis::{ceil_secs, ClientIp, RateLimitLayer};
+use portcullis::{Config, Decision};
+use portcullis::{Guard, Limiter, LimiterOptions, Serve};
 use serde::Deserialize;
 
 /// The app: `global` limits every path, `login` limits `/login` and
@@ -63,14 +63,12 @@ async fn login_handler(
     };
     if attempt.penalty.refused {
         // No slot to serve a penalty in (policy `Refuse`): not checked.
-        guard
-            .finish_login(&username, ip, attempt.ticket, false)
-            .await;
+        guard.finish_login(&username, ip, attempt.id, false).await;
         return (StatusCode::TOO_MANY_REQUESTS, [(RETRY_AFTER, "1")]).into_response();
     }
     let task = tokio::spawn(async move {
         let ok = password_ok(&username, &password);
-        guard.finish_login(&username, ip, attempt.ticket, ok).await;
+        guard.finish_login(&username, ip, attempt.id, ok).await;
         if ok {
             return (StatusCode::OK, "welcome\n").into_response(); // the slot is released
         }
@@ -111,7 +109,7 @@ fn password_ok(user: &str, password: &str) -> bool {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let guard = |max_requests| -> Result<Guard, portcullis::limiter::LimiterError> {
+    let guard = |max_requests| -> Result<Guard, portcullis::LimiterError> {
         let mut c = Config::default(); // the rules' defaults: docs/rules.md
         c.requests.max_requests = max_requests;
         let limiter = Limiter::new(c, LimiterOptions::default())?;
@@ -119,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (global, login) = (guard(50)?, guard(5)?);
     // Purge stale entries every 30 minutes (keep the handles alive).
-    let _cleanup = [&global, &login].map(|g| Cleanup::start(g.clone(), DEFAULT_INTERVAL));
+    let _cleanup = [&global, &login].map(|g| Cleanup::start(g.clone(), Cleanup::DEFAULT_INTERVAL));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
     let app = app(global, login).into_make_service_with_connect_info::<SocketAddr>();

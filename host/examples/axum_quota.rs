@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::{routing::get, Router};
-use portcullis::layer::RateLimitLayer;
+use portcullis::Config;
+use portcullis::RateLimitLayer;
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Config;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -20,10 +20,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use portcullis::client_ip::PeerAddr;
-use portcullis::layer::RateLimitLayer;
+use portcullis::Config;
+use portcullis::PeerAddr;
+use portcullis::RateLimitLayer;
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Config;
 use tower::{service_fn, Layer, ServiceExt};
 
 /// The application: any `Service<Request<B>>` whose response body is

@@ -11,17 +11,14 @@ use crate::clock::now;
 use crate::guard::Guard;
 use crate::persist::PersistError as StoreError;
 
-/// Default interval (the 003 seed's 30 minutes).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
-
 /// A running cleanup task.
 pub struct Cleanup {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), StoreError>>,
 }
 
-/// One purge + snapshot run.
-pub async fn run_once(guard: &Guard) -> crate::limiter::PurgeReport {
+/// One purge + snapshot run ([`Cleanup::run_once`]).
+async fn run_once(guard: &Guard) -> crate::limiter::PurgeReport {
     let started = Instant::now();
     let limiter = guard.limiter().clone();
     let report = tokio::task::spawn_blocking(move || limiter.purge_at(now()))
@@ -43,6 +40,14 @@ pub async fn run_once(guard: &Guard) -> crate::limiter::PurgeReport {
 }
 
 impl Cleanup {
+    /// Default interval (the 003 seed's 30 minutes).
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+
+    /// One purge + snapshot run, now, without a task.
+    pub async fn run_once(guard: &Guard) -> crate::limiter::PurgeReport {
+        run_once(guard).await
+    }
+
     /// Start purging `guard` every `every`.
     pub fn start(guard: Guard, every: Duration) -> Cleanup {
         let (stop, mut stopped) = watch::channel(false);

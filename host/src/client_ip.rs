@@ -41,7 +41,7 @@
 //! IPv4-mapped IPv6 addresses count as their IPv4 address.
 //!
 //! ```
-//! use portcullis::client_ip::{client_ip, TrustedProxies, UNIDENTIFIED};
+//! use portcullis::{client_ip, TrustedProxies, UNIDENTIFIED};
 //! use http::HeaderMap;
 //!
 //! let proxies = TrustedProxies::parse(&["10.0.0.0/8"]).unwrap();

@@ -4,7 +4,7 @@
 //! The clock starts near zero at process start, so a snapshot's history
 //! lies before it; the core places such times at their wall-clock age
 //! anyway (its ticks run `portcullis_core::MAX_LOOKBACK` ahead of ours:
-//! see `portcullis_core::record`), which is why [`wall`] is all an import
+//! see `portcullis_core::Record`), which is why [`wall`] is all an import
 //! or export needs.
 //!
 //! `now` reads `std::time::Instant` (the OS monotonic clock, a vDSO call

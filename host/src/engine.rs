@@ -1,20 +1,125 @@
 //! [`Engine`]: what the tower layer and the server ask of a backend, so the
 //! local sharded limiter ([`Guard`]) and the Redis fleet backend are
-//! interchangeable. It speaks types (decisions, [`BanInfo`] rows, a
-//! [`Status`]); JSON and Prometheus text are the application's to render
+//! interchangeable. It speaks types, and owns the ones that are its own:
+//! the core's [`Decision`], [`Penalty`], [`Attempt`] and [`Hold`] (one
+//! type each in every layer), with a backend's slot held by a
+//! [`SlotGuard`] and a reservation named by an [`AttemptId`]; a
+//! [`Status`]. JSON and Prometheus text are the application's to render
 //! (the server does both), and counters go through the `metrics` facade
 //! ([`crate::metrics`]).
 
 use std::net::IpAddr;
 
 use crate::BoxFuture;
-use portcullis_core::Decision;
 use portcullis_core::Duration;
+use portcullis_core::{Attempt, Cidr, Decision, Hold, Penalty};
 
-use crate::guard::{Guard, HostPenalty, LoginAttempt, Ticket};
-use crate::limiter::BanInfo;
+use crate::guard::Guard;
 use crate::manual::{ManualBan, ManualError};
-use portcullis_core::Cidr;
+
+/// A held concurrency slot, released when dropped (and reclaimed by its
+/// TTL if it is leaked): the slot of every backend's [`Penalty`].
+pub struct SlotGuard {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl SlotGuard {
+    /// Wrap a token taken from `limiter`.
+    pub fn new(limiter: std::sync::Arc<crate::Limiter>, token: portcullis_core::SlotToken) -> Self {
+        SlotGuard::from_fn(move || {
+            limiter.release_slot(token);
+        })
+    }
+
+    /// A slot released by calling `release` (for other backends).
+    pub fn from_fn(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        SlotGuard {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(f) = self.release.take() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for SlotGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotGuard")
+            .field("held", &self.release.is_some())
+            .finish()
+    }
+}
+
+/// Serving a [`Penalty`]: sleep for its delay while holding its slot.
+pub trait Serve {
+    /// Sleep for the delay while holding the slot, then release it.
+    fn serve(self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Serve for Penalty<SlotGuard> {
+    async fn serve(self) {
+        let d = std::time::Duration::from_micros(self.delay.as_micros());
+        tokio::time::sleep(d).await;
+        drop(self.slot);
+    }
+}
+
+/// Names a login attempt an [`Engine`] reserved, to settle it with
+/// ([`Engine::finish_login`]): whether this process's limiter reserved it
+/// (a fleet engine's local fallback, or a [`Guard`]) or a shared store
+/// did, and when its failure was counted on the (username, address) and
+/// address keys and on the account key (`None`: not counted). Opaque, and
+/// meaningful only to the backend that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptId {
+    local: bool,
+    pair: Option<u64>,
+    account: Option<u64>,
+}
+
+impl AttemptId {
+    /// The local limiter's id: a core id from each shard.
+    pub(crate) const fn local(
+        pair: portcullis_core::AttemptId,
+        account: portcullis_core::AttemptId,
+    ) -> AttemptId {
+        AttemptId {
+            local: true,
+            pair: pair.ticks(),
+            account: account.ticks(),
+        }
+    }
+
+    /// A shared store's id: the store's times of the two counts.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) const fn remote(pair: Option<u64>, account: Option<u64>) -> AttemptId {
+        AttemptId {
+            local: false,
+            pair,
+            account,
+        }
+    }
+
+    /// Whether this process's limiter reserved it.
+    pub(crate) const fn is_local(self) -> bool {
+        self.local
+    }
+
+    /// When the (username, address) and address failure was counted.
+    pub(crate) const fn pair(self) -> Option<u64> {
+        self.pair
+    }
+
+    /// When the account failure was counted.
+    pub(crate) const fn account(self) -> Option<u64> {
+        self.account
+    }
+}
 
 /// A decision backend.
 pub trait Engine: Send + Sync + 'static {
@@ -30,25 +135,25 @@ pub trait Engine: Send + Sync + 'static {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>>;
+    ) -> BoxFuture<'a, Result<Attempt<AttemptId, SlotGuard>, Decision>>;
     /// Settle a reserved attempt (`ok`: right password); true if a wrong
     /// one locked the pair or the ip.
     fn finish_login<'a>(
         &'a self,
         user: &'a str,
         ip: IpAddr,
-        ticket: Ticket,
+        id: AttemptId,
         ok: bool,
     ) -> BoxFuture<'a, bool>;
     /// Record a failed login.
-    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty>;
+    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Penalty<SlotGuard>>;
     /// Record a successful login.
     fn login_succeeded<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, ()>;
     /// Lift every block, ban and lock on `ip`.
     fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize>;
     /// Everything blocked, banned or locked.
-    fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>>;
-    /// Block or ban an address or range by hand ([`crate::manual`]); the
+    fn bans(&self) -> BoxFuture<'_, Vec<Hold>>;
+    /// Block or ban an address or range by hand ([`ManualBan`](crate::ManualBan)); the
     /// decision it replaced. The default refuses.
     fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
         let _ = ban;
@@ -67,7 +172,7 @@ pub trait Engine: Send + Sync + 'static {
     /// next wrong password would get, in a slot like a failure's (core
     /// `hidden_lock_penalty`). `None` (the default): the backend cannot
     /// say, and the caller works it out from the rules without a slot.
-    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<Penalty<SlotGuard>>> {
         let _ = ip;
         Box::pin(async { None })
     }
@@ -166,19 +271,19 @@ impl Engine for Guard {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
+    ) -> BoxFuture<'a, Result<Attempt<AttemptId, SlotGuard>, Decision>> {
         Box::pin(Guard::begin_login(self, user, ip))
     }
     fn finish_login<'a>(
         &'a self,
         user: &'a str,
         ip: IpAddr,
-        ticket: Ticket,
+        id: AttemptId,
         ok: bool,
     ) -> BoxFuture<'a, bool> {
-        Box::pin(Guard::finish_login(self, user, ip, ticket, ok))
+        Box::pin(Guard::finish_login(self, user, ip, id, ok))
     }
-    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
+    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Penalty<SlotGuard>> {
         Box::pin(Guard::login_failed(self, user, ip))
     }
     fn login_succeeded<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, ()> {
@@ -187,7 +292,7 @@ impl Engine for Guard {
     fn lift(&self, ip: IpAddr) -> BoxFuture<'_, usize> {
         Box::pin(Guard::lift(self, ip))
     }
-    fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
+    fn bans(&self) -> BoxFuture<'_, Vec<Hold>> {
         Box::pin(async move { Guard::bans(self) })
     }
     fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
@@ -199,7 +304,7 @@ impl Engine for Guard {
     fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
         Box::pin(async move { Guard::manual_bans(self) })
     }
-    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<Penalty<SlotGuard>>> {
         Box::pin(async move { Some(Guard::hidden_lock_penalty(self, ip)) })
     }
     fn status(&self) -> BoxFuture<'_, Status> {

@@ -14,7 +14,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use portcullis::{Guard, Limiter, LimiterOptions};
-//! use portcullis_core::Config;
+//! use portcullis::Config;
 //! use std::sync::Arc;
 //!
 //! let limiter = Arc::new(Limiter::new(Config::default(), LimiterOptions::default()).unwrap());
@@ -31,90 +31,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use portcullis_core::Duration;
-use portcullis_core::{AttemptId, Decision, SlotToken};
+use portcullis_core::{Attempt, Decision, Hold, Penalty, SlotToken};
 
 use crate::clock::{read, Now};
-use crate::limiter::{BanInfo, Changes, Limiter};
+use crate::engine::{AttemptId, SlotGuard};
+use crate::limiter::{Limiter, Record};
 use crate::manual::{ManualBan, ManualChange, ManualError};
 use crate::metrics::Metrics;
 use crate::persist::{Persist, PersistError};
 use crate::username::fold;
-
-/// A held concurrency slot, released when dropped (and reclaimed by its
-/// TTL if it is leaked).
-pub struct SlotGuard {
-    release: Option<Box<dyn FnOnce() + Send + Sync>>,
-}
-
-impl SlotGuard {
-    /// Wrap a token taken from `limiter`.
-    pub fn new(limiter: Arc<Limiter>, token: SlotToken) -> Self {
-        SlotGuard::from_fn(move || {
-            limiter.release_slot(token);
-        })
-    }
-
-    /// A slot released by calling `release` (for other backends).
-    pub fn from_fn(release: impl FnOnce() + Send + Sync + 'static) -> Self {
-        SlotGuard {
-            release: Some(Box::new(release)),
-        }
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(f) = self.release.take() {
-            f();
-        }
-    }
-}
-
-/// A failed login's cost.
-pub struct HostPenalty {
-    /// Delay the response by this much.
-    pub delay: Duration,
-    /// The slot the delay runs in.
-    pub slot: Option<SlotGuard>,
-    /// Refused (no slot, policy `refuse`).
-    pub refused: bool,
-    /// The account throttle is on.
-    pub throttled: bool,
-    /// This failure engaged a lock.
-    pub locked: bool,
-}
-
-impl HostPenalty {
-    /// Sleep for the delay while holding the slot, then release it.
-    pub async fn serve(self) {
-        let d = std::time::Duration::from_micros(self.delay.as_micros());
-        tokio::time::sleep(d).await;
-        drop(self.slot);
-    }
-}
-
-/// Which backend holds a reserved login attempt, and its ids there.
-#[derive(Clone, Copy, Debug)]
-pub enum Ticket {
-    /// The local limiter (address shard, username shard).
-    Local {
-        /// The pair/ip reservation.
-        pair: AttemptId,
-        /// The account reservation.
-        account: AttemptId,
-    },
-    /// The Redis fleet store.
-    #[cfg(feature = "redis")]
-    Fleet(crate::fleet::FleetAttemptId),
-}
-
-/// A login attempt reserved before its password is checked.
-pub struct LoginAttempt {
-    /// What a wrong password costs; the slot is held from now.
-    pub penalty: HostPenalty,
-    /// How to settle it.
-    pub ticket: Ticket,
-}
 
 /// Limiter + optional write-through ([`Persist`], e.g. SQLite) + counters.
 #[derive(Clone)]
@@ -178,13 +103,14 @@ impl Guard {
             .record_evictions(s.evicted_dead, s.evicted_live);
     }
 
-    /// Write `changes` through and wait for the commit.
-    pub async fn persist(&self, changes: Changes) {
+    /// Write `changes` (the records of what a call changed) through and
+    /// wait for the commit.
+    pub async fn persist(&self, changes: Vec<Record>) {
         if changes.is_empty() {
             return;
         }
         if let Some(store) = &self.store {
-            if let Err(e) = store.write(changes.upsert).await {
+            if let Err(e) = store.write(changes).await {
                 self.metrics.store_error();
                 tracing::error!(error = %e, "write-through failed");
             }
@@ -217,12 +143,12 @@ impl Guard {
     }
 
     /// Record a failed login; the returned penalty holds its slot.
-    pub async fn login_failed(&self, user: &str, ip: IpAddr) -> HostPenalty {
+    pub async fn login_failed(&self, user: &str, ip: IpAddr) -> Penalty<SlotGuard> {
         self.login_failed_at(user, ip, read()).await
     }
 
     /// [`login_failed`](Self::login_failed) at `now`, read once by the caller.
-    pub async fn login_failed_at(&self, user: &str, ip: IpAddr, now: Now) -> HostPenalty {
+    pub async fn login_failed_at(&self, user: &str, ip: IpAddr, now: Now) -> Penalty<SlotGuard> {
         let o = self.limiter.login_failed_at(&fold(user), ip, now);
         self.persist(o.changes).await;
         self.metrics.login_failure();
@@ -230,20 +156,14 @@ impl Guard {
     }
 
     /// A core penalty with its slot wrapped in an RAII [`SlotGuard`].
-    fn host_penalty(&self, p: portcullis_core::Penalty) -> HostPenalty {
-        HostPenalty {
-            delay: p.delay,
-            slot: p.slot.map(|t| SlotGuard::new(self.limiter.clone(), t)),
-            refused: p.refused,
-            throttled: p.throttled,
-            locked: p.locked,
-        }
+    fn host_penalty(&self, p: Penalty<SlotToken>) -> Penalty<SlotGuard> {
+        p.map_slot(|t| SlotGuard::new(self.limiter.clone(), t))
     }
 
     /// A lock answered like a wrong password (`reveal_lock = false`): the
     /// delay the next wrong password would get, in a slot of `ip` like a
     /// failure's (core `hidden_lock_penalty`); nothing is counted.
-    pub fn hidden_lock_penalty(&self, ip: IpAddr) -> HostPenalty {
+    pub fn hidden_lock_penalty(&self, ip: IpAddr) -> Penalty<SlotGuard> {
         self.host_penalty(self.limiter.hidden_lock_penalty_at(ip, read()))
     }
 
@@ -251,7 +171,11 @@ impl Guard {
     /// a failure now, so parallel guesses get at most `max_failures`
     /// checks. `Err` is the denial (answer it without checking anything).
     /// Settle the attempt with [`finish_login`](Self::finish_login).
-    pub async fn begin_login(&self, user: &str, ip: IpAddr) -> Result<LoginAttempt, Decision> {
+    pub async fn begin_login(
+        &self,
+        user: &str,
+        ip: IpAddr,
+    ) -> Result<Attempt<AttemptId, SlotGuard>, Decision> {
         self.begin_login_at(user, ip, read()).await
     }
 
@@ -261,7 +185,7 @@ impl Guard {
         user: &str,
         ip: IpAddr,
         now: Now,
-    ) -> Result<LoginAttempt, Decision> {
+    ) -> Result<Attempt<AttemptId, SlotGuard>, Decision> {
         let o = self.limiter.begin_login_at(&fold(user), ip, now);
         self.persist(o.changes).await;
         match o.decision {
@@ -273,12 +197,9 @@ impl Guard {
                         reset_after: Duration::from_ticks(0),
                     },
                 );
-                Ok(LoginAttempt {
+                Ok(Attempt {
+                    id: a.id,
                     penalty: self.host_penalty(a.penalty),
-                    ticket: Ticket::Local {
-                        pair: a.pair,
-                        account: a.account,
-                    },
                 })
             }
             Err(d) => {
@@ -290,8 +211,8 @@ impl Guard {
 
     /// Settle an attempt [`begin_login`](Self::begin_login) reserved:
     /// `ok` when the password was right. A wrong one may lock (true).
-    pub async fn finish_login(&self, user: &str, ip: IpAddr, ticket: Ticket, ok: bool) -> bool {
-        self.finish_login_at(user, ip, ticket, ok, read()).await
+    pub async fn finish_login(&self, user: &str, ip: IpAddr, id: AttemptId, ok: bool) -> bool {
+        self.finish_login_at(user, ip, id, ok, read()).await
     }
 
     /// [`finish_login`](Self::finish_login) at `now`, read once by the caller.
@@ -299,18 +220,14 @@ impl Guard {
         &self,
         user: &str,
         ip: IpAddr,
-        ticket: Ticket,
+        id: AttemptId,
         ok: bool,
         now: Now,
     ) -> bool {
-        let (pair, account) = match ticket {
-            Ticket::Local { pair, account } => (pair, account),
-            #[cfg(feature = "redis")]
-            Ticket::Fleet(_) => return false,
-        };
-        let o = self
-            .limiter
-            .finish_login_at(&fold(user), ip, pair, account, ok, now);
+        if !id.is_local() {
+            return false; // reserved by another backend: not ours to settle
+        }
+        let o = self.limiter.finish_login_at(&fold(user), ip, id, ok, now);
         self.persist(o.changes).await;
         if ok {
             self.metrics.login_success();
@@ -405,7 +322,7 @@ impl Guard {
     }
 
     /// Everything blocked, banned or locked.
-    pub fn bans(&self) -> Vec<BanInfo> {
+    pub fn bans(&self) -> Vec<Hold> {
         self.limiter.bans_at(read())
     }
 

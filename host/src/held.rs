@@ -17,9 +17,9 @@
 //! The cell is keyed by the whole address (its 16 bytes as two words), not
 //! by a hash of it: two addresses never share an answer.
 //!
-//! ```
-//! use portcullis::held::HeldDenial;
-//! use portcullis_core::Addr;
+//! ```text
+//! // (crate-private: the unit tests below run this)
+//! use crate::held::HeldDenial;
 //! let cell = HeldDenial::default();
 //! let addr = Addr::from_ip("192.0.2.1".parse().unwrap(), 64);
 //! assert!(cell.get(addr).is_none()); // nothing held
@@ -35,7 +35,7 @@ use portcullis_core::{Addr, StandingDenial};
 /// of its own).
 #[derive(Debug, Default)]
 #[repr(align(64))]
-pub struct HeldDenial {
+pub(crate) struct HeldDenial {
     /// Even: stable; odd: being written.
     seq: AtomicU64,
     /// 1 while a denial is held.

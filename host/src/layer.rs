@@ -20,8 +20,7 @@
 //! # #[cfg(feature = "axum")] mod m {
 //! use std::sync::Arc;
 //! use axum::{routing::get, Router};
-//! use portcullis::{layer::RateLimitLayer, Guard, Limiter, LimiterOptions};
-//! use portcullis_core::Config;
+//! use portcullis::{Config, Guard, Limiter, LimiterOptions, RateLimitLayer};
 //!
 //! # async fn run() {
 //! let guard = |q: u32| {
@@ -89,7 +88,11 @@ pub struct Policy {
 /// prefix, one that names the method beats one for every method. The
 /// layer uses it, and so can a decision endpoint that learns the original
 /// method and path from headers.
-pub fn select<'a>(policies: &'a [Policy], method: &http::Method, path: &str) -> Option<&'a Policy> {
+pub fn select_policy<'a>(
+    policies: &'a [Policy],
+    method: &http::Method,
+    path: &str,
+) -> Option<&'a Policy> {
     policies
         .iter()
         .filter(|p| path.starts_with(&p.prefix))
@@ -162,7 +165,7 @@ impl Shared {
     }
 
     fn pick(&self, method: &http::Method, path: &str) -> Option<&Policy> {
-        select(&self.policies, method, path)
+        select_policy(&self.policies, method, path)
     }
 }
 
@@ -317,7 +320,7 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 /// `RateLimit`.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `X-Portcullis-Reason`: the reason of a denial.
-pub const REASON: HeaderName = HeaderName::from_static("x-portcullis-reason");
+pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-portcullis-reason");
 
 /// A header value formatted on the stack: its one allocation is the
 /// value's own bytes (`format!` and `HeaderValue::from_str` would be two).
@@ -369,7 +372,11 @@ pub fn set_ratelimit_fields(
 /// The bare response for a denial: status, `Retry-After`, reason and
 /// `RateLimit` fields, empty body of the service's type (the layer sends
 /// [`crate::problem`] bodies instead).
-pub fn deny_response<B: Default>(name: &str, engine: &dyn Engine, d: &Decision) -> Response<B> {
+pub fn bare_deny_response<B: Default>(
+    name: &str,
+    engine: &dyn Engine,
+    d: &Decision,
+) -> Response<B> {
     let mut resp = Response::new(B::default());
     let (policy, state) = header_values(name, engine, d);
     if let Decision::Deny {
@@ -395,7 +402,7 @@ pub fn deny_response<B: Default>(name: &str, engine: &dyn Engine, d: &Decision) 
             );
         }
         resp.headers_mut()
-            .insert(REASON, HeaderValue::from_static(reason.as_str()));
+            .insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
     }
     put(resp.headers_mut(), "ratelimit-policy", policy);
     put(resp.headers_mut(), "ratelimit", state);
@@ -461,7 +468,7 @@ where
                                 req.headers(),
                             );
                             r.headers_mut()
-                                .insert(REASON, HeaderValue::from_static(reason.as_str()));
+                                .insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
                             r
                         }
                     };
@@ -517,7 +524,7 @@ fn shadow_denial(reason: portcullis_core::Reason) {
 
 /// What a request without a peer address gets: see [`RateLimitLayer::new`].
 pub const NO_PEER_ADDRESS: &str = "portcullis: no client address: insert \
-    portcullis::client_ip::PeerAddr as a request extension (or serve with \
+    portcullis::PeerAddr as a request extension (or serve with \
     axum's into_make_service_with_connect_info)";
 
 /// Set once the missing peer address has been printed to stderr.

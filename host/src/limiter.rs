@@ -15,7 +15,7 @@
 //! ```
 //! use std::net::IpAddr;
 //! use portcullis::{Limiter, LimiterOptions};
-//! use portcullis_core::Config;
+//! use portcullis::Config;
 //!
 //! let mut config = Config::default();
 //! config.requests.max_requests = 2;
@@ -41,7 +41,7 @@
 //!
 //! After each call the core reports the keys whose ban, block or lock
 //! changed ([`MapLimiter::take_changed`](portcullis_core::Limiter::take_changed));
-//! their records, and only theirs, make up the call's [`Changes`].
+//! their records, and only theirs, make up the call's [`Outcome::changes`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -50,35 +50,26 @@ use portcullis_core::Duration;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::Now;
+use crate::engine::AttemptId;
 use crate::held::HeldDenial;
 use portcullis_core::{
-    Addr, AttemptId, Changed, Config, ConfigError, Decision, Hold, Key, KeyKind, MapLimiter,
-    Penalty, Reason, Record, Seed, SlotToken, Spill, Stats, WallClock,
+    Addr, Attempt, Changed, Config, ConfigError, Decision, Hold, Key, KeyKind, MapLimiter, Penalty,
+    Seed, SlotToken, Spill, Stats, WallClock,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Timestamps per key log on the host: `requests.max_requests`,
 /// `login.max_failures` and `login.account_max_failures` must not exceed it.
-pub const W: usize = 64;
+pub const LOG_CAPACITY: usize = 64;
+const W: usize = LOG_CAPACITY;
 
 /// One shard.
-pub type Shard = MapLimiter<W>;
+pub(crate) type Shard = MapLimiter<W>;
 
-/// A record of one key as the host persists it.
-pub type HostRecord = Record<W>;
-
-/// A login attempt reserved by [`Limiter::begin_login_at`]: the ids to
-/// settle it with and the penalty a wrong password costs (its slot is
-/// held; release it either way).
-#[derive(Debug)]
-pub struct HostAttempt {
-    /// The pair/ip reservation (address shard).
-    pub pair: AttemptId,
-    /// The account reservation (username shard).
-    pub account: AttemptId,
-    /// Delay and slot.
-    pub penalty: Penalty,
-}
+/// One key's state with wall-clock times, as the host exports, persists
+/// and imports it: the core's [`Record`](portcullis_core::Record) with
+/// [`LOG_CAPACITY`] timestamps.
+pub type Record = portcullis_core::Record<W>;
 
 /// Sizing.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +98,7 @@ pub enum LimiterError {
     /// The rules do not hold together.
     Config(ConfigError),
     /// The OS RNG failed.
-    Rng(String),
+    Rng(getrandom::Error),
     /// Zero shards or zero entries.
     Sizing(&'static str),
 }
@@ -137,52 +128,15 @@ impl From<ConfigError> for LimiterError {
     }
 }
 
-/// What changed in state that must outlive the process (ban, block, lock):
-/// the write-through set of one call.
-#[derive(Debug, Default)]
-pub struct Changes {
-    /// Records to upsert.
-    pub upsert: Vec<HostRecord>,
-}
-
-impl Changes {
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.upsert.is_empty()
-    }
-}
-
 /// A decision and the persistent changes it made.
 #[derive(Debug)]
 pub struct Outcome<T> {
     /// The answer.
     pub decision: T,
-    /// Write these through before answering the caller.
-    pub changes: Changes,
-}
-
-/// What a ban listing shows.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BanInfo {
-    /// The aggregated address.
-    pub ip: IpAddr,
-    /// Which key holds it: `request` (block or ban) or `login_ip` (lock).
-    pub kind: KeyKind,
-    /// Banned, Blocked or IpLocked.
-    pub reason: Reason,
-    /// Time left; `None` for a permanent ban.
-    pub left: Option<Duration>,
-}
-
-impl From<Hold> for BanInfo {
-    fn from(h: Hold) -> BanInfo {
-        BanInfo {
-            ip: h.addr.ip(),
-            kind: h.kind,
-            reason: h.reason,
-            left: h.left,
-        }
-    }
+    /// The records of the keys whose ban, block or lock changed (the
+    /// core's [`Changed`] set, as records): write these through before
+    /// answering the caller.
+    pub changes: Vec<Record>,
 }
 
 /// Purge totals.
@@ -205,7 +159,7 @@ pub struct PurgeReport {
 /// of its slot. The held denial, written without the lock, comes after
 /// the shard on lines of its own (`HeldDenial` is 64-byte aligned).
 #[repr(C, align(128))]
-pub struct ShardSlot {
+pub(crate) struct ShardSlot {
     /// A mark of the address this shard denied last (0: none).
     denied: AtomicU64,
     lock: RwLock<Shard>,
@@ -216,7 +170,7 @@ pub struct ShardSlot {
 
 impl ShardSlot {
     /// The shard, shared.
-    pub fn read(&self) -> RwLockReadGuard<'_, Shard> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Shard> {
         // The core never panics, so a poisoned lock still holds a
         // consistent shard.
         self.lock.read().unwrap_or_else(PoisonError::into_inner)
@@ -224,7 +178,7 @@ impl ShardSlot {
 
     /// The shard, exclusively: the held denial is cleared first, since
     /// whatever the caller does may change it.
-    pub fn write(&self) -> RwLockWriteGuard<'_, Shard> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Shard> {
         let guard = self.lock.write().unwrap_or_else(PoisonError::into_inner);
         self.held.clear();
         guard
@@ -270,7 +224,7 @@ impl HotRules {
 
 fn random_seed() -> Result<Seed, LimiterError> {
     let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).map_err(|e| LimiterError::Rng(e.to_string()))?;
+    getrandom::getrandom(&mut b).map_err(LimiterError::Rng)?;
     Ok(Seed::new(b))
 }
 
@@ -306,7 +260,7 @@ impl Limiter {
             .into_boxed_slice();
         // Shard routing keys, derived from the seed so shard choice is as
         // unpredictable to an attacker as the table hashes.
-        let kh = portcullis_core::key::KeyHasher::new(seed);
+        let kh = portcullis_core::KeyHasher::new(seed);
         let route = (
             kh.hash(&Key::account(0x5348_4152_4431)),
             kh.hash(&Key::account(0x5348_4152_4432)),
@@ -417,8 +371,14 @@ impl Limiter {
     }
 
     /// Which shard holds `key`.
-    pub fn shard_for_key(&self, key: &Key) -> &ShardSlot {
+    pub(crate) fn shard_for_key(&self, key: &Key) -> &ShardSlot {
         &self.shards[self.index_for_key(key)]
+    }
+
+    /// The index of the shard that holds `key` (below `shards`): keys with
+    /// the same index contend for one lock.
+    pub fn shard_of(&self, key: &Key) -> usize {
+        self.index_for_key(key)
     }
 
     /// Run `f` on `ip`'s shard and collect the records of the keys whose
@@ -439,7 +399,7 @@ impl Limiter {
         }
         let decision = f(&mut shard);
         let changes = if !shard.has_changes() {
-            Changes::default()
+            Vec::new()
         } else {
             let changed = shard.take_changed();
             changes_of(&shard, &changed, now.wall())
@@ -451,7 +411,7 @@ impl Limiter {
     ///
     /// A denial that changes nothing (a key already denied and most
     /// recently seen: a client hammering) is decided without the exclusive
-    /// lock: from the shard's [`HeldDenial`] while it holds (no lock at
+    /// lock: from the shard's held denial while it holds (no lock at
     /// all), else under the shared lock, which then holds the new standing
     /// denial. That is tried only for the address the shard denied last (a
     /// hint, one relaxed load), so other requests pay nothing for it.
@@ -471,7 +431,7 @@ impl Limiter {
             if let Some(decision) = self.held_denial(i, mark, addr, at.mono()) {
                 return Outcome {
                     decision,
-                    changes: Changes::default(),
+                    changes: Vec::new(),
                 };
             }
         }
@@ -509,7 +469,7 @@ impl Limiter {
         if let Some(decision) = self.manual_denial(ip, at) {
             return Outcome {
                 decision,
-                changes: Changes::default(),
+                changes: Vec::new(),
             };
         }
         let now = at.mono();
@@ -525,7 +485,7 @@ impl Limiter {
             if let Some(decision) = decision {
                 return Outcome {
                     decision,
-                    changes: Changes::default(),
+                    changes: Vec::new(),
                 };
             }
         }
@@ -593,12 +553,12 @@ impl Limiter {
         user: &str,
         ip: IpAddr,
         now: impl Into<Now>,
-    ) -> Outcome<Result<HostAttempt, Decision>> {
+    ) -> Outcome<Result<Attempt<AttemptId, SlotToken>, Decision>> {
         let at = now.into();
         if let Some(d) = self.manual_denial(ip, at) {
             return Outcome {
                 decision: Err(d),
-                changes: Changes::default(),
+                changes: Vec::new(),
             };
         }
         let now = at.mono();
@@ -607,9 +567,8 @@ impl Limiter {
         let (throttled, acct) = account.write().reserve_account(user, ip, now);
         let out = self.on_addr(ip, at, |s| s.begin_login_pair(user, ip, now, throttled));
         let decision = match out.decision {
-            Ok(a) => Ok(HostAttempt {
-                pair: a.id,
-                account: acct,
+            Ok(a) => Ok(Attempt {
+                id: AttemptId::local(a.id, acct),
                 penalty: a.penalty,
             }),
             Err(d) => {
@@ -631,11 +590,12 @@ impl Limiter {
         &self,
         user: &str,
         ip: IpAddr,
-        pair: AttemptId,
-        account: AttemptId,
+        id: AttemptId,
         ok: bool,
         now: impl Into<Now>,
     ) -> Outcome<bool> {
+        let pair = portcullis_core::AttemptId::from_ticks(id.pair());
+        let account = portcullis_core::AttemptId::from_ticks(id.account());
         let at = now.into();
         let now = at.mono();
         if !ok {
@@ -699,17 +659,17 @@ impl Limiter {
     /// Every banned, blocked or ip-locked address (core
     /// [`for_each_hold`](portcullis_core::Limiter::for_each_hold); locks of
     /// single (username, address) pairs are not listed).
-    pub fn bans_at(&self, now: impl Into<Now>) -> Vec<BanInfo> {
+    pub fn bans_at(&self, now: impl Into<Now>) -> Vec<Hold> {
         let now = now.into().mono();
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             shard.read().for_each_hold(now, |h| {
                 if h.kind != KeyKind::LoginUser {
-                    out.push(BanInfo::from(h));
+                    out.push(h);
                 }
             });
         }
-        out.sort_by(|a, b| a.ip.cmp(&b.ip).then(a.kind.cmp(&b.kind)));
+        out.sort_by(|a, b| a.addr.ip().cmp(&b.addr.ip()).then(a.kind.cmp(&b.kind)));
         out
     }
 
@@ -755,7 +715,7 @@ impl Limiter {
     }
 
     /// Every record, for snapshots.
-    pub fn export(&self, clock: WallClock) -> Vec<HostRecord> {
+    pub fn export(&self, clock: WallClock) -> Vec<Record> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
             s.read().export(clock, |r| out.push(r.clone()));
@@ -768,9 +728,9 @@ impl Limiter {
     pub fn import(
         &self,
         clock: WallClock,
-        records: &[HostRecord],
+        records: &[Record],
     ) -> Result<usize, portcullis_core::ImportError> {
-        let mut by_shard: BTreeMap<usize, Vec<HostRecord>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
         for r in records {
             by_shard
                 .entry(self.index_for_key(&r.key))
@@ -787,8 +747,8 @@ impl Limiter {
 
 /// The records of what `changed` names in `shard`, at `clock`: a key no
 /// longer held is written as an empty record (which deletes its row).
-fn changes_of(shard: &Shard, changed: &Changed, clock: WallClock) -> Changes {
-    let mut upsert: Vec<HostRecord> = changed
+fn changes_of(shard: &Shard, changed: &Changed, clock: WallClock) -> Vec<Record> {
+    let mut upsert: Vec<Record> = changed
         .keys()
         .iter()
         .map(|k| shard.record(k, clock).unwrap_or_else(|| Record::empty(*k)))
@@ -802,5 +762,5 @@ fn changes_of(shard: &Shard, changed: &Changed, clock: WallClock) -> Changes {
             }
         });
     }
-    Changes { upsert }
+    upsert
 }

@@ -256,13 +256,53 @@ fn to_ban(c: &Cidr, h: &Held) -> ManualBan {
     }
 }
 
+/// Why [`parse_range`] refused its input (which each variant keeps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangeParseError {
+    /// Not an address or `addr/prefix`.
+    Syntax {
+        /// The input.
+        input: String,
+        /// What the core's parser said.
+        source: portcullis_core::CidrError,
+    },
+    /// Wider than a manual decision may be (IPv4 /8, IPv6 /32).
+    TooWide {
+        /// The input.
+        input: String,
+    },
+}
+
+impl std::fmt::Display for RangeParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RangeParseError::Syntax { input, source } => write!(f, "{input:?}: {source}"),
+            RangeParseError::TooWide { input } => write!(f, "{input:?}: {}", RangeError::TooWide),
+        }
+    }
+}
+
+impl std::error::Error for RangeParseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RangeParseError::Syntax { source, .. } => Some(source),
+            RangeParseError::TooWide { .. } => None,
+        }
+    }
+}
+
 /// `s` as a manual range: an address (`/32` or `/128`) or `addr/prefix`
 /// within the manual limits (IPv4 /8–/32, IPv6 /32–/128). An IPv6 address
 /// is taken whole (`/128`), not aggregated.
-pub fn parse_range(s: &str) -> Result<Cidr, String> {
-    let c: Cidr = s.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+pub fn parse_range(s: &str) -> Result<Cidr, RangeParseError> {
+    let c: Cidr = s.trim().parse().map_err(|source| RangeParseError::Syntax {
+        input: s.to_string(),
+        source,
+    })?;
     if !RangeSet::<Vec<(Cidr, ())>>::allowed(&c) {
-        return Err(format!("{s:?}: {}", RangeError::TooWide));
+        return Err(RangeParseError::TooWide {
+            input: s.to_string(),
+        });
     }
     Ok(c)
 }

@@ -6,7 +6,7 @@
 use crate::BoxFuture;
 use portcullis_core::{Addr, KeyKind};
 
-use crate::limiter::HostRecord;
+use crate::limiter::Record;
 
 /// Why a write or snapshot failed (the store's own error, boxed).
 pub type PersistError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -15,13 +15,13 @@ pub type PersistError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub trait Persist: Send + Sync + 'static {
     /// Upsert these records (an empty one deletes its key) and wait until
     /// they are durable: called before a ban, block or lock is answered.
-    fn write(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>>;
+    fn write(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), PersistError>>;
     /// Replace what this process stored with `records` (a full export).
-    fn snapshot(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>>;
+    fn snapshot(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), PersistError>>;
     /// Where the records go, for status pages (a path, a URL).
     fn location(&self) -> String;
     /// Write a manual ban of an address or range (or its lifting) through
-    /// ([`crate::manual`]). The default refuses: a store that cannot keep
+    /// ([`ManualBan`](crate::ManualBan)). The default refuses: a store that cannot keep
     /// them says so rather than losing them silently.
     fn write_manual(
         &self,
@@ -122,14 +122,14 @@ impl Journal for crate::sqlite::SqliteStore {
 
 #[cfg(feature = "sqlite")]
 impl Persist for crate::sqlite::SqliteStore {
-    fn write(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>> {
+    fn write(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), PersistError>> {
         Box::pin(async move {
             crate::sqlite::SqliteStore::write(self, records)
                 .await
                 .map_err(Into::into)
         })
     }
-    fn snapshot(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>> {
+    fn snapshot(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), PersistError>> {
         Box::pin(async move {
             crate::sqlite::SqliteStore::snapshot(self, records)
                 .await

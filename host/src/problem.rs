@@ -16,8 +16,8 @@
 //!
 //! ```
 //! use portcullis::problem::{problem, ProblemType};
-//! use portcullis_core::{Decision, Reason};
-//! use portcullis_core::Duration;
+//! use portcullis::{Decision, Reason};
+//! use portcullis::Duration;
 //!
 //! let d = Decision::Deny { reason: Reason::RateLimited, retry_after: Duration::from_secs(7) };
 //! let p = problem(&d, &["requests"]).unwrap();

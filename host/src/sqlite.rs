@@ -22,16 +22,16 @@
 //!   that are no longer present, in one transaction.
 //!
 //! Schema version 2 added `manual_bans` (an operator's bans of addresses
-//! and ranges, [`crate::manual`]); a version 1 store is migrated in the
+//! and ranges, [`ManualBan`]); a version 1 store is migrated in the
 //! opening transaction (the table is created, nothing else changes), and
 //! read as having no manual bans by the read-only CLI.
 //!
-//! Schema version 3 added `journal` ([`journal`]: what a fleet server's
+//! Schema version 3 added `journal` (`sqlite/journal.rs`: what a fleet server's
 //! local fallback imposed during a Redis outage, until Redis has it);
 //! versions 1 and 2 are migrated the same way (the missing tables are
 //! created) and read as having an empty journal.
 //!
-//! Schema version 4 added `jail_positions` ([`jails`]: how far each of the
+//! Schema version 4 added `jail_positions` (`sqlite/jails.rs`: how far each of the
 //! server's log jails has read its source); versions 1 to 3 are migrated
 //! the same way.
 
@@ -44,14 +44,14 @@ use portcullis_core::{Addr, Key, KeyKind, Seed};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use crate::limiter::HostRecord;
+use crate::limiter::Record;
 use crate::manual::ManualBan;
-pub use crate::manual::ManualChange;
+use crate::manual::ManualChange;
 
-pub mod jails;
-pub mod journal;
+mod jails;
+mod journal;
+use crate::persist::{JournalChange, JournalRow};
 pub use jails::JailPosition;
-pub use journal::{Imposed, JournalChange, JournalKey, JournalRow};
 
 /// Schema version this build writes and reads (and migrates 1 to 3 to).
 pub const SCHEMA_VERSION: i64 = 4;
@@ -337,10 +337,10 @@ fn try_lock(_file: &std::fs::File) -> std::io::Result<()> {
 }
 
 enum Job {
-    Upsert(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
+    Upsert(Vec<Record>, oneshot::Sender<Result<(), StoreError>>),
     Manual(ManualChange, oneshot::Sender<Result<(), StoreError>>),
     Journal(Vec<JournalChange>, oneshot::Sender<Result<(), StoreError>>),
-    Snapshot(Vec<HostRecord>, oneshot::Sender<Result<(), StoreError>>),
+    Snapshot(Vec<Record>, oneshot::Sender<Result<(), StoreError>>),
     JailPosition(JailPosition, oneshot::Sender<Result<(), StoreError>>),
     JailPositions(oneshot::Sender<Result<Vec<JailPosition>, StoreError>>),
     Stop,
@@ -351,11 +351,11 @@ pub struct Loaded {
     /// The deployment's seed (created on first start).
     pub seed: Seed,
     /// Every saved record.
-    pub records: Vec<HostRecord>,
+    pub records: Vec<Record>,
     /// The operator's manual bans of addresses and ranges (ended ones too:
     /// the limiter ignores them and its purge forgets them).
     pub manual: Vec<ManualBan>,
-    /// A fleet server's journal ([`journal`]; empty for a store of
+    /// A fleet server's journal (`sqlite/journal.rs`; empty for a store of
     /// `kind = "sqlite"`).
     pub journal: Vec<JournalRow>,
 }
@@ -556,7 +556,7 @@ fn times(list: &[u64]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
-fn holds_state(r: &HostRecord) -> bool {
+fn holds_state(r: &Record) -> bool {
     !r.log.is_empty()
         || !r.violations.is_empty()
         || r.block_until.is_some()
@@ -564,7 +564,7 @@ fn holds_state(r: &HostRecord) -> bool {
         || r.lock_until.is_some()
 }
 
-fn upsert(tx: &rusqlite::Transaction<'_>, r: &HostRecord) -> rusqlite::Result<()> {
+fn upsert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
     let (kind, addr, user) = (
         r.key.kind().tag(),
         r.key.addr().octets(),
@@ -665,7 +665,7 @@ pub fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
         let (kind, addr) = kind_addr(row, &e, &bad)?;
         let user: i64 = row.get(2).map_err(&e)?;
         let key = Key::from_parts(kind, addr, user as u64).ok_or_else(|| bad("impossible key"))?;
-        let mut rec = HostRecord::empty(key);
+        let mut rec = Record::empty(key);
         let log: String = row.get(3).map_err(&e)?;
         let log: Vec<u64> =
             serde_json::from_str(&log).map_err(|err| bad(&format!("log: {err}")))?;
@@ -729,7 +729,7 @@ fn load_manual(conn: &Connection, path: &Path) -> Result<Vec<ManualBan>, StoreEr
         let n = out.len();
         let bad = |what: &str| corrupt(path, format!("manual_bans row {n}: {what}"));
         let range: String = row.get(0).map_err(&e)?;
-        let range = crate::manual::parse_range(&range).map_err(|r| bad(&r))?;
+        let range = crate::manual::parse_range(&range).map_err(|r| bad(&r.to_string()))?;
         let until: Option<i64> = row.get(1).map_err(&e)?;
         let until_ms = until
             .map(|u| u64::try_from(u).map_err(|_| bad("negative time")))
@@ -862,7 +862,7 @@ impl SqliteStore {
     }
 
     /// Write records through; resolves once they are committed.
-    pub async fn write(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub async fn write(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Upsert(records, ack));
         rx.await.unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -894,7 +894,7 @@ impl SqliteStore {
         async move { rx.await.unwrap_or(Err(StoreError::Closed { path })) }
     }
 
-    /// Save one log jail's read position ([`jails`]); resolves once
+    /// Save one log jail's read position (`sqlite/jails.rs`); resolves once
     /// committed.
     pub async fn write_jail_position(&self, position: JailPosition) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::JailPosition(position, ack));
@@ -905,7 +905,7 @@ impl SqliteStore {
         })
     }
 
-    /// Every log jail's saved read position ([`jails`]).
+    /// Every log jail's saved read position (`sqlite/jails.rs`).
     pub async fn jail_positions(&self) -> Result<Vec<JailPosition>, StoreError> {
         let (ack, rx) = oneshot::channel();
         let _ = self.tx.send(Job::JailPositions(ack));
@@ -917,7 +917,7 @@ impl SqliteStore {
     }
 
     /// Replace everything with `records`; resolves once committed.
-    pub async fn snapshot(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub async fn snapshot(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Snapshot(records, ack));
         rx.await.unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -927,7 +927,7 @@ impl SqliteStore {
     }
 
     /// [`snapshot`](Self::snapshot) for non-async callers.
-    pub fn snapshot_blocking(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub fn snapshot_blocking(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Snapshot(records, ack));
         rx.blocking_recv().unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -937,7 +937,7 @@ impl SqliteStore {
     }
 
     /// [`write`](Self::write) for non-async callers.
-    pub fn write_blocking(&self, records: Vec<HostRecord>) -> Result<(), StoreError> {
+    pub fn write_blocking(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let rx = self.send(|ack| Job::Upsert(records, ack));
         rx.blocking_recv().unwrap_or_else(|_| {
             Err(StoreError::Closed {
@@ -978,7 +978,7 @@ impl Drop for SqliteStore {
 fn write(
     conn: &mut Connection,
     path: &Path,
-    recs: &[HostRecord],
+    recs: &[Record],
     known: &mut HashSet<Key>,
     snapshot: bool,
 ) -> Result<(), StoreError> {
@@ -1046,7 +1046,7 @@ pub fn read_only(lock: &StoreLock) -> Result<Loaded, StoreError> {
 
 /// Apply a change to a store file directly (CLI `unban --db`); the caller
 /// holds the lock. Nothing to apply writes nothing.
-pub fn apply(lock: &StoreLock, records: &[HostRecord]) -> Result<(), StoreError> {
+pub fn apply(lock: &StoreLock, records: &[Record]) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }

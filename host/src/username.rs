@@ -46,14 +46,14 @@ use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
 /// The account `name` names: trimmed, NFKC, case-folded and without
-/// accents (see the [module docs](self)). Idempotent:
+/// accents (NFKC, then case fold, then accents stripped). Idempotent:
 /// `fold(&fold(x)) == fold(x)`.
 ///
 /// ```
-/// use portcullis::username::fold;
-/// assert_eq!(fold("ａlicé"), "alice");
-/// assert_eq!(fold(" ALICE "), "alice");
-/// assert_eq!(fold("Straße"), "strasse");
+/// use portcullis::fold_username;
+/// assert_eq!(fold_username("ａlicé"), "alice");
+/// assert_eq!(fold_username(" ALICE "), "alice");
+/// assert_eq!(fold_username("Straße"), "strasse");
 /// ```
 pub fn fold(name: &str) -> Cow<'_, str> {
     let name = name.trim();
@@ -258,7 +258,7 @@ mod tests {
             let name = if i % 2 == 0 { "Zoë" } else { "ZOE" };
             let a = guard.begin_login(name, ip).await.expect("allowed");
             drop(a.penalty);
-            guard.finish_login("zoe", ip, a.ticket, false).await;
+            guard.finish_login("zoe", ip, a.id, false).await;
         }
         assert_eq!(
             guard.check_login("ｚｏｅ", ip).await.reason(),

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use portcullis::{Config, Decision, Reason};
 use portcullis::{Duration, Instant};
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::{Config, Decision, Reason};
 
 /// Forwards to `System`, counting the allocations of threads that asked.
 struct Counting;
@@ -229,8 +229,8 @@ fn decisions_on_a_known_key_do_not_allocate() {
 }
 
 /// A `PeerAddr` the layer keys the client by.
-fn peer() -> portcullis::client_ip::PeerAddr {
-    portcullis::client_ip::PeerAddr(SocketAddr::from(([198, 51, 100, 9], 40_000)))
+fn peer() -> portcullis::PeerAddr {
+    portcullis::PeerAddr(SocketAddr::from(([198, 51, 100, 9], 40_000)))
 }
 
 /// One request through the layer, allowed and denied, as the figures say
@@ -239,7 +239,7 @@ fn peer() -> portcullis::client_ip::PeerAddr {
 /// allocations, once).
 #[test]
 fn one_request_through_the_layer_allocates_a_stated_few_times() {
-    use portcullis::layer::RateLimitLayer;
+    use portcullis::RateLimitLayer;
     use tower::{service_fn, Layer, Service};
 
     let rec = DebuggingRecorder::new();

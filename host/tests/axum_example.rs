@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis::Config;
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Config;
 use serde_json::json;
 
 fn guard(f: impl FnOnce(&mut Config)) -> Guard {

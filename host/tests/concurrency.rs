@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use portcullis::Instant;
+use portcullis::{Config, Reason};
 use portcullis::{Limiter, LimiterOptions};
-use portcullis_core::{Config, Reason};
 
 const THREADS: usize = 8;
 const EACH: usize = 10_000;
@@ -130,7 +130,7 @@ fn parallel_guesses_get_exactly_max_failures_checks() {
         .collect();
     assert_eq!(reserved.len(), 10, "max_failures password checks, no more");
     for a in reserved {
-        lim.finish_login_at("victim", ip, a.pair, a.account, false, now);
+        lim.finish_login_at("victim", ip, a.id, false, now);
         if let Some(t) = a.penalty.slot {
             lim.release_slot(t);
         }
@@ -177,14 +177,14 @@ fn successes_do_not_accumulate_as_failures() {
     for i in 0..100 {
         let now = Instant::from_secs(1_000 + i);
         let a = lim.begin_login_at("alice", ip, now).decision.unwrap();
-        lim.finish_login_at("alice", ip, a.pair, a.account, true, now);
+        lim.finish_login_at("alice", ip, a.id, true, now);
         if let Some(t) = a.penalty.slot {
             lim.release_slot(t);
         }
     }
     let d = lim.check_login_at("bob", ip, Instant::from_secs(1_100));
     assert!(
-        matches!(d, portcullis_core::Decision::Allow { remaining: 10, .. }),
+        matches!(d, portcullis::Decision::Allow { remaining: 10, .. }),
         "{d:?}"
     );
 }

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::{routing::get, Router};
-use portcullis::client_ip::TrustedProxies;
-use portcullis::layer::{ClientIp, RateLimitLayer, NO_PEER_ADDRESS};
+use portcullis::Config;
+use portcullis::TrustedProxies;
+use portcullis::{ClientIp, RateLimitLayer, NO_PEER_ADDRESS};
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Config;
 
 fn guard(max: u32, f: impl FnOnce(&mut Config)) -> Guard {
     let mut c = Config::default();
@@ -188,7 +188,7 @@ async fn trusted_proxy_headers_name_the_client_and_malformed_ones_are_unidentifi
 /// from the `PeerAddr` extension the server inserts.
 #[tokio::test]
 async fn plain_tower_service_with_peer_addr_extension() {
-    use portcullis::client_ip::PeerAddr;
+    use portcullis::PeerAddr;
     use tower::{Layer, Service, ServiceExt};
 
     let layer = RateLimitLayer::new("requests", guard(1, |_| {}));
@@ -337,7 +337,7 @@ async fn a_deny_response_hook_answers_and_the_layer_adds_the_fields() {
 
 #[tokio::test]
 async fn a_shadow_policy_records_but_lets_through_until_switched_off() {
-    use portcullis::layer::Shadow;
+    use portcullis::Shadow;
     let login = guard(2, |_| {});
     let shadow = Shadow::new(true);
     let layer = RateLimitLayer::new("requests", guard(50, |_| {}))
@@ -353,10 +353,7 @@ async fn a_shadow_policy_records_but_lets_through_until_switched_off() {
         }
     }
     // Recorded as usual: the guard counted three denials.
-    assert_eq!(
-        login.metrics().denied(portcullis_core::Reason::RateLimited),
-        3
-    );
+    assert_eq!(login.metrics().denied(portcullis::Reason::RateLimited), 3);
     assert_eq!(login.metrics().allowed(), 2);
     shadow.set(false);
     let r = c.get(format!("{base}/login")).send().await.unwrap();

@@ -9,10 +9,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use portcullis::engine::Engine;
 use portcullis::metrics::Metrics;
+use portcullis::Engine;
+use portcullis::{Config, Decision};
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::{Config, Decision};
 
 fn guard(c: Config) -> Guard {
     let opts = LimiterOptions {

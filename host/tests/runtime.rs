@@ -5,10 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use portcullis::cleanup::{run_once, Cleanup};
+use portcullis::Cleanup;
+use portcullis::Config;
 use portcullis::{Duration, Instant};
-use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Config;
+use portcullis::{Guard, Limiter, LimiterOptions, Serve};
 
 fn guard(c: Config, max_entries: usize) -> Guard {
     let opts = LimiterOptions {
@@ -120,5 +120,5 @@ async fn a_million_keys_leave_an_empty_table_after_purge() {
     assert_eq!(report.kept, 0);
     assert!(g.limiter().is_empty());
     // run_once on an empty table is a no-op that still reports.
-    assert_eq!(run_once(&g).await.removed, 0);
+    assert_eq!(Cleanup::run_once(&g).await.removed, 0);
 }

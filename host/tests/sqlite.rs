@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use portcullis::sqlite::{SqliteStore, StoreError};
 use portcullis::Duration;
+use portcullis::{Config, Decision, Reason};
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::{Config, Decision, Reason};
 
 fn open(path: &std::path::Path) -> Guard {
     let (store, loaded) = SqliteStore::open(path).unwrap();
@@ -243,7 +243,7 @@ async fn only_bans_blocks_and_locks_are_written_through() {
     let o = g
         .limiter()
         .ban_at("10.9.9.9".parse().unwrap(), portcullis::clock::now());
-    assert_eq!(o.changes.upsert.len(), 1, "a ban is");
+    assert_eq!(o.changes.len(), 1, "a ban is");
     let rows = || {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0))
@@ -260,7 +260,8 @@ async fn only_bans_blocks_and_locks_are_written_through() {
 #[tokio::test]
 async fn each_call_writes_through_exactly_the_records_it_changed() {
     use portcullis::clock::{read, Now};
-    use portcullis_core::{Addr, Key, UserHasher};
+    use portcullis::{Addr, Key};
+    use portcullis_core::UserHasher;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exact.db");
@@ -280,8 +281,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     let lim = g.limiter().clone();
     let user = |name: &str| UserHasher::new(lim.seed()).hash(name);
     let addr = |ip: IpAddr| Addr::from_ip(ip, 64);
-    let keys =
-        |c: &portcullis::limiter::Changes| c.upsert.iter().map(|r| r.key).collect::<Vec<_>>();
+    let keys = |c: &Vec<portcullis::Record>| c.iter().map(|r| r.key).collect::<Vec<_>>();
     let rows = || {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0))
@@ -293,7 +293,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     let banned: IpAddr = "203.0.113.1".parse().unwrap();
     let o = lim.ban_at(banned, now);
     assert_eq!(keys(&o.changes), [Key::request(addr(banned))]);
-    assert!(o.changes.upsert[0].banned);
+    assert!(o.changes[0].banned);
     g.persist(o.changes).await;
 
     // A block: only the request that sets it writes, the request key.
@@ -303,7 +303,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     let o = lim.check_request_at(flood, now);
     assert_eq!(o.decision.reason(), Some(Reason::Blocked));
     assert_eq!(keys(&o.changes), [Key::request(addr(flood))]);
-    assert!(o.changes.upsert[0].block_until.is_some());
+    assert!(o.changes[0].block_until.is_some());
     g.persist(o.changes).await;
     let o = lim.check_request_at(flood, now);
     assert!(o.changes.is_empty(), "a standing block changes nothing");
@@ -319,7 +319,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     let pair = Key::login_user(user("carol"), addr(guesser));
     let lip = Key::login_ip(addr(guesser));
     assert_eq!(keys(&o.changes), [pair, lip]);
-    assert!(o.changes.upsert.iter().all(|r| r.lock_until.is_some()));
+    assert!(o.changes.iter().all(|r| r.lock_until.is_some()));
     g.persist(o.changes).await;
     assert_eq!(rows(), 4, "ban, block, pair lock, ip lock");
 
@@ -327,7 +327,7 @@ async fn each_call_writes_through_exactly_the_records_it_changed() {
     // its row); the ip's lock stays.
     let o = lim.login_succeeded_at("carol", guesser, now);
     assert_eq!(keys(&o.changes), [pair]);
-    assert!(o.changes.upsert[0].hold(now.unix_ms()).is_none());
+    assert!(o.changes[0].hold(now.unix_ms()).is_none());
     g.persist(o.changes).await;
     assert_eq!(rows(), 3);
 
@@ -377,10 +377,9 @@ fn a_lift_of_many_locked_pairs_writes_them_all() {
     drop(lim.login_failed_at("x", other, now));
     let o = lim.lift_at(a, now);
     assert_eq!(o.decision, users.len() + 1, "every pair and the ip");
-    assert_eq!(o.changes.upsert.len(), users.len() + 1);
+    assert_eq!(o.changes.len(), users.len() + 1);
     assert!(o
         .changes
-        .upsert
         .iter()
         .all(|r| r.key.addr().ip() == a && r.hold(now.unix_ms()).is_none()));
 }
@@ -390,7 +389,7 @@ fn a_lift_of_many_locked_pairs_writes_them_all() {
 /// from memory and from the file.
 #[tokio::test]
 async fn manual_bans_are_written_through_and_ended_ones_purged() {
-    use portcullis::manual::{parse_range, ManualBan};
+    use portcullis::{parse_range, ManualBan};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
     let now = portcullis::clock::unix_ms();
@@ -474,8 +473,9 @@ async fn manual_bans_are_written_through_and_ended_ones_purged() {
 /// version 2 file is migrated to 3 with an empty journal.
 #[tokio::test]
 async fn the_journal_keeps_its_rows_in_order_and_version_2_is_migrated() {
-    use portcullis::sqlite::{Imposed, JournalChange, JournalKey, JournalRow, SCHEMA_VERSION};
-    use portcullis_core::{Addr, KeyKind};
+    use portcullis::sqlite::SCHEMA_VERSION;
+    use portcullis::{Addr, KeyKind};
+    use portcullis::{Imposed, JournalChange, JournalKey, JournalRow};
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("j.db");
     let key = |kind, a: u8, user: &str| JournalKey {

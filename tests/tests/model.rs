@@ -15,10 +15,11 @@
 //!
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
+use portcullis_core::internals::{Store, Victim};
 use portcullis_core::Instant;
 use portcullis_core::{
     AttemptId, Config, ConfigError, FixedLimiter, Jitter, Key, KeyKind, Limiter, MapLimiter,
-    OnFull, Seed, SlotToken, Store, Victim, FIXED_MAX_SPAN, MAX_LOOKBACK,
+    OnFull, Seed, SlotToken, FIXED_MAX_SPAN, MAX_LOOKBACK,
 };
 use portcullis_tests::gen::{self, ips, step, USERS};
 use portcullis_tests::model::{normalise, MAttempt, MKey, MToken, Model};

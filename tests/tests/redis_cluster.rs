@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration as StdDuration, Instant};
 
 use portcullis::fleet::{Endpoint, FleetError, RedisLimiter};
-use portcullis::manual::{parse_range, ManualBan};
+use portcullis::{parse_range, ManualBan};
 use portcullis_core::{Config, Decision, Reason, Seed};
 use portcullis_tests::redis_server::RedisCluster;
 

@@ -21,7 +21,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
-use portcullis::fleet::{Endpoint, FleetAttemptId, FleetSlot, RedisLimiter};
+use portcullis::fleet::{Endpoint, FleetSlot, RedisLimiter};
+use portcullis::AttemptId as FleetAttemptId;
 use portcullis_core::Instant;
 use portcullis_core::{AttemptId, Config, Jitter, MapLimiter, Reason, Seed, SlotToken};
 use portcullis_tests::gen::{self, cases as cases_or, config, ips, step, USERS};

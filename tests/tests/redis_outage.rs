@@ -10,15 +10,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use portcullis::engine::Engine;
 use portcullis::fleet::journal::Restored;
 use portcullis::fleet::RedisLimiter;
-use portcullis::fleet_engine::{
+use portcullis::fleet::{
     connect_fleet, connect_fleet_journaled, FleetEngine, FleetOptions, NAMESPACE,
 };
 use portcullis::sqlite::SqliteStore;
+use portcullis::Duration;
+use portcullis::Engine;
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Duration;
 use portcullis_core::{Config, Decision, KeyKind, Reason, Seed};
 use portcullis_tests::redis_server::RedisServer;
 use redis::AsyncCommands;
@@ -106,7 +106,7 @@ async fn until_drained(e: &FleetEngine) {
 }
 
 /// The journal's rows, read from the file by a store of its own.
-fn rows(db: &Path) -> Vec<portcullis::sqlite::JournalRow> {
+fn rows(db: &Path) -> Vec<portcullis::JournalRow> {
     let (store, loaded) = SqliteStore::open(db).expect("reopen");
     store.close().expect("close");
     loaded.journal

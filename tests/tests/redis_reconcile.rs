@@ -9,10 +9,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use portcullis::engine::Engine;
-use portcullis::fleet::reconcile::Imposed;
 use portcullis::fleet::RedisLimiter;
-use portcullis::fleet_engine::{connect_fleet, FleetEngine, FleetOptions, NAMESPACE};
+use portcullis::fleet::{connect_fleet, FleetEngine, FleetOptions, NAMESPACE};
+use portcullis::Engine;
+use portcullis::Imposed;
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::Duration;
 use portcullis_core::{Config, Decision, Growth, KeyKind, Reason, Seed};
@@ -514,7 +514,7 @@ async fn cached_denials_skip_redis_and_a_lift_elsewhere_ends_them() {
             reason(&b.check_login("carol", z).await),
             Some(Reason::PairLocked)
         );
-        let d = b.begin_login("dave", z).await.err().expect("ip locked");
+        let d = b.begin_login("dave", z).await.expect_err("ip locked");
         assert_eq!(reason(&d), Some(Reason::IpLocked));
     }
     // The first refusal of dave@z came from Redis (one login check plus its

@@ -14,8 +14,9 @@
 //!
 //! Cases: 64 by default (CI); `PORTCULLIS_PROPTEST_CASES=5000` for more.
 
+use portcullis_core::internals::Store;
 use portcullis_core::Instant;
-use portcullis_core::{Config, FixedLimiter, Limiter, MapLimiter, Record, Seed, Store, WallClock};
+use portcullis_core::{Config, FixedLimiter, Limiter, MapLimiter, Record, Seed, WallClock};
 use portcullis_tests::gen::{self, ips, step, USERS};
 use proptest::prelude::*;
 

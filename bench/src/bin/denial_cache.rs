@@ -1,5 +1,5 @@
 //! Decisions per second for one client hammering while it is blocked,
-//! through the fleet engine (`portcullis::fleet_engine::FleetEngine`, as
+//! through the fleet engine (`portcullis::fleet::FleetEngine`, as
 //! the server runs it) with and without the local cache of standing
 //! denials (issue 19). Run by `bench/denial_cache.sh`.
 //!
@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis::engine::Engine;
-use portcullis::fleet_engine::{connect_fleet, FleetOptions};
+use portcullis::fleet::{connect_fleet, FleetOptions};
+use portcullis::Engine;
 use portcullis::{Guard, Limiter, LimiterOptions};
 use portcullis_core::{Config, Decision, Reason};
 

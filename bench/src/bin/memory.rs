@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use portcullis_bench::{at, distinct_ipv4, host_limiter, KEYS, PER_MINUTE};
-use portcullis_core::{BoxedCold, Entry, FixedLimiter, FixedStore, GrowLog};
+use portcullis_core::internals::{BoxedCold, Entry, FixedStore, GrowLog};
+use portcullis_core::FixedLimiter;
 
 /// Counts live heap bytes and allocation calls.
 struct Counting;

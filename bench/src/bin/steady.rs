@@ -46,8 +46,7 @@ fn main() {
     // choose which thread sees which client).
     let split = std::env::var_os("SPLIT").is_some();
     let peek = std::env::var_os("PEEK").is_some();
-    let shard =
-        |k: &IpAddr| l.shard_for_key(&Key::request(Addr::from_ip(*k, 64))) as *const _ as usize;
+    let shard = |k: &IpAddr| l.shard_of(&Key::request(Addr::from_ip(*k, 64)));
     let mut shards: Vec<usize> = keys.iter().map(shard).collect();
     shards.sort_unstable();
     shards.dedup();

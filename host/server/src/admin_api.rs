@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use portcullis::engine::Engine;
+use portcullis::Engine;
 use serde_json::json;
 
 use crate::admin_auth::authorize;
@@ -146,7 +146,7 @@ pub async fn unban(
     }
     let Ok(ip) = ip.parse::<IpAddr>() else {
         // A range: lift exactly that manual decision.
-        let Ok(range) = portcullis::manual::parse_range(&ip) else {
+        let Ok(range) = portcullis::parse_range(&ip) else {
             return error(StatusCode::BAD_REQUEST, "not an IP address or CIDR range");
         };
         let lifted = app.engine.unban_range(range).await.is_some();

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use portcullis_core::Addr;
+use portcullis::Addr;
 use serde_json::{json, Value};
 
 use portcullis::sqlite;
@@ -171,7 +171,7 @@ fn db_ban(path: &Path, args: &BanArgs) -> Result<Value, CliError> {
     let now = now_ms();
     let ban = crate::manual_api::decide(&req, now).map_err(CliError::Usage)?;
     let lock = lock(path)?;
-    sqlite::apply_manual(&lock, &sqlite::ManualChange::Put(ban.clone()))?;
+    sqlite::apply_manual(&lock, &portcullis::ManualChange::Put(ban.clone()))?;
     Ok(json!({
         "ip": crate::manual_api::range_text(&ban),
         "kind": "manual",
@@ -200,19 +200,19 @@ pub async fn ban(t: &Target<'_>, args: &BanArgs) -> Result<Value, CliError> {
 }
 
 /// Lift exactly the manual ban of `range` in a store file.
-fn db_unban_range(path: &Path, range: portcullis_core::Cidr) -> Result<Value, CliError> {
+fn db_unban_range(path: &Path, range: portcullis::Cidr) -> Result<Value, CliError> {
     let lock = lock(path)?;
     let loaded = sqlite::read_only(&lock)?;
     let had = loaded.manual.iter().any(|b| b.range == range);
     if had {
-        sqlite::apply_manual(&lock, &sqlite::ManualChange::Delete(range))?;
+        sqlite::apply_manual(&lock, &portcullis::ManualChange::Delete(range))?;
     }
     Ok(json!({ "ip": range.to_string(), "lifted": usize::from(had) }))
 }
 
 /// Lift everything on `ip` in a store file: every record of the address
 /// holding a ban, block or lock now gets the core's [`Record::lift`]
-/// (`portcullis_core::Record::lift`), as a running server's unban would.
+/// (`portcullis::Record::lift`), as a running server's unban would.
 fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
     let lock = lock(path)?;
     let loaded = sqlite::read_only(&lock)?;
@@ -227,10 +227,10 @@ fn db_unban(path: &Path, ip: IpAddr, v6_prefix: u8) -> Result<Value, CliError> {
     let mut n = changed.len();
     sqlite::apply(&lock, &changed)?;
     // A manual ban of exactly this address goes too, as on a server.
-    let host = portcullis_core::Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 });
+    let host = portcullis::Cidr::new(ip, if ip.is_ipv4() { 32 } else { 128 });
     if let Ok(host) = host {
         if loaded.manual.iter().any(|b| b.range == host) {
-            sqlite::apply_manual(&lock, &sqlite::ManualChange::Delete(host))?;
+            sqlite::apply_manual(&lock, &portcullis::ManualChange::Delete(host))?;
             n += 1;
         }
     }
@@ -262,7 +262,7 @@ pub async fn bans(t: &Target<'_>) -> Result<Value, CliError> {
 /// range lifts exactly that manual ban.
 pub async fn unban(t: &Target<'_>, ip: &str, v6_prefix: u8) -> Result<Value, CliError> {
     let Ok(ip) = ip.parse::<IpAddr>() else {
-        let range = portcullis::manual::parse_range(ip).map_err(|e| {
+        let range = portcullis::parse_range(ip).map_err(|e| {
             CliError::Usage(format!("{ip:?} is not an IP address or CIDR range ({e})"))
         })?;
         return match t {
@@ -359,8 +359,8 @@ pub fn kv_table(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis::limiter::HostRecord;
-    use portcullis_core::{Key, Seed};
+    use portcullis::Record;
+    use portcullis::{Key, Seed};
 
     /// The file listing is the core's `Record::hold`: bans, running blocks
     /// and locks of every kind, in the admin API's shape; expired ones and
@@ -369,13 +369,13 @@ mod tests {
     fn file_listing_shows_what_holds_now() {
         let now = now_ms();
         let addr = |s: &str| Addr::from_ip(s.parse().unwrap(), 64);
-        let rec = |key: Key, f: &dyn Fn(&mut HostRecord)| {
-            let mut r = HostRecord::empty(key);
+        let rec = |key: Key, f: &dyn Fn(&mut Record)| {
+            let mut r = Record::empty(key);
             f(&mut r);
             r
         };
         let block = |until: u64| {
-            move |r: &mut HostRecord| {
+            move |r: &mut Record| {
                 r.block_until = Some(until);
                 r.last_block_start = Some(until - 1);
             }

@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use portcullis::layer::ClientIp;
 use portcullis::BoxFuture;
-use portcullis_core::Decision;
+use portcullis::ClientIp;
+use portcullis::Decision;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -36,9 +36,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portcullis::engine::Engine;
-use portcullis::layer::{ceil_secs, deny_response, header_values};
-use portcullis_core::Decision;
+use portcullis::Decision;
+use portcullis::Engine;
+use portcullis::{bare_deny_response, ceil_secs, header_values};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -84,7 +84,7 @@ pub fn answer(name: &str, engine: &dyn Engine, d: &Decision, refuse: bool) -> Re
         h.insert(STATUS_HEADER, HeaderValue::from_static("204"));
         return r;
     }
-    let mut r: Response<Body> = deny_response(name, engine, d);
+    let mut r: Response<Body> = bare_deny_response(name, engine, d);
     let status = r.status();
     if let Ok(v) = HeaderValue::from_str(status.as_str()) {
         r.headers_mut().insert(STATUS_HEADER, v);
@@ -140,7 +140,7 @@ pub async fn login_result(
     // looked at, so further guesses learn nothing.
     let d = guesses.check_login(TOKEN_GUESS_USER, caller).await;
     if !d.is_allowed() {
-        return deny_response("report-token", guesses, &d);
+        return bare_deny_response("report-token", guesses, &d);
     }
     if !auth.bearer_ok(headers) {
         let p = guesses.login_failed(TOKEN_GUESS_USER, caller).await;
@@ -163,7 +163,7 @@ pub async fn login_result(
         Ok(a) => a,
         Err(d) => return refused(&d),
     };
-    let locked = engine.finish_login(&username, ip, attempt.ticket, ok).await;
+    let locked = engine.finish_login(&username, ip, attempt.id, ok).await;
     let p = attempt.penalty;
     // The app applies the delay; the slot is not held for it here.
     let delay_ms = if ok { 0 } else { ceil_ms(p.delay) };

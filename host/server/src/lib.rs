@@ -45,11 +45,11 @@ pub mod workers;
 use std::sync::Arc;
 
 use config::{ServerConfig, StoreKind};
-use portcullis::cleanup::{Cleanup, DEFAULT_INTERVAL};
-use portcullis::engine::Engine;
-use portcullis::guard::Guard;
-use portcullis::limiter::{Limiter, LimiterOptions};
 use portcullis::sqlite::SqliteStore;
+use portcullis::Cleanup;
+use portcullis::Engine;
+use portcullis::Guard;
+use portcullis::{Limiter, LimiterOptions};
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +59,14 @@ pub enum ServeError {
     Store(#[from] portcullis::sqlite::StoreError),
     /// Rules or sizing.
     #[error(transparent)]
-    Limiter(#[from] portcullis::limiter::LimiterError),
+    Limiter(#[from] portcullis::LimiterError),
     /// Saved state the rules refuse.
     #[error("{path}: saved state refused: {source}")]
     Import {
         /// The file.
         path: String,
         /// Why.
-        source: portcullis_core::ImportError,
+        source: portcullis::ImportError,
     },
     /// Cannot listen.
     #[error("cannot listen on {addr}: {source}")]
@@ -81,7 +81,10 @@ pub enum ServeError {
     Running(#[from] running::BuildError),
     /// Redis backend trouble.
     #[error("redis: {0}")]
-    Fleet(String),
+    Fleet(#[source] portcullis::fleet::FleetError),
+    /// The store's opening task failed (panicked or was cancelled).
+    #[error("store task: {0}")]
+    StoreTask(#[source] tokio::task::JoinError),
     /// The HTTP server failed.
     #[error("http: {0}")]
     Http(std::io::Error),
@@ -90,7 +93,7 @@ pub enum ServeError {
     Firewall(#[from] firewall::FirewallError),
     /// The final snapshot at shutdown was not saved.
     #[error(transparent)]
-    Shutdown(#[from] portcullis::cleanup::ShutdownError),
+    Shutdown(#[from] portcullis::ShutdownError),
 }
 
 /// Everything a running server holds.
@@ -118,7 +121,7 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
                 Arc::new(Limiter::new(cfg.rules.clone(), options(cfg, None))?),
                 None,
             );
-            let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
+            let cleanup = Cleanup::start(guard.clone(), Cleanup::DEFAULT_INTERVAL);
             Ok(Backend {
                 engine: Arc::new(guard.clone()),
                 local: guard,
@@ -133,7 +136,7 @@ pub async fn backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
 }
 
 /// The limiter's options for the service table.
-fn options(cfg: &ServerConfig, seed: Option<portcullis_core::Seed>) -> LimiterOptions {
+fn options(cfg: &ServerConfig, seed: Option<portcullis::Seed>) -> LimiterOptions {
     LimiterOptions {
         seed,
         max_entries: cfg.max_entries,
@@ -149,7 +152,7 @@ async fn open_store(
     Ok(
         tokio::task::spawn_blocking(move || SqliteStore::open(&path))
             .await
-            .map_err(|e| ServeError::Fleet(e.to_string()))??,
+            .map_err(ServeError::StoreTask)??,
     )
 }
 
@@ -176,7 +179,7 @@ async fn sqlite_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
     tracing::info!(path = %cfg.path.display(), records = n, manual, "sqlite store loaded");
     let store = Arc::new(store);
     let guard = Guard::new(Arc::new(limiter), Some(store.clone()));
-    let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
+    let cleanup = Cleanup::start(guard.clone(), Cleanup::DEFAULT_INTERVAL);
     Ok(Backend {
         engine: Arc::new(guard.clone()),
         local: guard,
@@ -197,8 +200,8 @@ async fn redis_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
         Arc::new(Limiter::new(cfg.rules.clone(), options(cfg, None))?),
         None,
     );
-    let cleanup = Cleanup::start(guard.clone(), DEFAULT_INTERVAL);
-    let fleet = portcullis::fleet_engine::FleetOptions {
+    let cleanup = Cleanup::start(guard.clone(), Cleanup::DEFAULT_INTERVAL);
+    let fleet = portcullis::fleet::FleetOptions {
         redis_url: cfg.redis_url.clone(),
         redis_cluster: cfg.redis_cluster.clone(),
         redis_timeout: cfg.redis_timeout,
@@ -206,7 +209,7 @@ async fn redis_backend(cfg: &ServerConfig) -> Result<Backend, ServeError> {
         rules: cfg.rules.clone(),
         denial_cache: cfg.denial_cache,
     };
-    let engine = portcullis::fleet_engine::connect_with_journal(&fleet, guard.clone(), restored)
+    let engine = portcullis::fleet::connect_with_journal(&fleet, guard.clone(), restored)
         .await
         .map_err(ServeError::Fleet)?;
     Ok(Backend {

@@ -12,12 +12,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portcullis::Duration;
-use portcullis_core::{Config, Decision, Reason};
+use portcullis::{Config, Decision, Reason};
 use serde_json::json;
 
 use crate::passwords::Admitted;
-use portcullis::engine::Engine;
-use portcullis::guard::HostPenalty;
+use portcullis::Engine;
+use portcullis::{Penalty, Serve, SlotGuard};
 
 /// The body and status of a wrong password: the one definition both the
 /// login handler and a hidden lock answer with.
@@ -47,7 +47,7 @@ pub fn hides(reveal_lock: bool, d: &Decision) -> bool {
 /// The penalty delay a wrong password gets once its pair has failed
 /// `max_failures` times in the window: what a locked attempt waits.
 pub fn hidden_lock_delay(rules: &Config) -> Duration {
-    portcullis_core::penalty::delay(&rules.penalty, rules.login.max_failures)
+    rules.penalty.delay(rules.login.max_failures)
 }
 
 /// The penalty a hidden lock serves: the one the backend gives it, else
@@ -56,14 +56,17 @@ pub(crate) async fn hidden_penalty(
     engine: &dyn Engine,
     ip: std::net::IpAddr,
     delay: Duration,
-) -> HostPenalty {
-    engine.hidden_lock_penalty(ip).await.unwrap_or(HostPenalty {
-        delay,
-        slot: None,
-        refused: false,
-        throttled: false,
-        locked: false,
-    })
+) -> Penalty<SlotGuard> {
+    engine
+        .hidden_lock_penalty(ip)
+        .await
+        .unwrap_or(Penalty::<SlotGuard> {
+            delay,
+            slot: None,
+            refused: false,
+            throttled: false,
+            locked: false,
+        })
 }
 
 /// Answer a locked login like a wrong password: the penalty the backend

@@ -21,10 +21,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portcullis::engine::Engine;
-use portcullis::guard::{HostPenalty, LoginAttempt};
 use portcullis::BoxFuture;
-use portcullis_core::Decision;
+use portcullis::Decision;
+use portcullis::Engine;
+use portcullis::{Attempt, AttemptId, Penalty, Serve, SlotGuard};
 use serde_json::json;
 
 /// What answers a lock that `login.reveal_lock = false` hides.
@@ -54,14 +54,14 @@ async fn reserve(
     engine: &dyn Engine,
     users: &[String],
     ip: IpAddr,
-) -> Result<Vec<LoginAttempt>, Decision> {
-    let mut held: Vec<LoginAttempt> = Vec::with_capacity(users.len());
+) -> Result<Vec<Attempt<AttemptId, SlotGuard>>, Decision> {
+    let mut held: Vec<Attempt<AttemptId, SlotGuard>> = Vec::with_capacity(users.len());
     for user in users {
         match engine.begin_login(user, ip).await {
             Ok(a) => held.push(a),
             Err(d) => {
                 for (a, u) in held.into_iter().zip(users) {
-                    engine.finish_login(u, ip, a.ticket, false).await;
+                    engine.finish_login(u, ip, a.id, false).await;
                 }
                 return Err(d);
             }
@@ -101,7 +101,7 @@ where
         // No slot for the penalty and the policy refuses: nothing is
         // checked; the reservations stay failures.
         for (a, u) in attempts.into_iter().zip(&users) {
-            engine.finish_login(u, ip, a.ticket, false).await;
+            engine.finish_login(u, ip, a.id, false).await;
         }
         return crate::lock_reveal::too_many_in_flight();
     }
@@ -113,7 +113,7 @@ where
         let mut penalties = Vec::with_capacity(attempts.len());
         let mut locked = false;
         for (a, u) in attempts.into_iter().zip(&users) {
-            locked |= engine.finish_login(u, ip, a.ticket, ok).await;
+            locked |= engine.finish_login(u, ip, a.id, ok).await;
             penalties.push(a.penalty);
         }
         if ok {
@@ -122,7 +122,7 @@ where
         }
         let delay_ms = penalties.iter().map(|p| p.delay.as_millis()).max();
         tracing::info!(%ip, delay_ms, users = users.len(), locked, "login failed");
-        futures_util::future::join_all(penalties.into_iter().map(HostPenalty::serve)).await;
+        futures_util::future::join_all(penalties.into_iter().map(Penalty::serve)).await;
         response
     });
     task.await.unwrap_or_else(|_| failed())

@@ -11,9 +11,9 @@ use std::time::Duration as StdDuration;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use portcullis::engine::Engine;
-use portcullis::layer::ceil_secs;
-use portcullis::manual::{parse_range, ManualBan, ManualError};
+use portcullis::ceil_secs;
+use portcullis::Engine;
+use portcullis::{parse_range, ManualBan, ManualError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -67,7 +67,7 @@ pub fn rows(bans: &[ManualBan], now_ms: u64) -> Vec<Value> {
 
 /// Parse a ban request into the decision it makes at `now_ms`.
 pub fn decide(req: &BanRequest, now_ms: u64) -> Result<ManualBan, String> {
-    let range = parse_range(&req.ip)?;
+    let range = parse_range(&req.ip).map_err(|e| e.to_string())?;
     let until_ms = match req.for_.as_deref() {
         None => None,
         Some(s) => {
@@ -83,7 +83,7 @@ pub fn decide(req: &BanRequest, now_ms: u64) -> Result<ManualBan, String> {
     Ok(ManualBan {
         range,
         until_ms,
-        reason: portcullis::manual::clean_reason(req.reason.as_deref().unwrap_or("")),
+        reason: portcullis::clean_reason(req.reason.as_deref().unwrap_or("")),
         created_ms: now_ms,
     })
 }

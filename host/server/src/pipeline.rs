@@ -26,11 +26,11 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use portcullis::client_ip::client_ip;
-use portcullis::engine::Engine;
-use portcullis::layer::{header_values, ClientIp};
+use portcullis::client_ip;
+use portcullis::Engine;
 use portcullis::Guard;
-use portcullis_core::{Decision, Listed, Reason};
+use portcullis::{header_values, ClientIp};
+use portcullis::{Decision, Listed, Reason};
 use tower::ServiceExt;
 
 use crate::config::proxy::LoginRoute;
@@ -60,7 +60,7 @@ pub use crate::config::ADMIN_SHARDS;
 
 /// The rules of `/admin` and `/metrics`: the service's, with their own
 /// quota of [`ADMIN_QUOTA`] a minute.
-pub fn own_rules(rules: &portcullis_core::Config) -> portcullis_core::Config {
+pub fn own_rules(rules: &portcullis::Config) -> portcullis::Config {
     let mut r = rules.clone();
     r.requests.max_requests = ADMIN_QUOTA;
     r.requests.window = portcullis::Duration::from_secs(60);
@@ -71,10 +71,8 @@ impl OwnTables {
     /// The tables for `cfg`, each of `server.admin_max_entries` keys,
     /// counted in process only (`/metrics` shows the service's decisions,
     /// and its sums do not count scrapes).
-    pub fn new(
-        cfg: &crate::config::ServerConfig,
-    ) -> Result<OwnTables, portcullis::limiter::LimiterError> {
-        let table = |rules: portcullis_core::Config| {
+    pub fn new(cfg: &crate::config::ServerConfig) -> Result<OwnTables, portcullis::LimiterError> {
+        let table = |rules: portcullis::Config| {
             let opts = portcullis::LimiterOptions {
                 max_entries: cfg.admin_max_entries,
                 shards: ADMIN_SHARDS,
@@ -83,7 +81,7 @@ impl OwnTables {
             let l = portcullis::Limiter::new(rules, opts)?;
             let g = Guard::new(Arc::new(l), None)
                 .with_metrics(portcullis::metrics::Metrics::unexported());
-            Ok::<_, portcullis::limiter::LimiterError>(Arc::new(g) as Arc<dyn Engine>)
+            Ok::<_, portcullis::LimiterError>(Arc::new(g) as Arc<dyn Engine>)
         };
         Ok(OwnTables {
             admin: table(own_rules(&cfg.rules))?,

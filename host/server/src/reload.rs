@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use portcullis::engine::Engine;
+use portcullis::Engine;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -190,8 +190,8 @@ impl Reloader {
     }
 
     /// The service's new rules on every table that follows them.
-    fn set_rules(&self, rules: &portcullis_core::Config) -> Result<(), BadConfig> {
-        let bad = |e: portcullis_core::ConfigError| BadConfig::new(config_key(&e), e.to_string());
+    fn set_rules(&self, rules: &portcullis::Config) -> Result<(), BadConfig> {
+        let bad = |e: portcullis::ConfigError| BadConfig::new(config_key(&e), e.to_string());
         self.tables.service.set_rules(rules.clone()).map_err(bad)?;
         let own = crate::pipeline::own_rules(rules);
         for t in &self.tables.own {
@@ -201,8 +201,8 @@ impl Reloader {
     }
 }
 
-/// The dotted key a core [`ConfigError`](portcullis_core::ConfigError) names.
-fn config_key(e: &portcullis_core::ConfigError) -> String {
+/// The dotted key a core [`ConfigError`](portcullis::ConfigError) names.
+fn config_key(e: &portcullis::ConfigError) -> String {
     e.to_string()
         .split(':')
         .next()

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use portcullis::cleanup::{Cleanup, DEFAULT_INTERVAL};
-use portcullis::client_ip::TrustedProxies;
-use portcullis::engine::Engine;
 use portcullis::metrics::Metrics;
+use portcullis::Cleanup;
+use portcullis::Config;
+use portcullis::Engine;
+use portcullis::TrustedProxies;
 use portcullis::{Guard, Limiter, LimiterOptions};
-use portcullis_core::Config;
 
 use crate::admin_auth::AdminAuth;
 use crate::config::policies::PolicyConfig;
@@ -82,7 +82,7 @@ pub enum BuildError {
         /// The policy.
         name: String,
         /// Why.
-        source: portcullis::limiter::LimiterError,
+        source: portcullis::LimiterError,
     },
     /// A policy's new rules.
     #[error("policies.{name}: {source}")]
@@ -90,7 +90,7 @@ pub enum BuildError {
         /// The policy.
         name: String,
         /// Why.
-        source: portcullis_core::ConfigError,
+        source: portcullis::ConfigError,
     },
     /// No randomness for a token's checker.
     #[error("{0}: no randomness for its checker")]
@@ -152,7 +152,7 @@ impl Carry {
         let guard =
             Guard::new(Arc::new(limiter), None).with_metrics(Metrics::for_policy(p.name.clone()));
         if tokio::runtime::Handle::try_current().is_ok() {
-            lock(&self.cleanups).push(Cleanup::start(guard.clone(), DEFAULT_INTERVAL));
+            lock(&self.cleanups).push(Cleanup::start(guard.clone(), Cleanup::DEFAULT_INTERVAL));
         }
         let engine = Arc::new(guard) as Arc<dyn Engine>;
         tables.insert(

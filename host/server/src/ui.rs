@@ -29,8 +29,8 @@ use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use portcullis::engine::Engine;
 use portcullis::metrics::{series_names, Metrics, HISTORY_SECS, SERIES};
+use portcullis::Engine;
 
 /// The running configuration of the request, as the pipeline put it: the
 /// admin credentials and sessions (none: dashboard off), the prefix the
@@ -293,7 +293,7 @@ pub async fn data(ctx: &UiContext, run: &Running) -> Value {
 
     // A row of `/admin/bans` plus its countdown in ms, whether its policy
     // shadows, and (for a `[[policies]]` table) the policy's name.
-    let row = |b: &portcullis::limiter::BanInfo, shadow: bool, policy: Option<&str>| {
+    let row = |b: &portcullis::Hold, shadow: bool, policy: Option<&str>| {
         let mut r = crate::views::ban_row(b);
         if let Some(o) = r.as_object_mut() {
             o.insert("ms_left".into(), json!(b.left.map(|d| d.as_millis())));
@@ -346,7 +346,7 @@ pub async fn data(ctx: &UiContext, run: &Running) -> Value {
         },
         "totals": {
             "allowed": m.allowed(),
-            "denied": portcullis_core::Reason::ALL.iter().map(|r| m.denied(*r)).sum::<u64>(),
+            "denied": portcullis::Reason::ALL.iter().map(|r| m.denied(*r)).sum::<u64>(),
         },
     })
 }

@@ -24,7 +24,7 @@
 //! form fields (`/user/email` is `user[email]`).
 //!
 //! Values are de-duplicated by their account key
-//! ([`portcullis::username::fold`]: `ａlicé` and `alice` are one), kept in
+//! ([`portcullis::fold_username`]: `ａlicé` and `alice` are one), kept in
 //! the order found (body first), blank ones skipped, and at most
 //! [`MAX_USERNAMES`] are returned. The work is linear in the body, which
 //! the proxy caps (`[[login_routes]] max_body`).
@@ -40,7 +40,7 @@
 use std::borrow::Cow;
 
 use http::{header, HeaderMap};
-use portcullis::username::fold;
+use portcullis::fold_username as fold;
 
 /// The most usernames one request yields.
 pub const MAX_USERNAMES: usize = 16;

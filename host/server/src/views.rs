@@ -1,8 +1,8 @@
 //! JSON views of the backends' state that the admin API and the dashboard
 //! both show: status, ban rows, Redis Cluster nodes.
 
-use portcullis::engine::{Engine, Status};
-use portcullis::layer::ceil_secs;
+use portcullis::ceil_secs;
+use portcullis::{Engine, Status};
 use serde_json::json;
 
 /// A backend's status as the JSON `/admin/status` starts from; the fleet
@@ -72,14 +72,15 @@ pub(crate) async fn bans_json(engine: &dyn Engine) -> serde_json::Value {
 /// One blocked, banned or locked key as a JSON row (`/admin/bans`; the
 /// dashboard adds `ms_left`, `shadow` and `policy` to it), with `jail`: the
 /// log jail that locked the address (`crate::jails::origins`), if one did.
-pub(crate) fn ban_row(b: &portcullis::limiter::BanInfo) -> serde_json::Value {
+pub(crate) fn ban_row(b: &portcullis::Hold) -> serde_json::Value {
+    let ip = b.addr.ip();
     let mut row = json!({
-        "ip": b.ip.to_string(),
+        "ip": ip.to_string(),
         "kind": b.kind.as_str(),
         "reason": b.reason.as_str(),
         "seconds_left": b.left.map(ceil_secs),
     });
-    if let (Some(jail), Some(o)) = (crate::jails::origins::of(b.ip), row.as_object_mut()) {
+    if let (Some(jail), Some(o)) = (crate::jails::origins::of(ip), row.as_object_mut()) {
         o.insert("jail".into(), json!(jail));
     }
     row

@@ -280,7 +280,7 @@ async fn store_with_bans(db: &Path, n: u32) {
     use portcullis::{Guard, Limiter, LimiterOptions};
     let (store, loaded) = portcullis::sqlite::SqliteStore::open(db).unwrap();
     let limiter = Limiter::new(
-        portcullis_core::Config::default(),
+        portcullis::Config::default(),
         LimiterOptions {
             seed: Some(loaded.seed),
             ..LimiterOptions::default()

@@ -15,7 +15,7 @@ mod common;
 mod redis_server;
 
 use common::{admin_json, hit, metric, metrics_text, Server};
-use portcullis_core::Addr;
+use portcullis::Addr;
 use redis_server::RedisCluster;
 
 const QUOTA: usize = 5;

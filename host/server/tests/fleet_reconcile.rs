@@ -208,7 +208,7 @@ fn journal_rows(db: &std::path::Path) -> i64 {
 
 /// The Redis key of an IPv4 address's request state.
 fn request_key(ip: &str) -> String {
-    let addr = portcullis_core::Addr::from_ip(ip.parse().unwrap(), 64);
+    let addr = portcullis::Addr::from_ip(ip.parse().unwrap(), 64);
     let hex: String = addr.octets().iter().map(|b| format!("{b:02x}")).collect();
     format!("portcullis:{{a:{hex}}}:req")
 }
@@ -333,7 +333,7 @@ async fn a_lock_from_redis_holds_on_every_server_while_redis_is_down() {
         "locked"
     );
     assert_eq!(login_as(&b, x, "demo", "demo-password").await, 429, "B too");
-    let hex: String = portcullis_core::Addr::from_ip(x.parse().unwrap(), 64)
+    let hex: String = portcullis::Addr::from_ip(x.parse().unwrap(), 64)
         .octets()
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -272,7 +272,7 @@ async fn a_snapshot_keeps_rows_it_never_loaded_or_wrote() {
         shards: 2,
         seed: Some(loaded.seed),
     };
-    let limiter = Arc::new(Limiter::new(portcullis_core::Config::default(), opts).unwrap());
+    let limiter = Arc::new(Limiter::new(portcullis::Config::default(), opts).unwrap());
     let g = Guard::new(limiter.clone(), Some(store.clone()));
     let ours: std::net::IpAddr = "192.0.2.1".parse().unwrap();
     assert!(g.ban(ours).await, "written through");
@@ -308,11 +308,7 @@ async fn close_reports_a_failed_last_snapshot() {
     let db = dir.path().join("fail.db");
     let (store, _) = SqliteStore::open(&db).unwrap();
     let rec = |i: u8| {
-        let lim = Limiter::new(
-            portcullis_core::Config::default(),
-            LimiterOptions::default(),
-        )
-        .unwrap();
+        let lim = Limiter::new(portcullis::Config::default(), LimiterOptions::default()).unwrap();
         lim.ban_at(
             std::net::IpAddr::from([192, 0, 2, i]),
             portcullis::clock::now(),

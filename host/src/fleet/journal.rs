@@ -3,7 +3,7 @@
 //! survives a `kill -9` of the server and still reaches the fleet.
 //!
 //! Every change to the queue is handed to a [`Journal`] (the SQLite
-//! store's `journal` table, [`crate::sqlite::journal`]) under the queue's
+//! store's `journal` table, `sqlite/journal.rs`) under the queue's
 //! lock, so the journal sees the changes in the queue's order: a key
 //! queued is written (`Put`) before the fallback's response leaves (the
 //! fallback guard awaits it, as a SQLite server awaits its write-through),
@@ -13,7 +13,7 @@
 //! `kill -9` during an outage → restart (the ban holds locally) → Redis
 //! back → the ban is reconciled into Redis and every server refuses it.
 //!
-//! Rows name their username in plain text (see [`crate::sqlite::journal`]):
+//! Rows name their username in plain text (see `sqlite/journal.rs`):
 //! only keys the fallback banned, blocked or locked during an outage are
 //! written, and only until Redis has them.
 //!
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use portcullis_core::{Key, KeyKind, UserHasher};
 
 use super::reconcile::PendingEntry;
-use crate::limiter::HostRecord;
+use crate::limiter::Record;
 use crate::persist::{Journal, JournalChange, JournalKey, JournalRow, PersistError};
 use crate::BoxFuture;
 
@@ -108,9 +108,9 @@ pub(crate) fn entry_of(row: &JournalRow, local: &UserHasher) -> Option<PendingEn
 
 /// The record that imposes `e` again in the local limiter (its latest
 /// violations, as many as a record holds).
-pub(crate) fn record_of(e: &PendingEntry) -> HostRecord {
+pub(crate) fn record_of(e: &PendingEntry) -> Record {
     let i = &e.imposed;
-    let mut r = HostRecord::empty(e.key);
+    let mut r = Record::empty(e.key);
     r.banned = i.banned;
     r.block_until = i.block_until_ms;
     r.block_level = i.block_level;

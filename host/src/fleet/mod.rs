@@ -81,23 +81,29 @@
 
 mod cluster;
 pub mod denials;
+mod engine;
 pub mod journal;
 mod manual;
 pub mod reconcile;
 
 pub(crate) use cluster::open;
 pub use cluster::{Endpoint, NodeHealth, NODE_OUTAGES, NODE_UP};
+pub use engine::{
+    connect, connect_fleet, connect_fleet_journaled, connect_with_journal, FleetEngine,
+    FleetOptions, MANUAL_SYNC, NAMESPACE,
+};
 
 use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
+use crate::engine::AttemptId;
 use cluster::{Con, Nodes};
 use portcullis_core::Duration;
 #[cfg(doc)]
 use portcullis_core::Lists;
 use portcullis_core::{
-    Addr, Config, ConfigError, Decision, Hold, Jitter, Key, Listed, NoSlot, Reason, Seed,
-    UserHasher,
+    Addr, Attempt, Config, ConfigError, Decision, Hold, Jitter, Key, Listed, NoSlot, Penalty,
+    Reason, Seed, UserHasher,
 };
 use redis::{AsyncCommands, Script};
 use std::sync::Arc;
@@ -148,6 +154,9 @@ pub enum FleetError {
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(ConfigError),
+    /// The OS RNG failed (drawing the fleet's seed).
+    #[error("no random seed: {0}")]
+    Rng(getrandom::Error),
 }
 
 /// A concurrency slot held in Redis (rule 7). Hand it back with
@@ -171,49 +180,6 @@ impl FleetSlot {
     }
 }
 
-/// What a failed login costs (core [`Penalty`](portcullis_core::Penalty)).
-#[derive(Debug, PartialEq, Eq)]
-pub struct FleetPenalty {
-    /// How long to hold the response.
-    pub delay: Duration,
-    /// The username's account throttle (rule 8) is on.
-    pub throttled: bool,
-    /// The slot the delay runs in, if one was free.
-    pub slot: Option<FleetSlot>,
-    /// No slot was free and the policy refuses.
-    pub refused: bool,
-    /// This failure locked the (username, ip) pair or the ip.
-    pub locked: bool,
-}
-
-impl FleetPenalty {
-    /// No delay, no slot (listed addresses).
-    const NONE: FleetPenalty = FleetPenalty {
-        delay: Duration::from_ticks(0),
-        throttled: false,
-        slot: None,
-        refused: false,
-        locked: false,
-    };
-}
-
-/// Which reservation to settle: the Redis times its failure was counted
-/// at on the pair/ip keys and on the account key (`None`: not counted).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FleetAttemptId {
-    pair_at: Option<u64>,
-    acct_at: Option<u64>,
-}
-
-/// A login attempt reserved in Redis (core `Attempt`).
-#[derive(Debug, PartialEq, Eq)]
-pub struct FleetAttempt {
-    /// Names the reservation when it is settled.
-    pub id: FleetAttemptId,
-    /// What a wrong password costs; the slot is held now.
-    pub penalty: FleetPenalty,
-}
-
 fn flag(v: i64, what: &str) -> Result<bool, FleetError> {
     match v {
         0 => Ok(false),
@@ -231,9 +197,9 @@ fn penalty_of(
     locked: i64,
     slot: i64,
     ip_key: String,
-) -> Result<FleetPenalty, FleetError> {
+) -> Result<Penalty<FleetSlot>, FleetError> {
     let slot = nat(slot, "slot id")?;
-    Ok(FleetPenalty {
+    Ok(Penalty {
         delay: micros(d, "delay")?,
         throttled: flag(throttled, "throttled")?,
         slot: (slot != 0).then_some(FleetSlot {
@@ -676,9 +642,9 @@ impl RedisLimiter {
         username: &str,
         ip: IpAddr,
         now_us: u64,
-    ) -> Result<FleetPenalty, FleetError> {
+    ) -> Result<Penalty<FleetSlot>, FleetError> {
         if self.listed(ip) != Listed::Neither {
-            return Ok(FleetPenalty::NONE);
+            return Ok(Penalty::NONE);
         }
         let throttled = if self.config.login.account_max_failures.is_some() {
             let t: i64 = self
@@ -714,7 +680,7 @@ impl RedisLimiter {
         username: &str,
         ip: IpAddr,
         now_us: u64,
-    ) -> Result<Result<FleetAttempt, Decision>, FleetError> {
+    ) -> Result<Result<Attempt<AttemptId, FleetSlot>, Decision>, FleetError> {
         match self.listed(ip) {
             l @ Listed::Deny => {
                 if let Some(d) = l.decision(0) {
@@ -722,9 +688,9 @@ impl RedisLimiter {
                 }
             }
             Listed::Allow => {
-                return Ok(Ok(FleetAttempt {
-                    id: FleetAttemptId::default(),
-                    penalty: FleetPenalty::NONE,
+                return Ok(Ok(Attempt {
+                    id: AttemptId::remote(None, None),
+                    penalty: Penalty::NONE,
                 }))
             }
             Listed::Neither => {}
@@ -746,11 +712,8 @@ impl RedisLimiter {
         args.push(u8::from(throttled).to_string());
         let reply: Vec<i64> = self.call(&keys, args).await?;
         match reply[..] {
-            [0, d, t, refused, slot, at] => Ok(Ok(FleetAttempt {
-                id: FleetAttemptId {
-                    pair_at: Some(nat(at, "attempt time")?),
-                    acct_at,
-                },
+            [0, d, t, refused, slot, at] => Ok(Ok(Attempt {
+                id: AttemptId::remote(Some(nat(at, "attempt time")?), acct_at),
                 penalty: penalty_of(d, t, refused, 0, slot, ip_key)?,
             })),
             _ => {
@@ -797,10 +760,10 @@ impl RedisLimiter {
         &self,
         username: &str,
         ip: IpAddr,
-        id: FleetAttemptId,
+        id: AttemptId,
         now_us: u64,
     ) -> Result<bool, FleetError> {
-        match id.pair_at {
+        match id.pair() {
             Some(at) if self.listed(ip) == Listed::Neither => {
                 self.settle(username, ip, at, false, now_us).await
             }
@@ -815,14 +778,14 @@ impl RedisLimiter {
         &self,
         username: &str,
         ip: IpAddr,
-        id: FleetAttemptId,
+        id: AttemptId,
         now_us: u64,
     ) -> Result<bool, FleetError> {
-        let cleared = match id.pair_at {
+        let cleared = match id.pair() {
             Some(at) => self.settle(username, ip, at, true, now_us).await?,
             None => self.login_succeeded(username, ip, now_us).await?,
         };
-        if let Some(at) = id.acct_at {
+        if let Some(at) = id.account() {
             self.cancel_account(username, at, now_us).await?;
         }
         Ok(cleared)

@@ -2,7 +2,7 @@
 //! fallback imposed while Redis was away is written to Redis when it comes
 //! back, so the rest of the fleet enforces it too.
 //!
-//! The fallback guard of a [`FleetEngine`](crate::fleet_engine::FleetEngine)
+//! The fallback guard of a [`FleetEngine`](crate::fleet::FleetEngine)
 //! writes through a [`Recorder`] (a [`Persist`] wrapping the guard's own
 //! store, if any): each record it is handed that holds a ban, or a block
 //! or lock still running, goes into a bounded [`Pending`] queue (one entry
@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use portcullis_core::{Addr, Key, KeyKind};
 
 use super::{journal, FleetError, RedisLimiter, MAX_US};
-use crate::limiter::HostRecord;
+use crate::limiter::Record;
 use crate::persist::{Journal, JournalChange, Persist, PersistError};
 use crate::BoxFuture;
 
@@ -49,7 +49,7 @@ pub const RECONCILED: &str = "portcullis_reconciled_total";
 /// Gauge: keys queued for Redis.
 pub const QUEUED: &str = "portcullis_reconcile_queued";
 
-pub use crate::persist::Imposed;
+use crate::persist::Imposed;
 
 /// One queued key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl Pending {
     /// Queue the records that hold something at `now_ms`; unqueue the
     /// others (a lift, or a state that ended). The journal write, if any,
     /// is handed over before this returns: await it before answering.
-    pub fn record(&self, records: &[HostRecord], now_ms: u64) -> Written {
+    pub fn record(&self, records: &[Record], now_ms: u64) -> Written {
         let mut map = self.map.lock();
         let mut changes = Vec::new();
         for r in records {
@@ -279,7 +279,7 @@ pub struct Recorder {
 }
 
 impl Persist for Recorder {
-    fn write(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>> {
+    fn write(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), PersistError>> {
         let journaled = self.pending.record(&records, crate::clock::unix_ms());
         Box::pin(async move {
             // The journal first: it is what survives a crash in an outage.
@@ -294,7 +294,7 @@ impl Persist for Recorder {
             j.and(inner)
         })
     }
-    fn snapshot(&self, records: Vec<HostRecord>) -> BoxFuture<'_, Result<(), PersistError>> {
+    fn snapshot(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), PersistError>> {
         match &self.inner {
             Some(s) => s.snapshot(records),
             None => Box::pin(async { Ok(()) }),
@@ -374,8 +374,8 @@ mod tests {
         Addr::from_octets(o)
     }
 
-    fn blocked(key: Key, until_ms: u64) -> HostRecord {
-        let mut r = HostRecord::empty(key);
+    fn blocked(key: Key, until_ms: u64) -> Record {
+        let mut r = Record::empty(key);
         r.block_until = Some(until_ms);
         r.last_block_start = Some(until_ms.saturating_sub(1000));
         r.block_level = 1;
@@ -393,7 +393,7 @@ mod tests {
         assert!(p.is_empty());
         p.record(&[blocked(k, 5_000)], 1_000);
         // A lift writes an empty record.
-        p.record(&[HostRecord::empty(k)], 1_000);
+        p.record(&[Record::empty(k)], 1_000);
         assert!(p.is_empty());
         // Written, but replaced meanwhile: stays queued.
         p.record(&[blocked(k, 5_000)], 1_000);
@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn pairs_are_queued_with_their_username_only_while_named() {
         let p = Pending::default();
-        let mut lock = HostRecord::empty(Key::login_user(42, addr(1)));
+        let mut lock = Record::empty(Key::login_user(42, addr(1)));
         lock.lock_until = Some(9_000);
         p.record(std::slice::from_ref(&lock), 1_000);
         assert!(p.is_empty(), "no name: not queued");
@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn the_queue_is_bounded() {
         let p = Pending::default();
-        let records: Vec<HostRecord> = (0..=u32::try_from(PENDING_CAP).unwrap())
+        let records: Vec<Record> = (0..=u32::try_from(PENDING_CAP).unwrap())
             .map(|i| blocked(Key::request(addr(i)), 5_000))
             .collect();
         p.record(&records, 1_000);

@@ -15,7 +15,7 @@ use std::path::Path;
 use rusqlite::{params, Connection};
 
 use super::{corrupt, ms, sql, times, StoreError};
-pub use crate::persist::{Imposed, JournalChange, JournalKey, JournalRow};
+use crate::persist::{Imposed, JournalChange, JournalKey, JournalRow};
 
 /// Schema version 3's new table (also the migration from 1 and 2).
 pub(super) const CREATE_JOURNAL: &str = "CREATE TABLE journal (

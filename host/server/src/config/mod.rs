@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
-use portcullis_core::{Cidr, Config, ConfigError};
+use portcullis::{Cidr, Config, ConfigError};
 
-use portcullis::client_ip::ForwardingHeader;
+use portcullis::ForwardingHeader;
 use toml::{Table, Value};
 
 /// Where state lives.
@@ -591,7 +591,7 @@ fn rules(
                 .map_err(|_| bad(format!("lists.{k}"), format!("more than {cap} entries")))?;
         }
     }
-    c.validate(portcullis::limiter::W).map_err(|e| {
+    c.validate(portcullis::LOG_CAPACITY).map_err(|e| {
         let (k, r) = core_key(&e);
         bad(k, r)
     })?;

@@ -5,7 +5,7 @@
 //! policy is chosen.
 
 use http::Method;
-use portcullis_core::Config;
+use portcullis::Config;
 use serde::Deserialize;
 
 use super::{raw, BadConfig};
@@ -128,7 +128,7 @@ pub(crate) fn check(raws: Vec<RawPolicy>, base: &Config) -> Result<Vec<PolicyCon
         }
         let mut rules = base.clone();
         super::apply_requests(&r.requests, &mut rules);
-        rules.validate(portcullis::limiter::W).map_err(|e| {
+        rules.validate(portcullis::LOG_CAPACITY).map_err(|e| {
             let (k, reason) = super::core_key(&e);
             bad(format!("policies[{i}].{k}"), reason)
         })?;

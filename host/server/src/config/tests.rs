@@ -3,7 +3,7 @@
 mod general {
     use crate::config::*;
     use portcullis::Duration;
-    use portcullis_core::Growth;
+    use portcullis::Growth;
 
     pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, BadConfig> {
         ServerConfig::from_str_env(
@@ -310,22 +310,22 @@ mod general {
 
     #[test]
     fn the_largest_table_fits_the_limiter() {
-        let opts = portcullis::limiter::LimiterOptions {
+        let opts = portcullis::LimiterOptions {
             max_entries: MAX_TABLE_ENTRIES as usize,
             ..Default::default()
         };
-        let l = portcullis::limiter::Limiter::new(Config::default(), opts).unwrap();
+        let l = portcullis::Limiter::new(Config::default(), opts).unwrap();
         assert!(
             l.capacity() >= MAX_TABLE_ENTRIES as usize,
             "{}",
             l.capacity()
         );
-        let opts = portcullis::limiter::LimiterOptions {
+        let opts = portcullis::LimiterOptions {
             max_entries: MAX_ADMIN_ENTRIES as usize,
             shards: crate::config::ADMIN_SHARDS,
             seed: None,
         };
-        let l = portcullis::limiter::Limiter::new(Config::default(), opts).unwrap();
+        let l = portcullis::Limiter::new(Config::default(), opts).unwrap();
         assert!(
             l.capacity() >= MAX_ADMIN_ENTRIES as usize,
             "{}",

@@ -1,6 +1,6 @@
 //! What the kernel should hold: [`Element`]s (a set and an address or
 //! prefix) with the Unix millisecond their hold ends (`None`: until
-//! lifted), computed from the store's holds ([`BanInfo`]) and manual
+//! lifted), computed from the store's holds ([`Hold`]) and manual
 //! decisions ([`ManualBan`]), and the difference between two such states.
 //!
 //! Four sets, so no set ever holds overlapping intervals (nft refuses an
@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use portcullis::limiter::BanInfo;
-use portcullis::manual::ManualBan;
-use portcullis_core::{Cidr, Reason};
+use portcullis::Hold;
+use portcullis::ManualBan;
+use portcullis::{Cidr, Reason};
 
 /// Which of portcullis's four sets an element belongs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,14 +129,14 @@ pub fn mirrored(reason: Reason, locks: bool) -> bool {
 }
 
 /// The rules' holds as elements, at `now_ms`.
-pub fn holds(bans: &[BanInfo], now_ms: u64, v6_prefix: u8, locks: bool) -> State {
+pub fn holds(bans: &[Hold], now_ms: u64, v6_prefix: u8, locks: bool) -> State {
     let mut out = State::new();
     for b in bans.iter().filter(|b| mirrored(b.reason, locks)) {
         let until = b
             .left
             .map(|l| now_ms.saturating_add(l.as_millis()))
             .filter(|_| b.reason != Reason::Banned);
-        let e = Element::hold(b.ip, v6_prefix);
+        let e = Element::hold(b.addr.ip(), v6_prefix);
         let merged = match out.get(&e) {
             Some(old) => longer(*old, until),
             None => until,
@@ -259,9 +259,9 @@ pub fn diff(have: &State, want: &State, now_ms: u64) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis::manual::parse_range;
+    use portcullis::parse_range;
     use portcullis::Duration;
-    use portcullis_core::KeyKind;
+    use portcullis::KeyKind;
 
     fn ban(range: &str, until_ms: Option<u64>) -> ManualBan {
         ManualBan {
@@ -274,8 +274,8 @@ mod tests {
 
     #[test]
     fn holds_keep_the_ipv6_prefix_and_the_longer_end() {
-        let info = |ip: &str, reason, left: Option<u64>| BanInfo {
-            ip: ip.parse().unwrap(),
+        let info = |ip: &str, reason, left: Option<u64>| Hold {
+            addr: portcullis::Addr::from_ip(ip.parse().unwrap(), 128),
             kind: KeyKind::Request,
             reason,
             left: left.map(Duration::from_secs),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use portcullis::clock::read;
-use portcullis::engine::Engine;
+use portcullis::Engine;
 
 use super::desired::{self, diff, Element, State, Until};
 use super::fleet::FleetLink;

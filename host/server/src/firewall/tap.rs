@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use portcullis::clock::read;
-use portcullis::engine::{Engine, Status};
-use portcullis::guard::{HostPenalty, LoginAttempt, Ticket};
-use portcullis::limiter::BanInfo;
-use portcullis::manual::{ManualBan, ManualError};
 use portcullis::Duration;
+use portcullis::Hold;
+use portcullis::{Attempt, AttemptId, Penalty, SlotGuard};
 use portcullis::{BoxFuture, Guard};
-use portcullis_core::{Cidr, Decision, Reason};
+use portcullis::{Cidr, Decision, Reason};
+use portcullis::{Engine, Status};
+use portcullis::{ManualBan, ManualError};
 use tokio::sync::Notify;
 
 use super::desired::{longer, mirrored, Element, Until};
@@ -256,7 +256,7 @@ impl Engine for Mirrored {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
+    ) -> BoxFuture<'a, Result<Attempt<AttemptId, SlotGuard>, Decision>> {
         Box::pin(async move {
             let r = self.inner.begin_login(user, ip).await;
             if let Err(d) = &r {
@@ -269,18 +269,18 @@ impl Engine for Mirrored {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-        ticket: Ticket,
+        id: AttemptId,
         ok: bool,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let locked = self.inner.finish_login(user, ip, ticket, ok).await;
+            let locked = self.inner.finish_login(user, ip, id, ok).await;
             if locked && self.tap.locks() {
                 self.probe_lock(ip);
             }
             locked
         })
     }
-    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
+    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Penalty<SlotGuard>> {
         Box::pin(async move {
             let p = self.inner.login_failed(user, ip).await;
             if p.locked && self.tap.locks() {
@@ -300,7 +300,7 @@ impl Engine for Mirrored {
             n
         })
     }
-    fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
+    fn bans(&self) -> BoxFuture<'_, Vec<Hold>> {
         self.inner.bans()
     }
     fn ban_range(&self, ban: ManualBan) -> BoxFuture<'_, Result<Option<ManualBan>, ManualError>> {
@@ -320,16 +320,13 @@ impl Engine for Mirrored {
     fn manual_bans(&self) -> BoxFuture<'_, Vec<ManualBan>> {
         self.inner.manual_bans()
     }
-    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<Penalty<SlotGuard>>> {
         self.inner.hidden_lock_penalty(ip)
     }
     fn status(&self) -> BoxFuture<'_, Status> {
         self.inner.status()
     }
-    fn set_rules(
-        &self,
-        config: portcullis_core::Config,
-    ) -> Result<(), portcullis_core::ConfigError> {
+    fn set_rules(&self, config: portcullis::Config) -> Result<(), portcullis::ConfigError> {
         self.inner.set_rules(config)?;
         self.tap.rebuild();
         Ok(())

@@ -11,7 +11,7 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use portcullis::engine::Engine;
+use portcullis::Engine;
 
 use super::matcher::{classify, Event, Skip};
 use crate::config::jails::JailConfig;
@@ -149,10 +149,7 @@ impl Feeder {
             }
         };
         // The attempt already happened: no penalty to serve, its slot goes.
-        let locked = self
-            .engine
-            .finish_login(user, ip, attempt.ticket, false)
-            .await;
+        let locked = self.engine.finish_login(user, ip, attempt.id, false).await;
         drop(attempt.penalty);
         if locked {
             let until = portcullis::clock::unix_ms().saturating_add(self.lock_for_ms);

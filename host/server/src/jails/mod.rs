@@ -23,8 +23,8 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis::engine::Engine;
 use portcullis::sqlite::{JailPosition, SqliteStore};
+use portcullis::Engine;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -164,7 +164,7 @@ async fn future_duplicate_and_addressless_lines_are_skipped() {
     assert_eq!(f.line(bare, None, now).await, Outcome::Failure);
     assert_eq!(f.line(bare, None, now).await, Outcome::Refused);
     let ip = "10.0.0.9".parse().unwrap();
-    assert!(guard.bans().iter().any(|b| b.ip == ip));
+    assert!(guard.bans().iter().any(|b| b.addr.ip() == ip));
     assert_eq!(super::origins::of(ip).as_deref(), Some("ssh"));
     // Nothing was counted for the skipped lines' addresses.
     for s in ["10.0.0.2"] {

@@ -41,16 +41,17 @@ use portcullis_core::Duration;
 use portcullis_core::{Addr, Decision, Key, Reason, Seed, UserHasher};
 
 use crate::clock::read;
+use crate::engine::{AttemptId, SlotGuard};
 use crate::engine::{Engine, FleetStatus, Status};
 use crate::fleet::denials::{self, DenialCache};
 use crate::fleet::journal::{self, Restored};
 use crate::fleet::reconcile::{self, Pending, Recorder};
 use crate::fleet::{Endpoint, FleetError, RedisLimiter};
-use crate::guard::{Guard, HostPenalty, LoginAttempt, SlotGuard, Ticket};
-use crate::limiter::BanInfo;
+use crate::guard::Guard;
 use crate::manual::{ManualBan, ManualError};
 use crate::username::fold;
 use portcullis_core::Cidr;
+use portcullis_core::{Attempt, Hold, Penalty};
 
 /// Key namespace of the bundled server's fleet.
 pub const NAMESPACE: &str = "portcullis";
@@ -112,14 +113,12 @@ impl FleetOptions {
 }
 
 /// The seed shared by the fleet, created by the first server.
-async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, String> {
-    let mut con = crate::fleet::open(endpoint, timeout.max(StdDuration::from_millis(500)))
-        .await
-        .map_err(|e| e.to_string())?;
+async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, FleetError> {
+    let bound = timeout.max(StdDuration::from_millis(500));
+    let mut con = crate::fleet::open(endpoint, bound).await?;
+    let mut fresh = [0u8; 16];
+    getrandom::getrandom(&mut fresh).map_err(FleetError::Rng)?;
     let work = async {
-        let mut fresh = [0u8; 16];
-        getrandom::getrandom(&mut fresh)
-            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
         let key = format!("{NAMESPACE}:seed");
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
@@ -130,17 +129,16 @@ async fn fleet_seed(endpoint: &Endpoint, timeout: StdDuration) -> Result<Seed, S
         let got: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
         Ok::<_, redis::RedisError>(got)
     };
-    let bytes = tokio::time::timeout(timeout.max(StdDuration::from_millis(500)), work)
+    let bytes = tokio::time::timeout(bound, work)
         .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| FleetError::Timeout(bound))??;
     let arr: [u8; 16] = bytes
         .try_into()
-        .map_err(|_| format!("{NAMESPACE}:seed is not 16 bytes"))?;
+        .map_err(|_| FleetError::Unexpected(format!("{NAMESPACE}:seed is not 16 bytes")))?;
     Ok(Seed::new(arr))
 }
 
-async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
+async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, FleetError> {
     let endpoint = cfg.endpoint();
     let seed = fleet_seed(&endpoint, cfg.redis_timeout).await?;
     RedisLimiter::connect_to(
@@ -151,12 +149,11 @@ async fn try_connect(cfg: &FleetOptions) -> Result<RedisLimiter, String> {
         cfg.redis_timeout,
     )
     .await
-    .map_err(|e| e.to_string())
 }
 
 /// Connect per `cfg` (or start degraded and keep trying), falling back to
 /// `local`; the reconciliation queue is kept in memory only.
-pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, String> {
+pub async fn connect(cfg: &FleetOptions, local: Guard) -> Result<Arc<dyn Engine>, FleetError> {
     Ok(connect_fleet(cfg, local).await?)
 }
 
@@ -166,13 +163,16 @@ pub async fn connect_with_journal(
     cfg: &FleetOptions,
     local: Guard,
     restored: Restored,
-) -> Result<Arc<dyn Engine>, String> {
+) -> Result<Arc<dyn Engine>, FleetError> {
     Ok(connect_fleet_journaled(cfg, local, Some(restored)).await?)
 }
 
 /// [`connect`], as the fleet engine itself (for its reconciliation queue
 /// and denial cache figures).
-pub async fn connect_fleet(cfg: &FleetOptions, local: Guard) -> Result<Arc<FleetEngine>, String> {
+pub async fn connect_fleet(
+    cfg: &FleetOptions,
+    local: Guard,
+) -> Result<Arc<FleetEngine>, FleetError> {
     connect_fleet_journaled(cfg, local, None).await
 }
 
@@ -182,7 +182,7 @@ pub async fn connect_fleet_journaled(
     cfg: &FleetOptions,
     local: Guard,
     restored: Option<Restored>,
-) -> Result<Arc<FleetEngine>, String> {
+) -> Result<Arc<FleetEngine>, FleetError> {
     let (pending, rows) = match restored {
         Some(r) => (Arc::new(Pending::with_journal(r.journal)), r.rows),
         None => (Arc::new(Pending::default()), Vec::new()),
@@ -383,6 +383,18 @@ impl FleetEngine {
 
     /// A Redis slot as an RAII guard: dropping it releases the slot in Redis
     /// (in a task, so a drop outside async code still does it).
+    /// A Redis penalty with its slot in a [`SlotGuard`] that releases it
+    /// there.
+    fn host_penalty(&self, p: Penalty<crate::fleet::FleetSlot>) -> Penalty<SlotGuard> {
+        Penalty {
+            delay: p.delay,
+            slot: self.slot_guard(p.slot),
+            refused: p.refused,
+            throttled: p.throttled,
+            locked: p.locked,
+        }
+    }
+
     fn slot_guard(&self, slot: Option<crate::fleet::FleetSlot>) -> Option<SlotGuard> {
         let (s, r) = (slot?, self.redis()?);
         Some(SlotGuard::from_fn(move || {
@@ -498,7 +510,7 @@ impl Engine for FleetEngine {
         })
     }
 
-    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, HostPenalty> {
+    fn login_failed<'a>(&'a self, user: &'a str, ip: IpAddr) -> BoxFuture<'a, Penalty<SlotGuard>> {
         Box::pin(async move {
             // One account for every spelling (`crate::username`).
             let folded = fold(user);
@@ -512,14 +524,7 @@ impl Engine for FleetEngine {
                 if p.locked {
                     self.remember_locks(user, ip, now).await;
                 }
-                let slot = self.slot_guard(p.slot);
-                return HostPenalty {
-                    delay: p.delay,
-                    slot,
-                    refused: p.refused,
-                    throttled: p.throttled,
-                    locked: p.locked,
-                };
+                return self.host_penalty(p);
             }
             // Fallback (or fail-closed: the attempt was refused before the
             // password was checked, so this is not reached for it).
@@ -533,7 +538,7 @@ impl Engine for FleetEngine {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-    ) -> BoxFuture<'a, Result<LoginAttempt, Decision>> {
+    ) -> BoxFuture<'a, Result<Attempt<AttemptId, SlotGuard>, Decision>> {
         Box::pin(async move {
             // One account for every spelling (`crate::username`).
             let folded = fold(user);
@@ -555,20 +560,13 @@ impl Engine for FleetEngine {
                 .await
             {
                 return match r {
-                    Ok(a) => {
-                        let p = a.penalty;
-                        let slot = self.slot_guard(p.slot);
-                        Ok(LoginAttempt {
-                            penalty: HostPenalty {
-                                delay: p.delay,
-                                slot,
-                                refused: p.refused,
-                                throttled: p.throttled,
-                                locked: false,
-                            },
-                            ticket: Ticket::Fleet(a.id),
-                        })
-                    }
+                    Ok(a) => Ok(Attempt {
+                        id: a.id,
+                        penalty: Penalty {
+                            locked: false,
+                            ..self.host_penalty(a.penalty)
+                        },
+                    }),
                     Err(d) => {
                         self.remember_login(user, ip, &d, now, epoch).await;
                         self.local.metrics().count_from(ip, &d);
@@ -589,7 +587,7 @@ impl Engine for FleetEngine {
         &'a self,
         user: &'a str,
         ip: IpAddr,
-        ticket: Ticket,
+        id: AttemptId,
         ok: bool,
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
@@ -597,11 +595,11 @@ impl Engine for FleetEngine {
             let folded = fold(user);
             let user: &str = &folded;
             let now = read();
-            let Ticket::Fleet(id) = ticket else {
+            if id.is_local() {
                 // Reserved by the local fallback: settled there.
                 let _named = self.pending.naming(self.local_users.hash(user), user);
-                return self.local.finish_login_at(user, ip, ticket, ok, now).await;
-            };
+                return self.local.finish_login_at(user, ip, id, ok, now).await;
+            }
             if ok {
                 self.local.metrics().login_success();
             } else {
@@ -720,11 +718,11 @@ impl Engine for FleetEngine {
     /// The delay from the shared rules, in a slot of this server's table
     /// (a fleet's failures hold their slots in Redis: a hidden lock's
     /// slot is per server).
-    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<HostPenalty>> {
+    fn hidden_lock_penalty(&self, ip: IpAddr) -> BoxFuture<'_, Option<Penalty<SlotGuard>>> {
         Box::pin(async move { Some(self.local.hidden_lock_penalty(ip)) })
     }
 
-    fn bans(&self) -> BoxFuture<'_, Vec<BanInfo>> {
+    fn bans(&self) -> BoxFuture<'_, Vec<Hold>> {
         Box::pin(async move {
             let now = read();
             match self
@@ -732,12 +730,12 @@ impl Engine for FleetEngine {
                 .await
             {
                 Some(rows) => {
-                    let mut out: Vec<BanInfo> = rows.into_iter().map(BanInfo::from).collect();
+                    let mut out = rows;
                     // A cluster master down: its addresses' holds are the
                     // ones this server's fallback imposed.
                     if let Some(r) = self.cluster.get().filter(|r| r.any_node_down()) {
                         let local = self.local.limiter().bans_at(now);
-                        out.extend(local.into_iter().filter(|b| r.on_down_node(b.ip)));
+                        out.extend(local.into_iter().filter(|b| r.on_down_node(b.addr.ip())));
                     }
                     out
                 }
