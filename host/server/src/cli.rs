@@ -169,7 +169,7 @@ fn db_ban(path: &Path, args: &BanArgs) -> Result<Value, CliError> {
         reason: args.reason.clone(),
     };
     let now = now_ms();
-    let ban = crate::manual_api::decide(&req, now).map_err(CliError::Usage)?;
+    let ban = crate::manual_api::decide(&req, now).map_err(|e| CliError::Usage(e.to_string()))?;
     let lock = lock(path)?;
     sqlite::apply_manual(&lock, &portcullis::ManualChange::Put(ban.clone()))?;
     Ok(json!({

@@ -65,16 +65,30 @@ pub fn rows(bans: &[ManualBan], now_ms: u64) -> Vec<Value> {
         .collect()
 }
 
+/// Why a ban request makes no decision.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecideError {
+    /// `ip` is not an address or a CIDR range.
+    #[error("{0}")]
+    Range(#[source] portcullis::RangeParseError),
+    /// `for` is not a duration.
+    #[error("for: {0}")]
+    For(#[source] crate::config::DurationError),
+    /// `for` is zero: the ban would have ended already.
+    #[error("for: {}", ManualError::Expired)]
+    Expired,
+}
+
 /// Parse a ban request into the decision it makes at `now_ms`.
-pub fn decide(req: &BanRequest, now_ms: u64) -> Result<ManualBan, String> {
-    let range = parse_range(&req.ip).map_err(|e| e.to_string())?;
+pub fn decide(req: &BanRequest, now_ms: u64) -> Result<ManualBan, DecideError> {
+    let range = parse_range(&req.ip).map_err(DecideError::Range)?;
     let until_ms = match req.for_.as_deref() {
         None => None,
         Some(s) => {
-            let d: StdDuration =
-                crate::config::parse_duration(s).map_err(|e| format!("for: {e}"))?;
+            let d: StdDuration = crate::config::parse_duration(s).map_err(DecideError::For)?;
             if d.is_zero() {
-                return Err(format!("for: {}", ManualError::Expired));
+                return Err(DecideError::Expired);
             }
             let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             Some(now_ms.saturating_add(ms))
@@ -102,7 +116,7 @@ pub async fn post(engine: &dyn Engine, body: &[u8]) -> Response {
     let now_ms = portcullis::clock::unix_ms();
     let ban = match decide(&req, now_ms) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     match engine.ban_range(ban.clone()).await {
         Ok(old) => (
@@ -153,6 +167,7 @@ mod tests {
         assert!(decide(&req("203.0.113.9", Some("0s")), 0).is_err());
         assert!(decide(&req("203.0.113.9", Some("soon")), 0)
             .unwrap_err()
+            .to_string()
             .starts_with("for: "));
     }
 }

@@ -94,21 +94,33 @@ impl Drop for Held {
     }
 }
 
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    /// The system gave no randomness for the salt.
+    #[error("no randomness for the salt: {0}")]
+    Rng(#[source] getrandom::Error),
+    /// argon2 refused the salt, the parameters or the input.
+    #[error("argon2: {0}")]
+    Argon2(argon2::password_hash::Error),
+}
+
 /// An argon2id PHC string for `password` with the OWASP-recommended
 /// default parameters (m = 19 MiB, t = 2, p = 1).
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, HashError> {
     hash_password_with(password, &Params::default())
 }
 
 /// An argon2id PHC string for `password` with `params`.
-pub fn hash_password_with(password: &str, params: &Params) -> Result<String, String> {
+pub fn hash_password_with(password: &str, params: &Params) -> Result<String, HashError> {
     let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).map_err(|e| e.to_string())?;
-    let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
+    getrandom::getrandom(&mut bytes).map_err(HashError::Rng)?;
+    let salt = SaltString::encode_b64(&bytes).map_err(HashError::Argon2)?;
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(HashError::Argon2)
 }
 
 thread_local! {

@@ -53,8 +53,34 @@ fn tag(t: &str) -> Option<(&'static str, u32, u32)> {
     })
 }
 
+/// Why a jail pattern is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PatternError {
+    /// A failure or success pattern captures no address.
+    #[error("has no <HOST> (or <ADDR>, <IP4>, <IP6>)")]
+    NoHost,
+    /// More than one address tag.
+    #[error("has more than one address tag")]
+    TwoHosts,
+    /// More than one `<F-USER>`.
+    #[error("has more than one <F-USER>")]
+    TwoUsers,
+    /// The expanded pattern is not a valid regular expression.
+    #[error("{pattern:?} is not a valid pattern: {first}")]
+    Regex {
+        /// The pattern as written.
+        pattern: String,
+        /// The last line of the regex crate's message.
+        first: String,
+        /// The regex crate's error.
+        #[source]
+        source: regex::Error,
+    },
+}
+
 /// `pattern` with its tags replaced by groups; `Err` says what is wrong.
-fn expand(pattern: &str, need_host: bool) -> Result<String, String> {
+fn expand(pattern: &str, need_host: bool) -> Result<String, PatternError> {
     let mut out = String::with_capacity(pattern.len() + 64);
     let mut hosts = 0;
     let mut users = 0;
@@ -75,29 +101,33 @@ fn expand(pattern: &str, need_host: bool) -> Result<String, String> {
     }
     out.push_str(rest);
     match (hosts, users) {
-        (0, _) if need_host => Err("has no <HOST> (or <ADDR>, <IP4>, <IP6>)".into()),
-        (h, _) if h > 1 => Err("has more than one address tag".into()),
-        (_, u) if u > 1 => Err("has more than one <F-USER>".into()),
+        (0, _) if need_host => Err(PatternError::NoHost),
+        (h, _) if h > 1 => Err(PatternError::TwoHosts),
+        (_, u) if u > 1 => Err(PatternError::TwoUsers),
         _ => Ok(out),
     }
 }
 
 /// Compile one failure or success pattern (it must capture an address).
-pub fn compile(pattern: &str) -> Result<Pattern, String> {
+pub fn compile(pattern: &str) -> Result<Pattern, PatternError> {
     compile_as(pattern, true)
 }
 
 /// Compile one ignore pattern (an address tag is optional).
-pub fn compile_ignore(pattern: &str) -> Result<Pattern, String> {
+pub fn compile_ignore(pattern: &str) -> Result<Pattern, PatternError> {
     compile_as(pattern, false)
 }
 
-fn compile_as(pattern: &str, need_host: bool) -> Result<Pattern, String> {
+fn compile_as(pattern: &str, need_host: bool) -> Result<Pattern, PatternError> {
     let expanded = expand(pattern, need_host)?;
-    let regex = Regex::new(&expanded).map_err(|e| {
-        let first = e.to_string();
+    let regex = Regex::new(&expanded).map_err(|source| {
+        let first = source.to_string();
         let first = first.lines().last().unwrap_or("").trim().to_string();
-        format!("{pattern:?} is not a valid pattern: {first}")
+        PatternError::Regex {
+            pattern: pattern.to_string(),
+            first,
+            source,
+        }
     })?;
     Ok(Pattern {
         source: pattern.to_string(),
@@ -187,12 +217,17 @@ mod tests {
 
     #[test]
     fn tags_are_checked() {
-        assert!(compile("no address here").unwrap_err().contains("<HOST>"));
+        assert!(compile("no address here")
+            .unwrap_err()
+            .to_string()
+            .contains("<HOST>"));
         assert!(compile("<HOST> and <IP4>")
             .unwrap_err()
+            .to_string()
             .contains("more than one"));
         assert!(compile("from <HOST> (")
             .unwrap_err()
+            .to_string()
             .contains("not a valid"));
         let p = compile(r"<F-X>x</F-X> <F-USER>\w+</F-USER> at <IP6>$").unwrap();
         assert_eq!(

@@ -88,10 +88,10 @@ fn patterns(
     };
     let mut out = Vec::new();
     for s in shipped {
-        out.push(compile(s).map_err(|e| bad(at("filter"), e))?);
+        out.push(compile(s).map_err(|e| bad(at("filter"), e.to_string()))?);
     }
     for (j, s) in written.iter().enumerate() {
-        out.push(compile(s).map_err(|e| bad(format!("{}[{j}]", at(key)), e))?);
+        out.push(compile(s).map_err(|e| bad(format!("{}[{j}]", at(key)), e.to_string()))?);
     }
     Ok(out)
 }

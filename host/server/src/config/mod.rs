@@ -221,9 +221,22 @@ fn bad(key: impl Into<String>, reason: impl Into<String>) -> BadConfig {
 
 /// A duration in humantime's format: `"60s"`, `"15m"`, `"24h"`, `"1h30m"`,
 /// `"250ms"`, `"2d"`, also `"1h 30m"` or `"2days"`. A unit is required.
-pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration like \"60s\", \"15m\", \"24h\" ({e})"))
+pub fn parse_duration(s: &str) -> Result<StdDuration, DurationError> {
+    humantime::parse_duration(s.trim()).map_err(|source| DurationError {
+        text: s.to_string(),
+        source,
+    })
+}
+
+/// A value that is not a duration in humantime's format.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{text:?} is not a duration like \"60s\", \"15m\", \"24h\" ({source})")]
+pub struct DurationError {
+    /// The value as written.
+    pub text: String,
+    /// humantime's reason.
+    #[source]
+    pub source: humantime::DurationError,
 }
 
 pub mod filter;

@@ -27,6 +27,24 @@ use super::desired::{Element, SetKind, Until};
 use super::tap::Tap;
 
 /// This server's line to the fleet's channel.
+/// Why the fleet link could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The Redis address is not one.
+    #[error("{url:?}: {source}")]
+    Url {
+        /// The address as configured.
+        url: String,
+        /// The redis crate's reason.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The system gave no randomness for the server's id.
+    #[error("no randomness for the link's id: {0}")]
+    Rng(#[source] getrandom::Error),
+}
+
 pub struct FleetLink {
     client: redis::Client,
     channel: String,
@@ -37,10 +55,13 @@ pub struct FleetLink {
 impl FleetLink {
     /// A link through the Redis at `url` (one node of a cluster will do:
     /// pub/sub reaches every node), on `<namespace>:firewall`.
-    pub fn new(url: &str, namespace: &str) -> Result<Arc<FleetLink>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("{url:?}: {e}"))?;
+    pub fn new(url: &str, namespace: &str) -> Result<Arc<FleetLink>, LinkError> {
+        let client = redis::Client::open(url).map_err(|source| LinkError::Url {
+            url: url.to_string(),
+            source,
+        })?;
         let mut raw = [0u8; 8];
-        getrandom::getrandom(&mut raw).map_err(|e| e.to_string())?;
+        getrandom::getrandom(&mut raw).map_err(LinkError::Rng)?;
         Ok(Arc::new(FleetLink {
             client,
             channel: format!("{namespace}:firewall"),

@@ -97,8 +97,8 @@ pub async fn start(
     let link = match cfg.store {
         StoreKind::Redis => {
             let url = cfg.redis_cluster.first().unwrap_or(&cfg.redis_url);
-            let link =
-                fleet::FleetLink::new(url, portcullis::fleet::NAMESPACE).map_err(FirewallError)?;
+            let link = fleet::FleetLink::new(url, portcullis::fleet::NAMESPACE)
+                .map_err(|e| FirewallError(e.to_string()))?;
             tokio::spawn(link.clone().listen(tap.clone()));
             Some(link)
         }
