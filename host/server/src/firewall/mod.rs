@@ -41,10 +41,21 @@ pub const ERRORS: &str = "portcullis_firewall_errors_total";
 /// Elements in the sets, as far as portcullis knows.
 pub const ELEMENTS: &str = "portcullis_firewall_elements";
 
-/// Why the firewall could not start.
+/// Why the firewall could not start (each names the setting).
 #[derive(Debug, thiserror::Error)]
-#[error("firewall.kind = \"nftables\": {0}")]
-pub struct FirewallError(pub String);
+#[non_exhaustive]
+pub enum FirewallError {
+    /// Creating portcullis's table, chain and sets failed (no `nft`, no
+    /// `CAP_NET_ADMIN`, ...).
+    #[error("firewall.kind = \"nftables\": {0}")]
+    Setup(#[source] nft::NftError),
+    /// The fleet's pub/sub link could not be made.
+    #[error("firewall.kind = \"nftables\": {0}")]
+    Link(#[source] fleet::LinkError),
+    /// The first rebuild of the sets from the store failed.
+    #[error("firewall.kind = \"nftables\": rebuilding the sets: {0}")]
+    Rebuild(#[source] nft::NftError),
+}
 
 /// A running mirror: the wrapped engine to serve with, and its tap (a
 /// reload asks it for a rebuild).
@@ -89,16 +100,14 @@ pub async fn start(
     }
     describe();
     let nft = nft::Nft::new(fw);
-    nft.setup()
-        .await
-        .map_err(|e| FirewallError(e.to_string()))?;
+    nft.setup().await.map_err(FirewallError::Setup)?;
     let tap = Arc::new(tap::Tap::new(fw.locks, cfg.rules.ipv6_prefix));
     tap.set_shadow(cfg.shadow);
     let link = match cfg.store {
         StoreKind::Redis => {
             let url = cfg.redis_cluster.first().unwrap_or(&cfg.redis_url);
             let link = fleet::FleetLink::new(url, portcullis::fleet::NAMESPACE)
-                .map_err(|e| FirewallError(e.to_string()))?;
+                .map_err(FirewallError::Link)?;
             tokio::spawn(link.clone().listen(tap.clone()));
             Some(link)
         }
@@ -111,9 +120,7 @@ pub async fn start(
         fw.reconcile_interval,
         link,
     );
-    task.full()
-        .await
-        .map_err(|e| FirewallError(format!("rebuilding the sets: {e}")))?;
+    task.full().await.map_err(FirewallError::Rebuild)?;
     tokio::spawn(task.run());
     tracing::info!(table = %fw.table, "firewall: holds mirrored into nftables (inet {})", fw.table);
     Ok(Some(Running {
