@@ -12,7 +12,11 @@
 //! A pattern is searched anywhere in the line; end it with `$` when text an
 //! attacker chooses (a username) comes before the address, so that a name
 //! like `x from 1.2.3.4` cannot pose as the address (the shipped filters
-//! all do).
+//! all do), and keep what may follow the address strict: a free-text tail
+//! such as `(?::.*)?` lets a username ending in `from 1.2.3.4:` frame that
+//! address. The shipped sshd patterns accept only sshd's own key type and
+//! fingerprint after the address (a certificate's line, with its
+//! client-chosen key ID, is not counted).
 
 use regex::Regex;
 
@@ -150,7 +154,7 @@ pub struct Preset {
 /// keyboard-interactive) attempt, whatever the log (`sshd -E` file,
 /// syslog's `auth.log`, the journal's messages).
 const SSHD_FAILURE: &[&str] = &[
-    r"Failed (?:password|publickey|keyboard-interactive/pam|none|hostbased|gssapi-with-mic) for (?:invalid user )?<F-USER>.*?</F-USER> from <HOST>(?: port \d+)?(?: ssh\d*)?(?::.*)?\s*$",
+    r"Failed (?:password|publickey|keyboard-interactive/pam|none|hostbased|gssapi-with-mic) for (?:invalid user )?<F-USER>.*?</F-USER> from <HOST>(?: port \d+)?(?: ssh\d*)?(?:: [A-Za-z0-9-]+ SHA256:[A-Za-z0-9+/=]+)?\s*$",
 ];
 
 /// The lines `sshd-aggressive` adds: every other line of a refused client
@@ -158,7 +162,7 @@ const SSHD_FAILURE: &[&str] = &[
 /// authenticating, too many attempts). One attempt can write two or three
 /// of them: each counts.
 const SSHD_AGGRESSIVE: &[&str] = &[
-    r"Failed (?:password|publickey|keyboard-interactive/pam|none|hostbased|gssapi-with-mic) for (?:invalid user )?<F-USER>.*?</F-USER> from <HOST>(?: port \d+)?(?: ssh\d*)?(?::.*)?\s*$",
+    r"Failed (?:password|publickey|keyboard-interactive/pam|none|hostbased|gssapi-with-mic) for (?:invalid user )?<F-USER>.*?</F-USER> from <HOST>(?: port \d+)?(?: ssh\d*)?(?:: [A-Za-z0-9-]+ SHA256:[A-Za-z0-9+/=]+)?\s*$",
     r"[iI](?:llegal|nvalid) user <F-USER>.*?</F-USER> from <HOST>(?: port \d+)?\s*$",
     r"User <F-USER>\S+|.*?</F-USER> from <HOST> not allowed because .+$",
     r"(?:error: )?PAM: [aA]uthentication (?:failure|error|failed) for (?:illegal user )?<F-USER>.*?</F-USER> from <HOST>(?: via \S+)?\s*$",
@@ -170,7 +174,7 @@ const SSHD_AGGRESSIVE: &[&str] = &[
 
 /// A successful login of `sshd`.
 const SSHD_SUCCESS: &[&str] = &[
-    r"Accepted (?:password|publickey|keyboard-interactive/pam|hostbased|gssapi-with-mic) for <F-USER>.*?</F-USER> from <HOST>(?: port \d+)?(?: ssh\d*)?(?::.*)?\s*$",
+    r"Accepted (?:password|publickey|keyboard-interactive/pam|hostbased|gssapi-with-mic) for <F-USER>.*?</F-USER> from <HOST>(?: port \d+)?(?: ssh\d*)?(?:: [A-Za-z0-9-]+ SHA256:[A-Za-z0-9+/=]+)?\s*$",
 ];
 
 /// The shipped filters by name.
@@ -250,6 +254,24 @@ mod tests {
                 "Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 10.0.0.8 port 5 ssh2",
                 "10.0.0.8",
                 "x from 6.6.6.6 port 1 ssh2",
+            ),
+            // A username ending in a colon must not frame 1.2.3.4 by
+            // hiding the real address in a free-text tail: the tail after
+            // the address is sshd's key type and fingerprint, nothing else.
+            (
+                "Failed password for invalid user a from 1.2.3.4: from 10.0.0.9 port 5 ssh2",
+                "10.0.0.9",
+                "a from 1.2.3.4:",
+            ),
+            (
+                "Failed password for invalid user a from 1.2.3.4: X SHA256:abc from 10.0.0.9 port 5 ssh2",
+                "10.0.0.9",
+                "a from 1.2.3.4: X SHA256:abc",
+            ),
+            (
+                "Failed publickey for git from 10.0.0.10 port 6 ssh2: ED25519 SHA256:q0Zk+9b/x=",
+                "10.0.0.10",
+                "git",
             ),
         ];
         for (line, host, user) in cases {
