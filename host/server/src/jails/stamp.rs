@@ -1,12 +1,24 @@
 //! The time a log line carries at its start, as Unix milliseconds: a
-//! syslog stamp (`Dec  7 01:55:19`, no year, no zone: read as UTC, in the
-//! year that puts it nearest to now) or an RFC 3339 / ISO 8601 one
-//! (`2026-12-07T01:55:19.123+01:00`, `2026-12-07 01:55:19`; no zone: UTC).
+//! syslog stamp (`Dec  7 01:55:19`, no year, no zone, in the year that
+//! puts it nearest to now) or an RFC 3339 / ISO 8601 one
+//! (`2026-12-07T01:55:19.123+01:00`, `2026-12-07 01:55:19`).
 //! A line without one is stamped with the time it is read.
+//!
+//! A stamp without a zone is the writer's local time, whose offset the
+//! jail does not know (syslog's classic format on a host east of UTC
+//! would otherwise look hours ahead, and every line would be skipped as
+//! "from the future"). Such a stamp is read as the *earliest* instant it
+//! can mean: its wall-clock time at UTC+14, [`MAX_OFFSET_MS`] before the
+//! same digits read as UTC. The stamp only decides whether a line is from
+//! the future, so a zoneless line is refused only when no zone on Earth
+//! makes it present.
 
 use std::sync::OnceLock;
 
 use regex::Regex;
+
+/// The largest offset from UTC a zone has (UTC+14, Kiribati).
+pub const MAX_OFFSET_MS: i64 = 14 * 3_600_000;
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -81,7 +93,7 @@ fn syslog(line: &str, now_ms: u64) -> Option<u64> {
         .into_iter()
         .filter_map(at)
         .min_by_key(|t| (t - now).abs())?;
-    u64::try_from(best).ok()
+    u64::try_from(best.saturating_sub(MAX_OFFSET_MS)).ok()
 }
 
 fn iso(line: &str) -> Option<u64> {
@@ -99,7 +111,8 @@ fn iso(line: &str) -> Option<u64> {
         digits.parse::<i64>().unwrap_or(0)
     });
     let offset = match c.get(8).map(|z| z.as_str()) {
-        None | Some("Z") | Some("z") => 0,
+        None => MAX_OFFSET_MS,
+        Some("Z") | Some("z") => 0,
         Some(z) => {
             let sign = if z.starts_with('-') { -1 } else { 1 };
             let digits: String = z.chars().filter(char::is_ascii_digit).collect();
@@ -133,10 +146,18 @@ mod tests {
 
     #[test]
     fn syslog_stamps_take_the_nearest_year() {
-        assert_eq!(parse("Dec  7 01:55:19 host sshd[1]: x", NOW), Some(NOW));
-        assert_eq!(parse("Dec  7 01:56:19 host", NOW), Some(NOW + 60_000));
+        // No zone: the earliest instant the wall-clock time can mean.
+        let early = NOW - MAX_OFFSET_MS as u64;
+        assert_eq!(parse("Dec  7 01:55:19 host sshd[1]: x", NOW), Some(early));
+        assert_eq!(parse("Dec  7 01:56:19 host", NOW), Some(early + 60_000));
         let jan = parse("Jan  2 00:00:00 x", NOW).unwrap();
-        assert_eq!(jan, ms_of(2027, 1, 2, 0, 0, 0).unwrap() as u64);
+        assert_eq!(
+            jan,
+            (ms_of(2027, 1, 2, 0, 0, 0).unwrap() - MAX_OFFSET_MS) as u64
+        );
+        // A host at UTC+9 writes its local 10:55:19 at NOW: not the future.
+        let tokyo = parse("Dec  7 10:55:19 host sshd[1]: x", NOW).unwrap();
+        assert!(tokyo <= NOW);
         assert_eq!(parse("Feb 30 00:00:00", NOW).map(|_| ()), Some(()));
         assert_eq!(parse("Failed password for x", NOW), None);
     }
@@ -144,7 +165,10 @@ mod tests {
     #[test]
     fn iso_stamps_with_zones() {
         assert_eq!(parse("2026-12-07T01:55:19Z sshd", NOW), Some(NOW));
-        assert_eq!(parse("2026-12-07 01:55:19 sshd", NOW), Some(NOW));
+        assert_eq!(
+            parse("2026-12-07 01:55:19 sshd", NOW),
+            Some(NOW - MAX_OFFSET_MS as u64)
+        );
         assert_eq!(
             parse("2026-12-07T02:55:19.250+01:00 x", NOW),
             Some(NOW + 250)
