@@ -1,7 +1,10 @@
 //! A log file followed like `tail -F`: read to the end, then again as it
 //! grows; across a rotation by rename (the old file is read to its end,
-//! then the new one from its start) and a truncation in place (read again
-//! from the start). The blocking reads run on tokio's blocking pool, never
+//! then the new one from its start, and the old one is still read for
+//! lines its writer appends late, until it has been quiet for
+//! [`OLD_FILE_GRACE`] reads) and a truncation in place (read again from
+//! the start). A line longer than [`MAX_READ`] is cut there and the rest
+//! of it dropped, never read as a line of its own. The blocking reads run on tokio's blocking pool, never
 //! on a runtime thread.
 //!
 //! Where to start: at the saved position when the file there is the one
@@ -32,10 +35,28 @@ pub struct Chunk {
     pub more: bool,
 }
 
+/// Reads of a renamed-away file that found nothing new before it is let
+/// go: a writer keeps appending to the old file until it reopens its log
+/// (logrotate's HUP), and those lines still count. At the jail's 200 ms
+/// poll this is about 5 s of quiet.
+pub const OLD_FILE_GRACE: u32 = 25;
+
+/// The file `path` named before a rotation, still read for lines its
+/// writer appends late.
+struct Old {
+    file: File,
+    offset: u64,
+    quiet: u32,
+}
+
 /// A followed file.
 pub struct Tail {
     path: PathBuf,
     file: Option<File>,
+    old: Option<Old>,
+    /// The last read cut a line longer than [`MAX_READ`]: drop what follows
+    /// up to its end instead of reading it as a line of its own.
+    discard: bool,
     dev: u64,
     ino: u64,
     offset: u64,
@@ -64,6 +85,8 @@ impl Tail {
         Tail {
             path,
             file: None,
+            old: None,
+            discard: false,
             dev: 0,
             ino: 0,
             offset: 0,
@@ -122,10 +145,41 @@ impl Tail {
         Ok(true)
     }
 
-    /// Read what is new: complete lines, at most [`MAX_READ`] bytes.
+    /// Complete lines a writer appended late to the file renamed away, and
+    /// whether more may wait there; the old file is let go after
+    /// [`OLD_FILE_GRACE`] quiet reads (or an error).
+    fn drain_old(&mut self) -> (Vec<String>, bool) {
+        let Some(old) = self.old.as_mut() else {
+            return (Vec::new(), false);
+        };
+        let mut buf = Vec::new();
+        let read = old
+            .file
+            .seek(SeekFrom::Start(old.offset))
+            .and_then(|_| (&mut old.file).take(MAX_READ as u64).read_to_end(&mut buf));
+        let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if read.is_err() || end == 0 {
+            old.quiet += 1;
+            if read.is_err() || old.quiet >= OLD_FILE_GRACE {
+                self.old = None;
+            }
+            return (Vec::new(), false);
+        }
+        old.quiet = 0;
+        old.offset += end as u64;
+        (split(&buf[..end]), buf.len() == MAX_READ)
+    }
+
+    /// Read what is new: complete lines, at most [`MAX_READ`] bytes (late
+    /// lines of a file renamed away come first).
     pub fn read(&mut self) -> io::Result<Chunk> {
+        let (mut lines, old_more) = self.drain_old();
         if self.file.is_none() && !self.open()? {
-            return Ok(Chunk::default());
+            return Ok(Chunk {
+                lines,
+                more: old_more,
+                ..Chunk::default()
+            });
         }
         let Some(file) = self.file.as_mut() else {
             return Ok(Chunk::default());
@@ -134,15 +188,30 @@ impl Tail {
         let mut buf = Vec::with_capacity(8192);
         file.take(MAX_READ as u64).read_to_end(&mut buf)?;
         let full = buf.len() == MAX_READ;
-        let mut end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if full && end == 0 {
-            end = buf.len(); // one line longer than a read: cut it here
+        let skip = if self.discard {
+            // The rest of a cut line, up to and with its line end.
+            match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.discard = false;
+                    i + 1
+                }
+                None => buf.len(),
+            }
+        } else {
+            0
+        };
+        let body = &buf[skip..];
+        let mut end = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if full && end == 0 && !body.is_empty() {
+            end = body.len(); // one line longer than a read: cut it here
+            self.discard = true;
         }
-        let mut lines = split(&buf[..end]);
-        self.offset += end as u64;
-        let mut more = full;
+        lines.extend(split(&body[..end]));
+        self.offset += (skip + end) as u64;
+        let mut more = full || old_more;
         if !full {
-            more = self.check_rotation(&buf[end..], &mut lines)?;
+            let rest = &body[end..];
+            more = self.check_rotation(rest, &mut lines)? || old_more;
         }
         Ok(Chunk {
             lines,
@@ -166,7 +235,13 @@ impl Tail {
                 lines.extend(split(rest));
                 self.offset += rest.len() as u64;
             }
-            self.file = None;
+            // Keep reading the old file a while for what its writer still
+            // appends there before it reopens the log.
+            self.old = self.file.take().map(|file| Old {
+                file,
+                offset: self.offset,
+                quiet: 0,
+            });
             return Ok(true);
         }
         if m.len() < self.offset {

@@ -85,6 +85,47 @@ fn rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one() {
 }
 
 #[test]
+fn lines_written_late_to_the_renamed_file_still_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let mut t = Tail::new(log.clone(), None);
+    append(&log, "1\n");
+    assert_eq!(lines(&mut t), ["1"]);
+    let old = dir.path().join("auth.log.1");
+    std::fs::rename(&log, &old).unwrap();
+    append(&log, "2 new\n");
+    assert_eq!(lines(&mut t), ["2 new"]);
+    // The writer has not reopened its log yet: it still appends to the
+    // renamed file.
+    append(&old, "1b late\n");
+    append(&log, "3 new\n");
+    assert_eq!(lines(&mut t), ["1b late", "3 new"]);
+    // Quiet long enough, the old file is let go.
+    for _ in 0..super::follow::OLD_FILE_GRACE {
+        assert!(lines(&mut t).is_empty());
+    }
+    append(&old, "too late\n");
+    assert!(lines(&mut t).is_empty());
+}
+
+#[test]
+fn the_rest_of_an_over_long_line_is_not_a_line_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let mut t = Tail::new(log.clone(), None);
+    assert!(lines(&mut t).is_empty());
+    let long = "x".repeat(super::follow::MAX_READ + 100);
+    append(
+        &log,
+        &format!("{long} Failed password for root from 10.0.0.1 port 1 ssh2\nnext\n"),
+    );
+    let got = lines(&mut t);
+    assert_eq!(got.len(), 2, "the cut line, then the next one");
+    assert_eq!(got[0].len(), super::follow::MAX_READ);
+    assert_eq!(got[1], "next");
+}
+
+#[test]
 fn truncation_in_place_reads_again_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("auth.log");
