@@ -227,7 +227,9 @@ impl Sync {
     /// Take a hold in; whether it is new or longer.
     fn merge(&mut self, e: Element, until: Until) -> bool {
         match self.holds.get(&e) {
-            Some(old) if desired::longer(*old, until) == *old => false,
+            // Not longer by more than the kernel's slack: nothing to send
+            // (a block's end read again a millisecond later is the same).
+            Some(old) if desired::agrees(*old, desired::longer(*old, until)) => false,
             Some(old) => {
                 let l = desired::longer(*old, until);
                 self.holds.insert(e, l);

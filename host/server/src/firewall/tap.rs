@@ -101,6 +101,13 @@ impl Tap {
         self.locks
     }
 
+    /// Whether `d` is a denial the kernel takes over (and not in shadow
+    /// mode): the one test an unmirrored decision pays.
+    #[inline]
+    pub fn mirrors(&self, d: &Decision) -> bool {
+        matches!(d, Decision::Deny { reason, .. } if mirrored(*reason, self.locks) && !self.shadow())
+    }
+
     /// Note `d`, the answer for `ip`, if it is a mirrored hold.
     #[inline]
     pub fn decision(&self, ip: IpAddr, d: &Decision) {
@@ -207,8 +214,8 @@ impl Mirrored {
     /// Note `d` for `ip` unless a manual decision made it (those are
     /// mirrored as ranges).
     fn note(&self, ip: IpAddr, d: &Decision) {
-        if d.is_allowed() {
-            return;
+        if !self.tap.mirrors(d) {
+            return; // allowed, or a denial the kernel does not take
         }
         if self.local.limiter().manual_denial(ip, read()).is_some() {
             return;
