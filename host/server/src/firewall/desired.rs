@@ -84,6 +84,9 @@ impl Element {
     /// A rule's hold on `ip` (already aggregated by the store, or not:
     /// IPv6 is cut to `v6_prefix` here).
     pub fn hold(ip: IpAddr, v6_prefix: u8) -> Element {
+        // An IPv4-mapped client of a dual-stack listener is an IPv4 packet
+        // to the kernel: its element is the IPv4 address, not `::/64`.
+        let ip = ip.to_canonical();
         match ip {
             IpAddr::V4(_) => Element {
                 set: SetKind::Addr4,
@@ -295,6 +298,10 @@ mod tests {
         let v6 = Element::hold("2001:db8:1:2::".parse().unwrap(), 64);
         assert_eq!((v6.set, v6.len), (SetKind::Addr6, 64));
         assert_eq!(s[&v6], None);
+        // A mapped client of a dual-stack listener is its IPv4 address.
+        let mapped = Element::hold("::ffff:192.0.2.1".parse().unwrap(), 64);
+        assert_eq!(mapped, Element::hold("192.0.2.1".parse().unwrap(), 64));
+        assert_eq!((mapped.set, mapped.len), (SetKind::Addr4, 32));
         let no_locks = holds(&bans, 1_000, 64, false);
         assert_eq!(
             no_locks[&Element::hold("192.0.2.1".parse().unwrap(), 64)],
