@@ -39,16 +39,35 @@ impl Drop for Peer {
 }
 
 /// Wait until the peer listens on `port`; its `log` in the panic if not.
-pub fn wait_listening(port: u16, child: &mut Child, log: &Path) {
+/// `Err` when it exited because the port was taken meanwhile (a free port
+/// is only free until someone binds it): the caller tries another port.
+pub fn wait_listening(port: u16, child: &mut Child, log: &Path) -> Result<(), ()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let log = || std::fs::read_to_string(log).unwrap_or_default();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(st)) = child.try_wait() {
-            panic!("peer exited: {st}\n{}", log());
+            let text = log();
+            if text.contains("already in use") {
+                return Err(());
+            }
+            panic!("peer exited: {st}\n{text}");
         }
         assert!(Instant::now() < deadline, "peer did not listen\n{}", log());
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
+}
+
+/// Start a peer on a free port with `start`, again on another port if
+/// the one picked was taken before the peer bound it.
+fn on_free_port(mut start: impl FnMut(u16) -> Option<Child>) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        if let Some(child) = start(port) {
+            return (child, port);
+        }
+    }
+    panic!("peer: five free ports were taken before it could bind them");
 }
 
 /// The shipped snippet `docs/forward-auth/<file>` with its addresses replaced.
@@ -80,7 +99,20 @@ impl Front {
 /// nginx with `docs/forward-auth/nginx.conf`, asking portcullis at
 /// `portcullis` (host:port) and proxying to `upstream`; its files in `dir`.
 pub fn nginx(bin: &Path, dir: &Path, portcullis: &str, upstream: SocketAddr) -> Front {
-    let port = free_port();
+    let (child, port) = on_free_port(|port| nginx_on(bin, dir, portcullis, upstream, port));
+    Front {
+        peer: Peer(child),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn nginx_on(
+    bin: &Path,
+    dir: &Path,
+    portcullis: &str,
+    upstream: SocketAddr,
+    port: u16,
+) -> Option<Child> {
     let server = snippet(
         "nginx.conf",
         &[
@@ -110,21 +142,40 @@ pub fn nginx(bin: &Path, dir: &Path, portcullis: &str, upstream: SocketAddr) -> 
         .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
-    wait_listening(port, &mut child, &dir.join("error.log"));
-    Front {
-        peer: Peer(child),
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    match wait_listening(port, &mut child, &dir.join("error.log")) {
+        Ok(()) => Some(child),
+        Err(()) => {
+            let _ = child.wait();
+            None
+        }
     }
 }
 
 /// Caddy with `docs/forward-auth/Caddyfile`, asking portcullis at
 /// `portcullis` (host:port) and proxying to `upstream`; its files in `dir`.
 pub fn caddy(bin: &Path, dir: &Path, portcullis: &str, upstream: SocketAddr) -> Front {
-    let port = free_port();
+    let (child, port) = on_free_port(|port| caddy_on(bin, dir, portcullis, upstream, port));
+    Front {
+        peer: Peer(child),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn caddy_on(
+    bin: &Path,
+    dir: &Path,
+    portcullis: &str,
+    upstream: SocketAddr,
+    port: u16,
+) -> Option<Child> {
     let site = snippet(
         "Caddyfile",
         &[
-            (":80 {", format!("http://127.0.0.1:{port} {{")),
+            // `bind`: loopback only (Caddy listens on every address else).
+            (
+                ":80 {",
+                format!("http://127.0.0.1:{port} {{\n\tbind 127.0.0.1"),
+            ),
             ("127.0.0.1:8080", portcullis.to_string()),
             ("127.0.0.1:3000", upstream.to_string()),
         ],
@@ -143,9 +194,11 @@ pub fn caddy(bin: &Path, dir: &Path, portcullis: &str, upstream: SocketAddr) -> 
         .stderr(std::fs::File::create(dir.join("caddy.log")).unwrap())
         .spawn()
         .unwrap();
-    wait_listening(port, &mut child, &dir.join("caddy.log"));
-    Front {
-        peer: Peer(child),
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    match wait_listening(port, &mut child, &dir.join("caddy.log")) {
+        Ok(()) => Some(child),
+        Err(()) => {
+            let _ = child.wait();
+            None
+        }
     }
 }
