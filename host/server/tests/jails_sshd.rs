@@ -14,10 +14,11 @@
 //!
 //! What holds: exactly `max_failures` of the attacker's failure lines are
 //! counted, then its address is locked and put in the kernel's set; sshd
-//! logs at most `max_failures + 4` failed attempts from it (the 4 tasks'
+//! logs at most `max_failures + 8` failed attempts from it (the 4 tasks'
 //! attempts already sent when the lock lands: hydra's tasks guess in
 //! step, each waits out PAM's failure delay, and the follower reads the
-//! log every 200 ms), a new connection from it gets no SYN-ACK and hydra
+//! log every 200 ms; on a loaded machine one more round can start before
+//! the kernel rule is in), a new connection from it gets no SYN-ACK and hydra
 //! finds nothing; `/admin/bans`, the dashboard's data and `/metrics` name
 //! the jail; the right password from the other address logs in (hydra:
 //! `1 valid password found`).
@@ -321,8 +322,12 @@ fn hydra_against_a_real_sshd_is_dropped_by_the_kernel() {
         "{attack}"
     );
     assert_eq!(count(&m, "failure"), u64::from(MAX_FAILURES), "{m}");
+    // In flight when the lock lands: the other guesses of hydra's round
+    // (each waits out PAM's ~2 s delay), and on a loaded machine (a full
+    // parallel test run: 12 seen, 8 when idle) at most one more round
+    // started before the kernel rule was in. Far below the 25th guess.
     assert!(
-        logged >= u64::from(MAX_FAILURES) && logged <= u64::from(MAX_FAILURES + TASKS),
+        logged >= u64::from(MAX_FAILURES) && logged <= u64::from(MAX_FAILURES + 2 * TASKS),
         "{logged}"
     );
     assert_eq!(
