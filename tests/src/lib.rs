@@ -3,6 +3,7 @@
 //! README's and the book's Rust snippets as doctests (this crate has every
 //! dependency they use: `cargo test -p portcullis-tests --doc`).
 
+pub mod firmware;
 pub mod gen;
 pub mod model;
 pub mod public_api;

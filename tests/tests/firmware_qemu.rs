@@ -39,73 +39,18 @@ fn firmware_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-example")
 }
 
-/// Whether the tools are there; outside CI a missing tool skips the test.
 fn tools_present() -> bool {
-    let qemu = Command::new("qemu-system-arm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    let rustc = Path::new("/usr/bin/rustc").exists();
-    if qemu && rustc {
-        return true;
-    }
-    let msg = format!(
-        "firmware_qemu: qemu-system-arm present: {qemu}, /usr/bin/rustc present: {rustc}; \
-         install qemu-system-arm rustc-web rust-web-src"
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg} (CI=true: not skipping)");
-    }
-    eprintln!("SKIPPED {msg}");
-    false
+    portcullis_tests::firmware::tools_present("firmware_qemu")
 }
 
 /// Build the image with the README's recipe; its ELF path.
 fn build_firmware() -> PathBuf {
-    let dir = firmware_dir();
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        .expect("run rustc --print sysroot");
-    assert!(sysroot.status.success(), "rustc --print sysroot failed");
-    let sysroot = String::from_utf8(sysroot.stdout).expect("utf-8 sysroot");
-    let lld = Path::new(sysroot.trim()).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld");
-    assert!(lld.exists(), "rust-lld not found at {}", lld.display());
-    let target_dir = dir.join("target");
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&dir)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "thumbv7m-none-eabi",
-            "-Zbuild-std=core",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .env("RUSTC", "/usr/bin/rustc")
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_TARGET_THUMBV7M_NONE_EABI_LINKER", &lld)
-        // Settings of the outer build that must not leak into this one.
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .output()
-        .expect("run cargo build for the firmware");
-    assert!(
-        out.status.success(),
-        "firmware build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let elf = target_dir.join("thumbv7m-none-eabi/release/portcullis-firmware-example");
-    assert!(elf.exists(), "no image at {}", elf.display());
-    elf
+    portcullis_tests::firmware::build_image(
+        &firmware_dir(),
+        "thumbv7m-none-eabi",
+        "portcullis-firmware-example",
+        "the firmware",
+    )
 }
 
 fn free_port() -> u16 {
