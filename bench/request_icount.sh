@@ -6,15 +6,17 @@
 # bench/src/bin/openloop.rs over 4 connections in the same 10 seconds, so
 # start-up and timer work cancel out: Ir/request = (Ir(3N) - Ir(N)) / 2N.
 # Kernel time (the sockets) is not counted: see request_path.sh for CPU time.
+# DEMO=1 also measures each binary's demo `GET /` (no upstream) and the
+# bare hyper `hello` (bench/src/bin/hello.rs, one worker).
 # Not in CI. Needs nginx and valgrind.
-# Usage: bench/request_icount.sh [N] [PORTCULLIS_BINARY...]
+# Usage: [DEMO=1] bench/request_icount.sh [N] [PORTCULLIS_BINARY...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
 shift || true
 BINS=("$@")
 cargo build --release -q -p portcullis-server --bin portcullis \
-  -p portcullis-bench --features portcullis-bench/http --bin openloop
+  -p portcullis-bench --features portcullis-bench/http --bin openloop --bin hello
 [[ ${#BINS[@]} -gt 0 ]] || BINS=(target/release/portcullis)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
@@ -116,4 +118,14 @@ EOF
     unset PORTCULLIS_SERVER__WORKERS
   fi
   PORTCULLIS_LOG=warn row "$bin" "$PC" "$bin" serve --config "$DIR/pc$i.toml"
+done
+[[ ${DEMO:-0} == 1 ]] || exit 0
+HE=$(free_port)
+row hello "$HE" target/release/hello "127.0.0.1:$HE" 1
+i=0
+for bin in "${BINS[@]}"; do
+  i=$((i + 1))
+  PD=$(free_port)
+  sed -e "s/^listen = .*/listen = \"127.0.0.1:$PD\"/" -e '/^\[upstream\]/,$d' "$DIR/pc$i.toml" >"$DIR/demo$i.toml"
+  PORTCULLIS_LOG=warn row "demo:$bin" "$PD" "$bin" serve --config "$DIR/demo$i.toml"
 done

@@ -10,6 +10,11 @@
 
 use std::net::IpAddr;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::clock::Now;
 use crate::BoxFuture;
 use portcullis_core::Duration;
 use portcullis_core::{Attempt, Cidr, Decision, Hold, Penalty};
@@ -121,10 +126,38 @@ impl AttemptId {
     }
 }
 
+/// A request's decision from [`Engine::check_request_at`]: made already
+/// (nothing to wait for, nothing allocated), or still to come.
+pub enum Checked<'a> {
+    /// Decided without waiting (a local table with nothing to write
+    /// through).
+    Ready(Decision),
+    /// To wait for (a store's write-through, a fleet round trip).
+    Pending(BoxFuture<'a, Decision>),
+}
+
+impl Future for Checked<'_> {
+    type Output = Decision;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decision> {
+        match self.get_mut() {
+            Checked::Ready(d) => Poll::Ready(*d),
+            Checked::Pending(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
 /// A decision backend.
 pub trait Engine: Send + Sync + 'static {
     /// Rules 1–4 and 9 for one request.
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision>;
+    /// [`check_request`](Self::check_request) at `now`, read once by the
+    /// caller for the whole request (a server reads it at the edge). The
+    /// default ignores `now` and waits for `check_request`.
+    fn check_request_at(&self, ip: IpAddr, now: Now) -> Checked<'_> {
+        let _ = now;
+        Checked::Pending(self.check_request(ip))
+    }
     /// `(max_requests, window)` for the RateLimit-Policy field.
     fn quota(&self) -> (u32, Duration);
     /// Whether a login may proceed.
@@ -260,6 +293,9 @@ impl Engine for Guard {
     }
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
         Box::pin(Guard::check_request(self, ip))
+    }
+    fn check_request_at(&self, ip: IpAddr, now: Now) -> Checked<'_> {
+        Guard::decide_request(self, ip, now)
     }
     fn quota(&self) -> (u32, Duration) {
         self.limiter().quota()

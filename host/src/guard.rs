@@ -130,6 +130,22 @@ impl Guard {
         o.decision
     }
 
+    /// [`check_request_at`](Self::check_request_at) without a future when
+    /// there is nothing to write through (the usual case): the decision
+    /// is made and counted before it returns.
+    pub(crate) fn decide_request(&self, ip: IpAddr, now: Now) -> crate::Checked<'_> {
+        let o = self.limiter.check_request_at(ip, now);
+        if o.changes.is_empty() {
+            self.metrics.count_from(ip, &o.decision);
+            return crate::Checked::Ready(o.decision);
+        }
+        crate::Checked::Pending(Box::pin(async move {
+            self.persist(o.changes).await;
+            self.metrics.count_from(ip, &o.decision);
+            o.decision
+        }))
+    }
+
     /// Whether a login may proceed.
     pub async fn check_login(&self, user: &str, ip: IpAddr) -> Decision {
         self.check_login_at(user, ip, read()).await

@@ -74,7 +74,7 @@ pub use limiter::{
 };
 
 // Backends, and the types they speak besides the core's.
-pub use engine::{AttemptId, Engine, FleetStatus, Serve, SlotGuard, Status};
+pub use engine::{AttemptId, Checked, Engine, FleetStatus, Serve, SlotGuard, Status};
 
 // Persistence and the cleanup task.
 pub use cleanup::{Cleanup, ShutdownError};

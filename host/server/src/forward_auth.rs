@@ -33,12 +33,12 @@
 use std::net::IpAddr;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portcullis::Decision;
 use portcullis::Engine;
-use portcullis::{bare_deny_response, ceil_secs, header_values};
+use portcullis::{bare_deny_response, ceil_secs};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -51,6 +51,9 @@ pub const LOGIN_RESULT_PATH: &str = "/v1/login-result";
 
 /// The header carrying the decision's real status for nginx.
 pub const STATUS_HEADER: &str = "x-portcullis-status";
+
+/// [`STATUS_HEADER`]'s name, parsed once.
+const STATUS_NAME: HeaderName = HeaderName::from_static(STATUS_HEADER);
 
 /// The username under which wrong report tokens are counted (per caller).
 const TOKEN_GUESS_USER: &str = "\u{0}report-token";
@@ -73,21 +76,16 @@ pub fn original(headers: &HeaderMap, front: &FrontProxy) -> Option<Target> {
 /// text body.
 pub fn answer(name: &str, engine: &dyn Engine, d: &Decision, refuse: bool) -> Response {
     if !refuse {
-        let (p, s) = header_values(name, engine, d);
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
-        for (k, v) in [("ratelimit-policy", p), ("ratelimit", s)] {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                h.insert(k, v);
-            }
-        }
-        h.insert(STATUS_HEADER, HeaderValue::from_static("204"));
+        portcullis::set_ratelimit_fields(h, name, engine, d);
+        h.insert(STATUS_NAME, HeaderValue::from_static("204"));
         return r;
     }
     let mut r: Response<Body> = bare_deny_response(name, engine, d);
     let status = r.status();
     if let Ok(v) = HeaderValue::from_str(status.as_str()) {
-        r.headers_mut().insert(STATUS_HEADER, v);
+        r.headers_mut().insert(STATUS_NAME, v);
     }
     r.headers_mut().insert(
         "content-type",

@@ -304,8 +304,8 @@ fn log_front_proxy(cfg: &ServerConfig) {
     }
 }
 
-/// The whole service: every request goes to the pipeline
-/// ([`pipeline::Pipeline::handle`]); SIGHUP and `/admin/reload` reload
+/// The whole service: the pipeline every request goes to
+/// ([`pipeline::Pipeline::serve`]); SIGHUP and `/admin/reload` reload
 /// the file at `path`.
 pub fn service(
     cfg: &ServerConfig,
@@ -313,7 +313,7 @@ pub fn service(
     users: passwords::Users,
     server_metrics: Arc<exporter::ServerMetrics>,
     path: Option<std::path::PathBuf>,
-) -> Result<axum::Router, ServeError> {
+) -> Result<Arc<pipeline::Pipeline>, ServeError> {
     let live = Arc::new(running::Live::new(cfg.clone())?);
     let own = pipeline::OwnTables::new(cfg)?;
     let reloader = Arc::new(reload::Reloader::new(
@@ -340,15 +340,14 @@ pub fn service(
         metrics: backend.local.metrics().clone(),
         kind: backend.kind,
     };
-    let p = Arc::new(pipeline::Pipeline::new(
+    Ok(Arc::new(pipeline::Pipeline::new(
         live,
         backend.engine.clone(),
         backend.local.clone(),
         own,
         routes::own(app.clone(), ui),
         routes::demo(app),
-    ));
-    Ok(axum::Router::new().fallback(move |req: axum::extract::Request| p.clone().handle(req)))
+    )))
 }
 
 /// SIGINT or SIGTERM. The handlers are registered when this is called, not

@@ -32,11 +32,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::response::Response;
-use axum::Router;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http::Request;
@@ -47,10 +45,10 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tower::ServiceExt;
 
 use super::config::ConnLimits;
 use crate::exporter::ServerMetrics;
+use crate::pipeline::Pipeline;
 
 /// File descriptors kept back from client connections (store, logs,
 /// Redis, the listener itself).
@@ -237,13 +235,12 @@ impl Drop for Ticket {
 
 /// What a connection is doing, for its read timeouts.
 struct ConnState {
-    epoch: Instant,
     /// Requests handed to the service and not yet answered.
     in_flight: AtomicU64,
-    /// When the current request head began (ms since `epoch`, plus one;
+    /// When the current request head began ([`Self::ms`], plus one;
     /// 0 = no head being read).
     head_started: AtomicU64,
-    /// Last byte read or written, or last response (ms since `epoch`).
+    /// Last byte read or written, or last response ([`Self::ms`]).
     last_activity: AtomicU64,
     /// Chosen for eviction at the connection cap.
     evicted: AtomicBool,
@@ -258,12 +255,12 @@ enum Expired {
 
 impl ConnState {
     fn new() -> Self {
+        let now = Self::ms();
         ConnState {
-            epoch: Instant::now(),
             in_flight: AtomicU64::new(0),
             // A new connection must send its first head within the header timeout.
-            head_started: AtomicU64::new(1),
-            last_activity: AtomicU64::new(0),
+            head_started: AtomicU64::new(now.saturating_add(1)),
+            last_activity: AtomicU64::new(now),
             evicted: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         }
@@ -275,15 +272,18 @@ impl ConnState {
             0 => self.last_activity.load(Relaxed),
             s => s - 1,
         };
-        self.ms().saturating_sub(since)
+        Self::ms().saturating_sub(since)
     }
 
-    fn ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// Milliseconds on the coarse clock (a timer tick's resolution, no
+    /// time-stamp counter read): stamped on every read and write, and a
+    /// timeout of a second or more does not need better.
+    fn ms() -> u64 {
+        portcullis::clock::now_coarse().as_micros() / 1000
     }
 
     fn on_read(&self) {
-        let now = self.ms();
+        let now = Self::ms();
         self.last_activity.store(now, Relaxed);
         if self.in_flight.load(Relaxed) == 0 && self.head_started.load(Relaxed) == 0 {
             self.head_started.store(now.saturating_add(1), Relaxed);
@@ -291,7 +291,7 @@ impl ConnState {
     }
 
     fn on_write(&self) {
-        self.last_activity.store(self.ms(), Relaxed);
+        self.last_activity.store(Self::ms(), Relaxed);
     }
 
     fn begin(&self) {
@@ -308,7 +308,7 @@ impl ConnState {
         if self.in_flight.load(Relaxed) > 0 {
             return None; // the body timeout and the handler bound the request
         }
-        let now = self.ms();
+        let now = Self::ms();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         match self.head_started.load(Relaxed) {
             0 => (now.saturating_sub(self.last_activity.load(Relaxed)) >= ms(cfg.idle_timeout))
@@ -437,62 +437,50 @@ impl Drop for InFlight {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The router's answer to one request, marked answered when this
-    /// future is dropped (not boxed: hyper names its type).
-    struct Served {
-        #[pin]
-        inner: tower::util::Oneshot<Router, Request<axum::body::Body>>,
-        busy: InFlight,
-    }
+/// The request as the pipeline takes it: the body timed when there is
+/// one (a `GET` has none: nothing to time, nothing to box).
+fn timed(req: Request<Incoming>, limit: Duration) -> Request<axum::body::Body> {
+    req.map(|inner| {
+        if inner.is_end_stream() {
+            axum::body::Body::empty()
+        } else {
+            axum::body::Body::new(TimedBody {
+                inner,
+                deadline: None,
+                start: tokio::time::Instant::now(),
+                limit,
+            })
+        }
+    })
 }
 
-impl Future for Served {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
-    }
-}
-
-/// The router for one connection: peer address as `ConnectInfo`, body
-/// deadline, in-flight tracking.
-#[derive(Clone)]
-struct ConnService {
-    router: Router,
+/// The connection's service: every request straight to the pipeline
+/// ([`Pipeline::serve`]) with the peer address, the body deadline and
+/// in-flight tracking. No router and no boxed layer sits between the
+/// socket and the pipeline; hyper keeps the pipeline's future in place.
+fn service(
+    pipeline: Arc<Pipeline>,
     peer: SocketAddr,
     state: Arc<ConnState>,
     body_timeout: Duration,
-}
-
-impl hyper::service::Service<Request<Incoming>> for ConnService {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Served;
-
-    fn call(&self, req: Request<Incoming>) -> Served {
-        self.state.begin();
-        let busy = InFlight(self.state.clone());
-        let limit = self.body_timeout;
-        let mut req = req.map(|inner| {
-            if inner.is_end_stream() {
-                // No body (a GET): nothing to time, nothing to box.
-                axum::body::Body::empty()
-            } else {
-                axum::body::Body::new(TimedBody {
-                    inner,
-                    deadline: None,
-                    start: tokio::time::Instant::now(),
-                    limit,
-                })
-            }
-        });
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        Served {
-            inner: self.router.clone().oneshot(req),
-            busy,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Send {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        state.begin();
+        // Marks the request answered when dropped (also when cancelled).
+        let busy = InFlight(state.clone());
+        let req = timed(req, body_timeout);
+        let p = pipeline.clone();
+        async move {
+            let resp = p.serve(peer.ip(), req).await;
+            drop(busy);
+            Ok(resp)
         }
-    }
+    })
 }
 
 /// How often a connection checks its read timeouts.
@@ -501,15 +489,28 @@ fn tick(cfg: &ConnLimits) -> Duration {
         .clamp(Duration::from_millis(25), Duration::from_millis(500))
 }
 
-type HyperConn = hyper::server::conn::http1::Connection<TokioIo<TimedIo>, ConnService>;
+/// What the connection driver needs of hyper's connection.
+trait Conn: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<S> Conn for hyper::server::conn::http1::Connection<TokioIo<TimedIo>, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
+    }
+}
 
 pin_project_lite::pin_project! {
     /// One connection: hyper's connection, one timer for the read
     /// timeouts and the shutdown grace, and the eviction and shutdown
     /// flags (checked on every wake-up; whoever sets one wakes the task).
-    struct Driver {
+    struct Driver<C> {
         #[pin]
-        conn: HyperConn,
+        conn: C,
         #[pin]
         timer: Sleep,
         ticket: Ticket,
@@ -528,7 +529,7 @@ enum End {
     Expired(Expired),
 }
 
-impl Future for Driver {
+impl<C: Conn> Future for Driver<C> {
     type Output = End;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
@@ -571,12 +572,12 @@ impl Future for Driver {
     }
 }
 
-/// Serve one admitted connection with `router` until it closes, times
+/// Serve one admitted connection with `pipeline` until it closes, times
 /// out, is evicted or outlives the shutdown grace.
 pub async fn serve_conn(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    pipeline: Arc<Pipeline>,
     cfg: Arc<ConnLimits>,
     ticket: Ticket,
 ) {
@@ -585,12 +586,7 @@ pub async fn serve_conn(
         inner: stream,
         state: state.clone(),
     });
-    let svc = ConnService {
-        router,
-        peer,
-        state,
-        body_timeout: cfg.body_read_timeout,
-    };
+    let svc = service(pipeline, peer, state, cfg.body_read_timeout);
     let mut builder = hyper::server::conn::http1::Builder::new();
     // Header and idle timeouts are ours (hyper's header timer also runs
     // while a keep-alive connection is idle).

@@ -27,9 +27,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use portcullis::client_ip;
+use portcullis::clock::Now;
 use portcullis::Engine;
 use portcullis::Guard;
-use portcullis::{header_values, ClientIp};
+use portcullis::{set_ratelimit_fields, ClientIp, REASON_HEADER};
 use portcullis::{Decision, Listed, Reason};
 use tower::ServiceExt;
 
@@ -187,19 +188,16 @@ fn stricter(a: &dyn Engine, b: &dyn Engine) -> bool {
     u128::from(qa) * u128::from(wb.as_ticks()) < u128::from(qb) * u128::from(wa.as_ticks())
 }
 
-fn put(h: &mut HeaderMap, k: &'static str, v: String) {
-    if let Ok(v) = HeaderValue::from_str(&v) {
-        h.insert(k, v);
-    }
-}
-
 impl Judged<'_> {
     /// The `RateLimit-Policy` and `RateLimit` fields on `resp`.
     fn fields(&self, resp: &mut Response) {
         if let Some(e) = self.policy.engine {
-            let (p, s) = header_values(self.policy.name, e.as_ref(), &self.decision);
-            put(resp.headers_mut(), "ratelimit-policy", p);
-            put(resp.headers_mut(), "ratelimit", s);
+            set_ratelimit_fields(
+                resp.headers_mut(),
+                self.policy.name,
+                e.as_ref(),
+                &self.decision,
+            );
         }
     }
 
@@ -210,10 +208,8 @@ impl Judged<'_> {
             portcullis::problem::deny_response(&self.decision, &[self.policy.name], headers)
                 .map(Body::from);
         if let Some(reason) = self.decision.reason() {
-            r.headers_mut().insert(
-                "x-portcullis-reason",
-                HeaderValue::from_static(reason.as_str()),
-            );
+            r.headers_mut()
+                .insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
         }
         self.fields(&mut r);
         r
@@ -242,20 +238,29 @@ impl Pipeline {
         }
     }
 
-    /// Every request enters here.
-    pub async fn handle(self: Arc<Self>, mut req: Request) -> Response {
-        let run = self.live.load();
+    /// A request served behind an axum router (the peer address read
+    /// from its `ConnectInfo`): the same as [`Self::serve`].
+    pub async fn handle(self: Arc<Self>, req: Request) -> Response {
         let Some(peer) = peer_of(&req) else {
             tracing::error!("no peer address: serve with connect info");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
+        self.serve(peer, req).await
+    }
+
+    /// Every request enters here: `req` from the TCP peer `peer`.
+    pub async fn serve(&self, peer: IpAddr, req: Request) -> Response {
+        let run = self.live.load();
+        // The time, read once for every decision of this request (the
+        // coarse clock unless a window is too short for it).
+        let now = run.now();
         // 1. Client address.
         let ip = client_ip(peer, req.headers(), &run.proxies);
         // 2. Canonical target, and what it is for.
         let target = Target::new(req.method(), req.uri().path().as_bytes());
         let surface = surface(&run, &target);
         if let Surface::Check = surface {
-            return self.check(&run, peer, ip, req.headers()).await;
+            return self.check(&run, peer, ip, req.headers(), now).await;
         }
         // 3 to 5. An operator proving the admin token on the admin routes
         // passes a manual ban (theirs to lift), never the denylist.
@@ -265,26 +270,31 @@ impl Pipeline {
                 .as_ref()
                 .is_some_and(|a| a.authenticate(req.headers()).is_some());
         let policy = self.select(&run, &target, &surface);
-        let judged = self.judge(&run, ip, policy, operator).await;
+        let judged = self.judge(&run, ip, policy, operator, now).await;
         if judged.refuse {
             return judged.refusal(req.headers());
         }
-        // 6 and 7.
-        if run.proxy.is_none() || matches!(surface, Surface::Own { .. }) {
-            // Portcullis's own handlers route on the canonical method and
-            // read the configuration this request was judged under.
+        // 6 and 7. Portcullis's own handlers and the demo's routes read
+        // the client, the configuration this request was judged under and
+        // the canonical method; the proxied paths and the demo's `GET /`
+        // are answered here, without a router.
+        let routed = |mut req: Request| {
             *req.method_mut() = target.method.clone();
             req.extensions_mut().insert(ClientIp(ip));
             req.extensions_mut().insert(run.clone());
-        }
-        let trusted = run.proxies.contains(peer);
+            req
+        };
         let mut resp = match surface {
-            Surface::Own { .. } => self.own(&run, &target, req).await,
-            Surface::LoginResult => self.login_result(&run, ip, req).await,
-            Surface::Login(route) => self.login_route(&run, route, ip, trusted, req).await,
+            Surface::Own { .. } => Box::pin(self.own(&run, &target, routed(req))).await,
+            Surface::LoginResult => Box::pin(self.login_result(&run, ip, req)).await,
+            Surface::Login(route) => {
+                let trusted = run.proxies.contains(peer);
+                Box::pin(self.login_route(&run, route, ip, trusted, req)).await
+            }
             Surface::Service | Surface::Check => match &run.proxy {
-                Some(p) => p.forward(ip, trusted, req).await,
-                None => dispatch(&self.demo_routes, req).await,
+                Some(p) => p.forward(ip, run.proxies.contains(peer), req).await,
+                None if is_demo_root(&req) => crate::demo::root(),
+                None => Box::pin(dispatch(&self.demo_routes, routed(req))).await,
             },
         };
         judged.fields(&mut resp);
@@ -362,9 +372,8 @@ impl Pipeline {
     /// admin routes with the valid admin token), or the denylist. (The allowlist is the
     /// rules' own: every table has the service's lists, swapped in by a
     /// reload, and lets a listed address through uncounted.)
-    fn global(&self, run: &Running, ip: IpAddr, operator: bool) -> Option<Decision> {
+    fn global(&self, run: &Running, ip: IpAddr, operator: bool, now: Now) -> Option<Decision> {
         if !operator {
-            let now = portcullis::clock::read();
             if let Some(d) = self.local.limiter().manual_denial(ip, now) {
                 return Some(d);
             }
@@ -382,8 +391,9 @@ impl Pipeline {
         ip: IpAddr,
         policy: Policy<'a>,
         operator: bool,
+        now: Now,
     ) -> Judged<'a> {
-        if let Some(decision) = self.global(run, ip, operator) {
+        if let Some(decision) = self.global(run, ip, operator, now) {
             // Counted with the service's decisions, whatever the surface.
             self.local.metrics().count_from(ip, &decision);
             tracing::debug!(%ip, decision = ?decision, "denied before any policy");
@@ -403,7 +413,7 @@ impl Pipeline {
                 refuse: false,
             };
         };
-        let decision = engine.check_request(ip).await;
+        let decision = engine.check_request_at(ip, now).await;
         let mut refuse = false;
         if let Some(reason) = decision.reason() {
             if policy.shadow {
@@ -429,6 +439,7 @@ impl Pipeline {
         peer: IpAddr,
         ip: IpAddr,
         headers: &HeaderMap,
+        now: Now,
     ) -> Response {
         let trusted = run.proxies.contains(peer);
         let original = if trusted {
@@ -447,7 +458,7 @@ impl Pipeline {
             None if trusted => self.strictest(run),
             None => self.default_policy(run),
         };
-        let mut j = self.judge(run, ip, policy, false).await;
+        let mut j = self.judge(run, ip, policy, false, now).await;
         if !j.refuse {
             if let Some(d) = self.locked_login(run, original.as_ref(), ip).await {
                 j = Judged {
@@ -611,6 +622,12 @@ impl Pipeline {
         })
         .await
     }
+}
+
+/// The demo's `GET /` exactly (the router's other spellings of it, and
+/// `HEAD`, go to the router).
+fn is_demo_root(req: &Request) -> bool {
+    req.method() == axum::http::Method::GET && req.uri().path() == "/"
 }
 
 /// Hand `req` to `router` (its routes or its 404).

@@ -111,12 +111,24 @@ fn strip_client_sent(h: &mut HeaderMap) {
     }
 }
 
+/// A header value formatted on the stack (an address is at most 45
+/// bytes, `Forwarded` about 70): the value's own bytes are its one
+/// allocation, no intermediate `String`.
+fn value_of(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 96];
+    let mut rest = &mut buf[..];
+    rest.write_fmt(args).ok()?;
+    let n = 96 - rest.len();
+    HeaderValue::from_bytes(buf.get(..n)?).ok()
+}
+
 /// `Forwarded: for=...;proto=...` (RFC 7239 section 6: an IPv6 address is
 /// quoted and bracketed).
-fn forwarded(ip: IpAddr, proto: &str) -> String {
+fn forwarded(ip: IpAddr, proto: &str) -> Option<HeaderValue> {
     match ip {
-        IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+        IpAddr::V4(v4) => value_of(format_args!("for={v4};proto={proto}")),
+        IpAddr::V6(v6) => value_of(format_args!("for=\"[{v6}]\";proto={proto}")),
     }
 }
 
@@ -125,7 +137,7 @@ fn set_forwarding(h: &mut HeaderMap, ip: IpAddr, trusted: bool) {
     if !trusted {
         strip_client_sent(h);
     }
-    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+    if let Some(v) = value_of(format_args!("{ip}")) {
         h.insert(X_FORWARDED_FOR, v);
     }
     if !h.contains_key(X_FORWARDED_PROTO) {
@@ -140,7 +152,7 @@ fn set_forwarding(h: &mut HeaderMap, ip: IpAddr, trusted: bool) {
         Some(b"https") => "https",
         _ => "http",
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded(ip, proto)) {
+    if let Some(v) = forwarded(ip, proto) {
         h.insert(header::FORWARDED, v);
     }
 }

@@ -55,6 +55,23 @@ pub struct Running {
     pub base_written: String,
     /// The forward-auth endpoint's canonical key (none: switched off).
     pub check: Option<String>,
+    /// A request's decisions read the coarse clock ([`Running::now`]):
+    /// every window the rules count requests or failures in is at least
+    /// [`COARSE_MIN_WINDOW`].
+    pub coarse: bool,
+}
+
+/// The shortest window a decision on the coarse clock is taken for. The
+/// coarse clock moves in timer ticks (1–10 ms, the kernel's `HZ`), and all
+/// the requests of a tick share its time: a window of a second or more is
+/// off by under 1 % of its length, while one of microseconds (a benchmark's
+/// never-denying quota) would count a whole tick's burst in it, so it
+/// keeps the precise clock.
+pub const COARSE_MIN_WINDOW: portcullis::Duration = portcullis::Duration::from_secs(1);
+
+/// Whether `rules`' windows all allow the coarse clock.
+fn coarse_enough(rules: &Config) -> bool {
+    rules.requests.window >= COARSE_MIN_WINDOW && rules.login.failure_window >= COARSE_MIN_WINDOW
 }
 
 /// A policy's table: the rules and size it has, and its engine.
@@ -220,8 +237,20 @@ impl Running {
                 .forward_auth
                 .enabled
                 .then(|| crate::target::key_of(&cfg.forward_auth.path)),
+            coarse: coarse_enough(&cfg.rules) && cfg.policies.iter().all(|p| coarse_enough(&p.rules)),
             cfg,
         })
+    }
+
+    /// The time of a request, read once at its start for all of its
+    /// decisions: the coarse clock (no time-stamp counter read) when
+    /// [`coarse`](Self::coarse), else the precise one.
+    pub fn now(&self) -> portcullis::clock::Now {
+        if self.coarse {
+            portcullis::clock::read_coarse()
+        } else {
+            portcullis::clock::read()
+        }
     }
 }
 

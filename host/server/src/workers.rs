@@ -20,13 +20,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::config::ConnLimits;
 use crate::exporter::ServerMetrics;
 use crate::listener::{serve_conn, Counts};
+use crate::pipeline::Pipeline;
 
 /// Pending connections the kernel queues per socket.
 const BACKLOG: u32 = 1024;
@@ -71,7 +71,7 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> {
 /// What every worker shares.
 #[derive(Clone)]
 struct Shared {
-    router: Router,
+    pipeline: Arc<Pipeline>,
     cfg: Arc<ConnLimits>,
     counts: Arc<Counts>,
     /// `true`: stop accepting.
@@ -80,13 +80,13 @@ struct Shared {
     exit: watch::Receiver<bool>,
 }
 
-/// Serve `router` on `listeners` (one worker thread and runtime each)
+/// Serve `pipeline` on `listeners` (one worker thread and runtime each)
 /// under `cfg`'s limits until `signal` resolves, then stop accepting, give
 /// in-flight requests `cfg.shutdown_grace` and drop whatever is left.
 /// Returns when every worker has ended.
 pub async fn run(
     listeners: Vec<std::net::TcpListener>,
-    router: Router,
+    pipeline: Arc<Pipeline>,
     cfg: ConnLimits,
     metrics: Arc<ServerMetrics>,
     signal: impl Future<Output = ()>,
@@ -96,7 +96,7 @@ pub async fn run(
     let (stop_tx, stop) = watch::channel(false);
     let (exit_tx, exit) = watch::channel(false);
     let shared = Shared {
-        router,
+        pipeline,
         cfg: Arc::new(cfg),
         counts: counts.clone(),
         stop,
@@ -168,7 +168,7 @@ fn worker(l: std::net::TcpListener, shared: Shared) {
 /// Accept until told to stop; each connection is a task of this runtime.
 async fn accept_loop(listener: TcpListener, shared: Shared) {
     let Shared {
-        router,
+        pipeline,
         cfg,
         counts,
         mut stop,
@@ -212,7 +212,7 @@ async fn accept_loop(listener: TcpListener, shared: Shared) {
         tokio::spawn(serve_conn(
             stream,
             peer,
-            router.clone(),
+            pipeline.clone(),
             cfg.clone(),
             ticket,
         ));

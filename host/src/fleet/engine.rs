@@ -40,9 +40,9 @@ use parking_lot::RwLock;
 use portcullis_core::Duration;
 use portcullis_core::{Addr, Decision, Key, Reason, Seed, UserHasher};
 
-use crate::clock::read;
+use crate::clock::{read, Now};
 use crate::engine::{AttemptId, SlotGuard};
-use crate::engine::{Engine, FleetStatus, Status};
+use crate::engine::{Checked, Engine, FleetStatus, Status};
 use crate::fleet::denials::{self, DenialCache};
 use crate::fleet::journal::{self, Restored};
 use crate::fleet::reconcile::{self, Pending, Recorder};
@@ -439,8 +439,11 @@ impl Engine for FleetEngine {
         Ok(())
     }
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
-        Box::pin(async move {
-            let now = read();
+        Box::pin(self.check_request_at(ip, read()))
+    }
+
+    fn check_request_at(&self, ip: IpAddr, now: Now) -> Checked<'_> {
+        Checked::Pending(Box::pin(async move {
             if let Some(d) = self.local.limiter().manual_denial(ip, now) {
                 self.local.metrics().count_from(ip, &d);
                 return d;
@@ -470,7 +473,7 @@ impl Engine for FleetEngine {
             }
             self.fallback();
             self.local.check_request_at(ip, now).await
-        })
+        }))
     }
 
     fn quota(&self) -> (u32, Duration) {

@@ -22,7 +22,7 @@ use portcullis::Hold;
 use portcullis::{Attempt, AttemptId, Penalty, SlotGuard};
 use portcullis::{BoxFuture, Guard};
 use portcullis::{Cidr, Decision, Reason};
-use portcullis::{Engine, Status};
+use portcullis::{Checked, Engine, Status};
 use portcullis::{ManualBan, ManualError};
 use tokio::sync::Notify;
 
@@ -248,6 +248,19 @@ impl Engine for Mirrored {
             self.note(ip, &d);
             d
         })
+    }
+    fn check_request_at(&self, ip: IpAddr, now: portcullis::clock::Now) -> Checked<'_> {
+        match self.inner.check_request_at(ip, now) {
+            Checked::Ready(d) => {
+                self.note(ip, &d);
+                Checked::Ready(d)
+            }
+            Checked::Pending(f) => Checked::Pending(Box::pin(async move {
+                let d = f.await;
+                self.note(ip, &d);
+                d
+            })),
+        }
     }
     fn quota(&self) -> (u32, Duration) {
         self.inner.quota()
