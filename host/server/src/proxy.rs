@@ -204,13 +204,16 @@ impl Proxy {
             );
         }
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let mut uri = self.upstream.url.clone().into_parts();
-        uri.path_and_query = path.parse().ok();
+        // The origin form of the request's own target (its bytes shared,
+        // not copied; the upstream client names the upstream's `Host`).
+        let mut uri = http::uri::Parts::default();
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
         let Ok(uri) = Uri::from_parts(uri) else {
             return text(StatusCode::BAD_REQUEST, "portcullis: bad request target\n");
         };
