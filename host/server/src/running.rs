@@ -237,7 +237,8 @@ impl Running {
                 .forward_auth
                 .enabled
                 .then(|| crate::target::key_of(&cfg.forward_auth.path)),
-            coarse: coarse_enough(&cfg.rules) && cfg.policies.iter().all(|p| coarse_enough(&p.rules)),
+            coarse: coarse_enough(&cfg.rules)
+                && cfg.policies.iter().all(|p| coarse_enough(&p.rules)),
             cfg,
         })
     }

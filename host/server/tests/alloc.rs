@@ -138,7 +138,13 @@ fn server(toml: &str) -> (SocketAddr, &'static AtomicU64) {
                 let (s, peer) = l.accept().await.unwrap();
                 let ticket = counts.admit(peer.ip(), true).unwrap();
                 let _ = s.set_nodelay(true);
-                tokio::spawn(serve_conn(s, peer, pipeline.clone(), limits.clone(), ticket));
+                tokio::spawn(serve_conn(
+                    s,
+                    peer,
+                    pipeline.clone(),
+                    limits.clone(),
+                    ticket,
+                ));
             }
         });
     });
@@ -196,7 +202,8 @@ fn per_request(toml: &str, head: &str, want: u16) -> f64 {
 }
 
 /// Rules that never deny a steady client (64 requests per 50 µs).
-const RULES: &str = "[store]\nkind = \"memory\"\n[requests]\nmax_requests = 64\nwindow = \"50us\"\n";
+const RULES: &str =
+    "[store]\nkind = \"memory\"\n[requests]\nmax_requests = 64\nwindow = \"50us\"\n";
 
 #[test]
 fn a_proxied_request_allocates_at_most_15_times() {

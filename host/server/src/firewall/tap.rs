@@ -21,8 +21,8 @@ use portcullis::Duration;
 use portcullis::Hold;
 use portcullis::{Attempt, AttemptId, Penalty, SlotGuard};
 use portcullis::{BoxFuture, Guard};
-use portcullis::{Cidr, Decision, Reason};
 use portcullis::{Checked, Engine, Status};
+use portcullis::{Cidr, Decision, Reason};
 use portcullis::{ManualBan, ManualError};
 use tokio::sync::Notify;
 
