@@ -21,24 +21,10 @@ use crate::admin_api::{error, App, Run};
 use crate::login::Hidden;
 use crate::passwords::Admitted;
 
-/// The demo's `GET /` answer: `ok`, as plain text. The pipeline answers
-/// `GET /` with it directly; the router's route is the same answer for
-/// `HEAD`.
-pub fn root() -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        "ok",
-    )
-        .into_response()
-}
-
 /// The demo routes.
 pub fn routes(app: App) -> Router {
     Router::new()
-        .route("/", get(|| async { root() }))
+        .route("/", get(|| async { "ok" }))
         .route("/login", post(login))
         .with_state(app)
 }

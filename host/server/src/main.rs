@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 /// lists do that in fewer instructions than glibc's malloc (about 6 % of
 /// the server's user-space instructions per proxied request under
 /// callgrind, BENCHMARKS.md "The request path").
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use portcullis_server::cli::{self, Target};

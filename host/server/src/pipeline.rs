@@ -293,7 +293,7 @@ impl Pipeline {
             }
             Surface::Service | Surface::Check => match &run.proxy {
                 Some(p) => p.forward(ip, run.proxies.contains(peer), req).await,
-                None if is_demo_root(&req) => crate::demo::root(),
+                None if is_demo_root(&req) => demo_root(),
                 None => Box::pin(dispatch(&self.demo_routes, routed(req))).await,
             },
         };
@@ -628,6 +628,19 @@ impl Pipeline {
 /// `HEAD`, go to the router).
 fn is_demo_root(req: &Request) -> bool {
     req.method() == axum::http::Method::GET && req.uri().path() == "/"
+}
+
+/// The demo's `GET /` answer, as its route in `crate::demo` gives it (the
+/// router's `"ok"`: plain text, UTF-8).
+fn demo_root() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        "ok",
+    )
+        .into_response()
 }
 
 /// Hand `req` to `router` (its routes or its 404).
