@@ -111,9 +111,7 @@ impl Client {
             parts.headers.insert(header::HOST, self.authority.clone());
         }
         let req = Request::from_parts(parts, body);
-        // Boxed: the exchange holds a whole connection (about 2 KiB), and
-        // every layer above that boxes or moves this future would copy it.
-        let exchange = Box::pin(self.exchange(req));
+        let exchange = self.exchange(req);
         match tokio::time::timeout(self.response_timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
