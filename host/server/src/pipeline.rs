@@ -630,7 +630,7 @@ fn is_demo_root(req: &Request) -> bool {
     req.method() == axum::http::Method::GET && req.uri().path() == "/"
 }
 
-/// The demo's `GET /` answer, as its route in `crate::demo` gives it (the
+/// The demo's `GET /` answer, as its route in `demo.rs` gives it (the
 /// router's `"ok"`: plain text, UTF-8).
 fn demo_root() -> Response {
     (

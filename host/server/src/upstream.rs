@@ -2,7 +2,7 @@
 //!
 //! Each upstream connection is driven by the task of the request using it
 //! (the client connection's task, on its worker thread: see
-//! [`crate::workers`]): while waiting for the response head the request's
+//! the `workers` module): while waiting for the response head the request's
 //! future polls the connection, and while the response body streams back
 //! the body polls it. A connection whose response is complete goes back to
 //! a per-thread idle list and the next request on that thread takes it
