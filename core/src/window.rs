@@ -1,6 +1,6 @@
 //! Sliding logs: timestamps oldest first, in a fixed-capacity ring
 //! ([`Log`], inline, no allocator) or a ring that grows with use up to its
-//! cap ([`GrowLog`], feature `alloc`: up to four events inline, then a
+//! cap ([`GrowLog`], feature `alloc`: up to ten events inline, then a
 //! ring sized to the events, not to `W`). Both are a [`TimeLog`].
 //!
 //! An event counts iff it lies in `(now - window, now]`. Logs are kept in
@@ -372,11 +372,13 @@ impl<const C: usize> defmt::Format for CompactLog<C> {
 }
 
 /// A log of at most `W` timestamps whose storage follows use (feature
-/// `alloc`): up to four events inline (the oldest, then 32-bit offsets
+/// `alloc`): up to ten events inline (the oldest, then 32-bit offsets
 /// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
-/// a heap ring of 8 that doubles as events arrive and is cut back as they
-/// leave (and fitted to its events when the key reaches its limit). 24
-/// bytes plus the ring; most keys of a large table never allocate.
+/// a heap ring of 20 that doubles as events arrive and is cut back as they
+/// leave (and fitted to its events when the key reaches its limit). 48
+/// bytes plus the ring (so the growable table's slot, with its key word
+/// and cold-part pointer, is one 64-byte cache line); a key allocates
+/// only from its eleventh event in the window.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct GrowLog<const W: usize> {
@@ -401,9 +403,11 @@ enum Repr {
     },
 }
 
-/// Events kept without allocating.
+/// Events kept without allocating: the oldest and nine 32-bit offsets,
+/// with the length and the variant's tag 48 bytes (issue 24 measured 4,
+/// 6 and 10: `BENCHMARKS.md`).
 #[cfg(feature = "alloc")]
-const INLINE: usize = 4;
+const INLINE: usize = 10;
 
 #[cfg(feature = "alloc")]
 impl<const W: usize> Default for GrowLog<W> {
