@@ -375,7 +375,10 @@ impl<const C: usize> defmt::Format for CompactLog<C> {
 /// `alloc`): up to ten events inline (the oldest, then 32-bit offsets
 /// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
 /// a heap ring of 20 that doubles as events arrive and is cut back as they
-/// leave (and fitted to its events when the key reaches its limit). 48
+/// leave (and fitted to its events when the key reaches its limit); the
+/// ring too holds 32-bit offsets from a 64-bit base while its events span
+/// at most `u32::MAX` ticks (rebased, or widened to full ticks, when a new
+/// event does not fit: exact either way). 48
 /// bytes plus the ring (so the growable table's slot, with its key word
 /// and cold-part pointer, is one 64-byte cache line); a key allocates
 /// only from its eleventh event in the window.
@@ -395,12 +398,133 @@ enum Repr {
         off: [u32; INLINE - 1],
         len: u8,
     },
-    /// A ring: `len` events from `head`.
-    Heap {
-        buf: alloc::boxed::Box<[Tick]>,
-        head: u16,
-        len: u16,
-    },
+    /// A heap ring.
+    Heap(Ring),
+}
+
+/// A heap ring of a [`GrowLog`]'s events: `len` of them from `head`.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug)]
+struct Ring {
+    buf: RingBuf,
+    /// What [`RingBuf::Narrow`] offsets count from (at most the oldest).
+    base: Tick,
+    head: u16,
+    len: u16,
+}
+
+/// A ring's slots: 32-bit offsets from its base while the events span
+/// at most `u32::MAX` ticks (half the bytes, so half the lines a spilled
+/// log's oldest and newest events fall on), full ticks otherwise.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug)]
+enum RingBuf {
+    Narrow(alloc::boxed::Box<[u32]>),
+    Wide(alloc::boxed::Box<[Tick]>),
+}
+
+#[cfg(feature = "alloc")]
+impl Ring {
+    /// A ring of `cap` (at least `len`) slots holding the `len` `events`
+    /// (oldest first, from `first` to `last`) that also takes `next`
+    /// after them without moving, if it has room for it.
+    fn new(
+        cap: usize,
+        len: usize,
+        (first, last): (Option<Tick>, Option<Tick>),
+        next: Option<Tick>,
+        events: impl Iterator<Item = Tick>,
+    ) -> Ring {
+        // Events are in time order; `next` normally comes after them.
+        let ends = [first, last, next];
+        let oldest = ends.iter().flatten().copied().min().unwrap_or(0);
+        let newest = ends.iter().flatten().copied().max().unwrap_or(0);
+        let buf = if u32::try_from(newest.saturating_sub(oldest)).is_ok() {
+            let mut b = alloc::vec::Vec::with_capacity(cap);
+            b.extend(events.map(|t| u32::try_from(t.saturating_sub(oldest)).unwrap_or(u32::MAX)));
+            b.resize(cap, 0);
+            RingBuf::Narrow(b.into_boxed_slice())
+        } else {
+            let mut b = alloc::vec::Vec::with_capacity(cap);
+            b.extend(events);
+            b.resize(cap, 0);
+            RingBuf::Wide(b.into_boxed_slice())
+        };
+        Ring {
+            buf,
+            base: oldest,
+            head: 0,
+            len: u16::try_from(len).unwrap_or(u16::MAX),
+        }
+    }
+
+    fn cap(&self) -> usize {
+        match &self.buf {
+            RingBuf::Narrow(b) => b.len(),
+            RingBuf::Wide(b) => b.len(),
+        }
+    }
+
+    /// Slot of the `i`-th event.
+    fn pos(&self, i: usize) -> Option<usize> {
+        usize::from(self.head)
+            .wrapping_add(i)
+            .checked_rem(self.cap())
+    }
+
+    fn get(&self, i: usize) -> Option<Tick> {
+        if i >= usize::from(self.len) {
+            return None;
+        }
+        let j = self.pos(i)?;
+        match &self.buf {
+            RingBuf::Narrow(b) => b.get(j).map(|&o| self.base.saturating_add(u64::from(o))),
+            RingBuf::Wide(b) => b.get(j).copied(),
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.len > 0 {
+            self.len = self.len.saturating_sub(1);
+            let next = self.pos(1).unwrap_or(0);
+            self.head = u16::try_from(next).unwrap_or(0);
+        }
+    }
+
+    /// Whether `t` (not before the newest event) can be appended here.
+    fn takes(&self, t: Tick) -> bool {
+        if usize::from(self.len) >= self.cap() {
+            return false;
+        }
+        match &self.buf {
+            RingBuf::Narrow(_) => {
+                self.len == 0
+                    || t.checked_sub(self.base)
+                        .is_some_and(|d| u32::try_from(d).is_ok())
+            }
+            RingBuf::Wide(_) => true,
+        }
+    }
+
+    /// Append `t`; [`takes`](Self::takes) said it fits.
+    fn push(&mut self, t: Tick) {
+        if self.len == 0 {
+            self.head = 0;
+            self.base = t;
+        }
+        let Some(j) = self.pos(usize::from(self.len)) else {
+            return;
+        };
+        let stored = match &mut self.buf {
+            RingBuf::Narrow(b) => b.get_mut(j).map(|slot| {
+                *slot = u32::try_from(t.saturating_sub(self.base)).unwrap_or(u32::MAX);
+            }),
+            RingBuf::Wide(b) => b.get_mut(j).map(|slot| *slot = t),
+        };
+        if stored.is_some() {
+            self.len = self.len.saturating_add(1);
+        }
+    }
 }
 
 /// Events kept without allocating: the oldest and nine 32-bit offsets,
@@ -449,13 +573,7 @@ impl<const W: usize> GrowLog<W> {
                     Some(*base)
                 }
             }
-            Repr::Heap { buf, head, len } => {
-                if i >= usize::from(*len) {
-                    return None;
-                }
-                let j = usize::from(*head).wrapping_add(i).checked_rem(buf.len())?;
-                buf.get(j).copied()
-            }
+            Repr::Heap(r) => r.get(i),
         }
     }
 
@@ -464,8 +582,20 @@ impl<const W: usize> GrowLog<W> {
     fn heap_cap(&self) -> usize {
         match &self.repr {
             Repr::Inline { .. } => 0,
-            Repr::Heap { buf, .. } => buf.len(),
+            Repr::Heap(r) => r.cap(),
         }
+    }
+
+    /// Whether the heap ring holds 32-bit offsets (false when inline).
+    #[cfg(test)]
+    fn narrow(&self) -> bool {
+        matches!(
+            &self.repr,
+            Repr::Heap(Ring {
+                buf: RingBuf::Narrow(_),
+                ..
+            })
+        )
     }
 
     /// Drop the oldest event, keeping the storage.
@@ -483,24 +613,15 @@ impl<const W: usize> GrowLog<W> {
                 }
                 *len = len.saturating_sub(1);
             }
-            Repr::Heap { buf, head, len } => {
-                if *len > 0 {
-                    *len = len.saturating_sub(1);
-                    let next = usize::from(*head)
-                        .wrapping_add(1)
-                        .checked_rem(buf.len())
-                        .unwrap_or(0);
-                    *head = u16::try_from(next).unwrap_or(0);
-                }
-            }
+            Repr::Heap(r) => r.pop(),
         }
     }
 
     /// When a quarter or less of the ring is used, move to a ring of twice
     /// the events, or inline if they fit.
     fn shrink(&mut self) {
-        if let Repr::Heap { buf, len, .. } = &self.repr {
-            let (cap, len) = (buf.len(), usize::from(*len));
+        if let Repr::Heap(r) = &self.repr {
+            let (cap, len) = (r.cap(), usize::from(r.len));
             if len.saturating_mul(4) <= cap {
                 self.relocate(len.saturating_mul(2));
             }
@@ -545,22 +666,17 @@ impl<const W: usize> GrowLog<W> {
                 return;
             }
         }
-        self.move_to_heap(cap);
+        self.move_to_heap(cap, None);
     }
 
     /// Move the events, oldest first, into a ring of `cap` (at least the
-    /// events and [`Self::MIN`]) slots.
-    fn move_to_heap(&mut self, cap: usize) {
+    /// events and [`Self::MIN`]) slots, narrow if they and `next` (an
+    /// event about to be pushed) span at most `u32::MAX` ticks.
+    fn move_to_heap(&mut self, cap: usize, next: Option<Tick>) {
         let n = self.len();
         let cap = cap.max(Self::MIN).max(n);
-        let mut buf = alloc::vec::Vec::with_capacity(cap);
-        buf.extend(self.iter());
-        buf.resize(cap, 0);
-        self.repr = Repr::Heap {
-            buf: buf.into_boxed_slice(),
-            head: 0,
-            len: u16::try_from(n).unwrap_or(0),
-        };
+        let ends = (self.oldest(), self.newest());
+        self.repr = Repr::Heap(Ring::new(cap, n, ends, next, self.iter()));
     }
 }
 
@@ -613,19 +729,23 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         if self.len() >= W {
             self.pop_raw();
         }
-        let full = match &self.repr {
-            Repr::Inline { base, len, .. } => !Self::fits_inline(*base, *len, t),
-            Repr::Heap { buf, len, .. } => usize::from(*len) >= buf.len(),
+        // Where `t` goes when it does not fit: a ring (inline was full, or
+        // `t` is too far from its oldest for an offset), twice the size
+        // when the ring is full, the same size (rebased or widened) when
+        // only the offset does not fit.
+        let cap = match &self.repr {
+            Repr::Inline { base, len, .. } if !Self::fits_inline(*base, *len, t) => {
+                Some(INLINE.saturating_mul(2).min(W))
+            }
+            Repr::Heap(r) if !r.takes(t) => Some(if usize::from(r.len) >= r.cap() {
+                r.cap().saturating_mul(2).min(W)
+            } else {
+                r.cap()
+            }),
+            _ => None,
         };
-        if full {
-            // Room for one more: a ring (inline was full, or `t` is too far
-            // from its oldest for an offset), or a ring twice the size.
-            let cap = match &self.repr {
-                // Twice the inline room (4 -> 8 -> 16 ...).
-                Repr::Inline { .. } => INLINE.saturating_mul(2).min(W),
-                Repr::Heap { buf, .. } => buf.len().saturating_mul(2).min(W),
-            };
-            self.move_to_heap(cap.max(self.len().saturating_add(1)));
+        if let Some(cap) = cap {
+            self.move_to_heap(cap.max(self.len().saturating_add(1)), Some(t));
         }
         match &mut self.repr {
             Repr::Inline { base, off, len } => {
@@ -638,26 +758,18 @@ impl<const W: usize> TimeLog for GrowLog<W> {
                     *len = len.saturating_add(1);
                 }
             }
-            Repr::Heap { buf, head, len } => {
-                let j = usize::from(*head)
-                    .wrapping_add(usize::from(*len))
-                    .checked_rem(buf.len())
-                    .unwrap_or(0);
-                if let Some(slot) = buf.get_mut(j) {
-                    *slot = t;
-                    *len = len.saturating_add(1);
-                }
-            }
+            // Fits: a new ring is made to take `t`.
+            Repr::Heap(r) => r.push(t),
         }
     }
 
     fn fit(&mut self) {
-        if let Repr::Heap { buf, len, .. } = &self.repr {
-            let (len, cap) = (usize::from(*len), buf.len());
+        if let Repr::Heap(r) = &self.repr {
+            let (len, cap) = (usize::from(r.len), r.cap());
             if let Some(inline) = self.inline() {
                 self.repr = inline;
             } else if len.max(Self::MIN) < cap {
-                self.move_to_heap(len);
+                self.move_to_heap(len, None);
             }
         }
     }
@@ -669,7 +781,7 @@ impl<const W: usize> TimeLog for GrowLog<W> {
     fn len(&self) -> usize {
         match &self.repr {
             Repr::Inline { len, .. } => usize::from(*len),
-            Repr::Heap { len, .. } => usize::from(*len),
+            Repr::Heap(r) => usize::from(r.len),
         }
     }
 
@@ -734,7 +846,7 @@ mod tests {
 
     /// A growing log answers exactly as the fixed one under the same
     /// pushes, prunes, truncations and clears (with gaps too wide for
-    /// inline offsets), and its buffer follows use.
+    /// inline offsets or a narrow ring's), and its buffer follows use.
     #[test]
     fn grow_log_matches_fixed_log() {
         let mut fixed = Log::<40>::new();
@@ -742,6 +854,7 @@ mod tests {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut now = 0;
         let mut spilled = 0usize;
+        let (mut narrow, mut wide) = (0usize, 0usize);
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -798,8 +911,14 @@ mod tests {
             );
             assert!(cap > 0 || grow.len() <= INLINE);
             spilled += usize::from(cap > 0 && grow.len() <= INLINE && grow.len() >= 2);
+            narrow += usize::from(cap > 0 && grow.narrow());
+            wide += usize::from(cap > 0 && !grow.narrow());
         }
         assert!(spilled > 0, "no log went to the heap for distance");
+        assert!(
+            narrow > 0 && wide > 0,
+            "rings: {narrow} narrow, {wide} wide"
+        );
     }
 
     /// The compact ring: order, push when full, wrap, rebase, and only
