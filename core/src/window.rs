@@ -465,11 +465,16 @@ impl Ring {
         }
     }
 
-    /// Slot of the `i`-th event.
+    /// Slot of the `i`-th event (`i` at most the ring's size; `head` is
+    /// below it, so one subtraction wraps: no division).
     fn pos(&self, i: usize) -> Option<usize> {
-        usize::from(self.head)
-            .wrapping_add(i)
-            .checked_rem(self.cap())
+        let cap = self.cap();
+        let j = usize::from(self.head).wrapping_add(i);
+        if j < cap {
+            return Some(j);
+        }
+        let k = j.wrapping_sub(cap);
+        (k < cap).then_some(k)
     }
 
     fn get(&self, i: usize) -> Option<Tick> {
@@ -491,39 +496,37 @@ impl Ring {
         }
     }
 
-    /// Whether `t` (not before the newest event) can be appended here.
-    fn takes(&self, t: Tick) -> bool {
-        if usize::from(self.len) >= self.cap() {
-            return false;
-        }
-        match &self.buf {
-            RingBuf::Narrow(_) => {
-                self.len == 0
-                    || t.checked_sub(self.base)
-                        .is_some_and(|d| u32::try_from(d).is_ok())
-            }
-            RingBuf::Wide(_) => true,
-        }
-    }
-
-    /// Append `t`; [`takes`](Self::takes) said it fits.
-    fn push(&mut self, t: Tick) {
+    /// Append `t` (not before the newest event) if it fits: room in the
+    /// ring, and for a narrow one an offset from the base. False if not.
+    fn try_push(&mut self, t: Tick) -> bool {
         if self.len == 0 {
             self.head = 0;
             self.base = t;
         }
         let Some(j) = self.pos(usize::from(self.len)) else {
-            return;
+            return false;
         };
+        if usize::from(self.len) >= self.cap() {
+            return false;
+        }
+        let base = self.base;
         let stored = match &mut self.buf {
-            RingBuf::Narrow(b) => b.get_mut(j).map(|slot| {
-                *slot = u32::try_from(t.saturating_sub(self.base)).unwrap_or(u32::MAX);
-            }),
-            RingBuf::Wide(b) => b.get_mut(j).map(|slot| *slot = t),
+            RingBuf::Narrow(b) => match (
+                b.get_mut(j),
+                t.checked_sub(base).and_then(|d| u32::try_from(d).ok()),
+            ) {
+                (Some(slot), Some(d)) => {
+                    *slot = d;
+                    true
+                }
+                _ => false,
+            },
+            RingBuf::Wide(b) => b.get_mut(j).map(|slot| *slot = t).is_some(),
         };
-        if stored.is_some() {
+        if stored {
             self.len = self.len.saturating_add(1);
         }
+        stored
     }
 }
 
@@ -733,33 +736,35 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         // `t` is too far from its oldest for an offset), twice the size
         // when the ring is full, the same size (rebased or widened) when
         // only the offset does not fit.
-        let cap = match &self.repr {
-            Repr::Inline { base, len, .. } if !Self::fits_inline(*base, *len, t) => {
-                Some(INLINE.saturating_mul(2).min(W))
-            }
-            Repr::Heap(r) if !r.takes(t) => Some(if usize::from(r.len) >= r.cap() {
-                r.cap().saturating_mul(2).min(W)
-            } else {
-                r.cap()
-            }),
-            _ => None,
-        };
-        if let Some(cap) = cap {
-            self.move_to_heap(cap.max(self.len().saturating_add(1)), Some(t));
-        }
-        match &mut self.repr {
+        let cap = match &mut self.repr {
             Repr::Inline { base, off, len } => {
-                if *len == 0 {
-                    *base = t;
-                    *len = 1;
-                } else if let Some(slot) = off.get_mut(usize::from(*len).wrapping_sub(1)) {
-                    // Fits: checked by `fits_inline` above.
-                    *slot = Self::offset(*base, t).unwrap_or(u32::MAX);
-                    *len = len.saturating_add(1);
+                if Self::fits_inline(*base, *len, t) {
+                    if *len == 0 {
+                        *base = t;
+                        *len = 1;
+                    } else if let Some(slot) = off.get_mut(usize::from(*len).wrapping_sub(1)) {
+                        *slot = Self::offset(*base, t).unwrap_or(u32::MAX);
+                        *len = len.saturating_add(1);
+                    }
+                    return;
+                }
+                INLINE.saturating_mul(2).min(W)
+            }
+            Repr::Heap(r) => {
+                if r.try_push(t) {
+                    return;
+                }
+                if usize::from(r.len) >= r.cap() {
+                    r.cap().saturating_mul(2).min(W)
+                } else {
+                    r.cap()
                 }
             }
-            // Fits: a new ring is made to take `t`.
-            Repr::Heap(r) => r.push(t),
+        };
+        self.move_to_heap(cap.max(self.len().saturating_add(1)), Some(t));
+        // Takes `t`: the new ring has room and spans it.
+        if let Repr::Heap(r) = &mut self.repr {
+            r.try_push(t);
         }
     }
 
