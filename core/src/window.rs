@@ -926,6 +926,46 @@ mod tests {
         );
     }
 
+    /// A spilled ring of 32-bit offsets: rebased (still narrow) when a new
+    /// event is too far from its base but not from its oldest event,
+    /// widened to full ticks when it is too far from the oldest too, and
+    /// narrow again once the far events are gone; every time exact.
+    #[test]
+    fn spilled_ring_rebases_widens_and_narrows() {
+        const FAR: u64 = u32::MAX as u64;
+        let mut log = GrowLog::<64>::new();
+        let mut want = Log::<64>::new();
+        let push = |log: &mut GrowLog<64>, want: &mut Log<64>, t: u64| {
+            log.push(t);
+            want.push(t);
+            assert!(log.iter().eq(want.iter()), "{t}");
+        };
+        let e = 1u64 << 40;
+        for k in 0..12 {
+            push(&mut log, &mut want, e + k);
+        }
+        assert!(log.heap_cap() > 0 && log.narrow());
+        // Drop the oldest: the base stays at e, the oldest is now e + 6.
+        for _ in 0..6 {
+            log.pop_raw();
+            want.pop_oldest();
+        }
+        // Too far from the base, not from the oldest: rebased, narrow.
+        push(&mut log, &mut want, e + 6 + FAR);
+        assert!(log.narrow(), "rebased");
+        // Too far from the oldest as well: widened.
+        push(&mut log, &mut want, e + 7 + FAR + FAR);
+        assert!(log.heap_cap() > 0 && !log.narrow(), "widened");
+        // The far events leave; the rest fits offsets again.
+        log.truncate_front(1);
+        want.truncate_front(1);
+        for k in 1..20 {
+            push(&mut log, &mut want, e + 7 + FAR + FAR + k);
+        }
+        assert!(log.heap_cap() > 0 && log.narrow(), "narrow again");
+        assert_eq!(log.len(), 20);
+    }
+
     /// The compact ring: order, push when full, wrap, rebase, and only
     /// events more than MAX_SPAN before a new one dropped.
     #[test]
