@@ -102,6 +102,7 @@ impl Shape {
 
 /// A key as the table holds it: shape and word (for [`Form::Full`], the
 /// word is filled with the fingerprint when hashed).
+#[inline]
 fn compact(key: &Key) -> (Shape, u64) {
     let a = u128::from_be_bytes(key.addr().octets());
     let (hi, lo) = ((a >> 64) as u64, a as u64);
@@ -147,6 +148,7 @@ impl Probe {
 /// `last`: what [`SipHasher13`] gives for that string (a test checks),
 /// written out for one word and the final block, without the streaming
 /// hasher's byte buffer (a third of a decision's instructions before).
+#[inline(always)]
 fn sip13_word(k: (u64, u64), word: u64, last: u8) -> u64 {
     let mut v0 = k.0 ^ 0x736f_6d65_7073_6575;
     let mut v1 = k.1 ^ 0x646f_7261_6e64_6f6d;
@@ -242,6 +244,7 @@ impl<const W: usize> MapStore<W> {
         n.saturating_mul(8) <= size.saturating_mul(7) && n < size
     }
 
+    #[inline]
     fn probe(&self, key: &Key) -> Probe {
         let (shape, word) = compact(key);
         if shape.form() == Form::Full {
@@ -261,6 +264,7 @@ impl<const W: usize> MapStore<W> {
     }
 
     /// The keyed hash of a compact key (a full key's is its word).
+    #[inline]
     fn hash_word(&self, shape: Shape, word: u64) -> u64 {
         if shape.form() == Form::Full {
             return word;
@@ -298,6 +302,7 @@ impl<const W: usize> MapStore<W> {
 
     /// The slot holding `p`'s key (`Ok`), or the empty slot ending its
     /// probe (`Err`; `None` for an empty table).
+    #[inline]
     fn find(&self, p: &Probe, key: &Key) -> Result<usize, Option<usize>> {
         let (metas, slots) = (self.metas.as_slice(), self.slots.as_slice());
         let n = metas.len();
