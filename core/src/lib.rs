@@ -86,12 +86,13 @@
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
-//! A `MapStore` key (feature `alloc`) is one 40-byte slot (an 8-byte key
-//! word, up to four timestamps inline, a pointer to its cold part) and a
-//! 2-byte meta (kind, form, CLOCK reference bit, hash tag) in a table at
-//! most 7/8 full, its last growth step sized to the cap: about 53 bytes
-//! at 1 000 000 keys with one event each (48 at the cap). Logs longer than
-//! four events live in a heap ring sized to them; the cold part is
+//! A `MapStore` key (feature `alloc`) is one 64-byte slot aligned to a
+//! cache line (an 8-byte key word, up to ten timestamps inline, a pointer
+//! to its cold part) and a 2-byte meta (kind, form, CLOCK reference bit,
+//! hash tag) in a table at most 7/8 full, its last growth step sized to
+//! the cap: about 83 bytes at 1 000 000 keys with one to ten events each
+//! (75 at the cap). Logs longer than ten events live in a heap ring sized
+//! to them; the cold part is
 //! allocated only for keys that were denied, blocked, banned, locked or
 //! hold slots, and for keys held by a fingerprint (a (username, address)
 //! pair, an IPv6 key longer than /64), whose full key it keeps.

@@ -267,8 +267,8 @@ pub trait Store<const W: usize> {
             None => Upsert::Full,
         }
     }
-    /// Add a new key, touched; hands the entry back when full
-    /// (the heapless convention, hence the large `Err`).
+    /// Add a new key, touched; hands the entry back when full (so the
+    /// caller keeps what it built, hence the large `Err`).
     #[allow(clippy::result_large_err)]
     fn insert(&mut self, key: Key, entry: EntryOf<Self, W>) -> Result<(), EntryOf<Self, W>>;
     /// Remove a key.

@@ -1,6 +1,6 @@
 //! Sliding logs: timestamps oldest first, in a fixed-capacity ring
 //! ([`Log`], inline, no allocator) or a ring that grows with use up to its
-//! cap ([`GrowLog`], feature `alloc`: up to four events inline, then a
+//! cap ([`GrowLog`], feature `alloc`: up to ten events inline, then a
 //! ring sized to the events, not to `W`). Both are a [`TimeLog`].
 //!
 //! An event counts iff it lies in `(now - window, now]`. Logs are kept in
@@ -372,11 +372,16 @@ impl<const C: usize> defmt::Format for CompactLog<C> {
 }
 
 /// A log of at most `W` timestamps whose storage follows use (feature
-/// `alloc`): up to four events inline (the oldest, then 32-bit offsets
+/// `alloc`): up to ten events inline (the oldest, then 32-bit offsets
 /// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
-/// a heap ring of 8 that doubles as events arrive and is cut back as they
-/// leave (and fitted to its events when the key reaches its limit). 24
-/// bytes plus the ring; most keys of a large table never allocate.
+/// a heap ring of 20 that doubles as events arrive and is cut back as they
+/// leave (and fitted to its events when the key reaches its limit); the
+/// ring too holds 32-bit offsets from a 64-bit base while its events span
+/// at most `u32::MAX` ticks (rebased, or widened to full ticks, when a new
+/// event does not fit: exact either way). 48
+/// bytes plus the ring (so the growable table's slot, with its key word
+/// and cold-part pointer, is one 64-byte cache line); a key allocates
+/// only from its eleventh event in the window.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct GrowLog<const W: usize> {
@@ -393,17 +398,143 @@ enum Repr {
         off: [u32; INLINE - 1],
         len: u8,
     },
-    /// A ring: `len` events from `head`.
-    Heap {
-        buf: alloc::boxed::Box<[Tick]>,
-        head: u16,
-        len: u16,
-    },
+    /// A heap ring.
+    Heap(Ring),
 }
 
-/// Events kept without allocating.
+/// A heap ring of a [`GrowLog`]'s events: `len` of them from `head`.
 #[cfg(feature = "alloc")]
-const INLINE: usize = 4;
+#[derive(Clone, Debug)]
+struct Ring {
+    buf: RingBuf,
+    /// What [`RingBuf::Narrow`] offsets count from (at most the oldest).
+    base: Tick,
+    head: u16,
+    len: u16,
+}
+
+/// A ring's slots: 32-bit offsets from its base while the events span
+/// at most `u32::MAX` ticks (half the bytes, so half the lines a spilled
+/// log's oldest and newest events fall on), full ticks otherwise.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug)]
+enum RingBuf {
+    Narrow(alloc::boxed::Box<[u32]>),
+    Wide(alloc::boxed::Box<[Tick]>),
+}
+
+#[cfg(feature = "alloc")]
+impl Ring {
+    /// A ring of `cap` (at least `len`) slots holding the `len` `events`
+    /// (oldest first, from `first` to `last`) that also takes `next`
+    /// after them without moving, if it has room for it.
+    fn new(
+        cap: usize,
+        len: usize,
+        (first, last): (Option<Tick>, Option<Tick>),
+        next: Option<Tick>,
+        events: impl Iterator<Item = Tick>,
+    ) -> Ring {
+        // Events are in time order; `next` normally comes after them.
+        let ends = [first, last, next];
+        let oldest = ends.iter().flatten().copied().min().unwrap_or(0);
+        let newest = ends.iter().flatten().copied().max().unwrap_or(0);
+        let buf = if u32::try_from(newest.saturating_sub(oldest)).is_ok() {
+            let mut b = alloc::vec::Vec::with_capacity(cap);
+            b.extend(events.map(|t| u32::try_from(t.saturating_sub(oldest)).unwrap_or(u32::MAX)));
+            b.resize(cap, 0);
+            RingBuf::Narrow(b.into_boxed_slice())
+        } else {
+            let mut b = alloc::vec::Vec::with_capacity(cap);
+            b.extend(events);
+            b.resize(cap, 0);
+            RingBuf::Wide(b.into_boxed_slice())
+        };
+        Ring {
+            buf,
+            base: oldest,
+            head: 0,
+            len: u16::try_from(len).unwrap_or(u16::MAX),
+        }
+    }
+
+    fn cap(&self) -> usize {
+        match &self.buf {
+            RingBuf::Narrow(b) => b.len(),
+            RingBuf::Wide(b) => b.len(),
+        }
+    }
+
+    /// Slot of the `i`-th event (`i` at most the ring's size; `head` is
+    /// below it, so one subtraction wraps: no division).
+    fn pos(&self, i: usize) -> Option<usize> {
+        let cap = self.cap();
+        let j = usize::from(self.head).wrapping_add(i);
+        if j < cap {
+            return Some(j);
+        }
+        let k = j.wrapping_sub(cap);
+        (k < cap).then_some(k)
+    }
+
+    fn get(&self, i: usize) -> Option<Tick> {
+        if i >= usize::from(self.len) {
+            return None;
+        }
+        let j = self.pos(i)?;
+        match &self.buf {
+            RingBuf::Narrow(b) => b.get(j).map(|&o| self.base.saturating_add(u64::from(o))),
+            RingBuf::Wide(b) => b.get(j).copied(),
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.len > 0 {
+            self.len = self.len.saturating_sub(1);
+            let next = self.pos(1).unwrap_or(0);
+            self.head = u16::try_from(next).unwrap_or(0);
+        }
+    }
+
+    /// Append `t` (not before the newest event) if it fits: room in the
+    /// ring, and for a narrow one an offset from the base. False if not.
+    fn try_push(&mut self, t: Tick) -> bool {
+        if self.len == 0 {
+            self.head = 0;
+            self.base = t;
+        }
+        let Some(j) = self.pos(usize::from(self.len)) else {
+            return false;
+        };
+        if usize::from(self.len) >= self.cap() {
+            return false;
+        }
+        let base = self.base;
+        let stored = match &mut self.buf {
+            RingBuf::Narrow(b) => match (
+                b.get_mut(j),
+                t.checked_sub(base).and_then(|d| u32::try_from(d).ok()),
+            ) {
+                (Some(slot), Some(d)) => {
+                    *slot = d;
+                    true
+                }
+                _ => false,
+            },
+            RingBuf::Wide(b) => b.get_mut(j).map(|slot| *slot = t).is_some(),
+        };
+        if stored {
+            self.len = self.len.saturating_add(1);
+        }
+        stored
+    }
+}
+
+/// Events kept without allocating: the oldest and nine 32-bit offsets,
+/// with the length and the variant's tag 48 bytes (issue 24 measured 4,
+/// 6 and 10: `BENCHMARKS.md`).
+#[cfg(feature = "alloc")]
+const INLINE: usize = 10;
 
 #[cfg(feature = "alloc")]
 impl<const W: usize> Default for GrowLog<W> {
@@ -445,13 +576,7 @@ impl<const W: usize> GrowLog<W> {
                     Some(*base)
                 }
             }
-            Repr::Heap { buf, head, len } => {
-                if i >= usize::from(*len) {
-                    return None;
-                }
-                let j = usize::from(*head).wrapping_add(i).checked_rem(buf.len())?;
-                buf.get(j).copied()
-            }
+            Repr::Heap(r) => r.get(i),
         }
     }
 
@@ -460,8 +585,20 @@ impl<const W: usize> GrowLog<W> {
     fn heap_cap(&self) -> usize {
         match &self.repr {
             Repr::Inline { .. } => 0,
-            Repr::Heap { buf, .. } => buf.len(),
+            Repr::Heap(r) => r.cap(),
         }
+    }
+
+    /// Whether the heap ring holds 32-bit offsets (false when inline).
+    #[cfg(test)]
+    fn narrow(&self) -> bool {
+        matches!(
+            &self.repr,
+            Repr::Heap(Ring {
+                buf: RingBuf::Narrow(_),
+                ..
+            })
+        )
     }
 
     /// Drop the oldest event, keeping the storage.
@@ -479,24 +616,15 @@ impl<const W: usize> GrowLog<W> {
                 }
                 *len = len.saturating_sub(1);
             }
-            Repr::Heap { buf, head, len } => {
-                if *len > 0 {
-                    *len = len.saturating_sub(1);
-                    let next = usize::from(*head)
-                        .wrapping_add(1)
-                        .checked_rem(buf.len())
-                        .unwrap_or(0);
-                    *head = u16::try_from(next).unwrap_or(0);
-                }
-            }
+            Repr::Heap(r) => r.pop(),
         }
     }
 
     /// When a quarter or less of the ring is used, move to a ring of twice
     /// the events, or inline if they fit.
     fn shrink(&mut self) {
-        if let Repr::Heap { buf, len, .. } = &self.repr {
-            let (cap, len) = (buf.len(), usize::from(*len));
+        if let Repr::Heap(r) = &self.repr {
+            let (cap, len) = (r.cap(), usize::from(r.len));
             if len.saturating_mul(4) <= cap {
                 self.relocate(len.saturating_mul(2));
             }
@@ -541,22 +669,17 @@ impl<const W: usize> GrowLog<W> {
                 return;
             }
         }
-        self.move_to_heap(cap);
+        self.move_to_heap(cap, None);
     }
 
     /// Move the events, oldest first, into a ring of `cap` (at least the
-    /// events and [`Self::MIN`]) slots.
-    fn move_to_heap(&mut self, cap: usize) {
+    /// events and [`Self::MIN`]) slots, narrow if they and `next` (an
+    /// event about to be pushed) span at most `u32::MAX` ticks.
+    fn move_to_heap(&mut self, cap: usize, next: Option<Tick>) {
         let n = self.len();
         let cap = cap.max(Self::MIN).max(n);
-        let mut buf = alloc::vec::Vec::with_capacity(cap);
-        buf.extend(self.iter());
-        buf.resize(cap, 0);
-        self.repr = Repr::Heap {
-            buf: buf.into_boxed_slice(),
-            head: 0,
-            len: u16::try_from(n).unwrap_or(0),
-        };
+        let ends = (self.oldest(), self.newest());
+        self.repr = Repr::Heap(Ring::new(cap, n, ends, next, self.iter()));
     }
 }
 
@@ -609,51 +732,49 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         if self.len() >= W {
             self.pop_raw();
         }
-        let full = match &self.repr {
-            Repr::Inline { base, len, .. } => !Self::fits_inline(*base, *len, t),
-            Repr::Heap { buf, len, .. } => usize::from(*len) >= buf.len(),
-        };
-        if full {
-            // Room for one more: a ring (inline was full, or `t` is too far
-            // from its oldest for an offset), or a ring twice the size.
-            let cap = match &self.repr {
-                // Twice the inline room (4 -> 8 -> 16 ...).
-                Repr::Inline { .. } => INLINE.saturating_mul(2).min(W),
-                Repr::Heap { buf, .. } => buf.len().saturating_mul(2).min(W),
-            };
-            self.move_to_heap(cap.max(self.len().saturating_add(1)));
-        }
-        match &mut self.repr {
+        // Where `t` goes when it does not fit: a ring (inline was full, or
+        // `t` is too far from its oldest for an offset), twice the size
+        // when the ring is full, the same size (rebased or widened) when
+        // only the offset does not fit.
+        let cap = match &mut self.repr {
             Repr::Inline { base, off, len } => {
-                if *len == 0 {
-                    *base = t;
-                    *len = 1;
-                } else if let Some(slot) = off.get_mut(usize::from(*len).wrapping_sub(1)) {
-                    // Fits: checked by `fits_inline` above.
-                    *slot = Self::offset(*base, t).unwrap_or(u32::MAX);
-                    *len = len.saturating_add(1);
+                if Self::fits_inline(*base, *len, t) {
+                    if *len == 0 {
+                        *base = t;
+                        *len = 1;
+                    } else if let Some(slot) = off.get_mut(usize::from(*len).wrapping_sub(1)) {
+                        *slot = Self::offset(*base, t).unwrap_or(u32::MAX);
+                        *len = len.saturating_add(1);
+                    }
+                    return;
+                }
+                INLINE.saturating_mul(2).min(W)
+            }
+            Repr::Heap(r) => {
+                if r.try_push(t) {
+                    return;
+                }
+                if usize::from(r.len) >= r.cap() {
+                    r.cap().saturating_mul(2).min(W)
+                } else {
+                    r.cap()
                 }
             }
-            Repr::Heap { buf, head, len } => {
-                let j = usize::from(*head)
-                    .wrapping_add(usize::from(*len))
-                    .checked_rem(buf.len())
-                    .unwrap_or(0);
-                if let Some(slot) = buf.get_mut(j) {
-                    *slot = t;
-                    *len = len.saturating_add(1);
-                }
-            }
+        };
+        self.move_to_heap(cap.max(self.len().saturating_add(1)), Some(t));
+        // Takes `t`: the new ring has room and spans it.
+        if let Repr::Heap(r) = &mut self.repr {
+            r.try_push(t);
         }
     }
 
     fn fit(&mut self) {
-        if let Repr::Heap { buf, len, .. } = &self.repr {
-            let (len, cap) = (usize::from(*len), buf.len());
+        if let Repr::Heap(r) = &self.repr {
+            let (len, cap) = (usize::from(r.len), r.cap());
             if let Some(inline) = self.inline() {
                 self.repr = inline;
             } else if len.max(Self::MIN) < cap {
-                self.move_to_heap(len);
+                self.move_to_heap(len, None);
             }
         }
     }
@@ -665,7 +786,7 @@ impl<const W: usize> TimeLog for GrowLog<W> {
     fn len(&self) -> usize {
         match &self.repr {
             Repr::Inline { len, .. } => usize::from(*len),
-            Repr::Heap { len, .. } => usize::from(*len),
+            Repr::Heap(r) => usize::from(r.len),
         }
     }
 
@@ -730,7 +851,7 @@ mod tests {
 
     /// A growing log answers exactly as the fixed one under the same
     /// pushes, prunes, truncations and clears (with gaps too wide for
-    /// inline offsets), and its buffer follows use.
+    /// inline offsets or a narrow ring's), and its buffer follows use.
     #[test]
     fn grow_log_matches_fixed_log() {
         let mut fixed = Log::<40>::new();
@@ -738,6 +859,7 @@ mod tests {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut now = 0;
         let mut spilled = 0usize;
+        let (mut narrow, mut wide) = (0usize, 0usize);
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -794,8 +916,54 @@ mod tests {
             );
             assert!(cap > 0 || grow.len() <= INLINE);
             spilled += usize::from(cap > 0 && grow.len() <= INLINE && grow.len() >= 2);
+            narrow += usize::from(cap > 0 && grow.narrow());
+            wide += usize::from(cap > 0 && !grow.narrow());
         }
         assert!(spilled > 0, "no log went to the heap for distance");
+        assert!(
+            narrow > 0 && wide > 0,
+            "rings: {narrow} narrow, {wide} wide"
+        );
+    }
+
+    /// A spilled ring of 32-bit offsets: rebased (still narrow) when a new
+    /// event is too far from its base but not from its oldest event,
+    /// widened to full ticks when it is too far from the oldest too, and
+    /// narrow again once the far events are gone; every time exact.
+    #[test]
+    fn spilled_ring_rebases_widens_and_narrows() {
+        const FAR: u64 = u32::MAX as u64;
+        let mut log = GrowLog::<64>::new();
+        let mut want = Log::<64>::new();
+        let push = |log: &mut GrowLog<64>, want: &mut Log<64>, t: u64| {
+            log.push(t);
+            want.push(t);
+            assert!(log.iter().eq(want.iter()), "{t}");
+        };
+        let e = 1u64 << 40;
+        for k in 0..12 {
+            push(&mut log, &mut want, e + k);
+        }
+        assert!(log.heap_cap() > 0 && log.narrow());
+        // Drop the oldest: the base stays at e, the oldest is now e + 6.
+        for _ in 0..6 {
+            log.pop_raw();
+            want.pop_oldest();
+        }
+        // Too far from the base, not from the oldest: rebased, narrow.
+        push(&mut log, &mut want, e + 6 + FAR);
+        assert!(log.narrow(), "rebased");
+        // Too far from the oldest as well: widened.
+        push(&mut log, &mut want, e + 7 + FAR + FAR);
+        assert!(log.heap_cap() > 0 && !log.narrow(), "widened");
+        // The far events leave; the rest fits offsets again.
+        log.truncate_front(1);
+        want.truncate_front(1);
+        for k in 1..20 {
+            push(&mut log, &mut want, e + 7 + FAR + FAR + k);
+        }
+        assert!(log.heap_cap() > 0 && log.narrow(), "narrow again");
+        assert_eq!(log.len(), 20);
     }
 
     /// The compact ring: order, push when full, wrap, rebase, and only

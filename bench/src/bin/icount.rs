@@ -22,7 +22,10 @@
 //!   (64 shards over `MapLimiter<64>`), hot key and new keys.
 //! * `host-uniform`: 1 000 000 keys seen once, then requests on random
 //!   ones of them (for cache profiles with `--cache-sim=yes`; not in
-//!   `icount.sh`); `governor-uniform` the same for governor.
+//!   `icount.sh`); `host-uniform-eK`: the same with every key seen K
+//!   times first (its log holds K events, so a request adds the K+1-th:
+//!   `-e5` puts every log past four inline events); `governor-uniform`
+//!   the same as `host-uniform` for governor.
 //! * `governor-hot`, `governor-cold` (feature `governor`): governor's keyed
 //!   limiter (DashMap, default quanta clock), hot key and new keys.
 
@@ -113,17 +116,25 @@ fn run(mode: &str, n: u64) -> Result<u64, String> {
                     .is_allowed()
             })
         }
-        "host-uniform" => {
-            // 1 000 000 keys seen once, then N requests on random ones of
-            // them (the criterion workload 2, for cache profiles:
-            // `--cache-sim=yes`).
+        m if m == "host-uniform" || m.starts_with("host-uniform-e") => {
+            // 1 000 000 keys seen once (`-eK`: K times), then N requests
+            // on random ones of them (the criterion workload 2, for cache
+            // profiles: `--cache-sim=yes`).
+            let times: u64 = match m.strip_prefix("host-uniform-e") {
+                Some(k) => k.parse().map_err(|_| format!("bad mode {m:?}"))?,
+                None => 1,
+            };
             let l = host_limiter(KEYS);
             let keys = distinct_ipv4(KEYS, 1);
-            for (t, k) in keys.iter().enumerate() {
-                l.check_request_at(*k, at(t as u64));
+            let mut t = 0u64;
+            for _ in 0..times {
+                for k in &keys {
+                    l.check_request_at(*k, at(t));
+                    t += 1;
+                }
             }
             let mut x = 0x9E37_79B9_7F4A_7C15u64;
-            let base = KEYS as u64;
+            let base = t;
             measured(n, |i| {
                 x ^= x << 13;
                 x ^= x >> 7;
