@@ -14,7 +14,8 @@
 //! 6. **login settlement** for a login route;
 //! 7. **answer or forward**.
 //!
-//! The listener hands every request to [`Pipeline::handle`]; there is no
+//! The listener hands every request to [`Pipeline::serve`] (an embedding
+//! behind an axum router: [`Pipeline::handle`]); there is no
 //! other route in.
 
 use std::net::{IpAddr, SocketAddr};

@@ -34,6 +34,29 @@ async fn connect_from(s: &Server, from: Ipv4Addr) -> std::io::Result<TcpStream> 
         .map_err(|_| std::io::Error::other("connect timed out"))?
 }
 
+/// Wait (up to about two seconds) until the server holds `n` connections
+/// besides the one asking (`portcullis_connections_open` in `/metrics`).
+async fn accepted(s: &Server, n: u64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        let open = match client.get(s.url("/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_connections_open "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+        if open >= (n + 1) as f64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Read until the server closes (`Some(bytes read)`), or `None` if it is
 /// still open after `within`.
 async fn closed_within(c: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
@@ -124,6 +147,9 @@ async fn per_address_cap_and_read_timeouts_close_connections() {
         c.write_all(STALL).await.unwrap();
         held.push(c);
     }
+    // Each worker accepts on its own socket, so a fifth connection could
+    // be accepted before one of the four: wait until the four are in.
+    accepted(&s, 4).await;
     // Connection 5 from the same address is closed at once, unanswered:
     // well before the 4 s header timeout that would close it otherwise
     // (2 s of slack for a loaded machine).
