@@ -37,8 +37,13 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || {
 cargo build --release -q -p portcullis-server --bin portcullis \
   -p portcullis-bench --features portcullis-bench/http --bin hello --bin openloop
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port) NG=$(free_port) PC=$(free_port) PD=$(free_port) HE=$(free_port)
-FA=$(free_port) FC=$(free_port)
+# all ports from one call, every socket held open until all are chosen (two
+# separate calls can be handed the same port)
+free_ports() { python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
+read -r UP NG PC PD HE FA FC <<<"$(free_ports 7)"
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
