@@ -244,7 +244,9 @@ pub async fn serve_from(
     }
     let server_metrics = Arc::new(exporter::ServerMetrics::default());
     let users = passwords::Users::new(&cfg.users, &cfg.hashing, server_metrics.clone());
-    if cfg.users.is_empty() {
+    // The demo user answers the demo's own `/login`; in proxy mode the
+    // upstream checks passwords and no demo route is served.
+    if cfg.users.is_empty() && cfg.upstream.is_none() {
         tracing::warn!(
             "no [[users]] configured: demo user `demo` with password `demo-password` is active"
         );

@@ -152,6 +152,8 @@ async fn forwards_streams_and_sets_forwarded_headers() {
     let (up, seen) = upstream().await;
     let d = tempfile::tempdir().unwrap();
     let s = start(d.path(), &proxy_toml(up, ""));
+    // No demo route is served in proxy mode, so no demo user is announced.
+    assert!(!s.logs().iter().any(|l| l.contains("demo user")));
     let c = reqwest::Client::new();
     let r = c
         .get(s.url("/hello?x=1"))

@@ -26,7 +26,6 @@ use tokio::sync::Mutex;
 use super::desired::{Element, SetKind, Until};
 use super::tap::Tap;
 
-/// This server's line to the fleet's channel.
 /// Why the fleet link could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,6 +44,7 @@ pub enum LinkError {
     Rng(#[source] getrandom::Error),
 }
 
+/// This server's line to the fleet's channel.
 pub struct FleetLink {
     client: redis::Client,
     channel: String,
