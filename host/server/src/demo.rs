@@ -24,7 +24,7 @@ use crate::passwords::Admitted;
 /// The demo routes.
 pub fn routes(app: App) -> Router {
     Router::new()
-        .route("/", get(|| async { "ok" }))
+        .route("/", get(|| async { crate::pipeline::demo_root() }))
         .route("/login", post(login))
         .with_state(app)
 }

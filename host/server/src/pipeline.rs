@@ -631,9 +631,10 @@ fn is_demo_root(req: &Request) -> bool {
     req.method() == axum::http::Method::GET && req.uri().path() == "/"
 }
 
-/// The demo's `GET /` answer, as its route in `demo.rs` gives it (the
-/// router's `"ok"`: plain text, UTF-8).
-fn demo_root() -> Response {
+/// The demo's `/` answer (plain text `ok`), written once: the pipeline
+/// gives it for `GET /` without a router, the demo router's `/` route
+/// for the other spellings and `HEAD`.
+pub(crate) fn demo_root() -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
