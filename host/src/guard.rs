@@ -35,7 +35,7 @@ use portcullis_core::{Attempt, Decision, Hold, Penalty, SlotToken};
 
 use crate::clock::{read, Now};
 use crate::engine::{AttemptId, SlotGuard};
-use crate::limiter::{Limiter, Record};
+use crate::limiter::{Limiter, Outcome, Record};
 use crate::manual::{ManualBan, ManualChange, ManualError};
 use crate::metrics::Metrics;
 use crate::persist::{Persist, PersistError};
@@ -124,7 +124,12 @@ impl Guard {
 
     /// [`check_request`](Self::check_request) at `now`, read once by the caller.
     pub async fn check_request_at(&self, ip: IpAddr, now: Now) -> Decision {
-        let o = self.limiter.check_request_at(ip, now);
+        self.settle_request(ip, self.limiter.check_request_at(ip, now))
+            .await
+    }
+
+    /// A request's outcome written through, then counted.
+    async fn settle_request(&self, ip: IpAddr, o: Outcome<Decision>) -> Decision {
         self.persist(o.changes).await;
         self.metrics.count_from(ip, &o.decision);
         o.decision
@@ -139,11 +144,7 @@ impl Guard {
             self.metrics.count_from(ip, &o.decision);
             return crate::Checked::Ready(o.decision);
         }
-        crate::Checked::Pending(Box::pin(async move {
-            self.persist(o.changes).await;
-            self.metrics.count_from(ip, &o.decision);
-            o.decision
-        }))
+        crate::Checked::Pending(Box::pin(self.settle_request(ip, o)))
     }
 
     /// Whether a login may proceed.

@@ -243,11 +243,7 @@ impl Mirrored {
 
 impl Engine for Mirrored {
     fn check_request(&self, ip: IpAddr) -> BoxFuture<'_, Decision> {
-        Box::pin(async move {
-            let d = self.inner.check_request(ip).await;
-            self.note(ip, &d);
-            d
-        })
+        Box::pin(self.check_request_at(ip, read()))
     }
     fn check_request_at(&self, ip: IpAddr, now: portcullis::clock::Now) -> Checked<'_> {
         match self.inner.check_request_at(ip, now) {
