@@ -9,7 +9,9 @@
 # DEMO=1 also measures each binary's demo `GET /` (no upstream) and the
 # bare hyper `hello` (bench/src/bin/hello.rs, one worker).
 # Not in CI. Needs nginx and valgrind.
-# Usage: [DEMO=1] bench/request_icount.sh [N] [PORTCULLIS_BINARY...]
+# KEEP=dir keeps the callgrind files (cg.<name>.<n>) for a per-function
+# difference: callgrind_annotate --inclusive=yes on the N and 3N files.
+# Usage: [DEMO=1] [KEEP=dir] bench/request_icount.sh [N] [PORTCULLIS_BINARY...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
@@ -29,6 +31,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$DIR"/cg.* "$KEEP"/; fi
   rm -rf "$DIR"
 }
 trap cleanup EXIT

@@ -75,40 +75,46 @@ pub const CLIENT_SENT: [&str; 16] = [
     "x-original-method",
 ];
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the headers present (a request has a handful), not a
-    // hashed removal per listed name; nothing is allocated when none match.
-    let mut drop: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    drop.extend(
-        h.keys()
-            .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
-            .cloned(),
-    );
+/// Drop the hop-by-hop headers (the listed ones and those the
+/// `Connection` header names) and, when `client_sent`, what an untrusted
+/// client said about forwarding (every [`CLIENT_SENT`] header and any
+/// other `X-Original-*`).
+///
+/// One pass over the headers present (a request has a handful), not a
+/// hashed removal per listed name; `Connection` is read only when present,
+/// and nothing is allocated when nothing matches.
+fn strip(h: &mut HeaderMap, client_sent: bool) {
+    let mut drop: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for k in h.keys() {
+        let name = k.as_str();
+        if HOP_BY_HOP.contains(&name) {
+            connection |= k == header::CONNECTION;
+            drop.push(k.clone());
+        } else if client_sent && (CLIENT_SENT.contains(&name) || name.starts_with("x-original-")) {
+            drop.push(k.clone());
+        }
+    }
+    if connection {
+        let named = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `keep-alive` is listed already; `close` names no header.
+            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok());
+        drop.extend(named);
+    }
     for n in drop {
         h.remove(n);
     }
 }
 
-/// Drop what an untrusted client said about forwarding (every
-/// [`CLIENT_SENT`] header and any other `X-Original-*`).
-fn strip_client_sent(h: &mut HeaderMap) {
-    let drop: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| {
-            let k = k.as_str();
-            CLIENT_SENT.contains(&k) || k.starts_with("x-original-")
-        })
-        .cloned()
-        .collect();
-    for n in drop {
-        h.remove(n);
-    }
+/// [`strip`] without the client-sent part: what a response loses.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    strip(h, false);
 }
 
 /// Text built on the stack for a header value (an address is at most 45
@@ -194,9 +200,7 @@ fn forwarding_values(ip: IpAddr, proto: &str) -> Option<(HeaderValue, HeaderValu
 
 /// Set the forwarding headers for client `ip` (see the module doc).
 fn set_forwarding(h: &mut HeaderMap, ip: IpAddr, trusted: bool) {
-    if !trusted {
-        strip_client_sent(h);
-    }
+    strip(h, !trusted);
     if !h.contains_key(X_FORWARDED_PROTO) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
@@ -277,7 +281,6 @@ impl Proxy {
         };
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
         set_forwarding(&mut parts.headers, ip, trusted);
         let req = http::Request::from_parts(parts, body);
         match self.client.send(req).await {
