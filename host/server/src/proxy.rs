@@ -201,17 +201,25 @@ fn forwarding_values(ip: IpAddr, proto: &str) -> Option<(HeaderValue, HeaderValu
 /// Set the forwarding headers for client `ip` (see the module doc).
 fn set_forwarding(h: &mut HeaderMap, ip: IpAddr, trusted: bool) {
     strip(h, !trusted);
-    if !h.contains_key(X_FORWARDED_PROTO) {
+    // From an untrusted peer the strip removed every forwarding header:
+    // set them without asking.
+    let given_proto = if trusted {
+        h.get(X_FORWARDED_PROTO).map(|v| v.as_bytes() == b"https")
+    } else {
+        None
+    };
+    if given_proto.is_none() {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !h.contains_key(X_FORWARDED_HOST) {
+    if !trusted || !h.contains_key(X_FORWARDED_HOST) {
         if let Some(host) = h.get(header::HOST).cloned() {
             h.insert(X_FORWARDED_HOST, host);
         }
     }
-    let proto = match h.get(X_FORWARDED_PROTO).map(|v| v.as_bytes()) {
-        Some(b"https") => "https",
-        _ => "http",
+    let proto = if given_proto == Some(true) {
+        "https"
+    } else {
+        "http"
     };
     if let Some((xff, fwd)) = forwarding_values(ip, proto) {
         h.insert(X_FORWARDED_FOR, xff);

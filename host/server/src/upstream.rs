@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Idle upstream connections kept per worker thread (all clients).
 const MAX_IDLE_PER_THREAD: usize = 256;
@@ -77,6 +78,13 @@ struct Pooled {
     conn: Conn,
     /// Not used for a request yet.
     fresh: bool,
+    /// The response deadline of the request in flight: one timer per
+    /// connection, set forward for each request. A deadline later than
+    /// the one registered only moves a number (tokio re-registers the
+    /// timer when the earlier one comes due), where a `timeout` per
+    /// request registered and removed a timer in the wheel each time
+    /// (`bench/request_icount.sh`).
+    deadline: Pin<Box<Sleep>>,
 }
 
 thread_local! {
@@ -116,41 +124,58 @@ impl Client {
             parts.headers.insert(header::HOST, self.authority.clone());
         }
         let req = Request::from_parts(parts, body);
-        let exchange = self.exchange(req);
-        match tokio::time::timeout(self.response_timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
-        }
+        let deadline = Instant::now() + self.response_timeout;
+        self.exchange(req, deadline).await
     }
 
-    /// One request on a reused connection or a new one.
-    async fn exchange(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    /// One request on a reused connection or a new one, its response head
+    /// due by `deadline`.
+    async fn exchange(
+        &self,
+        mut req: Request<Body>,
+        deadline: Instant,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let timeout = || UpstreamError::Timeout(self.response_timeout);
         loop {
             let mut p = match take_idle(self.id) {
                 Some(p) => p,
-                None => self.connect().await?,
+                None => match tokio::time::timeout_at(deadline, self.connect()).await {
+                    Ok(p) => p?,
+                    Err(_) => return Err(timeout()),
+                },
             };
+            // Later than the deadline it was last set to (deadlines only
+            // move forward): no timer registration, see `Pooled::deadline`.
+            p.deadline.as_mut().reset(deadline);
             let ready = if p.fresh {
-                poll_fn(|cx| p.poll_ready(cx)).await
+                poll_fn(|cx| {
+                    if p.deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(None));
+                    }
+                    p.poll_ready(cx).map_err(Some)
+                })
+                .await
             } else {
                 // An idle connection is ready at once; one still busy
                 // (e.g. sending the body of a request the upstream answered
                 // early) is closed rather than waited for.
                 poll_fn(|cx| {
                     Poll::Ready(match p.poll_ready(cx) {
-                        Poll::Ready(r) => r,
-                        Poll::Pending => Err(()),
+                        Poll::Ready(r) => r.map_err(Some),
+                        Poll::Pending => Err(Some(())),
                     })
                 })
                 .await
             };
-            if ready.is_err() {
-                if p.fresh {
+            match ready {
+                Ok(()) => {}
+                Err(None) => return Err(timeout()),
+                Err(Some(())) if p.fresh => {
                     return Err(UpstreamError::Unreachable(
                         "connection closed before the request".into(),
-                    ));
+                    ))
                 }
-                continue;
+                Err(Some(())) => continue,
             }
             let fresh = std::mem::replace(&mut p.fresh, false);
             let mut sent = std::pin::pin!(p.tx.try_send_request(req));
@@ -158,9 +183,18 @@ impl Client {
                 // The connection first: it writes the request and reads
                 // the answer the response future waits for.
                 let _ = p.poll_conn(cx);
-                sent.as_mut().poll(cx)
+                match sent.as_mut().poll(cx) {
+                    Poll::Pending if p.deadline.as_mut().poll(cx).is_ready() => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                }
             })
             .await;
+            let Some(r) = r else {
+                // No head in time: the connection is dropped (closed) with
+                // the request in flight.
+                return Err(timeout());
+            };
             match r {
                 Ok(resp) => {
                     let id = self.id;
@@ -202,6 +236,9 @@ impl Client {
             tx,
             conn,
             fresh: true,
+            deadline: Box::pin(tokio::time::sleep_until(
+                Instant::now() + self.response_timeout,
+            )),
         }))
     }
 }
@@ -375,6 +412,47 @@ mod tests {
             assert_eq!(get(&c, &url).await.unwrap(), "once");
         }
         assert_eq!(accepted.load(Relaxed), 5);
+    }
+
+    /// The per-connection deadline: a connection reused after its last
+    /// deadline came due (while idle) still serves, and a reused
+    /// connection whose upstream stops answering still times out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn reused_connections_keep_their_deadline() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", l.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            // Two answers, then silence on the same connection.
+            for _ in 0..2 {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    let n = s.read(&mut chunk).await.unwrap();
+                    assert!(n > 0);
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                buf.drain(..end);
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
+            let mut rest = [0u8; 1024];
+            while s.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+        });
+        let c = Client::new(&url, Duration::from_secs(2), Duration::from_millis(150));
+        assert_eq!(get(&c, &url).await.unwrap(), "ok");
+        // The first request's deadline comes due while the connection idles.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get(&c, &url).await.unwrap(), "ok");
+        let started = std::time::Instant::now();
+        let err = get(&c, &url).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Timeout(_)), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        server.abort();
     }
 
     #[tokio::test(flavor = "current_thread")]
