@@ -147,26 +147,7 @@ impl Client {
             // Later than the deadline it was last set to (deadlines only
             // move forward): no timer registration, see `Pooled::deadline`.
             p.deadline.as_mut().reset(deadline);
-            let ready = if p.fresh {
-                poll_fn(|cx| {
-                    if p.deadline.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(None));
-                    }
-                    p.poll_ready(cx).map_err(Some)
-                })
-                .await
-            } else {
-                // An idle connection is ready at once; one still busy
-                // (e.g. sending the body of a request the upstream answered
-                // early) is closed rather than waited for.
-                poll_fn(|cx| {
-                    Poll::Ready(match p.poll_ready(cx) {
-                        Poll::Ready(r) => r.map_err(Some),
-                        Poll::Pending => Err(Some(())),
-                    })
-                })
-                .await
-            };
+            let ready = p.ready().await;
             match ready {
                 Ok(()) => {}
                 Err(None) => return Err(timeout()),
@@ -244,6 +225,31 @@ impl Client {
 }
 
 impl Pooled {
+    /// Wait until the connection takes a request: `Err(None)` when the
+    /// deadline came first, `Err(Some(()))` when the connection has ended.
+    /// An idle connection is ready at once; one still busy (e.g. sending
+    /// the body of a request the upstream answered early) is closed rather
+    /// than waited for.
+    async fn ready(&mut self) -> Result<(), Option<()>> {
+        if self.fresh {
+            poll_fn(|cx| {
+                if self.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(None));
+                }
+                self.poll_ready(cx).map_err(Some)
+            })
+            .await
+        } else {
+            poll_fn(|cx| {
+                Poll::Ready(match self.poll_ready(cx) {
+                    Poll::Ready(r) => r.map_err(Some),
+                    Poll::Pending => Err(Some(())),
+                })
+            })
+            .await
+        }
+    }
+
     /// Drive the connection; `Ready` once it has ended (closed or failed).
     fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         Pin::new(&mut self.conn).poll(cx).map(|_| ())
