@@ -4,24 +4,25 @@
 //!
 //! * One table: the keys live in one `Vec` of 32-byte slots aligned to
 //!   half cache lines (an 8-byte key word; the log's first four events,
-//!   a 64-bit base and three 32-bit offsets from it; a 4-byte handle into
-//!   the table's slab of records), so a key found costs exactly one slot
-//!   line, with a parallel array of 2-byte metas (occupied, reference
-//!   bit, key kind and form, the log's length inline or "spilled", 7 bits
-//!   of the key's hash). Open addressing with linear probing over both,
-//!   backward-shift deletion (no tombstones, so a flood of new keys never
-//!   forces a rebuild). A lookup scans metas (one line, which stays
-//!   cached far more than the slots do: 2 bytes a key) and reads the one
-//!   slot whose meta matches: one random line per decision while the key
-//!   holds at most four events and no cold part.
+//!   a 64-bit base and three 32-bit offsets from it; a 4-byte tail: the
+//!   log's state, four events or fewer inline or "spilled", in 3 bits and
+//!   a 29-bit handle into the table's slab of records), so a key found
+//!   costs exactly one slot line, with a parallel array of 2-byte metas
+//!   (occupied, reference bit, key kind and form, 10 bits of the key's
+//!   hash). Open addressing with linear probing over both, backward-shift
+//!   deletion (no tombstones, so a flood of new keys never forces a
+//!   rebuild). A lookup scans metas (one line, which stays cached far
+//!   more than the slots do: 2 bytes a key) and reads the one slot whose
+//!   meta matches: one random line per decision while the key holds at
+//!   most four events and no cold part; a push writes only that line.
 //! * Records: a key with more than four events (or events further apart
 //!   than `u32::MAX` ticks), a cold part, or a fingerprint (below) has a
-//!   56-byte record in the table's slab (a `Vec`, freed records reused
-//!   first): its whole log once spilled (a [`GrowLog`]: ten events inline,
-//!   then a heap ring) and its cold part ([`BoxedCold`]). A spilled log
-//!   comes back inline when pruned to two events, and a record that holds
-//!   nothing more is given back. The store hands out views
-//!   ([`MapRef`], [`MapMut`]) that put the pieces together.
+//!   48-byte record in the table's slab (a `Vec`, freed records reused
+//!   first): its whole log once spilled (a [`GrowLog`]: eight events
+//!   inline, then a boxed heap ring) and its cold part ([`BoxedCold`]). A
+//!   spilled log comes back inline when pruned to two events, and a
+//!   record that holds nothing more is given back. The store hands out
+//!   views ([`MapRef`], [`MapMut`]) that put the pieces together.
 //! * Compact keys: an address key whose address fits in 64 bits (IPv4,
 //!   an IPv6 prefix up to /64) and an account key are their 8-byte word
 //!   plus kind and form in the meta, compared exactly. Any other key (a
@@ -31,7 +32,7 @@
 //! * Hash: the keyed SipHash-1-3 of the tables, over the 9 bytes of a
 //!   compact key's word and shape (the full key's 25 bytes for the
 //!   fingerprint); the home slot from its top 32 bits (any table size),
-//!   the meta tag from its low 7.
+//!   the meta tag from its low 10.
 //! * Size: at most 7/8 full; grown by doubling, the last step sized to the
 //!   cap (so a full table holds `cap` keys at 7/8, not a power of two at
 //!   under half), and cut back to half full when under a quarter after
@@ -72,11 +73,12 @@ struct Slot {
     word: u64,
     base: Tick,
     off: [u32; INLINE - 1],
-    rec: u32,
+    /// Log state and record handle ([`Slot::state`], [`Slot::handle`]).
+    tail: u32,
 }
 
-/// What a key keeps beside its slot, in the shard's slab: its log once
-/// it has spilled (more than [`INLINE`] events, or events further apart
+/// What a key keeps beside its slot, in the table's slab (48 bytes): its
+/// log once it has spilled (more than [`INLINE`] events, or events further apart
 /// than `u32::MAX` ticks), and its cold part (boxed on first use; for a
 /// key held by a fingerprint, with the full key).
 #[derive(Clone, Debug, Default)]
@@ -125,7 +127,7 @@ impl<const W: usize> Slab<W> {
         }
         let len = self.recs.len();
         match u32::try_from(len.saturating_add(1)) {
-            Ok(h) if h < u32::MAX => {
+            Ok(h) if h <= HANDLE_MASK => {
                 self.recs.push(Rec::default());
                 h
             }
@@ -152,10 +154,10 @@ impl<const W: usize> Slab<W> {
 
     /// The record of `slot`, made if it has none.
     fn make(&mut self, slot: &mut Slot) -> &mut Rec<W> {
-        if self.get(slot.rec).is_none() {
-            slot.rec = self.alloc();
+        if self.get(slot.handle()).is_none() {
+            slot.set_handle(self.alloc());
         }
-        match self.recs.get_mut((slot.rec as usize).wrapping_sub(1)) {
+        match self.recs.get_mut((slot.handle() as usize).wrapping_sub(1)) {
             Some(r) => r,
             None => self.spare.get_or_insert_with(Default::default),
         }
@@ -166,28 +168,44 @@ impl<const W: usize> Slab<W> {
     }
 }
 
-/// Meta bits: `OCCUPIED | REFERENCED? | shape << 10 | len << 7 | tag`;
-/// 0 is empty.
+/// Meta bits: `OCCUPIED | REFERENCED? | shape << 10 | tag`; 0 is empty.
 const OCCUPIED: u16 = 1 << 15;
 /// Touched since the CLOCK hand last passed.
 const REFERENCED: u16 = 1 << 14;
 const SHAPE_SHIFT: u32 = 10;
-/// The log's events inline (0 to [`INLINE`]), or [`SPILLED`].
-const LEN_SHIFT: u32 = 7;
-const LEN_MASK: u16 = 0b111 << LEN_SHIFT;
+const TAG_MASK: u16 = (1 << SHAPE_SHIFT) - 1;
+
+/// A slot's last word: the log's state (its events inline, 0 to
+/// [`INLINE`], or [`SPILLED`]) in the top 3 bits, so a push writes only
+/// the slot's line (the meta's stays clean), and the record handle in
+/// the low 29.
+const STATE_SHIFT: u32 = 29;
+const HANDLE_MASK: u32 = (1 << STATE_SHIFT) - 1;
 /// The log is in the key's record.
 const SPILLED: u16 = 7;
-const TAG_MASK: u16 = (1 << LEN_SHIFT) - 1;
 
-/// The log state of meta `m`: events inline, or [`SPILLED`].
-#[inline]
-fn log_state(m: u16) -> u16 {
-    (m & LEN_MASK) >> LEN_SHIFT
-}
+impl Slot {
+    /// The log's state: events inline, or [`SPILLED`].
+    #[inline]
+    fn state(&self) -> u16 {
+        (self.tail >> STATE_SHIFT) as u16
+    }
 
-#[inline]
-fn set_log_state(m: &mut u16, state: u16) {
-    *m = (*m & !LEN_MASK) | ((state << LEN_SHIFT) & LEN_MASK);
+    #[inline]
+    fn set_state(&mut self, state: u16) {
+        self.tail = (self.tail & HANDLE_MASK) | ((u32::from(state) & 7) << STATE_SHIFT);
+    }
+
+    /// The record's handle (0: none).
+    #[inline]
+    fn handle(&self) -> u32 {
+        self.tail & HANDLE_MASK
+    }
+
+    #[inline]
+    fn set_handle(&mut self, h: u32) {
+        self.tail = (self.tail & !HANDLE_MASK) | (h & HANDLE_MASK);
+    }
 }
 
 /// The `i`-th inline event of `s`.
@@ -273,7 +291,6 @@ impl<const W: usize> Events for MapLog<'_, W> {
 
 /// A key's log written in place.
 pub struct MapLogMut<'a, const W: usize> {
-    meta: &'a mut u16,
     slot: &'a mut Slot,
     slab: &'a mut Slab<W>,
 }
@@ -282,12 +299,12 @@ impl<const W: usize> MapLogMut<'_, W> {
     /// The log read in place (the slab read only for a spilled log).
     #[inline]
     fn view(&self) -> MapLog<'_, W> {
-        let state = log_state(*self.meta);
+        let state = self.slot.state();
         MapLog {
             state,
             slot: self.slot,
             rec: if state == SPILLED {
-                self.slab.get(self.slot.rec)
+                self.slab.get(self.slot.handle())
             } else {
                 None
             },
@@ -305,15 +322,15 @@ impl<const W: usize> MapLogMut<'_, W> {
                 *o = o.wrapping_sub(d);
             }
         }
-        set_log_state(self.meta, n.saturating_sub(1));
+        self.slot.set_state(n.saturating_sub(1));
     }
 
     /// Move a spilled log of at most [`UNSPILL`] events back inline when
     /// they fit, giving the record back if nothing else is in it.
     fn unspill(&mut self) {
-        let h = self.slot.rec;
+        let h = self.slot.handle();
         let Some(r) = self.slab.get_mut(h) else {
-            set_log_state(self.meta, 0);
+            self.slot.set_state(0);
             return;
         };
         let n = r.log.len();
@@ -332,17 +349,17 @@ impl<const W: usize> MapLogMut<'_, W> {
         let unused = r.unused();
         self.slot.base = base;
         self.slot.off = off;
-        set_log_state(self.meta, u16::try_from(n).unwrap_or(0));
+        self.slot.set_state(u16::try_from(n).unwrap_or(0));
         if unused {
             self.slab.release(h);
-            self.slot.rec = 0;
+            self.slot.set_handle(0);
         }
     }
 
     fn pop_oldest(&mut self) {
-        match log_state(*self.meta) {
+        match self.slot.state() {
             SPILLED => {
-                if let Some(r) = self.slab.get_mut(self.slot.rec) {
+                if let Some(r) = self.slab.get_mut(self.slot.handle()) {
                     r.log.pop_oldest();
                 }
                 self.unspill();
@@ -386,9 +403,9 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
         if W == 0 {
             return;
         }
-        let mut n = log_state(*self.meta);
+        let mut n = self.slot.state();
         if n == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.rec) {
+            if let Some(r) = self.slab.get_mut(self.slot.handle()) {
                 r.log.push(t);
             }
             return;
@@ -399,7 +416,7 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
         }
         if n == 0 {
             self.slot.base = t;
-            set_log_state(self.meta, 1);
+            self.slot.set_state(1);
             return;
         }
         let d = t
@@ -407,7 +424,7 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
             .and_then(|d| u32::try_from(d).ok());
         if let (Some(d), Some(o)) = (d, self.slot.off.get_mut(usize::from(n).wrapping_sub(1))) {
             *o = d;
-            set_log_state(self.meta, n.saturating_add(1));
+            self.slot.set_state(n.saturating_add(1));
             return;
         }
         // Spill: the inline events, then `t`, into the record's log.
@@ -422,13 +439,13 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
             r.log.push(e);
         }
         r.log.push(t);
-        set_log_state(self.meta, SPILLED);
+        self.slot.set_state(SPILLED);
     }
 
     fn prune(&mut self, now: Tick, window: u64) {
-        match log_state(*self.meta) {
+        match self.slot.state() {
             SPILLED => {
-                if let Some(r) = self.slab.get_mut(self.slot.rec) {
+                if let Some(r) = self.slab.get_mut(self.slot.handle()) {
                     r.log.prune(now, window);
                     if r.log.len() > UNSPILL {
                         return;
@@ -446,8 +463,8 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
     }
 
     fn fit(&mut self) {
-        if log_state(*self.meta) == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.rec) {
+        if self.slot.state() == SPILLED {
+            if let Some(r) = self.slab.get_mut(self.slot.handle()) {
                 r.log.fit();
             }
         }
@@ -474,13 +491,13 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
     }
 
     fn clear(&mut self) {
-        if log_state(*self.meta) == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.rec) {
+        if self.slot.state() == SPILLED {
+            if let Some(r) = self.slab.get_mut(self.slot.handle()) {
                 r.log.clear();
             }
             self.unspill();
         }
-        set_log_state(self.meta, 0);
+        self.slot.set_state(0);
     }
 }
 
@@ -497,7 +514,7 @@ impl<const W: usize> EntryRef for MapRef<'_, W> {
     #[inline]
     fn log(&self) -> impl Events + '_ {
         MapLog {
-            state: log_state(self.meta),
+            state: self.slot.state(),
             slot: self.slot,
             rec: self.rec,
         }
@@ -514,7 +531,6 @@ impl<const W: usize> EntryRef for MapRef<'_, W> {
 
 /// A [`MapStore`] entry written in place.
 pub struct MapMut<'a, const W: usize> {
-    meta: &'a mut u16,
     slot: &'a mut Slot,
     slab: &'a mut Slab<W>,
 }
@@ -523,12 +539,12 @@ impl<const W: usize> EntryRef for MapMut<'_, W> {
     type Violations = Log<VIOLATION_LOG>;
     #[inline]
     fn log(&self) -> impl Events + '_ {
-        let state = log_state(*self.meta);
+        let state = self.slot.state();
         MapLog {
             state,
             slot: &*self.slot,
             rec: if state == SPILLED {
-                self.slab.get(self.slot.rec)
+                self.slab.get(self.slot.handle())
             } else {
                 None
             },
@@ -536,7 +552,7 @@ impl<const W: usize> EntryRef for MapMut<'_, W> {
     }
     #[inline]
     fn cold_held(&self) -> Option<&Cold> {
-        self.slab.get(self.slot.rec).and_then(|r| r.cold.get())
+        self.slab.get(self.slot.handle()).and_then(|r| r.cold.get())
     }
     #[inline]
     fn cold(&self) -> &Cold {
@@ -548,28 +564,27 @@ impl<const W: usize> EntryMut for MapMut<'_, W> {
     #[inline]
     fn log_mut(&mut self) -> impl EventsMut + '_ {
         MapLogMut {
-            meta: &mut *self.meta,
             slot: &mut *self.slot,
             slab: &mut *self.slab,
         }
     }
     fn cold_held_mut(&mut self) -> Option<&mut Cold> {
         self.slab
-            .get_mut(self.slot.rec)
+            .get_mut(self.slot.handle())
             .and_then(|r| r.cold.get_mut())
     }
     fn cold_make(&mut self) -> &mut Cold {
         self.slab.make(self.slot).cold.make()
     }
     fn cold_shrink(&mut self) {
-        let h = self.slot.rec;
+        let h = self.slot.handle();
         let Some(r) = self.slab.get_mut(h) else {
             return;
         };
         r.cold.shrink();
-        if r.unused() && log_state(*self.meta) != SPILLED {
+        if r.unused() && self.slot.state() != SPILLED {
             self.slab.release(h);
-            self.slot.rec = 0;
+            self.slot.set_handle(0);
         }
     }
 }
@@ -720,7 +735,8 @@ pub struct MapStore<const W: usize> {
 impl<const W: usize> MapStore<W> {
     /// An empty store holding at most `max_entries` keys.
     pub fn new(seed: Seed, max_entries: usize) -> Self {
-        let cap = max_entries.min(u32::MAX as usize / 2);
+        // Records have 29-bit handles: at most one a key.
+        let cap = max_entries.min((HANDLE_MASK as usize).saturating_sub(1));
         MapStore {
             sip: seed.sip_keys(DOMAIN_TABLE),
             metas: Vec::new(),
@@ -835,10 +851,11 @@ impl<const W: usize> MapStore<W> {
             if m == 0 {
                 return Err(Some(i));
             }
-            if m & !(REFERENCED | LEN_MASK) == want {
+            if m & !REFERENCED == want {
                 if let Some(s) = slots.get(i) {
                     if s.word == p.word
-                        && (p.shape.form() != Form::Full || self.slab.full_key(s.rec) == Some(key))
+                        && (p.shape.form() != Form::Full
+                            || self.slab.full_key(s.handle()) == Some(key))
                     {
                         return Ok(i);
                     }
@@ -871,7 +888,7 @@ impl<const W: usize> MapStore<W> {
         let s = self.slots.get(i)?;
         let shape = Shape::of_meta(m);
         match shape.form() {
-            Form::Full => self.slab.full_key(s.rec).copied(),
+            Form::Full => self.slab.full_key(s.handle()).copied(),
             _ => expand(shape, s.word),
         }
     }
@@ -949,21 +966,18 @@ impl<const W: usize> MapStore<W> {
         Some(MapRef {
             meta,
             slot,
-            rec: self.slab.get(slot.rec),
+            rec: self.slab.get(slot.handle()),
         })
     }
 
     /// Slot `i` written in place.
     #[inline]
     fn view_mut(&mut self, i: usize) -> Option<MapMut<'_, W>> {
-        match (self.metas.get_mut(i), self.slots.get_mut(i)) {
-            (Some(meta), Some(slot)) => Some(MapMut {
-                meta,
-                slot,
-                slab: &mut self.slab,
-            }),
-            _ => None,
-        }
+        let slot = self.slots.get_mut(i)?;
+        Some(MapMut {
+            slot,
+            slab: &mut self.slab,
+        })
     }
 
     /// Put the owned `entry` of `key` into slot `i` (occupied, its log
@@ -991,11 +1005,11 @@ impl<const W: usize> MapStore<W> {
     /// (the slot keeps its key, with an empty log).
     fn unload(&mut self, i: usize) -> MapEntry<W> {
         let mut entry = MapEntry::new();
-        let (Some(m), Some(s)) = (self.metas.get_mut(i), self.slots.get_mut(i)) else {
+        let Some(s) = self.slots.get_mut(i) else {
             return entry;
         };
-        let state = log_state(*m);
-        let rec = self.slab.take(s.rec);
+        let state = s.state();
+        let rec = self.slab.take(s.handle());
         if state == SPILLED {
             entry.log = rec.log;
         } else {
@@ -1004,8 +1018,7 @@ impl<const W: usize> MapStore<W> {
             }
         }
         entry.cold = rec.cold;
-        s.rec = 0;
-        set_log_state(m, 0);
+        s.tail = 0;
         entry
     }
 
@@ -1331,7 +1344,7 @@ mod tests {
             live += 1;
             let k = s.key_at(i, m).unwrap();
             assert_eq!(s.locate(&k), Some(i));
-            assert_eq!(s.probe(&k).meta(), m & !(REFERENCED | LEN_MASK));
+            assert_eq!(s.probe(&k).meta(), m & !REFERENCED);
         }
         assert_eq!(live, s.len());
         assert_eq!(s.metas.len(), s.slots.len());
@@ -1514,7 +1527,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Slot>(), 32);
         assert_eq!(core::mem::align_of::<Slot>(), 32);
         // A record: the spilled log (48) and the cold-part pointer.
-        assert_eq!(core::mem::size_of::<Rec<W>>(), 56);
+        assert_eq!(core::mem::size_of::<Rec<W>>(), 48);
     }
 
     /// A slot's log (four events inline, then the record's) reads and
@@ -1583,9 +1596,9 @@ mod tests {
                 assert!(e.log().iter().eq(TimeLog::iter(w)));
                 // A record only while the log is spilled (no cold part
                 // here), or for a fingerprinted key's full key.
-                let spilled = log_state(*e.meta) == SPILLED;
+                let spilled = e.slot.state() == SPILLED;
                 let full = compact(&key(k as u64)).0.form() == Form::Full;
-                assert_eq!(e.slot.rec != 0, spilled || full, "step {step}");
+                assert_eq!(e.slot.handle() != 0, spilled || full, "step {step}");
                 assert!(spilled || TimeLog::len(w) <= INLINE);
             }
             // Export and import keep every log.
@@ -1628,13 +1641,13 @@ mod tests {
         assert!(s.get(&a).unwrap().is_banned() && s.get(&b).unwrap().is_banned());
         assert!(s.get_mut(&a).unwrap().clear_block_and_ban());
         assert_eq!(
-            s.get(&a).unwrap().slot.rec,
+            s.get(&a).unwrap().slot.handle(),
             0,
             "an emptied record is given back"
         );
         assert_eq!(s.slab.free.len(), 1);
         assert!(s.get_mut(&b).unwrap().clear_block_and_ban());
-        assert_ne!(s.get(&b).unwrap().slot.rec, 0, "the full key stays");
+        assert_ne!(s.get(&b).unwrap().slot.handle(), 0, "the full key stays");
         assert_eq!(s.get(&b).unwrap().log().oldest(), Some(5));
         // The free record is reused.
         s.get_mut(&a).unwrap().cold_make().login_mut().lock_until = crate::time::OptTick::some(9);
