@@ -4,25 +4,24 @@
 //!
 //! * One table: the keys live in one `Vec` of 32-byte slots aligned to
 //!   half cache lines (an 8-byte key word; the log's first four events,
-//!   a 64-bit base and three 32-bit offsets from it; a 4-byte tail: the
-//!   log's state, four events or fewer inline or "spilled", in 3 bits and
-//!   a 29-bit handle into the table's slab of records), so a key found
-//!   costs exactly one slot line, with a parallel array of 2-byte metas
-//!   (occupied, reference bit, key kind and form, 10 bits of the key's
-//!   hash). Open addressing with linear probing over both, backward-shift
-//!   deletion (no tombstones, so a flood of new keys never forces a
-//!   rebuild). A lookup scans metas (one line, which stays cached far
-//!   more than the slots do: 2 bytes a key) and reads the one slot whose
-//!   meta matches: one random line per decision while the key holds at
-//!   most four events and no cold part; a push writes only that line.
+//!   a 64-bit base and three 32-bit offsets from it; a 4-byte handle into
+//!   the table's slab of records), so a key found costs exactly one slot
+//!   line, with a parallel array of 2-byte metas (occupied, reference
+//!   bit, key kind and form, the log's length inline or "spilled", 7 bits
+//!   of the key's hash). Open addressing with linear probing over both,
+//!   backward-shift deletion (no tombstones, so a flood of new keys never
+//!   forces a rebuild). A lookup scans metas (one line, which stays
+//!   cached far more than the slots do: 2 bytes a key) and reads the one
+//!   slot whose meta matches: one random line per decision while the key
+//!   holds at most four events and no cold part.
 //! * Records: a key with more than four events (or events further apart
 //!   than `u32::MAX` ticks), a cold part, or a fingerprint (below) has a
-//!   48-byte record in the table's slab (a `Vec`, freed records reused
-//!   first): its whole log once spilled (a [`GrowLog`]: eight events
-//!   inline, then a boxed heap ring) and its cold part ([`BoxedCold`]). A
-//!   spilled log comes back inline when pruned to two events, and a
-//!   record that holds nothing more is given back. The store hands out
-//!   views ([`MapRef`], [`MapMut`]) that put the pieces together.
+//!   56-byte record in the table's slab (a `Vec`, freed records reused
+//!   first): its whole log once spilled (a [`GrowLog`]: ten events inline,
+//!   then a heap ring) and its cold part ([`BoxedCold`]). A spilled log
+//!   comes back inline when pruned to two events, and a record that holds
+//!   nothing more is given back. The store hands out views
+//!   ([`MapRef`], [`MapMut`]) that put the pieces together.
 //! * Compact keys: an address key whose address fits in 64 bits (IPv4,
 //!   an IPv6 prefix up to /64) and an account key are their 8-byte word
 //!   plus kind and form in the meta, compared exactly. Any other key (a
@@ -32,7 +31,7 @@
 //! * Hash: the keyed SipHash-1-3 of the tables, over the 9 bytes of a
 //!   compact key's word and shape (the full key's 25 bytes for the
 //!   fingerprint); the home slot from its top 32 bits (any table size),
-//!   the meta tag from its low 10.
+//!   the meta tag from its low 7.
 //! * Size: at most 7/8 full; grown by doubling, the last step sized to the
 //!   cap (so a full table holds `cap` keys at 7/8, not a power of two at
 //!   under half), and cut back to half full when under a quarter after
@@ -73,12 +72,11 @@ struct Slot {
     word: u64,
     base: Tick,
     off: [u32; INLINE - 1],
-    /// Log state and record handle ([`Slot::state`], [`Slot::handle`]).
-    tail: u32,
+    rec: u32,
 }
 
-/// What a key keeps beside its slot, in the table's slab (48 bytes): its
-/// log once it has spilled (more than [`INLINE`] events, or events further apart
+/// What a key keeps beside its slot, in the shard's slab: its log once
+/// it has spilled (more than [`INLINE`] events, or events further apart
 /// than `u32::MAX` ticks), and its cold part (boxed on first use; for a
 /// key held by a fingerprint, with the full key).
 #[derive(Clone, Debug, Default)]
@@ -127,7 +125,7 @@ impl<const W: usize> Slab<W> {
         }
         let len = self.recs.len();
         match u32::try_from(len.saturating_add(1)) {
-            Ok(h) if h <= HANDLE_MASK => {
+            Ok(h) if h < u32::MAX => {
                 self.recs.push(Rec::default());
                 h
             }
@@ -154,10 +152,10 @@ impl<const W: usize> Slab<W> {
 
     /// The record of `slot`, made if it has none.
     fn make(&mut self, slot: &mut Slot) -> &mut Rec<W> {
-        if self.get(slot.handle()).is_none() {
-            slot.set_handle(self.alloc());
+        if self.get(slot.rec).is_none() {
+            slot.rec = self.alloc();
         }
-        match self.recs.get_mut((slot.handle() as usize).wrapping_sub(1)) {
+        match self.recs.get_mut((slot.rec as usize).wrapping_sub(1)) {
             Some(r) => r,
             None => self.spare.get_or_insert_with(Default::default),
         }
@@ -168,44 +166,28 @@ impl<const W: usize> Slab<W> {
     }
 }
 
-/// Meta bits: `OCCUPIED | REFERENCED? | shape << 10 | tag`; 0 is empty.
+/// Meta bits: `OCCUPIED | REFERENCED? | shape << 10 | len << 7 | tag`;
+/// 0 is empty.
 const OCCUPIED: u16 = 1 << 15;
 /// Touched since the CLOCK hand last passed.
 const REFERENCED: u16 = 1 << 14;
 const SHAPE_SHIFT: u32 = 10;
-const TAG_MASK: u16 = (1 << SHAPE_SHIFT) - 1;
-
-/// A slot's last word: the log's state (its events inline, 0 to
-/// [`INLINE`], or [`SPILLED`]) in the top 3 bits, so a push writes only
-/// the slot's line (the meta's stays clean), and the record handle in
-/// the low 29.
-const STATE_SHIFT: u32 = 29;
-const HANDLE_MASK: u32 = (1 << STATE_SHIFT) - 1;
+/// The log's events inline (0 to [`INLINE`]), or [`SPILLED`].
+const LEN_SHIFT: u32 = 7;
+const LEN_MASK: u16 = 0b111 << LEN_SHIFT;
 /// The log is in the key's record.
 const SPILLED: u16 = 7;
+const TAG_MASK: u16 = (1 << LEN_SHIFT) - 1;
 
-impl Slot {
-    /// The log's state: events inline, or [`SPILLED`].
-    #[inline]
-    fn state(&self) -> u16 {
-        (self.tail >> STATE_SHIFT) as u16
-    }
+/// The log state of meta `m`: events inline, or [`SPILLED`].
+#[inline]
+fn log_state(m: u16) -> u16 {
+    (m & LEN_MASK) >> LEN_SHIFT
+}
 
-    #[inline]
-    fn set_state(&mut self, state: u16) {
-        self.tail = (self.tail & HANDLE_MASK) | ((u32::from(state) & 7) << STATE_SHIFT);
-    }
-
-    /// The record's handle (0: none).
-    #[inline]
-    fn handle(&self) -> u32 {
-        self.tail & HANDLE_MASK
-    }
-
-    #[inline]
-    fn set_handle(&mut self, h: u32) {
-        self.tail = (self.tail & !HANDLE_MASK) | (h & HANDLE_MASK);
-    }
+#[inline]
+fn set_log_state(m: &mut u16, state: u16) {
+    *m = (*m & !LEN_MASK) | ((state << LEN_SHIFT) & LEN_MASK);
 }
 
 /// The `i`-th inline event of `s`.
@@ -291,6 +273,7 @@ impl<const W: usize> Events for MapLog<'_, W> {
 
 /// A key's log written in place.
 pub struct MapLogMut<'a, const W: usize> {
+    meta: &'a mut u16,
     slot: &'a mut Slot,
     slab: &'a mut Slab<W>,
 }
@@ -299,12 +282,12 @@ impl<const W: usize> MapLogMut<'_, W> {
     /// The log read in place (the slab read only for a spilled log).
     #[inline]
     fn view(&self) -> MapLog<'_, W> {
-        let state = self.slot.state();
+        let state = log_state(*self.meta);
         MapLog {
             state,
             slot: self.slot,
             rec: if state == SPILLED {
-                self.slab.get(self.slot.handle())
+                self.slab.get(self.slot.rec)
             } else {
                 None
             },
@@ -322,15 +305,15 @@ impl<const W: usize> MapLogMut<'_, W> {
                 *o = o.wrapping_sub(d);
             }
         }
-        self.slot.set_state(n.saturating_sub(1));
+        set_log_state(self.meta, n.saturating_sub(1));
     }
 
     /// Move a spilled log of at most [`UNSPILL`] events back inline when
     /// they fit, giving the record back if nothing else is in it.
     fn unspill(&mut self) {
-        let h = self.slot.handle();
+        let h = self.slot.rec;
         let Some(r) = self.slab.get_mut(h) else {
-            self.slot.set_state(0);
+            set_log_state(self.meta, 0);
             return;
         };
         let n = r.log.len();
@@ -349,17 +332,17 @@ impl<const W: usize> MapLogMut<'_, W> {
         let unused = r.unused();
         self.slot.base = base;
         self.slot.off = off;
-        self.slot.set_state(u16::try_from(n).unwrap_or(0));
+        set_log_state(self.meta, u16::try_from(n).unwrap_or(0));
         if unused {
             self.slab.release(h);
-            self.slot.set_handle(0);
+            self.slot.rec = 0;
         }
     }
 
     fn pop_oldest(&mut self) {
-        match self.slot.state() {
+        match log_state(*self.meta) {
             SPILLED => {
-                if let Some(r) = self.slab.get_mut(self.slot.handle()) {
+                if let Some(r) = self.slab.get_mut(self.slot.rec) {
                     r.log.pop_oldest();
                 }
                 self.unspill();
@@ -403,9 +386,9 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
         if W == 0 {
             return;
         }
-        let mut n = self.slot.state();
+        let mut n = log_state(*self.meta);
         if n == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.handle()) {
+            if let Some(r) = self.slab.get_mut(self.slot.rec) {
                 r.log.push(t);
             }
             return;
@@ -416,7 +399,7 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
         }
         if n == 0 {
             self.slot.base = t;
-            self.slot.set_state(1);
+            set_log_state(self.meta, 1);
             return;
         }
         let d = t
@@ -424,7 +407,7 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
             .and_then(|d| u32::try_from(d).ok());
         if let (Some(d), Some(o)) = (d, self.slot.off.get_mut(usize::from(n).wrapping_sub(1))) {
             *o = d;
-            self.slot.set_state(n.saturating_add(1));
+            set_log_state(self.meta, n.saturating_add(1));
             return;
         }
         // Spill: the inline events, then `t`, into the record's log.
@@ -439,13 +422,13 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
             r.log.push(e);
         }
         r.log.push(t);
-        self.slot.set_state(SPILLED);
+        set_log_state(self.meta, SPILLED);
     }
 
     fn prune(&mut self, now: Tick, window: u64) {
-        match self.slot.state() {
+        match log_state(*self.meta) {
             SPILLED => {
-                if let Some(r) = self.slab.get_mut(self.slot.handle()) {
+                if let Some(r) = self.slab.get_mut(self.slot.rec) {
                     r.log.prune(now, window);
                     if r.log.len() > UNSPILL {
                         return;
@@ -463,8 +446,8 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
     }
 
     fn fit(&mut self) {
-        if self.slot.state() == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.handle()) {
+        if log_state(*self.meta) == SPILLED {
+            if let Some(r) = self.slab.get_mut(self.slot.rec) {
                 r.log.fit();
             }
         }
@@ -491,13 +474,13 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
     }
 
     fn clear(&mut self) {
-        if self.slot.state() == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.handle()) {
+        if log_state(*self.meta) == SPILLED {
+            if let Some(r) = self.slab.get_mut(self.slot.rec) {
                 r.log.clear();
             }
             self.unspill();
         }
-        self.slot.set_state(0);
+        set_log_state(self.meta, 0);
     }
 }
 
@@ -514,7 +497,7 @@ impl<const W: usize> EntryRef for MapRef<'_, W> {
     #[inline]
     fn log(&self) -> impl Events + '_ {
         MapLog {
-            state: self.slot.state(),
+            state: log_state(self.meta),
             slot: self.slot,
             rec: self.rec,
         }
@@ -531,6 +514,7 @@ impl<const W: usize> EntryRef for MapRef<'_, W> {
 
 /// A [`MapStore`] entry written in place.
 pub struct MapMut<'a, const W: usize> {
+    meta: &'a mut u16,
     slot: &'a mut Slot,
     slab: &'a mut Slab<W>,
 }
@@ -539,12 +523,12 @@ impl<const W: usize> EntryRef for MapMut<'_, W> {
     type Violations = Log<VIOLATION_LOG>;
     #[inline]
     fn log(&self) -> impl Events + '_ {
-        let state = self.slot.state();
+        let state = log_state(*self.meta);
         MapLog {
             state,
             slot: &*self.slot,
             rec: if state == SPILLED {
-                self.slab.get(self.slot.handle())
+                self.slab.get(self.slot.rec)
             } else {
                 None
             },
@@ -552,7 +536,7 @@ impl<const W: usize> EntryRef for MapMut<'_, W> {
     }
     #[inline]
     fn cold_held(&self) -> Option<&Cold> {
-        self.slab.get(self.slot.handle()).and_then(|r| r.cold.get())
+        self.slab.get(self.slot.rec).and_then(|r| r.cold.get())
     }
     #[inline]
     fn cold(&self) -> &Cold {
@@ -564,27 +548,28 @@ impl<const W: usize> EntryMut for MapMut<'_, W> {
     #[inline]
     fn log_mut(&mut self) -> impl EventsMut + '_ {
         MapLogMut {
+            meta: &mut *self.meta,
             slot: &mut *self.slot,
             slab: &mut *self.slab,
         }
     }
     fn cold_held_mut(&mut self) -> Option<&mut Cold> {
         self.slab
-            .get_mut(self.slot.handle())
+            .get_mut(self.slot.rec)
             .and_then(|r| r.cold.get_mut())
     }
     fn cold_make(&mut self) -> &mut Cold {
         self.slab.make(self.slot).cold.make()
     }
     fn cold_shrink(&mut self) {
-        let h = self.slot.handle();
+        let h = self.slot.rec;
         let Some(r) = self.slab.get_mut(h) else {
             return;
         };
         r.cold.shrink();
-        if r.unused() && self.slot.state() != SPILLED {
+        if r.unused() && log_state(*self.meta) != SPILLED {
             self.slab.release(h);
-            self.slot.set_handle(0);
+            self.slot.rec = 0;
         }
     }
 }
@@ -735,8 +720,7 @@ pub struct MapStore<const W: usize> {
 impl<const W: usize> MapStore<W> {
     /// An empty store holding at most `max_entries` keys.
     pub fn new(seed: Seed, max_entries: usize) -> Self {
-        // Records have 29-bit handles: at most one a key.
-        let cap = max_entries.min((HANDLE_MASK as usize).saturating_sub(1));
+        let cap = max_entries.min(u32::MAX as usize / 2);
         MapStore {
             sip: seed.sip_keys(DOMAIN_TABLE),
             metas: Vec::new(),
@@ -851,11 +835,10 @@ impl<const W: usize> MapStore<W> {
             if m == 0 {
                 return Err(Some(i));
             }
-            if m & !REFERENCED == want {
+            if m & !(REFERENCED | LEN_MASK) == want {
                 if let Some(s) = slots.get(i) {
                     if s.word == p.word
-                        && (p.shape.form() != Form::Full
-                            || self.slab.full_key(s.handle()) == Some(key))
+                        && (p.shape.form() != Form::Full || self.slab.full_key(s.rec) == Some(key))
                     {
                         return Ok(i);
                     }
@@ -888,7 +871,7 @@ impl<const W: usize> MapStore<W> {
         let s = self.slots.get(i)?;
         let shape = Shape::of_meta(m);
         match shape.form() {
-            Form::Full => self.slab.full_key(s.handle()).copied(),
+            Form::Full => self.slab.full_key(s.rec).copied(),
             _ => expand(shape, s.word),
         }
     }
@@ -966,18 +949,21 @@ impl<const W: usize> MapStore<W> {
         Some(MapRef {
             meta,
             slot,
-            rec: self.slab.get(slot.handle()),
+            rec: self.slab.get(slot.rec),
         })
     }
 
     /// Slot `i` written in place.
     #[inline]
     fn view_mut(&mut self, i: usize) -> Option<MapMut<'_, W>> {
-        let slot = self.slots.get_mut(i)?;
-        Some(MapMut {
-            slot,
-            slab: &mut self.slab,
-        })
+        match (self.metas.get_mut(i), self.slots.get_mut(i)) {
+            (Some(meta), Some(slot)) => Some(MapMut {
+                meta,
+                slot,
+                slab: &mut self.slab,
+            }),
+            _ => None,
+        }
     }
 
     /// Put the owned `entry` of `key` into slot `i` (occupied, its log
@@ -1005,11 +991,11 @@ impl<const W: usize> MapStore<W> {
     /// (the slot keeps its key, with an empty log).
     fn unload(&mut self, i: usize) -> MapEntry<W> {
         let mut entry = MapEntry::new();
-        let Some(s) = self.slots.get_mut(i) else {
+        let (Some(m), Some(s)) = (self.metas.get_mut(i), self.slots.get_mut(i)) else {
             return entry;
         };
-        let state = s.state();
-        let rec = self.slab.take(s.handle());
+        let state = log_state(*m);
+        let rec = self.slab.take(s.rec);
         if state == SPILLED {
             entry.log = rec.log;
         } else {
@@ -1018,7 +1004,8 @@ impl<const W: usize> MapStore<W> {
             }
         }
         entry.cold = rec.cold;
-        s.tail = 0;
+        s.rec = 0;
+        set_log_state(m, 0);
         entry
     }
 
@@ -1344,7 +1331,7 @@ mod tests {
             live += 1;
             let k = s.key_at(i, m).unwrap();
             assert_eq!(s.locate(&k), Some(i));
-            assert_eq!(s.probe(&k).meta(), m & !REFERENCED);
+            assert_eq!(s.probe(&k).meta(), m & !(REFERENCED | LEN_MASK));
         }
         assert_eq!(live, s.len());
         assert_eq!(s.metas.len(), s.slots.len());
@@ -1527,7 +1514,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Slot>(), 32);
         assert_eq!(core::mem::align_of::<Slot>(), 32);
         // A record: the spilled log (48) and the cold-part pointer.
-        assert_eq!(core::mem::size_of::<Rec<W>>(), 48);
+        assert_eq!(core::mem::size_of::<Rec<W>>(), 56);
     }
 
     /// A slot's log (four events inline, then the record's) reads and
@@ -1596,9 +1583,9 @@ mod tests {
                 assert!(e.log().iter().eq(TimeLog::iter(w)));
                 // A record only while the log is spilled (no cold part
                 // here), or for a fingerprinted key's full key.
-                let spilled = e.slot.state() == SPILLED;
+                let spilled = log_state(*e.meta) == SPILLED;
                 let full = compact(&key(k as u64)).0.form() == Form::Full;
-                assert_eq!(e.slot.handle() != 0, spilled || full, "step {step}");
+                assert_eq!(e.slot.rec != 0, spilled || full, "step {step}");
                 assert!(spilled || TimeLog::len(w) <= INLINE);
             }
             // Export and import keep every log.
@@ -1641,13 +1628,13 @@ mod tests {
         assert!(s.get(&a).unwrap().is_banned() && s.get(&b).unwrap().is_banned());
         assert!(s.get_mut(&a).unwrap().clear_block_and_ban());
         assert_eq!(
-            s.get(&a).unwrap().slot.handle(),
+            s.get(&a).unwrap().slot.rec,
             0,
             "an emptied record is given back"
         );
         assert_eq!(s.slab.free.len(), 1);
         assert!(s.get_mut(&b).unwrap().clear_block_and_ban());
-        assert_ne!(s.get(&b).unwrap().slot.handle(), 0, "the full key stays");
+        assert_ne!(s.get(&b).unwrap().slot.rec, 0, "the full key stays");
         assert_eq!(s.get(&b).unwrap().log().oldest(), Some(5));
         // The free record is reused.
         s.get_mut(&a).unwrap().cold_make().login_mut().lock_until = crate::time::OptTick::some(9);

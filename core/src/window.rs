@@ -1,6 +1,6 @@
 //! Sliding logs: timestamps oldest first, in a fixed-capacity ring
 //! ([`Log`], inline, no allocator) or a ring that grows with use up to its
-//! cap ([`GrowLog`], feature `alloc`: up to eight events inline, then a
+//! cap ([`GrowLog`], feature `alloc`: up to ten events inline, then a
 //! ring sized to the events, not to `W`). Both are a [`TimeLog`].
 //!
 //! An event counts iff it lies in `(now - window, now]`. Logs are kept in
@@ -472,15 +472,16 @@ impl<const C: usize> defmt::Format for CompactLog<C> {
 }
 
 /// A log of at most `W` timestamps whose storage follows use (feature
-/// `alloc`): up to eight events inline (the oldest, then 32-bit offsets
+/// `alloc`): up to ten events inline (the oldest, then 32-bit offsets
 /// from it: 71 minutes at 1 MHz ticks), more, or events further apart, in
-/// a boxed heap ring of 16 that doubles as events arrive and is cut back as they
+/// a heap ring of 20 that doubles as events arrive and is cut back as they
 /// leave (and fitted to its events when the key reaches its limit); the
 /// ring too holds 32-bit offsets from a 64-bit base while its events span
 /// at most `u32::MAX` ticks (rebased, or widened to full ticks, when a new
-/// event does not fit: exact either way). 40 bytes plus the ring (so the
-/// growable table's record, with its cold-part pointer, is 48); a key
-/// allocates only from its ninth event in the window.
+/// event does not fit: exact either way). 48
+/// bytes plus the ring (so the growable table's slot, with its key word
+/// and cold-part pointer, is one 64-byte cache line); a key allocates
+/// only from its eleventh event in the window.
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug)]
 pub struct GrowLog<const W: usize> {
@@ -498,8 +499,7 @@ enum Repr {
         len: u8,
     },
     /// A heap ring.
-    /// Boxed: the log stays 40 bytes (the growable table's record 48).
-    Heap(alloc::boxed::Box<Ring>),
+    Heap(Ring),
 }
 
 /// A heap ring of a [`GrowLog`]'s events: `len` of them from `head`.
@@ -630,12 +630,11 @@ impl Ring {
     }
 }
 
-/// Events kept without allocating: the oldest and seven 32-bit offsets,
-/// with the length and the variant's tag 40 bytes (the ring boxed), so
-/// the growable table's record is 48 (issue 24 measured 4, 6, 8 and 10:
-/// `BENCHMARKS.md`).
+/// Events kept without allocating: the oldest and nine 32-bit offsets,
+/// with the length and the variant's tag 48 bytes (issue 24 measured 4,
+/// 6 and 10: `BENCHMARKS.md`).
 #[cfg(feature = "alloc")]
-const INLINE: usize = 8;
+const INLINE: usize = 10;
 
 #[cfg(feature = "alloc")]
 impl<const W: usize> Default for GrowLog<W> {
@@ -693,7 +692,13 @@ impl<const W: usize> GrowLog<W> {
     /// Whether the heap ring holds 32-bit offsets (false when inline).
     #[cfg(test)]
     fn narrow(&self) -> bool {
-        matches!(&self.repr, Repr::Heap(r) if matches!(r.buf, RingBuf::Narrow(_)))
+        matches!(
+            &self.repr,
+            Repr::Heap(Ring {
+                buf: RingBuf::Narrow(_),
+                ..
+            })
+        )
     }
 
     /// Drop the oldest event, keeping the storage.
@@ -774,13 +779,7 @@ impl<const W: usize> GrowLog<W> {
         let n = self.len();
         let cap = cap.max(Self::MIN).max(n);
         let ends = (self.oldest(), self.newest());
-        self.repr = Repr::Heap(alloc::boxed::Box::new(Ring::new(
-            cap,
-            n,
-            ends,
-            next,
-            self.iter(),
-        )));
+        self.repr = Repr::Heap(Ring::new(cap, n, ends, next, self.iter()));
     }
 }
 
