@@ -183,12 +183,12 @@ pub use shared::{Reentered, Shared};
 pub mod internals {
     #[cfg(feature = "alloc")]
     pub use crate::entry::BoxedCold;
-    pub use crate::entry::{Cold, ColdPart, CompactCold, Entry, EntryMut, EntryRef};
+    pub use crate::entry::{Cold, ColdPart, CompactCold, Entry};
     #[cfg(feature = "alloc")]
-    pub use crate::map::{MapLog, MapLogMut, MapMut, MapRef, MapStore};
+    pub use crate::map::MapStore;
     pub use crate::store::{Class, EntryOf, Store, Upsert, Victim, SCAN};
     pub use crate::table::{FixedEntry, FixedStore};
     #[cfg(feature = "alloc")]
     pub use crate::window::GrowLog;
-    pub use crate::window::{CompactLog, Events, EventsMut, Log, TimeLog};
+    pub use crate::window::{CompactLog, Log, TimeLog};
 }

@@ -2,36 +2,28 @@
 //! with the same keyed hash and the same eviction rule as
 //! [`FixedStore`](crate::internals::FixedStore).
 //!
-//! * One table: the keys live in one `Vec` of 32-byte slots aligned to
-//!   half cache lines (an 8-byte key word; the log's first four events,
-//!   a 64-bit base and three 32-bit offsets from it; a 4-byte handle into
-//!   the table's slab of records), so a key found costs exactly one slot
-//!   line, with a parallel array of 2-byte metas (occupied, reference
-//!   bit, key kind and form, the log's length inline or "spilled", 7 bits
-//!   of the key's hash). Open addressing with linear probing over both,
-//!   backward-shift deletion (no tombstones, so a flood of new keys never
-//!   forces a rebuild). A lookup scans metas (one line, which stays
+//! * One table: the entries themselves live in one `Vec` of 64-byte
+//!   slots aligned to cache lines (an 8-byte key word beside the 56-byte
+//!   entry: a log with up to ten events inline and the cold-part
+//!   pointer), so a key found costs exactly one slot line, with a parallel
+//!   array of 2-byte metas (occupied, reference bit, key kind and form,
+//!   10 bits of the key's hash). Open addressing with linear probing over
+//!   both, backward-shift deletion (no tombstones, so a flood of new keys
+//!   never forces a rebuild). A lookup scans metas (one line, which stays
 //!   cached far more than the slots do: 2 bytes a key) and reads the one
-//!   slot whose meta matches: one random line per decision while the key
-//!   holds at most four events and no cold part.
-//! * Records: a key with more than four events (or events further apart
-//!   than `u32::MAX` ticks), a cold part, or a fingerprint (below) has a
-//!   56-byte record in the table's slab (a `Vec`, freed records reused
-//!   first): its whole log once spilled (a [`GrowLog`]: ten events inline,
-//!   then a heap ring) and its cold part ([`BoxedCold`]). A spilled log
-//!   comes back inline when pruned to two events, and a record that holds
-//!   nothing more is given back. The store hands out views
-//!   ([`MapRef`], [`MapMut`]) that put the pieces together.
+//!   slot whose meta matches: one random line per decision, where the
+//!   chunked slab under a separate index it replaces read three dependent
+//!   ones (bucket, chunk table, node).
 //! * Compact keys: an address key whose address fits in 64 bits (IPv4,
 //!   an IPv6 prefix up to /64) and an account key are their 8-byte word
 //!   plus kind and form in the meta, compared exactly. Any other key (a
 //!   (username, address) pair, an IPv6 key longer than /64) is held by a
-//!   keyed 64-bit fingerprint (its table hash), its full key kept in its
-//!   record's cold part and compared there on a match.
+//!   keyed 64-bit fingerprint (its table hash), its full key kept in the
+//!   entry's cold part ([`BoxedCold`]) and compared there on a match.
 //! * Hash: the keyed SipHash-1-3 of the tables, over the 9 bytes of a
 //!   compact key's word and shape (the full key's 25 bytes for the
 //!   fingerprint); the home slot from its top 32 bits (any table size),
-//!   the meta tag from its low 7.
+//!   the meta tag from its low 10.
 //! * Size: at most 7/8 full; grown by doubling, the last step sized to the
 //!   cap (so a full table holds `cap` keys at 7/8, not a power of two at
 //!   under half), and cut back to half full when under a quarter after
@@ -41,538 +33,33 @@
 //!   CLOCK: [`store`](crate::store); why a stride:
 //!   [`FixedStore`](crate::internals::FixedStore)).
 
-use crate::entry::{BoxedCold, Cold, ColdPart, Entry, EntryMut, EntryRef, VIOLATION_LOG};
+use crate::entry::{BoxedCold, Entry};
 use crate::key::{Addr, Key, KeyKind, Seed, DOMAIN_TABLE};
 use crate::store::{coprime_stride, sweep, Class, Store, Upsert, Victim};
-use crate::time::{within, Tick};
-use crate::window::{Events, EventsMut, GrowLog, Log, TimeLog};
+use crate::window::GrowLog;
 use alloc::vec::Vec;
 use siphasher::sip::SipHasher13;
 
-/// The entry a [`MapStore`] takes in and gives back (its owned form):
-/// cold part boxed on first use, log growing with use. In the table it
-/// is kept in pieces (a [`Slot`], and a [`Rec`] in the slab when needed).
+/// The entry a [`MapStore`] keeps: cold part boxed on first use, log
+/// growing with use.
 type MapEntry<const W: usize> = Entry<W, BoxedCold, GrowLog<W>>;
 
-/// Events a slot holds inline: the base and three 32-bit offsets.
-const INLINE: usize = 4;
-
-/// A spilled log comes back inline when pruned to this many events (not
-/// at [`INLINE`]: a key going to and fro across four events would move
-/// its log at every request).
-const UNSPILL: usize = 2;
-
-/// One key: its word (see [`Shape`]), its first events (a 64-bit base
-/// and three 32-bit offsets from it; how many in the meta) and the handle
-/// of its record in the shard's slab (0: none). 32 bytes, aligned so a
-/// slot never straddles a cache line.
-#[derive(Clone, Copy, Default)]
-#[repr(C, align(32))]
-struct Slot {
-    word: u64,
-    base: Tick,
-    off: [u32; INLINE - 1],
-    rec: u32,
-}
-
-/// What a key keeps beside its slot, in the shard's slab: its log once
-/// it has spilled (more than [`INLINE`] events, or events further apart
-/// than `u32::MAX` ticks), and its cold part (boxed on first use; for a
-/// key held by a fingerprint, with the full key).
-#[derive(Clone, Debug, Default)]
-struct Rec<const W: usize> {
-    log: GrowLog<W>,
-    cold: BoxedCold,
-}
-
-impl<const W: usize> Rec<W> {
-    /// Whether it holds nothing the key needs, with the log inline.
-    fn unused(&self) -> bool {
-        self.cold.get().is_none()
-    }
-}
-
-/// The records of a table's keys: a `Vec` indexed by handle − 1, freed
-/// records reused first.
+/// One key: its word (see [`Shape`]) and its entry: 64 bytes, aligned to
+/// a cache line (a 40-byte slot, with four events inline, straddled two
+/// lines for 3 keys in 8: +0.5 lines missed per decision; issue 24).
 #[derive(Default)]
-#[repr(C)]
-struct Slab<const W: usize> {
-    recs: Vec<Rec<W>>,
-    free: Vec<u32>,
-    /// Written when no handle is left (more than `u32::MAX` records: not
-    /// reached, the cap is below), so every write has somewhere to go.
-    spare: Option<alloc::boxed::Box<Rec<W>>>,
+#[repr(align(64))]
+struct Slot<const W: usize> {
+    word: u64,
+    entry: MapEntry<W>,
 }
 
-impl<const W: usize> Slab<W> {
-    #[inline]
-    fn get(&self, h: u32) -> Option<&Rec<W>> {
-        if h == 0 {
-            return None;
-        }
-        self.recs.get((h as usize).wrapping_sub(1))
-    }
-
-    #[inline]
-    fn get_mut(&mut self, h: u32) -> Option<&mut Rec<W>> {
-        self.recs.get_mut((h as usize).checked_sub(1)?)
-    }
-
-    /// A fresh record's handle (0 if none is left).
-    fn alloc(&mut self) -> u32 {
-        if let Some(h) = self.free.pop() {
-            return h;
-        }
-        let len = self.recs.len();
-        match u32::try_from(len.saturating_add(1)) {
-            Ok(h) if h < u32::MAX => {
-                self.recs.push(Rec::default());
-                h
-            }
-            _ => 0,
-        }
-    }
-
-    /// Give record `h` back (emptied).
-    fn release(&mut self, h: u32) {
-        if let Some(r) = self.get_mut(h) {
-            *r = Rec::default();
-            self.free.push(h);
-        }
-    }
-
-    /// Take record `h` out, giving its handle back.
-    fn take(&mut self, h: u32) -> Rec<W> {
-        let out = self.get_mut(h).map(core::mem::take).unwrap_or_default();
-        if h != 0 {
-            self.release(h);
-        }
-        out
-    }
-
-    /// The record of `slot`, made if it has none.
-    fn make(&mut self, slot: &mut Slot) -> &mut Rec<W> {
-        if self.get(slot.rec).is_none() {
-            slot.rec = self.alloc();
-        }
-        match self.recs.get_mut((slot.rec as usize).wrapping_sub(1)) {
-            Some(r) => r,
-            None => self.spare.get_or_insert_with(Default::default),
-        }
-    }
-
-    fn full_key(&self, h: u32) -> Option<&Key> {
-        self.get(h)?.cold.full_key()
-    }
-}
-
-/// Meta bits: `OCCUPIED | REFERENCED? | shape << 10 | len << 7 | tag`;
-/// 0 is empty.
+/// Meta bits: `OCCUPIED | REFERENCED? | shape << 10 | tag`; 0 is empty.
 const OCCUPIED: u16 = 1 << 15;
 /// Touched since the CLOCK hand last passed.
 const REFERENCED: u16 = 1 << 14;
 const SHAPE_SHIFT: u32 = 10;
-/// The log's events inline (0 to [`INLINE`]), or [`SPILLED`].
-const LEN_SHIFT: u32 = 7;
-const LEN_MASK: u16 = 0b111 << LEN_SHIFT;
-/// The log is in the key's record.
-const SPILLED: u16 = 7;
-const TAG_MASK: u16 = (1 << LEN_SHIFT) - 1;
-
-/// The log state of meta `m`: events inline, or [`SPILLED`].
-#[inline]
-fn log_state(m: u16) -> u16 {
-    (m & LEN_MASK) >> LEN_SHIFT
-}
-
-#[inline]
-fn set_log_state(m: &mut u16, state: u16) {
-    *m = (*m & !LEN_MASK) | ((state << LEN_SHIFT) & LEN_MASK);
-}
-
-/// The `i`-th inline event of `s`.
-#[inline]
-fn inline_at(s: &Slot, i: usize) -> Option<Tick> {
-    match i.checked_sub(1) {
-        None => Some(s.base),
-        Some(j) => s.off.get(j).map(|&o| s.base.wrapping_add(u64::from(o))),
-    }
-}
-
-/// The events of a log kept as `state`, `s` and `rec`, oldest first.
-fn log_iter<'a, const W: usize>(
-    state: u16,
-    s: &'a Slot,
-    rec: Option<&'a Rec<W>>,
-) -> impl Iterator<Item = Tick> + 'a {
-    let (spilled, inline) = if state == SPILLED {
-        (rec.map(|r| r.log.iter()), None)
-    } else {
-        let n = usize::from(state).min(INLINE);
-        (None, Some((0..n).filter_map(move |i| inline_at(s, i))))
-    };
-    spilled
-        .into_iter()
-        .flatten()
-        .chain(inline.into_iter().flatten())
-}
-
-/// A key's log read in place: the first four events in its slot, a
-/// spilled log in its record.
-#[derive(Clone, Copy)]
-pub struct MapLog<'a, const W: usize> {
-    state: u16,
-    slot: &'a Slot,
-    rec: Option<&'a Rec<W>>,
-}
-
-impl<const W: usize> Events for MapLog<'_, W> {
-    #[inline]
-    fn oldest(&self) -> Option<Tick> {
-        match self.state {
-            SPILLED => self.rec.and_then(|r| r.log.oldest()),
-            0 => None,
-            _ => Some(self.slot.base),
-        }
-    }
-    #[inline]
-    fn newest(&self) -> Option<Tick> {
-        match self.state {
-            SPILLED => self.rec.and_then(|r| r.log.newest()),
-            n => usize::from(n)
-                .checked_sub(1)
-                .and_then(|i| inline_at(self.slot, i)),
-        }
-    }
-    #[inline]
-    fn len(&self) -> usize {
-        match self.state {
-            SPILLED => self.rec.map_or(0, |r| r.log.len()),
-            n => usize::from(n),
-        }
-    }
-    fn iter(&self) -> impl Iterator<Item = Tick> + '_ {
-        log_iter(self.state, self.slot, self.rec)
-    }
-    #[inline]
-    fn count(&self, now: Tick, window: u64) -> u32 {
-        if self.state == SPILLED {
-            return self.rec.map_or(0, |r| r.log.count(now, window));
-        }
-        let n = self.iter().filter(|&t| within(now, t, window)).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-    #[inline]
-    fn oldest_in(&self, now: Tick, window: u64) -> Option<Tick> {
-        if self.state == SPILLED {
-            return self.rec.and_then(|r| r.log.oldest_in(now, window));
-        }
-        self.iter().find(|&t| within(now, t, window))
-    }
-}
-
-/// A key's log written in place.
-pub struct MapLogMut<'a, const W: usize> {
-    meta: &'a mut u16,
-    slot: &'a mut Slot,
-    slab: &'a mut Slab<W>,
-}
-
-impl<const W: usize> MapLogMut<'_, W> {
-    /// The log read in place (the slab read only for a spilled log).
-    #[inline]
-    fn view(&self) -> MapLog<'_, W> {
-        let state = log_state(*self.meta);
-        MapLog {
-            state,
-            slot: self.slot,
-            rec: if state == SPILLED {
-                self.slab.get(self.slot.rec)
-            } else {
-                None
-            },
-        }
-    }
-
-    /// Drop the oldest inline event (`n` of them).
-    fn pop_inline(&mut self, n: u16) {
-        if n > 1 {
-            // The second event becomes the base.
-            let [d, ..] = self.slot.off;
-            self.slot.base = self.slot.base.wrapping_add(u64::from(d));
-            self.slot.off.rotate_left(1);
-            for o in self.slot.off.iter_mut() {
-                *o = o.wrapping_sub(d);
-            }
-        }
-        set_log_state(self.meta, n.saturating_sub(1));
-    }
-
-    /// Move a spilled log of at most [`UNSPILL`] events back inline when
-    /// they fit, giving the record back if nothing else is in it.
-    fn unspill(&mut self) {
-        let h = self.slot.rec;
-        let Some(r) = self.slab.get_mut(h) else {
-            set_log_state(self.meta, 0);
-            return;
-        };
-        let n = r.log.len();
-        if n > UNSPILL {
-            return;
-        }
-        let base = r.log.oldest().unwrap_or(0);
-        let mut off = [0u32; INLINE - 1];
-        for (d, t) in off.iter_mut().zip(r.log.iter().skip(1)) {
-            match t.checked_sub(base).and_then(|x| u32::try_from(x).ok()) {
-                Some(x) => *d = x,
-                None => return,
-            }
-        }
-        r.log = GrowLog::new();
-        let unused = r.unused();
-        self.slot.base = base;
-        self.slot.off = off;
-        set_log_state(self.meta, u16::try_from(n).unwrap_or(0));
-        if unused {
-            self.slab.release(h);
-            self.slot.rec = 0;
-        }
-    }
-
-    fn pop_oldest(&mut self) {
-        match log_state(*self.meta) {
-            SPILLED => {
-                if let Some(r) = self.slab.get_mut(self.slot.rec) {
-                    r.log.pop_oldest();
-                }
-                self.unspill();
-            }
-            0 => {}
-            n => self.pop_inline(n),
-        }
-    }
-}
-
-impl<const W: usize> Events for MapLogMut<'_, W> {
-    #[inline]
-    fn oldest(&self) -> Option<Tick> {
-        self.view().oldest()
-    }
-    #[inline]
-    fn newest(&self) -> Option<Tick> {
-        self.view().newest()
-    }
-    #[inline]
-    fn len(&self) -> usize {
-        self.view().len()
-    }
-    fn iter(&self) -> impl Iterator<Item = Tick> + '_ {
-        let v = self.view();
-        log_iter(v.state, self.slot, v.rec)
-    }
-    #[inline]
-    fn count(&self, now: Tick, window: u64) -> u32 {
-        self.view().count(now, window)
-    }
-    #[inline]
-    fn oldest_in(&self, now: Tick, window: u64) -> Option<Tick> {
-        self.view().oldest_in(now, window)
-    }
-}
-
-impl<const W: usize> EventsMut for MapLogMut<'_, W> {
-    #[inline]
-    fn push(&mut self, t: Tick) {
-        if W == 0 {
-            return;
-        }
-        let mut n = log_state(*self.meta);
-        if n == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.rec) {
-                r.log.push(t);
-            }
-            return;
-        }
-        if usize::from(n) >= W {
-            self.pop_inline(n);
-            n = n.saturating_sub(1);
-        }
-        if n == 0 {
-            self.slot.base = t;
-            set_log_state(self.meta, 1);
-            return;
-        }
-        let d = t
-            .checked_sub(self.slot.base)
-            .and_then(|d| u32::try_from(d).ok());
-        if let (Some(d), Some(o)) = (d, self.slot.off.get_mut(usize::from(n).wrapping_sub(1))) {
-            *o = d;
-            set_log_state(self.meta, n.saturating_add(1));
-            return;
-        }
-        // Spill: the inline events, then `t`, into the record's log.
-        let events: [Option<Tick>; INLINE] = core::array::from_fn(|i| {
-            (i < usize::from(n))
-                .then(|| inline_at(self.slot, i))
-                .flatten()
-        });
-        let r = self.slab.make(self.slot);
-        r.log.clear();
-        for e in events.into_iter().flatten() {
-            r.log.push(e);
-        }
-        r.log.push(t);
-        set_log_state(self.meta, SPILLED);
-    }
-
-    fn prune(&mut self, now: Tick, window: u64) {
-        match log_state(*self.meta) {
-            SPILLED => {
-                if let Some(r) = self.slab.get_mut(self.slot.rec) {
-                    r.log.prune(now, window);
-                    if r.log.len() > UNSPILL {
-                        return;
-                    }
-                }
-                self.unspill();
-            }
-            mut n => {
-                while n > 0 && !within(now, self.slot.base, window) {
-                    self.pop_inline(n);
-                    n = n.saturating_sub(1);
-                }
-            }
-        }
-    }
-
-    fn fit(&mut self) {
-        if log_state(*self.meta) == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.rec) {
-                r.log.fit();
-            }
-        }
-    }
-
-    fn remove_one(&mut self, t: Tick) -> bool {
-        let events: Vec<Tick> = self.iter().collect();
-        let Some(at) = events.iter().position(|&x| x == t) else {
-            return false;
-        };
-        self.clear();
-        for (i, &x) in events.iter().enumerate() {
-            if i != at {
-                self.push(x);
-            }
-        }
-        true
-    }
-
-    fn truncate_front(&mut self, n: usize) {
-        while self.len() > n {
-            self.pop_oldest();
-        }
-    }
-
-    fn clear(&mut self) {
-        if log_state(*self.meta) == SPILLED {
-            if let Some(r) = self.slab.get_mut(self.slot.rec) {
-                r.log.clear();
-            }
-            self.unspill();
-        }
-        set_log_state(self.meta, 0);
-    }
-}
-
-/// A [`MapStore`] entry read in place.
-#[derive(Clone, Copy)]
-pub struct MapRef<'a, const W: usize> {
-    meta: u16,
-    slot: &'a Slot,
-    rec: Option<&'a Rec<W>>,
-}
-
-impl<const W: usize> EntryRef for MapRef<'_, W> {
-    type Violations = Log<VIOLATION_LOG>;
-    #[inline]
-    fn log(&self) -> impl Events + '_ {
-        MapLog {
-            state: log_state(self.meta),
-            slot: self.slot,
-            rec: self.rec,
-        }
-    }
-    #[inline]
-    fn cold_held(&self) -> Option<&Cold> {
-        self.rec.and_then(|r| r.cold.get())
-    }
-    #[inline]
-    fn cold(&self) -> &Cold {
-        self.cold_held().unwrap_or_else(|| BoxedCold::empty())
-    }
-}
-
-/// A [`MapStore`] entry written in place.
-pub struct MapMut<'a, const W: usize> {
-    meta: &'a mut u16,
-    slot: &'a mut Slot,
-    slab: &'a mut Slab<W>,
-}
-
-impl<const W: usize> EntryRef for MapMut<'_, W> {
-    type Violations = Log<VIOLATION_LOG>;
-    #[inline]
-    fn log(&self) -> impl Events + '_ {
-        let state = log_state(*self.meta);
-        MapLog {
-            state,
-            slot: &*self.slot,
-            rec: if state == SPILLED {
-                self.slab.get(self.slot.rec)
-            } else {
-                None
-            },
-        }
-    }
-    #[inline]
-    fn cold_held(&self) -> Option<&Cold> {
-        self.slab.get(self.slot.rec).and_then(|r| r.cold.get())
-    }
-    #[inline]
-    fn cold(&self) -> &Cold {
-        self.cold_held().unwrap_or_else(|| BoxedCold::empty())
-    }
-}
-
-impl<const W: usize> EntryMut for MapMut<'_, W> {
-    #[inline]
-    fn log_mut(&mut self) -> impl EventsMut + '_ {
-        MapLogMut {
-            meta: &mut *self.meta,
-            slot: &mut *self.slot,
-            slab: &mut *self.slab,
-        }
-    }
-    fn cold_held_mut(&mut self) -> Option<&mut Cold> {
-        self.slab
-            .get_mut(self.slot.rec)
-            .and_then(|r| r.cold.get_mut())
-    }
-    fn cold_make(&mut self) -> &mut Cold {
-        self.slab.make(self.slot).cold.make()
-    }
-    fn cold_shrink(&mut self) {
-        let h = self.slot.rec;
-        let Some(r) = self.slab.get_mut(h) else {
-            return;
-        };
-        r.cold.shrink();
-        if r.unused() && log_state(*self.meta) != SPILLED {
-            self.slab.release(h);
-            self.slot.rec = 0;
-        }
-    }
-}
+const TAG_MASK: u16 = (1 << SHAPE_SHIFT) - 1;
 
 /// How a slot's word holds its key.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -705,10 +192,7 @@ pub struct MapStore<const W: usize> {
     /// The tables' SipHash keys (those of [`KeyHasher`](crate::key::KeyHasher)).
     sip: (u64, u64),
     metas: Vec<u16>,
-    slots: Vec<Slot>,
-    /// The keys' records (spilled logs, cold parts, full keys); its
-    /// `Vec` beside the slots' (one line of per-shard state).
-    slab: Slab<W>,
+    slots: Vec<Slot<W>>,
     len: usize,
     cap: usize,
     /// The CLOCK hand: the slot the next eviction sweep starts at.
@@ -720,14 +204,12 @@ pub struct MapStore<const W: usize> {
 impl<const W: usize> MapStore<W> {
     /// An empty store holding at most `max_entries` keys.
     pub fn new(seed: Seed, max_entries: usize) -> Self {
-        let cap = max_entries.min(u32::MAX as usize / 2);
         MapStore {
             sip: seed.sip_keys(DOMAIN_TABLE),
             metas: Vec::new(),
             slots: Vec::new(),
-            slab: Slab::default(),
             len: 0,
-            cap,
+            cap: max_entries.min(u32::MAX as usize / 2),
             hand: 0,
             stride: 1,
         }
@@ -739,7 +221,7 @@ impl<const W: usize> MapStore<W> {
     pub fn table_bytes(&self) -> usize {
         self.slots
             .capacity()
-            .saturating_mul(core::mem::size_of::<Slot>())
+            .saturating_mul(core::mem::size_of::<Slot<W>>())
             .saturating_add(self.metas.capacity().saturating_mul(2))
     }
 
@@ -820,7 +302,7 @@ impl<const W: usize> MapStore<W> {
 
     /// The slot holding `p`'s key (`Ok`), or the empty slot ending its
     /// probe (`Err`; `None` for an empty table).
-    #[inline(always)]
+    #[inline]
     fn find(&self, p: &Probe, key: &Key) -> Result<usize, Option<usize>> {
         let (metas, slots) = (self.metas.as_slice(), self.slots.as_slice());
         let n = metas.len();
@@ -835,10 +317,10 @@ impl<const W: usize> MapStore<W> {
             if m == 0 {
                 return Err(Some(i));
             }
-            if m & !(REFERENCED | LEN_MASK) == want {
+            if m & !REFERENCED == want {
                 if let Some(s) = slots.get(i) {
                     if s.word == p.word
-                        && (p.shape.form() != Form::Full || self.slab.full_key(s.rec) == Some(key))
+                        && (p.shape.form() != Form::Full || s.entry.cold.full_key() == Some(key))
                     {
                         return Ok(i);
                     }
@@ -871,7 +353,7 @@ impl<const W: usize> MapStore<W> {
         let s = self.slots.get(i)?;
         let shape = Shape::of_meta(m);
         match shape.form() {
-            Form::Full => self.slab.full_key(s.rec).copied(),
+            Form::Full => s.entry.cold.full_key().copied(),
             _ => expand(shape, s.word),
         }
     }
@@ -941,74 +423,6 @@ impl<const W: usize> MapStore<W> {
         self.rebuild(m);
     }
 
-    /// Slot `i` read in place.
-    #[inline]
-    fn view(&self, i: usize) -> Option<MapRef<'_, W>> {
-        let meta = *self.metas.get(i)?;
-        let slot = self.slots.get(i)?;
-        Some(MapRef {
-            meta,
-            slot,
-            rec: self.slab.get(slot.rec),
-        })
-    }
-
-    /// Slot `i` written in place.
-    #[inline]
-    fn view_mut(&mut self, i: usize) -> Option<MapMut<'_, W>> {
-        match (self.metas.get_mut(i), self.slots.get_mut(i)) {
-            (Some(meta), Some(slot)) => Some(MapMut {
-                meta,
-                slot,
-                slab: &mut self.slab,
-            }),
-            _ => None,
-        }
-    }
-
-    /// Put the owned `entry` of `key` into slot `i` (occupied, its log
-    /// empty and no record): the events inline while they fit, the rest
-    /// and the cold part into a record.
-    fn load(&mut self, i: usize, key: &Key, full: bool, mut entry: MapEntry<W>) {
-        if full {
-            entry.cold.set_full_key(*key);
-        }
-        let Some(mut v) = self.view_mut(i) else {
-            return;
-        };
-        {
-            let mut log = v.log_mut();
-            for t in TimeLog::iter(&entry.log) {
-                log.push(t);
-            }
-        }
-        if entry.cold.get().is_some() {
-            v.slab.make(v.slot).cold = entry.cold;
-        }
-    }
-
-    /// Take slot `i`'s entry out in its owned form, its record given back
-    /// (the slot keeps its key, with an empty log).
-    fn unload(&mut self, i: usize) -> MapEntry<W> {
-        let mut entry = MapEntry::new();
-        let (Some(m), Some(s)) = (self.metas.get_mut(i), self.slots.get_mut(i)) else {
-            return entry;
-        };
-        let state = log_state(*m);
-        let rec = self.slab.take(s.rec);
-        if state == SPILLED {
-            entry.log = rec.log;
-        } else {
-            for t in log_iter::<W>(state, s, None) {
-                entry.log.push(t);
-            }
-        }
-        entry.cold = rec.cold;
-        s.rec = 0;
-        set_log_state(m, 0);
-        entry
-    }
-
     /// Add the absent `key` (its probe `p`), not yet referenced (a new key
     /// earns its second chance by coming back); its slot, or the entry
     /// back when full.
@@ -1018,7 +432,7 @@ impl<const W: usize> MapStore<W> {
         key: &Key,
         p: &Probe,
         hint: Option<usize>,
-        entry: MapEntry<W>,
+        mut entry: MapEntry<W>,
     ) -> Result<usize, MapEntry<W>> {
         if self.len >= self.cap {
             return Err(entry);
@@ -1034,32 +448,28 @@ impl<const W: usize> MapStore<W> {
         let Some(i) = at else {
             return Err(entry);
         };
+        if p.shape.form() == Form::Full {
+            entry.cold.set_full_key(*key);
+        }
         match (self.metas.get_mut(i), self.slots.get_mut(i)) {
             (Some(m), Some(s)) if *m == 0 => {
                 *m = p.meta();
                 *s = Slot {
                     word: p.word,
-                    ..Slot::default()
+                    entry,
                 };
                 self.len = self.len.saturating_add(1);
+                Ok(i)
             }
-            _ => return Err(entry),
+            _ => Err(entry),
         }
-        let full = p.shape.form() == Form::Full;
-        if full || !TimeLog::is_empty(&entry.log) || entry.cold.get().is_some() {
-            self.load(i, key, full, entry);
-        }
-        Ok(i)
     }
 
     /// Remove slot `i` and close the gap (backward-shift deletion).
     fn remove_at(&mut self, i: usize) -> Option<(Key, MapEntry<W>)> {
         let m = *self.metas.get(i).filter(|&&m| m != 0)?;
         let key = self.key_at(i, m)?;
-        let out = self.unload(i);
-        if let Some(s) = self.slots.get_mut(i) {
-            *s = Slot::default();
-        }
+        let out = core::mem::take(self.slots.get_mut(i)?);
         if let Some(m) = self.metas.get_mut(i) {
             *m = 0;
         }
@@ -1090,7 +500,7 @@ impl<const W: usize> MapStore<W> {
             }
             k = Self::next(k, n);
         }
-        Some((key, out))
+        Some((key, out.entry))
     }
 
     /// After removals: cut a table under a quarter full to half full.
@@ -1105,7 +515,6 @@ impl<const W: usize> MapStore<W> {
             if want == 0 {
                 self.metas = Vec::new();
                 self.slots = Vec::new();
-                self.slab = Slab::default();
                 self.hand = 0;
                 self.stride = 1;
             } else {
@@ -1118,8 +527,8 @@ impl<const W: usize> MapStore<W> {
 impl<const W: usize> Store<W> for MapStore<W> {
     type Cold = BoxedCold;
     type Log = GrowLog<W>;
-    type Ref<'a> = MapRef<'a, W>;
-    type Mut<'a> = MapMut<'a, W>;
+    type Ref<'a> = &'a MapEntry<W>;
+    type Mut<'a> = &'a mut MapEntry<W>;
     type Rules = crate::store::HotCopy;
 
     fn capacity(&self) -> usize {
@@ -1130,18 +539,22 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.len
     }
 
-    fn get(&self, key: &Key) -> Option<MapRef<'_, W>> {
-        self.view(self.locate(key)?)
+    fn get(&self, key: &Key) -> Option<&MapEntry<W>> {
+        self.slots.get(self.locate(key)?).map(|s| &s.entry)
     }
 
-    fn get_if_touched(&self, key: &Key) -> Option<MapRef<'_, W>> {
-        let v = self.view(self.locate(key)?)?;
-        (v.meta & REFERENCED != 0).then_some(v)
-    }
-
-    fn get_mut(&mut self, key: &Key) -> Option<MapMut<'_, W>> {
+    fn get_if_touched(&self, key: &Key) -> Option<&MapEntry<W>> {
         let i = self.locate(key)?;
-        self.view_mut(i)
+        let m = *self.metas.get(i)?;
+        if m & REFERENCED == 0 {
+            return None;
+        }
+        self.slots.get(i).map(|s| &s.entry)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut MapEntry<W>> {
+        let i = self.locate(key)?;
+        self.slots.get_mut(i).map(|s| &mut s.entry)
     }
 
     fn touch(&mut self, key: &Key) {
@@ -1150,17 +563,17 @@ impl<const W: usize> Store<W> for MapStore<W> {
         }
     }
 
-    fn touch_get_mut(&mut self, key: &Key) -> Option<MapMut<'_, W>> {
+    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut MapEntry<W>> {
         let i = self.locate(key)?;
         self.mark(i);
-        self.view_mut(i)
+        self.slots.get_mut(i).map(|s| &mut s.entry)
     }
 
     fn upsert(
         &mut self,
         key: Key,
-        classify: &mut dyn FnMut(&Key, MapRef<'_, W>) -> Class,
-    ) -> Upsert<MapMut<'_, W>> {
+        classify: &mut dyn FnMut(&Key, &MapEntry<W>) -> Class,
+    ) -> Upsert<&mut MapEntry<W>> {
         let p = self.probe(&key);
         let (i, evicted) = match self.find(&p, &key) {
             Ok(i) => {
@@ -1183,19 +596,26 @@ impl<const W: usize> Store<W> for MapStore<W> {
                 }
             }
         };
-        match self.view_mut(i) {
-            Some(entry) => Upsert::Found { entry, evicted },
+        match self.slots.get_mut(i) {
+            Some(s) => Upsert::Found {
+                entry: &mut s.entry,
+                evicted,
+            },
             None => Upsert::Full,
         }
     }
 
     #[allow(clippy::result_large_err)]
-    fn insert(&mut self, key: Key, entry: MapEntry<W>) -> Result<(), MapEntry<W>> {
+    fn insert(&mut self, key: Key, mut entry: MapEntry<W>) -> Result<(), MapEntry<W>> {
         let p = self.probe(&key);
         match self.find(&p, &key) {
             Ok(i) => {
-                drop(self.unload(i));
-                self.load(i, &key, p.shape.form() == Form::Full, entry);
+                if p.shape.form() == Form::Full {
+                    entry.cold.set_full_key(key);
+                }
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.entry = entry;
+                }
                 self.mark(i);
                 Ok(())
             }
@@ -1212,7 +632,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
 
     fn evict(
         &mut self,
-        classify: &mut dyn FnMut(&Key, MapRef<'_, W>) -> Class,
+        classify: &mut dyn FnMut(&Key, &MapEntry<W>) -> Class,
     ) -> Option<(Key, Victim)> {
         let (n, hand, len, stride) = (self.size(), self.hand, self.len, self.stride);
         let (i, victim) = {
@@ -1229,8 +649,8 @@ impl<const W: usize> Store<W> for MapStore<W> {
                     return None;
                 }
                 let key = this.key_at(i, m)?;
-                let v = this.view(i)?;
-                Some((classify(&key, v), m & REFERENCED != 0))
+                let s = this.slots.get(i)?;
+                Some((classify(&key, &s.entry), m & REFERENCED != 0))
             })?
         };
         let (key, _) = self.remove_at(i)?;
@@ -1240,7 +660,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         Some((key, victim))
     }
 
-    fn retain(&mut self, keep: &mut dyn FnMut(&Key, MapRef<'_, W>) -> bool) -> usize {
+    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &MapEntry<W>) -> bool) -> usize {
         let mut removed = 0usize;
         let mut i = 0usize;
         // Backward shifts only move entries into the slot being examined or
@@ -1250,8 +670,8 @@ impl<const W: usize> Store<W> for MapStore<W> {
         while i < self.size() {
             let m = self.metas.get(i).copied().unwrap_or(0);
             let drop = m != 0
-                && match (self.key_at(i, m), self.view(i)) {
-                    (Some(k), Some(v)) => !keep(&k, v),
+                && match (self.key_at(i, m), self.slots.get(i)) {
+                    (Some(k), Some(s)) => !keep(&k, &s.entry),
                     _ => false,
                 };
             if drop {
@@ -1267,26 +687,26 @@ impl<const W: usize> Store<W> for MapStore<W> {
         removed
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(&Key, MapRef<'_, W>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&Key, &MapEntry<W>)) {
         for (i, &m) in self.metas.iter().enumerate() {
             if m == 0 {
                 continue;
             }
-            if let (Some(k), Some(v)) = (self.key_at(i, m), self.view(i)) {
-                f(&k, v);
+            if let (Some(k), Some(s)) = (self.key_at(i, m), self.slots.get(i)) {
+                f(&k, &s.entry);
             }
         }
     }
 
-    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, MapMut<'_, W>)) {
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut MapEntry<W>)) {
         for i in 0..self.size() {
             let m = self.metas.get(i).copied().unwrap_or(0);
             if m == 0 {
                 continue;
             }
             if let Some(k) = self.key_at(i, m) {
-                if let Some(v) = self.view_mut(i) {
-                    f(&k, v);
+                if let Some(s) = self.slots.get_mut(i) {
+                    f(&k, &mut s.entry);
                 }
             }
         }
@@ -1295,7 +715,6 @@ impl<const W: usize> Store<W> for MapStore<W> {
     fn clear(&mut self) {
         self.metas = Vec::new();
         self.slots = Vec::new();
-        self.slab = Slab::default();
         self.len = 0;
         self.hand = 0;
         self.stride = 1;
@@ -1322,7 +741,7 @@ mod tests {
 
     /// Internal invariants: every key found from its home, metas and
     /// length agree, at most 7/8 full.
-    fn check<const V: usize>(s: &MapStore<V>) {
+    fn check(s: &MapStore<W>) {
         let mut live = 0usize;
         for (i, &m) in s.metas.iter().enumerate() {
             if m == 0 {
@@ -1331,11 +750,11 @@ mod tests {
             live += 1;
             let k = s.key_at(i, m).unwrap();
             assert_eq!(s.locate(&k), Some(i));
-            assert_eq!(s.probe(&k).meta(), m & !(REFERENCED | LEN_MASK));
+            assert_eq!(s.probe(&k).meta(), m & !REFERENCED);
         }
         assert_eq!(live, s.len());
         assert_eq!(s.metas.len(), s.slots.len());
-        assert!(s.len() == 0 || MapStore::<V>::fits(s.len(), s.size()));
+        assert!(s.len() == 0 || MapStore::<W>::fits(s.len(), s.size()));
     }
 
     #[test]
@@ -1394,15 +813,11 @@ mod tests {
         let mut s = store(100);
         for (n, k) in ks.iter().enumerate() {
             s.insert(*k, Entry::new()).unwrap();
-            s.get_mut(k).unwrap().log_mut().push(n as u64 + 1);
+            s.get_mut(k).unwrap().log.push(n as u64 + 1);
         }
         check(&s);
         for (n, k) in ks.iter().enumerate() {
-            assert_eq!(
-                s.get(k).unwrap().log().oldest(),
-                Some(n as u64 + 1),
-                "{k:?}"
-            );
+            assert_eq!(s.get(k).unwrap().log.oldest(), Some(n as u64 + 1), "{k:?}");
         }
         let mut seen = Vec::new();
         s.for_each(&mut |k, _| seen.push(*k));
@@ -1412,12 +827,7 @@ mod tests {
         assert_eq!(seen, want);
         // Only the keys that need one have a cold part.
         for k in &ks {
-            let full = s
-                .get(k)
-                .unwrap()
-                .rec
-                .and_then(|r| r.cold.full_key())
-                .is_some();
+            let full = s.get(k).unwrap().cold.full_key().is_some();
             assert_eq!(full, compact(k).0.form() == Form::Full, "{k:?}");
         }
         for k in &ks {
@@ -1508,142 +918,11 @@ mod tests {
 
     #[test]
     fn slots_are_inline_and_small() {
-        // Key word 8, base 8, three offsets 12, record handle 4: half a
-        // cache line, never straddling one; kind, form, reference bit,
-        // log length and hash tag in the 2-byte meta.
-        assert_eq!(core::mem::size_of::<Slot>(), 32);
-        assert_eq!(core::mem::align_of::<Slot>(), 32);
-        // A record: the spilled log (48) and the cold-part pointer.
-        assert_eq!(core::mem::size_of::<Rec<W>>(), 56);
-    }
-
-    /// A slot's log (four events inline, then the record's) reads and
-    /// writes exactly as a [`GrowLog`] does, through spills, rebases past
-    /// `u32::MAX` ticks, prunes back inline, `remove_one` and `clear`, for
-    /// logs shorter and longer than the inline part; records are given
-    /// back when nothing is left in them.
-    #[test]
-    fn the_slot_log_is_a_grow_log() {
-        fn run<const V: usize>(seed: u64) {
-            let mut st = seed;
-            let mut s = MapStore::<V>::new(Seed::new([3; 16]), 64);
-            let mut want: alloc::vec::Vec<GrowLog<V>> = (0..8).map(|_| GrowLog::new()).collect();
-            for k in 0..8 {
-                s.insert(key(k), Entry::new()).unwrap();
-            }
-            let mut now = 1u64;
-            for step in 0..20_000 {
-                let r = rng(&mut st);
-                let k = (r % 8) as usize;
-                now += match (r >> 8) % 16 {
-                    0 => 1 << 33,
-                    1 => u64::from(u32::MAX),
-                    2..=5 => 0,
-                    _ => (r >> 16) % 1000,
-                };
-                let w = &mut want[k];
-                let mut e = s.get_mut(&key(k as u64)).unwrap();
-                let mut log = e.log_mut();
-                match (r >> 40) % 10 {
-                    0..=4 => {
-                        log.push(now);
-                        TimeLog::push(w, now);
-                    }
-                    5 | 6 => {
-                        let win = (r >> 20) % 5000 + 1;
-                        log.prune(now, win);
-                        TimeLog::prune(w, now, win);
-                    }
-                    7 => {
-                        let t = TimeLog::iter(w)
-                            .nth(((r >> 24) % 8) as usize)
-                            .unwrap_or(now);
-                        assert_eq!(log.remove_one(t), TimeLog::remove_one(w, t));
-                    }
-                    8 => {
-                        log.fit();
-                        let n = ((r >> 24) % 6) as usize;
-                        log.truncate_front(n);
-                        TimeLog::truncate_front(w, n);
-                    }
-                    _ => {
-                        if (r >> 30) % 8 == 0 {
-                            log.clear();
-                            TimeLog::clear(w);
-                        }
-                    }
-                }
-                assert_eq!(log.len(), TimeLog::len(w), "step {step}");
-                assert!(log.iter().eq(TimeLog::iter(w)), "step {step}");
-                assert_eq!(log.oldest(), TimeLog::oldest(w));
-                assert_eq!(log.newest(), TimeLog::newest(w));
-                assert_eq!(log.count(now, 700), TimeLog::count(w, now, 700));
-                assert_eq!(log.oldest_in(now, 700), TimeLog::oldest_in(w, now, 700));
-                drop(log);
-                assert!(e.log().iter().eq(TimeLog::iter(w)));
-                // A record only while the log is spilled (no cold part
-                // here), or for a fingerprinted key's full key.
-                let spilled = log_state(*e.meta) == SPILLED;
-                let full = compact(&key(k as u64)).0.form() == Form::Full;
-                assert_eq!(e.slot.rec != 0, spilled || full, "step {step}");
-                assert!(spilled || TimeLog::len(w) <= INLINE);
-            }
-            // Export and import keep every log.
-            for (k, w) in want.iter().enumerate() {
-                let e = s.remove(&key(k as u64)).unwrap();
-                assert_eq!(&e.log, w);
-                s.insert(key(k as u64), e).unwrap();
-                assert!(s
-                    .get(&key(k as u64))
-                    .unwrap()
-                    .log()
-                    .iter()
-                    .eq(TimeLog::iter(w)));
-            }
-            check(&s);
-        }
-        for seed in 0..4 {
-            run::<3>(seed);
-            run::<8>(seed);
-            run::<50>(seed);
-        }
-    }
-
-    /// A cold part lives in the key's record, which goes back to the
-    /// slab's free list when the part is emptied and the log is inline;
-    /// a fingerprinted key keeps its record (its full key) throughout.
-    #[test]
-    fn records_come_and_go() {
-        let mut s = store(100);
-        let (a, b) = (key(0), key(2)); // a request key, a (user, address) pair
-        assert!(compact(&b).0.form() == Form::Full);
-        for k in [a, b] {
-            let Upsert::Found { mut entry, .. } = s.upsert(k, &mut |_, _| Class::Live) else {
-                panic!("full");
-            };
-            entry.log_mut().push(5);
-            entry.cold_make().request_mut().banned = true;
-        }
-        assert_eq!(s.slab.recs.len(), 2);
-        assert!(s.get(&a).unwrap().is_banned() && s.get(&b).unwrap().is_banned());
-        assert!(s.get_mut(&a).unwrap().clear_block_and_ban());
-        assert_eq!(
-            s.get(&a).unwrap().slot.rec,
-            0,
-            "an emptied record is given back"
-        );
-        assert_eq!(s.slab.free.len(), 1);
-        assert!(s.get_mut(&b).unwrap().clear_block_and_ban());
-        assert_ne!(s.get(&b).unwrap().slot.rec, 0, "the full key stays");
-        assert_eq!(s.get(&b).unwrap().log().oldest(), Some(5));
-        // The free record is reused.
-        s.get_mut(&a).unwrap().cold_make().login_mut().lock_until = crate::time::OptTick::some(9);
-        assert_eq!((s.slab.recs.len(), s.slab.free.len()), (2, 0));
-        check(&s);
-        let e = s.remove(&a).unwrap();
-        assert!(e.lock_deadline().is_some());
-        assert_eq!(s.slab.free.len(), 1);
-        s.clear();
-        assert!(s.slab.recs.is_empty());
+        // Key word 8 beside the 56-byte entry (48-byte log, 8-byte cold
+        // pointer), one cache line; kind, form, reference bit and hash
+        // tag in the 2-byte meta.
+        assert_eq!(core::mem::size_of::<MapEntry<W>>(), 56);
+        assert_eq!(core::mem::size_of::<Slot<W>>(), 64);
+        assert_eq!(core::mem::align_of::<Slot<W>>(), 64);
     }
 }
