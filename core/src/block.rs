@@ -10,7 +10,7 @@
 //! violations within `ban_lookback` ban it until an operator lifts it.
 
 use crate::config::{BlockRules, Jitter};
-use crate::entry::{Cold, ColdPart, Entry};
+use crate::entry::{Cold, EntryMut, EntryRef};
 use crate::time::{age, grown, within, OptTick, Tick};
 use crate::window::TimeLog;
 
@@ -47,8 +47,8 @@ pub(crate) fn is_new_violation<V: TimeLog>(c: &Cold<V>, window: u64, now: Tick) 
 /// Record a rate-limit denial at `now` for a key with request window
 /// `window` (ticks) and escalate as the rules say; a block lasts its
 /// escalated length plus `jitter`'s share of `block_jitter`.
-pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
-    e: &mut Entry<W, C, L>,
+pub(crate) fn on_denial(
+    e: &mut impl EntryMut,
     rules: &BlockRules,
     window: u64,
     now: Tick,
@@ -57,7 +57,7 @@ pub(crate) fn on_denial<const W: usize, C: ColdPart, L: TimeLog>(
     if !is_new_violation(e.cold(), window, now) {
         return Escalation::None;
     }
-    let e = e.cold.make().request_mut();
+    let e = e.cold_make().request_mut();
     e.violations.push(now);
     if let Some(ban_after) = rules.ban_after {
         if e.violations.count(now, rules.ban_lookback.as_ticks()) >= ban_after {

@@ -10,7 +10,7 @@
 
 use crate::slots::Slots;
 use crate::time::{running, within, OptTick, Tick};
-use crate::window::{CompactLog, Log, TimeLog};
+use crate::window::{CompactLog, Events, EventsMut, Log, TimeLog};
 
 /// Violation timestamps kept per key; `block_after` and `ban_after` are
 /// at most this.
@@ -378,75 +378,48 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     pub fn new() -> Self {
         Entry::default()
     }
+}
 
+/// Read access to one key's state, as a [`Store`](crate::internals::Store)
+/// hands it out: an [`Entry`] itself (the fixed tables), or a view of an
+/// entry the store keeps in pieces (the growable table). What the rules
+/// read of an entry, and the questions built on that.
+pub trait EntryRef {
+    /// The violation log of the cold part.
+    type Violations: TimeLog + 'static;
+    /// The log (requests or failures, by the key's kind).
+    fn log(&self) -> impl Events + '_;
+    /// The cold part, if one is held.
+    fn cold_held(&self) -> Option<&Cold<Self::Violations>>;
     /// The cold part (empty if none is held).
-    pub(crate) fn cold(&self) -> &Cold<C::Violations> {
-        self.cold.get().unwrap_or_else(|| C::empty())
-    }
+    fn cold(&self) -> &Cold<Self::Violations>;
 
     /// Permanently banned.
-    pub fn is_banned(&self) -> bool {
+    fn is_banned(&self) -> bool {
         self.cold().banned()
     }
 
     /// End of the current or last temporary block.
-    pub fn block_deadline(&self) -> Option<crate::Instant> {
+    fn block_deadline(&self) -> Option<crate::Instant> {
         self.cold().block_until().get().map(crate::time::instant)
     }
 
     /// End of the current or last login lock.
-    pub fn lock_deadline(&self) -> Option<crate::Instant> {
+    fn lock_deadline(&self) -> Option<crate::Instant> {
         self.cold().lock_until().get().map(crate::time::instant)
     }
 
     /// Ban, block end and lock end: what persistence must not lose (ends
     /// in the limiter's internal ticks, for comparing; see
     /// [`block_deadline`](Self::block_deadline) for instants).
-    pub fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
+    fn pin_state(&self) -> (bool, Option<u64>, Option<u64>) {
         let c = self.cold();
         (c.banned(), c.block_until().get(), c.lock_until().get())
     }
 
-    /// Forget any ban, block, escalation and violation history (the
-    /// operator's unban); true if a ban or block was recorded.
-    pub(crate) fn clear_block_and_ban(&mut self) -> bool {
-        let Some(c) = self.cold.get_mut() else {
-            return false;
-        };
-        let had = c.banned() || c.block_until().is_some();
-        if let Some(r) = c.request_if_held() {
-            *r = RequestCold::default();
-        }
-        self.cold.shrink();
-        had
-    }
-
-    /// Lift a login lock; true if one was recorded.
-    pub(crate) fn clear_lock(&mut self) -> bool {
-        let had = self
-            .cold
-            .get_mut()
-            .and_then(Cold::login_if_held)
-            .is_some_and(|l| l.lock_until.take().is_some());
-        self.cold.shrink();
-        had
-    }
-
-    /// Lift everything on this key (the operator's "unban", one key of
-    /// [`Limiter::lift`](crate::Limiter::lift)): ban, block, escalation,
-    /// violation history, lock and the log, so it is allowed at once. True
-    /// if a ban, block or lock was recorded (running or not).
-    /// [`Record::lift`](crate::Record::lift) is the same rule on a record.
-    pub(crate) fn lift(&mut self) -> bool {
-        let locked = self.clear_lock();
-        let held = self.clear_block_and_ban() || locked;
-        self.log.clear();
-        held
-    }
-
     /// What holds `key` at `now`, if anything (see [`Hold::of`]).
-    pub(crate) fn hold(&self, key: &crate::Key, now: Tick) -> Option<crate::Hold> {
-        let c = self.cold.get()?;
+    fn hold(&self, key: &crate::Key, now: Tick) -> Option<crate::Hold> {
+        let c = self.cold_held()?;
         let left = |u: OptTick| {
             u.get()
                 .filter(|&u| running(u, now))
@@ -456,8 +429,8 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
     }
 
     /// Holds a ban, block, lock or live slot: never evicted.
-    pub(crate) fn pinned(&self, now: Tick, slot_ttl: u64) -> bool {
-        let Some(c) = self.cold.get() else {
+    fn pinned(&self, now: Tick, slot_ttl: u64) -> bool {
+        let Some(c) = self.cold_held() else {
             return false;
         };
         c.banned()
@@ -468,13 +441,139 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
 
     /// Nothing left that could change a decision at or after `now`, given
     /// the window of its log and the block memory.
-    pub(crate) fn idle(&self, now: Tick, log_window: u64, memory: u64, slot_ttl: u64) -> bool {
-        if self.log.count(now, log_window) != 0 || self.pinned(now, slot_ttl) {
+    fn idle(&self, now: Tick, log_window: u64, memory: u64, slot_ttl: u64) -> bool {
+        if self.log().count(now, log_window) != 0 || self.pinned(now, slot_ttl) {
             return false;
         }
         let c = self.cold();
         c.violation_count(now, memory) == 0
             && !matches!(c.last_block_start().get(), Some(s) if within(now, s, memory))
+    }
+}
+
+/// Write access to one key's state (see [`EntryRef`]).
+pub trait EntryMut: EntryRef {
+    /// The log, for writing.
+    fn log_mut(&mut self) -> impl EventsMut + '_;
+    /// The cold part mutably, if one is held.
+    fn cold_held_mut(&mut self) -> Option<&mut Cold<Self::Violations>>;
+    /// The cold part, created empty if absent.
+    fn cold_make(&mut self) -> &mut Cold<Self::Violations>;
+    /// Give the cold part's storage back if it holds nothing.
+    fn cold_shrink(&mut self);
+
+    /// Forget any ban, block, escalation and violation history (the
+    /// operator's unban); true if a ban or block was recorded.
+    fn clear_block_and_ban(&mut self) -> bool {
+        let Some(c) = self.cold_held_mut() else {
+            return false;
+        };
+        let had = c.banned() || c.block_until().is_some();
+        if let Some(r) = c.request_if_held() {
+            *r = RequestCold::default();
+        }
+        self.cold_shrink();
+        had
+    }
+
+    /// Lift a login lock; true if one was recorded.
+    fn clear_lock(&mut self) -> bool {
+        let had = self
+            .cold_held_mut()
+            .and_then(Cold::login_if_held)
+            .is_some_and(|l| l.lock_until.take().is_some());
+        self.cold_shrink();
+        had
+    }
+
+    /// Lift everything on this key (the operator's "unban", one key of
+    /// [`Limiter::lift`](crate::Limiter::lift)): ban, block, escalation,
+    /// violation history, lock and the log, so it is allowed at once. True
+    /// if a ban, block or lock was recorded (running or not).
+    /// [`Record::lift`](crate::Record::lift) is the same rule on a record.
+    fn lift(&mut self) -> bool {
+        let locked = self.clear_lock();
+        let held = self.clear_block_and_ban() || locked;
+        self.log_mut().clear();
+        held
+    }
+}
+
+impl<const W: usize, C: ColdPart, L: TimeLog> EntryRef for Entry<W, C, L> {
+    type Violations = C::Violations;
+    #[inline]
+    fn log(&self) -> impl Events + '_ {
+        &self.log
+    }
+    #[inline]
+    fn cold_held(&self) -> Option<&Cold<C::Violations>> {
+        self.cold.get()
+    }
+    #[inline]
+    fn cold(&self) -> &Cold<C::Violations> {
+        self.cold.get().unwrap_or_else(|| C::empty())
+    }
+}
+
+impl<const W: usize, C: ColdPart, L: TimeLog> EntryMut for Entry<W, C, L> {
+    #[inline]
+    fn log_mut(&mut self) -> impl EventsMut + '_ {
+        &mut self.log
+    }
+    #[inline]
+    fn cold_held_mut(&mut self) -> Option<&mut Cold<C::Violations>> {
+        self.cold.get_mut()
+    }
+    #[inline]
+    fn cold_make(&mut self) -> &mut Cold<C::Violations> {
+        self.cold.make()
+    }
+    #[inline]
+    fn cold_shrink(&mut self) {
+        self.cold.shrink();
+    }
+}
+
+/// An entry read through a shared or unique reference.
+macro_rules! entry_by_ref {
+    ($($r:tt)*) => {
+        impl<T: EntryRef + ?Sized> EntryRef for $($r)* T {
+            type Violations = T::Violations;
+            #[inline]
+            fn log(&self) -> impl Events + '_ {
+                (**self).log()
+            }
+            #[inline]
+            fn cold_held(&self) -> Option<&Cold<T::Violations>> {
+                (**self).cold_held()
+            }
+            #[inline]
+            fn cold(&self) -> &Cold<T::Violations> {
+                (**self).cold()
+            }
+        }
+    };
+}
+
+entry_by_ref!(&);
+entry_by_ref!(&mut);
+
+impl<T: EntryMut + ?Sized> EntryMut for &mut T {
+    #[inline]
+    fn log_mut(&mut self) -> impl EventsMut + '_ {
+        (**self).log_mut()
+    }
+    #[inline]
+    fn cold_held_mut(&mut self) -> Option<&mut Cold<T::Violations>> {
+        (**self).cold_held_mut()
+    }
+    #[inline]
+    fn cold_make(&mut self) -> &mut Cold<T::Violations> {
+        (**self).cold_make()
+    }
+    #[inline]
+    fn cold_shrink(&mut self) {
+        (**self).cold_shrink();
     }
 }
 

@@ -9,15 +9,15 @@ use core::net::IpAddr;
 use crate::block::{is_new_violation, on_denial, Escalation};
 use crate::config::{Config, ConfigError, Jitter, OnFull};
 use crate::decision::{Decision, Reason, StandingDenial, Stats};
-use crate::entry::{Cold, ColdPart, Entry};
+use crate::entry::{Cold, EntryMut, EntryRef};
 use crate::fixed_vec::FixedVec;
 use crate::key::{Addr, Key, KeyKind, Seed, UserHasher};
 use crate::lists::Listed;
 use crate::slots::SlotToken;
-use crate::store::{Class, EntryOf, HotRules, Store, Upsert, Victim};
+use crate::store::{Class, HotRules, Store, Upsert, Victim};
 use crate::table::FixedStore;
 use crate::time::{left_in_window, running, tick, until, Tick};
-use crate::window::TimeLog;
+use crate::window::{Events, EventsMut};
 
 /// The decision engine: one configuration, one store, one keyed hash.
 pub struct Limiter<S: Store<W>, const W: usize> {
@@ -113,11 +113,7 @@ impl Sweep {
     }
 
     /// Whether `e` (of `k`) can no longer affect a decision.
-    pub(crate) fn idle<const W: usize, C: ColdPart, L: TimeLog>(
-        &self,
-        k: &Key,
-        e: &Entry<W, C, L>,
-    ) -> bool {
+    pub(crate) fn idle(&self, k: &Key, e: &impl EntryRef) -> bool {
         let window = match k.kind() {
             KeyKind::Request => self.req,
             KeyKind::LoginIp | KeyKind::LoginUser => self.fail,
@@ -127,11 +123,7 @@ impl Sweep {
     }
 
     /// Pinned, dead or live (see [`store`](crate::store)).
-    pub(crate) fn class<const W: usize, C: ColdPart, L: TimeLog>(
-        &self,
-        k: &Key,
-        e: &Entry<W, C, L>,
-    ) -> Class {
+    pub(crate) fn class(&self, k: &Key, e: &impl EntryRef) -> Class {
         if e.pinned(self.now, self.ttl) {
             Class::Pinned
         } else if self.idle(k, e) {
@@ -384,7 +376,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     }
 
     /// The entry for `key`, if any (read-only; for inspection and tests).
-    pub fn entry(&self, key: &Key) -> Option<&EntryOf<S, W>> {
+    pub fn entry(&self, key: &Key) -> Option<S::Ref<'_>> {
         self.head.store.get(key)
     }
 
@@ -401,7 +393,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// The entry for `key`, created (evicting if needed) and touched;
     /// `None` when the table is full of entries that may not be evicted.
-    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Option<&mut EntryOf<S, W>> {
+    pub(crate) fn upsert(&mut self, key: Key, now: Tick) -> Option<S::Mut<'_>> {
         upsert_in(
             &mut self.head.store,
             &mut self.stats,
@@ -421,19 +413,6 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// place (for hosts that log them, and for tests that follow them).
     pub fn take_evicted(&mut self) -> Evicted {
         core::mem::take(&mut self.evicted)
-    }
-
-    fn full_decision(&self) -> Decision {
-        match self.config.on_full {
-            OnFull::Deny => Decision::Deny {
-                reason: Reason::TableFull,
-                retry_after: self.config.requests.window,
-            },
-            OnFull::Allow => Decision::Allow {
-                remaining: 0,
-                reset_after: Duration::from_ticks(0),
-            },
-        }
     }
 
     fn listed(&self, ip: IpAddr) -> Option<Decision> {
@@ -470,31 +449,34 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             ..
         } = self;
         let (max, window) = rules.requests(config);
-        let e = match upsert_in(store, stats, evicted, key, config, now) {
-            Some(e) => e,
-            None => return self.full_decision(),
+        let Some(mut e) = upsert_in(store, stats, evicted, key, config, now) else {
+            return full_decision(config);
         };
-        if let Some(d) = standing_denial(e, now) {
+        if let Some(d) = standing_denial(&e, now) {
             return d;
         }
         // After the prune every stored time lies in the window: O(1).
-        e.log.prune(now, window);
-        let used = u32::try_from(e.log.len()).unwrap_or(u32::MAX);
+        let mut log = e.log_mut();
+        log.prune(now, window);
+        let used = u32::try_from(log.len()).unwrap_or(u32::MAX);
         if used < max {
-            e.log.push(now);
+            log.push(now);
             if used.saturating_add(1) >= max {
                 // At its limit: the log holds this many events for a
                 // while; give back the spare room a growing log took.
-                e.log.fit();
+                log.fit();
             }
-            let oldest = e.log.oldest().unwrap_or(now);
+            let oldest = log.oldest().unwrap_or(now);
             return Decision::Allow {
                 remaining: max.saturating_sub(used).saturating_sub(1),
                 reset_after: left_in_window(now, oldest, window),
             };
         }
-        let oldest = e.log.oldest().unwrap_or(now);
-        let escalation = on_denial(e, &config.blocks, window, now, jitter);
+        let oldest = log.oldest().unwrap_or(now);
+        drop(log);
+        let escalation = on_denial(&mut e, &config.blocks, window, now, jitter);
+        // The view may hold the store (its drop ends the borrow).
+        drop(e);
         if escalation != Escalation::None {
             self.pinned_changed(key);
         }
@@ -559,13 +541,14 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             .head
             .store
             .get_if_touched(&Key::request(self.addr(ip)))?;
-        if let Some((reason, deadline)) = standing(e, now) {
+        if let Some((reason, deadline)) = standing(&e, now) {
             return denial(reason, deadline, deadline.unwrap_or(Tick::MAX));
         }
         let window = self.config.requests.window.as_ticks();
-        let oldest = e.log.oldest_in(now, window)?;
-        let expired = e.log.iter().take_while(|&t| t < oldest).count();
-        let used = e.log.len().saturating_sub(expired);
+        let log = e.log();
+        let oldest = log.oldest_in(now, window)?;
+        let expired = log.iter().take_while(|&t| t < oldest).count();
+        let used = log.len().saturating_sub(expired);
         if used < usize::try_from(self.config.requests.max_requests).unwrap_or(usize::MAX) {
             return None;
         }
@@ -598,11 +581,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
                 reset_after: Duration::from_ticks(0),
             };
         };
-        if let Some(d) = standing_denial(e, now) {
+        if let Some(d) = standing_denial(&e, now) {
             return d;
         }
-        let used = e.log.count(now, window);
-        let reset_after = match e.log.oldest_in(now, window) {
+        let log = e.log();
+        let used = log.count(now, window);
+        let reset_after = match log.oldest_in(now, window) {
             Some(t) => left_in_window(now, t, window),
             None => Duration::from_ticks(0),
         };
@@ -624,8 +608,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let now = self.clock(now);
         let key = Key::request(self.addr(ip));
         let done = match self.upsert(key, now) {
-            Some(e) => {
-                e.cold.make().request_mut().banned = true;
+            Some(mut e) => {
+                e.cold_make().request_mut().banned = true;
                 true
             }
             None => false,
@@ -667,7 +651,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn unban(&mut self, ip: IpAddr) -> bool {
         let key = Key::request(self.addr(ip));
         let had = match self.head.store.get_mut(&key) {
-            Some(e) => e.clear_block_and_ban(),
+            Some(mut e) => e.clear_block_and_ban(),
             None => false,
         };
         if had {
@@ -690,7 +674,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             changed,
             ..
         } = self;
-        store.for_each_mut(&mut |k, e| {
+        store.for_each_mut(&mut |k, mut e| {
             // A fresh start: the address works again at once.
             if k.addr() == addr && k.kind() != KeyKind::Account && e.lift() {
                 lifted = lifted.saturating_add(1);
@@ -749,7 +733,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let ttl = self.config.slots.slot_ttl.as_ticks();
         let limit = self.config.slots.slots;
         let got = match self.upsert(key, now) {
-            Some(e) => e.cold.make().login_mut().slots.acquire(id, now, ttl, limit),
+            Some(mut e) => e.cold_make().login_mut().slots.acquire(id, now, ttl, limit),
             None => false,
         };
         if !got {
@@ -771,13 +755,12 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 
     /// Hand a slot back. False if it had already been reclaimed by its TTL.
     pub fn release_slot(&mut self, token: SlotToken) -> bool {
-        self.head.store.get_mut(&token.key).is_some_and(|e| {
+        self.head.store.get_mut(&token.key).is_some_and(|mut e| {
             let released = e
-                .cold
-                .get_mut()
+                .cold_held_mut()
                 .and_then(Cold::login_if_held)
                 .is_some_and(|l| l.slots.release(token.id));
-            e.cold.shrink();
+            e.cold_shrink();
             released
         })
     }
@@ -787,7 +770,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     pub fn purge(&mut self, now: Instant) -> usize {
         let now = self.clock(now);
         let sweep = Sweep::new(&self.config, now);
-        let removed = self.head.store.retain(&mut |k, e| !sweep.idle(k, e));
+        let removed = self.head.store.retain(&mut |k, e| !sweep.idle(k, &e));
         self.stats.purged = self.stats.purged.saturating_add(removed as u64);
         removed
     }
@@ -808,16 +791,16 @@ fn upsert_in<'a, S: Store<W>, const W: usize>(
     key: Key,
     config: &Config,
     now: Tick,
-) -> Option<&'a mut EntryOf<S, W>> {
+) -> Option<S::Mut<'a>> {
     // The windows are read only if the store has to evict: a lookup that
     // finds its key or room touches no more of the configuration.
     let mut sweep = None;
-    let mut classify = |k: &Key, e: &EntryOf<S, W>| {
+    let classify = &mut |k: &Key, e: S::Ref<'_>| {
         sweep
             .get_or_insert_with(|| Sweep::new(config, now))
-            .class(k, e)
+            .class(k, &e)
     };
-    match store.upsert(key, &mut classify) {
+    match store.upsert(key, classify) {
         Upsert::Found {
             entry,
             evicted: gone,
@@ -839,13 +822,25 @@ fn upsert_in<'a, S: Store<W>, const W: usize>(
     }
 }
 
+/// The answer to a request when the table is full of entries that may
+/// not be evicted (`on_full`).
+fn full_decision(config: &Config) -> Decision {
+    match config.on_full {
+        OnFull::Deny => Decision::Deny {
+            reason: Reason::TableFull,
+            retry_after: config.requests.window,
+        },
+        OnFull::Allow => Decision::Allow {
+            remaining: 0,
+            reset_after: Duration::from_ticks(0),
+        },
+    }
+}
+
 /// A ban or block that refuses any request outright: its reason and the
 /// end of the block (`None`: a ban, forever).
-fn standing<const W: usize, C: ColdPart, L: TimeLog>(
-    e: &Entry<W, C, L>,
-    now: Tick,
-) -> Option<(Reason, Option<Tick>)> {
-    let e = e.cold.get()?;
+fn standing(e: &impl EntryRef, now: Tick) -> Option<(Reason, Option<Tick>)> {
+    let e = e.cold_held()?;
     if e.banned() {
         return Some((Reason::Banned, None));
     }
@@ -856,10 +851,7 @@ fn standing<const W: usize, C: ColdPart, L: TimeLog>(
 }
 
 /// [`standing`] as the decision it gives at `now`.
-fn standing_denial<const W: usize, C: ColdPart, L: TimeLog>(
-    e: &Entry<W, C, L>,
-    now: Tick,
-) -> Option<Decision> {
+fn standing_denial(e: &impl EntryRef, now: Tick) -> Option<Decision> {
     standing(e, now).map(|(reason, deadline)| Decision::Deny {
         reason,
         retry_after: deadline.map_or(Duration::MAX, |u| until(now, u)),

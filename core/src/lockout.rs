@@ -38,14 +38,14 @@ use core::net::IpAddr;
 
 use crate::config::NoSlot;
 use crate::decision::{Decision, Penalty, Reason};
-use crate::entry::ColdPart;
+use crate::entry::{EntryMut, EntryRef};
 use crate::key::Key;
 use crate::limiter::Limiter;
 use crate::lists::Listed;
 use crate::penalty::delay;
-use crate::store::{EntryOf, Store};
+use crate::store::Store;
 use crate::time::{left_in_window, running, until, OptTick, Tick};
-use crate::window::TimeLog;
+use crate::window::{Events, EventsMut};
 
 /// A login attempt reserved by [`Limiter::begin_login`]: already counted as
 /// a failure; settle it once the password is checked.
@@ -125,11 +125,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             .store
             .get(&Key::login_user(self.users.hash(username), addr));
         let ipe = self.head.store.get(&Key::login_ip(addr));
-        let lock_left =
-            |e: Option<&EntryOf<S, W>>| match e.and_then(|e| e.cold().lock_until().get()) {
-                Some(u) if running(u, now) => Some(until(now, u)),
-                _ => None,
-            };
+        let lock_left = |e: Option<S::Ref<'_>>| match e.and_then(|e| e.cold().lock_until().get()) {
+            Some(u) if running(u, now) => Some(until(now, u)),
+            _ => None,
+        };
         match (lock_left(user), lock_left(ipe)) {
             (Some(u), i) => {
                 return Decision::Deny {
@@ -146,15 +145,15 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
             (None, None) => {}
         }
         let window = self.config.login.failure_window.as_ticks();
-        let count = |e: Option<&EntryOf<S, W>>| e.map_or(0, |e| e.log.count(now, window));
+        let count = |e: Option<S::Ref<'_>>| e.map_or(0, |e| e.log().count(now, window));
         let (fu, fi) = (count(user), count(ipe));
         // Attempts reserved by `begin_login` and not yet settled count as
         // failures: with `max_failures` of them in flight the next one waits
         // (a lock clears the log, so settled failures never reach this).
         let ip_max = self.config.login.ip_max_failures.unwrap_or(u32::MAX);
-        let full = |e: Option<&EntryOf<S, W>>, n: u32, max: u32| {
+        let full = |e: Option<S::Ref<'_>>, n: u32, max: u32| {
             (n >= max).then(|| {
-                e.and_then(|e| e.log.oldest_in(now, window))
+                e.and_then(|e| e.log().oldest_in(now, window))
                     .map_or(Duration::from_ticks(0), |t| left_in_window(now, t, window))
             })
         };
@@ -175,7 +174,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let (ru, ri) = (max.saturating_sub(fu), ip_max.saturating_sub(fi));
         let limiting = if ru <= ri { user } else { ipe };
         let reset_after = limiting
-            .and_then(|e| e.log.oldest_in(now, window))
+            .and_then(|e| e.log().oldest_in(now, window))
             .map_or(Duration::from_ticks(0), |t| left_in_window(now, t, window));
         Decision::Allow {
             remaining: ru.min(ri),
@@ -236,11 +235,11 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         };
         let acct = login.account_window.as_ticks();
         let mut throttled = false;
-        if let Some(e) = self.upsert(Key::account(user), now) {
-            e.log.prune(now, acct);
-            throttled = e.log.count(now, acct) >= m;
-            e.log.push(now);
-            e.log
+        if let Some(mut e) = self.upsert(Key::account(user), now) {
+            e.log_mut().prune(now, acct);
+            throttled = e.log_mut().count(now, acct) >= m;
+            e.log_mut().push(now);
+            e.log_mut()
                 .truncate_front(usize::try_from(m).unwrap_or(usize::MAX));
         }
         throttled
@@ -266,29 +265,29 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let mut k = 0;
         let mut user_locked = false;
         let user_key = Key::login_user(user, addr);
-        if let Some(e) = self.upsert(user_key, now) {
-            e.log.prune(now, window);
-            k = e.log.count(now, window);
-            e.log.push(now);
+        if let Some(mut e) = self.upsert(user_key, now) {
+            e.log_mut().prune(now, window);
+            k = e.log_mut().count(now, window);
+            e.log_mut().push(now);
             if k.saturating_add(1) >= login.max_failures {
-                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
-                e.log.clear();
+                e.cold_make().login_mut().lock_until = OptTick::some(lock_until);
+                e.log_mut().clear();
                 user_locked = true;
             }
         }
         let ip_key = Key::login_ip(addr);
         let mut ip_locked = false;
-        if let Some(e) = self.upsert(ip_key, now) {
-            e.log.prune(now, window);
-            let before = e.log.count(now, window);
-            e.log.push(now);
+        if let Some(mut e) = self.upsert(ip_key, now) {
+            e.log_mut().prune(now, window);
+            let before = e.log_mut().count(now, window);
+            e.log_mut().push(now);
             if login
                 .ip_max_failures
                 .is_some_and(|m| before.saturating_add(1) >= m)
                 || (user_locked && login.lock_ip_on_account_lock)
             {
-                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
-                e.log.clear();
+                e.cold_make().login_mut().lock_until = OptTick::some(lock_until);
+                e.log_mut().clear();
                 ip_locked = true;
             }
         }
@@ -369,7 +368,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         self.head
             .store
             .get_mut(&key)
-            .is_some_and(|e| e.log.remove_one(id.at))
+            .is_some_and(|mut e| e.log_mut().remove_one(id.at))
     }
 
     fn begin(
@@ -394,15 +393,15 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let user = self.users.hash(username);
         let addr = self.addr(ip);
         let mut k = 0;
-        if let Some(e) = self.upsert(Key::login_user(user, addr), now) {
-            e.log.prune(now, window);
-            k = e.log.count(now, window);
-            e.log.push(now);
+        if let Some(mut e) = self.upsert(Key::login_user(user, addr), now) {
+            e.log_mut().prune(now, window);
+            k = e.log_mut().count(now, window);
+            e.log_mut().push(now);
         }
         let ip_key = Key::login_ip(addr);
-        if let Some(e) = self.upsert(ip_key, now) {
-            e.log.prune(now, window);
-            e.log.push(now);
+        if let Some(mut e) = self.upsert(ip_key, now) {
+            e.log_mut().prune(now, window);
+            e.log_mut().push(now);
         }
         let throttled = match account {
             Some(t) => t,
@@ -439,23 +438,23 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let addr = self.addr(ip);
         let key = Key::login_user(self.users.hash(username), addr);
         let mut user_locked = false;
-        if let Some(e) = self.head.store.get_mut(&key) {
-            if e.log.count(now, window) >= login.max_failures {
-                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
-                e.log.clear();
+        if let Some(mut e) = self.head.store.get_mut(&key) {
+            if e.log_mut().count(now, window) >= login.max_failures {
+                e.cold_make().login_mut().lock_until = OptTick::some(lock_until);
+                e.log_mut().clear();
                 user_locked = true;
             }
         }
         let ip_key = Key::login_ip(addr);
         let mut ip_locked = false;
-        if let Some(e) = self.head.store.get_mut(&ip_key) {
+        if let Some(mut e) = self.head.store.get_mut(&ip_key) {
             if login
                 .ip_max_failures
-                .is_some_and(|m| e.log.count(now, window) >= m)
+                .is_some_and(|m| e.log_mut().count(now, window) >= m)
                 || (user_locked && login.lock_ip_on_account_lock)
             {
-                e.cold.make().login_mut().lock_until = OptTick::some(lock_until);
-                e.log.clear();
+                e.cold_make().login_mut().lock_until = OptTick::some(lock_until);
+                e.log_mut().clear();
                 ip_locked = true;
             }
         }
@@ -502,8 +501,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         let cleared = self.login_succeeded(username, ip, now);
         if id.counted {
             let key = Key::login_ip(self.addr(ip));
-            if let Some(e) = self.head.store.get_mut(&key) {
-                e.log.remove_one(id.at);
+            if let Some(mut e) = self.head.store.get_mut(&key) {
+                e.log_mut().remove_one(id.at);
             }
         }
         cleared

@@ -527,6 +527,8 @@ impl<const W: usize> MapStore<W> {
 impl<const W: usize> Store<W> for MapStore<W> {
     type Cold = BoxedCold;
     type Log = GrowLog<W>;
+    type Ref<'a> = &'a MapEntry<W>;
+    type Mut<'a> = &'a mut MapEntry<W>;
     type Rules = crate::store::HotCopy;
 
     fn capacity(&self) -> usize {
@@ -571,7 +573,7 @@ impl<const W: usize> Store<W> for MapStore<W> {
         &mut self,
         key: Key,
         classify: &mut dyn FnMut(&Key, &MapEntry<W>) -> Class,
-    ) -> Upsert<'_, MapEntry<W>> {
+    ) -> Upsert<&mut MapEntry<W>> {
         let p = self.probe(&key);
         let (i, evicted) = match self.find(&p, &key) {
             Ok(i) => {

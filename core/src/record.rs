@@ -22,13 +22,13 @@
 
 use crate::{Duration, Instant};
 
-use crate::entry::{ColdPart, Entry, VIOLATION_LOG};
+use crate::entry::{ColdPart, EntryRef, VIOLATION_LOG};
 use crate::fixed_vec::FixedVec;
 use crate::key::Key;
 use crate::limiter::{Hold, Limiter};
 use crate::store::{EntryOf, Store};
 use crate::time::{ms_to_ticks, tick, ticks_to_ms, OptTick, Tick};
-use crate::window::TimeLog;
+use crate::window::{Events, TimeLog};
 
 /// Ties the limiter's monotonic clock to wall-clock time at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,13 +220,9 @@ impl core::fmt::Display for ImportError {
     }
 }
 
-fn to_record<const W: usize, C: ColdPart, L: TimeLog>(
-    k: &Key,
-    e: &Entry<W, C, L>,
-    clock: WallClock,
-) -> Record<W> {
+fn to_record<const W: usize>(k: &Key, e: &impl EntryRef, clock: WallClock) -> Record<W> {
     let mut r = Record::empty(*k);
-    for t in e.log.iter() {
+    for t in e.log().iter() {
         let _ = r.log.push(clock.unix_of(t));
     }
     let e = e.cold();
@@ -244,14 +240,14 @@ fn to_record<const W: usize, C: ColdPart, L: TimeLog>(
 impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// The record of one key, if held.
     pub fn record(&self, key: &Key, clock: WallClock) -> Option<Record<W>> {
-        self.head.store.get(key).map(|e| to_record(key, e, clock))
+        self.head.store.get(key).map(|e| to_record(key, &e, clock))
     }
 
     /// Hand every entry to `f` as a record (order unspecified).
     pub fn export(&self, clock: WallClock, mut f: impl FnMut(&Record<W>)) {
         self.head
             .store
-            .for_each(&mut |k, e| f(&to_record(k, e, clock)));
+            .for_each(&mut |k, e| f(&to_record(k, &e, clock)));
     }
 
     /// Replace all state with `records` (in export order). Every record is

@@ -37,7 +37,7 @@
 //! neighbours, or appended to a queue that needed compaction).
 
 use crate::config::Config;
-use crate::entry::{ColdPart, Entry};
+use crate::entry::{ColdPart, Entry, EntryMut, EntryRef};
 use crate::key::Key;
 use crate::window::TimeLog;
 
@@ -187,12 +187,12 @@ pub type EntryOf<S, const W: usize> = Entry<W, <S as Store<W>>::Cold, <S as Stor
 
 /// What [`Store::upsert`] found.
 #[derive(Debug)]
-pub enum Upsert<'a, E> {
+pub enum Upsert<M> {
     /// The entry (new or old); `evicted` names the key that made room
     /// for it, if one had to.
     Found {
         /// The entry, touched.
-        entry: &'a mut E,
+        entry: M,
         /// The key evicted to make room, and what it was.
         evicted: Option<(Key, Victim)>,
     },
@@ -201,11 +201,26 @@ pub enum Upsert<'a, E> {
 }
 
 /// Key → entry storage with CLOCK eviction (see the module doc).
-pub trait Store<const W: usize> {
-    /// How entries hold their cold part (inline or boxed).
+///
+/// A store hands out views of its entries ([`Ref`](Self::Ref),
+/// [`Mut`](Self::Mut): [`EntryRef`], [`EntryMut`]), not the entries
+/// themselves, so it may keep an entry in pieces (the growable table: a
+/// slot with the first events inline, the rest of the log and the cold
+/// part elsewhere). An owned [`EntryOf`] is what goes in
+/// ([`insert`](Self::insert)) and comes out ([`remove`](Self::remove)).
+pub trait Store<const W: usize>: 'static {
+    /// How owned entries hold their cold part (inline or boxed).
     type Cold: ColdPart;
-    /// How entries hold their log (inline or growing).
+    /// How owned entries hold their log (inline or growing).
     type Log: TimeLog;
+    /// An entry read in place.
+    type Ref<'a>: EntryRef + Copy
+    where
+        Self: 'a;
+    /// An entry written in place.
+    type Mut<'a>: EntryMut
+    where
+        Self: 'a;
     /// Where a limiter over this store reads what every request reads.
     type Rules: HotRules;
     /// Longest lookback (ticks) the entries' logs answer exactly: a
@@ -225,12 +240,12 @@ pub trait Store<const W: usize> {
         self.len() == 0
     }
     /// Look up without touching.
-    fn get(&self, key: &Key) -> Option<&EntryOf<Self, W>>;
+    fn get(&self, key: &Key) -> Option<Self::Ref<'_>>;
     /// Look up mutably without touching.
-    fn get_mut(&mut self, key: &Key) -> Option<&mut EntryOf<Self, W>>;
+    fn get_mut(&mut self, key: &Key) -> Option<Self::Mut<'_>>;
     /// The entry for `key` if it is already marked touched (so touching it
     /// again would change nothing). `None` otherwise, and by default.
-    fn get_if_touched(&self, key: &Key) -> Option<&EntryOf<Self, W>> {
+    fn get_if_touched(&self, key: &Key) -> Option<Self::Ref<'_>> {
         let _ = key;
         None
     }
@@ -238,35 +253,18 @@ pub trait Store<const W: usize> {
     fn touch(&mut self, key: &Key);
     /// Mark `key` touched and return its entry (one lookup where the store
     /// can).
-    fn touch_get_mut(&mut self, key: &Key) -> Option<&mut EntryOf<Self, W>> {
+    fn touch_get_mut(&mut self, key: &Key) -> Option<Self::Mut<'_>> {
         self.touch(key);
         self.get_mut(key)
     }
     /// The entry for `key`, touched; when absent, a fresh one is inserted,
     /// first [evicting](Self::evict) one (as `classify` says) if the store
-    /// is full. One lookup where the store can (the default does two).
+    /// is full.
     fn upsert(
         &mut self,
         key: Key,
-        classify: &mut dyn FnMut(&Key, &EntryOf<Self, W>) -> Class,
-    ) -> Upsert<'_, EntryOf<Self, W>> {
-        let mut evicted = None;
-        if self.get(&key).is_none() {
-            if self.len() >= self.capacity() {
-                evicted = self.evict(classify);
-                if evicted.is_none() {
-                    return Upsert::Full;
-                }
-            }
-            if self.insert(key, Entry::new()).is_err() {
-                return Upsert::Full;
-            }
-        }
-        match self.touch_get_mut(&key) {
-            Some(e) => Upsert::Found { entry: e, evicted },
-            None => Upsert::Full,
-        }
-    }
+        classify: &mut dyn FnMut(&Key, Self::Ref<'_>) -> Class,
+    ) -> Upsert<Self::Mut<'_>>;
     /// Add a new key, touched; hands the entry back when full (so the
     /// caller keeps what it built, hence the large `Err`).
     #[allow(clippy::result_large_err)]
@@ -278,15 +276,15 @@ pub trait Store<const W: usize> {
     /// since the hand last passed it. `None` if every entry is pinned.
     fn evict(
         &mut self,
-        classify: &mut dyn FnMut(&Key, &EntryOf<Self, W>) -> Class,
+        classify: &mut dyn FnMut(&Key, Self::Ref<'_>) -> Class,
     ) -> Option<(Key, Victim)>;
     /// Keep only entries for which `keep` holds; returns how many went.
-    fn retain(&mut self, keep: &mut dyn FnMut(&Key, &EntryOf<Self, W>) -> bool) -> usize;
+    fn retain(&mut self, keep: &mut dyn FnMut(&Key, Self::Ref<'_>) -> bool) -> usize;
     /// Visit every entry (order unspecified).
-    fn for_each(&self, f: &mut dyn FnMut(&Key, &EntryOf<Self, W>));
+    fn for_each(&self, f: &mut dyn FnMut(&Key, Self::Ref<'_>));
     /// Visit every entry mutably (order unspecified). O(capacity): for
     /// operator actions, not the hot path.
-    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, &mut EntryOf<Self, W>));
+    fn for_each_mut(&mut self, f: &mut dyn FnMut(&Key, Self::Mut<'_>));
     /// Remove everything.
     fn clear(&mut self);
 }
@@ -578,7 +576,7 @@ pub(crate) mod harness {
             s.insert(key(u), Entry::new()).unwrap();
         }
         s.insert(key(hot), Entry::new()).unwrap();
-        let live = &mut |_: &Key, _: &_| Class::Live;
+        let live = &mut |_: &Key, _: S::Ref<'_>| Class::Live;
         for u in cap..cap * 20 {
             s.touch(&key(hot));
             match s.upsert(key(u), live) {
@@ -596,7 +594,7 @@ pub(crate) mod harness {
         for u in 0..cap {
             s.insert(key(u), Entry::new()).unwrap();
         }
-        let odd_dead = &mut |k: &Key, _: &_| {
+        let odd_dead = &mut |k: &Key, _: S::Ref<'_>| {
             if id(k) % 2 == 1 && id(k) < cap {
                 Class::Dead
             } else {
@@ -634,7 +632,7 @@ pub(crate) mod harness {
             "{early_live} live evictions early"
         );
         // All pinned: refused.
-        let pinned = &mut |_: &Key, _: &_| Class::Pinned;
+        let pinned = &mut |_: &Key, _: S::Ref<'_>| Class::Pinned;
         assert!(matches!(s.upsert(key(u64::MAX / 8), pinned), Upsert::Full));
     }
 }

@@ -192,6 +192,8 @@ impl<const N: usize, const W: usize> FixedStore<N, W> {
 impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
     type Cold = CompactCold;
     type Log = CompactLog<W>;
+    type Ref<'a> = &'a FixedEntry<W>;
+    type Mut<'a> = &'a mut FixedEntry<W>;
     type Rules = crate::store::HotInConfig;
     const MAX_SPAN: u64 = FIXED_MAX_SPAN;
 
@@ -227,7 +229,7 @@ impl<const N: usize, const W: usize> Store<W> for FixedStore<N, W> {
         &mut self,
         key: Key,
         classify: &mut dyn FnMut(&Key, &FixedEntry<W>) -> Class,
-    ) -> Upsert<'_, FixedEntry<W>> {
+    ) -> Upsert<&mut FixedEntry<W>> {
         let (i, evicted) = match self.find(&key) {
             Some(i) => {
                 self.mark(i);

@@ -88,6 +88,106 @@ pub trait TimeLog: Default + Clone + core::fmt::Debug + PartialEq {
     fn iter(&self) -> impl Iterator<Item = Tick> + '_;
 }
 
+/// Read access to a log of events: a [`TimeLog`] (through a reference) or
+/// a store's view of a log it keeps in pieces. What the rules read of an
+/// entry's log.
+pub trait Events {
+    /// Oldest stored event.
+    fn oldest(&self) -> Option<Tick>;
+    /// Newest event.
+    fn newest(&self) -> Option<Tick>;
+    /// Number of stored events (in window or not).
+    fn len(&self) -> usize;
+    /// Whether no event is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Stored events, oldest first.
+    fn iter(&self) -> impl Iterator<Item = Tick> + '_;
+    /// Events in the window at `now`.
+    fn count(&self, now: Tick, window: u64) -> u32;
+    /// Oldest event still in the window.
+    fn oldest_in(&self, now: Tick, window: u64) -> Option<Tick>;
+}
+
+/// Write access to a log of events (see [`Events`]).
+pub trait EventsMut: Events {
+    /// Append, dropping the oldest event when full.
+    fn push(&mut self, t: Tick);
+    /// Drop events that left the window.
+    fn prune(&mut self, now: Tick, window: u64);
+    /// Give back storage beyond the events held.
+    fn fit(&mut self);
+    /// Remove one event at exactly `t`; false if none is there.
+    fn remove_one(&mut self, t: Tick) -> bool;
+    /// Keep at most `n` newest events.
+    fn truncate_front(&mut self, n: usize);
+    /// Forget everything.
+    fn clear(&mut self);
+}
+
+/// The [`Events`] of a log read through a shared or unique reference.
+macro_rules! events_by_ref {
+    ($($r:tt)*) => {
+        impl<L: TimeLog> Events for $($r)* L {
+            #[inline]
+            fn oldest(&self) -> Option<Tick> {
+                TimeLog::oldest(&**self)
+            }
+            #[inline]
+            fn newest(&self) -> Option<Tick> {
+                TimeLog::newest(&**self)
+            }
+            #[inline]
+            fn len(&self) -> usize {
+                TimeLog::len(&**self)
+            }
+            #[inline]
+            fn iter(&self) -> impl Iterator<Item = Tick> + '_ {
+                TimeLog::iter(&**self)
+            }
+            #[inline]
+            fn count(&self, now: Tick, window: u64) -> u32 {
+                TimeLog::count(&**self, now, window)
+            }
+            #[inline]
+            fn oldest_in(&self, now: Tick, window: u64) -> Option<Tick> {
+                TimeLog::oldest_in(&**self, now, window)
+            }
+        }
+    };
+}
+
+events_by_ref!(&);
+events_by_ref!(&mut);
+
+impl<L: TimeLog> EventsMut for &mut L {
+    #[inline]
+    fn push(&mut self, t: Tick) {
+        TimeLog::push(&mut **self, t);
+    }
+    #[inline]
+    fn prune(&mut self, now: Tick, window: u64) {
+        TimeLog::prune(&mut **self, now, window);
+    }
+    #[inline]
+    fn fit(&mut self) {
+        TimeLog::fit(&mut **self);
+    }
+    #[inline]
+    fn remove_one(&mut self, t: Tick) -> bool {
+        TimeLog::remove_one(&mut **self, t)
+    }
+    #[inline]
+    fn truncate_front(&mut self, n: usize) {
+        TimeLog::truncate_front(&mut **self, n);
+    }
+    #[inline]
+    fn clear(&mut self) {
+        TimeLog::clear(&mut **self);
+    }
+}
+
 /// A sliding log of at most `C` timestamps: a ring of `C` ticks, the
 /// oldest pushed out when full.
 #[derive(Clone, Copy)]
