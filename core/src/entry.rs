@@ -417,7 +417,7 @@ pub trait EntryRef {
         (c.banned(), c.block_until().get(), c.lock_until().get())
     }
 
-    /// What holds `key` at `now`, if anything (see [`Hold::of`]).
+    /// What holds `key` at `now`, if anything (see [`Hold::of`](crate::Hold::of)).
     fn hold(&self, key: &crate::Key, now: Tick) -> Option<crate::Hold> {
         let c = self.cold_held()?;
         let left = |u: OptTick| {

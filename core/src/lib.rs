@@ -183,7 +183,7 @@ pub use shared::{Reentered, Shared};
 pub mod internals {
     #[cfg(feature = "alloc")]
     pub use crate::entry::BoxedCold;
-    pub use crate::entry::{Cold, ColdPart, CompactCold, Entry};
+    pub use crate::entry::{Cold, ColdPart, CompactCold, Entry, EntryMut, EntryRef};
     #[cfg(feature = "alloc")]
     pub use crate::map::MapStore;
     pub use crate::store::{Class, EntryOf, Store, Upsert, Victim, SCAN};
