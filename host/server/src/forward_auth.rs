@@ -215,7 +215,7 @@ mod tests {
     }
 
     fn of(t: Option<Target>) -> Option<(Method, String)> {
-        t.map(|t| (t.method, t.key))
+        t.map(|t| (t.method.clone(), t.into_key()))
     }
 
     #[test]

@@ -149,19 +149,19 @@ fn surface<'a>(run: &'a Running, t: &Target) -> Surface<'a> {
         if t.under("/admin") {
             return Surface::Own { metrics: false };
         }
-        if t.key == "/metrics" {
+        if t.key() == "/metrics" {
             return Surface::Own { metrics: true };
         }
     } else if t.under(&run.base) {
-        let rest = t.key.get(run.base.len()..).unwrap_or_default();
+        let rest = t.key().get(run.base.len()..).unwrap_or_default();
         return Surface::Own {
             metrics: rest == "/metrics",
         };
     }
-    if run.check.as_deref() == Some(t.key.as_str()) {
+    if run.check.as_deref() == Some(t.key()) {
         return Surface::Check;
     }
-    if run.report.is_some() && t.key == crate::forward_auth::LOGIN_RESULT_PATH {
+    if run.report.is_some() && t.key() == crate::forward_auth::LOGIN_RESULT_PATH {
         return Surface::LoginResult;
     }
     if run.proxy.is_some() {
@@ -169,7 +169,7 @@ fn surface<'a>(run: &'a Running, t: &Target) -> Surface<'a> {
             .cfg
             .login_routes
             .iter()
-            .find(|r| r.matches(&t.method, &t.key))
+            .find(|r| r.matches(&t.method, t.key()))
         {
             return Surface::Login(r);
         }
@@ -329,7 +329,7 @@ impl Pipeline {
     fn policy_for<'a>(&'a self, run: &'a Running, t: &Target) -> Policy<'a> {
         run.policies
             .iter()
-            .filter(|p| p.cfg.covers(&t.method, &t.key))
+            .filter(|p| p.cfg.covers(&t.method, t.key()))
             .max_by_key(|p| p.cfg.rank())
             .map_or_else(
                 || self.default_policy(run),
@@ -498,7 +498,7 @@ impl Pipeline {
                 .cfg
                 .login_routes
                 .iter()
-                .any(|r| r.matches(&t.method, &t.key))
+                .any(|r| r.matches(&t.method, t.key()))
         {
             return None;
         }

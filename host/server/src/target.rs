@@ -22,9 +22,9 @@ pub struct Target {
     /// The normalised path (always starts with `/`, no trailing `/`
     /// except the root), percent-encoded where needed, case kept.
     pub path: String,
-    /// [`path`](Self::path) in ASCII lower case: what prefixes and routes
-    /// are compared with.
-    pub key: String,
+    /// The path in ASCII lower case when it has a capital; `None` when
+    /// the path is its own key (most requests: no second allocation).
+    lower: Option<String>,
 }
 
 /// The method in upper case (a standard method as is, no allocation).
@@ -50,22 +50,32 @@ impl Target {
     /// `/a/b?q`, or absolute form `http://host/a/b?q`; any bytes).
     pub fn new(method: &Method, raw: &[u8]) -> Target {
         let path = normalize(path_of(raw));
-        let key = if path.bytes().any(|b| b.is_ascii_uppercase()) {
-            path.to_ascii_lowercase()
-        } else {
-            path.clone()
-        };
+        let lower = path
+            .bytes()
+            .any(|b| b.is_ascii_uppercase())
+            .then(|| path.to_ascii_lowercase());
         Target {
             method: self::method(method),
             path,
-            key,
+            lower,
         }
+    }
+
+    /// [`path`](Self::path) in ASCII lower case: what prefixes and routes
+    /// are compared with.
+    pub fn key(&self) -> &str {
+        self.lower.as_deref().unwrap_or(&self.path)
+    }
+
+    /// The key, owned.
+    pub fn into_key(self) -> String {
+        self.lower.unwrap_or(self.path)
     }
 
     /// Whether the key is `prefix` (a canonical key) or under it as a
     /// path (`/a` is under `/a`, `/a/b` is; `/ab` is not).
     pub fn under(&self, prefix: &str) -> bool {
-        under(&self.key, prefix)
+        under(self.key(), prefix)
     }
 }
 
@@ -209,7 +219,7 @@ mod tests {
     use super::*;
 
     fn key(raw: &[u8]) -> String {
-        Target::new(&Method::GET, raw).key
+        Target::new(&Method::GET, raw).into_key()
     }
 
     #[test]
@@ -265,7 +275,7 @@ mod tests {
             "/%252e%252e"
         );
         assert_eq!(Target::new(&Method::GET, b"/caf%C3%A9").path, "/caf%C3%A9");
-        assert_eq!(Target::new(&Method::GET, b"/Caf%c3%a9").key, "/caf%c3%a9");
+        assert_eq!(Target::new(&Method::GET, b"/Caf%c3%a9").key(), "/caf%c3%a9");
     }
 
     #[test]
@@ -299,7 +309,7 @@ mod tests {
                 prop_assert!(t.path.is_ascii());
                 let again = Target::new(&Method::GET, t.path.as_bytes());
                 prop_assert_eq!(&again.path, &t.path);
-                prop_assert_eq!(key_of(&t.key), t.key.clone());
+                prop_assert_eq!(key_of(t.key()), t.key().to_string());
             }
 
             #[test]
