@@ -147,16 +147,15 @@ impl Client {
             // Later than the deadline it was last set to (deadlines only
             // move forward): no timer registration, see `Pooled::deadline`.
             p.deadline.as_mut().reset(deadline);
-            let ready = p.ready().await;
-            match ready {
-                Ok(()) => {}
-                Err(None) => return Err(timeout()),
-                Err(Some(())) if p.fresh => {
+            match p.ready().await {
+                Readiness::Ready => {}
+                Readiness::Late => return Err(timeout()),
+                Readiness::Ended if p.fresh => {
                     return Err(UpstreamError::Unreachable(
                         "connection closed before the request".into(),
                     ))
                 }
-                Err(Some(())) => continue,
+                Readiness::Ended => continue,
             }
             let fresh = std::mem::replace(&mut p.fresh, false);
             let mut sent = std::pin::pin!(p.tx.try_send_request(req));
@@ -224,30 +223,37 @@ impl Client {
     }
 }
 
+/// Whether a connection takes a request ([`Pooled::ready`]).
+enum Readiness {
+    Ready,
+    /// The deadline came first.
+    Late,
+    /// The connection has ended (or, reused, was busy).
+    Ended,
+}
+
 impl Pooled {
-    /// Wait until the connection takes a request: `Err(None)` when the
-    /// deadline came first, `Err(Some(()))` when the connection has ended.
-    /// An idle connection is ready at once; one still busy (e.g. sending
-    /// the body of a request the upstream answered early) is closed rather
-    /// than waited for.
-    async fn ready(&mut self) -> Result<(), Option<()>> {
-        if self.fresh {
-            poll_fn(|cx| {
-                if self.deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(None));
-                }
-                self.poll_ready(cx).map_err(Some)
-            })
-            .await
-        } else {
-            poll_fn(|cx| {
-                Poll::Ready(match self.poll_ready(cx) {
-                    Poll::Ready(r) => r.map_err(Some),
-                    Poll::Pending => Err(Some(())),
-                })
-            })
-            .await
-        }
+    /// Wait until the connection takes a request. An idle connection is
+    /// ready at once; one still busy (e.g. sending the body of a request
+    /// the upstream answered early) is closed rather than waited for.
+    async fn ready(&mut self) -> Readiness {
+        let of = |r: Result<(), ()>| match r {
+            Ok(()) => Readiness::Ready,
+            Err(()) => Readiness::Ended,
+        };
+        poll_fn(|cx| {
+            if !self.fresh {
+                return Poll::Ready(match self.poll_ready(cx) {
+                    Poll::Ready(r) => of(r),
+                    Poll::Pending => Readiness::Ended,
+                });
+            }
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Readiness::Late);
+            }
+            self.poll_ready(cx).map(of)
+        })
+        .await
     }
 
     /// Drive the connection; `Ready` once it has ended (closed or failed).
