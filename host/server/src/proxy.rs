@@ -198,7 +198,10 @@ fn forwarding_values(ip: IpAddr, proto: &str) -> Option<(HeaderValue, HeaderValu
     Some((addr.value()?, fwd.value()?))
 }
 
-/// Set the forwarding headers for client `ip` (see the module doc).
+/// Prepare a request's headers for the upstream: drop its hop-by-hop
+/// headers and, from an untrusted peer, what it said about forwarding
+/// ([`strip`], one pass), then set the forwarding headers for client `ip`
+/// (see the module doc).
 fn set_forwarding(h: &mut HeaderMap, ip: IpAddr, trusted: bool) {
     strip(h, !trusted);
     // From an untrusted peer the strip removed every forwarding header:
@@ -369,6 +372,36 @@ mod tests {
         set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), true);
         assert_eq!(h["forwarded"], "for=10.0.0.1;proto=https");
         assert_eq!(h["x-real-ip"], "10.0.0.1", "a trusted proxy's headers stay");
+    }
+
+    /// The request side strips hop-by-hop headers inside `set_forwarding`,
+    /// trusted peer or not, including those its `Connection` names, before
+    /// the forwarding headers are set (a `Connection` naming
+    /// `X-Forwarded-Proto` cannot keep a trusted `https` either).
+    #[test]
+    fn requests_lose_hop_by_hop_headers_before_forwarding_is_set() {
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            for (k, v) in [
+                (
+                    "connection",
+                    "Keep-Alive, X-Secret, x-forwarded-proto, close",
+                ),
+                ("x-secret", "1"),
+                ("te", "trailers"),
+                ("x-forwarded-proto", "https"),
+                ("x-kept", "yes"),
+            ] {
+                h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), trusted);
+            for gone in ["connection", "x-secret", "te"] {
+                assert!(!h.contains_key(gone), "{gone} (trusted: {trusted})");
+            }
+            assert_eq!(h["x-forwarded-proto"], "http", "trusted: {trusted}");
+            assert_eq!(h["forwarded"], "for=10.0.0.1;proto=http");
+            assert_eq!(h["x-kept"], "yes");
+        }
     }
 
     #[test]
