@@ -381,8 +381,8 @@ impl<const W: usize, C: ColdPart, L: TimeLog> Entry<W, C, L> {
 }
 
 /// Read access to one key's state, as a [`Store`](crate::internals::Store)
-/// hands it out: an [`Entry`] itself (the fixed tables), or a view of an
-/// entry the store keeps in pieces (the growable table). What the rules
+/// hands it out: an [`Entry`] itself (both tables today), or a view of an
+/// entry a store keeps in pieces. What the rules
 /// read of an entry, and the questions built on that.
 pub trait EntryRef {
     /// The violation log of the cold part.

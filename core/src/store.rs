@@ -204,9 +204,10 @@ pub enum Upsert<M> {
 ///
 /// A store hands out views of its entries ([`Ref`](Self::Ref),
 /// [`Mut`](Self::Mut): [`EntryRef`], [`EntryMut`]), not the entries
-/// themselves, so it may keep an entry in pieces (the growable table: a
-/// slot with the first events inline, the rest of the log and the cold
-/// part elsewhere). An owned [`EntryOf`] is what goes in
+/// themselves, so it may keep an entry in pieces (a slot with the first
+/// events inline, the rest of the log and the cold part elsewhere: the
+/// 32-byte slot measured in `BENCHMARKS.md`, issue 24). Both tables today
+/// hand out their entries whole. An owned [`EntryOf`] is what goes in
 /// ([`insert`](Self::insert)) and comes out ([`remove`](Self::remove)).
 pub trait Store<const W: usize>: 'static {
     /// How owned entries hold their cold part (inline or boxed).
