@@ -35,6 +35,11 @@ pub struct ServerMetrics {
     pub hashes_waiting: AtomicU64,
     /// Logins answered `503` because the password-check queue was full.
     pub hash_busy: AtomicU64,
+    /// Connections each worker thread serves now (by worker number); set
+    /// once when the workers start.
+    pub worker_connections: OnceLock<Box<[AtomicU64]>>,
+    /// Connections a worker accepted and handed to a less busy worker.
+    pub handed_over: AtomicU64,
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -64,6 +69,8 @@ const CHECKS_WAITING: &str = "portcullis_password_checks_waiting";
 const CHECKS_BUSY: &str = "portcullis_password_checks_busy_total";
 const REFUSED: &str = "portcullis_connections_refused_total";
 const TIMED_OUT: &str = "portcullis_connections_timed_out_total";
+const WORKER_CONNECTIONS: &str = "portcullis_worker_connections";
+const HANDED_OVER: &str = "portcullis_connections_handed_over_total";
 
 fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, "Connections open now.");
@@ -82,6 +89,14 @@ fn describe() {
         TIMED_OUT,
         "Connections closed while waiting: read timeout (header, idle) or evicted at max_connections."
     );
+    describe_gauge!(
+        WORKER_CONNECTIONS,
+        "Connections each worker thread serves now."
+    );
+    describe_counter!(
+        HANDED_OVER,
+        "Connections a worker accepted and handed to a less busy worker."
+    );
 }
 
 /// Publish the listener's and the password checker's figures, kept in
@@ -98,6 +113,10 @@ fn publish_server(m: &ServerMetrics) {
     counter!(TIMED_OUT, "phase" => "header").absolute(get(&m.header_timeouts));
     counter!(TIMED_OUT, "phase" => "idle").absolute(get(&m.idle_timeouts));
     counter!(TIMED_OUT, "phase" => "evicted").absolute(get(&m.evicted));
+    counter!(HANDED_OVER).absolute(get(&m.handed_over));
+    for (i, n) in m.worker_connections.get().into_iter().flatten().enumerate() {
+        gauge!(WORKER_CONNECTIONS, "worker" => i.to_string()).set(get(n) as f64);
+    }
 }
 
 /// The Prometheus text: everything recorded, after publishing the

@@ -4,6 +4,15 @@
 //! that accepted it: no work stealing, no cross-thread wake-ups on the
 //! request path. `server.workers` sets how many \[one per core\].
 //!
+//! `SO_REUSEPORT` picks a worker by a hash of the connection's addresses,
+//! so a few dozen connections often split 36/28 between two workers, and
+//! the busier worker's clients wait longer: under load the tail latency
+//! follows the busiest worker. So a worker that accepts a connection while
+//! another serves fewer hands it over, once, before its first request
+//! ([`Balance`]); its requests then stay on that worker. Each worker's
+//! count is on `/metrics` (`portcullis_worker_connections`), with the
+//! hand-overs (`portcullis_connections_handed_over_total`).
+//!
 //! The connection caps ([`crate::listener::Counts`]) are shared, so they
 //! stay exact across workers. Background work (cleanup, `SIGHUP` reload,
 //! the Redis fleet's tasks, the shutdown sequence and the final snapshot)
@@ -17,15 +26,16 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::ConnLimits;
 use crate::exporter::ServerMetrics;
-use crate::listener::{serve_conn, Counts};
+use crate::listener::{serve_conn, Counts, Ticket};
 use crate::pipeline::Pipeline;
 
 /// Pending connections the kernel queues per socket.
@@ -68,12 +78,90 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> {
     Ok(s)
 }
 
+/// Spreads connections over the workers: each worker's count of the
+/// connections it serves, and a channel to hand a connection to each.
+struct Balance {
+    /// Holds the counts (`worker_connections`, one per worker).
+    metrics: Arc<ServerMetrics>,
+    hand: Box<[mpsc::UnboundedSender<Handoff>]>,
+}
+
+/// A connection accepted by one worker for another to serve.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    ticket: Ticket,
+    slot: Slot,
+}
+
+/// One connection counted against a worker until it is dropped.
+struct Slot {
+    metrics: Arc<ServerMetrics>,
+    worker: usize,
+}
+
+impl Balance {
+    fn open(&self) -> &[AtomicU64] {
+        self.metrics.worker_connections.get().map_or(&[], |b| b)
+    }
+
+    /// The worker to serve a connection worker `me` accepted, counted
+    /// against it from now on: `me`, unless another serves at least two
+    /// fewer (then the one serving fewest). The margin of one keeps
+    /// short-lived connections, whose counts flicker, from moving back
+    /// and forth while it leaves any two workers at most two apart.
+    fn place(&self, me: usize) -> Slot {
+        let open = self.open();
+        let to = pick(open, me);
+        if let Some(n) = open.get(to) {
+            n.fetch_add(1, Relaxed);
+        }
+        Slot {
+            metrics: self.metrics.clone(),
+            worker: to,
+        }
+    }
+}
+
+/// See [`Balance::place`].
+fn pick(open: &[AtomicU64], me: usize) -> usize {
+    let Some(mine) = open.get(me).map(|n| n.load(Relaxed)) else {
+        return me;
+    };
+    let (mut to, mut least) = (me, mine);
+    for (i, n) in open.iter().enumerate() {
+        let n = n.load(Relaxed);
+        if n < least {
+            (to, least) = (i, n);
+        }
+    }
+    if least.saturating_add(1) < mine {
+        to
+    } else {
+        me
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(n) = self
+            .metrics
+            .worker_connections
+            .get()
+            .and_then(|o| o.get(self.worker))
+        {
+            n.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 /// What every worker shares.
 #[derive(Clone)]
 struct Shared {
     pipeline: Arc<Pipeline>,
     cfg: Arc<ConnLimits>,
     counts: Arc<Counts>,
+    balance: Arc<Balance>,
     /// `true`: stop accepting.
     stop: watch::Receiver<bool>,
     /// `true`: the grace is over, end the runtime (dropping what is left).
@@ -91,25 +179,34 @@ pub async fn run(
     metrics: Arc<ServerMetrics>,
     signal: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let counts = Counts::new(&cfg, metrics);
+    let counts = Counts::new(&cfg, metrics.clone());
     let grace = cfg.shutdown_grace;
     let (stop_tx, stop) = watch::channel(false);
     let (exit_tx, exit) = watch::channel(false);
+    let n = listeners.len();
+    let _ = metrics
+        .worker_connections
+        .set((0..n).map(|_| AtomicU64::new(0)).collect());
+    let (hand, handed): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
     let shared = Shared {
         pipeline,
         cfg: Arc::new(cfg),
         counts: counts.clone(),
+        balance: Arc::new(Balance {
+            metrics,
+            hand: hand.into(),
+        }),
         stop,
         exit,
     };
     let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
     let mut threads = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
+    for (i, (l, handed)) in listeners.into_iter().zip(handed).enumerate() {
         let (shared, done_tx) = (shared.clone(), done_tx.clone());
         let t = std::thread::Builder::new()
             .name(format!("portcullis-worker-{i}"))
             .spawn(move || {
-                worker(l, shared);
+                worker(i, l, handed, shared);
                 drop(done_tx);
             })?;
         threads.push(t);
@@ -142,8 +239,14 @@ pub async fn run(
     Ok(())
 }
 
-/// One worker thread: its own current-thread runtime, accepting on `l`.
-fn worker(l: std::net::TcpListener, shared: Shared) {
+/// Worker `me`: its own current-thread runtime, accepting on `l` and
+/// taking the connections other workers hand it on `handed`.
+fn worker(
+    me: usize,
+    l: std::net::TcpListener,
+    handed: mpsc::UnboundedReceiver<Handoff>,
+    shared: Shared,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,7 +260,7 @@ fn worker(l: std::net::TcpListener, shared: Shared) {
     rt.block_on(async move {
         let mut exit = shared.exit.clone();
         match TcpListener::from_std(l) {
-            Ok(l) => accept_loop(l, shared).await,
+            Ok(l) => accept_loop(me, l, handed, shared).await,
             Err(e) => tracing::error!(error = %e, "worker cannot listen"),
         }
         // Keep serving the connections in flight until the grace is over.
@@ -165,19 +268,40 @@ fn worker(l: std::net::TcpListener, shared: Shared) {
     });
 }
 
-/// Accept until told to stop; each connection is a task of this runtime.
-async fn accept_loop(listener: TcpListener, shared: Shared) {
+/// Accept until told to stop; each connection is a task of the runtime
+/// of the worker serving fewest connections (this one on a tie).
+async fn accept_loop(
+    me: usize,
+    listener: TcpListener,
+    mut handed: mpsc::UnboundedReceiver<Handoff>,
+    shared: Shared,
+) {
     let Shared {
         pipeline,
         cfg,
         counts,
+        balance,
         mut stop,
         ..
     } = shared;
+    let serve = |stream: TcpStream, peer: SocketAddr, ticket: Ticket, slot: Slot| {
+        let conn = serve_conn(stream, peer, pipeline.clone(), cfg.clone(), ticket);
+        tokio::spawn(async move {
+            conn.await;
+            drop(slot);
+        });
+    };
     let mut warned: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
+            Some(h) = handed.recv() => {
+                match TcpStream::from_std(h.stream) {
+                    Ok(stream) => serve(stream, h.peer, h.ticket, h.slot),
+                    Err(e) => tracing::warn!(error = %e, "cannot take a handed-over connection"),
+                }
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -209,12 +333,74 @@ async fn accept_loop(listener: TcpListener, shared: Shared) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_conn(
-            stream,
-            peer,
-            pipeline.clone(),
-            cfg.clone(),
-            ticket,
-        ));
+        let slot = balance.place(me);
+        let to = slot.worker;
+        if to == me {
+            serve(stream, peer, ticket, slot);
+            continue;
+        }
+        let Some(hand) = balance.hand.get(to) else {
+            continue;
+        };
+        // The other worker registers the socket with its own reactor.
+        match stream.into_std() {
+            Ok(stream) => {
+                let h = Handoff {
+                    stream,
+                    peer,
+                    ticket,
+                    slot,
+                };
+                // Refused only when that worker has stopped accepting: the
+                // connection closes, as one still in the backlog would.
+                if hand.send(h).is_ok() {
+                    balance.metrics.handed_over.fetch_add(1, Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(v: &[u64]) -> Vec<AtomicU64> {
+        v.iter().map(|&n| AtomicU64::new(n)).collect()
+    }
+
+    #[test]
+    fn a_connection_stays_unless_another_worker_serves_two_fewer() {
+        assert_eq!(pick(&counts(&[3, 3]), 0), 0);
+        assert_eq!(pick(&counts(&[4, 3]), 0), 0);
+        assert_eq!(pick(&counts(&[5, 3]), 0), 1);
+        assert_eq!(
+            pick(&counts(&[9, 7, 2, 2]), 1),
+            2,
+            "the first of the least busy"
+        );
+        assert_eq!(pick(&counts(&[0]), 0), 0);
+        assert_eq!(pick(&counts(&[]), 0), 0, "no counts yet: stay");
+    }
+
+    #[test]
+    fn placing_keeps_workers_within_two_of_each_other() {
+        let metrics = Arc::new(ServerMetrics::default());
+        let _ = metrics
+            .worker_connections
+            .set((0..2).map(|_| AtomicU64::new(0)).collect());
+        let (hand, _rx): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::unbounded_channel()).unzip();
+        let b = Balance {
+            metrics: metrics.clone(),
+            hand: hand.into(),
+        };
+        // Every connection lands on worker 0's socket (the worst hash).
+        let slots: Vec<Slot> = (0..64).map(|_| b.place(0)).collect();
+        let now = |w: usize| b.open()[w].load(Relaxed);
+        assert!(now(0).abs_diff(now(1)) <= 2, "{} / {}", now(0), now(1));
+        assert_eq!(now(0) + now(1), 64);
+        drop(slots);
+        assert_eq!((now(0), now(1)), (0, 0), "a dropped slot is uncounted");
     }
 }
