@@ -17,6 +17,15 @@
 //! is not ready at once (still sending the body of a request the upstream
 //! answered before reading it) is closed, not waited for.
 //!
+//! Requests without a body (most of them) go over connections of the
+//! proxy's own HTTP/1.1 exchange (the `h1` module), kept in a second idle
+//! list; requests with a body over hyper's client connection. A reused
+//! connection of the own path found closed when taken is dropped; one
+//! that ends without a byte of answer after an idempotent request
+//! (`GET`, `HEAD`, `OPTIONS`) was written is retried once on a fresh
+//! connection, as nginx retries (the upstream closed an idle connection
+//! as the request arrived).
+//!
 //! Errors: connecting fails or times out (`connect_timeout`), or the
 //! connection fails before a response head: [`UpstreamError::Unreachable`]
 //! (502 in the proxy); no response head within `response_timeout`
@@ -35,8 +44,11 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use crate::h1::{self, H1Error};
 
 /// Idle upstream connections kept per worker thread (all clients).
 const MAX_IDLE_PER_THREAD: usize = 256;
@@ -87,9 +99,21 @@ struct Pooled {
     deadline: Pin<Box<Sleep>>,
 }
 
+/// A connection of the own HTTP/1.1 path ([`crate::h1`]), boxed like
+/// [`Pooled`].
+struct Raw {
+    conn: h1::Conn,
+    /// See [`Pooled::deadline`].
+    deadline: Pin<Box<Sleep>>,
+    /// The request head's buffer, kept for the next request.
+    head: Vec<u8>,
+}
+
 thread_local! {
     /// This thread's idle connections: (client id, connection), newest last.
     static IDLE: RefCell<Vec<(u64, Box<Pooled>)>> = const { RefCell::new(Vec::new()) };
+    /// The same for the own HTTP/1.1 path's connections.
+    static IDLE_RAW: RefCell<Vec<(u64, Box<Raw>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Client {
@@ -123,9 +147,107 @@ impl Client {
         if !parts.headers.contains_key(header::HOST) {
             parts.headers.insert(header::HOST, self.authority.clone());
         }
-        let req = Request::from_parts(parts, body);
         let deadline = Instant::now() + self.response_timeout;
+        if body.is_end_stream() {
+            return self.exchange_raw(&parts, deadline).await;
+        }
+        let req = Request::from_parts(parts, body);
         self.exchange(req, deadline).await
+    }
+
+    /// A request without a body over the own HTTP/1.1 path: on a reused
+    /// connection or a new one, its response head due by `deadline`.
+    async fn exchange_raw(
+        &self,
+        parts: &http::request::Parts,
+        deadline: Instant,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let timeout = || UpstreamError::Timeout(self.response_timeout);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let idempotent = matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        let mut retried = false;
+        loop {
+            let (mut raw, reused) = match take_raw(self.id) {
+                Some(mut r) => {
+                    if !r.conn.idle_usable() {
+                        // Closed (or sent something unasked) while idle.
+                        continue;
+                    }
+                    r.deadline.as_mut().reset(deadline);
+                    (r, true)
+                }
+                None => match tokio::time::timeout_at(deadline, self.connect_raw(deadline)).await {
+                    Ok(r) => (r?, false),
+                    Err(_) => return Err(timeout()),
+                },
+            };
+            let Raw {
+                conn,
+                deadline: due,
+                head,
+            } = &mut *raw;
+            head.clear();
+            h1::write_head(head, &parts.method, path, &parts.headers);
+            let written = tokio::select! {
+                biased;
+                w = conn.io.write_all(head) => w,
+                () = due.as_mut() => return Err(timeout()),
+            };
+            if let Err(e) = written {
+                // A reused connection the upstream closed: nothing of it
+                // was read, so the request goes on the next connection.
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Unreachable(e.to_string()));
+            }
+            let read = tokio::select! {
+                biased;
+                h = h1::read_head(conn, &parts.method) => h,
+                () = due.as_mut() => return Err(timeout()),
+            };
+            let head = match read {
+                Ok(h) => h,
+                Err(H1Error::Closed) if reused && idempotent && !retried && conn.buf.is_empty() => {
+                    retried = true;
+                    continue;
+                }
+                Err(e) => return Err(UpstreamError::Unreachable(e.to_string())),
+            };
+            let left = h1::Left::of(head.framing);
+            let (parts, ()) = head.response.into_parts();
+            let body = RawBody {
+                conn: Some(raw),
+                left,
+                reusable: head.reusable,
+                id: self.id,
+            };
+            return Ok(Response::from_parts(parts, Body::new(body)));
+        }
+    }
+
+    async fn connect_raw(&self, deadline: Instant) -> Result<Box<Raw>, UpstreamError> {
+        let addr = (self.host.as_str(), self.port);
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
+                Err(_) => {
+                    return Err(UpstreamError::Unreachable(format!(
+                        "connect timed out after {:?}",
+                        self.connect_timeout
+                    )))
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(Raw {
+            conn: h1::Conn::new(stream),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            head: Vec::with_capacity(1024),
+        }))
     }
 
     /// One request on a reused connection or a new one, its response head
@@ -288,6 +410,79 @@ fn put_idle(id: u64, p: Box<Pooled>) {
         }
         idle.push((id, p));
     });
+}
+
+fn take_raw(id: u64) -> Option<Box<Raw>> {
+    IDLE_RAW
+        .try_with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let at = idle.iter().rposition(|(i, _)| *i == id)?;
+            Some(idle.swap_remove(at).1)
+        })
+        .ok()
+        .flatten()
+}
+
+fn put_raw(id: u64, r: Box<Raw>) {
+    let _ = IDLE_RAW.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() >= MAX_IDLE_PER_THREAD {
+            idle.remove(0);
+        }
+        idle.push((id, r));
+    });
+}
+
+/// A response body read from an own-path connection, which goes back to
+/// this thread's idle list once the body is complete with nothing unread
+/// behind it (and the answer allowed reuse).
+struct RawBody {
+    /// `None` once the connection failed.
+    conn: Option<Box<Raw>>,
+    left: h1::Left,
+    reusable: bool,
+    id: u64,
+}
+
+impl HttpBody for RawBody {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = &mut *self;
+        let Some(raw) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = h1::poll_body(&mut raw.conn, &mut this.left, cx);
+        if let Poll::Ready(Some(Err(_))) = r {
+            this.conn = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == h1::Left::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        h1::size_hint(&self.left)
+    }
+}
+
+impl Drop for RawBody {
+    fn drop(&mut self) {
+        if !(self.reusable && self.left == h1::Left::Done) {
+            return;
+        }
+        if let Some(r) = self.conn.take() {
+            if r.conn.buf.is_empty() && !r.conn.eof {
+                put_raw(self.id, r);
+            }
+        }
+    }
 }
 
 /// A response body that drives its connection, and puts the connection
@@ -465,6 +660,174 @@ mod tests {
         assert!(matches!(err, UpstreamError::Timeout(_)), "{err}");
         assert!(started.elapsed() >= Duration::from_millis(150));
         server.abort();
+    }
+
+    /// An upstream answering the n-th request of every connection with
+    /// `answers[n]` (raw bytes, closing after the last, or at once after
+    /// one starting `CLOSE:`), counting the connections and keeping the
+    /// request heads it read.
+    async fn scripted(
+        answers: Vec<&'static str>,
+    ) -> (Uri, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: Uri = format!("http://{}", l.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, seen) = (accepted.clone(), heads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                count.fetch_add(1, Relaxed);
+                let (answers, seen) = (answers.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for a in answers {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[..end]).into_owned());
+                        buf.drain(..end);
+                        let (a, close) = match a.strip_prefix("CLOSE:") {
+                            Some(a) => (a, true),
+                            None => (a, false),
+                        };
+                        if s.write_all(a.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted, heads)
+    }
+
+    async fn call(
+        c: &Client,
+        url: &Uri,
+        method: http::Method,
+    ) -> Result<(u16, String), UpstreamError> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{url}p"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = c.send(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        Ok((status, String::from_utf8(bytes.to_vec()).unwrap()))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn chunked_and_head_answers_keep_the_connection() {
+        let (url, accepted, heads) = scripted(vec![
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nt: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\n\r\n",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ])
+        .await;
+        let c = client(&url);
+        assert_eq!(
+            call(&c, &url, http::Method::GET).await.unwrap(),
+            (200, "abcde".into())
+        );
+        assert_eq!(
+            call(&c, &url, http::Method::HEAD).await.unwrap(),
+            (200, "".into())
+        );
+        assert_eq!(
+            call(&c, &url, http::Method::GET).await.unwrap(),
+            (304, "".into())
+        );
+        assert_eq!(
+            call(&c, &url, http::Method::GET).await.unwrap(),
+            (200, "ok".into())
+        );
+        assert_eq!(accepted.load(Relaxed), 1, "one connection for all four");
+        let heads = heads.lock().unwrap();
+        assert!(heads[0].starts_with("GET /p HTTP/1.1\r\n"), "{}", heads[0]);
+        assert!(heads[1].starts_with("HEAD /p HTTP/1.1\r\n"), "{}", heads[1]);
+        assert!(heads[0].contains("host: 127.0.0.1:"), "{}", heads[0]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn answers_that_end_the_connection_are_not_reused() {
+        for answer in [
+            // Says so.
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx",
+            // Runs to the connection's end.
+            "CLOSE:HTTP/1.1 200 OK\r\n\r\nx",
+            // HTTP/1.0.
+            "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nx",
+            // More than its length (stray bytes behind the body).
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nxJUNK",
+            // Both framings: chunked wins, and the connection goes.
+            "HTTP/1.1 200 OK\r\ncontent-length: 50\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        ] {
+            let (url, accepted, _) = scripted(vec![answer, answer]).await;
+            let c = client(&url);
+            for _ in 0..2 {
+                assert_eq!(call(&c, &url, http::Method::GET).await.unwrap(), (200, "x".into()), "{answer}");
+            }
+            assert_eq!(accepted.load(Relaxed), 2, "{answer}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bad_answers_are_502_material() {
+        for answer in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\nx",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+            "NOT HTTP\r\n\r\n",
+        ] {
+            let (url, _, _) = scripted(vec![answer]).await;
+            let err = call(&client(&url), &url, http::Method::GET)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, UpstreamError::Unreachable(_)),
+                "{answer}: {err}"
+            );
+        }
+        // A body cut short is an error of the body, not a short answer.
+        let (url, _, _) =
+            scripted(vec!["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"]).await;
+        assert!(call(&client(&url), &url, http::Method::GET).await.is_err());
+    }
+
+    /// The upstream reads the second request on a kept connection and
+    /// closes without a byte of answer (it closed the idle connection as
+    /// the request arrived): an idempotent request is sent again on a new
+    /// connection, another is not.
+    #[tokio::test(flavor = "current_thread")]
+    async fn idempotent_requests_are_retried_once_after_a_silent_close() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        // Each connection answers once, then reads a request and closes.
+        let (url, accepted, _) = scripted(vec![ok, ""]).await;
+        let c = client(&url);
+        assert_eq!(
+            call(&c, &url, http::Method::GET).await.unwrap(),
+            (200, "ok".into())
+        );
+        assert_eq!(
+            call(&c, &url, http::Method::GET).await.unwrap(),
+            (200, "ok".into())
+        );
+        assert_eq!(accepted.load(Relaxed), 2);
+        let err = call(&c, &url, http::Method::DELETE).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Unreachable(_)), "{err}");
     }
 
     #[tokio::test(flavor = "current_thread")]

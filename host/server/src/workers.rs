@@ -9,7 +9,7 @@
 //! the busier worker's clients wait longer: under load the tail latency
 //! follows the busiest worker. So a worker that accepts a connection while
 //! another serves fewer hands it over, once, before its first request
-//! ([`Balance`]); its requests then stay on that worker. Each worker's
+//! (`Balance`); its requests then stay on that worker. Each worker's
 //! count is on `/metrics` (`portcullis_worker_connections`), with the
 //! hand-overs (`portcullis_connections_handed_over_total`).
 //!
@@ -334,31 +334,35 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let slot = balance.place(me);
-        let to = slot.worker;
-        if to == me {
+        if slot.worker == me {
             serve(stream, peer, ticket, slot);
-            continue;
+        } else {
+            hand_over(&balance, stream, peer, ticket, slot);
         }
-        let Some(hand) = balance.hand.get(to) else {
-            continue;
-        };
-        // The other worker registers the socket with its own reactor.
-        match stream.into_std() {
-            Ok(stream) => {
-                let h = Handoff {
-                    stream,
-                    peer,
-                    ticket,
-                    slot,
-                };
-                // Refused only when that worker has stopped accepting: the
-                // connection closes, as one still in the backlog would.
-                if hand.send(h).is_ok() {
-                    balance.metrics.handed_over.fetch_add(1, Relaxed);
-                }
+    }
+}
+
+/// Give a connection to the worker its `slot` counts it against; that
+/// worker registers the socket with its own reactor.
+fn hand_over(balance: &Balance, stream: TcpStream, peer: SocketAddr, ticket: Ticket, slot: Slot) {
+    let Some(hand) = balance.hand.get(slot.worker) else {
+        return;
+    };
+    match stream.into_std() {
+        Ok(stream) => {
+            let h = Handoff {
+                stream,
+                peer,
+                ticket,
+                slot,
+            };
+            // Refused only when that worker has stopped accepting: the
+            // connection closes, as one still in the backlog would.
+            if hand.send(h).is_ok() {
+                balance.metrics.handed_over.fetch_add(1, Relaxed);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
         }
+        Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
     }
 }
 
