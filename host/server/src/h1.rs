@@ -19,6 +19,7 @@
 //! goes back to the idle list only after a complete body with nothing
 //! unread behind it, on an HTTP/1.1 answer without `Connection: close`.
 
+use std::mem::MaybeUninit;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -104,21 +105,9 @@ pub struct Head {
 /// and skipped.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Error> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut r = httparse::Response::new(&mut slots);
-        let len = match r.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-                return Err(H1Error::Head("response head too large"))
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(H1Error::Head("too many response headers"))
-            }
-            Err(_) => return Err(H1Error::Head("not an HTTP/1.x response")),
+        let Some((len, status)) = head_len(buf)? else {
+            return Ok(None);
         };
-        let code = r.code.unwrap_or(0);
-        let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head("bad status"))?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(H1Error::Head("unasked-for protocol switch"));
         }
@@ -127,54 +116,65 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H
             continue;
         }
         // Header values are kept as slices of the head's bytes (no copy):
-        // note where each one is, then take the head out of the buffer.
-        let base = buf.as_ptr() as usize;
-        let mut at: [Spans; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
-        let n = r.headers.len();
-        for (slot, h) in at.iter_mut().zip(r.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *slot = (name, name + h.name.len(), value, value + h.value.len());
+        // the head is taken out of the buffer and parsed again where it
+        // now stays (cheaper than noting a hundred spans the first time).
+        let head = buf.split_to(len).freeze();
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut r, &head, &mut slots)
+        {
+            Ok(httparse::Status::Complete(n)) if n == len => {}
+            _ => return Err(H1Error::Head("not an HTTP/1.x response")),
         }
         let version_1_1 = r.version == Some(1);
-        return head_of(
-            buf,
-            len,
-            at.get(..n).unwrap_or(&[]),
-            version_1_1,
-            status,
-            method,
-        )
-        .map(Some);
+        return head_of(&head, r.headers, version_1_1, status, method).map(Some);
     }
 }
 
-/// Where a header's name and value are in a head: byte ranges.
-type Spans = (usize, usize, usize, usize);
+/// The length and status of a complete response head at the start of
+/// `buf`, `None` if it is not complete yet.
+fn head_len(buf: &[u8]) -> Result<Option<(usize, StatusCode)>, H1Error> {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut r, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(H1Error::Head("response head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(H1Error::Head("too many response headers"))
+        }
+        Err(_) => return Err(H1Error::Head("not an HTTP/1.x response")),
+    };
+    let status =
+        StatusCode::from_u16(r.code.unwrap_or(0)).map_err(|_| H1Error::Head("bad status"))?;
+    Ok(Some((len, status)))
+}
 
-/// The response head of the first `len` bytes of `buf` (taken out of it),
-/// its headers at `at`.
+/// The response head in `head`, its `headers` parsed from it.
 fn head_of(
-    buf: &mut BytesMut,
-    len: usize,
-    at: &[Spans],
+    head: &Bytes,
+    headers_in: &[httparse::Header<'_>],
     version_1_1: bool,
     status: StatusCode,
     method: &Method,
 ) -> Result<Head, H1Error> {
-    let head = buf.split_to(len).freeze();
     // Room for the headers the proxy adds (`RateLimit`, ...) without
     // growing the map.
-    let mut headers = HeaderMap::with_capacity(at.len() + EXTRA_HEADERS);
+    let mut headers = HeaderMap::with_capacity(headers_in.len() + EXTRA_HEADERS);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut coded = false;
     let mut close = !version_1_1;
-    for &(n0, n1, v0, v1) in at {
-        let (raw_name, raw_value) = (&head[n0..n1], &head[v0..v1]);
-        let name =
-            HeaderName::from_bytes(raw_name).map_err(|_| H1Error::Head("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+    for h in headers_in {
+        let raw_value = h.value;
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::Head("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(raw_value))
             .map_err(|_| H1Error::Head("bad header value"))?;
         if name == header::CONTENT_LENGTH {
             for part in raw_value.split(|&b| b == b',') {
