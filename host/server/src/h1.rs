@@ -105,9 +105,21 @@ pub struct Head {
 /// and skipped.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Error> {
     loop {
-        let Some((len, status)) = head_len(buf)? else {
-            return Ok(None);
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut r, buf, &mut slots)
+        {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+            Ok(_) => return Err(H1Error::Head("response head too large")),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(H1Error::Head("too many response headers"))
+            }
+            Err(_) => return Err(H1Error::Head("not an HTTP/1.x response")),
         };
+        let status =
+            StatusCode::from_u16(r.code.unwrap_or(0)).map_err(|_| H1Error::Head("bad status"))?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(H1Error::Head("unasked-for protocol switch"));
         }
@@ -116,65 +128,54 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H
             continue;
         }
         // Header values are kept as slices of the head's bytes (no copy):
-        // the head is taken out of the buffer and parsed again where it
-        // now stays (cheaper than noting a hundred spans the first time).
-        let head = buf.split_to(len).freeze();
-        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut r = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut r, &head, &mut slots)
-        {
-            Ok(httparse::Status::Complete(n)) if n == len => {}
-            _ => return Err(H1Error::Head("not an HTTP/1.x response")),
+        // note where each one is (16-bit offsets: a head is at most
+        // `MAX_HEAD`), then take the head out of the buffer.
+        let base = buf.as_ptr() as usize;
+        let off = |p: &[u8]| u16::try_from(p.as_ptr() as usize - base).unwrap_or(u16::MAX);
+        let mut at: [Spans; MAX_HEADERS] = [[0; 4]; MAX_HEADERS];
+        let n = r.headers.len();
+        for (slot, h) in at.iter_mut().zip(r.headers.iter()) {
+            let (name, value) = (off(h.name.as_bytes()), off(h.value));
+            let end = |start: u16, len: usize| start.saturating_add(len as u16);
+            *slot = [
+                name,
+                end(name, h.name.len()),
+                value,
+                end(value, h.value.len()),
+            ];
         }
         let version_1_1 = r.version == Some(1);
-        return head_of(&head, r.headers, version_1_1, status, method).map(Some);
+        let head = buf.split_to(len).freeze();
+        let at = at.get(..n).unwrap_or(&[]);
+        return head_of(&head, at, version_1_1, status, method).map(Some);
     }
 }
 
-/// The length and status of a complete response head at the start of
-/// `buf`, `None` if it is not complete yet.
-fn head_len(buf: &[u8]) -> Result<Option<(usize, StatusCode)>, H1Error> {
-    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut r, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(H1Error::Head("response head too large"))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(H1Error::Head("too many response headers"))
-        }
-        Err(_) => return Err(H1Error::Head("not an HTTP/1.x response")),
-    };
-    let status =
-        StatusCode::from_u16(r.code.unwrap_or(0)).map_err(|_| H1Error::Head("bad status"))?;
-    Ok(Some((len, status)))
-}
+/// Where a header's name and value are in a head: start and end offsets.
+type Spans = [u16; 4];
 
-/// The response head in `head`, its `headers` parsed from it.
+/// The response head in `head`, its headers at `at`.
 fn head_of(
     head: &Bytes,
-    headers_in: &[httparse::Header<'_>],
+    at: &[Spans],
     version_1_1: bool,
     status: StatusCode,
     method: &Method,
 ) -> Result<Head, H1Error> {
     // Room for the headers the proxy adds (`RateLimit`, ...) without
     // growing the map.
-    let mut headers = HeaderMap::with_capacity(headers_in.len() + EXTRA_HEADERS);
+    let mut headers = HeaderMap::with_capacity(at.len() + EXTRA_HEADERS);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut coded = false;
     let mut close = !version_1_1;
-    for h in headers_in {
-        let raw_value = h.value;
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Head("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(raw_value))
+    for &[n0, n1, v0, v1] in at {
+        let span = |a: u16, b: u16| usize::from(a)..usize::from(b);
+        let raw_name = head.get(span(n0, n1)).ok_or(H1Error::Head("bad header"))?;
+        let raw_value = head.get(span(v0, v1)).ok_or(H1Error::Head("bad header"))?;
+        let name =
+            HeaderName::from_bytes(raw_name).map_err(|_| H1Error::Head("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span(v0, v1)))
             .map_err(|_| H1Error::Head("bad header value"))?;
         if name == header::CONTENT_LENGTH {
             for part in raw_value.split(|&b| b == b',') {
