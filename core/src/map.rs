@@ -61,12 +61,6 @@ const INLINE: usize = 4;
 /// Events a [`Block`] holds: 32-bit offsets from its slot's base.
 const PER_BLOCK: usize = 5;
 
-/// Blocks a log chains before it goes wide (a [`GrowLog`]: a heap ring
-/// whose pushes and pops do not move the other events, where a chain's
-/// pop moves every event one place): one, so a key touches its slot and
-/// at most one block up to nine events.
-const MAX_BLOCKS: usize = 1;
-
 /// A key's first block (which no cold part holds) is given back when its
 /// log is cut to this many events, not at [`INLINE`]: a key going to and
 /// fro across four events keeps its block rather than taking one from the
@@ -241,9 +235,8 @@ const HANDLE_MASK: u32 = (1 << STATE_SHIFT) - 1;
 /// The slot holds four events, the block chain from its handle the rest
 /// (at least one).
 const CHAINED: u16 = 5;
-/// The log is a [`GrowLog`] in the table's wide logs (it outgrew
-/// [`MAX_BLOCKS`] blocks, or a new event lay more than `u32::MAX` ticks
-/// after the oldest): the first block's link names it.
+/// The log is a [`GrowLog`] in the table's wide logs (a new event lay more
+/// than `u32::MAX` ticks after the oldest): the first block's link names it.
 const WIDE: u16 = 7;
 
 impl Slot {
@@ -557,7 +550,7 @@ impl<const W: usize> MapLogMut<'_, W> {
     }
 
     /// Move the log and `t` into a wide log (`t` lies too far from the
-    /// slot's base for a 32-bit offset, or the chain is full).
+    /// slot's base for a 32-bit offset).
     fn widen(&mut self, t: Tick) {
         let mut w = GrowLog::<W>::new();
         for e in log_iter(self.slot, self.side) {
@@ -579,25 +572,18 @@ impl<const W: usize> MapLogMut<'_, W> {
     }
 
     /// Append offset `d` to the block chain (made if none).
-    /// `false` (nothing written) when the chain holds [`MAX_BLOCKS`] full
-    /// blocks: the log goes wide instead.
-    fn append(&mut self, d: u32) -> bool {
+    fn append(&mut self, d: u32) {
         let Some(first) = self.side.first(self.slot) else {
-            return true;
+            return;
         };
         let mut h = self.slot.handle();
         let mut next = first.next();
-        let mut n = 1usize;
         while next != 0 {
             h = next;
-            n = n.saturating_add(1);
             next = self.side.blocks.get(h).map_or(0, Block::next);
         }
         let blocks = &mut self.side.blocks;
         let c = blocks.get(h).map_or(0, Block::count);
-        if c >= PER_BLOCK && n >= MAX_BLOCKS {
-            return false;
-        }
         if c < PER_BLOCK {
             if let Some(b) = blocks.get_mut(h) {
                 if let Some(o) = b.off.get_mut(c) {
@@ -618,7 +604,6 @@ impl<const W: usize> MapLogMut<'_, W> {
             }
         }
         self.slot.set_state(CHAINED);
-        true
     }
 
     fn pop_oldest(&mut self) {
@@ -699,11 +684,7 @@ impl<const W: usize> EventsMut for MapLogMut<'_, W> {
                         *o = d;
                         self.slot.set_state(n.saturating_add(1));
                     }
-                    _ => {
-                        if !self.append(d) {
-                            self.widen(t);
-                        }
-                    }
+                    _ => self.append(d),
                 }
             }
         }
@@ -999,8 +980,12 @@ pub struct MapStore<const W: usize> {
 impl<const W: usize> MapStore<W> {
     /// An empty store holding at most `max_entries` keys.
     pub fn new(seed: Seed, max_entries: usize) -> Self {
-        // Blocks have 29-bit handles: at most `MAX_BLOCKS` a key.
-        let per_key = MAX_BLOCKS.max(1);
+        // Blocks have 29-bit handles: at most the first and one per
+        // `PER_BLOCK` events past the slot's four a key.
+        let per_key = W
+            .saturating_sub(INLINE)
+            .div_ceil(PER_BLOCK)
+            .saturating_add(1);
         let cap = max_entries.min(
             (HANDLE_MASK as usize)
                 .saturating_sub(1)
@@ -1823,7 +1808,7 @@ mod tests {
                 let r = rng(&mut st);
                 let k = (r % 8) as usize;
                 // Gaps past 32-bit offsets now and then (wide logs), rarely
-                // enough for chains to form between them.
+                // enough for long chains to form between them.
                 let rare = (r >> 59) == 0;
                 now += match (r >> 8) % 16 {
                     0 if rare => 1 << 33,
@@ -1888,17 +1873,17 @@ mod tests {
                     assert_eq!(e.slot.handle(), 0, "step {step}");
                 }
                 assert!(spilled || TimeLog::len(w) <= INLINE);
-                chains += usize::from(state == CHAINED);
-                if state == CHAINED {
-                    assert!(TimeLog::len(w) <= INLINE + MAX_BLOCKS * PER_BLOCK);
-                }
+                chains += usize::from(TimeLog::len(w) > INLINE + PER_BLOCK && state == CHAINED);
                 wides += usize::from(state == WIDE);
                 if state == CHAINED {
                     assert!(TimeLog::len(w) > INLINE, "step {step}");
                 }
             }
-            // Chains and wide logs were met.
-            assert!(V <= INLINE || chains > 100, "{chains} steps chained");
+            // Chains of two blocks and more, and wide logs, were met.
+            assert!(
+                V <= INLINE + PER_BLOCK || chains > 100,
+                "{chains} long chains"
+            );
             assert!(wides > 100, "{wides} steps wide");
             // Export and import keep every log.
             for (k, w) in want.iter().enumerate() {
