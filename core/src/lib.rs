@@ -86,19 +86,16 @@
 //!
 //! At most `N - N/8` keys live at once (short probe chains).
 //!
-//! A `MapStore` key (feature `alloc`) is one 32-byte slot aligned to
-//! half a cache line (an 8-byte key word, its first four timestamps as a
-//! 64-bit base and three 32-bit offsets, the log's state and a handle to
-//! its record) and a 2-byte meta (kind, form, CLOCK reference bit, hash
-//! tag) in a table at most 7/8 full, its last growth step sized to the
-//! cap: about 43 bytes at 1 000 000 keys with one to four events each
-//! (38 at the cap). A key with more events, a cold part, or a full key
-//! kept beside a fingerprint has a 48-byte record in its table's slab:
-//! its log (eight events inline, then a heap ring sized to them) and a
-//! pointer to its cold part, allocated only for keys that were denied,
-//! blocked, banned, locked or hold slots, and for keys held by a
-//! fingerprint (a (username, address) pair, an IPv6 key longer than
-//! /64), whose full key it keeps: about 93 bytes a key at eight events.
+//! A `MapStore` key (feature `alloc`) is one 64-byte slot aligned to a
+//! cache line (an 8-byte key word, up to ten timestamps inline, a pointer
+//! to its cold part) and a 2-byte meta (kind, form, CLOCK reference bit,
+//! hash tag) in a table at most 7/8 full, its last growth step sized to
+//! the cap: about 83 bytes at 1 000 000 keys with one to ten events each
+//! (75 at the cap). Logs longer than ten events live in a heap ring sized
+//! to them; the cold part is
+//! allocated only for keys that were denied, blocked, banned, locked or
+//! hold slots, and for keys held by a fingerprint (a (username, address)
+//! pair, an IPv6 key longer than /64), whose full key it keeps.
 //!
 //! ## Features
 //!
@@ -188,10 +185,10 @@ pub mod internals {
     pub use crate::entry::BoxedCold;
     pub use crate::entry::{Cold, ColdPart, CompactCold, Entry, EntryMut, EntryRef};
     #[cfg(feature = "alloc")]
-    pub use crate::map::{MapLog, MapLogMut, MapMut, MapRef, MapStore};
+    pub use crate::map::MapStore;
     pub use crate::store::{Class, EntryOf, Store, Upsert, Victim, SCAN};
     pub use crate::table::{FixedEntry, FixedStore};
     #[cfg(feature = "alloc")]
     pub use crate::window::GrowLog;
-    pub use crate::window::{CompactLog, Events, EventsMut, Log, TimeLog};
+    pub use crate::window::{CompactLog, Log, TimeLog};
 }
