@@ -30,11 +30,13 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use portcullis::{Limiter, LimiterOptions};
 use portcullis_bench::{
-    at, core_bench_config, distinct_ipv4, host_limiter, KEYS, PER_MINUTE, SEED,
+    at, bench_config, core_bench_config, distinct_ipv4, host_limiter, KEYS, PER_MINUTE, SEED,
 };
-use portcullis_core::FixedLimiter;
+use portcullis_core::{Decision, FixedLimiter};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
@@ -355,5 +357,96 @@ fn contended(c: &mut Criterion, s: &Streams) {
     g.finish();
 }
 
-criterion_group!(benches, hot_key, uniform_and_zipf);
+/// Workload 5 (issue 24's rows at a known number of events a key): one
+/// thread over the 1 000 000 keys in one fixed random order, the same
+/// order every pass, so a key comes back exactly every 1 000 000
+/// decisions (1 s at one µs a decision). The window is `k` passes (`k` s)
+/// with the limit of the other workloads (50, above `k`): every decision
+/// finds its key holding exactly `k` events in the window, itself
+/// included (the one `k` passes back has just left it), and nothing is
+/// denied. (A new random order each pass would leave a key between `k`
+/// and `k + 1`.) governor gets the same rate (50 per `k` s, burst 50) on
+/// a clock the benchmark steps with portcullis's `now`, so both see the
+/// same times. Both limiters first run `k` passes.
+fn events_per_key(c: &mut Criterion) {
+    let keys = distinct_ipv4(KEYS, 0x706f_7274);
+    let mut order = keys.clone();
+    order.shuffle(&mut StdRng::seed_from_u64(44));
+    let (allowed, total) = (Cell::new(0u64), Cell::new(0u64));
+    let count = |ok: bool| {
+        allowed.set(allowed.get() + u64::from(ok));
+        total.set(total.get() + 1);
+    };
+    let mut g = c.benchmark_group("5_uniform_1M_events");
+    tune(&mut g);
+    for k in [1u64, 2, 4, 8] {
+        let pass = KEYS as u64;
+        let window_us = k * pass;
+        {
+            let mut config = bench_config();
+            config.requests.window = portcullis_core::Duration::from_micros(window_us);
+            let host = Limiter::new(
+                config,
+                LimiterOptions {
+                    max_entries: KEYS,
+                    shards: 64,
+                    seed: Some(SEED),
+                },
+            )
+            .unwrap_or_else(|e| panic!("bench limiter: {e}"));
+            let mut i = 0u64;
+            while i < k * pass {
+                let o = host.check_request_at(order[(i % pass) as usize], at(i));
+                // The last pass already sees k events a key.
+                if i >= (k - 1) * pass {
+                    match o.decision {
+                        Decision::Allow { remaining, .. } => {
+                            assert_eq!(u64::from(remaining), u64::from(PER_MINUTE) - k)
+                        }
+                        _ => panic!("denied while warming"),
+                    }
+                }
+                i += 1;
+            }
+            g.bench_function(format!("{k}/portcullis_host_Limiter"), |b| {
+                b.iter(|| {
+                    let ip = order[(i % pass) as usize];
+                    let o = host.check_request_at(black_box(ip), at(i));
+                    i += 1;
+                    count(o.decision.is_allowed());
+                    o
+                })
+            });
+            report(&format!("{k}/portcullis_host_Limiter"), &allowed, &total);
+        }
+        {
+            let per = Duration::from_micros(window_us / u64::from(PER_MINUTE));
+            let quota = Quota::with_period(per)
+                .unwrap_or_else(|| panic!("quota"))
+                .allow_burst(NonZeroU32::new(PER_MINUTE).unwrap_or(NonZeroU32::MIN));
+            let clock = StepClock::default();
+            let gov: StepGovernor = RateLimiter::dashmap_with_clock(quota, clock.clone());
+            let mut i = 0u64;
+            while i < k * pass {
+                clock.set(i);
+                let _ = gov.check_key(&order[(i % pass) as usize]);
+                i += 1;
+            }
+            g.bench_function(format!("{k}/governor_keyed_step_clock"), |b| {
+                b.iter(|| {
+                    let ip = &order[(i % pass) as usize];
+                    clock.set(i);
+                    let r = gov.check_key(black_box(ip));
+                    i += 1;
+                    count(r.is_ok());
+                    r
+                })
+            });
+            report(&format!("{k}/governor_keyed_step_clock"), &allowed, &total);
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hot_key, uniform_and_zipf, events_per_key);
 criterion_main!(benches);
