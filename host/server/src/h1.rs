@@ -431,16 +431,34 @@ impl Conn {
                 self.buf.reserve(READ_BUF);
             }
             ready!(self.io.poll_read_ready(cx))?;
+            let room = self.buf.capacity() - self.buf.len();
             match self.io.try_read_buf(&mut self.buf) {
                 Ok(0) => {
                     self.eof = true;
                     return Poll::Ready(Ok(0));
                 }
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    if n < room {
+                        self.drained();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+
+    /// A read shorter than the room it had took all the socket held: mark
+    /// the socket not readable, as nginx does, instead of learning it from
+    /// one more `recv` that fails with `EAGAIN` (the next request's probe
+    /// or read). The reactor's readiness is edge-triggered and carries a
+    /// tick, so bytes that arrive later set it again, and a clear racing
+    /// with a newer event is ignored.
+    fn drained(&self) {
+        let _ = self.io.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
     }
 
     /// An idle connection is still usable: nothing to read (no end of
