@@ -299,17 +299,15 @@ impl Left {
         match *self {
             Left::Done => Ok(Some(Bytes::new())),
             Left::Length(n) => {
-                if buf.is_empty() {
-                    return if eof { Err(H1Error::Closed) } else { Ok(None) };
-                }
-                let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
-                let rest = n - take as u64;
+                let Some((data, rest)) = take(buf, n, eof)? else {
+                    return Ok(None);
+                };
                 *self = if rest == 0 {
                     Left::Done
                 } else {
                     Left::Length(rest)
                 };
-                Ok(Some(buf.split_to(take).freeze()))
+                Ok(Some(data))
             }
             Left::Close => {
                 if buf.is_empty() {
@@ -368,17 +366,15 @@ impl Left {
                 Ok(Some(Bytes::new()))
             }
             Chunk::Data(n) => {
-                if buf.is_empty() {
-                    return if eof { Err(H1Error::Closed) } else { Ok(None) };
-                }
-                let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
-                let rest = n - take as u64;
+                let Some((data, rest)) = take(buf, n, eof)? else {
+                    return Ok(None);
+                };
                 *self = Left::Chunked(ChunkState(if rest == 0 {
                     Chunk::DataEnd
                 } else {
                     Chunk::Data(rest)
                 }));
-                Ok(Some(buf.split_to(take).freeze()))
+                Ok(Some(data))
             }
             Chunk::DataEnd => {
                 if buf.len() < 2 {
@@ -404,6 +400,17 @@ impl Left {
             }
         }
     }
+}
+
+/// Up to `n` body bytes from `buf` and how many are left after them;
+/// `None` if `buf` is empty and more may come, an error if it has ended.
+fn take(buf: &mut BytesMut, n: u64, eof: bool) -> Result<Option<(Bytes, u64)>, H1Error> {
+    if buf.is_empty() {
+        return if eof { Err(H1Error::Closed) } else { Ok(None) };
+    }
+    let len = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+    let rest = n - len as u64;
+    Ok(Some((buf.split_to(len).freeze(), rest)))
 }
 
 /// A connection's socket and read buffer.
