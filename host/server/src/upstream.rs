@@ -170,7 +170,7 @@ impl Client {
         );
         let mut retried = false;
         loop {
-            let (mut raw, reused) = match take_raw(self.id) {
+            let (mut raw, reused) = match take(&IDLE_RAW, self.id) {
                 Some(mut r) => {
                     if !r.conn.idle_usable() {
                         // Closed (or sent something unasked) while idle.
@@ -259,7 +259,7 @@ impl Client {
     ) -> Result<Response<Body>, UpstreamError> {
         let timeout = || UpstreamError::Timeout(self.response_timeout);
         loop {
-            let mut p = match take_idle(self.id) {
+            let mut p = match take(&IDLE, self.id) {
                 Some(p) => p,
                 None => match tokio::time::timeout_at(deadline, self.connect()).await {
                     Ok(p) => p?,
@@ -392,8 +392,13 @@ impl Pooled {
     }
 }
 
-fn take_idle(id: u64) -> Option<Box<Pooled>> {
-    IDLE.try_with(|idle| {
+/// A thread's list of idle connections of one kind: (client id,
+/// connection), newest last.
+type IdleList<T> = std::thread::LocalKey<RefCell<Vec<(u64, Box<T>)>>>;
+
+/// The newest idle connection of client `id` in `list`.
+fn take<T: 'static>(list: &'static IdleList<T>, id: u64) -> Option<Box<T>> {
+    list.try_with(|idle| {
         let mut idle = idle.borrow_mut();
         let at = idle.iter().rposition(|(i, _)| *i == id)?;
         Some(idle.swap_remove(at).1)
@@ -402,34 +407,14 @@ fn take_idle(id: u64) -> Option<Box<Pooled>> {
     .flatten()
 }
 
-fn put_idle(id: u64, p: Box<Pooled>) {
-    let _ = IDLE.try_with(|idle| {
+/// Keep `conn` of client `id` in `list` (the oldest goes when it is full).
+fn put<T: 'static>(list: &'static IdleList<T>, id: u64, conn: Box<T>) {
+    let _ = list.try_with(|idle| {
         let mut idle = idle.borrow_mut();
         if idle.len() >= MAX_IDLE_PER_THREAD {
             idle.remove(0);
         }
-        idle.push((id, p));
-    });
-}
-
-fn take_raw(id: u64) -> Option<Box<Raw>> {
-    IDLE_RAW
-        .try_with(|idle| {
-            let mut idle = idle.borrow_mut();
-            let at = idle.iter().rposition(|(i, _)| *i == id)?;
-            Some(idle.swap_remove(at).1)
-        })
-        .ok()
-        .flatten()
-}
-
-fn put_raw(id: u64, r: Box<Raw>) {
-    let _ = IDLE_RAW.try_with(|idle| {
-        let mut idle = idle.borrow_mut();
-        if idle.len() >= MAX_IDLE_PER_THREAD {
-            idle.remove(0);
-        }
-        idle.push((id, r));
+        idle.push((id, conn));
     });
 }
 
@@ -479,7 +464,7 @@ impl Drop for RawBody {
         }
         if let Some(r) = self.conn.take() {
             if r.conn.buf.is_empty() && !r.conn.eof {
-                put_raw(self.id, r);
+                put(&IDLE_RAW, self.id, r);
             }
         }
     }
@@ -526,7 +511,7 @@ impl Drop for PooledBody {
         // it is closed (dropped) instead.
         if self.inner.is_end_stream() {
             if let Some(p) = self.conn.take() {
-                put_idle(self.id, p);
+                put(&IDLE, self.id, p);
             }
         }
     }
