@@ -229,7 +229,8 @@ impl Client {
         }
     }
 
-    async fn connect_raw(&self, deadline: Instant) -> Result<Box<Raw>, UpstreamError> {
+    /// A new TCP connection to the upstream (`connect_timeout`, no Nagle).
+    async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let addr = (self.host.as_str(), self.port);
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
@@ -243,6 +244,11 @@ impl Client {
                 }
             };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect_raw(&self, deadline: Instant) -> Result<Box<Raw>, UpstreamError> {
+        let stream = self.dial().await?;
         Ok(Box::new(Raw {
             conn: h1::Conn::new(stream),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -318,19 +324,7 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Box<Pooled>, UpstreamError> {
-        let addr = (self.host.as_str(), self.port);
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
-                Err(_) => {
-                    return Err(UpstreamError::Unreachable(format!(
-                        "connect timed out after {:?}",
-                        self.connect_timeout
-                    )))
-                }
-            };
-        let _ = stream.set_nodelay(true);
+        let stream = self.dial().await?;
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
@@ -525,6 +519,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    /// The next request head read from `s` (taken out of `buf`), `None`
+    /// when the connection ends first.
+    async fn next_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head: Vec<u8> = buf.drain(..end).collect();
+        Some(String::from_utf8_lossy(&head).into_owned())
+    }
+
     /// A raw HTTP/1.1 upstream on a free port: answers every request on a
     /// connection with `body` (closing after `per_conn` answers, without
     /// saying so), counting the connections it accepted.
@@ -543,15 +552,9 @@ mod tests {
                     let mut buf = Vec::new();
                     for _ in 0..per_conn {
                         // One request head (no bodies in these tests).
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut chunk = [0u8; 1024];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                        if next_head(&mut s, &mut buf).await.is_none() {
+                            return;
                         }
-                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        buf.drain(..end);
                         let resp = format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
                             body.len()
@@ -669,18 +672,10 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     for a in answers {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut chunk = [0u8; 1024];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        seen.lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&buf[..end]).into_owned());
-                        buf.drain(..end);
+                        let Some(head) = next_head(&mut s, &mut buf).await else {
+                            return;
+                        };
+                        seen.lock().unwrap().push(head);
                         let (a, close) = match a.strip_prefix("CLOSE:") {
                             Some(a) => (a, true),
                             None => (a, false),
