@@ -506,7 +506,7 @@ pub fn poll_body(
     }
 }
 
-/// The size hint of a body with `left` to read and `buffered` bytes.
+/// The size hint of a body with `left` to read.
 pub fn size_hint(left: &Left) -> SizeHint {
     match *left {
         Left::Done => SizeHint::with_exact(0),

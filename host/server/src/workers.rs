@@ -8,7 +8,8 @@
 //! so a few dozen connections often split 36/28 between two workers, and
 //! the busier worker's clients wait longer: under load the tail latency
 //! follows the busiest worker. So a worker that accepts a connection while
-//! another serves fewer hands it over, once, before its first request
+//! another serves at least two fewer hands it over, once, before its first
+//! request
 //! (`Balance`); its requests then stay on that worker. Each worker's
 //! count is on `/metrics` (`portcullis_worker_connections`), with the
 //! hand-overs (`portcullis_connections_handed_over_total`).
@@ -100,18 +101,20 @@ struct Slot {
     worker: usize,
 }
 
-impl Balance {
-    fn open(&self) -> &[AtomicU64] {
-        self.metrics.worker_connections.get().map_or(&[], |b| b)
-    }
+/// Each worker's count of the connections it serves (empty before the
+/// workers start).
+fn open(metrics: &ServerMetrics) -> &[AtomicU64] {
+    metrics.worker_connections.get().map_or(&[], |b| b)
+}
 
+impl Balance {
     /// The worker to serve a connection worker `me` accepted, counted
     /// against it from now on: `me`, unless another serves at least two
     /// fewer (then the one serving fewest). The margin of one keeps
     /// short-lived connections, whose counts flicker, from moving back
     /// and forth while it leaves any two workers at most two apart.
     fn place(&self, me: usize) -> Slot {
-        let open = self.open();
+        let open = open(&self.metrics);
         let to = pick(open, me);
         if let Some(n) = open.get(to) {
             n.fetch_add(1, Relaxed);
@@ -144,12 +147,7 @@ fn pick(open: &[AtomicU64], me: usize) -> usize {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(n) = self
-            .metrics
-            .worker_connections
-            .get()
-            .and_then(|o| o.get(self.worker))
-        {
+        if let Some(n) = open(&self.metrics).get(self.worker) {
             n.fetch_sub(1, Relaxed);
         }
     }
@@ -268,8 +266,8 @@ fn worker(
     });
 }
 
-/// Accept until told to stop; each connection is a task of the runtime
-/// of the worker serving fewest connections (this one on a tie).
+/// Accept until told to stop; each connection is a task of this runtime,
+/// or of the one it is handed to ([`Balance::place`]).
 async fn accept_loop(
     me: usize,
     listener: TcpListener,
@@ -401,7 +399,7 @@ mod tests {
         };
         // Every connection lands on worker 0's socket (the worst hash).
         let slots: Vec<Slot> = (0..64).map(|_| b.place(0)).collect();
-        let now = |w: usize| b.open()[w].load(Relaxed);
+        let now = |w: usize| open(&b.metrics)[w].load(Relaxed);
         assert!(now(0).abs_diff(now(1)) <= 2, "{} / {}", now(0), now(1));
         assert_eq!(now(0) + now(1), 64);
         drop(slots);
