@@ -28,6 +28,8 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
+use crate::forwarding::{self, Forwarding};
+
 /// Headers a response head may have.
 const MAX_HEADERS: usize = 100;
 /// Bytes a response head may take.
@@ -57,22 +59,35 @@ pub enum H1Error {
 }
 
 /// Append the request head for `method path` with `headers` (no body) to
-/// `out`. `Content-Length` and `Transfer-Encoding` from `headers` are not
-/// written (the request has no body); methods that usually carry one get
-/// `content-length: 0`.
-pub fn write_head(out: &mut Vec<u8>, method: &Method, path: &str, headers: &HeaderMap) {
+/// `out`, edited by `edit` (headers it does not keep left out, the ones it
+/// sets added). `Content-Length` and `Transfer-Encoding` from `headers`
+/// are not written (the request has no body); methods that usually carry
+/// one get `content-length: 0`.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    edit: Option<&Forwarding>,
+) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || edit.is_some_and(|e| !e.keeps(name))
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(edit) = edit {
+        edit.write_added(out);
     }
     if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         out.extend_from_slice(b"content-length: 0\r\n");
@@ -169,6 +184,7 @@ fn head_of(
     let mut chunked = false;
     let mut coded = false;
     let mut close = !version_1_1;
+    let mut connection: Vec<HeaderValue> = Vec::new();
     for &[n0, n1, v0, v1] in at {
         let span = |a: u16, b: u16| usize::from(a)..usize::from(b);
         let raw_name = head.get(span(n0, n1)).ok_or(H1Error::Head("bad header"))?;
@@ -178,21 +194,26 @@ fn head_of(
         let value = HeaderValue::from_maybe_shared(head.slice(span(v0, v1)))
             .map_err(|_| H1Error::Head("bad header value"))?;
         if name == header::CONTENT_LENGTH {
-            for part in raw_value.split(|&b| b == b',') {
-                let n = parse_length(part).ok_or(H1Error::Framing("bad Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(H1Error::Framing("Content-Length values disagree"));
-                }
-                length = Some(n);
-            }
+            length = Some(content_length(raw_value, length)?);
         } else if name == header::TRANSFER_ENCODING {
             coded = true;
             // Only the last coding counts; a later header line adds to it.
             chunked = last_token_is(raw_value, b"chunked");
-        } else if name == header::CONNECTION && has_token(raw_value, b"close") {
-            close = true;
+        } else if name == header::CONNECTION {
+            close |= has_token(raw_value, b"close");
+            // Rare: it names headers of its own, dropped below.
+            if names_headers(raw_value) {
+                connection.push(value);
+                continue;
+            }
         }
-        headers.append(name, value);
+        // Hop-by-hop headers stop here (`forwarding.rs`).
+        if !forwarding::is_hop_by_hop(&name) {
+            headers.append(name, value);
+        }
+    }
+    for named in forwarding::connection_named(connection.iter()) {
+        headers.remove(named);
     }
     let bodiless = *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -228,6 +249,19 @@ fn head_of(
     })
 }
 
+/// The length a `Content-Length` line `v` gives, after the lines before it
+/// gave `before`: every comma-separated value must agree.
+fn content_length(v: &[u8], mut before: Option<u64>) -> Result<u64, H1Error> {
+    for part in v.split(|&b| b == b',') {
+        let n = parse_length(part).ok_or(H1Error::Framing("bad Content-Length"))?;
+        if before.is_some_and(|l| l != n) {
+            return Err(H1Error::Framing("Content-Length values disagree"));
+        }
+        before = Some(n);
+    }
+    before.ok_or(H1Error::Framing("bad Content-Length"))
+}
+
 /// A `Content-Length` value: ASCII digits only (no sign, no spaces inside).
 fn parse_length(v: &[u8]) -> Option<u64> {
     let v = v.trim_ascii();
@@ -240,6 +274,14 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         } else {
             None
         }
+    })
+}
+
+/// Whether a `Connection` value lists anything but `keep-alive` and
+/// `close`: the names of headers that are hop-by-hop on this connection.
+fn names_headers(v: &[u8]) -> bool {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|t| {
+        !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close")
     })
 }
 
@@ -619,6 +661,30 @@ mod tests {
         assert!(!reusable("HTTP/1.1 200 OK\r\n\r\n"));
     }
 
+    /// What `crate::forwarding` drops from a response is never put in
+    /// its map: the listed hop-by-hop headers and, whichever line comes
+    /// first, those its `Connection` names; the framing still reads them.
+    #[test]
+    fn responses_lose_hop_by_hop_headers() {
+        let raw = "HTTP/1.1 200 OK\r\nx-secret: 1\r\nkeep-alive: timeout=5\r\n\
+                   connection: keep-alive, X-Secret\r\nconnection: close\r\n\
+                   transfer-encoding: chunked\r\nupgrade: h2c\r\nproxy-authenticate: x\r\n\
+                   x-kept: yes\r\n\r\n";
+        let h = head(raw, Method::GET).unwrap().unwrap();
+        let names: Vec<&str> = h.response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.reusable, "connection: close on its second line");
+        let h = head(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.response.headers().len(), 1);
+        assert!(h.reusable);
+    }
+
     #[test]
     fn partial_heads_wait_and_garbage_or_huge_heads_are_refused() {
         assert!(head("HTTP/1.1 200 OK\r\ncontent-le", Method::GET)
@@ -701,13 +767,22 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        write_head(&mut out, &Method::GET, "/p?q=1", &h);
+        write_head(&mut out, &Method::GET, "/p?q=1", &h, None);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /p?q=1 HTTP/1.1\r\nhost: up\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
         );
+        let edit = Forwarding::new(&h, "10.0.0.1".parse().unwrap(), false);
         let mut out = Vec::new();
-        write_head(&mut out, &Method::POST, "/", &HeaderMap::new());
+        write_head(&mut out, &Method::GET, "/", &h, Some(&edit));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: up\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: up\r\n\
+             x-forwarded-for: 10.0.0.1\r\nforwarded: for=10.0.0.1;proto=http\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        write_head(&mut out, &Method::POST, "/", &HeaderMap::new(), None);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"

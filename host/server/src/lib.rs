@@ -23,6 +23,7 @@ pub mod demo;
 pub mod exporter;
 pub mod firewall;
 pub mod forward_auth;
+mod forwarding;
 mod h1;
 pub mod jail_series;
 pub mod jails;

@@ -48,6 +48,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::forwarding::{strip_hop_by_hop, Forwarding};
 use crate::h1::{self, H1Error};
 
 /// Idle upstream connections kept per worker thread (all clients).
@@ -137,8 +138,20 @@ impl Client {
     }
 
     /// Send `req` (its URI's path and query; `Host` set to the upstream's
-    /// if it has none) and return the response head, its body streaming.
+    /// if it has none) and return the response head without its
+    /// hop-by-hop headers, its body streaming.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        self.forward(req, None).await
+    }
+
+    /// [`send`](Self::send) with the proxy's header edit: applied to the
+    /// map for hyper (a request with a body), or made while the request
+    /// head is written (`h1`).
+    pub(crate) async fn forward(
+        &self,
+        req: Request<Body>,
+        edit: Option<&Forwarding>,
+    ) -> Result<Response<Body>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         if parts.uri.scheme().is_some() {
             let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -149,10 +162,15 @@ impl Client {
         }
         let deadline = Instant::now() + self.response_timeout;
         if body.is_end_stream() {
-            return self.exchange_raw(&parts, deadline).await;
+            return self.exchange_raw(&parts, edit, deadline).await;
+        }
+        if let Some(edit) = edit {
+            edit.apply(&mut parts.headers);
         }
         let req = Request::from_parts(parts, body);
-        self.exchange(req, deadline).await
+        let mut resp = self.exchange(req, deadline).await?;
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
     }
 
     /// A request without a body over the own HTTP/1.1 path: on a reused
@@ -160,6 +178,7 @@ impl Client {
     async fn exchange_raw(
         &self,
         parts: &http::request::Parts,
+        edit: Option<&Forwarding>,
         deadline: Instant,
     ) -> Result<Response<Body>, UpstreamError> {
         let timeout = || UpstreamError::Timeout(self.response_timeout);
@@ -190,7 +209,7 @@ impl Client {
                 head,
             } = &mut *raw;
             head.clear();
-            h1::write_head(head, &parts.method, path, &parts.headers);
+            h1::write_head(head, &parts.method, path, &parts.headers, edit);
             let written = tokio::select! {
                 biased;
                 w = conn.io.write_all(head) => w,
