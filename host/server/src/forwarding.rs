@@ -209,9 +209,9 @@ pub struct Forwarding {
     named: Vec<HeaderName>,
     /// A trusted proxy's `X-Forwarded-Proto` stays (else it is `http`).
     keep_proto: bool,
-    /// The `X-Forwarded-Host` to set (the request's `Host`), unless a
-    /// trusted proxy sent one.
-    host: Option<HeaderValue>,
+    /// `X-Forwarded-Host` is set to the request's `Host`, unless a trusted
+    /// proxy sent one.
+    set_host: bool,
     /// `X-Forwarded-For` and `Forwarded`.
     texts: Option<(Text, Text)>,
 }
@@ -219,29 +219,34 @@ pub struct Forwarding {
 impl Forwarding {
     /// The edit for a request with `headers` from client `ip` (`trusted`:
     /// the peer is a trusted proxy).
+    ///
+    /// One pass over the headers (a request has a handful) rather than a
+    /// hashed lookup per name; nothing is cloned.
     pub fn new(headers: &HeaderMap, ip: IpAddr, trusted: bool) -> Forwarding {
-        let named = if headers.contains_key(header::CONNECTION) {
+        let (mut connection, mut proto, mut fwd_host) = (false, None, false);
+        for (k, v) in headers {
+            if k == header::CONNECTION {
+                connection = true;
+            } else if *k == X_FORWARDED_PROTO {
+                proto = proto.or(Some(v.as_bytes() == b"https"));
+            } else if *k == X_FORWARDED_HOST {
+                fwd_host = true;
+            }
+        }
+        let named = if connection {
             connection_named(headers.get_all(header::CONNECTION).iter())
         } else {
             Vec::new()
         };
-        let given = |n: &HeaderName| trusted && !named.contains(n) && headers.contains_key(n);
-        let keep_proto = given(&X_FORWARDED_PROTO);
-        let https = keep_proto
-            && headers
-                .get(X_FORWARDED_PROTO)
-                .is_some_and(|v| v.as_bytes() == b"https");
-        let host = if given(&X_FORWARDED_HOST) {
-            None
-        } else {
-            headers.get(header::HOST).cloned()
-        };
+        let given = |present: bool, n: &HeaderName| trusted && present && !named.contains(n);
+        let keep_proto = given(proto.is_some(), &X_FORWARDED_PROTO);
+        let set_host = !given(fwd_host, &X_FORWARDED_HOST);
         Forwarding {
             untrusted: !trusted,
             named,
             keep_proto,
-            host,
-            texts: forwarding_texts(ip, https),
+            set_host,
+            texts: forwarding_texts(ip, keep_proto && proto == Some(true)),
         }
     }
 
@@ -253,19 +258,20 @@ impl Forwarding {
         if *name == X_FORWARDED_PROTO {
             return self.keep_proto;
         }
-        if *name == X_FORWARDED_HOST && self.host.is_some() {
+        if *name == X_FORWARDED_HOST && self.set_host {
             return false;
         }
         let client_sent = self.untrusted && is_client_sent(name.as_str());
         !client_sent && !self.named.contains(name)
     }
 
-    /// The headers it sets, `name: value\r\n` each, appended to `out`.
-    pub fn write_added(&self, out: &mut Vec<u8>) {
+    /// The headers it sets, `name: value\r\n` each, appended to `out`;
+    /// `host` is the request's `Host` (the writer passed it on its way).
+    pub fn write_added(&self, host: Option<&HeaderValue>, out: &mut Vec<u8>) {
         if !self.keep_proto {
             out.extend_from_slice(b"x-forwarded-proto: http\r\n");
         }
-        if let Some(host) = &self.host {
+        if let Some(host) = host.filter(|_| self.set_host) {
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(host.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -285,8 +291,10 @@ impl Forwarding {
         if !self.keep_proto {
             h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         }
-        if let Some(host) = &self.host {
-            h.insert(X_FORWARDED_HOST, host.clone());
+        if self.set_host {
+            if let Some(host) = h.get(header::HOST).cloned() {
+                h.insert(X_FORWARDED_HOST, host);
+            }
         }
         if let Some((xff, fwd)) = &self.texts {
             if let (Some(xff), Some(fwd)) = (xff.value(), fwd.value()) {
@@ -424,7 +432,7 @@ mod tests {
                 out.extend_from_slice(b"\r\n");
             }
         }
-        f.write_added(&mut out);
+        f.write_added(h.get(header::HOST), &mut out);
         let mut pairs: Vec<(String, Vec<u8>)> = out
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())

@@ -74,7 +74,11 @@ pub fn write_head(
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host = None;
     for (name, value) in headers {
+        if name == header::HOST {
+            host = host.or(Some(value));
+        }
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || edit.is_some_and(|e| !e.keeps(name))
@@ -87,7 +91,7 @@ pub fn write_head(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(edit) = edit {
-        edit.write_added(out);
+        edit.write_added(host, out);
     }
     if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         out.extend_from_slice(b"content-length: 0\r\n");
