@@ -194,16 +194,20 @@ open_run() {
 }
 
 echo "# $(nproc) cores, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# wrk -t2 -c$CONNS -d${SECS}s (after a ${WARM}s warm-up), $ROUNDS interleaved rounds"
+echo "# wrk -t2 -c$CONNS -d${SECS}s (after a ${WARM}s warm-up), $ROUNDS interleaved rounds (proxy part: order rotated each round)"
 echo "# columns: name rps p99_ms non2xx requests cpu_ticks_per_process (HZ=$HZ)"
 for r in $(seq "$ROUNDS"); do
   for sec in $SECTIONS; do
     case $sec in
       proxy)
-        run nginx "http://127.0.0.1:$NG/" nginx upstream
-        run proxy "http://127.0.0.1:$PC/" proxy upstream
-        for e in ${EXTRA:-}; do
-          run "${e%%=*}" "http://127.0.0.1:${EXTRA_PORT[${e%%=*}]}/" "${e%%=*}" upstream
+        # Each round starts one server later (nginx first, then the
+        # proxy first, ...): no server always runs right after the same
+        # one, so a drift of the VM's speed within a round favours none.
+        order=("nginx $NG" "proxy $PC")
+        for e in ${EXTRA:-}; do order+=("${e%%=*} ${EXTRA_PORT[${e%%=*}]}"); done
+        for i in $(seq 0 $((${#order[@]} - 1))); do
+          read -r n port <<<"${order[$(((i + r - 1) % ${#order[@]}))]}"
+          run "$n" "http://127.0.0.1:$port/" "$n" upstream
         done
         ;;
       demo)
