@@ -114,7 +114,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// Text built on the stack for a header value (an address is at most 45
 /// bytes, `Forwarded` about 70): no intermediate `String`.
-#[derive(Clone, Copy)]
 struct Text {
     buf: [u8; 96],
     len: usize,
@@ -168,10 +167,6 @@ impl Text {
             }
         }
     }
-
-    fn value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_bytes(self.bytes()).ok()
-    }
 }
 
 impl std::fmt::Write for Text {
@@ -180,21 +175,38 @@ impl std::fmt::Write for Text {
     }
 }
 
-/// `X-Forwarded-For: ip` and `Forwarded: for=...;proto=...` (RFC 7239
-/// section 6: an IPv6 address is quoted and bracketed).
-fn forwarding_texts(ip: IpAddr, https: bool) -> Option<(Text, Text)> {
-    let mut addr = Text::new();
-    addr.ip(ip)?;
-    let mut fwd = Text::new();
-    let (open, close): (&[u8], &[u8]) = match ip {
-        IpAddr::V4(_) => (b"for=", b";proto="),
-        IpAddr::V6(_) => (b"for=\"[", b"]\";proto="),
-    };
-    fwd.push(open)?;
-    fwd.push(addr.bytes())?;
-    fwd.push(close)?;
-    fwd.push(if https { b"https" } else { b"http" })?;
-    Some((addr, fwd))
+/// `Forwarded: for=...;proto=...` (RFC 7239 section 6: an IPv6 address
+/// is quoted and bracketed), the address inside it being the
+/// `X-Forwarded-For` value: one text, not two.
+struct Values {
+    forwarded: Text,
+    /// Where the address is in `forwarded`.
+    addr: std::ops::Range<usize>,
+}
+
+impl Values {
+    fn of(ip: IpAddr, https: bool) -> Option<Values> {
+        let mut t = Text::new();
+        let (open, close): (&[u8], &[u8]) = match ip {
+            IpAddr::V4(_) => (b"for=", b";proto="),
+            IpAddr::V6(_) => (b"for=\"[", b"]\";proto="),
+        };
+        t.push(open)?;
+        let start = t.len;
+        t.ip(ip)?;
+        let addr = start..t.len;
+        t.push(close)?;
+        t.push(if https { b"https" } else { b"http" })?;
+        Some(Values { forwarded: t, addr })
+    }
+
+    fn forwarded(&self) -> &[u8] {
+        self.forwarded.bytes()
+    }
+
+    fn x_forwarded_for(&self) -> &[u8] {
+        self.forwarded.bytes().get(self.addr.clone()).unwrap_or(&[])
+    }
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -213,7 +225,7 @@ pub struct Forwarding {
     /// proxy sent one.
     set_host: bool,
     /// `X-Forwarded-For` and `Forwarded`.
-    texts: Option<(Text, Text)>,
+    values: Option<Values>,
 }
 
 impl Forwarding {
@@ -246,7 +258,7 @@ impl Forwarding {
             named,
             keep_proto,
             set_host,
-            texts: forwarding_texts(ip, keep_proto && proto == Some(true)),
+            values: Values::of(ip, keep_proto && proto == Some(true)),
         }
     }
 
@@ -276,11 +288,11 @@ impl Forwarding {
             out.extend_from_slice(host.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        if let Some((xff, fwd)) = &self.texts {
+        if let Some(v) = &self.values {
             out.extend_from_slice(b"x-forwarded-for: ");
-            out.extend_from_slice(xff.bytes());
+            out.extend_from_slice(v.x_forwarded_for());
             out.extend_from_slice(b"\r\nforwarded: ");
-            out.extend_from_slice(fwd.bytes());
+            out.extend_from_slice(v.forwarded());
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -296,8 +308,9 @@ impl Forwarding {
                 h.insert(X_FORWARDED_HOST, host);
             }
         }
-        if let Some((xff, fwd)) = &self.texts {
-            if let (Some(xff), Some(fwd)) = (xff.value(), fwd.value()) {
+        if let Some(v) = &self.values {
+            let value = |b: &[u8]| HeaderValue::from_bytes(b).ok();
+            if let (Some(xff), Some(fwd)) = (value(v.x_forwarded_for()), value(v.forwarded())) {
                 h.insert(X_FORWARDED_FOR, xff);
                 h.insert(header::FORWARDED, fwd);
             }
@@ -336,13 +349,14 @@ mod tests {
         ips.push("::ffff:1.2.3.4".parse().unwrap());
         ips.push("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap());
         for ip in ips {
-            let (xff, fwd) = forwarding_texts(ip, true).unwrap();
-            assert_eq!(xff.bytes(), ip.to_string().as_bytes());
+            let v = Values::of(ip, true).unwrap();
+            let (xff, fwd) = (v.x_forwarded_for(), v.forwarded());
+            assert_eq!(xff, ip.to_string().as_bytes());
             let want = match ip {
                 IpAddr::V4(_) => format!("for={ip};proto=https"),
                 IpAddr::V6(_) => format!("for=\"[{ip}]\";proto=https"),
             };
-            assert_eq!(fwd.bytes(), want.as_bytes());
+            assert_eq!(fwd, want.as_bytes());
         }
     }
 
