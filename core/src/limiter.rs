@@ -435,6 +435,10 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// [`check_request`](Self::check_request) with the random part of a
     /// block's jitter chosen by the caller (`blocks.block_jitter`): a block
     /// this request starts lasts `jitter.extra(block_jitter)` longer.
+    // Inlined into its callers (the host's request path, `check_request`)
+    // with the store's upsert: one frame per decision instead of four
+    // (issue 24: about 60 instructions of calls, spills and copies).
+    #[inline(always)]
     pub fn check_request_with(&mut self, ip: IpAddr, now: Instant, jitter: Jitter) -> Decision {
         let now = self.clock(now);
         if let Some(d) = self.listed(ip) {
@@ -784,6 +788,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
 /// The entry for `key` in `store`, created (making room by the store's
 /// eviction rule if full: a dead entry first, never a pinned one) and
 /// touched; counts evictions by kind and refusals in `stats`.
+// Inlined (with the store's `upsert`) into `check_request_with`.
+#[inline(always)]
 fn upsert_in<'a, S: Store<W>, const W: usize>(
     store: &'a mut S,
     stats: &mut Stats,
