@@ -398,13 +398,17 @@ impl Limiter {
             let _ = shard.take_changed();
         }
         let decision = f(&mut shard);
-        let changes = if !shard.has_changes() {
-            Vec::new()
-        } else {
-            let changed = shard.take_changed();
-            changes_of(&shard, &changed, now.wall())
-        };
-        Outcome { decision, changes }
+        if !shard.has_changes() {
+            return Outcome {
+                decision,
+                changes: Vec::new(),
+            };
+        }
+        let changed = shard.take_changed();
+        Outcome {
+            decision,
+            changes: changes_of(&shard, &changed, now.wall()),
+        }
     }
 
     /// Rules 1–4 and 9 for a request from `ip` at `now`.
