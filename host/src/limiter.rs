@@ -385,12 +385,12 @@ impl Limiter {
     /// ban, block or lock it changed.
     fn on_addr<T>(&self, ip: IpAddr, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
         let addr = self.addr_of(ip);
-        self.on(self.index_for_key(&Key::request(addr)), now, f)
+        Self::on(self.shard_for_addr(addr), now, f)
     }
 
-    /// [`on_addr`](Self::on_addr) for shard `i`.
-    fn on<T>(&self, i: usize, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
-        let mut shard = self.shards[i].write();
+    /// [`on_addr`](Self::on_addr) for the shard in `slot`.
+    fn on<T>(slot: &ShardSlot, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
+        let mut shard = slot.write();
         // Whatever an earlier call left undrained is not this call's. The
         // set is read in place and drained only when it holds something:
         // most calls change no ban, block or lock, and copy nothing.
@@ -431,28 +431,28 @@ impl Limiter {
         let at = now.into();
         let addr = self.addr_of(ip);
         let (i, mark) = self.route_addr(addr);
+        // Indexed once: the slow path and the exclusive lock take the slot.
+        let slot = &self.shards[i];
         if self.manual.is_empty() {
-            if let Some(decision) = self.held_denial(i, mark, addr, at.mono()) {
+            if let Some(decision) = Self::held_denial(slot, mark, addr, at.mono()) {
                 return Outcome {
                     decision,
                     changes: Vec::new(),
                 };
             }
         }
-        self.check_request_slow(ip, at, addr, i, mark)
+        self.check_request_slow(ip, at, addr, slot, mark)
     }
 
-    /// The denial shard `i` holds for `addr` (marked `mark`) at `now`, if
-    /// it holds then: a relaxed load for any other address.
+    /// The denial the shard in `slot` holds for `addr` (marked `mark`) at
+    /// `now`, if it holds then: a relaxed load for any other address.
     #[inline]
     fn held_denial(
-        &self,
-        i: usize,
+        slot: &ShardSlot,
         mark: u64,
         addr: Addr,
         now: portcullis_core::Instant,
     ) -> Option<Decision> {
-        let slot = self.shards.get(i)?;
         if slot.denied.load(Ordering::Relaxed) != mark {
             return None;
         }
@@ -467,7 +467,7 @@ impl Limiter {
         ip: IpAddr,
         at: Now,
         addr: Addr,
-        i: usize,
+        slot: &ShardSlot,
         mark: u64,
     ) -> Outcome<Decision> {
         if let Some(decision) = self.manual_denial(ip, at) {
@@ -477,7 +477,6 @@ impl Limiter {
             };
         }
         let now = at.mono();
-        let slot = &self.shards[i];
         if slot.denied.load(Ordering::Relaxed) == mark {
             let held = slot.held.get(addr).and_then(|h| h.decision_at(now));
             let decision = held.or_else(|| {
@@ -499,7 +498,7 @@ impl Limiter {
         } else {
             portcullis_core::Jitter::NONE
         };
-        let out = self.on(i, at, |s| s.check_request_with(ip, now, jitter));
+        let out = Self::on(slot, at, |s| s.check_request_with(ip, now, jitter));
         if !out.decision.is_allowed() && slot.denied.load(Ordering::Relaxed) != mark {
             slot.denied.store(mark, Ordering::Relaxed);
         }
