@@ -869,9 +869,9 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         self.shrink();
     }
 
-    /// Inline into the caller: an inline log whose oldest event is still
-    /// in the window (or an empty one) has nothing to drop or give back;
-    /// anything else goes to [`prune_slow`](Self::prune_slow).
+    // Inline into the caller: an inline log whose oldest event is still
+    // in the window (or an empty one) has nothing to drop or give back;
+    // anything else goes to `prune_slow`.
     #[inline]
     fn prune(&mut self, now: Tick, window: u64) {
         if let Repr::Inline { base, len, .. } = &self.repr {
@@ -889,10 +889,9 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         self.shrink();
     }
 
-    /// Inline into the caller: an event joining an inline log with room
-    /// (not full at `W`, under [`INLINE`] events, within an offset of the
-    /// oldest) is one store; anything else goes to
-    /// [`push_slow`](Self::push_slow).
+    // Inline into the caller: an event joining an inline log with room
+    // (not full at `W`, under `INLINE` events, within an offset of the
+    // oldest) is one store; anything else goes to `push_slow`.
     #[inline]
     fn push(&mut self, t: Tick) {
         if let Repr::Inline { base, off, len } = &mut self.repr {
