@@ -470,7 +470,7 @@ impl Limiter {
         slot: &ShardSlot,
         mark: u64,
     ) -> Outcome<Decision> {
-        if let Some(decision) = self.manual_denial(ip, at) {
+        if let Some(decision) = self.manual_denial_by_ref(&ip, &at) {
             return Outcome {
                 decision,
                 changes: Vec::new(),
@@ -531,6 +531,24 @@ impl Limiter {
             return None;
         }
         self.manual.check(ip, at.unix_ms())
+    }
+
+    /// [`manual_denial`](Self::manual_denial) for the request path: the
+    /// check inline, the lookup out of line and by reference, so the
+    /// caller's address is not copied for a lookup that an empty set of
+    /// manual decisions never makes.
+    #[inline]
+    fn manual_denial_by_ref(&self, ip: &IpAddr, at: &Now) -> Option<Decision> {
+        if self.manual.is_empty() {
+            return None;
+        }
+        self.manual_lookup(ip, at)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn manual_lookup(&self, ip: &IpAddr, at: &Now) -> Option<Decision> {
+        self.manual.check(*ip, at.unix_ms())
     }
 
     /// Record a failed login: the account throttle in the username's shard,
