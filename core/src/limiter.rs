@@ -415,13 +415,13 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         core::mem::take(&mut self.evicted)
     }
 
-    fn listed(&self, ip: IpAddr) -> Option<Decision> {
+    fn listed(&self, ip: &IpAddr) -> Option<Decision> {
         if !self.head.rules.lists(&self.config) {
             return None;
         }
         self.config
             .lists
-            .lookup(ip)
+            .lookup(*ip)
             .decision(self.config.requests.max_requests)
     }
 
@@ -441,10 +441,13 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     #[inline(always)]
     pub fn check_request_with(&mut self, ip: IpAddr, now: Instant, jitter: Jitter) -> Decision {
         let now = self.clock(now);
-        if let Some(d) = self.listed(ip) {
+        if let Some(d) = self.listed(&ip) {
             return d;
         }
-        let key = Key::request(self.addr(ip));
+        let key = Key::request(Addr::from_ip_ref(
+            &ip,
+            self.head.rules.ipv6_prefix(&self.config),
+        ));
         let Limiter {
             config,
             head: Head { store, rules, .. },
@@ -514,7 +517,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// depends on: its window holds no fewer events and its last violation
     /// is no older).
     pub fn check_request_if_unchanged(&self, ip: IpAddr, now: Instant) -> Option<Decision> {
-        if let Some(d @ Decision::Allow { .. }) = self.listed(ip) {
+        if let Some(d @ Decision::Allow { .. }) = self.listed(&ip) {
             return Some(d);
         }
         self.standing_denial(ip, now)?.decision_at(now)
@@ -573,7 +576,7 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
     /// What [`check_request`](Self::check_request) would answer, consuming
     /// nothing: `remaining` is the quota left *before* a request.
     pub fn peek_request(&self, ip: IpAddr, now: Instant) -> Decision {
-        if let Some(d) = self.listed(ip) {
+        if let Some(d) = self.listed(&ip) {
             return d;
         }
         let now = self.peek_clock(now);
