@@ -804,7 +804,8 @@ fn upsert_in<'a, S: Store<W>, const W: usize>(
     // The windows are read only if the store has to evict: a lookup that
     // finds its key or room touches no more of the configuration.
     let mut sweep = None;
-    let classify = &mut |k: &Key, e: S::Ref<'_>| {
+    // Its state moved in: built with three stores, not three pointers.
+    let classify = &mut move |k: &Key, e: S::Ref<'_>| {
         sweep
             .get_or_insert_with(|| Sweep::new(config, now))
             .class(k, &e)
