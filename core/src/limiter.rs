@@ -861,11 +861,25 @@ fn standing(e: &impl EntryRef, now: Tick) -> Option<(Reason, Option<Tick>)> {
 }
 
 /// [`standing`] as the decision it gives at `now`.
+///
+/// Written out rather than through [`standing`]: a key without a cold
+/// part is one test, not an answer built through the stack.
+#[inline]
 fn standing_denial(e: &impl EntryRef, now: Tick) -> Option<Decision> {
-    standing(e, now).map(|(reason, deadline)| Decision::Deny {
-        reason,
-        retry_after: deadline.map_or(Duration::MAX, |u| until(now, u)),
-    })
+    let c = e.cold_held()?;
+    if c.banned() {
+        return Some(Decision::Deny {
+            reason: Reason::Banned,
+            retry_after: Duration::MAX,
+        });
+    }
+    match c.block_until().get() {
+        Some(u) if running(u, now) => Some(Decision::Deny {
+            reason: Reason::Blocked,
+            retry_after: until(now, u),
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
