@@ -141,6 +141,22 @@ impl Addr {
         }
     }
 
+    /// [`from_ip`](Self::from_ip) by reference, the IPv6 branch out of
+    /// line: inlined into a caller that holds the address in memory, the
+    /// IPv4 path reads only its four bytes.
+    #[inline]
+    pub(crate) fn from_ip_ref(ip: &IpAddr, v6_prefix: u8) -> Addr {
+        match ip {
+            IpAddr::V4(v4) => Addr::mapped(*v4),
+            IpAddr::V6(v6) => Addr::from_v6(v6, v6_prefix),
+        }
+    }
+
+    #[inline(never)]
+    fn from_v6(v6: &Ipv6Addr, v6_prefix: u8) -> Addr {
+        Addr::from_ip(IpAddr::V6(*v6), v6_prefix)
+    }
+
     /// `::ffff:a.b.c.d` (as one 128-bit word: the byte-wise
     /// `to_ipv6_mapped` costs four times the instructions on the hot path).
     #[inline]

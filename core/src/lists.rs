@@ -193,11 +193,14 @@ impl Lists {
         if self.deny.is_empty() && self.allow.is_empty() {
             return Listed::Neither;
         }
-        self.search(ip)
+        self.search(&ip)
     }
 
+    // By reference: the caller's address is not copied for a call that
+    // empty lists never make.
     #[inline(never)]
-    fn search(&self, ip: IpAddr) -> Listed {
+    fn search(&self, ip: &IpAddr) -> Listed {
+        let ip = *ip;
         if self.deny.iter().any(|c| c.contains(ip)) {
             Listed::Deny
         } else if self.allow.iter().any(|c| c.contains(ip)) {

@@ -244,7 +244,7 @@ impl<const W: usize> MapStore<W> {
         n.saturating_mul(8) <= size.saturating_mul(7) && n < size
     }
 
-    #[inline]
+    #[inline(always)]
     fn probe(&self, key: &Key) -> Probe {
         let (shape, word) = compact(key);
         if shape.form() == Form::Full {
@@ -302,36 +302,43 @@ impl<const W: usize> MapStore<W> {
 
     /// The slot holding `p`'s key (`Ok`), or the empty slot ending its
     /// probe (`Err`; `None` for an empty table).
-    #[inline]
+    ///
+    /// The probe runs from the home slot to the end of the table, then
+    /// from the start back to the home slot: two plain slice walks, so a
+    /// step is a load and two compares (no wrap-around or bounds test).
+    #[inline(always)]
     fn find(&self, p: &Probe, key: &Key) -> Result<usize, Option<usize>> {
         let (metas, slots) = (self.metas.as_slice(), self.slots.as_slice());
-        let n = metas.len();
+        let home = Self::home(p.hash, metas.len());
+        let Some((before, from)) = metas.split_at_checked(home) else {
+            return Err(None);
+        };
         let want = p.meta();
-        let mut i = Self::home(p.hash, n);
-        // Never full (at most 7/8), so an empty slot ends every probe; the
-        // bound only keeps a broken invariant from looping forever.
-        for _ in 0..n {
-            let Some(&m) = metas.get(i) else {
-                return Err(None);
-            };
-            if m == 0 {
-                return Err(Some(i));
-            }
-            if m & !REFERENCED == want {
-                if let Some(s) = slots.get(i) {
-                    if s.word == p.word
-                        && (p.shape.form() != Form::Full || s.entry.cold.full_key() == Some(key))
-                    {
-                        return Ok(i);
+        // Never full (at most 7/8), so an empty slot ends every probe;
+        // each slot is visited at most once, so a broken invariant ends
+        // the probe after one turn.
+        let scan = |start: usize, part: &[u16]| {
+            for (j, &m) in part.iter().enumerate() {
+                let i = start.wrapping_add(j);
+                if m == 0 {
+                    return Some(Err(Some(i)));
+                }
+                if m & !REFERENCED == want {
+                    if let Some(s) = slots.get(i) {
+                        if s.word == p.word
+                            && (p.shape.form() != Form::Full
+                                || s.entry.cold.full_key() == Some(key))
+                        {
+                            return Some(Ok(i));
+                        }
                     }
                 }
             }
-            i = i.wrapping_add(1);
-            if i == n {
-                i = 0;
-            }
-        }
-        Err(None)
+            None
+        };
+        scan(home, from)
+            .or_else(|| scan(0, before))
+            .unwrap_or(Err(None))
     }
 
     fn locate(&self, key: &Key) -> Option<usize> {
@@ -569,6 +576,9 @@ impl<const W: usize> Store<W> for MapStore<W> {
         self.slots.get_mut(i).map(|s| &mut s.entry)
     }
 
+    // Inlined into `check_request_with` (through `upsert_in`): the probe,
+    // hash and find in the decision's own frame.
+    #[inline(always)]
     fn upsert(
         &mut self,
         key: Key,

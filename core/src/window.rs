@@ -558,6 +558,7 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn cap(&self) -> usize {
         match &self.buf {
             RingBuf::Narrow(b) => b.len(),
@@ -567,6 +568,7 @@ impl Ring {
 
     /// Slot of the `i`-th event (`i` at most the ring's size; `head` is
     /// below it, so one subtraction wraps: no division).
+    #[inline]
     fn pos(&self, i: usize) -> Option<usize> {
         let cap = self.cap();
         let j = usize::from(self.head).wrapping_add(i);
@@ -577,6 +579,7 @@ impl Ring {
         (k < cap).then_some(k)
     }
 
+    #[inline]
     fn get(&self, i: usize) -> Option<Tick> {
         if i >= usize::from(self.len) {
             return None;
@@ -598,6 +601,7 @@ impl Ring {
 
     /// Append `t` (not before the newest event) if it fits: room in the
     /// ring, and for a narrow one an offset from the base. False if not.
+    #[inline]
     fn try_push(&mut self, t: Tick) -> bool {
         if self.len == 0 {
             self.head = 0;
@@ -781,34 +785,10 @@ impl<const W: usize> GrowLog<W> {
         let ends = (self.oldest(), self.newest());
         self.repr = Repr::Heap(Ring::new(cap, n, ends, next, self.iter()));
     }
-}
 
-#[cfg(feature = "alloc")]
-impl<const W: usize> PartialEq for GrowLog<W> {
-    fn eq(&self, other: &Self) -> bool {
-        self.iter().eq(other.iter())
-    }
-}
-
-#[cfg(feature = "alloc")]
-impl<const W: usize> Eq for GrowLog<W> {}
-
-#[cfg(feature = "alloc")]
-impl<const W: usize> TimeLog for GrowLog<W> {
-    fn oldest(&self) -> Option<Tick> {
-        self.at(0)
-    }
-
-    fn newest(&self) -> Option<Tick> {
-        self.len().checked_sub(1).and_then(|i| self.at(i))
-    }
-
-    fn pop_oldest(&mut self) {
-        self.pop_raw();
-        self.shrink();
-    }
-
-    fn prune(&mut self, now: Tick, window: u64) {
+    /// [`TimeLog::prune`] past its inline fast path.
+    #[inline(never)]
+    fn prune_slow(&mut self, now: Tick, window: u64) {
         while let Some(t) = self.oldest() {
             if within(now, t, window) {
                 break;
@@ -818,14 +798,9 @@ impl<const W: usize> TimeLog for GrowLog<W> {
         self.shrink();
     }
 
-    fn truncate_front(&mut self, n: usize) {
-        while self.len() > n {
-            self.pop_raw();
-        }
-        self.shrink();
-    }
-
-    fn push(&mut self, t: Tick) {
+    /// [`TimeLog::push`] past its inline fast path.
+    #[inline(never)]
+    fn push_slow(&mut self, t: Tick) {
         if W == 0 {
             return;
         }
@@ -867,7 +842,77 @@ impl<const W: usize> TimeLog for GrowLog<W> {
             r.try_push(t);
         }
     }
+}
 
+#[cfg(feature = "alloc")]
+impl<const W: usize> PartialEq for GrowLog<W> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<const W: usize> Eq for GrowLog<W> {}
+
+#[cfg(feature = "alloc")]
+impl<const W: usize> TimeLog for GrowLog<W> {
+    fn oldest(&self) -> Option<Tick> {
+        self.at(0)
+    }
+
+    fn newest(&self) -> Option<Tick> {
+        self.len().checked_sub(1).and_then(|i| self.at(i))
+    }
+
+    fn pop_oldest(&mut self) {
+        self.pop_raw();
+        self.shrink();
+    }
+
+    // Inline into the caller: an inline log whose oldest event is still
+    // in the window (or an empty one) has nothing to drop or give back;
+    // anything else goes to `prune_slow`.
+    #[inline]
+    fn prune(&mut self, now: Tick, window: u64) {
+        if let Repr::Inline { base, len, .. } = &self.repr {
+            if *len == 0 || within(now, *base, window) {
+                return;
+            }
+        }
+        self.prune_slow(now, window);
+    }
+
+    fn truncate_front(&mut self, n: usize) {
+        while self.len() > n {
+            self.pop_raw();
+        }
+        self.shrink();
+    }
+
+    // Inline into the caller: an event joining an inline log with room
+    // (not full at `W`, under `INLINE` events, within an offset of the
+    // oldest) is one store; anything else goes to `push_slow`.
+    #[inline]
+    fn push(&mut self, t: Tick) {
+        if let Repr::Inline { base, off, len } = &mut self.repr {
+            let n = usize::from(*len);
+            if n < W && n < INLINE {
+                if n == 0 {
+                    *base = t;
+                    *len = 1;
+                    return;
+                }
+                if let (Some(d), Some(slot)) =
+                    (Self::offset(*base, t), off.get_mut(n.wrapping_sub(1)))
+                {
+                    *slot = d;
+                    *len = len.saturating_add(1);
+                    return;
+                }
+            }
+        }
+        self.push_slow(t);
+    }
     fn fit(&mut self) {
         if let Repr::Heap(r) = &self.repr {
             let (len, cap) = (usize::from(r.len), r.cap());

@@ -385,12 +385,12 @@ impl Limiter {
     /// ban, block or lock it changed.
     fn on_addr<T>(&self, ip: IpAddr, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
         let addr = self.addr_of(ip);
-        self.on(self.index_for_key(&Key::request(addr)), now, f)
+        Self::on(self.shard_for_addr(addr), now, f)
     }
 
-    /// [`on_addr`](Self::on_addr) for shard `i`.
-    fn on<T>(&self, i: usize, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
-        let mut shard = self.shards[i].write();
+    /// [`on_addr`](Self::on_addr) for the shard in `slot`.
+    fn on<T>(slot: &ShardSlot, now: Now, f: impl FnOnce(&mut Shard) -> T) -> Outcome<T> {
+        let mut shard = slot.write();
         // Whatever an earlier call left undrained is not this call's. The
         // set is read in place and drained only when it holds something:
         // most calls change no ban, block or lock, and copy nothing.
@@ -398,13 +398,17 @@ impl Limiter {
             let _ = shard.take_changed();
         }
         let decision = f(&mut shard);
-        let changes = if !shard.has_changes() {
-            Vec::new()
-        } else {
-            let changed = shard.take_changed();
-            changes_of(&shard, &changed, now.wall())
-        };
-        Outcome { decision, changes }
+        if !shard.has_changes() {
+            return Outcome {
+                decision,
+                changes: Vec::new(),
+            };
+        }
+        let changed = shard.take_changed();
+        Outcome {
+            decision,
+            changes: changes_of(&shard, &changed, now.wall()),
+        }
     }
 
     /// Rules 1–4 and 9 for a request from `ip` at `now`.
@@ -427,28 +431,28 @@ impl Limiter {
         let at = now.into();
         let addr = self.addr_of(ip);
         let (i, mark) = self.route_addr(addr);
+        // Indexed once: the slow path and the exclusive lock take the slot.
+        let slot = &self.shards[i];
         if self.manual.is_empty() {
-            if let Some(decision) = self.held_denial(i, mark, addr, at.mono()) {
+            if let Some(decision) = Self::held_denial(slot, mark, addr, at.mono()) {
                 return Outcome {
                     decision,
                     changes: Vec::new(),
                 };
             }
         }
-        self.check_request_slow(ip, at, addr, i, mark)
+        self.check_request_slow(ip, at, addr, slot, mark)
     }
 
-    /// The denial shard `i` holds for `addr` (marked `mark`) at `now`, if
-    /// it holds then: a relaxed load for any other address.
+    /// The denial the shard in `slot` holds for `addr` (marked `mark`) at
+    /// `now`, if it holds then: a relaxed load for any other address.
     #[inline]
     fn held_denial(
-        &self,
-        i: usize,
+        slot: &ShardSlot,
         mark: u64,
         addr: Addr,
         now: portcullis_core::Instant,
     ) -> Option<Decision> {
-        let slot = self.shards.get(i)?;
         if slot.denied.load(Ordering::Relaxed) != mark {
             return None;
         }
@@ -463,17 +467,16 @@ impl Limiter {
         ip: IpAddr,
         at: Now,
         addr: Addr,
-        i: usize,
+        slot: &ShardSlot,
         mark: u64,
     ) -> Outcome<Decision> {
-        if let Some(decision) = self.manual_denial(ip, at) {
+        if let Some(decision) = self.manual_denial_by_ref(&ip, &at) {
             return Outcome {
                 decision,
                 changes: Vec::new(),
             };
         }
         let now = at.mono();
-        let slot = &self.shards[i];
         if slot.denied.load(Ordering::Relaxed) == mark {
             let held = slot.held.get(addr).and_then(|h| h.decision_at(now));
             let decision = held.or_else(|| {
@@ -495,7 +498,7 @@ impl Limiter {
         } else {
             portcullis_core::Jitter::NONE
         };
-        let out = self.on(i, at, |s| s.check_request_with(ip, now, jitter));
+        let out = Self::on(slot, at, |s| s.check_request_with(ip, now, jitter));
         if !out.decision.is_allowed() && slot.denied.load(Ordering::Relaxed) != mark {
             slot.denied.store(mark, Ordering::Relaxed);
         }
@@ -528,6 +531,24 @@ impl Limiter {
             return None;
         }
         self.manual.check(ip, at.unix_ms())
+    }
+
+    /// [`manual_denial`](Self::manual_denial) for the request path: the
+    /// check inline, the lookup out of line and by reference, so the
+    /// caller's address is not copied for a lookup that an empty set of
+    /// manual decisions never makes.
+    #[inline]
+    fn manual_denial_by_ref(&self, ip: &IpAddr, at: &Now) -> Option<Decision> {
+        if self.manual.is_empty() {
+            return None;
+        }
+        self.manual_lookup(ip, at)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn manual_lookup(&self, ip: &IpAddr, at: &Now) -> Option<Decision> {
+        self.manual.check(*ip, at.unix_ms())
     }
 
     /// Record a failed login: the account throttle in the username's shard,
