@@ -526,11 +526,9 @@ impl Limiter {
     /// A manual decision holding `ip` at `at`, if any (no lock while there
     /// are none). [`check_request_at`](Self::check_request_at) and the
     /// login checks ask it first; a fleet backend asks it before Redis.
+    #[inline]
     pub fn manual_denial(&self, ip: IpAddr, at: Now) -> Option<Decision> {
-        if self.manual.is_empty() {
-            return None;
-        }
-        self.manual.check(ip, at.unix_ms())
+        self.manual_denial_by_ref(&ip, &at)
     }
 
     /// [`manual_denial`](Self::manual_denial) for the request path: the
