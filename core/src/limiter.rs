@@ -849,6 +849,7 @@ fn full_decision(config: &Config) -> Decision {
 
 /// A ban or block that refuses any request outright: its reason and the
 /// end of the block (`None`: a ban, forever).
+#[inline(always)]
 fn standing(e: &impl EntryRef, now: Tick) -> Option<(Reason, Option<Tick>)> {
     let e = e.cold_held()?;
     if e.banned() {
@@ -861,25 +862,12 @@ fn standing(e: &impl EntryRef, now: Tick) -> Option<(Reason, Option<Tick>)> {
 }
 
 /// [`standing`] as the decision it gives at `now`.
-///
-/// Written out rather than through [`standing`]: a key without a cold
-/// part is one test, not an answer built through the stack.
 #[inline]
 fn standing_denial(e: &impl EntryRef, now: Tick) -> Option<Decision> {
-    let c = e.cold_held()?;
-    if c.banned() {
-        return Some(Decision::Deny {
-            reason: Reason::Banned,
-            retry_after: Duration::MAX,
-        });
-    }
-    match c.block_until().get() {
-        Some(u) if running(u, now) => Some(Decision::Deny {
-            reason: Reason::Blocked,
-            retry_after: until(now, u),
-        }),
-        _ => None,
-    }
+    standing(e, now).map(|(reason, deadline)| Decision::Deny {
+        reason,
+        retry_after: deadline.map_or(Duration::MAX, |u| until(now, u)),
+    })
 }
 
 #[cfg(test)]
