@@ -62,20 +62,33 @@ fn is_client_sent(name: &str) -> bool {
     CLIENT_SENT.contains(&name) || name.starts_with("x-original-")
 }
 
-/// The headers the `Connection` values in `values` name (RFC 9110 7.6.1),
-/// besides `keep-alive` (listed already), `close` (names no header) and
-/// `host` (never hop-by-hop: a request without it would be another
-/// request). Empty, without allocating, when they name nothing else.
+/// A `Connection` token that names a header to drop (RFC 9110 7.6.1):
+/// anything but `keep-alive` (listed already), `close` (names no header)
+/// and `host` (never hop-by-hop: a request without it would be another
+/// request).
+fn names_a_header(token: &[u8]) -> bool {
+    !token.is_empty()
+        && !token.eq_ignore_ascii_case(b"keep-alive")
+        && !token.eq_ignore_ascii_case(b"close")
+        && !token.eq_ignore_ascii_case(b"host")
+}
+
+/// Whether the `Connection` value `v` names any header to drop (the test
+/// before [`connection_named`], which allocates).
+pub fn names_headers(v: &[u8]) -> bool {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(names_a_header)
+}
+
+/// The headers the `Connection` values in `values` name ([`names_a_header`]).
+/// Empty, without allocating, when they name none.
 pub fn connection_named<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<HeaderName> {
     values
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|n| {
-            !n.eq_ignore_ascii_case("keep-alive")
-                && !n.eq_ignore_ascii_case("close")
-                && !n.eq_ignore_ascii_case("host")
-        })
+        .filter(|n| names_a_header(n.as_bytes()))
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect()
 }

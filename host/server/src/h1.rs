@@ -206,7 +206,7 @@ fn head_of(
         } else if name == header::CONNECTION {
             close |= has_token(raw_value, b"close");
             // Rare: it names headers of its own, dropped below.
-            if names_headers(raw_value) {
+            if forwarding::names_headers(raw_value) {
                 connection.push(value);
                 continue;
             }
@@ -278,14 +278,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         } else {
             None
         }
-    })
-}
-
-/// Whether a `Connection` value lists anything but `keep-alive` and
-/// `close`: the names of headers that are hop-by-hop on this connection.
-fn names_headers(v: &[u8]) -> bool {
-    v.split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|t| {
-        !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close")
     })
 }
 
