@@ -9,8 +9,7 @@
 //! the busier worker's clients wait longer: under load the tail latency
 //! follows the busiest worker. So a worker that accepts a connection while
 //! another serves at least two fewer hands it over, once, before its first
-//! request
-//! (`Balance`); its requests then stay on that worker. Each worker's
+//! request (`Balance`); its requests then stay on that worker. Each worker's
 //! count is on `/metrics` (`portcullis_worker_connections`), with the
 //! hand-overs (`portcullis_connections_handed_over_total`).
 //!
