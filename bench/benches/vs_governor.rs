@@ -100,17 +100,31 @@ fn streams() -> Streams {
     }
 }
 
-/// Prints the share of allowed decisions a benchmark saw (so readers can
-/// tell which path dominated: allow or deny).
-fn report(name: &str, allowed: &Cell<u64>, total: &Cell<u64>) {
-    let t = total.get().max(1);
-    eprintln!(
-        "    {name}: {:.1} % allowed of {} decisions",
-        100.0 * allowed.get() as f64 / t as f64,
-        total.get()
-    );
-    allowed.set(0);
-    total.set(0);
+/// The decisions a benchmark saw, to print the share allowed (so readers
+/// can tell which path dominated: allow or deny).
+#[derive(Default)]
+struct Tally {
+    allowed: Cell<u64>,
+    total: Cell<u64>,
+}
+
+impl Tally {
+    fn count(&self, ok: bool) {
+        self.allowed.set(self.allowed.get() + u64::from(ok));
+        self.total.set(self.total.get() + 1);
+    }
+
+    /// Print the share under `name` and start over.
+    fn report(&self, name: &str) {
+        let t = self.total.get().max(1);
+        eprintln!(
+            "    {name}: {:.1} % allowed of {} decisions",
+            100.0 * self.allowed.get() as f64 / t as f64,
+            self.total.get()
+        );
+        self.allowed.set(0);
+        self.total.set(0);
+    }
 }
 
 fn tune(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
@@ -123,11 +137,7 @@ fn tune(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
 /// Workload 1: one hot key, one thread.
 fn hot_key(c: &mut Criterion) {
     let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
-    let (allowed, total) = (Cell::new(0u64), Cell::new(0u64));
-    let count = |ok: bool| {
-        allowed.set(allowed.get() + u64::from(ok));
-        total.set(total.get() + 1);
-    };
+    let tally = Tally::default();
     let mut g = c.benchmark_group("1_hot_key");
     tune(&mut g);
 
@@ -138,11 +148,11 @@ fn hot_key(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let d = core.check_request(black_box(ip), at(i));
-            count(d.is_allowed());
+            tally.count(d.is_allowed());
             d
         })
     });
-    report("portcullis_core_FixedLimiter", &allowed, &total);
+    tally.report("portcullis_core_FixedLimiter");
 
     let host = host_limiter(KEYS);
     let mut i = 0u64;
@@ -150,41 +160,41 @@ fn hot_key(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let o = host.check_request_at(black_box(ip), at(i));
-            count(o.decision.is_allowed());
+            tally.count(o.decision.is_allowed());
             o
         })
     });
-    report("portcullis_host_Limiter", &allowed, &total);
+    tally.report("portcullis_host_Limiter");
 
     let host = host_limiter(KEYS);
     g.bench_function("portcullis_host_Limiter_real_clock", |b| {
         b.iter(|| {
             let o = host.check_request_at(black_box(ip), portcullis::clock::now());
-            count(o.decision.is_allowed());
+            tally.count(o.decision.is_allowed());
             o
         })
     });
-    report("portcullis_host_Limiter_real_clock", &allowed, &total);
+    tally.report("portcullis_host_Limiter_real_clock");
 
     let host = host_limiter(KEYS);
     g.bench_function("portcullis_host_Limiter_coarse_clock", |b| {
         b.iter(|| {
             let o = host.check_request_at(black_box(ip), portcullis::clock::now_coarse());
-            count(o.decision.is_allowed());
+            tally.count(o.decision.is_allowed());
             o
         })
     });
-    report("portcullis_host_Limiter_coarse_clock", &allowed, &total);
+    tally.report("portcullis_host_Limiter_coarse_clock");
 
     let gov = governor_keyed();
     g.bench_function("governor_keyed", |b| {
         b.iter(|| {
             let r = gov.check_key(black_box(&ip));
-            count(r.is_ok());
+            tally.count(r.is_ok());
             r
         })
     });
-    report("governor_keyed", &allowed, &total);
+    tally.report("governor_keyed");
 
     let clock = StepClock::default();
     let gov: StepGovernor = RateLimiter::dashmap_with_clock(quota(), clock.clone());
@@ -194,11 +204,11 @@ fn hot_key(c: &mut Criterion) {
             i += 1;
             clock.set(i);
             let r = gov.check_key(black_box(&ip));
-            count(r.is_ok());
+            tally.count(r.is_ok());
             r
         })
     });
-    report("governor_keyed_step_clock", &allowed, &total);
+    tally.report("governor_keyed_step_clock");
     g.finish();
 }
 
@@ -206,11 +216,7 @@ fn hot_key(c: &mut Criterion) {
 /// first see every one of the 1 000 000 keys once, so the measurement is
 /// of lookups in full tables, not of growth.
 fn many_keys(c: &mut Criterion, group: &str, keys: &[IpAddr], stream: &[IpAddr]) {
-    let (allowed, total) = (Cell::new(0u64), Cell::new(0u64));
-    let count = |ok: bool| {
-        allowed.set(allowed.get() + u64::from(ok));
-        total.set(total.get() + 1);
-    };
+    let tally = Tally::default();
     let mask = stream.len() - 1;
     let mut g = c.benchmark_group(group);
     tune(&mut g);
@@ -227,11 +233,11 @@ fn many_keys(c: &mut Criterion, group: &str, keys: &[IpAddr], stream: &[IpAddr])
                 i += 1;
                 let ip = stream[i as usize & mask];
                 let o = host.check_request_at(black_box(ip), at(i));
-                count(o.decision.is_allowed());
+                tally.count(o.decision.is_allowed());
                 o
             })
         });
-        report("portcullis_host_Limiter", &allowed, &total);
+        tally.report("portcullis_host_Limiter");
         eprintln!("    portcullis keys held: {}", host.len());
     }
     {
@@ -245,11 +251,11 @@ fn many_keys(c: &mut Criterion, group: &str, keys: &[IpAddr], stream: &[IpAddr])
                 i += 1;
                 let ip = &stream[i & mask];
                 let r = gov.check_key(black_box(ip));
-                count(r.is_ok());
+                tally.count(r.is_ok());
                 r
             })
         });
-        report("governor_keyed", &allowed, &total);
+        tally.report("governor_keyed");
         eprintln!("    governor keys held: {}", gov.len());
     }
     g.finish();
@@ -372,11 +378,7 @@ fn events_per_key(c: &mut Criterion) {
     let keys = distinct_ipv4(KEYS, 0x706f_7274);
     let mut order = keys.clone();
     order.shuffle(&mut StdRng::seed_from_u64(44));
-    let (allowed, total) = (Cell::new(0u64), Cell::new(0u64));
-    let count = |ok: bool| {
-        allowed.set(allowed.get() + u64::from(ok));
-        total.set(total.get() + 1);
-    };
+    let tally = Tally::default();
     let mut g = c.benchmark_group("5_uniform_1M_events");
     tune(&mut g);
     for k in [1u64, 2, 4, 8] {
@@ -413,11 +415,11 @@ fn events_per_key(c: &mut Criterion) {
                     let ip = order[(i % pass) as usize];
                     let o = host.check_request_at(black_box(ip), at(i));
                     i += 1;
-                    count(o.decision.is_allowed());
+                    tally.count(o.decision.is_allowed());
                     o
                 })
             });
-            report(&format!("{k}/portcullis_host_Limiter"), &allowed, &total);
+            tally.report(&format!("{k}/portcullis_host_Limiter"));
         }
         {
             let per = Duration::from_micros(window_us / u64::from(PER_MINUTE));
@@ -438,11 +440,11 @@ fn events_per_key(c: &mut Criterion) {
                     clock.set(i);
                     let r = gov.check_key(black_box(ip));
                     i += 1;
-                    count(r.is_ok());
+                    tally.count(r.is_ok());
                     r
                 })
             });
-            report(&format!("{k}/governor_keyed_step_clock"), &allowed, &total);
+            tally.report(&format!("{k}/governor_keyed_step_clock"));
         }
     }
     g.finish();
