@@ -85,24 +85,29 @@ impl Proxy {
                 "portcullis: Upgrade (WebSocket) requests are not proxied\n",
             );
         }
-        let (mut parts, body) = req.into_parts();
-        // The origin form of the request's own target (its bytes shared,
-        // not copied; the upstream client names the upstream's `Host`).
-        let mut uri = http::uri::Parts::default();
-        uri.path_and_query = Some(
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        let Ok(uri) = Uri::from_parts(uri) else {
-            return text(StatusCode::BAD_REQUEST, "portcullis: bad request target\n");
+        // Built in a block, so `parts` (borrowed by the edit) is not kept
+        // in this future's state beside the request it became.
+        let (req, forwarding) = {
+            let (mut parts, body) = req.into_parts();
+            // The origin form of the request's own target (its bytes
+            // shared, not copied; the upstream client names the
+            // upstream's `Host`).
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = Some(
+                parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            );
+            let Ok(uri) = Uri::from_parts(uri) else {
+                return text(StatusCode::BAD_REQUEST, "portcullis: bad request target\n");
+            };
+            parts.uri = uri;
+            parts.version = http::Version::HTTP_11;
+            let forwarding = Forwarding::new(&parts.headers, ip, trusted);
+            (http::Request::from_parts(parts, body), forwarding)
         };
-        parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
-        let forwarding = Forwarding::new(&parts.headers, ip, trusted);
-        let req = http::Request::from_parts(parts, body);
         match self.client.forward(req, Some(&forwarding)).await {
             Ok(resp) => resp,
             Err(e @ crate::upstream::UpstreamError::Unreachable(_)) => {

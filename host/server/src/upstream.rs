@@ -168,7 +168,10 @@ impl Client {
             edit.apply(&mut parts.headers);
         }
         let req = Request::from_parts(parts, body);
-        let mut resp = self.exchange(req, deadline).await?;
+        // Boxed: hyper's client exchange is about 1 000 bytes of future
+        // state that every bodiless request's future would otherwise carry
+        // (and copy at each `.await` that moves it into place).
+        let mut resp = Box::pin(self.exchange(req, deadline)).await?;
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp)
     }
@@ -198,10 +201,16 @@ impl Client {
                     r.deadline.as_mut().reset(deadline);
                     (r, true)
                 }
-                None => match tokio::time::timeout_at(deadline, self.connect_raw(deadline)).await {
-                    Ok(r) => (r?, false),
-                    Err(_) => return Err(timeout()),
-                },
+                // Boxed: a new connection is rare, and its future (about
+                // 350 bytes) would otherwise be in every exchange's.
+                None => {
+                    match tokio::time::timeout_at(deadline, Box::pin(self.connect_raw(deadline)))
+                        .await
+                    {
+                        Ok(r) => (r?, false),
+                        Err(_) => return Err(timeout()),
+                    }
+                }
             };
             let Raw {
                 conn,
