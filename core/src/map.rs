@@ -104,8 +104,9 @@ impl Shape {
 /// word is filled with the fingerprint when hashed).
 #[inline]
 fn compact(key: &Key) -> (Shape, u64) {
-    let a = u128::from_be_bytes(key.addr().octets());
-    let (hi, lo) = ((a >> 64) as u64, a as u64);
+    // Two 64-bit reads, the width the key's address was written with, so
+    // a key built just before is read back from registers.
+    let (hi, lo) = key.addr().halves();
     match key.kind() {
         KeyKind::Account => (Shape::new(KeyKind::Account, Form::Low), key.user()),
         k @ (KeyKind::Request | KeyKind::LoginIp) if hi == 0 => (Shape::new(k, Form::Low), lo),
