@@ -141,16 +141,17 @@ impl Addr {
         }
     }
 
-    /// [`from_ip`](Self::from_ip) by reference, the IPv6 branch out of
-    /// line: inlined into a caller that holds the address in memory, the
-    /// IPv4 path reads only its four bytes.
+    /// [`from_ip`](Self::from_ip) with the IPv6 branch out of line, for
+    /// the request path: inlined, the IPv4 path reads only its four bytes.
+    /// `ip` by value and never borrowed, so the caller's copy of it folds
+    /// away (borrowed, it was copied to the stack first); both branches
+    /// give a number, which comes back in registers (an `Addr` from the
+    /// out-of-line branch came back through memory).
     #[inline]
-    pub(crate) fn from_ip_ref(ip: &IpAddr, v6_prefix: u8) -> Addr {
-        // Both branches as a number, which comes back in registers (an
-        // `Addr` from the out-of-line branch came back through memory).
+    pub(crate) fn from_ip_split(ip: IpAddr, v6_prefix: u8) -> Addr {
         let a = match ip {
-            IpAddr::V4(v4) => Addr::mapped_word(*v4),
-            IpAddr::V6(v6) => Addr::from_v6(v6, v6_prefix),
+            IpAddr::V4(v4) => Addr::mapped_word(v4),
+            IpAddr::V6(v6) => Addr::from_v6(&v6, v6_prefix),
         };
         Addr(a.to_be_bytes())
     }
