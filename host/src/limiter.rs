@@ -508,13 +508,13 @@ impl Limiter {
         slot: &ShardSlot,
         mark: u64,
     ) -> Outcome<Decision> {
+        let now = at.mono();
         // Drawn outside the shard's lock (an RNG call when a jitter is set).
         let jitter = if self.hot.jitter.load(Ordering::Relaxed) {
             crate::jitter::draw(&self.config())
         } else {
             portcullis_core::Jitter::NONE
         };
-        let now = at.mono();
         let out = Self::on(slot, at, |s| s.check_request_with(ip, now, jitter));
         if !out.decision.is_allowed() && slot.denied.load(Ordering::Relaxed) != mark {
             slot.denied.store(mark, Ordering::Relaxed);
