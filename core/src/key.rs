@@ -141,27 +141,46 @@ impl Addr {
         }
     }
 
-    /// [`from_ip`](Self::from_ip) by reference, the IPv6 branch out of
-    /// line: inlined into a caller that holds the address in memory, the
-    /// IPv4 path reads only its four bytes.
+    /// [`from_ip`](Self::from_ip) with the IPv6 branch out of line, for
+    /// the request path: inlined, the IPv4 path reads only its four bytes.
+    /// `ip` by value and never borrowed, so the caller's copy of it folds
+    /// away (borrowed, it was copied to the stack first); both branches
+    /// give a number, which comes back in registers (an `Addr` from the
+    /// out-of-line branch came back through memory).
     #[inline]
-    pub(crate) fn from_ip_ref(ip: &IpAddr, v6_prefix: u8) -> Addr {
-        match ip {
-            IpAddr::V4(v4) => Addr::mapped(*v4),
-            IpAddr::V6(v6) => Addr::from_v6(v6, v6_prefix),
-        }
+    pub(crate) fn from_ip_split(ip: IpAddr, v6_prefix: u8) -> Addr {
+        let a = match ip {
+            IpAddr::V4(v4) => Addr::mapped_word(v4),
+            IpAddr::V6(v6) => Addr::from_v6(&v6, v6_prefix),
+        };
+        Addr(a.to_be_bytes())
     }
 
     #[inline(never)]
-    fn from_v6(v6: &Ipv6Addr, v6_prefix: u8) -> Addr {
-        Addr::from_ip(IpAddr::V6(*v6), v6_prefix)
+    fn from_v6(v6: &Ipv6Addr, v6_prefix: u8) -> u128 {
+        u128::from_be_bytes(Addr::from_ip(IpAddr::V6(*v6), v6_prefix).0)
     }
 
     /// `::ffff:a.b.c.d` (as one 128-bit word: the byte-wise
     /// `to_ipv6_mapped` costs four times the instructions on the hot path).
     #[inline]
     fn mapped(v4: Ipv4Addr) -> Addr {
-        Addr((0xffff_u128 << 32 | u128::from(u32::from(v4))).to_be_bytes())
+        Addr(Addr::mapped_word(v4).to_be_bytes())
+    }
+
+    /// [`mapped`](Self::mapped) as the number it spells.
+    #[inline]
+    fn mapped_word(v4: Ipv4Addr) -> u128 {
+        0xffff_u128 << 32 | u128::from(u32::from(v4))
+    }
+
+    /// The address as its high and low 64-bit halves (big-endian, as
+    /// the number it spells).
+    #[inline]
+    pub(crate) fn halves(&self) -> (u64, u64) {
+        let (hi, lo) = self.0.split_at(8);
+        let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+        (word(hi), word(lo))
     }
 
     /// The raw 16 bytes.

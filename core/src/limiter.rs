@@ -444,8 +444,8 @@ impl<S: Store<W>, const W: usize> Limiter<S, W> {
         if let Some(d) = self.listed(&ip) {
             return d;
         }
-        let key = Key::request(Addr::from_ip_ref(
-            &ip,
+        let key = Key::request(Addr::from_ip_split(
+            ip,
             self.head.rules.ipv6_prefix(&self.config),
         ));
         let Limiter {

@@ -434,7 +434,13 @@ impl Limiter {
         // Indexed once: the slow path and the exclusive lock take the slot.
         let slot = &self.shards[i];
         if self.manual.is_empty() {
-            if let Some(decision) = Self::held_denial(slot, mark, addr, at.mono()) {
+            if slot.denied.load(Ordering::Relaxed) != mark {
+                // No manual decision and not the address this shard
+                // denied last (most requests): straight to the exclusive
+                // lock, with no test made twice.
+                return self.check_request_exclusive(ip, at, slot, mark);
+            }
+            if let Some(decision) = Self::held_denial(slot, addr, at.mono()) {
                 return Outcome {
                     decision,
                     changes: Vec::new(),
@@ -444,18 +450,14 @@ impl Limiter {
         self.check_request_slow(ip, at, addr, slot, mark)
     }
 
-    /// The denial the shard in `slot` holds for `addr` (marked `mark`) at
-    /// `now`, if it holds then: a relaxed load for any other address.
+    /// The denial the shard in `slot` holds for `addr` at `now`, if it
+    /// holds then.
     #[inline]
     fn held_denial(
         slot: &ShardSlot,
-        mark: u64,
         addr: Addr,
         now: portcullis_core::Instant,
     ) -> Option<Decision> {
-        if slot.denied.load(Ordering::Relaxed) != mark {
-            return None;
-        }
         slot.held.get(addr)?.decision_at(now)
     }
 
@@ -478,7 +480,7 @@ impl Limiter {
         }
         let now = at.mono();
         if slot.denied.load(Ordering::Relaxed) == mark {
-            let held = slot.held.get(addr).and_then(|h| h.decision_at(now));
+            let held = Self::held_denial(slot, addr, now);
             let decision = held.or_else(|| {
                 let shard = slot.read();
                 let standing = shard.standing_denial(ip, now)?;
@@ -492,6 +494,21 @@ impl Limiter {
                 };
             }
         }
+        self.check_request_exclusive(ip, at, slot, mark)
+    }
+
+    /// The request decided under the exclusive lock of the shard in
+    /// `slot` (the core's `check_request_with`); a denial marks the
+    /// address (`mark`) as the one the shard denied last.
+    #[inline(never)]
+    fn check_request_exclusive(
+        &self,
+        ip: IpAddr,
+        at: Now,
+        slot: &ShardSlot,
+        mark: u64,
+    ) -> Outcome<Decision> {
+        let now = at.mono();
         // Drawn outside the shard's lock (an RNG call when a jitter is set).
         let jitter = if self.hot.jitter.load(Ordering::Relaxed) {
             crate::jitter::draw(&self.config())
