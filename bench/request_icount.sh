@@ -17,6 +17,12 @@ cd "$(dirname "$0")/.."
 N=${1:-1000}
 shift || true
 BINS=("$@")
+for tool in nginx valgrind callgrind_annotate curl python3; do
+  command -v "$tool" >/dev/null || {
+    echo "needs $tool (apt-get install nginx valgrind curl python3)" >&2
+    exit 1
+  }
+done
 # Without mimalloc (feature `mimalloc`, on by default): under valgrind its
 # arena reservation crashes the server. The system allocator's share of
 # the instructions is a little larger.
