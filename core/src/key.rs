@@ -175,7 +175,8 @@ impl Addr {
     }
 
     /// The address as its high and low 64-bit halves (big-endian, as
-    /// the number it spells).
+    /// the number it spells): the growable table's compact key.
+    #[cfg(feature = "alloc")]
     #[inline]
     pub(crate) fn halves(&self) -> (u64, u64) {
         let (hi, lo) = self.0.split_at(8);
