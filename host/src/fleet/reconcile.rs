@@ -257,12 +257,16 @@ impl Pending {
                 )
                 .await?;
             tracing::debug!(kind = e.key.kind().as_str(), ip = %e.key.addr().ip(), changed, "reconciled into redis");
+            // Counted as soon as Redis has it, before the entry leaves the
+            // queue: a `/metrics` scrape never sees the queue empty
+            // without the count (the journal's write below can take a
+            // while).
+            metrics::counter!(RECONCILED).increment(1);
             if let Some(w) = self.done(&e) {
                 // A failure is counted and logged; the row is written to
                 // Redis again after a restart (merge only raises).
                 let _ = w.await;
             }
-            metrics::counter!(RECONCILED).increment(1);
             n = n.saturating_add(1);
         }
         Ok(n)
