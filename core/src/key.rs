@@ -364,4 +364,37 @@ mod tests {
             assert_eq!(Addr::from_ip(IpAddr::V4(v4), 64).ip(), IpAddr::V4(v4));
         }
     }
+
+    /// The request path's address (`from_ip_split`) is the one every other
+    /// lookup builds (`from_ip`): a ban recorded under one is found under
+    /// the other, for IPv4, IPv4-mapped IPv6 and IPv6 at every prefix.
+    #[test]
+    fn the_request_paths_address_is_from_ips() {
+        let v6: [Ipv6Addr; 4] = [
+            Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0xaaaa, 0xbbbb, 0xcccc, 0xdddd),
+            Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            ),
+            Ipv6Addr::UNSPECIFIED,
+            Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped(),
+        ];
+        let v4 = [
+            Ipv4Addr::new(192, 0, 2, 7),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+        ];
+        let ips = v6
+            .iter()
+            .map(|a| IpAddr::V6(*a))
+            .chain(v4.iter().map(|a| IpAddr::V4(*a)));
+        for ip in ips {
+            for prefix in 0..=128u8 {
+                assert_eq!(
+                    Addr::from_ip_split(ip, prefix),
+                    Addr::from_ip(ip, prefix),
+                    "{ip} /{prefix}"
+                );
+            }
+        }
+    }
 }
