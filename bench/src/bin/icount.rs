@@ -26,6 +26,9 @@
 //!   times first (its log holds K events, so a request adds the K+1-th:
 //!   `-e5` puts every log past four inline events); `governor-uniform`
 //!   the same as `host-uniform` for governor.
+//! * `host-steady-K`: criterion's group 5 (`5_uniform_1M_events/K`):
+//!   every key holds K events and each decision ages one out and records
+//!   one (the sliding log's steady-state update).
 //! * `governor-hot`, `governor-cold` (feature `governor`): governor's keyed
 //!   limiter (DashMap, default quanta clock), hot key and new keys.
 
@@ -160,6 +163,37 @@ fn run(mode: &str, n: u64) -> Result<u64, String> {
             measured(n, |i| {
                 let k = if hot_mode { hot() } else { keys[i as usize] };
                 g.check_key(black_box(&k)).is_ok()
+            })
+        }
+        m if m.starts_with("host-steady-") => {
+            // Criterion's group 5 (`5_uniform_1M_events/K`): 1 000 000 keys
+            // in one order, a window of K passes, K passes first; then every
+            // decision ages one event out of a log of K and records one.
+            let k: u64 = m["host-steady-".len()..]
+                .parse()
+                .map_err(|_| format!("bad mode {m:?}"))?;
+            let mut config = portcullis_bench::bench_config();
+            config.requests.window =
+                portcullis_core::Duration::from_micros(k.saturating_mul(KEYS as u64));
+            let l = portcullis::Limiter::new(
+                config,
+                portcullis::LimiterOptions {
+                    max_entries: KEYS,
+                    shards: 64,
+                    seed: Some(SEED),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            let keys = distinct_ipv4(KEYS, 1);
+            let warm = k.saturating_mul(KEYS as u64);
+            for t in 0..warm {
+                l.check_request_at(keys[(t % KEYS as u64) as usize], at(t));
+            }
+            measured(n, |i| {
+                let t = warm + i;
+                l.check_request_at(black_box(keys[(t % KEYS as u64) as usize]), at(t))
+                    .decision
+                    .is_allowed()
             })
         }
         #[cfg(feature = "governor")]
