@@ -19,8 +19,6 @@
 //!   number of allocations: 7 allowed, 23 denied (it was 13 and 32); the
 //!   test pins them so they cannot creep up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
@@ -32,54 +30,12 @@ use portcullis::{Config, Decision, Reason};
 use portcullis::{Duration, Instant};
 use portcullis::{Guard, Limiter, LimiterOptions};
 
-/// Forwards to `System`, counting the allocations of threads that asked.
-struct Counting;
-
-thread_local! {
-    /// `Some(n)`: this thread is counting, `n` so far.
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-fn bump() {
-    // `try_with`: the allocator runs during thread teardown too.
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments;
-// the count is a const-initialised thread-local `Cell` (no allocation, no
-// destructor), touched only on the calling thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        bump();
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        bump();
-        System.alloc_zeroed(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        bump();
-        System.realloc(p, l, new)
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{allocations, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// `f`'s result and the heap allocations it made on this thread.
-fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    COUNT.with(|c| c.set(Some(0)));
-    let out = f();
-    let n = COUNT.with(|c| c.replace(None)).unwrap_or(0);
-    (out, n)
-}
 
 fn config() -> Config {
     let mut c = Config::default();

@@ -22,8 +22,6 @@
 //! Each bound is today's figure plus one (a dependency's change may move
 //! it by one; more is a regression to look at).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -33,43 +31,9 @@ use portcullis_server::config::ServerConfig;
 use portcullis_server::exporter::ServerMetrics;
 use portcullis_server::listener::{serve_conn, Counts};
 
-/// Forwards to `System`, counting the allocations of threads that asked.
-struct Counting;
-
-thread_local! {
-    /// The counter of this thread's allocations, if it counts.
-    static COUNTER: Cell<Option<&'static AtomicU64>> = const { Cell::new(None) };
-}
-
-fn bump() {
-    // `try_with`: the allocator runs during thread teardown too.
-    let _ = COUNTER.try_with(|c| {
-        if let Some(n) = c.get() {
-            n.fetch_add(1, Relaxed);
-        }
-    });
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments;
-// the counter is a const-initialised thread-local `Cell` (no allocation, no
-// destructor) pointing at a leaked atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        bump();
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        bump();
-        System.alloc_zeroed(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        bump();
-        System.realloc(p, l, new)
-    }
-}
+#[path = "../../tests/support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{count_into, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -121,7 +85,7 @@ fn server(toml: &str) -> (SocketAddr, &'static AtomicU64) {
     let counter: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        COUNTER.with(|c| c.set(Some(counter)));
+        count_into(Some(counter));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
