@@ -30,9 +30,9 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use portcullis::{Limiter, LimiterOptions};
 use portcullis_bench::{
-    at, bench_config, core_bench_config, distinct_ipv4, host_limiter, KEYS, PER_MINUTE, SEED,
+    at, bench_config, core_bench_config, distinct_ipv4, host_limiter, host_limiter_with, KEYS,
+    PER_MINUTE, SEED,
 };
 use portcullis_core::{Decision, FixedLimiter};
 use rand::rngs::StdRng;
@@ -387,15 +387,7 @@ fn events_per_key(c: &mut Criterion) {
         {
             let mut config = bench_config();
             config.requests.window = portcullis_core::Duration::from_micros(window_us);
-            let host = Limiter::new(
-                config,
-                LimiterOptions {
-                    max_entries: KEYS,
-                    shards: 64,
-                    seed: Some(SEED),
-                },
-            )
-            .unwrap_or_else(|e| panic!("bench limiter: {e}"));
+            let host = host_limiter_with(config, KEYS);
             let mut i = 0u64;
             while i < k * pass {
                 let o = host.check_request_at(order[(i % pass) as usize], at(i));

@@ -45,8 +45,13 @@ pub fn core_bench_config() -> Config {
 
 /// The host limiter as a server builds it (64 shards), sized for `max_entries`.
 pub fn host_limiter(max_entries: usize) -> Limiter {
+    host_limiter_with(bench_config(), max_entries)
+}
+
+/// [`host_limiter`] with another configuration.
+pub fn host_limiter_with(config: Config, max_entries: usize) -> Limiter {
     Limiter::new(
-        bench_config(),
+        config,
         LimiterOptions {
             max_entries,
             shards: 64,

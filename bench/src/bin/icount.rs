@@ -175,15 +175,7 @@ fn run(mode: &str, n: u64) -> Result<u64, String> {
             let mut config = portcullis_bench::bench_config();
             config.requests.window =
                 portcullis_core::Duration::from_micros(k.saturating_mul(KEYS as u64));
-            let l = portcullis::Limiter::new(
-                config,
-                portcullis::LimiterOptions {
-                    max_entries: KEYS,
-                    shards: 64,
-                    seed: Some(SEED),
-                },
-            )
-            .map_err(|e| e.to_string())?;
+            let l = portcullis_bench::host_limiter_with(config, KEYS);
             let keys = distinct_ipv4(KEYS, 1);
             let warm = k.saturating_mul(KEYS as u64);
             for t in 0..warm {

@@ -52,13 +52,11 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Count this thread's allocations into `counter` from now on (`None`:
 /// stop counting).
-#[allow(dead_code)] // each test binary uses one of the two entry points
 pub fn count_into(counter: Option<&'static AtomicU64>) {
     COUNTER.with(|c| c.set(counter));
 }
 
 /// `f`'s result and the heap allocations it made on this thread.
-#[allow(dead_code)]
 pub fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
     // Read (and on first use, allocated) before counting starts.
     let own = OWN.with(|o| *o);
