@@ -9,6 +9,8 @@
 # DEMO=1 also measures each binary's demo `GET /` (no upstream) and the
 # bare hyper `hello` (bench/src/bin/hello.rs, one worker).
 # Not in CI. Needs nginx and valgrind.
+# Everything is built with the `dist` profile, the shipped server's (fat
+# LTO, one codegen unit: Cargo.toml), and read from target/dist/.
 # KEEP=dir keeps the callgrind files (cg.<name>.<n>) for a per-function
 # difference: callgrind_annotate --inclusive=yes on the N and 3N files.
 # Usage: [DEMO=1] [KEEP=dir] bench/request_icount.sh [N] [PORTCULLIS_BINARY...]
@@ -26,10 +28,10 @@ done
 # Without mimalloc (feature `mimalloc`, on by default): under valgrind its
 # arena reservation crashes the server. The system allocator's share of
 # the instructions is a little larger.
-cargo build --release -q -p portcullis-server --no-default-features --bin portcullis
-cp target/release/portcullis target/release/portcullis-callgrind
-cargo build --release -q -p portcullis-bench --features portcullis-bench/http --bin openloop --bin hello
-[[ ${#BINS[@]} -gt 0 ]] || BINS=(target/release/portcullis-callgrind)
+cargo build --profile dist -q -p portcullis-server --no-default-features --bin portcullis
+cp target/dist/portcullis target/dist/portcullis-callgrind
+cargo build --profile dist -q -p portcullis-bench --features portcullis-bench/http --bin openloop --bin hello
+[[ ${#BINS[@]} -gt 0 ]] || BINS=(target/dist/portcullis-callgrind)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
 DIR=$(mktemp -d)
@@ -73,7 +75,7 @@ measure() {
   valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.$name.$n" "$@" 2>/dev/null &
   vp=$!
   wait_up "$port"
-  target/release/openloop "http://127.0.0.1:$port/" $((n / 10)) 10 4 1 0 >"$DIR/ol.$name.$n"
+  target/dist/openloop "http://127.0.0.1:$port/" $((n / 10)) 10 4 1 0 >"$DIR/ol.$name.$n"
   kill -TERM "$vp"
   wait "$vp" || true
   # portcullis: the request workers' threads only (inclusive cost of
@@ -141,7 +143,7 @@ EOF
 done
 [[ ${DEMO:-0} == 1 ]] || exit 0
 HE=$(free_port)
-row hello "$HE" target/release/hello "127.0.0.1:$HE" 1
+row hello "$HE" target/dist/hello "127.0.0.1:$HE" 1
 i=0
 for bin in "${BINS[@]}"; do
   i=$((i + 1))

@@ -19,6 +19,8 @@
 # the run, divided by the requests wrk completed). Quotas are high enough
 # never to deny (the non-2xx count proves it).
 # Not in CI. Needs nginx and wrk (apt-get install nginx wrk).
+# Everything is built with the `dist` profile, the shipped server's (fat
+# LTO, one codegen unit: Cargo.toml), and read from target/dist/.
 # Usage: bench/request_path.sh [SECONDS] [ROUNDS] [CONNECTIONS]
 #   SECTIONS="proxy demo fa open" (default: all) picks the parts to run.
 #   EXTRA="base=/tmp/portcullis-old ..." adds more portcullis binaries in
@@ -34,7 +36,7 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || {
   echo "needs nginx and wrk" >&2
   exit 1
 }
-cargo build --release -q -p portcullis-server --bin portcullis \
+cargo build --profile dist -q -p portcullis-server --bin portcullis \
   -p portcullis-bench --features portcullis-bench/http --bin hello --bin openloop
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # all ports from one call, every socket held open until all are chosen (two
@@ -135,7 +137,7 @@ max_requests = 64
 window = "50us"
 $4
 EOF
-  PORTCULLIS_LOG=warn ${BIN:-target/release/portcullis} serve --config "$DIR/$1.toml" &
+  PORTCULLIS_LOG=warn ${BIN:-target/dist/portcullis} serve --config "$DIR/$1.toml" &
   PIDS+=($!)
   PID[$1]=$!
 }
@@ -150,7 +152,7 @@ url = \"http://127.0.0.1:$UP\""
 done
 portcullis check "$FC" 'trusted_proxies = ["127.0.0.1/32"]
 client_ip_header = "X-Real-IP"' ""
-target/release/hello "127.0.0.1:$HE" 2>/dev/null &
+target/dist/hello "127.0.0.1:$HE" 2>/dev/null &
 PIDS+=($!)
 PID[hello]=$!
 for p in $UP $NG $PC $PD $HE $FA "${EXTRA_PORT[@]}"; do
@@ -189,7 +191,7 @@ run() {
 # name url rate : an open-loop run (its own warm-up seconds included).
 open_run() {
   local out
-  out=$(target/release/openloop "$2" "$3" $((SECS + WARM)) "$CONNS" 2 "$WARM")
+  out=$(target/dist/openloop "$2" "$3" $((SECS + WARM)) "$CONNS" 2 "$WARM")
   echo "open-$1 $out" | tee -a "$DIR/open"
 }
 

@@ -237,7 +237,10 @@ pub async fn run(
 }
 
 /// Worker `me`: its own current-thread runtime, accepting on `l` and
-/// taking the connections other workers hand it on `handed`.
+/// taking the connections other workers hand it on `handed`. Never
+/// inlined: `bench/request_icount.sh` counts a request worker's
+/// instructions as this function's inclusive cost, under LTO too.
+#[inline(never)]
 fn worker(
     me: usize,
     l: std::net::TcpListener,
