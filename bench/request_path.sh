@@ -188,11 +188,16 @@ run() {
   echo "$name $rps $p99 ${non2xx:-0} $reqs$cpu" | tee -a "$DIR/results"
 }
 
-# name url rate : an open-loop run (its own warm-up seconds included).
+# name url rate server-names... : an open-loop run (its own warm-up
+# seconds included), with each server's CPU ticks over the whole run.
 open_run() {
-  local out
-  out=$(target/dist/openloop "$2" "$3" $((SECS + WARM)) "$CONNS" 2 "$WARM")
-  echo "open-$1 $out" | tee -a "$DIR/open"
+  local name=$1 url=$2 rate=$3 out s cpu=""
+  shift 3
+  declare -A before
+  for s in "$@"; do before[$s]=$(ticks "${PID[$s]}"); done
+  out=$(target/dist/openloop "$url" "$rate" $((SECS + WARM)) "$CONNS" 2 "$WARM")
+  for s in "$@"; do cpu+=" $s=$(($(ticks "${PID[$s]}") - before[$s]))"; done
+  echo "open-$name $out$cpu" | tee -a "$DIR/open"
 }
 
 echo "# $(nproc) cores, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -256,20 +261,41 @@ if "nginx" in names:
 EOF
 if [[ " $SECTIONS " == *" open "* && -f "$DIR/results.nginx" ]]; then
   echo "# open loop, $CONNS connections, ${SECS}s after ${WARM}s warm-up"
-  echo "# columns: name target_rps done_rps sent ok non2xx errors p50_us p99_us p999_us max_us"
+  echo "# columns: name target_rps done_rps sent ok non2xx errors p50_us p99_us p999_us max_us cpu_ticks_per_process (HZ=$HZ)"
   for f in ${OPEN_FRACTIONS:-0.5}; do
     RATE=$(python3 -c "print(int($(cat "$DIR/results.nginx") * $f))")
     for r in $(seq "$ROUNDS"); do
-      open_run "nginx@$f" "http://127.0.0.1:$NG/" "$RATE"
-      open_run "proxy@$f" "http://127.0.0.1:$PC/" "$RATE"
-      if [[ " $SECTIONS " == *" fa "* ]]; then open_run "fa@$f" "http://127.0.0.1:$FA/" "$RATE"; fi
+      open_run "nginx@$f" "http://127.0.0.1:$NG/" "$RATE" nginx upstream
+      open_run "proxy@$f" "http://127.0.0.1:$PC/" "$RATE" proxy upstream
+      if [[ " $SECTIONS " == *" fa "* ]]; then open_run "fa@$f" "http://127.0.0.1:$FA/" "$RATE" fa check upstream; fi
     done
   done
-  python3 - "$DIR/open" <<'EOF'
+  python3 - "$DIR/open" "$HZ" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
+hz = float(sys.argv[2])
 for n in dict.fromkeys(r[0] for r in rows):
     m = lambda i: statistics.median(float(r[i]) for r in rows if r[0] == n)
-    print(f"median {n}: p50 {m(7):.0f} µs, p99 {m(8):.0f} µs, p99.9 {m(9):.0f} µs (done {m(2):.0f} rps, errors+non-2xx {sum(int(r[5]) + int(r[6]) for r in rows if r[0] == n)})")
+    # CPU µs per request of each counted process (ticks over the whole
+    # run, warm-up included, over every request sent)
+    per = {}
+    for r in rows:
+        if r[0] == n:
+            for kv in r[11:]:
+                k, v = kv.split("=")
+                per.setdefault(k, []).append(float(v) / hz * 1e6 / float(r[3]))
+    c = ", ".join(f"{k} {statistics.median(v):.1f} µs" for k, v in per.items())
+    print(f"median {n}: p50 {m(7):.0f} µs, p99 {m(8):.0f} µs, p99.9 {m(9):.0f} µs (done {m(2):.0f} rps, errors+non-2xx {sum(int(r[5]) + int(r[6]) for r in rows if r[0] == n)}); CPU/request: {c}")
+# each server's percentiles over nginx's of the same round and rate
+for n in dict.fromkeys(r[0] for r in rows):
+    kind, at = n.split("@")
+    if kind == "open-nginx":
+        continue
+    base = [r for r in rows if r[0] == "open-nginx@" + at]
+    mine = [r for r in rows if r[0] == n]
+    if not base or len(base) != len(mine):
+        continue
+    ratio = lambda i: statistics.median(float(b[i]) / float(a[i]) for a, b in zip(base, mine) if float(a[i]) > 0)
+    print(f"paired {n} / open-nginx@{at}, median of the rounds: p50 {ratio(7):.2f}x, p99 {ratio(8):.2f}x, p99.9 {ratio(9):.2f}x")
 EOF
 fi
