@@ -17,6 +17,7 @@
 
 pub mod admin_api;
 pub mod admin_auth;
+mod armed;
 pub mod cli;
 pub mod config;
 pub mod demo;

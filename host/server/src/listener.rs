@@ -47,6 +47,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::config::ConnLimits;
+use crate::armed::Armed;
 use crate::exporter::ServerMetrics;
 use crate::pipeline::Pipeline;
 
@@ -513,6 +514,9 @@ pin_project_lite::pin_project! {
         conn: C,
         #[pin]
         timer: Sleep,
+        // The timer's registration: polled again only when it may have
+        // fired (`armed.rs`).
+        armed: Armed,
         ticket: Ticket,
         cfg: Arc<ConnLimits>,
         every: Duration,
@@ -552,9 +556,10 @@ impl<C: Conn> Future for Driver<C> {
                 *this.hard_stop = Some(hard);
                 let next = this.timer.deadline();
                 this.timer.as_mut().reset(hard.min(next));
+                this.armed.disarm();
                 continue; // hyper closes an idle connection on its next poll
             }
-            if this.timer.as_mut().poll(cx).is_pending() {
+            if this.armed.poll(this.timer.as_mut(), cx).is_pending() {
                 return Poll::Pending;
             }
             let now = tokio::time::Instant::now();
@@ -568,6 +573,7 @@ impl<C: Conn> Future for Driver<C> {
             this.timer
                 .as_mut()
                 .reset(this.hard_stop.map_or(next, |h| h.min(next)));
+            this.armed.disarm();
         }
     }
 }
@@ -598,6 +604,7 @@ pub async fn serve_conn(
     let driver = Driver {
         conn: builder.serve_connection(io, svc),
         timer: tokio::time::sleep(every),
+        armed: Armed::default(),
         ticket,
         cfg,
         every,
