@@ -79,6 +79,35 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
 
+    /// A timer that fired while still armed (its waker taken, the task
+    /// not yet polled) and is then reset, as the shutdown grace does:
+    /// after `disarm` the next poll registers it again, and it fires at
+    /// the new deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_fired_timer_reset_before_it_is_seen_fires_again() {
+        let mut sleep = Box::pin(tokio::time::sleep(Duration::from_secs(5)));
+        let mut armed = Armed::default();
+        let count = std::sync::Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(armed.poll(sleep.as_mut(), &mut cx).is_pending());
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(sleep.is_elapsed(), "fired, not yet seen through `armed`");
+        sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_secs(3));
+        armed.disarm();
+        assert!(armed.poll(sleep.as_mut(), &mut cx).is_pending());
+        let woken = count.0.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            count.0.load(std::sync::atomic::Ordering::Relaxed),
+            woken + 1,
+            "the reset timer wakes the task"
+        );
+        assert!(armed.poll(sleep.as_mut(), &mut cx).is_ready());
+    }
+
     struct Count(std::sync::atomic::AtomicUsize);
     impl std::task::Wake for Count {
         fn wake(self: std::sync::Arc<Self>) {
