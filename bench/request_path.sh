@@ -168,18 +168,25 @@ ticks() {
   echo "$sum"
 }
 HZ=$(getconf CLK_TCK)
+# servers... : "name=ticks" of each named server, now.
+snapshot() {
+  local s
+  for s in "$@"; do printf '%s=%s ' "$s" "$(ticks "${PID[$s]}")"; done
+}
+# snapshot : " name=ticks" each server spent since that snapshot.
+spent() {
+  local kv
+  for kv in $1; do printf ' %s=%s' "${kv%%=*}" $(($(ticks "${PID[${kv%%=*}]}") - ${kv#*=})); done
+}
 
 # name url server-names... : one warm-up, then a measured wrk run.
 run() {
-  local name=$1 url=$2 out rps p99 non2xx reqs s cpu=""
+  local name=$1 url=$2 out rps p99 non2xx reqs t0 cpu
   shift 2
   wrk -t2 -c"$CONNS" -d"${WARM}s" "$url" >/dev/null
-  declare -A before
-  for s in "$@"; do before[$s]=$(ticks "${PID[$s]}"); done
+  t0=$(snapshot "$@")
   out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$url")
-  for s in "$@"; do
-    cpu+=" $s=$(($(ticks "${PID[$s]}") - before[$s]))"
-  done
+  cpu=$(spent "$t0")
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -191,12 +198,11 @@ run() {
 # name url rate server-names... : an open-loop run (its own warm-up
 # seconds included), with each server's CPU ticks over the whole run.
 open_run() {
-  local name=$1 url=$2 rate=$3 out s cpu=""
+  local name=$1 url=$2 rate=$3 out t0 cpu
   shift 3
-  declare -A before
-  for s in "$@"; do before[$s]=$(ticks "${PID[$s]}"); done
+  t0=$(snapshot "$@")
   out=$(target/dist/openloop "$url" "$rate" $((SECS + WARM)) "$CONNS" 2 "$WARM")
-  for s in "$@"; do cpu+=" $s=$(($(ticks "${PID[$s]}") - before[$s]))"; done
+  cpu=$(spent "$t0")
   echo "open-$name $out$cpu" | tee -a "$DIR/open"
 }
 
